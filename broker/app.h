@@ -1,0 +1,13 @@
+/* The state one node shares between its request handlers. */
+#ifndef MCPB_APP_H
+#define MCPB_APP_H
+#include "config.h"
+#include "db.h"
+
+struct app {
+	struct config *cfg;
+	struct db *db;
+	int draining; /* set on SIGTERM: /readyz answers 503 */
+};
+
+#endif

@@ -1,0 +1,136 @@
+/* Configuration: JSON read with jansson, ${NAME} expanded from the
+ * environment, validated against one table per object (config.c), which is
+ * also what `check-config` and `--help` describe. */
+#ifndef MCPB_CONFIG_H
+#define MCPB_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "buf.h"
+#include "crypto.h"
+
+struct cfg_key {
+	char *id;
+	uint8_t key[CRYPTO_KEY_LEN];
+};
+
+struct cfg_client {
+	char *client_id;
+	char *client_name;
+	uint8_t secret_hash[CRYPTO_SHA256_LEN]; /* SHA-256 of client_secret */
+	int has_secret;
+	char **redirect_uris;
+	size_t n_redirect_uris;
+};
+
+struct cfg_upstream {
+	char *name; /* the key under "upstreams" */
+	char *preset;
+	char *issuer;
+	char *authorize_url;
+	char *token_url;
+	char *userinfo_url;
+	char *revoke_url;
+	long timeout_ms;
+	char *client_id;
+	char *client_secret; /* plaintext: sent to the upstream; wiped on free */
+	char **scopes;
+	size_t n_scopes;
+	int pkce; /* -1: preset decides */
+	char *ca_file;
+};
+
+struct cfg_scope_rule {
+	char *scope;
+	char **tools; /* "*" = any tool */
+	size_t n_tools;
+};
+
+struct cfg_inject {
+	char *header; /* default Authorization */
+	char *value;  /* template containing {upstream_token} */
+};
+
+struct cfg_resource {
+	char *path;
+	char *upstream;
+	char *downstream;
+	struct cfg_inject inject;
+	struct cfg_scope_rule *scopes;
+	size_t n_scopes;
+	char **default_scopes;
+	size_t n_default_scopes;
+	char **allowed_origins;
+	size_t n_allowed_origins;
+	long connect_timeout_ms;
+	long idle_timeout_ms;
+};
+
+struct config {
+	char *listen;
+	char listen_host[64];
+	int listen_port;
+	char *public_url;
+	char *database_url;
+	struct cfg_key *encryption_keys;
+	size_t n_encryption_keys;
+	uint8_t cookie_secret[CRYPTO_KEY_LEN];
+	uint8_t (*admin_token_hashes)[CRYPTO_SHA256_LEN];
+	size_t n_admin_tokens;
+	struct {
+		long access_ttl, refresh_ttl, code_ttl, refresh_grace;
+	} tokens;
+	struct {
+		int dynamic;
+		int client_id_metadata_documents;
+		uint8_t initial_access_token_hash[CRYPTO_SHA256_LEN];
+		int has_initial_access_token;
+	} registration;
+	struct cfg_client *clients;
+	size_t n_clients;
+	struct cfg_upstream *upstreams;
+	size_t n_upstreams;
+	struct cfg_resource *resources;
+	size_t n_resources;
+	struct {
+		long register_per_ip_per_hour;
+		long token_per_client_per_minute;
+		long proxy_per_grant_per_second;
+	} limits;
+	struct {
+		long pool_size, statement_timeout_ms, connect_timeout_s;
+	} database;
+	struct {
+		long threads, max_connections, drain_timeout_s, connection_timeout_s;
+	} http;
+	struct {
+		char *level;
+	} log;
+};
+
+/* Collected problems, each "<json path>: <what was expected>". */
+struct cfg_errors {
+	char **msg;
+	size_t n;
+};
+
+/* Loads and validates path. On failure returns NULL and fills errs with every
+ * problem found (not only the first). The caller frees errs. */
+struct config *config_load(const char *path, struct cfg_errors *errs);
+/* Same from a JSON text (used by tests). */
+struct config *config_parse(const char *text, size_t len, struct cfg_errors *errs);
+void config_free(struct config **cfg);
+void config_errors_free(struct cfg_errors *errs);
+
+/* Expands ${NAME} from the environment. Returns a malloc'd string or NULL
+ * with *why set to a static explanation. */
+char *config_expand_env(const char *in, const char **why);
+
+/* Lookups; NULL when absent. */
+const struct cfg_upstream *config_upstream(const struct config *cfg, const char *name);
+const struct cfg_client *config_client(const struct config *cfg, const char *client_id);
+
+/* Prints the schema (every key, its type and default) to f. */
+void config_describe(FILE *f);
+
+#endif

@@ -1,0 +1,417 @@
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "crypto.h"
+#include "log.h"
+#include "metrics.h"
+
+struct http_server {
+	struct MHD_Daemon *d;
+	struct app *app;
+	const struct http_route *routes;
+	size_t nroutes;
+	int port;
+};
+
+static long in_flight;
+static int draining;
+
+uint64_t http_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+long http_in_flight(void)
+{
+	return __atomic_load_n(&in_flight, __ATOMIC_ACQUIRE);
+}
+
+static enum http_method method_id(const char *m)
+{
+	static const struct { const char *name; enum http_method id; } tab[] = {
+		{ "GET", HM_GET }, { "POST", HM_POST }, { "PUT", HM_PUT }, { "DELETE", HM_DELETE },
+		{ "OPTIONS", HM_OPTIONS }, { "HEAD", HM_HEAD }, { "PATCH", HM_PATCH },
+	};
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
+		if (strcmp(m, tab[i].name) == 0)
+			return tab[i].id;
+	return 0;
+}
+
+/* Finds the route for path and method. *path_known reports whether some
+ * route had the path (so the answer is 405 rather than 404). */
+static const struct http_route *route_find(const struct http_server *s, const char *path,
+					   enum http_method m, int *path_known)
+{
+	*path_known = 0;
+	enum http_method want = m == HM_HEAD ? HM_GET : m;
+	for (size_t i = 0; i < s->nroutes; i++) {
+		const struct http_route *rt = &s->routes[i];
+		size_t n = strlen(rt->path);
+		int hit = rt->match == MATCH_EXACT
+				  ? strcmp(path, rt->path) == 0
+				  : strncmp(path, rt->path, n) == 0 && (path[n] == '\0' || path[n] == '/');
+		if (!hit)
+			continue;
+		*path_known = 1;
+		if (rt->methods & (unsigned)want)
+			return rt;
+	}
+	return NULL;
+}
+
+static void request_id(struct http_req *r)
+{
+	const char *given = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+	if (given) {
+		size_t n = strlen(given);
+		int ok = n > 0 && n <= LIM_REQUEST_ID;
+		for (size_t i = 0; ok && i < n; i++) {
+			char c = given[i];
+			ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			     c == '-' || c == '_' || c == '.';
+		}
+		if (ok) {
+			memcpy(r->id, given, n + 1);
+			return;
+		}
+	}
+	unsigned char rnd[8];
+	static const char hex[] = "0123456789abcdef";
+	if (crypto_random(rnd, sizeof(rnd)) < 0)
+		memset(rnd, 0, sizeof(rnd));
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		r->id[2 * i] = hex[rnd[i] >> 4];
+		r->id[2 * i + 1] = hex[rnd[i] & 15];
+	}
+	r->id[16] = '\0';
+}
+
+static void client_ip(struct http_req *r)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	snprintf(r->client_ip, sizeof(r->client_ip), "unknown");
+	if (!ci || !ci->client_addr)
+		return;
+	const struct sockaddr *sa = ci->client_addr;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+			  r->client_ip, sizeof(r->client_ip));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+			  r->client_ip, sizeof(r->client_ip));
+}
+
+const char *http_header(struct http_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(struct http_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+struct count_ctx {
+	const char *name;
+	int n;
+};
+
+static enum MHD_Result count_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+				  const char *value)
+{
+	struct count_ctx *c = cls;
+	if (key && strcmp(key, c->name) == 0)
+		c->n++;
+	return MHD_YES;
+}
+
+int http_query_count(struct http_req *r, const char *name)
+{
+	struct count_ctx c = { name, 0 };
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_iter, &c);
+	return c.n;
+}
+
+int http_add_header(struct http_req *r, const char *name, const char *value)
+{
+	if (r->nheaders >= HTTP_MAX_RESP_HEADERS)
+		return -1;
+	char *n = strdup(name), *v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return -1;
+	}
+	r->headers[r->nheaders].name = n;
+	r->headers[r->nheaders].value = v;
+	r->nheaders++;
+	return 0;
+}
+
+static void free_headers(struct http_req *r)
+{
+	for (int i = 0; i < r->nheaders; i++) {
+		free(r->headers[i].name);
+		free(r->headers[i].value);
+	}
+	r->nheaders = 0;
+}
+
+void http_send(struct http_req *r, int status, const char *content_type, const char *body,
+	       size_t len)
+{
+	if (r->responded)
+		return;
+	r->responded = 1;
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!resp) {
+		r->status = 500;
+		free_headers(r);
+		return; /* MHD closes the connection */
+	}
+	if (content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	for (int i = 0; i < r->nheaders; i++)
+		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
+	if (__atomic_load_n(&draining, __ATOMIC_ACQUIRE))
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	free_headers(r);
+	r->status = status;
+	if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
+		r->status = 500;
+	MHD_destroy_response(resp);
+}
+
+void http_send_json(struct http_req *r, int status, json_t *json)
+{
+	char *text = json ? json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(json);
+	if (!text) {
+		http_send(r, 500, "application/json", "{\"error\":\"server_error\"}", 24);
+		return;
+	}
+	http_send(r, status, "application/json", text, strlen(text));
+	free(text);
+}
+
+void http_send_oauth_error(struct http_req *r, int status, const char *error,
+			   const char *description)
+{
+	(void)http_add_header(r, "Cache-Control", "no-store");
+	(void)http_add_header(r, "Pragma", "no-cache");
+	json_t *o = json_pack("{s:s}", "error", error);
+	if (o && description)
+		json_object_set_new(o, "error_description", json_string(description));
+	json_t *f = json_pack("{s:s, s:i, s:s?}", "error", error, "status", status,
+			      "description", description);
+	log_event(LOG_INFO, "oauth.error", r->id, f);
+	http_send_json(r, status, o);
+}
+
+void http_send_error(struct http_req *r, int status, const char *msg)
+{
+	http_send_json(r, status, json_pack("{s:s}", "error", msg));
+}
+
+static size_t content_length(struct http_req *r, int *present)
+{
+	const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	*present = 0;
+	if (!cl)
+		return 0;
+	size_t v = 0;
+	for (const char *p = cl; *p; p++) {
+		if (*p < '0' || *p > '9' || v > SIZE_MAX / 10 - 10)
+			return SIZE_MAX;
+		v = v * 10 + (size_t)(*p - '0');
+	}
+	*present = 1;
+	return v;
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+				 const char *method, const char *version, const char *upload_data,
+				 size_t *upload_data_size, void **con_cls)
+{
+	struct http_server *s = cls;
+	struct http_req *r = *con_cls;
+	if (!r) {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return MHD_NO;
+		__atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
+		*con_cls = r;
+		r->conn = conn;
+		r->app = s->app;
+		r->start_ns = http_now_ns();
+		r->method = method;
+		r->method_id = method_id(method);
+		r->path = url;
+		request_id(r);
+		client_ip(r);
+		int known = 0;
+		if (strlen(url) > LIM_PATH) {
+			http_send_error(r, 414, "uri_too_long");
+			return MHD_YES;
+		}
+		r->route = route_find(s, url, r->method_id, &known);
+		if (!r->route) {
+			if (known) {
+				(void)http_add_header(r, "Allow", "GET, POST");
+				http_send_error(r, 405, "method_not_allowed");
+			} else {
+				http_send_error(r, 404, "not_found");
+			}
+			return MHD_YES;
+		}
+		int present = 0;
+		size_t cl = content_length(r, &present);
+		if (present && cl > r->route->max_body) {
+			/* Answer before reading: libmicrohttpd then closes the connection. */
+			http_send_error(r, 413, "request_too_large");
+			return MHD_YES;
+		}
+		buf_init(&r->body, r->route->max_body);
+		r->body.secret = 1; /* bodies carry codes, secrets and tokens */
+		return MHD_YES;
+	}
+	if (r->responded) {
+		*upload_data_size = 0; /* discard what follows an early answer */
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (!r->body_too_large && buf_add(&r->body, upload_data, *upload_data_size) < 0)
+			r->body_too_large = 1;
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (r->body_too_large) {
+		http_send_error(r, 413, "request_too_large");
+		return MHD_YES;
+	}
+	r->route->handler(r);
+	if (!r->responded) {
+		log_msg(LOG_ERROR, "http.no_response", r->id, "handler %s sent no response", r->route->label);
+		http_send_error(r, 500, "server_error");
+	}
+	return MHD_YES;
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct http_req *r = *con_cls;
+	if (!r)
+		return;
+	*con_cls = NULL;
+	double secs = (double)(http_now_ns() - r->start_ns) / 1e9;
+	int status = r->status ? r->status : 499;
+	const char *label = r->route ? r->route->label : "unmatched";
+	metrics_observe(label, status, secs);
+	if (log_enabled(LOG_INFO)) {
+		char path[257];
+		snprintf(path, sizeof(path), "%s", r->path ? r->path : "");
+		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", r->method, "route", label,
+				      "path", path, "status", status, "duration_ms", secs * 1000.0,
+				      "client", r->client_ip);
+		if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+			json_object_set_new(f, "terminated", json_integer(toe));
+		log_event(status >= 500 ? LOG_WARN : LOG_INFO, "http.request", r->id, f);
+	}
+	if (r->ctx_free)
+		r->ctx_free(r->ctx);
+	buf_free(&r->body);
+	free_headers(r);
+	free(r);
+	__atomic_sub_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
+}
+
+struct http_server *http_start(struct app *app, const char *host, int port,
+			       const struct http_route *routes, size_t nroutes)
+{
+	struct http_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->app = app;
+	s->routes = routes;
+	s->nroutes = nroutes;
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	if (strchr(host, ':')) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+			goto fail;
+		flags |= MHD_USE_IPv6;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+			goto fail;
+	}
+	const struct config *cfg = app->cfg;
+	s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, s,
+				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+				MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
+				MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections,
+				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http.connection_timeout_s,
+				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 4),
+				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+				MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+				MHD_OPTION_END);
+	if (!s->d)
+		goto fail;
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = di ? di->port : port;
+	return s;
+fail:
+	log_msg(LOG_ERROR, "http.start_failed", NULL, "cannot listen on %s:%d", host, port);
+	free(s);
+	return NULL;
+}
+
+int http_port(const struct http_server *s)
+{
+	return s->port;
+}
+
+void http_drain_and_stop(struct http_server **sp, int timeout_s)
+{
+	struct http_server *s = sp ? *sp : NULL;
+	if (!s)
+		return;
+	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
+	MHD_socket fd = MHD_quiesce_daemon(s->d);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	uint64_t deadline = http_now_ns() + (uint64_t)timeout_s * 1000000000ull;
+	long left;
+	while ((left = http_in_flight()) > 0 && http_now_ns() < deadline)
+		usleep(20000);
+	if (left > 0)
+		log_msg(LOG_WARN, "http.drain_timeout", NULL, "%ld requests still in flight", left);
+	MHD_stop_daemon(s->d);
+	free(s);
+	*sp = NULL;
+}

@@ -1,0 +1,92 @@
+/* The HTTP server: libmicrohttpd glue, a route table, request size limits,
+ * request ids, response helpers, access log and metrics. Handlers run on
+ * libmicrohttpd's worker threads, once per request, after the body (bounded
+ * by the route's max_body) has been read. */
+#ifndef MCPB_HTTP_H
+#define MCPB_HTTP_H
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdint.h>
+#include "buf.h"
+#include "limits.h"
+
+struct app;
+struct http_req;
+
+typedef void (*http_handler)(struct http_req *r);
+
+enum http_method {
+	HM_GET = 1, HM_POST = 2, HM_PUT = 4, HM_DELETE = 8, HM_OPTIONS = 16, HM_HEAD = 32,
+	HM_PATCH = 64, HM_ANY = 127
+};
+enum http_match { MATCH_EXACT, MATCH_PREFIX };
+
+struct http_route {
+	unsigned methods;
+	const char *path;
+	enum http_match match;
+	size_t max_body;
+	http_handler handler;
+	const char *label; /* metrics/log label, static */
+	const void *data;  /* handler data (e.g. the resource), available as r->route->data */
+};
+
+#define HTTP_MAX_RESP_HEADERS 16
+
+struct http_req {
+	struct MHD_Connection *conn;
+	struct app *app;
+	const struct http_route *route;
+	char id[LIM_REQUEST_ID + 1];
+	const char *method;
+	enum http_method method_id;
+	const char *path;
+	struct buf body;
+	int body_too_large;
+	int responded;
+	int status;
+	uint64_t start_ns;
+	char client_ip[48];
+	struct {
+		char *name, *value;
+	} headers[HTTP_MAX_RESP_HEADERS];
+	int nheaders;
+	/* Handler-owned state, freed by ctx_free when the request completes. */
+	void *ctx;
+	void (*ctx_free)(void *ctx);
+};
+
+struct http_server;
+
+/* Starts listening on host:port with the given routes (copied pointer: the
+ * table must outlive the server). NULL on failure (logged). */
+struct http_server *http_start(struct app *app, const char *host, int port,
+			       const struct http_route *routes, size_t nroutes);
+/* Port actually bound (useful with port 0). */
+int http_port(const struct http_server *s);
+/* Stops accepting, waits for in-flight requests (at most timeout_s), stops. */
+void http_drain_and_stop(struct http_server **s, int timeout_s);
+long http_in_flight(void);
+
+/* Request accessors. */
+const char *http_header(struct http_req *r, const char *name);
+const char *http_query(struct http_req *r, const char *name);
+/* How many times a query argument appears (duplicates are an error in OAuth). */
+int http_query_count(struct http_req *r, const char *name);
+
+/* Adds a response header (copied) to the response about to be sent. */
+int http_add_header(struct http_req *r, const char *name, const char *value);
+/* Sends a response; exactly one per request. Copies body. */
+void http_send(struct http_req *r, int status, const char *content_type, const char *body,
+	       size_t len);
+/* Sends json (stolen) as application/json. */
+void http_send_json(struct http_req *r, int status, json_t *json);
+/* RFC 6749 JSON error {"error","error_description"} with no-store. */
+void http_send_oauth_error(struct http_req *r, int status, const char *error,
+			   const char *description);
+/* Plain JSON error {"error": msg} for non-OAuth endpoints. */
+void http_send_error(struct http_req *r, int status, const char *msg);
+
+uint64_t http_now_ns(void);
+
+#endif
