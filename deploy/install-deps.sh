@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages mcp-broker needs, only those missing.
+#   install-deps.sh          build and run (compiler, libraries, PostgreSQL)
+#   install-deps.sh --test   also what the tests use (node, npm, nginx, wrk)
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libpq-dev libssl-dev libjansson-dev
+	libcurl4-openssl-dev postgresql postgresql-client curl ca-certificates openssl)
+if [ "${1:-}" = --test ]; then
+	pkgs+=(nginx-light wrk)
+	command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+	command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+sudo=
+[ "$(id -u)" = 0 ] || sudo=sudo
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts a system cluster and nginx on install; the broker and the tests
+# use their own throwaway ones.
