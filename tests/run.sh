@@ -35,11 +35,11 @@ fi
 pgdir=$(mktemp -d /tmp/mcpb-test-pg.XXXXXX)
 chmod 755 "$pgdir"
 cleanup() {
-	"$root/tests/lib/pgcluster.sh" stop "$pgdir/pg" || true
+	"$root/deploy/pgcluster.sh" stop "$pgdir/pg" || true
 	rm -rf "$pgdir"
 }
 trap cleanup EXIT INT TERM
-export MCPB_TEST_DATABASE_URL=$("$root/tests/lib/pgcluster.sh" start "$pgdir/pg")
+export MCPB_TEST_DATABASE_URL=$("$root/deploy/pgcluster.sh" start "$pgdir/pg")
 echo "throwaway PostgreSQL: $MCPB_TEST_DATABASE_URL"
 
 if [ "$build" = build-asan ]; then

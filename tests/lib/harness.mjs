@@ -15,7 +15,7 @@ export const SOURCE_DIR = process.env.MCPB_SOURCE_DIR ||
   path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BINARY = process.env.MCPB_BINARY || path.join(SOURCE_DIR, 'build/mcp-broker');
 export const CLUSTER_URL = process.env.MCPB_TEST_DATABASE_URL;
-export const PGCLUSTER = path.join(SOURCE_DIR, 'tests/lib/pgcluster.sh');
+export const PGCLUSTER = path.join(SOURCE_DIR, 'deploy/pgcluster.sh');
 
 export function requireCluster() {
   if (!CLUSTER_URL) throw new Error('MCPB_TEST_DATABASE_URL is not set: run the tests through tests/run.sh');
