@@ -103,7 +103,13 @@ static const struct field resource_fields[] = {
 	{ "default_scopes", F_STRLIST, 0, O(struct cfg_resource, default_scopes), O(struct cfg_resource, n_default_scopes), 0, LIM_SCOPES, 0, NULL, 0, "scopes granted when a request names none" },
 	{ "allowed_origins", F_STRLIST, 0, O(struct cfg_resource, allowed_origins), O(struct cfg_resource, n_allowed_origins), 0, 64, 0, NULL, 0, "browser Origins allowed to call the resource" },
 	{ "connect_timeout_ms", F_INT, 0, O(struct cfg_resource, connect_timeout_ms), 0, 100, 60000, 5000, NULL, 0, "downstream connect timeout" },
-	{ "idle_timeout_ms", F_INT, 0, O(struct cfg_resource, idle_timeout_ms), 0, 1000, 86400000, 300000, NULL, 0, "downstream idle timeout" },
+	{ "idle_timeout_ms", F_INT, 0, O(struct cfg_resource, idle_timeout_ms), 0, 1000, 86400000, 300000, NULL, 0, "downstream idle timeout (no bytes for this long)" },
+	{ "identity_headers", F_BOOL, 0, O(struct cfg_resource, identity_headers), 0, 0, 0, 1, NULL, 0, "send X-MCP-User, X-MCP-Client, X-MCP-Scopes downstream" },
+	{ "audit_arguments", F_BOOL, 0, O(struct cfg_resource, audit_arguments), 0, 0, 0, 0, NULL, 0, "tool audit records include arguments" },
+	{ "client_cert", F_STRING, 0, O(struct cfg_resource, client_cert), 0, 1, 4096, 0, NULL, 0, "PEM client certificate for mutual TLS downstream" },
+	{ "client_key", F_STRING, 0, O(struct cfg_resource, client_key), 0, 1, 4096, 0, NULL, 0, "PEM private key for mutual TLS downstream" },
+	{ "ca_file", F_STRING, 0, O(struct cfg_resource, ca_file), 0, 1, 4096, 0, NULL, 0, "CA bundle verifying the downstream" },
+	{ "rate_per_grant", F_INT, 0, O(struct cfg_resource, rate_per_grant), 0, 0, 1000000, 0, NULL, 0, "requests/s per grant (0: limits.proxy_per_grant_per_second)" },
 	END
 };
 static const struct schema resource_schema = { "resource", sizeof(struct cfg_resource), resource_fields, -1 };
@@ -114,6 +120,8 @@ static const struct field tokens_fields[] = {
 	{ "refresh_ttl", F_INT, 0, C(tokens.refresh_ttl) - C(tokens), 0, 300, 31536000, 2592000, NULL, 0, "refresh token lifetime, seconds" },
 	{ "code_ttl", F_INT, 0, C(tokens.code_ttl) - C(tokens), 0, 5, 60, 60, NULL, 0, "authorization code lifetime, seconds (<= 60)" },
 	{ "refresh_grace", F_INT, 0, C(tokens.refresh_grace) - C(tokens), 0, 0, 300, 10, NULL, 0, "seconds a rotated refresh token replays its successor" },
+	{ "upstream_refresh_skew", F_INT, 0, C(tokens.upstream_refresh_skew) - C(tokens), 0, 0, 3600, 60, NULL, 0, "refresh upstream tokens this many seconds before they expire" },
+	{ "upstream_lock_wait_ms", F_INT, 0, C(tokens.upstream_lock_wait_ms) - C(tokens), 0, 100, 60000, 15000, NULL, 0, "how long a request waits for another node's upstream refresh" },
 	END
 };
 static const struct schema tokens_schema = { "tokens", sizeof(((struct config *)0)->tokens), tokens_fields, -1 };
@@ -743,6 +751,9 @@ static void check_semantics(struct config *c, struct cfg_errors *e)
 			cfg_err(e, "$.public_url", "expected an https URL (http only for a loopback host)");
 		if (strchr(c->public_url, '?'))
 			cfg_err(e, "$.public_url", "must not have a query");
+		const char *upath = strchr(c->public_url + 8, '/');
+		if (upath && strspn(upath, "/") != strlen(upath))
+			cfg_err(e, "$.public_url", "must be an origin without a path (https://host[:port])");
 		/* One canonical form: no trailing slash, so issuer == PRM entry. */
 		size_t n = strlen(c->public_url);
 		while (n > 8 && c->public_url[n - 1] == '/')

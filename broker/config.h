@@ -64,6 +64,12 @@ struct cfg_resource {
 	size_t n_allowed_origins;
 	long connect_timeout_ms;
 	long idle_timeout_ms;
+	int identity_headers;  /* add X-MCP-User / X-MCP-Client / X-MCP-Scopes */
+	int audit_arguments;   /* tool audit records carry the call's arguments */
+	char *client_cert;     /* mutual TLS to the downstream */
+	char *client_key;
+	char *ca_file;
+	long rate_per_grant;   /* proxied requests per second per grant (0: limits default) */
 };
 
 struct config {
@@ -78,7 +84,7 @@ struct config {
 	uint8_t (*admin_token_hashes)[CRYPTO_SHA256_LEN];
 	size_t n_admin_tokens;
 	struct {
-		long access_ttl, refresh_ttl, code_ttl, refresh_grace;
+		long access_ttl, refresh_ttl, code_ttl, refresh_grace, upstream_refresh_skew, upstream_lock_wait_ms;
 	} tokens;
 	struct {
 		int dynamic;

@@ -199,6 +199,44 @@ void http_send(struct http_req *r, int status, const char *content_type, const c
 	MHD_destroy_response(resp);
 }
 
+void http_suspend(struct http_req *r)
+{
+	r->deferred = 1;
+	MHD_suspend_connection(r->conn);
+}
+
+void http_resume(struct http_req *r)
+{
+	MHD_resume_connection(r->conn);
+}
+
+void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback reader, void *cls,
+		      MHD_ContentReaderFreeCallback free_cls, const char *const *headers, size_t nheaders)
+{
+	if (r->responded)
+		return;
+	r->responded = 1;
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader,
+								       cls, free_cls);
+	if (!resp) {
+		if (free_cls)
+			free_cls(cls);
+		r->status = 500;
+		free_headers(r);
+		return;
+	}
+	for (size_t i = 0; i + 1 < nheaders * 2; i += 2)
+		MHD_add_response_header(resp, headers[i], headers[i + 1]);
+	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	for (int i = 0; i < r->nheaders; i++)
+		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
+	free_headers(r);
+	r->status = status;
+	if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
+		r->status = 500;
+	MHD_destroy_response(resp);
+}
+
 void http_send_json(struct http_req *r, int status, json_t *json)
 {
 	char *text = json ? json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -306,8 +344,9 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		http_send_error(r, 413, "request_too_large");
 		return MHD_YES;
 	}
+	r->deferred = 0;
 	r->route->handler(r);
-	if (!r->responded) {
+	if (!r->responded && !r->deferred) {
 		log_msg(LOG_ERROR, "http.no_response", r->id, "handler %s sent no response", r->route->label);
 		http_send_error(r, 500, "server_error");
 	}
@@ -396,9 +435,8 @@ int http_port(const struct http_server *s)
 	return s->port;
 }
 
-void http_drain_and_stop(struct http_server **sp, int timeout_s)
+void http_drain(struct http_server *s, int timeout_s)
 {
-	struct http_server *s = sp ? *sp : NULL;
 	if (!s)
 		return;
 	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
@@ -411,6 +449,13 @@ void http_drain_and_stop(struct http_server **sp, int timeout_s)
 		usleep(20000);
 	if (left > 0)
 		log_msg(LOG_WARN, "http.drain_timeout", NULL, "%ld requests still in flight", left);
+}
+
+void http_stop(struct http_server **sp)
+{
+	struct http_server *s = sp ? *sp : NULL;
+	if (!s)
+		return;
 	MHD_stop_daemon(s->d);
 	free(s);
 	*sp = NULL;

@@ -51,6 +51,7 @@ struct http_req {
 		char *name, *value;
 	} headers[HTTP_MAX_RESP_HEADERS];
 	int nheaders;
+	int deferred; /* the handler suspended the connection and will answer later */
 	/* Handler-owned state, freed by ctx_free when the request completes. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
@@ -64,8 +65,10 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 			       const struct http_route *routes, size_t nroutes);
 /* Port actually bound (useful with port 0). */
 int http_port(const struct http_server *s);
-/* Stops accepting, waits for in-flight requests (at most timeout_s), stops. */
-void http_drain_and_stop(struct http_server **s, int timeout_s);
+/* Stops accepting and waits for in-flight requests (at most timeout_s). */
+void http_drain(struct http_server *s, int timeout_s);
+/* Stops the server (closing what is left) and frees it. */
+void http_stop(struct http_server **s);
 long http_in_flight(void);
 
 /* Request accessors. */
@@ -88,5 +91,16 @@ void http_send_oauth_error(struct http_req *r, int status, const char *error,
 void http_send_error(struct http_req *r, int status, const char *msg);
 
 uint64_t http_now_ns(void);
+
+/* Deferred answers (the proxy): the handler suspends the connection and
+ * returns; another thread calls http_resume(), after which libmicrohttpd
+ * calls the route's handler again on a worker thread, where it answers. */
+void http_suspend(struct http_req *r);
+void http_resume(struct http_req *r);
+
+/* Streams a response: reader is libmicrohttpd's content reader (it may
+ * suspend the connection and return 0 when no data is ready yet). */
+void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback reader, void *cls,
+		      MHD_ContentReaderFreeCallback free_cls, const char *const *headers, size_t nheaders);
 
 #endif

@@ -14,6 +14,9 @@
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
+#include "clients.h"
+#include "housekeeping.h"
+#include "proxy.h"
 #include "server.h"
 
 /* serve: how long to keep retrying the first database connection. */
@@ -239,6 +242,14 @@ static int cmd_serve(int argc, char **argv)
 		log_msg(LOG_ERROR, "serve.oom", NULL, "out of memory at start-up");
 		goto out;
 	}
+	if (clients_sync_static(&app) < 0) {
+		log_msg(LOG_ERROR, "serve.clients", NULL, "cannot record the configured clients");
+		goto out;
+	}
+	if (proxy_start() < 0 || housekeeping_start(&app) < 0) {
+		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
+		goto out;
+	}
 	srv = http_start(&app, app.cfg->listen_host, app.cfg->listen_port, routes, nroutes);
 	if (!srv)
 		goto out;
@@ -260,10 +271,15 @@ static int cmd_serve(int argc, char **argv)
 		break;
 	}
 	__atomic_store_n(&app.draining, 1, __ATOMIC_RELEASE);
-	http_drain_and_stop(&srv, (int)app.cfg->http.drain_timeout_s);
+	http_drain(srv, (int)app.cfg->http.drain_timeout_s);
+	proxy_stop(); /* fails what is still streaming, waking its connections */
+	http_stop(&srv);
 	log_msg(LOG_INFO, "node.stopped", NULL, "bye");
 	rc = 0;
 out:
+	http_stop(&srv);
+	proxy_stop();
+	housekeeping_stop();
 	server_routes_free(&routes, nroutes);
 	db_close(&app.db);
 	config_free(&app.cfg);

@@ -1,32 +1,92 @@
 #include "server.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "authorize.h"
+#include "clients.h"
 #include "health.h"
+#include "metadata.h"
+#include "resource.h"
+#include "token.h"
+
+/* Browser-based MCP clients call discovery, registration and the token
+ * endpoint cross-origin; they carry no ambient credentials, so any origin
+ * may preflight them. */
+static void cors_preflight(struct http_req *r)
+{
+	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
+	(void)http_add_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+	(void)http_add_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version");
+	(void)http_add_header(r, "Access-Control-Max-Age", "600");
+	http_send(r, 204, NULL, "", 0);
+}
 
 static const struct http_route static_routes[] = {
 	{ HM_GET, "/healthz", MATCH_EXACT, 0, health_healthz, "healthz", NULL },
 	{ HM_GET, "/readyz", MATCH_EXACT, 0, health_readyz, "readyz", NULL },
 	{ HM_GET, "/metrics", MATCH_EXACT, 0, health_metrics, "metrics", NULL },
+	{ HM_GET, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL },
+	{ HM_GET, "/.well-known/openid-configuration", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL },
+	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", NULL },
+	{ HM_OPTIONS, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
+	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
+	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_PREFIX, 0, cors_preflight, "cors", NULL },
+	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, clients_register, "register", NULL },
+	{ HM_OPTIONS, "/register", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
+	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL },
+	{ HM_POST, "/authorize", MATCH_EXACT, LIM_BODY_DEFAULT, authorize_post, "consent", NULL },
+	{ HM_GET, "/callback", MATCH_EXACT, 0, authorize_callback, "callback", NULL },
+	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL },
+	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
 };
+
+#define PRM_PREFIX "/.well-known/oauth-protected-resource"
 
 int server_routes(const struct app *app, struct http_route **out, size_t *n)
 {
+	const struct config *cfg = app->cfg;
 	size_t ns = sizeof(static_routes) / sizeof(static_routes[0]);
-	struct http_route *r = calloc(ns, sizeof(*r));
+	size_t total = ns + 2 * cfg->n_resources;
+	struct http_route *r = calloc(total, sizeof(*r));
 	if (!r)
 		return -1;
-	memcpy(r, static_routes, sizeof(static_routes));
-	(void)app;
+	/* Resource metadata documents first: they are exact paths under the
+	 * well-known prefix. */
+	size_t k = 0;
+	for (size_t i = 0; i < cfg->n_resources; i++) {
+		const struct cfg_resource *res = &cfg->resources[i];
+		size_t len = strlen(PRM_PREFIX) + strlen(res->path) + 1;
+		char *path = malloc(len);
+		if (!path) {
+			server_routes_free(&r, k);
+			return -1;
+		}
+		snprintf(path, len, "%s%s", PRM_PREFIX, res->path);
+		r[k++] = (struct http_route){ HM_GET, path, MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", res };
+	}
+	memcpy(r + k, static_routes, sizeof(static_routes));
+	k += ns;
+	for (size_t i = 0; i < cfg->n_resources; i++) {
+		const struct cfg_resource *res = &cfg->resources[i];
+		r[k++] = (struct http_route){ HM_ANY, res->path, MATCH_PREFIX, LIM_BODY_PROXY_INSPECT,
+					      resource_handler, "resource", res };
+	}
 	*out = r;
-	*n = ns;
+	*n = k;
 	return 0;
 }
 
 void server_routes_free(struct http_route **routes, size_t n)
 {
-	(void)n;
-	free(*routes);
+	struct http_route *r = *routes;
+	if (!r)
+		return;
+	/* Only the per-resource metadata paths were allocated. */
+	for (size_t i = 0; i < n; i++)
+		if (r[i].handler == metadata_protected_resource && r[i].data)
+			free((char *)r[i].path);
+	free(r);
 	*routes = NULL;
 }

@@ -195,11 +195,11 @@ static void test_hashes(void)
 	CHECK_STR(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 
 	/* RFC 7636 appendix B: S256 challenge of the example verifier. */
-	static const char verifier[] = "dBjftJeZ4CVP-mJ92IfNGXIK3fWbfATN4zr-u0exnhc";
+	static const char verifier[] = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 	char challenge[64];
 	crypto_sha256(verifier, strlen(verifier), d);
 	crypto_b64url_encode(d, sizeof(d), challenge);
-	CHECK_STR(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWzzGRUZ0L6Nw");
+	CHECK_STR(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
 }
 
 static void test_hkdf(void)

@@ -1,0 +1,43 @@
+/* Browser state of the authorization flow, all keyed by cookie_secret:
+ * the browser-binding cookie, CSRF tokens bound to it and the client,
+ * consent cookies, and sealed (AEAD) blobs carried through forms. Cookies
+ * are __Host- prefixed, Secure, HttpOnly and SameSite=Lax when public_url
+ * is https; over plain http (loopback development only) the prefix and
+ * Secure are dropped, as browsers refuse them there. */
+#ifndef MCPB_COOKIE_H
+#define MCPB_COOKIE_H
+#include <jansson.h>
+#include "http.h"
+
+#define COOKIE_BROWSER "mcpb_browser"
+#define COOKIE_CONSENT "mcpb_consent"
+
+/* Value of our cookie base name (prefix added as configured), or NULL. */
+const char *cookie_get(struct http_req *r, const char *base);
+/* Queues Set-Cookie for base=value with max_age seconds. */
+int cookie_set(struct http_req *r, const char *base, const char *value, long max_age) WUR;
+
+/* The browser-binding value: the existing cookie, or a fresh one that is
+ * set on this response. out must hold 64 bytes. */
+int cookie_browser(struct http_req *r, char out[64]) WUR;
+
+/* CSRF token for (browser value, client_id), base64url HMAC; out[64]. */
+int cookie_csrf(struct http_req *r, const char *browser, const char *client_id, char out[64]) WUR;
+/* 1 when token is the CSRF token of this browser and client. */
+int cookie_csrf_ok(struct http_req *r, const char *client_id, const char *token);
+
+/* Consent memory: has this browser approved exactly this request shape? */
+int cookie_consent_has(struct http_req *r, const char *key);
+/* Adds key to the consent cookie (bounded, oldest dropped). */
+int cookie_consent_add(struct http_req *r, const char *key) WUR;
+
+/* Seals obj (JSON) for a form field; malloc'd base64url. purpose separates
+ * uses. Opening checks integrity; NULL when forged or damaged. */
+char *cookie_seal(struct http_req *r, const char *purpose, const json_t *obj);
+json_t *cookie_open(struct http_req *r, const char *purpose, const char *sealed);
+
+/* A value derived from the cookie secret (e.g. the upstream PKCE verifier
+ * for a state): base64url(HMAC(cookie_secret, purpose "|" input)); out[64]. */
+int cookie_derive(struct http_req *r, const char *purpose, const char *input, char out[64]) WUR;
+
+#endif

@@ -1,0 +1,95 @@
+#include "grant.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "audit.h"
+#include "crypto.h"
+#include "vault.h"
+
+static int insert_token(struct db_conn *c, const char *token, const char *kind, const char *grant_id,
+			const char *client_id, const char *resource, const char *scope, long ttl)
+{
+	static struct db_stmt q = DB_STMT(
+		"INSERT INTO tokens(token_hash, kind, grant_id, client_id, resource, scopes, expires_at) "
+		"VALUES ($1::bytea, $2, $3::uuid, $4, $5, string_to_array($6, ' '), "
+		"now() + make_interval(secs => $7::int))");
+	char hash[67], ttls[24];
+	vault_hash_hex(token, hash);
+	snprintf(ttls, sizeof(ttls), "%ld", ttl);
+	const char *p[] = { hash, kind, grant_id, client_id, resource, scope, ttls };
+	PGresult *r = db_exec_ok(c, &q, 7, p);
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
+		const char *resource, const char *scope, struct issued *out)
+{
+	const struct config *cfg = app->cfg;
+	memset(out, 0, sizeof(*out));
+	if (strlen(scope) >= sizeof(out->scope))
+		return -1;
+	snprintf(out->scope, sizeof(out->scope), "%s", scope);
+	out->expires_in = cfg->tokens.access_ttl;
+	if (crypto_token_new(TOKEN_PREFIX_ACCESS, out->access, sizeof(out->access)) < 0 ||
+	    crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0 ||
+	    insert_token(c, out->access, "access", grant_id, client_id, resource, scope,
+			 cfg->tokens.access_ttl) < 0 ||
+	    insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope,
+			 cfg->tokens.refresh_ttl) < 0) {
+		issued_wipe(out);
+		return -1;
+	}
+	return 0;
+}
+
+json_t *grant_token_response(const struct issued *out)
+{
+	json_t *j = json_pack("{s:s, s:s, s:i, s:s}", "access_token", out->access, "token_type", "Bearer",
+			      "expires_in", (int)out->expires_in, "refresh_token", out->refresh);
+	if (j && out->scope[0])
+		json_object_set_new(j, "scope", json_string(out->scope));
+	return j;
+}
+
+void issued_wipe(struct issued *out)
+{
+	crypto_wipe(out, sizeof(*out));
+}
+
+int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+		 const char *actor, const char *request_id)
+{
+	static struct db_stmt q_grant = DB_STMT(
+		"UPDATE grants SET status = 'revoked', revoked_at = now(), revoked_reason = $2, "
+		"updated_at = now() WHERE id = $1::uuid AND status = 'active' RETURNING user_id::text, client_id");
+	static struct db_stmt q_tokens = DB_STMT(
+		"UPDATE tokens SET revoked_at = now() WHERE grant_id = $1::uuid AND revoked_at IS NULL");
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('mcpb_revoke', $1)");
+	(void)app;
+	const char *p[] = { grant_id, reason };
+	PGresult *r = db_exec_ok(c, &q_grant, 2, p);
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return 0;
+	}
+	char user[40], client[600];
+	snprintf(user, sizeof(user), "%s", PQgetvalue(r, 0, 0));
+	snprintf(client, sizeof(client), "%s", PQgetvalue(r, 0, 1));
+	PQclear(r);
+	if (!(r = db_exec_ok(c, &q_tokens, 1, p)))
+		return -1;
+	PQclear(r);
+	struct audit a = { "grant.revoked", actor, user, client, grant_id, request_id };
+	if (audit_record(c, &a, json_pack("{s:s}", "reason", reason)) < 0)
+		return -1;
+	if (!(r = db_exec_ok(c, &q_notify, 1, p)))
+		return -1;
+	PQclear(r);
+	return 1;
+}

@@ -1,0 +1,105 @@
+#include "housekeeping.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "log.h"
+
+#define HK_INTERVAL_S 60
+#define HK_BATCH "500"
+#define HK_LOCK_KEY "7881707912358893427"
+
+static pthread_t hk_thread;
+static int hk_running;
+static pthread_mutex_t hk_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hk_cond = PTHREAD_COND_INITIALIZER;
+static int hk_stop;
+
+/* Each statement deletes at most one batch; the pass repeats a statement
+ * while it keeps finding full batches. Expired rows stay a grace minute so
+ * that an in-flight request never races its own row's deletion. */
+static struct db_stmt purge[] = {
+	DB_STMT("DELETE FROM pending_authorizations WHERE ctid IN (SELECT ctid FROM pending_authorizations "
+		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+	DB_STMT("DELETE FROM auth_codes WHERE ctid IN (SELECT ctid FROM auth_codes "
+		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+	DB_STMT("DELETE FROM tokens WHERE ctid IN (SELECT ctid FROM tokens "
+		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+};
+
+long housekeeping_run_once(struct app *app)
+{
+	static struct db_stmt q_lock = DB_STMT("SELECT pg_try_advisory_lock(" HK_LOCK_KEY ")");
+	static struct db_stmt q_unlock = DB_STMT("SELECT pg_advisory_unlock(" HK_LOCK_KEY ")");
+	struct db_conn *c = NULL;
+	long total = 0;
+	if (db_acquire(app->db, &c, 1000) < 0)
+		return -1;
+	PGresult *r = db_exec_ok(c, &q_lock, 0, NULL);
+	int locked = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	if (!locked) {
+		db_release(app->db, &c);
+		return 0; /* another node is on it */
+	}
+	for (size_t i = 0; i < sizeof(purge) / sizeof(purge[0]); i++) {
+		for (int rounds = 0; rounds < 100; rounds++) {
+			r = db_exec_ok(c, &purge[i], 0, NULL);
+			if (!r) {
+				total = -1;
+				goto out;
+			}
+			long n = strtol(PQcmdTuples(r), NULL, 10);
+			PQclear(r);
+			total += n;
+			if (n < 500)
+				break;
+		}
+	}
+out:
+	PQclear(db_exec_ok(c, &q_unlock, 0, NULL));
+	db_release(app->db, &c);
+	if (total > 0)
+		log_msg(LOG_INFO, "housekeeping.purged", NULL, "%ld expired rows deleted", total);
+	return total;
+}
+
+static void *loop(void *arg)
+{
+	struct app *app = arg;
+	pthread_mutex_lock(&hk_lock);
+	while (!hk_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += HK_INTERVAL_S;
+		pthread_cond_timedwait(&hk_cond, &hk_lock, &ts);
+		if (hk_stop)
+			break;
+		pthread_mutex_unlock(&hk_lock);
+		(void)housekeeping_run_once(app);
+		pthread_mutex_lock(&hk_lock);
+	}
+	pthread_mutex_unlock(&hk_lock);
+	return NULL;
+}
+
+int housekeeping_start(struct app *app)
+{
+	if (pthread_create(&hk_thread, NULL, loop, app) != 0)
+		return -1;
+	hk_running = 1;
+	return 0;
+}
+
+void housekeeping_stop(void)
+{
+	if (!hk_running)
+		return;
+	pthread_mutex_lock(&hk_lock);
+	hk_stop = 1;
+	pthread_cond_signal(&hk_cond);
+	pthread_mutex_unlock(&hk_lock);
+	pthread_join(hk_thread, NULL);
+	hk_running = 0;
+}

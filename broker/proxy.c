@@ -1,0 +1,447 @@
+#include "proxy.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+#define PROXY_BUFFER (256 * 1024)  /* downstream bytes held per transfer */
+#define PROXY_MAX_HEADERS 48
+#define PROXY_HEADER_BYTES (32 * 1024)
+
+struct proxy_xfer {
+	pthread_mutex_t lock;
+	int refs;
+	CURL *easy;
+	char *url;
+	struct curl_slist *req_headers;
+	struct buf body;
+	struct MHD_Connection *conn;
+
+	long status;
+	char *hdr_name[PROXY_MAX_HEADERS], *hdr_value[PROXY_MAX_HEADERS];
+	int nhdrs;
+	size_t hdr_bytes;
+	int headers_ready;
+
+	struct buf out;
+	size_t out_off;
+	int done;
+	CURLcode result;
+	int paused, want_unpause;
+	int suspended;
+	int client_gone;
+	int in_multi;
+	struct proxy_xfer *next; /* engine lists */
+};
+
+static struct {
+	CURLM *multi;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	struct proxy_xfer *incoming; /* handed over by worker threads */
+	struct proxy_xfer *active;   /* engine thread only */
+	int running, stop;
+	long nactive;
+} eng = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+long proxy_active(void)
+{
+	return __atomic_load_n(&eng.nactive, __ATOMIC_RELAXED);
+}
+
+static void xfer_release(struct proxy_xfer *x)
+{
+	pthread_mutex_lock(&x->lock);
+	int left = --x->refs;
+	pthread_mutex_unlock(&x->lock);
+	if (left > 0)
+		return;
+	if (x->easy)
+		curl_easy_cleanup(x->easy);
+	curl_slist_free_all(x->req_headers);
+	free(x->url);
+	buf_free(&x->body);
+	buf_free(&x->out);
+	for (int i = 0; i < x->nhdrs; i++) {
+		free(x->hdr_name[i]);
+		free(x->hdr_value[i]);
+	}
+	pthread_mutex_destroy(&x->lock);
+	free(x);
+}
+
+/* Under x->lock: wake the client connection if it is parked. */
+static void wake_client(struct proxy_xfer *x)
+{
+	if (x->suspended && !x->client_gone) {
+		x->suspended = 0;
+		MHD_resume_connection(x->conn);
+	}
+}
+
+/* ---- libcurl callbacks (engine thread) --------------------------------- */
+
+static int hop_by_hop(const char *name, size_t n)
+{
+	static const char *const hop[] = { "connection", "keep-alive", "proxy-authenticate",
+					   "proxy-authorization", "te", "trailer", "transfer-encoding",
+					   "upgrade", "content-length", "proxy-connection" };
+	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		if (strlen(hop[i]) == n && strncasecmp(name, hop[i], n) == 0)
+			return 1;
+	return 0;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *cls)
+{
+	struct proxy_xfer *x = cls;
+	size_t len = size * n;
+	pthread_mutex_lock(&x->lock);
+	x->hdr_bytes += len;
+	if (x->hdr_bytes > PROXY_HEADER_BYTES) {
+		pthread_mutex_unlock(&x->lock);
+		return 0; /* aborts: the downstream sent absurd headers */
+	}
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+		/* A new status line (after 1xx answers): forget earlier headers. */
+		for (int i = 0; i < x->nhdrs; i++) {
+			free(x->hdr_name[i]);
+			free(x->hdr_value[i]);
+		}
+		x->nhdrs = 0;
+	} else if (len <= 2 && (data[0] == '\r' || data[0] == '\n')) {
+		long code = 0;
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+		if (code >= 200) {
+			x->status = code;
+			x->headers_ready = 1;
+			wake_client(x);
+		}
+	} else {
+		const char *colon = memchr(data, ':', len);
+		if (colon && x->nhdrs < PROXY_MAX_HEADERS && !hop_by_hop(data, (size_t)(colon - data))) {
+			const char *v = colon + 1;
+			const char *end = data + len;
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+				end--;
+			x->hdr_name[x->nhdrs] = strndup(data, (size_t)(colon - data));
+			x->hdr_value[x->nhdrs] = strndup(v, (size_t)(end - v));
+			if (x->hdr_name[x->nhdrs] && x->hdr_value[x->nhdrs])
+				x->nhdrs++;
+			else {
+				free(x->hdr_name[x->nhdrs]);
+				free(x->hdr_value[x->nhdrs]);
+			}
+		}
+	}
+	pthread_mutex_unlock(&x->lock);
+	return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *cls)
+{
+	struct proxy_xfer *x = cls;
+	size_t len = size * n;
+	pthread_mutex_lock(&x->lock);
+	if (x->client_gone) {
+		pthread_mutex_unlock(&x->lock);
+		return 0; /* abort */
+	}
+	if (x->out.len + len > PROXY_BUFFER && x->out.len > 0) {
+		x->paused = 1; /* backpressure: the client is slower than the downstream */
+		pthread_mutex_unlock(&x->lock);
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	if (buf_add(&x->out, data, len) < 0) {
+		pthread_mutex_unlock(&x->lock);
+		return 0;
+	}
+	if (!x->headers_ready) {
+		long code = 0;
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+		x->status = code;
+		x->headers_ready = 1;
+	}
+	wake_client(x);
+	pthread_mutex_unlock(&x->lock);
+	return len;
+}
+
+/* ---- the engine -------------------------------------------------------- */
+
+static void finish(struct proxy_xfer *x, CURLcode rc)
+{
+	curl_multi_remove_handle(eng.multi, x->easy);
+	pthread_mutex_lock(&x->lock);
+	x->in_multi = 0;
+	x->done = 1;
+	x->result = rc;
+	wake_client(x);
+	pthread_mutex_unlock(&x->lock);
+	__atomic_sub_fetch(&eng.nactive, 1, __ATOMIC_RELAXED);
+	xfer_release(x); /* the engine's reference */
+}
+
+static void *engine(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&eng.lock);
+		struct proxy_xfer *in = eng.incoming;
+		eng.incoming = NULL;
+		int stop = eng.stop;
+		pthread_mutex_unlock(&eng.lock);
+		while (in) {
+			struct proxy_xfer *next = in->next;
+			in->next = eng.active;
+			eng.active = in;
+			in->in_multi = 1;
+			curl_multi_add_handle(eng.multi, in->easy);
+			in = next;
+		}
+		/* Apply what other threads asked for: unpause, abort. */
+		for (struct proxy_xfer **pp = &eng.active; *pp;) {
+			struct proxy_xfer *x = *pp;
+			pthread_mutex_lock(&x->lock);
+			int gone = x->client_gone || stop, unpause = x->want_unpause && x->paused;
+			if (unpause)
+				x->want_unpause = x->paused = 0;
+			pthread_mutex_unlock(&x->lock);
+			if (gone) {
+				*pp = x->next;
+				finish(x, stop ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
+				continue;
+			}
+			if (unpause)
+				curl_easy_pause(x->easy, CURLPAUSE_CONT);
+			pp = &x->next;
+		}
+		if (stop)
+			break;
+		int running = 0;
+		curl_multi_perform(eng.multi, &running);
+		CURLMsg *m;
+		int q;
+		while ((m = curl_multi_info_read(eng.multi, &q))) {
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			struct proxy_xfer *x = NULL;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+			CURLcode rc = m->data.result;
+			for (struct proxy_xfer **pp = &eng.active; *pp; pp = &(*pp)->next)
+				if (*pp == x) {
+					*pp = x->next;
+					break;
+				}
+			finish(x, rc);
+		}
+		curl_multi_poll(eng.multi, NULL, 0, 1000, NULL);
+	}
+	return NULL;
+}
+
+int proxy_start(void)
+{
+	eng.multi = curl_multi_init();
+	if (!eng.multi)
+		return -1;
+	curl_multi_setopt(eng.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+	curl_multi_setopt(eng.multi, CURLMOPT_MAXCONNECTS, 256L);
+	if (pthread_create(&eng.thread, NULL, engine, NULL) != 0) {
+		curl_multi_cleanup(eng.multi);
+		return -1;
+	}
+	eng.running = 1;
+	return 0;
+}
+
+void proxy_stop(void)
+{
+	if (!eng.running)
+		return;
+	pthread_mutex_lock(&eng.lock);
+	eng.stop = 1;
+	pthread_mutex_unlock(&eng.lock);
+	curl_multi_wakeup(eng.multi);
+	pthread_join(eng.thread, NULL);
+	curl_multi_cleanup(eng.multi);
+	eng.running = 0;
+}
+
+/* ---- the request side (libmicrohttpd threads) --------------------------- */
+
+void proxy_request_done(struct proxy_xfer *x)
+{
+	if (!x)
+		return;
+	pthread_mutex_lock(&x->lock);
+	x->client_gone = 1;
+	int active = x->in_multi || !x->done;
+	pthread_mutex_unlock(&x->lock);
+	if (active)
+		curl_multi_wakeup(eng.multi);
+	xfer_release(x);
+}
+
+struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
+{
+	struct proxy_xfer *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	pthread_mutex_init(&x->lock, NULL);
+	x->refs = 2; /* the request and the engine */
+	x->conn = r->conn;
+	buf_init(&x->out, PROXY_BUFFER + 64 * 1024);
+	x->easy = curl_easy_init();
+	if (!x->easy) {
+		x->refs = 1;
+		xfer_release(x);
+		return NULL;
+	}
+	x->url = pr->url;
+	pr->url = NULL;
+	x->req_headers = pr->headers;
+	pr->headers = NULL;
+	x->body = pr->body;
+	buf_init(&pr->body, 0);
+	CURL *h = x->easy;
+	curl_easy_setopt(h, CURLOPT_URL, x->url);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)x);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, pr->connect_timeout_ms);
+	/* Idle: abort when fewer than 1 byte/s arrives for idle_timeout. */
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, pr->idle_timeout_ms / 1000 > 0 ? pr->idle_timeout_ms / 1000 : 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (pr->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, pr->ca_file);
+	if (pr->client_cert)
+		curl_easy_setopt(h, CURLOPT_SSLCERT, pr->client_cert);
+	if (pr->client_key)
+		curl_easy_setopt(h, CURLOPT_SSLKEY, pr->client_key);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, x->req_headers);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	if (strcmp(pr->method, "GET") == 0) {
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	} else if (strcmp(pr->method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, pr->method);
+		if (x->body.len || strcmp(pr->method, "POST") == 0 || strcmp(pr->method, "PUT") == 0 ||
+		    strcmp(pr->method, "PATCH") == 0) {
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, x->body.ptr ? x->body.ptr : "");
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body.len);
+		}
+	}
+	__atomic_add_fetch(&eng.nactive, 1, __ATOMIC_RELAXED);
+	/* Park the client until the engine has something to say. */
+	pthread_mutex_lock(&x->lock);
+	x->suspended = 1;
+	http_suspend(r);
+	pthread_mutex_unlock(&x->lock);
+	pthread_mutex_lock(&eng.lock);
+	x->next = eng.incoming;
+	eng.incoming = x;
+	pthread_mutex_unlock(&eng.lock);
+	curl_multi_wakeup(eng.multi);
+	return x;
+}
+
+enum proxy_state proxy_poll(struct http_req *r, struct proxy_xfer *x, CURLcode *curl_rc)
+{
+	enum proxy_state st;
+	pthread_mutex_lock(&x->lock);
+	if (x->headers_ready)
+		st = PROXY_HEADERS;
+	else if (x->done) {
+		st = PROXY_FAILED;
+		*curl_rc = x->result;
+	} else {
+		st = PROXY_WAITING;
+		x->suspended = 1;
+		http_suspend(r);
+	}
+	pthread_mutex_unlock(&x->lock);
+	return st;
+}
+
+static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct proxy_xfer *x = cls;
+	(void)pos;
+	ssize_t rc;
+	int wake = 0;
+	pthread_mutex_lock(&x->lock);
+	size_t avail = x->out.len - x->out_off;
+	if (avail) {
+		size_t n = avail < max ? avail : max;
+		memcpy(out, x->out.ptr + x->out_off, n);
+		x->out_off += n;
+		if (x->out_off == x->out.len)
+			x->out.len = x->out_off = 0;
+		if (x->paused && !x->want_unpause) {
+			x->want_unpause = 1;
+			wake = 1;
+		}
+		rc = (ssize_t)n;
+	} else if (x->done) {
+		rc = x->result == CURLE_OK ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+	} else {
+		/* Nothing yet: park the connection; the engine resumes it. */
+		x->suspended = 1;
+		MHD_suspend_connection(x->conn);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&x->lock);
+	if (wake)
+		curl_multi_wakeup(eng.multi);
+	return rc;
+}
+
+static void reader_free(void *cls)
+{
+	xfer_release(cls);
+}
+
+long proxy_status(struct proxy_xfer *x)
+{
+	return x->status;
+}
+
+const char *proxy_response_header(struct proxy_xfer *x, const char *name)
+{
+	/* Headers are complete and no longer written once headers_ready. */
+	for (int i = 0; i < x->nhdrs; i++)
+		if (strcasecmp(x->hdr_name[i], name) == 0)
+			return x->hdr_value[i];
+	return NULL;
+}
+
+void proxy_respond(struct http_req *r, struct proxy_xfer *x)
+{
+	const char *hdrs[2 * PROXY_MAX_HEADERS];
+	size_t n = 0;
+	pthread_mutex_lock(&x->lock);
+	x->refs++; /* the response's reference, dropped by reader_free */
+	for (int i = 0; i < x->nhdrs; i++) {
+		hdrs[2 * n] = x->hdr_name[i];
+		hdrs[2 * n + 1] = x->hdr_value[i];
+		n++;
+	}
+	long status = x->status;
+	pthread_mutex_unlock(&x->lock);
+	http_send_stream(r, (int)status, reader, x, reader_free, hdrs, n);
+}

@@ -1,0 +1,53 @@
+/* The streaming reverse proxy to downstream MCP servers.
+ *
+ * Design: one engine thread drives every downstream transfer through a
+ * libcurl multi handle; client connections are suspended in libmicrohttpd
+ * while they wait (for the downstream's headers, or for the next bytes of an
+ * SSE stream), so an idle stream holds a socket and a small buffer but no
+ * thread. Bytes flow downstream -> bounded buffer -> libmicrohttpd's content
+ * reader; a full buffer pauses the libcurl transfer (backpressure) and a
+ * drained one unpauses it. A client disconnect aborts the downstream
+ * transfer; a downstream disconnect ends the client's stream. */
+#ifndef MCPB_PROXY_H
+#define MCPB_PROXY_H
+#include <curl/curl.h>
+#include "buf.h"
+#include "http.h"
+
+struct proxy_xfer;
+
+int proxy_start(void) WUR;
+/* Fails every transfer still running and stops the engine thread. */
+void proxy_stop(void);
+
+struct proxy_request {
+	const char *method;
+	char *url;                  /* moved into the transfer */
+	struct curl_slist *headers; /* moved */
+	struct buf body;            /* moved */
+	long connect_timeout_ms;
+	long idle_timeout_ms;
+	const char *client_cert, *client_key, *ca_file;
+};
+
+/* Starts a transfer for r and suspends r until the downstream's headers
+ * (or a failure) are known. NULL on failure to start (nothing was sent).
+ * The caller keeps the returned reference and gives it back with
+ * proxy_request_done() when the request completes. */
+struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr);
+void proxy_request_done(struct proxy_xfer *x);
+
+enum proxy_state { PROXY_WAITING, PROXY_HEADERS, PROXY_FAILED };
+/* On the handler's re-entry: what is known (WAITING suspends r again).
+ * On PROXY_FAILED, *curl_rc says why. */
+enum proxy_state proxy_poll(struct http_req *r, struct proxy_xfer *x, CURLcode *curl_rc);
+/* Sends the downstream's status and headers and streams the body. */
+void proxy_respond(struct http_req *r, struct proxy_xfer *x);
+/* Valid once proxy_poll said PROXY_HEADERS. */
+long proxy_status(struct proxy_xfer *x);
+const char *proxy_response_header(struct proxy_xfer *x, const char *name);
+
+/* Transfers currently open (gauge). */
+long proxy_active(void);
+
+#endif

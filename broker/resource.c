@@ -1,0 +1,496 @@
+#include "resource.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app.h"
+#include "audit.h"
+#include "crypto.h"
+#include "grant.h"
+#include "log.h"
+#include "metadata.h"
+#include "proxy.h"
+#include "scope.h"
+#include "token.h"
+#include "upstream_token.h"
+#include "vault.h"
+
+#define DB_WAIT_MS 2000
+#define MAX_TOOLS_PER_BATCH 64
+
+static void jsonrpc_error(struct http_req *r, int status, int code, const char *message)
+{
+	if (status == 503 || status == 429)
+		(void)http_add_header(r, "Retry-After", "1");
+	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", code,
+					    "message", message, "id"));
+}
+
+static int origin_allowed(const struct cfg_resource *res, const char *origin)
+{
+	for (size_t i = 0; i < res->n_allowed_origins; i++)
+		if (strcasecmp(res->allowed_origins[i], origin) == 0 || strcmp(res->allowed_origins[i], "*") == 0)
+			return 1;
+	return 0;
+}
+
+/* The scopes that allow tool (each scope's list names it, or "*"). */
+static void scopes_for_tool(const struct cfg_resource *res, const char *tool, struct scopes *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (size_t s = 0; s < res->n_scopes; s++)
+		for (size_t t = 0; t < res->scopes[s].n_tools; t++)
+			if (strcmp(res->scopes[s].tools[t], "*") == 0 || strcmp(res->scopes[s].tools[t], tool) == 0) {
+				if (scopes_add(out, res->scopes[s].scope) < 0)
+					return;
+				break;
+			}
+}
+
+/* Checks every tools/call of a JSON-RPC body against the token's scopes.
+ * 0 allowed; -1 answered (403 insufficient_scope, or 400). tools[] gets the
+ * called tool names for the audit. */
+static int check_policy(struct http_req *r, const struct cfg_resource *res, const struct token_info *ti,
+			json_t *body, json_t *tools)
+{
+	struct scopes have = { 0 };
+	if (scopes_parse(ti->scope, &have) < 0) {
+		jsonrpc_error(r, 500, -32603, "internal error");
+		return -1;
+	}
+	size_t n = json_is_array(body) ? json_array_size(body) : 1;
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		json_t *msg = json_is_array(body) ? json_array_get(body, i) : body;
+		const char *method = json_string_value(json_object_get(msg, "method"));
+		if (!json_is_object(msg)) {
+			jsonrpc_error(r, 400, -32600, "invalid JSON-RPC message");
+			rc = -1;
+			break;
+		}
+		if (!method || strcmp(method, "tools/call") != 0)
+			continue;
+		const char *tool = json_string_value(json_object_get(json_object_get(msg, "params"), "name"));
+		if (!tool || strlen(tool) > 256) {
+			jsonrpc_error(r, 400, -32602, "tools/call needs params.name");
+			rc = -1;
+			break;
+		}
+		if (json_array_size(tools) < MAX_TOOLS_PER_BATCH)
+			json_array_append_new(tools, json_string(tool));
+		struct scopes allow;
+		scopes_for_tool(res, tool, &allow);
+		int ok = 0;
+		for (size_t k = 0; k < allow.n && !ok; k++)
+			ok = scopes_has(&have, allow.v[k]);
+		if (!ok) {
+			/* Step-up: ask for what the token has plus one scope that allows the tool. */
+			struct scopes want = { 0 };
+			int bad = 0;
+			for (size_t k = 0; k < have.n && !bad; k++)
+				bad = scopes_add(&want, have.v[k]) < 0;
+			if (allow.n && !bad)
+				bad = scopes_add(&want, allow.v[0]) < 0;
+			char *joined = scopes_join(&want);
+			json_t *f = json_pack("{s:s, s:s, s:s}", "tool", tool, "grant_id", ti->grant_id, "client_id", ti->client_id);
+			log_event(LOG_INFO, "proxy.insufficient_scope", r->id, f);
+			metadata_challenge(r, res, 403, "insufficient_scope", joined ? joined : "");
+			free(joined);
+			scopes_free(&want);
+			rc = -1;
+		}
+		scopes_free(&allow);
+	}
+	scopes_free(&have);
+	return rc;
+}
+
+/* Newer MCP revisions mirror the method and tool in headers; they must
+ * agree with the body so that header-routing intermediaries and the policy
+ * see the same call. */
+static int headers_agree(struct http_req *r, json_t *body)
+{
+	const char *hm = http_header(r, "Mcp-Method");
+	const char *hn = http_header(r, "Mcp-Name");
+	if (!hm && !hn)
+		return 1;
+	if (!json_is_object(body))
+		return 0;
+	const char *method = json_string_value(json_object_get(body, "method"));
+	if (hm && (!method || strcmp(hm, method) != 0))
+		return 0;
+	if (hn) {
+		const char *name = json_string_value(json_object_get(json_object_get(body, "params"), "name"));
+		if (!name)
+			name = json_string_value(json_object_get(json_object_get(body, "params"), "uri"));
+		if (!name || strcmp(hn, name) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* Request headers that never travel downstream. */
+static int strip_header(const struct cfg_resource *res, const char *name, const char *connection)
+{
+	static const char *const drop[] = {
+		"authorization", "cookie", "host", "connection", "keep-alive", "proxy-authenticate",
+		"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
+		"expect", "accept-encoding", "proxy-connection", "x-mcp-user", "x-mcp-client",
+		"x-mcp-scopes", "x-mcp-grant", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+		"forwarded", "x-request-id",
+	};
+	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+		if (strcasecmp(name, drop[i]) == 0)
+			return 1;
+	if (strcasecmp(name, res->inject.header) == 0)
+		return 1;
+	/* Headers the client listed in Connection are hop-by-hop too. */
+	for (const char *p = connection; p && *p;) {
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		size_t n = strcspn(p, ", \t");
+		if (n && n == strlen(name) && strncasecmp(p, name, n) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+struct hdr_ctx {
+	const struct cfg_resource *res;
+	const char *connection;
+	struct curl_slist *list;
+	int failed;
+};
+
+static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct hdr_ctx *h = cls;
+	char line[8192];
+	if (!key || !value || strip_header(h->res, key, h->connection))
+		return MHD_YES;
+	if ((size_t)snprintf(line, sizeof(line), "%s: %s", key, value) >= sizeof(line))
+		return MHD_YES;
+	struct curl_slist *l = curl_slist_append(h->list, line);
+	if (!l)
+		h->failed = 1;
+	else
+		h->list = l;
+	return MHD_YES;
+}
+
+struct query_ctx {
+	struct buf *b;
+	int failed;
+};
+
+static enum MHD_Result copy_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct query_ctx *q = cls;
+	char *k = curl_easy_escape(NULL, key, 0);
+	char *v = value ? curl_easy_escape(NULL, value, 0) : NULL;
+	if (!k || (value && !v) ||
+	    buf_adds(q->b, q->b->len ? "&" : "?") < 0 || buf_adds(q->b, k) < 0 ||
+	    (v && (buf_add(q->b, "=", 1) < 0 || buf_adds(q->b, v) < 0)))
+		q->failed = 1;
+	curl_free(k);
+	curl_free(v);
+	return MHD_YES;
+}
+
+static char *downstream_url(struct http_req *r, const struct cfg_resource *res)
+{
+	struct buf b, q;
+	buf_init(&b, 16384);
+	buf_init(&q, 8192);
+	const char *rest = r->path + strlen(res->path);
+	struct query_ctx qc = { &q, 0 };
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, copy_arg, &qc);
+	if (qc.failed || buf_adds(&b, res->downstream) < 0 || buf_adds(&b, rest) < 0 ||
+	    (q.len && buf_add(&b, q.ptr, q.len) < 0)) {
+		buf_free(&b);
+		buf_free(&q);
+		return NULL;
+	}
+	buf_free(&q);
+	return buf_take(&b, NULL);
+}
+
+/* Session binding: a session id bound to another user is unknown to this
+ * user (404). 0 pass, -1 answered. */
+static int session_check(struct http_req *r, struct db_conn *c, const struct cfg_resource *res,
+			 const struct token_info *ti, const char *resource_url)
+{
+	static struct db_stmt q = DB_STMT(
+		"SELECT user_id::text FROM mcp_sessions WHERE session_hash = $1::bytea AND resource = $2");
+	const char *sid = http_header(r, "Mcp-Session-Id");
+	if (!sid)
+		return 0;
+	if (strlen(sid) > 1024) {
+		jsonrpc_error(r, 400, -32600, "Mcp-Session-Id is too long");
+		return -1;
+	}
+	char hash[67];
+	vault_hash_hex(sid, hash);
+	const char *p[] = { hash, resource_url };
+	PGresult *res_ = db_exec_ok(c, &q, 2, p);
+	if (!res_) {
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		return -1;
+	}
+	int other = PQntuples(res_) == 1 && strcmp(PQgetvalue(res_, 0, 0), ti->user_id) != 0;
+	PQclear(res_);
+	if (other) {
+		json_t *f = json_pack("{s:s, s:s}", "grant_id", ti->grant_id, "resource", res->path);
+		log_event(LOG_WARN, "proxy.session_hijack_refused", r->id, f);
+		jsonrpc_error(r, 404, -32001, "session not found");
+		return -1;
+	}
+	return 0;
+}
+
+/* Per-request state while the downstream answers. */
+struct resource_ctx {
+	struct app *app;
+	struct proxy_xfer *x;
+	struct token_info ti;
+	char resource_url[2048];
+	char request_id[LIM_REQUEST_ID + 1];
+	json_t *tools;
+	uint64_t started;
+	long status;
+};
+
+static void record_session(struct http_req *r, struct resource_ctx *rc)
+{
+	static struct db_stmt q = DB_STMT(
+		"INSERT INTO mcp_sessions(session_hash, resource, user_id) VALUES ($1::bytea, $2, $3::uuid) "
+		"ON CONFLICT (session_hash) DO NOTHING");
+	const char *sid = proxy_response_header(rc->x, "Mcp-Session-Id");
+	if (!sid || strlen(sid) > 1024 || http_header(r, "Mcp-Session-Id"))
+		return;
+	struct db_conn *c = NULL;
+	char hash[67];
+	vault_hash_hex(sid, hash);
+	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
+		return;
+	const char *p[] = { hash, rc->resource_url, rc->ti.user_id };
+	PGresult *res = db_exec_ok(c, &q, 3, p);
+	PQclear(res);
+	db_release(r->app->db, &c);
+}
+
+/* Request completed (libmicrohttpd thread): audit the tool calls it
+ * carried, then give back the transfer. */
+static void ctx_free(void *p)
+{
+	struct resource_ctx *rc = p;
+	if (rc->tools && json_array_size(rc->tools) > 0) {
+		struct db_conn *c = NULL;
+		double ms = (double)(http_now_ns() - rc->started) / 1e6;
+		char actor[LIM_CLIENT_ID + 8];
+		snprintf(actor, sizeof(actor), "client:%s", rc->ti.client_id);
+		if (db_acquire(rc->app->db, &c, DB_WAIT_MS) == 0) {
+			size_t i;
+			json_t *t;
+			json_array_foreach(rc->tools, i, t) {
+				struct audit a = { "tool.called", actor, rc->ti.user_id, rc->ti.client_id,
+						   rc->ti.grant_id, rc->request_id };
+				json_t *d = json_pack("{s:s, s:s, s:i, s:s, s:f}", "tool", json_string_value(t),
+						      "resource", rc->resource_url, "status", (int)rc->status,
+						      "outcome", rc->status >= 200 && rc->status < 300 ? "ok" : "error",
+						      "latency_ms", ms);
+				if (audit_record(c, &a, d) < 0)
+					break;
+			}
+			db_release(rc->app->db, &c);
+		}
+	}
+	json_decref(rc->tools);
+	proxy_request_done(rc->x);
+	free(rc);
+}
+
+/* The handler's second entry: the downstream has answered (or failed). */
+static void resume(struct http_req *r)
+{
+	struct resource_ctx *rc = r->ctx;
+	CURLcode cc = CURLE_OK;
+	enum proxy_state st = proxy_poll(r, rc->x, &cc);
+	if (st == PROXY_WAITING)
+		return;
+	if (st == PROXY_FAILED) {
+		int timeout = cc == CURLE_OPERATION_TIMEDOUT;
+		rc->status = timeout ? 504 : 502;
+		json_t *f = json_pack("{s:s, s:s}", "resource", rc->resource_url, "curl", curl_easy_strerror(cc));
+		log_event(LOG_WARN, "proxy.downstream_failed", r->id, f);
+		jsonrpc_error(r, (int)rc->status, -32603,
+			      timeout ? "the MCP server did not answer in time" : "the MCP server is unreachable");
+		return;
+	}
+	rc->status = proxy_status(rc->x);
+	record_session(r, rc);
+	proxy_respond(r, rc->x);
+}
+
+void resource_handler(struct http_req *r)
+{
+	const struct cfg_resource *res = r->route->data;
+	struct app *app = r->app;
+	struct db_conn *c = NULL;
+	struct token_info ti;
+	char resource_url[2048];
+	char *upstream = NULL;
+	json_t *body = NULL, *tools = NULL;
+	struct resource_ctx *rc = NULL;
+
+	if (r->ctx) {
+		resume(r);
+		return;
+	}
+	const char *origin = http_header(r, "Origin");
+	if (origin && !origin_allowed(res, origin)) {
+		jsonrpc_error(r, 403, -32001, "origin not allowed");
+		return;
+	}
+	if (r->method_id == HM_OPTIONS) {
+		http_send(r, 204, NULL, "", 0);
+		return;
+	}
+	if (http_query(r, "access_token")) {
+		/* RFC 6750 2.3 is not supported: tokens in URLs leak into logs. */
+		metadata_challenge(r, res, 401, "invalid_request", NULL);
+		return;
+	}
+	const char *auth = http_header(r, "Authorization");
+	if (!auth) {
+		metadata_challenge(r, res, 401, NULL, NULL);
+		return;
+	}
+	if (strncasecmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) > LIM_TOKEN || !auth[7]) {
+		metadata_challenge(r, res, 401, "invalid_token", NULL);
+		return;
+	}
+	if (metadata_resource_url(app->cfg, res, resource_url, sizeof(resource_url)) < 0 ||
+	    db_acquire(app->db, &c, DB_WAIT_MS) < 0) {
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		return;
+	}
+	int v = token_validate(app, c, auth + 7, &ti);
+	if (v < 0) {
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		goto out;
+	}
+	if (v == 0 || strcmp(ti.resource, resource_url) != 0) {
+		/* Unknown, expired, revoked, or issued for another resource. */
+		metadata_challenge(r, res, 401, "invalid_token", NULL);
+		goto out;
+	}
+	tools = json_array();
+	if (r->method_id == HM_POST && res->n_scopes > 0) {
+		body = json_loadb(r->body.ptr ? r->body.ptr : "", r->body.len, JSON_REJECT_DUPLICATES, NULL);
+		if (!json_is_object(body) && !(json_is_array(body) && json_array_size(body) > 0)) {
+			jsonrpc_error(r, 400, -32700, "the body must be a JSON-RPC message or batch");
+			goto out;
+		}
+		if (!headers_agree(r, body)) {
+			jsonrpc_error(r, 400, -32600, "Mcp-Method/Mcp-Name headers disagree with the body");
+			goto out;
+		}
+		if (check_policy(r, res, &ti, body, tools) < 0)
+			goto out;
+	}
+	if (session_check(r, c, res, &ti, resource_url) < 0)
+		goto out;
+	enum upstream_token_rc ut = upstream_token_get(app, c, ti.grant_id, 0, r->id, &upstream);
+	if (ut != UT_OK) {
+		if (ut == UT_REVOKED)
+			metadata_challenge(r, res, 401, "invalid_token", NULL);
+		else
+			jsonrpc_error(r, ut == UT_TIMEOUT ? 504 : 503, -32603,
+				      "the upstream identity provider is unavailable; try again");
+		goto out;
+	}
+	db_release(app->db, &c);
+
+	struct proxy_request pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.method = r->method;
+	pr.url = downstream_url(r, res);
+	pr.connect_timeout_ms = res->connect_timeout_ms;
+	pr.idle_timeout_ms = res->idle_timeout_ms;
+	pr.client_cert = res->client_cert;
+	pr.client_key = res->client_key;
+	pr.ca_file = res->ca_file;
+	struct hdr_ctx hc = { res, http_header(r, "Connection"), NULL, 0 };
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, copy_header, &hc);
+	struct buf line;
+	buf_init(&line, 16384);
+	line.secret = 1;
+	const char *tpl = res->inject.value, *at = strstr(tpl, "{upstream_token}");
+	int bad = hc.failed || !pr.url || !at ||
+		  buf_printf(&line, "%s: %.*s%s%s", res->inject.header, (int)(at - tpl), tpl, upstream,
+			     at + strlen("{upstream_token}")) < 0;
+	struct curl_slist *l = bad ? NULL : curl_slist_append(hc.list, line.ptr);
+	buf_free(&line);
+	if (l)
+		hc.list = l;
+	char tmp[2300];
+	if (l && res->identity_headers) {
+		snprintf(tmp, sizeof(tmp), "X-MCP-User: %s:%s", ti.upstream, ti.subject);
+		hc.list = curl_slist_append(hc.list, tmp);
+		snprintf(tmp, sizeof(tmp), "X-MCP-Client: %s", ti.client_id);
+		hc.list = curl_slist_append(hc.list, tmp);
+		snprintf(tmp, sizeof(tmp), "X-MCP-Scopes: %s", ti.scope);
+		hc.list = curl_slist_append(hc.list, tmp);
+	}
+	snprintf(tmp, sizeof(tmp), "X-Forwarded-For: %s", r->client_ip);
+	hc.list = curl_slist_append(hc.list, tmp);
+	snprintf(tmp, sizeof(tmp), "X-Request-Id: %s", r->id);
+	hc.list = curl_slist_append(hc.list, tmp);
+	hc.list = curl_slist_append(hc.list, "Expect:");
+	pr.headers = hc.list;
+	pr.body = r->body;
+	buf_init(&r->body, 0);
+	if (!l || !hc.list) {
+		curl_slist_free_all(pr.headers);
+		free(pr.url);
+		buf_free(&pr.body);
+		jsonrpc_error(r, 500, -32603, "internal error");
+		goto out;
+	}
+	rc = calloc(1, sizeof(*rc));
+	if (rc) {
+		rc->app = app;
+		rc->ti = ti;
+		memcpy(rc->resource_url, resource_url, sizeof(resource_url));
+		snprintf(rc->request_id, sizeof(rc->request_id), "%s", r->id);
+		rc->tools = tools;
+		tools = NULL;
+		rc->started = r->start_ns;
+		rc->x = proxy_begin(r, &pr);
+	}
+	if (!rc || !rc->x) {
+		curl_slist_free_all(pr.headers);
+		free(pr.url);
+		buf_free(&pr.body);
+		if (rc) {
+			json_decref(rc->tools);
+			free(rc);
+		}
+		jsonrpc_error(r, 500, -32603, "internal error");
+		goto out;
+	}
+	r->ctx = rc;
+	r->ctx_free = ctx_free;
+out:
+	if (upstream) {
+		crypto_wipe(upstream, strlen(upstream));
+		free(upstream);
+	}
+	json_decref(body);
+	json_decref(tools);
+	db_release(app->db, &c);
+}

@@ -1,0 +1,444 @@
+#include "token.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "audit.h"
+#include "clients.h"
+#include "crypto.h"
+#include "form.h"
+#include "grant.h"
+#include "log.h"
+#include "metadata.h"
+#include "scope.h"
+#include "uri.h"
+#include "vault.h"
+
+#define DB_WAIT_MS 2000
+
+static void send_tokens(struct http_req *r, const struct issued *t)
+{
+	(void)http_add_header(r, "Cache-Control", "no-store");
+	(void)http_add_header(r, "Pragma", "no-cache");
+	http_send_json(r, 200, grant_token_response(t));
+}
+
+static void unavailable(struct http_req *r)
+{
+	(void)http_add_header(r, "Retry-After", "1");
+	http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+}
+
+static int verifier_ok(const char *v)
+{
+	size_t n = v ? strlen(v) : 0;
+	if (n < LIM_PKCE_VERIFIER_MIN || n > LIM_PKCE_VERIFIER_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+		      c == '.' || c == '_' || c == '~'))
+			return 0;
+	}
+	return 1;
+}
+
+/* ---- authorization_code ----------------------------------------------- */
+
+static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form,
+		       const struct client *cl)
+{
+	static struct db_stmt q_code = DB_STMT(
+		"SELECT grant_id::text, client_id, redirect_uri, code_challenge, resource, "
+		"array_to_string(scopes, ' '), expires_at > now(), used_at IS NOT NULL "
+		"FROM auth_codes WHERE code_hash = $1::bytea FOR UPDATE");
+	static struct db_stmt q_use = DB_STMT("UPDATE auth_codes SET used_at = now() WHERE code_hash = $1::bytea");
+	static struct db_stmt q_grant = DB_STMT("SELECT status = 'active' FROM grants WHERE id = $1::uuid");
+	const char *code = form_get(form, "code");
+	const char *redirect_uri = form_get(form, "redirect_uri");
+	const char *verifier = form_get(form, "code_verifier");
+	const char *resource = form_get(form, "resource");
+	char hash[67];
+	PGresult *res = NULL;
+	struct issued t;
+	memset(&t, 0, sizeof(t));
+	if (!code || !*code || strlen(code) > LIM_TOKEN) {
+		http_send_oauth_error(r, 400, "invalid_request", "code is required");
+		return;
+	}
+	if (!redirect_uri) {
+		http_send_oauth_error(r, 400, "invalid_request", "redirect_uri is required");
+		return;
+	}
+	if (!verifier) {
+		http_send_oauth_error(r, 400, "invalid_request", "code_verifier is required");
+		return;
+	}
+	if (!verifier_ok(verifier)) {
+		http_send_oauth_error(r, 400, "invalid_grant", "code_verifier is malformed");
+		return;
+	}
+	vault_hash_hex(code, hash);
+	if (db_begin(c) < 0) {
+		unavailable(r);
+		return;
+	}
+	const char *p[] = { hash };
+	if (!(res = db_exec_ok(c, &q_code, 1, p))) {
+		unavailable(r);
+		goto out;
+	}
+	if (PQntuples(res) != 1) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the code is unknown");
+		goto out;
+	}
+	char grant_id[37], resource_bound[2048], scope[LIM_SCOPE + 1];
+	snprintf(grant_id, sizeof(grant_id), "%s", PQgetvalue(res, 0, 0));
+	snprintf(resource_bound, sizeof(resource_bound), "%s", PQgetvalue(res, 0, 4));
+	snprintf(scope, sizeof(scope), "%s", PQgetvalue(res, 0, 5));
+	if (strcmp(PQgetvalue(res, 0, 7), "t") == 0) {
+		/* A replayed code: whoever holds it may be an attacker. Kill what
+		 * the first exchange issued (OAuth 2.1 section 4.1.3). */
+		char actor[LIM_CLIENT_ID + 8];
+		snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
+		if (grant_revoke(r->app, c, grant_id, "code_replay", actor, r->id) < 0 || db_commit(c) < 0) {
+			unavailable(r);
+			goto out;
+		}
+		http_send_oauth_error(r, 400, "invalid_grant", "the code was already used");
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the code has expired");
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 1), cl->client_id) != 0) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the code was issued to another client");
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 2), redirect_uri) != 0) {
+		http_send_oauth_error(r, 400, "invalid_grant", "redirect_uri does not match the authorization request");
+		goto out;
+	}
+	uint8_t digest[CRYPTO_SHA256_LEN];
+	char computed[64];
+	crypto_sha256(verifier, strlen(verifier), digest);
+	crypto_b64url_encode(digest, sizeof(digest), computed);
+	const char *challenge = PQgetvalue(res, 0, 3);
+	if (!crypto_ct_equal(computed, strlen(computed), challenge, strlen(challenge))) {
+		http_send_oauth_error(r, 400, "invalid_grant", "code_verifier does not match the code_challenge");
+		goto out;
+	}
+	if (resource) {
+		const struct cfg_resource *named = metadata_find_resource(r->app->cfg, resource);
+		char url[2048] = "";
+		if (!named || metadata_resource_url(r->app->cfg, named, url, sizeof(url)) < 0 ||
+		    strcmp(url, resource_bound) != 0) {
+			http_send_oauth_error(r, 400, "invalid_target", "resource does not match the authorization request");
+			goto out;
+		}
+	}
+	PQclear(res);
+	res = NULL;
+	if (!(res = db_exec_ok(c, &q_use, 1, p))) {
+		unavailable(r);
+		goto out;
+	}
+	PQclear(res);
+	const char *pg[] = { grant_id };
+	if (!(res = db_exec_ok(c, &q_grant, 1, pg)) || PQntuples(res) != 1) {
+		unavailable(r);
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the authorization was revoked");
+		goto out;
+	}
+	PQclear(res);
+	res = NULL;
+	if (grant_issue(r->app, c, grant_id, cl->client_id, resource_bound, scope, &t) < 0) {
+		unavailable(r);
+		goto out;
+	}
+	struct audit a = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
+	if (audit_record(c, &a, json_pack("{s:s, s:s}", "grant_type", "authorization_code", "scope", scope)) < 0 ||
+	    db_commit(c) < 0) {
+		unavailable(r);
+		goto out;
+	}
+	send_tokens(r, &t);
+out:
+	PQclear(res);
+	issued_wipe(&t);
+	if (c->in_tx)
+		db_rollback(c);
+}
+
+/* ---- refresh_token ---------------------------------------------------- */
+
+static int successor_key(const char *presented, uint8_t key[CRYPTO_KEY_LEN])
+{
+	return crypto_hkdf(presented, strlen(presented), "mcp-broker", 10, "refresh-successor", key,
+			   CRYPTO_KEY_LEN);
+}
+
+static char *seal_successor(const char *presented, const char *hash, const struct issued *t,
+			    time_t access_exp)
+{
+	uint8_t key[CRYPTO_KEY_LEN];
+	json_t *j = json_pack("{s:s, s:s, s:I, s:s}", "a", t->access, "r", t->refresh, "e",
+			      (json_int_t)access_exp, "s", t->scope);
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	char *out = NULL;
+	json_decref(j);
+	if (text && successor_key(presented, key) == 0)
+		out = vault_seal_key(key, hash, text, strlen(text));
+	crypto_wipe(key, sizeof(key));
+	if (text) {
+		crypto_wipe(text, strlen(text));
+		free(text);
+	}
+	return out;
+}
+
+static int open_successor(const char *presented, const char *hash, const char *blob, struct issued *t)
+{
+	uint8_t key[CRYPTO_KEY_LEN];
+	int rc = -1;
+	char *text = NULL;
+	if (successor_key(presented, key) == 0)
+		text = vault_open_key(key, hash, blob, NULL);
+	crypto_wipe(key, sizeof(key));
+	json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+	vault_free(text);
+	const char *a = json_string_value(json_object_get(j, "a"));
+	const char *rt = json_string_value(json_object_get(j, "r"));
+	const char *s = json_string_value(json_object_get(j, "s"));
+	json_int_t e = json_integer_value(json_object_get(j, "e"));
+	if (a && rt && s && strlen(a) < sizeof(t->access) && strlen(rt) < sizeof(t->refresh) &&
+	    strlen(s) < sizeof(t->scope)) {
+		snprintf(t->access, sizeof(t->access), "%s", a);
+		snprintf(t->refresh, sizeof(t->refresh), "%s", rt);
+		snprintf(t->scope, sizeof(t->scope), "%s", s);
+		t->expires_in = (long)(e - time(NULL));
+		if (t->expires_in < 0)
+			t->expires_in = 0;
+		rc = 0;
+	}
+	if (j) {
+		/* the object holds token text: wipe before freeing */
+		if (a)
+			crypto_wipe((void *)a, strlen(a));
+		if (rt)
+			crypto_wipe((void *)rt, strlen(rt));
+	}
+	json_decref(j);
+	return rc;
+}
+
+static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *form,
+			  const struct client *cl)
+{
+	static struct db_stmt q_tok = DB_STMT(
+		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
+		"t.expires_at > now(), t.revoked_at IS NOT NULL, g.status = 'active', t.used_at IS NOT NULL, "
+		"coalesce(extract(epoch FROM now() - t.used_at), 0)::bigint, t.successor "
+		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
+		"WHERE t.token_hash = $1::bytea AND t.kind = 'refresh' FOR UPDATE OF t");
+	static struct db_stmt q_rotate = DB_STMT(
+		"UPDATE tokens SET used_at = now(), successor = $2::bytea WHERE token_hash = $1::bytea");
+	const struct config *cfg = r->app->cfg;
+	const char *presented = form_get(form, "refresh_token");
+	const char *scope_req = form_get(form, "scope");
+	char hash[67], grant_id[37], resource[2048], scope[LIM_SCOPE + 1];
+	PGresult *res = NULL;
+	struct issued t;
+	char *successor = NULL;
+	memset(&t, 0, sizeof(t));
+	if (!presented || !*presented || strlen(presented) > LIM_TOKEN) {
+		http_send_oauth_error(r, 400, "invalid_request", "refresh_token is required");
+		return;
+	}
+	vault_hash_hex(presented, hash);
+	if (db_begin(c) < 0) {
+		unavailable(r);
+		return;
+	}
+	const char *p[] = { hash };
+	if (!(res = db_exec_ok(c, &q_tok, 1, p))) {
+		unavailable(r);
+		goto out;
+	}
+	if (PQntuples(res) != 1) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token is unknown");
+		goto out;
+	}
+	snprintf(grant_id, sizeof(grant_id), "%s", PQgetvalue(res, 0, 0));
+	snprintf(resource, sizeof(resource), "%s", PQgetvalue(res, 0, 2));
+	snprintf(scope, sizeof(scope), "%s", PQgetvalue(res, 0, 3));
+	if (strcmp(PQgetvalue(res, 0, 1), cl->client_id) != 0) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token was issued to another client");
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 5), "t") == 0 || strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the authorization was revoked");
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 7), "t") == 0) {
+		long age = strtol(PQgetvalue(res, 0, 8), NULL, 10);
+		if (age <= cfg->tokens.refresh_grace && !PQgetisnull(res, 0, 9) &&
+		    open_successor(presented, hash, PQgetvalue(res, 0, 9), &t) == 0) {
+			/* A retry or a concurrent duplicate: the same successor pair. */
+			log_msg(LOG_INFO, "token.refresh_replayed", r->id, "rotated refresh token replayed within grace");
+			db_rollback(c);
+			send_tokens(r, &t);
+			goto out;
+		}
+		char actor[LIM_CLIENT_ID + 8];
+		snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
+		struct audit a = { "token.refresh_reuse", actor, NULL, cl->client_id, grant_id, r->id };
+		if (audit_record(c, &a, NULL) < 0 ||
+		    grant_revoke(r->app, c, grant_id, "refresh_reuse", actor, r->id) < 0 || db_commit(c) < 0) {
+			unavailable(r);
+			goto out;
+		}
+		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token was already used");
+		goto out;
+	}
+	if (strcmp(PQgetvalue(res, 0, 4), "t") != 0) {
+		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token has expired");
+		goto out;
+	}
+	PQclear(res);
+	res = NULL;
+	if (scope_req) {
+		/* Narrowing only (RFC 6749 section 6). */
+		struct scopes want = { 0 }, have = { 0 };
+		int ok = scopes_parse(scope_req, &want) == 0 && scopes_parse(scope, &have) == 0 &&
+			 scopes_subset(&want, &have);
+		char *joined = ok ? scopes_join(&want) : NULL;
+		scopes_free(&want);
+		scopes_free(&have);
+		if (!joined) {
+			http_send_oauth_error(r, 400, "invalid_scope", "scope may only be narrowed on refresh");
+			goto out;
+		}
+		snprintf(scope, sizeof(scope), "%s", joined);
+		free(joined);
+	}
+	if (grant_issue(r->app, c, grant_id, cl->client_id, resource, scope, &t) < 0) {
+		unavailable(r);
+		goto out;
+	}
+	successor = seal_successor(presented, hash, &t, time(NULL) + t.expires_in);
+	const char *pr[] = { hash, successor };
+	if (!successor || !(res = db_exec_ok(c, &q_rotate, 2, pr))) {
+		unavailable(r);
+		goto out;
+	}
+	PQclear(res);
+	res = NULL;
+	struct audit a = { "token.refreshed", "client", NULL, cl->client_id, grant_id, r->id };
+	if (audit_record(c, &a, json_pack("{s:s}", "scope", scope)) < 0 || db_commit(c) < 0) {
+		unavailable(r);
+		goto out;
+	}
+	send_tokens(r, &t);
+out:
+	PQclear(res);
+	free(successor);
+	issued_wipe(&t);
+	if (c->in_tx)
+		db_rollback(c);
+}
+
+void token_endpoint(struct http_req *r)
+{
+	struct db_conn *c = NULL;
+	struct client cl;
+	json_t *form = NULL;
+	int dup = 0;
+	memset(&cl, 0, sizeof(cl));
+	const char *ct = http_header(r, "Content-Type");
+	if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0) {
+		http_send_oauth_error(r, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
+		return;
+	}
+	form = form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, &dup);
+	if (!form) {
+		http_send_oauth_error(r, 400, "invalid_request", "the body is not a valid form");
+		return;
+	}
+	if (dup) {
+		http_send_oauth_error(r, 400, "invalid_request", "a parameter was given more than once");
+		goto out;
+	}
+	const char *gt = form_get(form, "grant_type");
+	if (!gt) {
+		http_send_oauth_error(r, 400, "invalid_request", "grant_type is required");
+		goto out;
+	}
+	int is_code = strcmp(gt, "authorization_code") == 0, is_refresh = strcmp(gt, "refresh_token") == 0;
+	if (!is_code && !is_refresh) {
+		http_send_oauth_error(r, 400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
+		goto out;
+	}
+	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
+		unavailable(r);
+		goto out;
+	}
+	enum client_auth ca = clients_authenticate(r, c, form, &cl);
+	if (ca != CA_OK) {
+		clients_auth_error(r, ca);
+		goto out;
+	}
+	if (is_code)
+		grant_code(r, c, form, &cl);
+	else
+		grant_refresh(r, c, form, &cl);
+out:
+	if (form) {
+		/* The form holds codes, verifiers, secrets and tokens. */
+		const char *k;
+		json_t *v;
+		json_object_foreach(form, k, v)
+			crypto_wipe((void *)json_string_value(v), json_string_length(v));
+	}
+	json_decref(form);
+	client_free(&cl);
+	db_release(r->app->db, &c);
+}
+
+int token_validate(struct app *app, struct db_conn *c, const char *token, struct token_info *info)
+{
+	static struct db_stmt q = DB_STMT(
+		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
+		"g.user_id::text, u.subject, g.upstream FROM tokens t JOIN grants g ON g.id = t.grant_id "
+		"JOIN users u ON u.id = g.user_id WHERE t.token_hash = $1::bytea AND t.kind = 'access' "
+		"AND t.revoked_at IS NULL AND t.expires_at > now() AND g.status = 'active'");
+	(void)app;
+	char hash[67];
+	memset(info, 0, sizeof(*info));
+	if (!token || strncmp(token, TOKEN_PREFIX_ACCESS, strlen(TOKEN_PREFIX_ACCESS)) != 0 ||
+	    strlen(token) > LIM_TOKEN)
+		return 0;
+	vault_hash_hex(token, hash);
+	const char *p[] = { hash };
+	PGresult *res = db_exec_ok(c, &q, 1, p);
+	if (!res)
+		return -1;
+	int ok = PQntuples(res) == 1;
+	if (ok) {
+		snprintf(info->grant_id, sizeof(info->grant_id), "%s", PQgetvalue(res, 0, 0));
+		snprintf(info->client_id, sizeof(info->client_id), "%s", PQgetvalue(res, 0, 1));
+		snprintf(info->resource, sizeof(info->resource), "%s", PQgetvalue(res, 0, 2));
+		snprintf(info->scope, sizeof(info->scope), "%s", PQgetvalue(res, 0, 3));
+		snprintf(info->user_id, sizeof(info->user_id), "%s", PQgetvalue(res, 0, 4));
+		snprintf(info->subject, sizeof(info->subject), "%s", PQgetvalue(res, 0, 5));
+		snprintf(info->upstream, sizeof(info->upstream), "%s", PQgetvalue(res, 0, 6));
+	}
+	PQclear(res);
+	return ok;
+}

@@ -1,0 +1,181 @@
+#include "upstream_token.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "crypto.h"
+#include "grant.h"
+#include "log.h"
+#include "metrics.h"
+#include "upstream.h"
+#include "vault.h"
+
+struct grant_row {
+	char key_id[65];
+	char *up_access, *up_refresh; /* sealed hex */
+	int stale, active, expires;
+	char upstream[65];
+};
+
+static void row_free(struct grant_row *g)
+{
+	free(g->up_access);
+	free(g->up_refresh);
+	memset(g, 0, sizeof(*g));
+}
+
+static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long skew, struct grant_row *g)
+{
+	char skews[24];
+	snprintf(skews, sizeof(skews), "%ld", skew);
+	const char *p[] = { grant_id, skews };
+	PGresult *r = db_exec_ok(c, q, 2, p);
+	if (!r)
+		return -1;
+	int found = PQntuples(r) == 1;
+	if (found) {
+		snprintf(g->key_id, sizeof(g->key_id), "%s", PQgetvalue(r, 0, 0));
+		g->up_access = strdup(PQgetvalue(r, 0, 1));
+		g->up_refresh = PQgetisnull(r, 0, 2) ? NULL : strdup(PQgetvalue(r, 0, 2));
+		g->stale = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
+		g->active = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
+		g->expires = strcmp(PQgetvalue(r, 0, 5), "t") == 0;
+		snprintf(g->upstream, sizeof(g->upstream), "%s", PQgetvalue(r, 0, 6));
+		if (!g->up_access || (!PQgetisnull(r, 0, 2) && !g->up_refresh))
+			found = -1;
+	}
+	PQclear(r);
+	return found;
+}
+
+#define GRANT_COLUMNS                                                                        \
+	"SELECT key_id, up_access, up_refresh, "                                             \
+	"up_expires_at IS NOT NULL AND up_expires_at < now() + make_interval(secs => $2::int), " \
+	"status = 'active', up_expires_at IS NOT NULL, upstream FROM grants WHERE id = $1::uuid"
+
+static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id,
+					     int force, const char *request_id, char **token)
+{
+	static struct db_stmt q_lock = DB_STMT(GRANT_COLUMNS " FOR UPDATE");
+	static struct db_stmt q_store = DB_STMT(
+		"UPDATE grants SET key_id = $2, up_access = $3::bytea, up_refresh = $4::bytea, "
+		"up_expires_at = CASE WHEN $5::int > 0 THEN now() + make_interval(secs => $5::int) END, "
+		"up_scope = coalesce($6, up_scope), updated_at = now() WHERE id = $1::uuid");
+	const struct config *cfg = app->cfg;
+	struct grant_row g = { 0 };
+	struct upstream_tokens t = { 0 };
+	char *old_refresh = NULL, *enc_a = NULL, *enc_r = NULL, lockwait[64];
+	enum upstream_token_rc rc = UT_UNAVAILABLE;
+	const char *key_id = NULL;
+	t.expires_in = -1;
+	snprintf(lockwait, sizeof(lockwait), "SET LOCAL lock_timeout = %ld", cfg->tokens.upstream_lock_wait_ms);
+	if (db_begin(c) < 0 || db_command(c, lockwait) < 0)
+		goto out;
+	int found = load(c, &q_lock, grant_id, cfg->tokens.upstream_refresh_skew, &g);
+	if (found <= 0) {
+		rc = found == 0 ? UT_REVOKED : UT_UNAVAILABLE; /* a lock timeout lands here too */
+		goto out;
+	}
+	if (!g.active) {
+		rc = UT_REVOKED;
+		goto out;
+	}
+	/* Another request (on any node) may have refreshed while we waited. */
+	if (!g.stale && !force) {
+		*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
+		rc = *token ? UT_OK : UT_UNAVAILABLE;
+		goto out;
+	}
+	old_refresh = g.up_refresh ? vault_open(cfg, g.key_id, grant_id, "refresh", g.up_refresh) : NULL;
+	const struct cfg_upstream *up = config_upstream(cfg, g.upstream);
+	struct upstream_ep ep;
+	if (!old_refresh || !up || upstream_endpoints(up, &ep) < 0) {
+		if (!old_refresh && !force) {
+			/* Nothing to refresh with: use the token until the upstream refuses it. */
+			*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
+			rc = *token ? UT_OK : UT_UNAVAILABLE;
+		} else if (!old_refresh) {
+			rc = UT_REVOKED; /* the downstream refused it and it cannot be renewed */
+			if (grant_revoke(app, c, grant_id, "upstream_rejected", "system", request_id) < 0 ||
+			    db_commit(c) < 0)
+				rc = UT_UNAVAILABLE;
+		}
+		goto out;
+	}
+	enum upstream_rc urc = upstream_refresh(up, &ep, old_refresh, &t);
+	metrics_count("upstream_refresh_total", upstream_rc_name(urc), 1);
+	if (urc == UP_REJECTED) {
+		/* The user revoked the app upstream (or the refresh token died). */
+		rc = UT_REVOKED;
+		struct audit a = { "upstream.refresh_failed", "system", NULL, NULL, grant_id, request_id };
+		if (audit_record(c, &a, json_pack("{s:s, s:s}", "upstream", g.upstream, "result", "rejected")) < 0 ||
+		    grant_revoke(app, c, grant_id, "upstream_invalid_grant", "system", request_id) < 0 ||
+		    db_commit(c) < 0)
+			rc = UT_UNAVAILABLE;
+		goto out;
+	}
+	if (urc != UP_OK) {
+		rc = urc == UP_TIMEOUT ? UT_TIMEOUT : UT_UNAVAILABLE;
+		db_rollback(c);
+		json_t *f = json_pack("{s:s, s:s}", "upstream", g.upstream, "result", upstream_rc_name(urc));
+		log_event(LOG_WARN, "upstream.refresh_failed", request_id, f);
+		goto out;
+	}
+	/* Exactly one copy of the upstream refresh token: the new one, or the
+	 * old one kept when the answer had none, both sealed under the active key. */
+	enc_a = vault_seal(cfg, grant_id, "access", t.access_token, &key_id);
+	enc_r = vault_seal(cfg, grant_id, "refresh", t.refresh_token ? t.refresh_token : old_refresh, &key_id);
+	char exp[24];
+	snprintf(exp, sizeof(exp), "%ld", t.expires_in);
+	const char *p[] = { grant_id, key_id, enc_a, enc_r, exp, t.scope };
+	PGresult *r = enc_a && enc_r ? db_exec_ok(c, &q_store, 6, p) : NULL;
+	if (!r)
+		goto out;
+	PQclear(r);
+	struct audit a = { "upstream.refreshed", "system", NULL, NULL, grant_id, request_id };
+	if (audit_record(c, &a, json_pack("{s:s, s:b, s:b}", "upstream", g.upstream, "rotated",
+					  t.refresh_token != NULL, "forced", force)) < 0 ||
+	    db_commit(c) < 0)
+		goto out;
+	*token = strdup(t.access_token);
+	rc = *token ? UT_OK : UT_UNAVAILABLE;
+out:
+	if (c->in_tx)
+		db_rollback(c);
+	vault_free(old_refresh);
+	free(enc_a);
+	free(enc_r);
+	upstream_tokens_free(&t);
+	row_free(&g);
+	return rc;
+}
+
+enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
+					  int force, const char *request_id, char **token)
+{
+	static struct db_stmt q = DB_STMT(GRANT_COLUMNS);
+	const struct config *cfg = app->cfg;
+	struct grant_row g = { 0 };
+	*token = NULL;
+	int found = load(c, &q, grant_id, cfg->tokens.upstream_refresh_skew, &g);
+	if (found <= 0) {
+		row_free(&g);
+		return found == 0 ? UT_REVOKED : UT_UNAVAILABLE;
+	}
+	if (!g.active) {
+		row_free(&g);
+		return UT_REVOKED;
+	}
+	if (!g.stale && !force) {
+		*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
+		row_free(&g);
+		if (!*token) {
+			log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream token of grant %s does not decrypt", grant_id);
+			return UT_UNAVAILABLE;
+		}
+		return UT_OK;
+	}
+	row_free(&g);
+	return refresh_locked(app, c, grant_id, force, request_id, token);
+}

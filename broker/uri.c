@@ -1,0 +1,201 @@
+#include "uri.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "limits.h"
+
+struct parts {
+	char *scheme, *user, *password, *host, *port, *path, *query, *fragment;
+};
+
+static void parts_free(struct parts *p)
+{
+	curl_free(p->scheme);
+	curl_free(p->user);
+	curl_free(p->password);
+	curl_free(p->host);
+	curl_free(p->port);
+	curl_free(p->path);
+	curl_free(p->query);
+	curl_free(p->fragment);
+	memset(p, 0, sizeof(*p));
+}
+
+static int parse(const char *s, struct parts *p, unsigned flags)
+{
+	memset(p, 0, sizeof(*p));
+	if (!s || strlen(s) > LIM_REDIRECT_URI)
+		return -1;
+	CURLU *u = curl_url();
+	if (!u)
+		return -1;
+	int rc = -1;
+	if (curl_url_set(u, CURLUPART_URL, s, flags) != CURLUE_OK)
+		goto out;
+	curl_url_get(u, CURLUPART_SCHEME, &p->scheme, 0);
+	curl_url_get(u, CURLUPART_USER, &p->user, 0);
+	curl_url_get(u, CURLUPART_PASSWORD, &p->password, 0);
+	curl_url_get(u, CURLUPART_HOST, &p->host, 0);
+	curl_url_get(u, CURLUPART_PORT, &p->port, CURLU_NO_DEFAULT_PORT);
+	curl_url_get(u, CURLUPART_PATH, &p->path, 0);
+	curl_url_get(u, CURLUPART_QUERY, &p->query, 0);
+	curl_url_get(u, CURLUPART_FRAGMENT, &p->fragment, 0);
+	rc = p->scheme ? 0 : -1;
+out:
+	curl_url_cleanup(u);
+	if (rc < 0)
+		parts_free(p);
+	return rc;
+}
+
+int uri_host_is_loopback(const char *host)
+{
+	return host && (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "[::1]") == 0 ||
+			strcasecmp(host, "localhost") == 0);
+}
+
+char *uri_canonical_resource(const char *s)
+{
+	struct parts p;
+	char *out = NULL;
+	if (parse(s, &p, 0) < 0)
+		return NULL;
+	if ((strcmp(p.scheme, "https") != 0 && strcmp(p.scheme, "http") != 0) || !p.host ||
+	    p.query || p.fragment || p.user || p.password)
+		goto out;
+	for (char *h = p.host; *h; h++)
+		*h = (char)tolower((unsigned char)*h);
+	size_t plen = p.path ? strlen(p.path) : 0;
+	while (plen > 0 && p.path[plen - 1] == '/')
+		p.path[--plen] = '\0';
+	size_t n = strlen(p.scheme) + strlen(p.host) + plen + 16;
+	out = malloc(n);
+	if (out)
+		snprintf(out, n, "%s://%s%s%s%s", p.scheme, p.host, p.port ? ":" : "", p.port ? p.port : "",
+			 plen ? p.path : "");
+out:
+	parts_free(&p);
+	return out;
+}
+
+static int scheme_forbidden(const char *scheme)
+{
+	static const char *const bad[] = { "javascript", "data", "file", "vbscript", "blob", "about",
+					   "filesystem", "mailto", "ftp", "ws", "wss" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (strcasecmp(scheme, bad[i]) == 0)
+			return 1;
+	return 0;
+}
+
+int uri_redirect_allowed(const char *uri, const char **why)
+{
+	struct parts p;
+	int rc = -1;
+	*why = "redirect_uri is not an absolute URI";
+	if (!uri || !*uri || strlen(uri) > LIM_REDIRECT_URI) {
+		*why = "redirect_uri is empty or too long";
+		return -1;
+	}
+	for (const char *c = uri; *c; c++)
+		if ((unsigned char)*c <= 0x20 || *c == 0x7f) {
+			*why = "redirect_uri contains whitespace or control characters";
+			return -1;
+		}
+	if (strchr(uri, '#')) {
+		*why = "redirect_uri must not contain a fragment";
+		return -1;
+	}
+	if (parse(uri, &p, CURLU_NON_SUPPORT_SCHEME) < 0)
+		return -1;
+	if (scheme_forbidden(p.scheme)) {
+		*why = "redirect_uri scheme is not allowed";
+		goto out;
+	}
+	if (p.user || p.password) {
+		*why = "redirect_uri must not contain credentials";
+		goto out;
+	}
+	if (strcmp(p.scheme, "https") == 0) {
+		if (!p.host || !*p.host) {
+			*why = "https redirect_uri needs a host";
+			goto out;
+		}
+	} else if (strcmp(p.scheme, "http") == 0) {
+		if (!uri_host_is_loopback(p.host)) {
+			*why = "http redirect_uri is allowed only on 127.0.0.1, [::1] or localhost";
+			goto out;
+		}
+	}
+	/* Any other scheme is a private-use scheme (RFC 8252 section 7.1). */
+	rc = 0;
+out:
+	parts_free(&p);
+	return rc;
+}
+
+static int streq(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+int uri_redirect_matches(const char *registered, const char *requested)
+{
+	if (!registered || !requested)
+		return 0;
+	if (strcmp(registered, requested) == 0)
+		return 1;
+	struct parts a, b;
+	int ok = 0;
+	if (parse(registered, &a, CURLU_NON_SUPPORT_SCHEME) < 0)
+		return 0;
+	if (parse(requested, &b, CURLU_NON_SUPPORT_SCHEME) < 0) {
+		parts_free(&a);
+		return 0;
+	}
+	/* Only loopback IP literals get a variable port; the rest of the URI
+	 * must be identical. localhost is included: clients register it. */
+	ok = strcmp(a.scheme, "http") == 0 && strcmp(b.scheme, "http") == 0 &&
+	     uri_host_is_loopback(a.host) && streq(a.host, b.host) && streq(a.path, b.path) &&
+	     streq(a.query, b.query) && !a.fragment && !b.fragment && !b.user && !b.password;
+	parts_free(&a);
+	parts_free(&b);
+	return ok;
+}
+
+char *uri_display_host(const char *uri)
+{
+	struct parts p;
+	char *out = NULL;
+	if (parse(uri, &p, CURLU_NON_SUPPORT_SCHEME) < 0)
+		return NULL;
+	if (p.host && *p.host) {
+		size_t n = strlen(p.host) + (p.port ? strlen(p.port) : 0) + 2;
+		out = malloc(n);
+		if (out)
+			snprintf(out, n, "%s%s%s", p.host, p.port ? ":" : "", p.port ? p.port : "");
+	} else {
+		out = strdup(p.scheme);
+	}
+	parts_free(&p);
+	return out;
+}
+
+char *uri_with_query(const char *uri, const char *query)
+{
+	CURLU *u = curl_url();
+	char *s = NULL, *out = NULL;
+	if (!u)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, uri, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+	    curl_url_set(u, CURLUPART_QUERY, query, CURLU_APPENDQUERY) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK)
+		out = strdup(s);
+	curl_free(s);
+	curl_url_cleanup(u);
+	return out;
+}

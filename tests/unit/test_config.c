@@ -1,0 +1,747 @@
+/* config.c: a valid minimal config and its defaults, then every class of
+ * error, each reported with its JSON path; several errors in one call;
+ * ${NAME} expansion; the resources/upstreams cross-checks. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "test.h"
+
+#define KEY_A "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"" /* bytes 0..31 */
+#define KEY_B "\"ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=\"" /* bytes 100..131 */
+#define KEY_16 "\"AAECAwQFBgcICQoLDA0ODw==\""
+#define OMIT "\x01" /* leave the key out */
+
+#define UPSTREAM_GH "\"gh\":{\"preset\":\"github\",\"client_id\":\"cid\",\"client_secret\":\"csecret\"}"
+#define RESOURCE_MCP                                                                      \
+	"{\"path\":\"/mcp\",\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:9000/mcp\"," \
+	"\"scopes\":{\"read\":[\"*\"],\"write\":[\"create_issue\"]},\"default_scopes\":[\"read\"]}"
+
+/* Raw JSON fragments for the required keys (NULL: a valid default, OMIT:
+ * absent) and extra text appended inside the top-level object. */
+struct cfgt {
+	const char *listen, *public_url, *database_url, *keys, *cookie, *extra;
+};
+
+static char text[16384];
+
+static const char *build(struct cfgt t)
+{
+	struct {
+		const char *name, *val, *def;
+	} f[] = {
+		{ "listen", t.listen, "\"127.0.0.1:8080\"" },
+		{ "public_url", t.public_url, "\"https://broker.example.com\"" },
+		{ "database_url", t.database_url, "\"postgres://mcpb@db/mcpb\"" },
+		{ "encryption_keys", t.keys, "[{\"id\":\"k1\",\"key\":" KEY_A "}]" },
+		{ "cookie_secret", t.cookie, KEY_B },
+	};
+	size_t o = 0;
+	int first = 1;
+	o += (size_t)snprintf(text + o, sizeof(text) - o, "{");
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		const char *v = f[i].val ? f[i].val : f[i].def;
+		if (strcmp(v, OMIT) == 0)
+			continue;
+		o += (size_t)snprintf(text + o, sizeof(text) - o, "%s\"%s\":%s", first ? "" : ",",
+				      f[i].name, v);
+		first = 0;
+	}
+	if (t.extra)
+		o += (size_t)snprintf(text + o, sizeof(text) - o, "%s%s", first ? "" : ",", t.extra);
+	snprintf(text + o, sizeof(text) - o, "}");
+	return text;
+}
+
+static struct config *parse(const char *s, struct cfg_errors *e)
+{
+	return config_parse(s, strlen(s), e);
+}
+
+static int has_err(const struct cfg_errors *e, const char *prefix)
+{
+	for (size_t i = 0; i < e->n; i++)
+		if (strncmp(e->msg[i], prefix, strlen(prefix)) == 0)
+			return 1;
+	return 0;
+}
+
+static void dump_errs(const char *what, const struct cfg_errors *e)
+{
+	fprintf(stderr, "  for %s:\n", what);
+	for (size_t i = 0; i < e->n; i++)
+		fprintf(stderr, "    %s\n", e->msg[i]);
+}
+
+/* Parsing s must fail with an error starting with prefix. */
+static void fails_at(int line, const char *s, const char *prefix)
+{
+	struct cfg_errors e;
+	struct config *c = parse(s, &e);
+	test_checks++;
+	if (c || !has_err(&e, prefix)) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: expected failure \"%s\"%s\n", __FILE__, line, prefix,
+			c ? " but the config parsed" : "");
+		dump_errs(s, &e);
+	}
+	config_free(&c);
+	config_errors_free(&e);
+}
+#define FAILS(s, prefix) fails_at(__LINE__, (s), (prefix))
+
+/* Parsing s must succeed; returns the config (caller frees). */
+static struct config *passes_at(int line, const char *s)
+{
+	struct cfg_errors e;
+	struct config *c = parse(s, &e);
+	test_checks++;
+	if (!c || e.n) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: expected success\n", __FILE__, line);
+		dump_errs(s, &e);
+	}
+	config_errors_free(&e);
+	return c;
+}
+#define PASSES(s) passes_at(__LINE__, (s))
+
+static void pass_and_free(int line, const char *s)
+{
+	struct config *c = passes_at(line, s);
+	config_free(&c);
+}
+#define PASSES_FREE(s) pass_and_free(__LINE__, (s))
+
+static void test_minimal_and_defaults(void)
+{
+	struct config *c = PASSES(build((struct cfgt){ 0 }));
+	if (!c)
+		return;
+	CHECK_STR(c->listen, "127.0.0.1:8080");
+	CHECK_STR(c->listen_host, "127.0.0.1");
+	CHECK(c->listen_port == 8080);
+	CHECK_STR(c->public_url, "https://broker.example.com");
+	CHECK_STR(c->database_url, "postgres://mcpb@db/mcpb");
+	CHECK(c->n_encryption_keys == 1);
+	CHECK_STR(c->encryption_keys[0].id, "k1");
+	int ok = 1;
+	for (int i = 0; i < 32; i++)
+		ok &= c->encryption_keys[0].key[i] == i && c->cookie_secret[i] == 100 + i;
+	CHECK(ok);
+	CHECK(c->tokens.access_ttl == 300);
+	CHECK(c->tokens.code_ttl == 60);
+	CHECK(c->tokens.refresh_ttl == 2592000);
+	CHECK(c->tokens.refresh_grace == 10);
+	CHECK(c->database.pool_size == 8);
+	CHECK(c->database.statement_timeout_ms == 5000);
+	CHECK(c->registration.dynamic == 1);
+	CHECK(c->registration.client_id_metadata_documents == 0);
+	CHECK(c->registration.has_initial_access_token == 0);
+	CHECK(c->http.threads == 8 && c->http.max_connections == 4096);
+	CHECK(c->http.drain_timeout_s == 25 && c->http.connection_timeout_s == 60);
+	CHECK(c->limits.register_per_ip_per_hour == 20);
+	CHECK_STR(c->log.level, "info");
+	CHECK(c->n_clients == 0 && c->n_upstreams == 0 && c->n_resources == 0);
+	CHECK(c->n_admin_tokens == 0);
+	CHECK(config_upstream(c, "gh") == NULL);
+	CHECK(config_client(c, "x") == NULL);
+	config_free(&c);
+	CHECK(c == NULL);
+	config_free(&c); /* NULL is fine */
+	config_free(NULL);
+
+	/* Overriding one value in a block keeps the other defaults. */
+	c = PASSES(build((struct cfgt){ .extra = "\"tokens\":{\"access_ttl\":600},"
+						 "\"database\":{\"pool_size\":2},"
+						 "\"registration\":{\"dynamic\":false},"
+						 "\"log\":{\"level\":\"debug\"}" }));
+	if (c) {
+		CHECK(c->tokens.access_ttl == 600 && c->tokens.code_ttl == 60);
+		CHECK(c->database.pool_size == 2 && c->database.connect_timeout_s == 3);
+		CHECK(c->registration.dynamic == 0);
+		CHECK_STR(c->log.level, "debug");
+	}
+	config_free(&c);
+
+	/* public_url loses its trailing slashes. */
+	c = PASSES(build((struct cfgt){ .public_url = "\"https://broker.example.com/\"" }));
+	if (c)
+		CHECK_STR(c->public_url, "https://broker.example.com");
+	config_free(&c);
+	c = PASSES(build((struct cfgt){ .public_url = "\"https://broker.example.com:8443//\"" }));
+	if (c)
+		CHECK_STR(c->public_url, "https://broker.example.com:8443");
+	config_free(&c);
+}
+
+static void test_unknown_keys(void)
+{
+	FAILS(build((struct cfgt){ .extra = "\"bogus\":1" }), "$.bogus: unknown key");
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"bogus\":1}" }), "$.tokens.bogus: unknown key");
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\",\"key\":" KEY_A ",\"bogus\":true}]" }),
+	      "$.encryption_keys[0].bogus: unknown key");
+	FAILS(build((struct cfgt){
+		      .extra = "\"upstreams\":{\"gh\":{\"preset\":\"github\",\"client_id\":\"c\","
+			       "\"client_secret\":\"s\",\"bogus\":1}}" }),
+	      "$.upstreams.gh.bogus: unknown key");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{" UPSTREAM_GH "},"
+					    "\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\","
+					    "\"downstream\":\"http://127.0.0.1:1/\",\"bogus\":1}]" }),
+	      "$.resources[0].bogus: unknown key");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{" UPSTREAM_GH "},"
+					    "\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\","
+					    "\"downstream\":\"http://127.0.0.1:1/\",\"inject\":{\"x\":1}}]" }),
+	      "$.resources[0].inject.x: unknown key");
+	/* Key names are case-sensitive. */
+	FAILS(build((struct cfgt){ .extra = "\"Tokens\":{}" }), "$.Tokens: unknown key");
+}
+
+static void test_wrong_types(void)
+{
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"access_ttl\":\"300\"}" }),
+	      "$.tokens.access_ttl: expected an integer");
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"access_ttl\":300.0}" }),
+	      "$.tokens.access_ttl: expected an integer");
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"access_ttl\":true}" }),
+	      "$.tokens.access_ttl: expected an integer");
+	FAILS(build((struct cfgt){ .database_url = "5" }), "$.database_url: expected a string");
+	FAILS(build((struct cfgt){ .listen = "[\"127.0.0.1:1\"]" }), "$.listen: expected a string");
+	FAILS(build((struct cfgt){ .keys = "{\"id\":\"k1\",\"key\":" KEY_A "}" }),
+	      "$.encryption_keys: expected an array");
+	FAILS(build((struct cfgt){ .keys = "[\"k1\"]" }), "$.encryption_keys[0]: expected an object");
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":[]" }), "$.tokens: expected an object");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":[]" }), "$.upstreams: expected an object");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":1}" }), "$.upstreams.gh: expected an object");
+	FAILS(build((struct cfgt){ .extra = "\"registration\":{\"dynamic\":1}" }),
+	      "$.registration.dynamic: expected true or false");
+	FAILS(build((struct cfgt){ .extra = "\"admin_tokens\":\"0123456789abcdef\"" }),
+	      "$.admin_tokens: expected an array of strings");
+	FAILS(build((struct cfgt){ .extra = "\"admin_tokens\":[7]" }), "$.admin_tokens[0]: expected a string");
+	FAILS(build((struct cfgt){ .extra = "\"log\":null" }), "$.log: expected an object, got null");
+	FAILS(build((struct cfgt){ .listen = "null" }), "$.listen: expected a string, got null");
+	FAILS("[]", "$: expected an object");
+	FAILS("\"config\"", "line 1 column"); /* jansson wants an object or array on top */
+}
+
+static void test_missing_required(void)
+{
+	FAILS(build((struct cfgt){ .listen = OMIT }), "$.listen: missing required key");
+	FAILS(build((struct cfgt){ .public_url = OMIT }), "$.public_url: missing required key");
+	FAILS(build((struct cfgt){ .database_url = OMIT }), "$.database_url: missing required key");
+	FAILS(build((struct cfgt){ .cookie = OMIT }), "$.cookie_secret: missing required key");
+	FAILS(build((struct cfgt){ .keys = OMIT }), "$.encryption_keys: missing required key");
+	FAILS(build((struct cfgt){ .keys = "[{\"key\":" KEY_A "}]" }),
+	      "$.encryption_keys[0].id: missing required key");
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\"}]" }),
+	      "$.encryption_keys[0].key: missing required key");
+	FAILS(build((struct cfgt){ .keys = "[]" }), "$.encryption_keys: expected between 1 and 16 entries");
+	FAILS(build((struct cfgt){ .database_url = "\"\"" }), "$.database_url: expected a non-empty string");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"github\"}}" }),
+	      "$.upstreams.gh.client_id: missing required key");
+	FAILS(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"c\"}]" }),
+	      "$.clients[0].redirect_uris: missing required key");
+	/* Everything missing: each required key is named. */
+	struct cfg_errors e;
+	struct config *c = parse("{}", &e);
+	CHECK(c == NULL);
+	CHECK(e.n == 5);
+	CHECK(has_err(&e, "$.listen:") && has_err(&e, "$.public_url:") &&
+	      has_err(&e, "$.database_url:") && has_err(&e, "$.encryption_keys:") &&
+	      has_err(&e, "$.cookie_secret:"));
+	config_errors_free(&e);
+	CHECK(e.n == 0 && e.msg == NULL);
+}
+
+static void test_urls(void)
+{
+	FAILS(build((struct cfgt){ .public_url = "\"not a url\"" }), "$.public_url: expected an absolute");
+	FAILS(build((struct cfgt){ .public_url = "\"broker.example.com\"" }), "$.public_url: ");
+	FAILS(build((struct cfgt){ .public_url = "\"ftp://x\"" }), "$.public_url: ");
+	FAILS(build((struct cfgt){ .public_url = "\"https://broker.example.com/#frag\"" }),
+	      "$.public_url: URL must not have a fragment");
+	FAILS(build((struct cfgt){ .public_url = "\"https://broker.example.com/?a=b\"" }),
+	      "$.public_url: must not have a query");
+	FAILS(build((struct cfgt){ .public_url = "\"https://broker.example.com/auth\"" }),
+	      "$.public_url: must be an origin without a path");
+	FAILS(build((struct cfgt){ .public_url = "\"http://127.0.0.1:8080/x/\"" }),
+	      "$.public_url: must be an origin without a path");
+	FAILS(build((struct cfgt){ .public_url = "\"http://127.0.0.1.nip.io\"" }),
+	      "$.public_url: expected an https URL");
+	FAILS(build((struct cfgt){ .public_url = "\"http://broker.example.com\"" }),
+	      "$.public_url: expected an https URL");
+	FAILS(build((struct cfgt){ .public_url = "\"http://10.0.0.1:8080\"" }),
+	      "$.public_url: expected an https URL");
+	FAILS(build((struct cfgt){ .public_url = "\"http://localhost.example.com\"" }),
+	      "$.public_url: expected an https URL");
+	/* http is fine on loopback. */
+	PASSES_FREE(build((struct cfgt){ .public_url = "\"http://127.0.0.1\"" }));
+	PASSES_FREE(build((struct cfgt){ .public_url = "\"http://localhost:8080\"" }));
+	PASSES_FREE(build((struct cfgt){ .public_url = "\"http://[::1]:8080\"" }));
+	PASSES_FREE(build((struct cfgt){ .public_url = "\"HTTPS://Broker.Example.com\"" }));
+	/* The same URL validator guards the other URL fields. */
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"github\",\"client_id\":\"c\","
+					    "\"client_secret\":\"s\",\"token_url\":\"file:///etc/passwd\"}}" }),
+	      "$.upstreams.gh.token_url: ");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{" UPSTREAM_GH "},"
+					    "\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\","
+					    "\"downstream\":\"mcp-server:9000\"}]" }),
+	      "$.resources[0].downstream: ");
+}
+
+static void test_keys(void)
+{
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\",\"key\":" KEY_16 "}]" }),
+	      "$.encryption_keys[0].key: expected base64 of exactly 32 bytes");
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\",\"key\":\"not base64 at all!\"}]" }),
+	      "$.encryption_keys[0].key: expected base64 of exactly 32 bytes");
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\",\"key\":" KEY_A "},{\"id\":\"k2\",\"key\":"
+					   "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}]" }),
+	      "$.encryption_keys[1].key: expected base64 of exactly 32 bytes"); /* unpadded */
+	FAILS(build((struct cfgt){ .cookie = KEY_16 }), "$.cookie_secret: expected base64 of exactly 32 bytes");
+	FAILS(build((struct cfgt){ .cookie = "\"\"" }), "$.cookie_secret: ");
+	/* 48 bytes: too long. */
+	FAILS(build((struct cfgt){ .cookie = "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v\"" }),
+	      "$.cookie_secret: expected base64 of exactly 32 bytes");
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\",\"key\":" KEY_A "},{\"id\":\"k1\",\"key\":" KEY_B "}]" }),
+	      "$.encryption_keys[1].id: duplicate key id");
+	/* Two keys: both kept in order. */
+	struct config *c = PASSES(build((struct cfgt){
+		.keys = "[{\"id\":\"new\",\"key\":" KEY_B "},{\"id\":\"old\",\"key\":" KEY_A "}]" }));
+	if (c) {
+		CHECK(c->n_encryption_keys == 2);
+		CHECK_STR(c->encryption_keys[0].id, "new");
+		CHECK_STR(c->encryption_keys[1].id, "old");
+		CHECK(c->encryption_keys[0].key[0] == 100 && c->encryption_keys[1].key[31] == 31);
+	}
+	config_free(&c);
+}
+
+static void test_listen(void)
+{
+	static const char *const bad[] = { "\"nohost\"",        "\"1.2.3.4:99999\"", "\"[::1]8080\"",
+					   "\"example.com:80\"", "\"1.2.3.4:\"",      "\":80\"",
+					   "\"1.2.3.4:8o\"",     "\"1.2.3.4:-1\"",    "\"[::1\"",
+					   "\"[nothex]:80\"",    "\"1.2.3.4:123456\"", "\"::1:80\"",
+					   "\"256.1.1.1:80\"",   "\"1.2.3.4: 80\"" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		FAILS(build((struct cfgt){ .listen = bad[i] }), "$.listen: expected");
+
+	struct {
+		const char *json, *host;
+		int port;
+	} good[] = {
+		{ "\"127.0.0.1:0\"", "127.0.0.1", 0 },
+		{ "\"[::1]:8080\"", "::1", 8080 },
+		{ "\"localhost:80\"", "127.0.0.1", 80 },
+		{ "\"0.0.0.0:65535\"", "0.0.0.0", 65535 },
+		{ "\"[::]:443\"", "::", 443 },
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct config *c = PASSES(build((struct cfgt){ .listen = good[i].json }));
+		if (!c)
+			continue;
+		CHECK_STR(c->listen_host, good[i].host);
+		CHECK(c->listen_port == good[i].port);
+		config_free(&c);
+	}
+}
+
+static void test_env(void)
+{
+	setenv("MCPB_TEST_DB", "postgres://from-env/db", 1);
+	setenv("MCPB_TEST_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", 1);
+	setenv("MCPB_TEST_PORT", "9090", 1);
+	unsetenv("MCPB_TEST_UNSET_VAR");
+
+	struct config *c = PASSES(build((struct cfgt){ .listen = "\"127.0.0.1:${MCPB_TEST_PORT}\"",
+						      .database_url = "\"${MCPB_TEST_DB}\"",
+						      .cookie = "\"${MCPB_TEST_KEY}\"" }));
+	if (c) {
+		CHECK_STR(c->database_url, "postgres://from-env/db");
+		CHECK(c->listen_port == 9090);
+		CHECK(c->cookie_secret[0] == 0 && c->cookie_secret[31] == 31);
+	}
+	config_free(&c);
+
+	/* A missing variable names itself and the path. */
+	struct cfg_errors e;
+	c = parse(build((struct cfgt){ .database_url = "\"postgres://${MCPB_TEST_UNSET_VAR}/x\"" }), &e);
+	CHECK(c == NULL);
+	CHECK(e.n == 1);
+	CHECK(e.n >= 1 && strncmp(e.msg[0], "$.database_url: ", 16) == 0 &&
+	      strstr(e.msg[0], "MCPB_TEST_UNSET_VAR") != NULL);
+	if (e.n)
+		CHECK_STR(e.msg[0], "$.database_url: environment variable MCPB_TEST_UNSET_VAR is not set");
+	config_errors_free(&e);
+
+	FAILS(build((struct cfgt){ .database_url = "\"postgres://${MCPB_TEST_DB\"" }),
+	      "$.database_url: unterminated ${");
+	FAILS(build((struct cfgt){ .database_url = "\"${1X}\"" }), "$.database_url: bad environment variable name");
+	FAILS(build((struct cfgt){ .database_url = "\"${}\"" }), "$.database_url: bad environment variable name");
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"${MCPB_TEST_UNSET_VAR}\",\"key\":" KEY_A "}]" }),
+	      "$.encryption_keys[0].id: environment variable MCPB_TEST_UNSET_VAR is not set");
+	/* A variable expanding to nothing trips the length check. */
+	setenv("MCPB_TEST_EMPTY", "", 1);
+	FAILS(build((struct cfgt){ .database_url = "\"${MCPB_TEST_EMPTY}\"" }),
+	      "$.database_url: expected a non-empty string");
+	unsetenv("MCPB_TEST_EMPTY");
+}
+
+static void test_expand_env_direct(void)
+{
+	const char *why = NULL;
+	char *s;
+	setenv("MCPB_X", "1", 1);
+	setenv("MCPB_Y", "two", 1);
+	setenv("MCPB_NESTED", "${MCPB_X}", 1);
+	unsetenv("MCPB_NOPE");
+
+	struct {
+		const char *in, *out;
+	} ok[] = {
+		{ "", "" },
+		{ "plain", "plain" },
+		{ "a${MCPB_X}b", "a1b" },
+		{ "${MCPB_X}${MCPB_Y}", "1two" },
+		{ "${MCPB_Y}", "two" },
+		{ "$MCPB_X", "$MCPB_X" },
+		{ "cost: $5 {x}", "cost: $5 {x}" },
+		{ "trailing $", "trailing $" },
+		{ "${MCPB_NESTED}", "${MCPB_X}" }, /* values are not expanded again */
+		{ "${_u9}", NULL },
+	};
+	setenv("_u9", "underscore", 1);
+	ok[sizeof(ok) / sizeof(ok[0]) - 1].out = "underscore";
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		why = NULL;
+		s = config_expand_env(ok[i].in, &why);
+		CHECK_STR(s, ok[i].out);
+		free(s);
+	}
+
+	struct {
+		const char *in, *why;
+	} bad[] = {
+		{ "${", "unterminated" },
+		{ "abc ${MCPB_X", "unterminated" },
+		{ "${}", "bad environment variable name" },
+		{ "${1X}", "bad environment variable name" },
+		{ "${A-B}", "bad environment variable name" },
+		{ "${A B}", "bad environment variable name" },
+		{ "${MCPB_X}${", "unterminated" },
+		{ "${MCPB_NOPE}", "environment variable MCPB_NOPE is not set" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why = NULL;
+		s = config_expand_env(bad[i].in, &why);
+		CHECK(s == NULL);
+		CHECK(why != NULL && strstr(why, bad[i].why) != NULL);
+		if (!why || !strstr(why, bad[i].why))
+			fprintf(stderr, "  for \"%s\": %s\n", bad[i].in, why ? why : "(null)");
+		free(s);
+	}
+
+	/* Names: at most LIM_ENV_NAME characters. */
+	char name[200], in[220];
+	memset(name, 'A', 129);
+	name[129] = '\0';
+	snprintf(in, sizeof(in), "${%s}", name);
+	why = NULL;
+	CHECK(config_expand_env(in, &why) == NULL && why && strstr(why, "bad environment variable name"));
+
+	/* Results: at most LIM_CONFIG_STRING bytes. */
+	char *big = malloc(6000);
+	memset(big, 'v', 5999);
+	big[5999] = '\0';
+	setenv("MCPB_BIG", big, 1);
+	why = NULL;
+	s = config_expand_env("${MCPB_BIG}", &why);
+	CHECK(s != NULL && strlen(s) == 5999);
+	free(s);
+	s = config_expand_env("${MCPB_BIG}${MCPB_BIG}", &why);
+	CHECK(s == NULL && why && strstr(why, "too long"));
+	free(s);
+	unsetenv("MCPB_BIG");
+	free(big);
+}
+
+static void test_invalid_json(void)
+{
+	struct cfg_errors e;
+	struct config *c = parse("{", &e);
+	CHECK(c == NULL && e.n == 1 && strstr(e.msg[0], "invalid JSON") != NULL);
+	CHECK(e.n == 1 && strncmp(e.msg[0], "line ", 5) == 0);
+	config_errors_free(&e);
+
+	c = config_parse("", 0, &e);
+	CHECK(c == NULL && e.n == 1 && strstr(e.msg[0], "invalid JSON") != NULL);
+	config_errors_free(&e);
+
+	c = parse("{\"listen\":\"127.0.0.1:1\",}", &e);
+	CHECK(c == NULL && e.n == 1 && strstr(e.msg[0], "invalid JSON") != NULL);
+	config_errors_free(&e);
+
+	/* Duplicate keys, at the top and nested. */
+	c = parse("{\"listen\":\"127.0.0.1:1\",\"listen\":\"127.0.0.1:2\"}", &e);
+	CHECK(c == NULL && e.n == 1 && strstr(e.msg[0], "duplicate") != NULL);
+	config_errors_free(&e);
+	c = parse(build((struct cfgt){ .extra = "\"tokens\":{\"access_ttl\":60,\"access_ttl\":61}" }), &e);
+	CHECK(c == NULL && e.n == 1 && strstr(e.msg[0], "duplicate") != NULL);
+	config_errors_free(&e);
+
+	/* An integer jansson cannot hold. */
+	c = parse(build((struct cfgt){ .extra = "\"tokens\":{\"access_ttl\":99999999999999999999999}" }), &e);
+	CHECK(c == NULL && e.n >= 1);
+	config_errors_free(&e);
+
+	/* A length shorter than the text: only that much is parsed. */
+	const char *t = build((struct cfgt){ 0 });
+	c = config_parse(t, strlen(t) - 1, &e);
+	CHECK(c == NULL && e.n == 1 && strstr(e.msg[0], "invalid JSON") != NULL);
+	config_errors_free(&e);
+
+	/* \u0000 inside a string is refused. */
+	FAILS(build((struct cfgt){ .database_url = "\"a\\u0000b\"" }), "");
+}
+
+static void test_int_ranges(void)
+{
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"code_ttl\":61}" }),
+	      "$.tokens.code_ttl: expected an integer between 5 and 60");
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"code_ttl\":4}" }),
+	      "$.tokens.code_ttl: expected an integer between 5 and 60");
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"access_ttl\":29}" }),
+	      "$.tokens.access_ttl: expected an integer between 30 and 86400");
+	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"refresh_grace\":-1}" }),
+	      "$.tokens.refresh_grace: expected an integer between 0 and 300");
+	FAILS(build((struct cfgt){ .extra = "\"database\":{\"pool_size\":0}" }),
+	      "$.database.pool_size: expected an integer between 1 and 256");
+	FAILS(build((struct cfgt){ .extra = "\"http\":{\"threads\":9223372036854775807}" }),
+	      "$.http.threads: expected an integer between 1 and 256");
+	FAILS(build((struct cfgt){ .extra = "\"http\":{\"threads\":-9223372036854775807}" }),
+	      "$.http.threads: expected an integer between 1 and 256");
+	/* Bounds are inclusive. */
+	struct config *c = PASSES(build((struct cfgt){
+		.extra = "\"tokens\":{\"code_ttl\":5,\"access_ttl\":86400,\"refresh_grace\":0}" }));
+	if (c)
+		CHECK(c->tokens.code_ttl == 5 && c->tokens.access_ttl == 86400 && c->tokens.refresh_grace == 0);
+	config_free(&c);
+	/* String lengths and list sizes. */
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"01234567890123456789012345678901234567890123456789"
+					   "0123456789abcdef\",\"key\":" KEY_A "}]" }),
+	      "$.encryption_keys[0].id: expected at most 64 characters");
+	FAILS(build((struct cfgt){ .extra = "\"admin_tokens\":[\"short\"]" }),
+	      "$.admin_tokens[0]: expected at least 16 characters");
+	FAILS(build((struct cfgt){ .extra = "\"log\":{\"level\":\"verbose\"}" }),
+	      "$.log.level: expected one of");
+}
+
+static void test_multiple_errors(void)
+{
+	struct cfg_errors e;
+	struct config *c = parse(build((struct cfgt){
+		.listen = "\"nohost\"",
+		.cookie = OMIT,
+		.keys = "[{\"id\":\"k1\",\"key\":" KEY_16 "}]",
+		.extra = "\"bogus\":1,\"tokens\":{\"code_ttl\":600,\"other\":1},"
+			 "\"database\":{\"pool_size\":\"8\"}" }), &e);
+	CHECK(c == NULL);
+	CHECK(e.n >= 7);
+	CHECK(has_err(&e, "$.listen: "));
+	CHECK(has_err(&e, "$.cookie_secret: missing required key"));
+	CHECK(has_err(&e, "$.encryption_keys[0].key: expected base64 of exactly 32 bytes"));
+	CHECK(has_err(&e, "$.bogus: unknown key"));
+	CHECK(has_err(&e, "$.tokens.code_ttl: expected an integer between"));
+	CHECK(has_err(&e, "$.tokens.other: unknown key"));
+	CHECK(has_err(&e, "$.database.pool_size: expected an integer"));
+	if (e.n < 7)
+		dump_errs("multiple", &e);
+	config_free(&c);
+	config_errors_free(&e);
+
+	/* Cross-checks also report every problem. */
+	c = parse(build((struct cfgt){
+		.extra = "\"upstreams\":{\"gh\":{\"preset\":\"bogus\",\"client_id\":\"c\",\"client_secret\":\"s\"}},"
+			 "\"resources\":[{\"path\":\"mcp\",\"upstream\":\"nope\",\"downstream\":\"http://127.0.0.1:1/\"}]" }),
+		  &e);
+	CHECK(c == NULL);
+	CHECK(e.n >= 3);
+	CHECK(has_err(&e, "$.upstreams.gh: preset"));
+	CHECK(has_err(&e, "$.resources[0]: path"));
+	CHECK(has_err(&e, "$.resources[0]: upstream"));
+	config_free(&c);
+	config_errors_free(&e);
+}
+
+static void test_resources_upstreams(void)
+{
+	char extra[4096];
+	/* A complete config with an upstream, a resource and a client. */
+	snprintf(extra, sizeof(extra),
+		 "\"upstreams\":{" UPSTREAM_GH ",\"corp\":{\"preset\":\"oidc\",\"issuer\":\"https://id.example.com\","
+		 "\"client_id\":\"c2\",\"client_secret\":\"s2\",\"pkce\":true,\"scopes\":[\"openid\",\"email\"]}},"
+		 "\"resources\":[" RESOURCE_MCP "],"
+		 "\"clients\":[{\"client_id\":\"cli\",\"client_secret\":\"0123456789abcdef-secret\","
+		 "\"redirect_uris\":[\"http://127.0.0.1/cb\"]}],"
+		 "\"admin_tokens\":[\"admin-token-0123456789\"],"
+		 "\"registration\":{\"initial_access_token\":\"initial-access-0123456789\"}");
+	struct config *c = PASSES(build((struct cfgt){ .extra = extra }));
+	if (c) {
+		CHECK(c->n_upstreams == 2);
+		const struct cfg_upstream *gh = config_upstream(c, "gh");
+		const struct cfg_upstream *corp = config_upstream(c, "corp");
+		CHECK(gh && corp && config_upstream(c, "nope") == NULL);
+		if (gh && corp) {
+			CHECK_STR(gh->name, "gh");
+			CHECK_STR(gh->preset, "github");
+			CHECK_STR(gh->client_secret, "csecret");
+			CHECK(gh->pkce == -1 && gh->timeout_ms == 10000);
+			CHECK(corp->pkce == 1 && corp->n_scopes == 2);
+			CHECK_STR(corp->issuer, "https://id.example.com");
+		}
+		CHECK(c->n_resources == 1);
+		const struct cfg_resource *r = &c->resources[0];
+		CHECK_STR(r->path, "/mcp");
+		CHECK_STR(r->upstream, "gh");
+		CHECK_STR(r->inject.header, "Authorization");
+		CHECK_STR(r->inject.value, "Bearer {upstream_token}");
+		CHECK(r->n_scopes == 2 && r->n_default_scopes == 1);
+		CHECK(r->connect_timeout_ms == 5000 && r->idle_timeout_ms == 300000);
+		const struct cfg_client *cl = config_client(c, "cli");
+		CHECK(cl != NULL && config_client(c, "other") == NULL);
+		if (cl) {
+			uint8_t h[CRYPTO_SHA256_LEN];
+			crypto_sha256("0123456789abcdef-secret", 23, h);
+			CHECK(cl->has_secret == 1 && memcmp(cl->secret_hash, h, sizeof(h)) == 0);
+			CHECK(cl->n_redirect_uris == 1);
+		}
+		uint8_t h[CRYPTO_SHA256_LEN];
+		crypto_sha256("admin-token-0123456789", 22, h);
+		CHECK(c->n_admin_tokens == 1 && memcmp(c->admin_token_hashes[0], h, sizeof(h)) == 0);
+		CHECK(c->registration.has_initial_access_token == 1);
+	}
+	config_free(&c);
+
+#define WITH_GH(res) "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[" res "]"
+	FAILS(build((struct cfgt){ .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gitlab\","
+						    "\"downstream\":\"http://127.0.0.1:1/\"}") }),
+	      "$.resources[0]: upstream: no upstream named \"gitlab\"");
+	FAILS(build((struct cfgt){ .extra = "\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\","
+					    "\"downstream\":\"http://127.0.0.1:1/\"}]" }),
+	      "$.resources[0]: upstream: no upstreams are configured");
+	FAILS(build((struct cfgt){ .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gh\","
+						    "\"downstream\":\"http://127.0.0.1:1/\","
+						    "\"scopes\":{\"read\":[\"*\"]},\"default_scopes\":[\"admin\"]}") }),
+	      "$.resources[0]: default_scopes: \"admin\"");
+	FAILS(build((struct cfgt){ .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gh\","
+						    "\"downstream\":\"http://127.0.0.1:1/\",\"default_scopes\":[\"read\"]}") }),
+	      "$.resources[0]: default_scopes: ");
+	FAILS(build((struct cfgt){ .extra = WITH_GH(RESOURCE_MCP "," RESOURCE_MCP) }),
+	      "$.resources[1]: path: duplicate resource path");
+	static const char *const bad_paths[] = { "mcp", "/mcp/", "/mcp?x", "/mcp#x", "/m%63p", "/",
+						 "/.well-known/oauth" };
+	for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
+		char res[512], ex[1024];
+		snprintf(res, sizeof(res), "{\"path\":\"%s\",\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"}",
+			 bad_paths[i]);
+		snprintf(ex, sizeof(ex), "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[%s]", res);
+		FAILS(build((struct cfgt){ .extra = ex }), "$.resources[0]: path: ");
+	}
+	FAILS(build((struct cfgt){ .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gh\","
+						    "\"downstream\":\"http://127.0.0.1:1/\","
+						    "\"scopes\":{\"offline_access\":[\"*\"]}}") }),
+	      "$.resources[0]: scopes: \"offline_access\"");
+	FAILS(build((struct cfgt){ .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gh\","
+						    "\"downstream\":\"http://127.0.0.1:1/\","
+						    "\"scopes\":{\"read\":\"*\"}}") }),
+	      "$.resources[0].scopes.read: expected an array of strings");
+	FAILS(build((struct cfgt){ .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gh\","
+						    "\"downstream\":\"http://127.0.0.1:1/\","
+						    "\"inject\":{\"value\":\"Bearer token\"}}") }),
+	      "$.resources[0]: inject.value: expected a template");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"bogus\",\"client_id\":\"c\","
+					    "\"client_secret\":\"s\"}}" }),
+	      "$.upstreams.gh: preset: expected one of");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"client_id\":\"c\",\"client_secret\":\"s\"}}" }),
+	      "$.upstreams.gh: without a preset or issuer");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"client_id\":\"c\",\"client_secret\":\"s\","
+					    "\"authorize_url\":\"https://idp.example.com/authorize\"}}" }),
+	      "$.upstreams.gh: without a preset or issuer");
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"corp\":{\"preset\":\"oidc\",\"client_id\":\"c\","
+					    "\"client_secret\":\"s\"}}" }),
+	      "$.upstreams.corp: preset oidc needs an issuer");
+	/* Explicit endpoints without a preset are enough. */
+	PASSES_FREE(build((struct cfgt){ .extra = "\"upstreams\":{\"x\":{\"client_id\":\"c\",\"client_secret\":\"s\","
+						  "\"authorize_url\":\"https://idp.example.com/authorize\","
+						  "\"token_url\":\"https://idp.example.com/token\"}}" }));
+	FAILS(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"a\",\"redirect_uris\":[\"http://127.0.0.1/\"]},"
+					    "{\"client_id\":\"a\",\"redirect_uris\":[\"http://127.0.0.1/\"]}]" }),
+	      "$.clients[1].client_id: duplicate client_id");
+	FAILS(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"a\",\"redirect_uris\":[]}]" }),
+	      "$.clients[0].redirect_uris: expected between 1 and 10 entries");
+	FAILS(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"a\",\"client_secret\":\"short\","
+					    "\"redirect_uris\":[\"http://127.0.0.1/\"]}]" }),
+	      "$.clients[0].client_secret: expected at least 16 characters");
+#undef WITH_GH
+}
+
+static void test_load_and_describe(void)
+{
+	struct cfg_errors e;
+	struct config *c = config_load("/nonexistent/mcpb-test.json", &e);
+	CHECK(c == NULL && e.n == 1 && strncmp(e.msg[0], "/nonexistent/mcpb-test.json: cannot open", 40) == 0);
+	config_errors_free(&e);
+
+	char path[] = "/tmp/mcpb-test-config-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	if (fd >= 0) {
+		FILE *f = fdopen(fd, "w");
+		fputs(build((struct cfgt){ 0 }), f);
+		fclose(f);
+		c = config_load(path, &e);
+		CHECK(c != NULL && e.n == 0);
+		config_free(&c);
+		config_errors_free(&e);
+		remove(path);
+	}
+
+	FILE *f = tmpfile();
+	CHECK(f != NULL);
+	if (f) {
+		config_describe(f);
+		long n = ftell(f);
+		CHECK(n > 0);
+		char *all = calloc(1, (size_t)n + 1);
+		rewind(f);
+		CHECK(fread(all, 1, (size_t)n, f) == (size_t)n);
+		CHECK(strstr(all, "tokens.access_ttl") != NULL);
+		CHECK(strstr(all, "upstreams.<name>.preset") != NULL);
+		CHECK(strstr(all, "resources[].path") != NULL);
+		free(all);
+		fclose(f);
+	}
+}
+
+int main(void)
+{
+	test_minimal_and_defaults();
+	test_unknown_keys();
+	test_wrong_types();
+	test_missing_required();
+	test_urls();
+	test_keys();
+	test_listen();
+	test_env();
+	test_expand_env_direct();
+	test_invalid_json();
+	test_int_ranges();
+	test_multiple_errors();
+	test_resources_upstreams();
+	test_load_and_describe();
+	TEST_DONE();
+}

@@ -1,0 +1,255 @@
+/* log.c: which field names count as secrets, redaction at depth inside real
+ * log lines (read back and parsed), reserved fields, level filtering. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "test.h"
+
+static FILE *out;
+
+/* Everything written to out since the last call, as one string. */
+static char *drain(void)
+{
+	static long at;
+	fflush(out);
+	long end = ftell(out);
+	size_t n = (size_t)(end - at);
+	char *s = calloc(1, n + 1);
+	if (!s)
+		return NULL;
+	fseek(out, at, SEEK_SET);
+	if (fread(s, 1, n, out) != n)
+		s[0] = '\0';
+	fseek(out, end, SEEK_SET);
+	at = end;
+	return s;
+}
+
+static void test_secret_keys(void)
+{
+	static const char *const secret[] = {
+		"access_token", "refresh_token", "client_secret", "code", "code_verifier",
+		"Authorization", "cookie", "password", "key", "state", "csrf_token",
+		/* and the families they stand for */
+		"id_token", "upstream_token", "Set-Cookie", "COOKIE", "Proxy-Authorization",
+		"initial_access_token", "passwd", "client_assertion", "nonce", "api_key",
+		"auth_code", "device_code", "credentials", "KEY", "State",
+		"a_name_far_too_long_to_be_one_of_ours_so_it_is_hidden_just_in_case_x",
+	};
+	static const char *const plain[] = {
+		"route", "status", "client_id", "path", "event", "method", "duration_ms",
+		"request_id", "error", "error_description", "scope", "redirect_uri",
+		"grant_type", "msg", "client", "keyboard", "monkey", "codec", "statement",
+		"", "upstream", "resource",
+	};
+	for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++) {
+		if (!log_is_secret_key(secret[i]))
+			fprintf(stderr, "  \"%s\" not treated as secret\n", secret[i]);
+		CHECK(log_is_secret_key(secret[i]) == 1);
+	}
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		if (log_is_secret_key(plain[i]))
+			fprintf(stderr, "  \"%s\" treated as secret\n", plain[i]);
+		CHECK(log_is_secret_key(plain[i]) == 0);
+	}
+}
+
+/* Fails when any of the planted values shows up in text. */
+static void check_no_secrets(const char *text)
+{
+	static const char *const planted[] = { "S3CR3T", "SECRET_1", "SECRET_2", "SECRET_3",
+					       "SECRET_4", "SECRET_5", "SECRET_6", "SECRET_7",
+					       "SECRET_8" };
+	for (size_t i = 0; i < sizeof(planted) / sizeof(planted[0]); i++) {
+		if (strstr(text, planted[i]))
+			fprintf(stderr, "  secret %s leaked in: %s\n", planted[i], text);
+		CHECK(strstr(text, planted[i]) == NULL);
+	}
+}
+
+static void test_redaction(void)
+{
+	log_init(LOG_DEBUG, out);
+	json_t *f = json_pack(
+		"{s:s, s:s, s:{s:s, s:{s:s, s:s}}, s:[{s:s}, {s:s}, s], s:{s:s}, s:{s:s}, s:i}",
+		"route", "token",
+		"access_token", "SECRET_1",
+		"nested",
+			"refresh_token", "SECRET_2",
+			"inner", "client_secret", "SECRET_3", "ok", "visible",
+		"list", "code", "SECRET_4", "Authorization", "Bearer SECRET_5", "plain-array-item",
+		"headers", "Cookie", "sid=SECRET_6",
+		"password", "an", "object SECRET_7",
+		"status", 200);
+	CHECK(f != NULL);
+	log_event(LOG_INFO, "oauth.token", "req-123", f);
+	char *text = drain();
+	CHECK(text != NULL && strlen(text) > 0);
+	if (!text)
+		return;
+	check_no_secrets(text);
+	CHECK(strstr(text, "[redacted]") != NULL);
+	/* Exactly one line of JSON. */
+	char *nl = strchr(text, '\n');
+	CHECK(nl != NULL && nl[1] == '\0');
+
+	json_error_t err;
+	json_t *line = json_loads(text, 0, &err);
+	CHECK(line != NULL);
+	if (line) {
+		CHECK_STR(json_string_value(json_object_get(line, "event")), "oauth.token");
+		CHECK_STR(json_string_value(json_object_get(line, "level")), "info");
+		CHECK_STR(json_string_value(json_object_get(line, "request_id")), "req-123");
+		CHECK(json_is_string(json_object_get(line, "time")));
+		CHECK_STR(json_string_value(json_object_get(line, "route")), "token");
+		CHECK(json_integer_value(json_object_get(line, "status")) == 200);
+		CHECK_STR(json_string_value(json_object_get(line, "access_token")), "[redacted]");
+		json_t *nested = json_object_get(line, "nested");
+		CHECK_STR(json_string_value(json_object_get(nested, "refresh_token")), "[redacted]");
+		json_t *inner = json_object_get(nested, "inner");
+		CHECK_STR(json_string_value(json_object_get(inner, "client_secret")), "[redacted]");
+		CHECK_STR(json_string_value(json_object_get(inner, "ok")), "visible");
+		json_t *list = json_object_get(line, "list");
+		CHECK(json_array_size(list) == 3);
+		CHECK_STR(json_string_value(json_object_get(json_array_get(list, 0), "code")), "[redacted]");
+		CHECK_STR(json_string_value(json_object_get(json_array_get(list, 1), "Authorization")),
+			  "[redacted]");
+		CHECK_STR(json_string_value(json_array_get(list, 2)), "plain-array-item");
+		CHECK_STR(json_string_value(json_object_get(json_object_get(line, "headers"), "Cookie")),
+			  "[redacted]");
+		/* A secret-named object is replaced whole. */
+		CHECK_STR(json_string_value(json_object_get(line, "password")), "[redacted]");
+		json_decref(line);
+	}
+	free(text);
+
+	/* Secrets inside arrays of arrays, a few levels down. */
+	f = json_pack("{s:[[{s:{s:s}}]]}", "a", "b", "state", "SECRET_8");
+	log_event(LOG_WARN, "deep", NULL, f);
+	text = drain();
+	if (text) {
+		check_no_secrets(text);
+		CHECK(strstr(text, "\"request_id\"") == NULL); /* none given */
+		CHECK(strstr(text, "\"level\":\"warn\"") != NULL);
+	}
+	free(text);
+}
+
+/* The header promises redaction "at every depth". */
+static void test_redaction_very_deep(void)
+{
+	log_init(LOG_DEBUG, out);
+	json_t *leaf = json_pack("{s:s, s:s}", "access_token", "S3CR3T", "ok", "fine");
+	for (int i = 0; i < 12; i++)
+		leaf = json_pack("{s:o}", "d", leaf);
+	log_event(LOG_INFO, "deep.nesting", NULL, leaf);
+	char *text = drain();
+	CHECK(text != NULL);
+	if (text)
+		check_no_secrets(text);
+	free(text);
+}
+
+static void test_reserved_fields(void)
+{
+	log_init(LOG_DEBUG, out);
+	/* Fields cannot masquerade as the line's own time, level, event or id. */
+	json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:s}", "level", "error", "event", "forged",
+			      "time", "1970", "request_id", "forged-id", "extra", "kept");
+	log_event(LOG_DEBUG, "real.event", "real-id", f);
+	char *text = drain();
+	json_t *line = text ? json_loads(text, 0, NULL) : NULL;
+	CHECK(line != NULL);
+	if (line) {
+		CHECK_STR(json_string_value(json_object_get(line, "level")), "debug");
+		CHECK_STR(json_string_value(json_object_get(line, "event")), "real.event");
+		CHECK_STR(json_string_value(json_object_get(line, "request_id")), "real-id");
+		CHECK(strcmp(json_string_value(json_object_get(line, "time")), "1970") != 0);
+		CHECK_STR(json_string_value(json_object_get(line, "extra")), "kept");
+		json_decref(line);
+	}
+	free(text);
+
+	/* A non-object (stolen) and NULL are accepted. */
+	log_event(LOG_INFO, "with.array", NULL, json_pack("[s]", "x"));
+	log_event(LOG_INFO, "with.null", NULL, NULL);
+	text = drain();
+	CHECK(text && strstr(text, "with.array") && strstr(text, "with.null"));
+	free(text);
+
+	/* log_msg puts the message in "msg"; a long one is cut, not overflowed. */
+	log_msg(LOG_INFO, "m", "rid", "value %d of %s", 7, "eight");
+	text = drain();
+	line = text ? json_loads(text, 0, NULL) : NULL;
+	CHECK(line && strcmp(json_string_value(json_object_get(line, "msg")), "value 7 of eight") == 0);
+	json_decref(line);
+	free(text);
+	char big[3000];
+	memset(big, 'z', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	log_msg(LOG_INFO, "m.big", NULL, "%s", big);
+	text = drain();
+	line = text ? json_loads(text, 0, NULL) : NULL;
+	CHECK(line != NULL);
+	CHECK(line && strlen(json_string_value(json_object_get(line, "msg"))) == 1023);
+	json_decref(line);
+	free(text);
+}
+
+static void test_levels(void)
+{
+	enum log_level l = LOG_ERROR;
+	CHECK(log_level_parse("debug", &l) == 0 && l == LOG_DEBUG);
+	CHECK(log_level_parse("info", &l) == 0 && l == LOG_INFO);
+	CHECK(log_level_parse("warn", &l) == 0 && l == LOG_WARN);
+	CHECK(log_level_parse("error", &l) == 0 && l == LOG_ERROR);
+	l = LOG_WARN;
+	CHECK(log_level_parse("INFO", &l) == -1 && l == LOG_WARN);
+	CHECK(log_level_parse("warning", &l) == -1);
+	CHECK(log_level_parse("", &l) == -1);
+
+	log_init(LOG_WARN, out);
+	CHECK(!log_enabled(LOG_DEBUG) && !log_enabled(LOG_INFO));
+	CHECK(log_enabled(LOG_WARN) && log_enabled(LOG_ERROR));
+	log_event(LOG_DEBUG, "dropped.debug", NULL, json_pack("{s:s}", "a", "b"));
+	log_event(LOG_INFO, "dropped.info", NULL, json_pack("{s:s}", "a", "b"));
+	log_msg(LOG_INFO, "dropped.msg", NULL, "x");
+	log_event(LOG_WARN, "kept.warn", NULL, NULL);
+	log_msg(LOG_ERROR, "kept.error", NULL, "y");
+	char *text = drain();
+	CHECK(text != NULL);
+	if (text) {
+		CHECK(strstr(text, "dropped") == NULL);
+		CHECK(strstr(text, "kept.warn") != NULL && strstr(text, "kept.error") != NULL);
+		int lines = 0;
+		for (char *p = text; *p; p++)
+			lines += *p == '\n';
+		CHECK(lines == 2);
+	}
+	free(text);
+
+	log_init(LOG_ERROR, out);
+	log_event(LOG_WARN, "dropped.warn", NULL, NULL);
+	text = drain();
+	CHECK(text && text[0] == '\0');
+	free(text);
+}
+
+int main(void)
+{
+	out = tmpfile();
+	if (!out) {
+		perror("tmpfile");
+		return 1;
+	}
+	test_secret_keys();
+	test_redaction();
+	test_redaction_very_deep();
+	test_reserved_fields();
+	test_levels();
+	log_init(LOG_INFO, NULL);
+	fclose(out);
+	TEST_DONE();
+}
