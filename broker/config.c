@@ -110,9 +110,17 @@ static const struct field resource_fields[] = {
 	{ "client_key", F_STRING, 0, O(struct cfg_resource, client_key), 0, 1, 4096, 0, NULL, 0, "PEM private key for mutual TLS downstream" },
 	{ "ca_file", F_STRING, 0, O(struct cfg_resource, ca_file), 0, 1, 4096, 0, NULL, 0, "CA bundle verifying the downstream" },
 	{ "rate_per_grant", F_INT, 0, O(struct cfg_resource, rate_per_grant), 0, 0, 1000000, 0, NULL, 0, "requests/s per grant (0: limits.proxy_per_grant_per_second)" },
+	{ "rate_per_client", F_INT, 0, O(struct cfg_resource, rate_per_client), 0, 0, 1000000, 0, NULL, 0, "requests/s per client across its grants (0 disables)" },
 	END
 };
 static const struct schema resource_schema = { "resource", sizeof(struct cfg_resource), resource_fields, -1 };
+
+static const struct field rs_fields[] = {
+	{ "client_id", F_STRING, 1, O(struct cfg_resource_server, client_id), 0, 1, LIM_CLIENT_ID, 0, NULL, 0, "resource server identifier" },
+	{ "client_secret", F_SECRET, 1, O(struct cfg_resource_server, secret_hash), O(struct cfg_resource_server, has_secret), 16, 512, 0, NULL, 1, "its secret (HTTP Basic at /introspect); stored hashed" },
+	END
+};
+static const struct schema rs_schema = { "resource server", sizeof(struct cfg_resource_server), rs_fields, -1 };
 
 #define C(member) O(struct config, member)
 static const struct field tokens_fields[] = {
@@ -177,6 +185,7 @@ static const struct field config_fields[] = {
 	{ "clients", F_ARRAY, 0, C(clients), C(n_clients), 0, 1000, 0, &client_schema, 0, "pre-registered clients" },
 	{ "upstreams", F_MAP, 0, C(upstreams), C(n_upstreams), 0, 64, 0, &upstream_schema, 0, "upstream identity providers by name" },
 	{ "resources", F_ARRAY, 0, C(resources), C(n_resources), 0, 64, 0, &resource_schema, 0, "protected MCP resources" },
+	{ "resource_servers", F_ARRAY, 0, C(resource_servers), C(n_resource_servers), 0, 64, 0, &rs_schema, 0, "credentials allowed to call /introspect" },
 	{ "limits", F_OBJECT, 0, C(limits), 0, 0, 0, 0, &limits_schema, 0, "rate limits" },
 	{ "database", F_OBJECT, 0, C(database), 0, 0, 0, 0, &database_schema, 0, "PostgreSQL pool" },
 	{ "http", F_OBJECT, 0, C(http), 0, 0, 0, 0, &http_schema, 0, "HTTP server" },

@@ -23,6 +23,13 @@ struct cfg_client {
 	size_t n_redirect_uris;
 };
 
+/* Resource servers allowed to call /introspect (RFC 7662). */
+struct cfg_resource_server {
+	char *client_id;
+	uint8_t secret_hash[CRYPTO_SHA256_LEN];
+	int has_secret;
+};
+
 struct cfg_upstream {
 	char *name; /* the key under "upstreams" */
 	char *preset;
@@ -70,6 +77,7 @@ struct cfg_resource {
 	char *client_key;
 	char *ca_file;
 	long rate_per_grant;   /* proxied requests per second per grant (0: limits default) */
+	long rate_per_client;  /* proxied requests per second per client (0: unlimited) */
 };
 
 struct config {
@@ -98,6 +106,8 @@ struct config {
 	size_t n_upstreams;
 	struct cfg_resource *resources;
 	size_t n_resources;
+	struct cfg_resource_server *resource_servers;
+	size_t n_resource_servers;
 	struct {
 		long register_per_ip_per_hour;
 		long token_per_client_per_minute;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "revoke.h"
 #include "crypto.h"
 #include "vault.h"
 
@@ -65,10 +66,12 @@ int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const
 {
 	static struct db_stmt q_grant = DB_STMT(
 		"UPDATE grants SET status = 'revoked', revoked_at = now(), revoked_reason = $2, "
-		"updated_at = now() WHERE id = $1::uuid AND status = 'active' RETURNING user_id::text, client_id");
+		"updated_at = now() WHERE id = $1::uuid AND status = 'active' RETURNING user_id::text, client_id, upstream");
 	static struct db_stmt q_tokens = DB_STMT(
 		"UPDATE tokens SET revoked_at = now() WHERE grant_id = $1::uuid AND revoked_at IS NULL");
-	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('mcpb_revoke', $1)");
+	static struct db_stmt q_queue = DB_STMT(
+		"INSERT INTO upstream_revocations(grant_id, upstream) VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING");
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" GRANT_NOTIFY_CHANNEL "', 'g:' || $1)");
 	(void)app;
 	const char *p[] = { grant_id, reason };
 	PGresult *r = db_exec_ok(c, &q_grant, 2, p);
@@ -78,9 +81,14 @@ int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const
 		PQclear(r);
 		return 0;
 	}
-	char user[40], client[600];
+	char user[40], client[600], upstream[80];
 	snprintf(user, sizeof(user), "%s", PQgetvalue(r, 0, 0));
 	snprintf(client, sizeof(client), "%s", PQgetvalue(r, 0, 1));
+	snprintf(upstream, sizeof(upstream), "%s", PQgetvalue(r, 0, 2));
+	PQclear(r);
+	const char *pq[] = { grant_id, upstream };
+	if (!(r = db_exec_ok(c, &q_queue, 2, pq)))
+		return -1;
 	PQclear(r);
 	if (!(r = db_exec_ok(c, &q_tokens, 1, p)))
 		return -1;
@@ -91,5 +99,6 @@ int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const
 	if (!(r = db_exec_ok(c, &q_notify, 1, p)))
 		return -1;
 	PQclear(r);
+	revoke_wake();
 	return 1;
 }

@@ -12,6 +12,10 @@
 #define TOKEN_PREFIX_CODE    "mcpb_ac_"
 #define TOKEN_TEXT_MAX 64
 
+/* NOTIFY channel of revocations: payload "g:<grant id>", "t:<token hash
+ * hex>" or "*" (everything). Every node evicts what it cached. */
+#define GRANT_NOTIFY_CHANNEL "mcpb_revoke"
+
 struct issued {
 	char access[TOKEN_TEXT_MAX];
 	char refresh[TOKEN_TEXT_MAX];

@@ -14,9 +14,11 @@
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
+#include "cache.h"
 #include "clients.h"
 #include "housekeeping.h"
 #include "proxy.h"
+#include "revoke.h"
 #include "server.h"
 
 /* serve: how long to keep retrying the first database connection. */
@@ -246,7 +248,8 @@ static int cmd_serve(int argc, char **argv)
 		log_msg(LOG_ERROR, "serve.clients", NULL, "cannot record the configured clients");
 		goto out;
 	}
-	if (proxy_start() < 0 || housekeeping_start(&app) < 0) {
+	if (proxy_start() < 0 || housekeeping_start(&app) < 0 || revoke_worker_start(&app) < 0 ||
+	    cache_start(&app) < 0) {
 		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
 		goto out;
 	}
@@ -280,6 +283,8 @@ out:
 	http_stop(&srv);
 	proxy_stop();
 	housekeeping_stop();
+	revoke_worker_stop();
+	cache_stop();
 	server_routes_free(&routes, nroutes);
 	db_close(&app.db);
 	config_free(&app.cfg);

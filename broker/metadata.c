@@ -79,6 +79,13 @@ void metadata_authorization_server(struct http_req *r)
 	json_object_set_new(m, "token_endpoint", endpoint_json(cfg, "/token"));
 	if (cfg->registration.dynamic)
 		json_object_set_new(m, "registration_endpoint", endpoint_json(cfg, "/register"));
+	json_object_set_new(m, "revocation_endpoint", endpoint_json(cfg, "/revoke"));
+	json_object_set_new(m, "revocation_endpoint_auth_methods_supported",
+			    json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post"));
+	if (cfg->n_resource_servers) {
+		json_object_set_new(m, "introspection_endpoint", endpoint_json(cfg, "/introspect"));
+		json_object_set_new(m, "introspection_endpoint_auth_methods_supported", json_pack("[s]", "client_secret_basic"));
+	}
 	json_object_set_new(m, "scopes_supported", scopes);
 	json_object_set_new(m, "response_types_supported", json_pack("[s]", "code"));
 	json_object_set_new(m, "response_modes_supported", json_pack("[s]", "query"));

@@ -34,6 +34,7 @@ struct proxy_xfer {
 	int suspended;
 	int client_gone;
 	int in_multi;
+	int discard; /* the answer is not wanted (replay after a 401) */
 	struct proxy_xfer *next; /* engine lists */
 };
 
@@ -151,6 +152,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 	if (x->client_gone) {
 		pthread_mutex_unlock(&x->lock);
 		return 0; /* abort */
+	}
+	if (x->discard) {
+		pthread_mutex_unlock(&x->lock);
+		return len;
 	}
 	if (x->out.len + len > PROXY_BUFFER && x->out.len > 0) {
 		x->paused = 1; /* backpressure: the client is slower than the downstream */
@@ -444,4 +449,33 @@ void proxy_respond(struct http_req *r, struct proxy_xfer *x)
 	long status = x->status;
 	pthread_mutex_unlock(&x->lock);
 	http_send_stream(r, (int)status, reader, x, reader_free, hdrs, n);
+}
+
+int proxy_wait_done(struct http_req *r, struct proxy_xfer *x)
+{
+	int done;
+	pthread_mutex_lock(&x->lock);
+	x->discard = 1;
+	x->out.len = x->out_off = 0;
+	if (x->paused && !x->want_unpause) {
+		x->want_unpause = 1;
+		curl_multi_wakeup(eng.multi);
+	}
+	done = x->done;
+	if (!done) {
+		x->suspended = 1;
+		http_suspend(r);
+	}
+	pthread_mutex_unlock(&x->lock);
+	return done;
+}
+
+struct buf proxy_take_body(struct proxy_xfer *x)
+{
+	struct buf b;
+	pthread_mutex_lock(&x->lock);
+	b = x->body;
+	buf_init(&x->body, 0);
+	pthread_mutex_unlock(&x->lock);
+	return b;
 }

@@ -47,6 +47,12 @@ void proxy_respond(struct http_req *r, struct proxy_xfer *x);
 long proxy_status(struct proxy_xfer *x);
 const char *proxy_response_header(struct proxy_xfer *x, const char *name);
 
+/* Discards the rest of the answer and suspends r until the transfer has
+ * finished; 1 when it has. */
+int proxy_wait_done(struct http_req *r, struct proxy_xfer *x);
+/* Moves the request body back out of a finished transfer (for a replay). */
+struct buf proxy_take_body(struct proxy_xfer *x);
+
 /* Transfers currently open (gauge). */
 long proxy_active(void);
 

@@ -7,11 +7,13 @@
 
 #include "app.h"
 #include "audit.h"
+#include "cache.h"
 #include "crypto.h"
 #include "grant.h"
 #include "log.h"
 #include "metadata.h"
 #include "proxy.h"
+#include "ratelimit.h"
 #include "scope.h"
 #include "token.h"
 #include "upstream_token.h"
@@ -254,6 +256,7 @@ static int session_check(struct http_req *r, struct db_conn *c, const struct cfg
 /* Per-request state while the downstream answers. */
 struct resource_ctx {
 	struct app *app;
+	const struct cfg_resource *res;
 	struct proxy_xfer *x;
 	struct token_info ti;
 	char resource_url[2048];
@@ -261,6 +264,7 @@ struct resource_ctx {
 	json_t *tools;
 	uint64_t started;
 	long status;
+	int retried; /* one forced upstream refresh after a downstream 401 */
 };
 
 static void record_session(struct http_req *r, struct resource_ctx *rc)
@@ -277,8 +281,7 @@ static void record_session(struct http_req *r, struct resource_ctx *rc)
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
 		return;
 	const char *p[] = { hash, rc->resource_url, rc->ti.user_id };
-	PGresult *res = db_exec_ok(c, &q, 3, p);
-	PQclear(res);
+	PQclear(db_exec_ok(c, &q, 3, p));
 	db_release(r->app->db, &c);
 }
 
@@ -313,7 +316,107 @@ static void ctx_free(void *p)
 	free(rc);
 }
 
-/* The handler's second entry: the downstream has answered (or failed). */
+/* Builds the downstream request (client headers filtered, upstream token
+ * injected, identity headers added) and starts it. body is moved. */
+static int start_transfer(struct http_req *r, struct resource_ctx *rc, const char *upstream, struct buf *body)
+{
+	const struct cfg_resource *res = rc->res;
+	struct proxy_request pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.method = r->method;
+	pr.url = downstream_url(r, res);
+	pr.connect_timeout_ms = res->connect_timeout_ms;
+	pr.idle_timeout_ms = res->idle_timeout_ms;
+	pr.client_cert = res->client_cert;
+	pr.client_key = res->client_key;
+	pr.ca_file = res->ca_file;
+	struct hdr_ctx hc = { res, http_header(r, "Connection"), NULL, 0 };
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, copy_header, &hc);
+	struct buf line;
+	buf_init(&line, 16384);
+	line.secret = 1;
+	const char *tpl = res->inject.value, *at = strstr(tpl, "{upstream_token}");
+	int ok = !hc.failed && pr.url && at &&
+		 buf_printf(&line, "%s: %.*s%s%s", res->inject.header, (int)(at - tpl), tpl, upstream,
+			    at + strlen("{upstream_token}")) == 0;
+	char tmp[2300];
+	const struct token_info *ti = &rc->ti;
+	if (ok)
+		ok = (hc.list = curl_slist_append(hc.list, line.ptr)) != NULL;
+	buf_free(&line);
+	if (ok && res->identity_headers) {
+		snprintf(tmp, sizeof(tmp), "X-MCP-User: %s:%s", ti->upstream, ti->subject);
+		ok = (hc.list = curl_slist_append(hc.list, tmp)) != NULL;
+		snprintf(tmp, sizeof(tmp), "X-MCP-Client: %s", ti->client_id);
+		ok = ok && (hc.list = curl_slist_append(hc.list, tmp)) != NULL;
+		snprintf(tmp, sizeof(tmp), "X-MCP-Scopes: %s", ti->scope);
+		ok = ok && (hc.list = curl_slist_append(hc.list, tmp)) != NULL;
+	}
+	snprintf(tmp, sizeof(tmp), "X-Forwarded-For: %s", r->client_ip);
+	ok = ok && (hc.list = curl_slist_append(hc.list, tmp)) != NULL;
+	snprintf(tmp, sizeof(tmp), "X-Request-Id: %s", r->id);
+	ok = ok && (hc.list = curl_slist_append(hc.list, tmp)) != NULL;
+	ok = ok && (hc.list = curl_slist_append(hc.list, "Expect:")) != NULL;
+	pr.headers = hc.list;
+	pr.body = *body;
+	buf_init(body, 0);
+	if (ok)
+		rc->x = proxy_begin(r, &pr);
+	if (!ok || !rc->x) {
+		/* proxy_begin took nothing on failure: the list holds the token. */
+		for (struct curl_slist *l = pr.headers; l; l = l->next)
+			crypto_wipe(l->data, strlen(l->data));
+		curl_slist_free_all(pr.headers);
+		free(pr.url);
+		buf_free(&pr.body);
+		return -1;
+	}
+	return 0;
+}
+
+/* The downstream refused the injected upstream token: refresh it once
+ * (forced) and replay the request, or revoke the grant when the upstream
+ * refuses too. 0 replayed (suspended again), -1 answered. */
+static int retry_after_401(struct http_req *r, struct resource_ctx *rc)
+{
+	struct db_conn *c = NULL;
+	char *upstream = NULL;
+	struct buf body;
+	int rv = -1;
+	rc->retried = 1;
+	body = proxy_take_body(rc->x);
+	proxy_request_done(rc->x);
+	rc->x = NULL;
+	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		goto out;
+	}
+	enum upstream_token_rc ut = upstream_token_get(r->app, c, rc->ti.grant_id, 1, r->id, &upstream);
+	db_release(r->app->db, &c);
+	if (ut == UT_REVOKED) {
+		cache_evict_grant(rc->ti.grant_id);
+		metadata_challenge(r, rc->res, 401, "invalid_token", NULL);
+		goto out;
+	}
+	if (ut != UT_OK) {
+		jsonrpc_error(r, ut == UT_TIMEOUT ? 504 : 503, -32603, "the upstream identity provider is unavailable; try again");
+		goto out;
+	}
+	if (start_transfer(r, rc, upstream, &body) < 0) {
+		jsonrpc_error(r, 500, -32603, "internal error");
+		goto out;
+	}
+	rv = 0;
+out:
+	buf_free(&body);
+	if (upstream) {
+		crypto_wipe(upstream, strlen(upstream));
+		free(upstream);
+	}
+	return rv;
+}
+
+/* The handler's later entries: the downstream has answered (or failed). */
 static void resume(struct http_req *r)
 {
 	struct resource_ctx *rc = r->ctx;
@@ -331,8 +434,48 @@ static void resume(struct http_req *r)
 		return;
 	}
 	rc->status = proxy_status(rc->x);
+	if (rc->status == 401 && !rc->retried) {
+		/* Wait for the (small) 401 answer to finish, then replay. */
+		if (!proxy_wait_done(r, rc->x))
+			return;
+		log_msg(LOG_INFO, "proxy.downstream_401", r->id, "downstream refused the upstream token: forcing a refresh");
+		(void)retry_after_401(r, rc);
+		return;
+	}
 	record_session(r, rc);
 	proxy_respond(r, rc->x);
+}
+
+static int rate_limited(struct http_req *r, const struct cfg_resource *res, const struct token_info *ti)
+{
+	long per_grant = res->rate_per_grant ? res->rate_per_grant : r->app->cfg->limits.proxy_per_grant_per_second;
+	int retry = 1;
+	if ((per_grant > 0 && !ratelimit_take("grant", ti->grant_id, (double)per_grant, (double)per_grant * 2, &retry)) ||
+	    (res->rate_per_client > 0 &&
+	     !ratelimit_take("client", ti->client_id, (double)res->rate_per_client, (double)res->rate_per_client * 2, &retry))) {
+		char ra[16];
+		snprintf(ra, sizeof(ra), "%d", retry);
+		(void)http_add_header(r, "Retry-After", ra);
+		jsonrpc_error(r, 429, -32000, "rate limit exceeded");
+		return 1;
+	}
+	return 0;
+}
+
+/* Token validation through the node's cache (evicted on every revocation). */
+static int validate(struct app *app, struct db_conn *c, const char *token, struct token_info *ti)
+{
+	char hash[67];
+	if (strncmp(token, TOKEN_PREFIX_ACCESS, strlen(TOKEN_PREFIX_ACCESS)) != 0)
+		return 0;
+	vault_hash_hex(token, hash);
+	if (cache_get(hash + 2, ti))
+		return 1;
+	unsigned long gen = cache_generation();
+	int v = token_validate(app, c, token, ti);
+	if (v == 1)
+		cache_put(hash + 2, ti, gen);
+	return v;
 }
 
 void resource_handler(struct http_req *r)
@@ -340,11 +483,9 @@ void resource_handler(struct http_req *r)
 	const struct cfg_resource *res = r->route->data;
 	struct app *app = r->app;
 	struct db_conn *c = NULL;
-	struct token_info ti;
-	char resource_url[2048];
-	char *upstream = NULL;
-	json_t *body = NULL, *tools = NULL;
 	struct resource_ctx *rc = NULL;
+	char *upstream = NULL;
+	json_t *body = NULL;
 
 	if (r->ctx) {
 		resume(r);
@@ -353,10 +494,6 @@ void resource_handler(struct http_req *r)
 	const char *origin = http_header(r, "Origin");
 	if (origin && !origin_allowed(res, origin)) {
 		jsonrpc_error(r, 403, -32001, "origin not allowed");
-		return;
-	}
-	if (r->method_id == HM_OPTIONS) {
-		http_send(r, 204, NULL, "", 0);
 		return;
 	}
 	if (http_query(r, "access_token")) {
@@ -373,22 +510,33 @@ void resource_handler(struct http_req *r)
 		metadata_challenge(r, res, 401, "invalid_token", NULL);
 		return;
 	}
-	if (metadata_resource_url(app->cfg, res, resource_url, sizeof(resource_url)) < 0 ||
-	    db_acquire(app->db, &c, DB_WAIT_MS) < 0) {
-		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+	rc = calloc(1, sizeof(*rc));
+	if (!rc || metadata_resource_url(app->cfg, res, rc->resource_url, sizeof(rc->resource_url)) < 0) {
+		free(rc);
+		jsonrpc_error(r, 500, -32603, "internal error");
 		return;
 	}
-	int v = token_validate(app, c, auth + 7, &ti);
+	rc->app = app;
+	rc->res = res;
+	rc->started = r->start_ns;
+	snprintf(rc->request_id, sizeof(rc->request_id), "%s", r->id);
+	if (db_acquire(app->db, &c, DB_WAIT_MS) < 0) {
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		goto out;
+	}
+	int v = validate(app, c, auth + 7, &rc->ti);
 	if (v < 0) {
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 		goto out;
 	}
-	if (v == 0 || strcmp(ti.resource, resource_url) != 0) {
+	if (v == 0 || strcmp(rc->ti.resource, rc->resource_url) != 0) {
 		/* Unknown, expired, revoked, or issued for another resource. */
 		metadata_challenge(r, res, 401, "invalid_token", NULL);
 		goto out;
 	}
-	tools = json_array();
+	if (rate_limited(r, res, &rc->ti))
+		goto out;
+	rc->tools = json_array();
 	if (r->method_id == HM_POST && res->n_scopes > 0) {
 		body = json_loadb(r->body.ptr ? r->body.ptr : "", r->body.len, JSON_REJECT_DUPLICATES, NULL);
 		if (!json_is_object(body) && !(json_is_array(body) && json_array_size(body) > 0)) {
@@ -399,98 +547,39 @@ void resource_handler(struct http_req *r)
 			jsonrpc_error(r, 400, -32600, "Mcp-Method/Mcp-Name headers disagree with the body");
 			goto out;
 		}
-		if (check_policy(r, res, &ti, body, tools) < 0)
+		if (check_policy(r, res, &rc->ti, body, rc->tools) < 0)
 			goto out;
 	}
-	if (session_check(r, c, res, &ti, resource_url) < 0)
+	if (session_check(r, c, res, &rc->ti, rc->resource_url) < 0)
 		goto out;
-	enum upstream_token_rc ut = upstream_token_get(app, c, ti.grant_id, 0, r->id, &upstream);
+	enum upstream_token_rc ut = upstream_token_get(app, c, rc->ti.grant_id, 0, r->id, &upstream);
+	db_release(app->db, &c);
 	if (ut != UT_OK) {
-		if (ut == UT_REVOKED)
+		if (ut == UT_REVOKED) {
+			cache_evict_grant(rc->ti.grant_id);
 			metadata_challenge(r, res, 401, "invalid_token", NULL);
-		else
+		} else {
 			jsonrpc_error(r, ut == UT_TIMEOUT ? 504 : 503, -32603,
 				      "the upstream identity provider is unavailable; try again");
-		goto out;
-	}
-	db_release(app->db, &c);
-
-	struct proxy_request pr;
-	memset(&pr, 0, sizeof(pr));
-	pr.method = r->method;
-	pr.url = downstream_url(r, res);
-	pr.connect_timeout_ms = res->connect_timeout_ms;
-	pr.idle_timeout_ms = res->idle_timeout_ms;
-	pr.client_cert = res->client_cert;
-	pr.client_key = res->client_key;
-	pr.ca_file = res->ca_file;
-	struct hdr_ctx hc = { res, http_header(r, "Connection"), NULL, 0 };
-	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, copy_header, &hc);
-	struct buf line;
-	buf_init(&line, 16384);
-	line.secret = 1;
-	const char *tpl = res->inject.value, *at = strstr(tpl, "{upstream_token}");
-	int bad = hc.failed || !pr.url || !at ||
-		  buf_printf(&line, "%s: %.*s%s%s", res->inject.header, (int)(at - tpl), tpl, upstream,
-			     at + strlen("{upstream_token}")) < 0;
-	struct curl_slist *l = bad ? NULL : curl_slist_append(hc.list, line.ptr);
-	buf_free(&line);
-	if (l)
-		hc.list = l;
-	char tmp[2300];
-	if (l && res->identity_headers) {
-		snprintf(tmp, sizeof(tmp), "X-MCP-User: %s:%s", ti.upstream, ti.subject);
-		hc.list = curl_slist_append(hc.list, tmp);
-		snprintf(tmp, sizeof(tmp), "X-MCP-Client: %s", ti.client_id);
-		hc.list = curl_slist_append(hc.list, tmp);
-		snprintf(tmp, sizeof(tmp), "X-MCP-Scopes: %s", ti.scope);
-		hc.list = curl_slist_append(hc.list, tmp);
-	}
-	snprintf(tmp, sizeof(tmp), "X-Forwarded-For: %s", r->client_ip);
-	hc.list = curl_slist_append(hc.list, tmp);
-	snprintf(tmp, sizeof(tmp), "X-Request-Id: %s", r->id);
-	hc.list = curl_slist_append(hc.list, tmp);
-	hc.list = curl_slist_append(hc.list, "Expect:");
-	pr.headers = hc.list;
-	pr.body = r->body;
-	buf_init(&r->body, 0);
-	if (!l || !hc.list) {
-		curl_slist_free_all(pr.headers);
-		free(pr.url);
-		buf_free(&pr.body);
-		jsonrpc_error(r, 500, -32603, "internal error");
-		goto out;
-	}
-	rc = calloc(1, sizeof(*rc));
-	if (rc) {
-		rc->app = app;
-		rc->ti = ti;
-		memcpy(rc->resource_url, resource_url, sizeof(resource_url));
-		snprintf(rc->request_id, sizeof(rc->request_id), "%s", r->id);
-		rc->tools = tools;
-		tools = NULL;
-		rc->started = r->start_ns;
-		rc->x = proxy_begin(r, &pr);
-	}
-	if (!rc || !rc->x) {
-		curl_slist_free_all(pr.headers);
-		free(pr.url);
-		buf_free(&pr.body);
-		if (rc) {
-			json_decref(rc->tools);
-			free(rc);
 		}
+		goto out;
+	}
+	if (start_transfer(r, rc, upstream, &r->body) < 0) {
 		jsonrpc_error(r, 500, -32603, "internal error");
 		goto out;
 	}
 	r->ctx = rc;
 	r->ctx_free = ctx_free;
+	rc = NULL;
 out:
+	if (rc) {
+		json_decref(rc->tools);
+		free(rc);
+	}
 	if (upstream) {
 		crypto_wipe(upstream, strlen(upstream));
 		free(upstream);
 	}
 	json_decref(body);
-	json_decref(tools);
 	db_release(app->db, &c);
 }

@@ -4,11 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "authorize.h"
 #include "clients.h"
 #include "health.h"
+#include "introspect.h"
 #include "metadata.h"
 #include "resource.h"
+#include "revoke.h"
 #include "token.h"
 
 /* Browser-based MCP clients call discovery, registration and the token
@@ -40,6 +43,11 @@ static const struct http_route static_routes[] = {
 	{ HM_GET, "/callback", MATCH_EXACT, 0, authorize_callback, "callback", NULL },
 	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL },
 	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
+	{ HM_POST, "/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, revoke_endpoint, "revoke", NULL },
+	{ HM_OPTIONS, "/revoke", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
+	{ HM_POST, "/introspect", MATCH_EXACT, LIM_BODY_DEFAULT, introspect_endpoint, "introspect", NULL },
+	{ HM_GET, "/admin/v1/grants", MATCH_EXACT, 0, admin_grants, "admin", NULL },
+	{ HM_POST, "/admin/v1/revoke", MATCH_EXACT, LIM_BODY_ADMIN, admin_revoke, "admin", NULL },
 };
 
 #define PRM_PREFIX "/.well-known/oauth-protected-resource"

@@ -415,7 +415,8 @@ int token_validate(struct app *app, struct db_conn *c, const char *token, struct
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
-		"g.user_id::text, u.subject, g.upstream FROM tokens t JOIN grants g ON g.id = t.grant_id "
+		"g.user_id::text, u.subject, g.upstream, extract(epoch FROM t.expires_at)::bigint "
+		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
 		"JOIN users u ON u.id = g.user_id WHERE t.token_hash = $1::bytea AND t.kind = 'access' "
 		"AND t.revoked_at IS NULL AND t.expires_at > now() AND g.status = 'active'");
 	(void)app;
@@ -438,6 +439,7 @@ int token_validate(struct app *app, struct db_conn *c, const char *token, struct
 		snprintf(info->user_id, sizeof(info->user_id), "%s", PQgetvalue(res, 0, 4));
 		snprintf(info->subject, sizeof(info->subject), "%s", PQgetvalue(res, 0, 5));
 		snprintf(info->upstream, sizeof(info->upstream), "%s", PQgetvalue(res, 0, 6));
+		info->exp = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
 	}
 	PQclear(res);
 	return ok;

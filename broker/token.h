@@ -17,6 +17,7 @@ struct token_info {
 	char user_id[37];
 	char subject[300];
 	char upstream[65];
+	long long exp; /* expiry, seconds since the epoch */
 };
 
 /* 1 valid (info filled), 0 unknown/expired/revoked, -1 database error. */

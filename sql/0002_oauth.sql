@@ -68,7 +68,7 @@ CREATE TABLE grants (
     scopes          text[] NOT NULL,
     status          text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),
     key_id          text NOT NULL,
-    up_access       bytea NOT NULL,
+    up_access       bytea,
     up_refresh      bytea,
     up_expires_at   timestamptz,
     up_scope        text,
@@ -125,3 +125,17 @@ CREATE TABLE mcp_sessions (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX mcp_sessions_created ON mcp_sessions (created_at);
+
+-- Upstream revocation of revoked grants, retried with backoff in the
+-- background by whichever node claims the row; the grant is dead locally
+-- from the moment it is revoked, whatever the upstream answers.
+CREATE TABLE upstream_revocations (
+    grant_id      uuid PRIMARY KEY REFERENCES grants (id) ON DELETE CASCADE,
+    upstream      text NOT NULL,
+    attempts      integer NOT NULL DEFAULT 0,
+    next_attempt  timestamptz NOT NULL DEFAULT now(),
+    done_at       timestamptz,
+    outcome       text,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX upstream_revocations_due ON upstream_revocations (next_attempt) WHERE done_at IS NULL;

@@ -1,0 +1,237 @@
+#include "cache.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "grant.h"
+#include "log.h"
+#include "metrics.h"
+#include "revoke.h"
+
+#define CACHE_SLOTS 16384 /* power of two */
+#define CACHE_PROBE 8
+
+struct entry {
+	char hash[65]; /* "" = empty */
+	time_t until;
+	struct token_info info;
+};
+
+static struct entry *slots;
+static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
+static int enabled; /* only while LISTEN is active */
+static pthread_t listener;
+static int running, stopping;
+static struct app *the_app;
+static unsigned long generation; /* bumped by every eviction, under the write lock */
+
+unsigned long cache_generation(void)
+{
+	return __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+}
+
+int cache_enabled(void)
+{
+	return __atomic_load_n(&enabled, __ATOMIC_ACQUIRE);
+}
+
+static size_t slot_of(const char *hash)
+{
+	/* The hash is uniformly random hex: its first 8 digits index well. */
+	size_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v * 16 + (size_t)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+	return v & (CACHE_SLOTS - 1);
+}
+
+int cache_get(const char *hash, struct token_info *info)
+{
+	if (!cache_enabled() || !slots)
+		return 0;
+	int hit = 0;
+	time_t now = time(NULL);
+	pthread_rwlock_rdlock(&lock);
+	size_t s = slot_of(hash);
+	for (int i = 0; i < CACHE_PROBE && !hit; i++) {
+		struct entry *e = &slots[(s + (size_t)i) & (CACHE_SLOTS - 1)];
+		if (e->until > now && strcmp(e->hash, hash) == 0) {
+			*info = e->info;
+			hit = 1;
+		}
+	}
+	pthread_rwlock_unlock(&lock);
+	/* Re-check after the read: a flush racing this lookup wins. */
+	if (hit && !cache_enabled())
+		hit = 0;
+	metrics_count("token_cache_total", hit ? "hit" : "miss", 1);
+	return hit;
+}
+
+void cache_put(const char *hash, const struct token_info *info, unsigned long gen)
+{
+	if (!cache_enabled() || !slots)
+		return;
+	time_t now = time(NULL), until = now + CACHE_TTL_S;
+	if ((time_t)info->exp < until)
+		until = (time_t)info->exp;
+	if (until <= now)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	if (gen != generation) {
+		pthread_rwlock_unlock(&lock);
+		return;
+	}
+	size_t s = slot_of(hash);
+	struct entry *victim = NULL;
+	for (int i = 0; i < CACHE_PROBE; i++) {
+		struct entry *e = &slots[(s + (size_t)i) & (CACHE_SLOTS - 1)];
+		if (!victim || e->until < victim->until || strcmp(e->hash, hash) == 0)
+			victim = e;
+		if (strcmp(e->hash, hash) == 0)
+			break;
+	}
+	memcpy(victim->hash, hash, 65);
+	victim->until = until;
+	victim->info = *info;
+	pthread_rwlock_unlock(&lock);
+}
+
+void cache_evict_grant(const char *grant_id)
+{
+	if (!slots)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	generation++;
+	for (size_t i = 0; i < CACHE_SLOTS; i++)
+		if (slots[i].hash[0] && strcmp(slots[i].info.grant_id, grant_id) == 0)
+			slots[i].hash[0] = '\0';
+	pthread_rwlock_unlock(&lock);
+}
+
+void cache_evict_token(const char *hash)
+{
+	if (!slots)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	generation++;
+	size_t s = slot_of(hash);
+	for (int i = 0; i < CACHE_PROBE; i++) {
+		struct entry *e = &slots[(s + (size_t)i) & (CACHE_SLOTS - 1)];
+		if (strcmp(e->hash, hash) == 0)
+			e->hash[0] = '\0';
+	}
+	pthread_rwlock_unlock(&lock);
+}
+
+void cache_flush(void)
+{
+	if (!slots)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	generation++;
+	for (size_t i = 0; i < CACHE_SLOTS; i++)
+		slots[i].hash[0] = '\0';
+	pthread_rwlock_unlock(&lock);
+}
+
+static void disable(void)
+{
+	__atomic_store_n(&enabled, 0, __ATOMIC_RELEASE);
+	cache_flush();
+}
+
+static void handle(const char *payload)
+{
+	if (strncmp(payload, "g:", 2) == 0) {
+		cache_evict_grant(payload + 2);
+		revoke_wake(); /* the grant is committed revoked: revoke upstream */
+	} else if (strncmp(payload, "t:", 2) == 0 && strlen(payload) >= 2 + 2 + 64) {
+		/* "t:\x<64 hex>" */
+		cache_evict_token(payload + 4);
+	} else {
+		cache_flush();
+		revoke_wake();
+	}
+}
+
+static void *listen_loop(void *arg)
+{
+	(void)arg;
+	PGconn *pg = NULL;
+	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
+		if (!pg) {
+			pg = db_connect_one(the_app->cfg, "mcp-broker-listen");
+			PGresult *r = pg ? PQexec(pg, "LISTEN " GRANT_NOTIFY_CHANNEL) : NULL;
+			int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+			PQclear(r);
+			if (!ok) {
+				if (pg)
+					PQfinish(pg);
+				pg = NULL;
+				disable();
+				sleep(1);
+				continue;
+			}
+			/* Anything revoked while we were deaf is gone from memory. */
+			cache_flush();
+			__atomic_store_n(&enabled, 1, __ATOMIC_RELEASE);
+			log_msg(LOG_INFO, "cache.listening", NULL, "token cache on: listening for revocations");
+		}
+		struct pollfd pfd = { .fd = PQsocket(pg), .events = POLLIN };
+		int n = poll(&pfd, 1, 500);
+		if (n < 0)
+			continue;
+		if (n > 0 && !PQconsumeInput(pg)) {
+			log_msg(LOG_WARN, "cache.listen_lost", NULL, "revocation listener lost: token cache off");
+			disable();
+			PQfinish(pg);
+			pg = NULL;
+			continue;
+		}
+		PGnotify *nt;
+		while ((nt = PQnotifies(pg)) != NULL) {
+			handle(nt->extra ? nt->extra : "*");
+			PQfreemem(nt);
+		}
+		if (PQstatus(pg) != CONNECTION_OK) {
+			disable();
+			PQfinish(pg);
+			pg = NULL;
+		}
+	}
+	disable();
+	if (pg)
+		PQfinish(pg);
+	return NULL;
+}
+
+int cache_start(struct app *app)
+{
+	slots = calloc(CACHE_SLOTS, sizeof(*slots));
+	if (!slots)
+		return -1;
+	the_app = app;
+	if (pthread_create(&listener, NULL, listen_loop, NULL) != 0) {
+		free(slots);
+		slots = NULL;
+		return -1;
+	}
+	running = 1;
+	return 0;
+}
+
+void cache_stop(void)
+{
+	if (!running)
+		return;
+	__atomic_store_n(&stopping, 1, __ATOMIC_RELEASE);
+	pthread_join(listener, NULL);
+	running = 0;
+	pthread_rwlock_wrlock(&lock);
+	free(slots);
+	slots = NULL;
+	pthread_rwlock_unlock(&lock);
+}
