@@ -95,6 +95,15 @@ static int pkce_challenge_ok(const char *c)
 	return 1;
 }
 
+/* RFC 6749 appendix A: VSCHAR = %x20-7E (state, client_id). */
+static int vschar_only(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			return 0;
+	return 1;
+}
+
 /* Validates the request parameters. On failure the response (an error
  * page or an error redirect) has been sent and -1 is returned. get() reads
  * one parameter; dup() reports a repeated one. */
@@ -155,6 +164,12 @@ static int validate(struct http_req *r, struct db_conn *c, const struct params *
 	const char *state = param(p, "state");
 	if (state && strlen(state) > LIM_STATE) {
 		redirect_error(r, a->redirect_uri, "invalid_request", "state is too long", NULL);
+		return -1;
+	}
+	if (state && !vschar_only(state)) {
+		/* Not echoed: it could not travel back intact (the sealed consent
+		 * request is JSON, which drops invalid UTF-8). */
+		redirect_error(r, a->redirect_uri, "invalid_request", "state may hold only printable ASCII", NULL);
 		return -1;
 	}
 	if (state) {
@@ -643,6 +658,14 @@ void authorize_callback(struct http_req *r)
 	struct upstream_ep ep;
 	if (!up || upstream_endpoints(up, &ep) < 0) {
 		redirect_error(r, pd.redirect_uri, "temporarily_unavailable", "the upstream identity provider is not reachable", st);
+		goto out;
+	}
+	const char *up_iss = http_query(r, "iss");
+	if (up_iss && up->issuer && strcmp(up_iss, up->issuer) != 0) {
+		/* RFC 9207: an answer naming another issuer is a mix-up attempt. */
+		json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "client_id", pd.client_id);
+		log_event(LOG_WARN, "callback.issuer_mismatch", r->id, f);
+		redirect_error(r, pd.redirect_uri, "server_error", "the upstream answer came from another issuer", st);
 		goto out;
 	}
 	if (http_query(r, "error")) {

@@ -58,6 +58,11 @@ int clients_lookup(struct app *app, struct db_conn *c, const char *client_id, st
 	memset(out, 0, sizeof(*out));
 	if (!client_id || !*client_id || strlen(client_id) > LIM_CLIENT_ID)
 		return 0;
+	/* client-id = *VSCHAR (RFC 6749 appendix A.1); anything else is unknown
+	 * here rather than a database encoding error. */
+	for (const unsigned char *ch = (const unsigned char *)client_id; *ch; ch++)
+		if (*ch < 0x20 || *ch > 0x7e)
+			return 0;
 	const struct cfg_client *sc = config_client(app->cfg, client_id);
 	const char *p[] = { client_id };
 	PGresult *res = db_exec_ok(c, &q, 1, p);
@@ -108,10 +113,33 @@ int client_redirect_ok(const struct client *cl, const char *uri)
 }
 
 /* HTTP Basic credentials per RFC 6749 section 2.3.1: base64 of
- * urlencoded(id) ":" urlencoded(secret). */
-static int parse_basic(const char *h, char **id, char **secret)
+ * urlencoded(id) ":" urlencoded(secret). Many clients (the MCP TypeScript
+ * SDK among them) send the halves unencoded, which form decoding changes
+ * when they hold '+' or '%'; so the raw halves are kept beside the decoded
+ * ones and authentication tries both. */
+struct basic {
+	char *id, *secret;         /* form-decoded (the raw halves when undecodable) */
+	char *raw_id, *raw_secret; /* as sent */
+};
+
+static void basic_free(struct basic *b)
 {
-	*id = *secret = NULL;
+	if (b->secret) {
+		crypto_wipe(b->secret, strlen(b->secret));
+		free(b->secret);
+	}
+	if (b->raw_secret) {
+		crypto_wipe(b->raw_secret, strlen(b->raw_secret));
+		free(b->raw_secret);
+	}
+	free(b->id);
+	free(b->raw_id);
+	memset(b, 0, sizeof(*b));
+}
+
+static int parse_basic(const char *h, struct basic *out)
+{
+	memset(out, 0, sizeof(*out));
 	if (strncasecmp(h, "Basic ", 6) != 0)
 		return -1;
 	const char *b64 = h + 6;
@@ -125,35 +153,49 @@ static int parse_basic(const char *h, char **id, char **secret)
 	raw[len] = '\0';
 	char *colon = memchr(raw, ':', (size_t)len);
 	int rc = -1;
+	json_t *o = NULL;
 	if (!colon || strlen(raw) != (size_t)len)
 		goto out;
-	/* Reuse the form decoder: "i=<id>&s=<secret>" decodes both halves. */
 	*colon = '\0';
+	out->raw_id = strdup(raw);
+	out->raw_secret = strdup(colon + 1);
+	if (!out->raw_id || !out->raw_secret)
+		goto out;
+	/* Reuse the form decoder: "i=<id>&s=<secret>" decodes both halves. */
 	struct buf f;
 	buf_init(&f, sizeof(raw) + 8);
 	f.secret = 1;
-	if (buf_adds(&f, "i=") < 0 || buf_adds(&f, raw) < 0 || buf_adds(&f, "&s=") < 0 ||
-	    buf_adds(&f, colon + 1) < 0) {
-		buf_free(&f);
-		goto out;
-	}
 	int dup = 0;
-	json_t *o = form_parse(f.ptr, f.len, &dup);
+	if (buf_adds(&f, "i=") == 0 && buf_adds(&f, raw) == 0 && buf_adds(&f, "&s=") == 0 &&
+	    buf_adds(&f, colon + 1) == 0)
+		o = form_parse(f.ptr, f.len, &dup);
 	buf_free(&f);
-	if (o && form_get(o, "i") && form_get(o, "s")) {
-		*id = strdup(form_get(o, "i"));
-		*secret = strdup(form_get(o, "s"));
-		rc = *id && *secret ? 0 : -1;
-	}
+	const char *di = form_get(o, "i"), *ds = form_get(o, "s");
+	int decoded = o && !dup && di && ds && json_object_size(o) == 2;
+	out->id = strdup(decoded ? di : out->raw_id);
+	out->secret = strdup(decoded ? ds : out->raw_secret);
+	rc = out->id && out->secret ? 0 : -1;
+out:
 	if (o) {
-		const char *s = form_get(o, "s");
-		if (s)
-			crypto_wipe((void *)s, strlen(s));
+		const char *k;
+		json_t *v;
+		json_object_foreach(o, k, v)
+			crypto_wipe((void *)json_string_value(v), json_string_length(v));
 	}
 	json_decref(o);
-out:
 	crypto_wipe(raw, sizeof(raw));
+	if (rc < 0)
+		basic_free(out);
 	return rc;
+}
+
+static int secret_matches(const struct client *cl, const char *secret)
+{
+	uint8_t h[CRYPTO_SHA256_LEN];
+	crypto_sha256(secret, strlen(secret), h);
+	int ok = crypto_ct_equal(h, sizeof(h), cl->secret_hash, sizeof(cl->secret_hash));
+	crypto_wipe(h, sizeof(h));
+	return ok;
 }
 
 enum client_auth clients_authenticate(struct http_req *r, struct db_conn *c, const json_t *form,
@@ -162,26 +204,30 @@ enum client_auth clients_authenticate(struct http_req *r, struct db_conn *c, con
 	const char *hdr = http_header(r, "Authorization");
 	const char *form_id = form_get(form, "client_id");
 	const char *form_secret = form_get(form, "client_secret");
-	char *basic_id = NULL, *basic_secret = NULL;
+	struct basic bc;
 	enum client_auth rc = CA_INVALID_CLIENT;
 	memset(out, 0, sizeof(*out));
+	memset(&bc, 0, sizeof(bc));
 	if (hdr) {
-		if (form_secret || parse_basic(hdr, &basic_id, &basic_secret) < 0) {
+		if (form_secret || parse_basic(hdr, &bc) < 0) {
 			rc = form_secret ? CA_INVALID_REQUEST : CA_INVALID_CLIENT;
 			goto out;
 		}
-		if (form_id && strcmp(form_id, basic_id) != 0) {
+		if (form_id && strcmp(form_id, bc.id) != 0 && strcmp(form_id, bc.raw_id) != 0) {
 			rc = CA_INVALID_REQUEST;
 			goto out;
 		}
 	}
-	const char *id = basic_id ? basic_id : form_id;
-	const char *secret = basic_id ? basic_secret : form_secret;
+	const char *id = bc.id ? bc.id : form_id;
+	const char *secret = bc.id ? bc.secret : form_secret;
+	const char *alt = bc.id && strcmp(bc.raw_secret, bc.secret) != 0 ? bc.raw_secret : NULL;
 	if (!id) {
 		rc = CA_INVALID_CLIENT;
 		goto out;
 	}
 	int found = clients_lookup(r->app, c, id, out);
+	if (found == 0 && bc.id && strcmp(bc.raw_id, bc.id) != 0)
+		found = clients_lookup(r->app, c, bc.raw_id, out);
 	if (found < 0) {
 		rc = CA_ERROR;
 		goto out;
@@ -189,13 +235,7 @@ enum client_auth clients_authenticate(struct http_req *r, struct db_conn *c, con
 	if (found == 0 || out->disabled)
 		goto fail;
 	if (out->confidential) {
-		uint8_t h[CRYPTO_SHA256_LEN];
-		if (!secret)
-			goto fail;
-		crypto_sha256(secret, strlen(secret), h);
-		int ok = crypto_ct_equal(h, sizeof(h), out->secret_hash, sizeof(out->secret_hash));
-		crypto_wipe(h, sizeof(h));
-		if (!ok)
+		if (!secret || !(secret_matches(out, secret) || (alt && secret_matches(out, alt))))
 			goto fail;
 	} else if (secret && *secret) {
 		goto fail; /* a public client has no secret to present */
@@ -208,11 +248,7 @@ fail:
 out:
 	if (rc != CA_OK && rc != CA_INVALID_CLIENT)
 		client_free(out);
-	if (basic_secret) {
-		crypto_wipe(basic_secret, strlen(basic_secret));
-		free(basic_secret);
-	}
-	free(basic_id);
+	basic_free(&bc);
 	return rc;
 }
 
@@ -289,6 +325,11 @@ static int optional_string(json_t *doc, const char *k, size_t max, const char **
 
 void clients_register(struct http_req *r)
 {
+	/* The per-IP count and the insert are serialised per address (two-key
+	 * advisory lock, first key "mcpb"): concurrent registrations must not
+	 * all read the same count. The count runs as its own statement so that
+	 * its snapshot is taken after the lock is held. */
+	static struct db_stmt q_lock = DB_STMT("SELECT pg_advisory_xact_lock(1835233378, hashtext($1))");
 	static struct db_stmt q_count = DB_STMT(
 		"SELECT count(*) FROM clients WHERE kind = 'dynamic' AND registration_ip = $1::inet "
 		"AND created_at > now() - interval '1 hour'");
@@ -304,6 +345,7 @@ void clients_register(struct http_req *r)
 	char client_id[48], secret[64] = "", secret_hex[65] = "";
 	const char *why = NULL;
 	(void)http_add_header(r, "Cache-Control", "no-store");
+	(void)http_add_header(r, "Access-Control-Allow-Origin", "*"); /* cross-origin browser clients */
 
 	if (!cfg->registration.dynamic) {
 		http_send_oauth_error(r, 403, "access_denied", "dynamic client registration is disabled");
@@ -427,10 +469,21 @@ void clients_register(struct http_req *r)
 		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
 		goto out;
 	}
+	if (db_begin(c) < 0) {
+		json_decref(meta);
+		(void)http_add_header(r, "Retry-After", "1");
+		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		goto out;
+	}
 	if (cfg->limits.register_per_ip_per_hour > 0) {
 		const char *p[] = { r->client_ip };
-		PGresult *res = db_exec_ok(c, &q_count, 1, p);
-		long n = res ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+		PGresult *res = db_exec_ok(c, &q_lock, 1, p);
+		long n = -1;
+		if (res) {
+			PQclear(res);
+			res = db_exec_ok(c, &q_count, 1, p);
+			n = res ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+		}
 		PQclear(res);
 		if (n < 0) {
 			json_decref(meta);
@@ -450,9 +503,7 @@ void clients_register(struct http_req *r)
 	char *meta_text = json_dumps(meta, JSON_COMPACT);
 	const char *p[] = { client_id, name, uris_text, confidential ? secret_hex : NULL, method,
 			    grants_text, meta_text, r->client_ip };
-	PGresult *res = uris_text && grants_text && meta_text && db_begin(c) == 0
-				? db_exec_ok(c, &q_insert, 8, p)
-				: NULL;
+	PGresult *res = uris_text && grants_text && meta_text ? db_exec_ok(c, &q_insert, 8, p) : NULL;
 	free(uris_text);
 	free(grants_text);
 	free(meta_text);

@@ -276,7 +276,7 @@ char *config_expand_env(const char *in, const char **why)
 	}
 	return buf_take(&b, NULL);
 toolong:
-	*why = "string too long after ${...} expansion";
+	*why = "string too long (at most 8192 bytes, after ${...} expansion)";
 fail:
 	buf_free(&b);
 	return NULL;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "cache.h"
 #include "revoke.h"
 #include "crypto.h"
 #include "vault.h"
@@ -99,6 +100,8 @@ int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const
 	if (!(r = db_exec_ok(c, &q_notify, 1, p)))
 		return -1;
 	PQclear(r);
+	/* This node forgets the grant now; the others on the NOTIFY. */
+	cache_evict_grant(grant_id);
 	revoke_wake();
 	return 1;
 }

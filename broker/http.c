@@ -50,10 +50,10 @@ static enum http_method method_id(const char *m)
 	return 0;
 }
 
-/* Finds the route for path and method. *path_known reports whether some
- * route had the path (so the answer is 405 rather than 404). */
+/* Finds the route for path and method. *path_known collects the methods of
+ * routes that had the path (so the answer is 405 rather than 404). */
 static const struct http_route *route_find(const struct http_server *s, const char *path,
-					   enum http_method m, int *path_known)
+					   enum http_method m, unsigned *path_known)
 {
 	*path_known = 0;
 	enum http_method want = m == HM_HEAD ? HM_GET : m;
@@ -65,7 +65,7 @@ static const struct http_route *route_find(const struct http_server *s, const ch
 				  : strncmp(path, rt->path, n) == 0 && (path[n] == '\0' || path[n] == '/');
 		if (!hit)
 			continue;
-		*path_known = 1;
+		*path_known |= rt->methods;
 		if (rt->methods & (unsigned)want)
 			return rt;
 	}
@@ -304,7 +304,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		r->path = url;
 		request_id(r);
 		client_ip(r);
-		int known = 0;
+		unsigned known = 0;
 		if (strlen(url) > LIM_PATH) {
 			http_send_error(r, 414, "uri_too_long");
 			return MHD_YES;
@@ -312,7 +312,13 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		r->route = route_find(s, url, r->method_id, &known);
 		if (!r->route) {
 			if (known) {
-				(void)http_add_header(r, "Allow", "GET, POST");
+				char allow[64] = "";
+				static const char *const names[] = { "GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH" };
+				for (unsigned i = 0; i < 7; i++)
+					if (known & (1u << i))
+						snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+							 allow[0] ? ", " : "", names[i]);
+				(void)http_add_header(r, "Allow", allow);
 				http_send_error(r, 405, "method_not_allowed");
 			} else {
 				http_send_error(r, 404, "not_found");
@@ -335,9 +341,19 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (!r->body_too_large && buf_add(&r->body, upload_data, *upload_data_size) < 0)
-			r->body_too_large = 1;
+		/* Without a Content-Length the excess can only be seen as it comes:
+		 * it is discarded and answered 413 at the end (libmicrohttpd cannot
+		 * answer in the middle of an upload), up to a bound past which the
+		 * connection is simply closed. */
+		size_t n = *upload_data_size;
 		*upload_data_size = 0;
+		if (!r->body_too_large && buf_add(&r->body, upload_data, n) < 0)
+			r->body_too_large = 1;
+		if (r->body_too_large) {
+			r->discarded += n;
+			if (r->discarded > HTTP_DISCARD_MAX)
+				return MHD_NO;
+		}
 		return MHD_YES;
 	}
 	if (r->body_too_large) {
@@ -391,9 +407,12 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 	s->app = app;
 	s->routes = routes;
 	s->nroutes = nroutes;
+	__atomic_store_n(&draining, 0, __ATOMIC_RELEASE);
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+	/* poll(), not epoll: libmicrohttpd 0.9.75 can abort when a thread-pool
+	 * epoll daemon is quiesced (listen FD removal races the workers). */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
 			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	if (strchr(host, ':')) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
@@ -441,8 +460,13 @@ void http_drain(struct http_server *s, int timeout_s)
 		return;
 	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
 	MHD_socket fd = MHD_quiesce_daemon(s->d);
-	if (fd != MHD_INVALID_SOCKET)
+	if (fd != MHD_INVALID_SOCKET) {
+		/* The workers, woken through their ITC, drop the listen socket from
+		 * their poll sets; once they have, closing it makes new
+		 * connections fail fast, so a load balancer retries elsewhere. */
+		usleep(200000);
 		close(fd);
+	}
 	uint64_t deadline = http_now_ns() + (uint64_t)timeout_s * 1000000000ull;
 	long left;
 	while ((left = http_in_flight()) > 0 && http_now_ns() < deadline)

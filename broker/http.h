@@ -32,6 +32,9 @@ struct http_route {
 };
 
 #define HTTP_MAX_RESP_HEADERS 16
+/* An oversized chunked body is read and dropped up to this many bytes (to
+ * answer 413), then the connection is closed. */
+#define HTTP_DISCARD_MAX (8 * 1024 * 1024)
 
 struct http_req {
 	struct MHD_Connection *conn;
@@ -43,6 +46,7 @@ struct http_req {
 	const char *path;
 	struct buf body;
 	int body_too_large;
+	size_t discarded; /* bytes of an oversized chunked body thrown away */
 	int responded;
 	int status;
 	uint64_t start_ns;

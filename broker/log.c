@@ -58,23 +58,34 @@ int log_is_secret_key(const char *key)
 	return 0;
 }
 
+/* Below LOG_REDACT_DEPTH a container is replaced whole: what cannot be
+ * inspected is not printed. */
+#define LOG_REDACT_DEPTH 8
+
+static int too_deep(const json_t *v, int depth)
+{
+	return depth >= LOG_REDACT_DEPTH && (json_is_object(v) || json_is_array(v));
+}
+
 static void redact(json_t *obj, int depth)
 {
 	const char *k;
 	json_t *v;
 	size_t i;
-	if (depth > 8)
-		return;
 	if (json_is_object(obj)) {
 		json_object_foreach(obj, k, v) {
-			if (log_is_secret_key(k))
+			if (log_is_secret_key(k) || too_deep(v, depth))
 				json_object_set_new(obj, k, json_string("[redacted]"));
 			else
 				redact(v, depth + 1);
 		}
 	} else if (json_is_array(obj)) {
-		json_array_foreach(obj, i, v)
-			redact(v, depth + 1);
+		json_array_foreach(obj, i, v) {
+			if (too_deep(v, depth))
+				json_array_set_new(obj, i, json_string("[redacted]"));
+			else
+				redact(v, depth + 1);
+		}
 	}
 }
 

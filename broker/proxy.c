@@ -1,6 +1,9 @@
 #include "proxy.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -10,6 +13,7 @@
 #define PROXY_BUFFER (256 * 1024)  /* downstream bytes held per transfer */
 #define PROXY_MAX_HEADERS 48
 #define PROXY_HEADER_BYTES (32 * 1024)
+#define PROXY_WATCH_MAX 4096 /* parked client sockets watched for hang-up */
 
 struct proxy_xfer {
 	pthread_mutex_t lock;
@@ -35,6 +39,9 @@ struct proxy_xfer {
 	int client_gone;
 	int in_multi;
 	int discard; /* the answer is not wanted (replay after a 401) */
+	int client_fd; /* watched while the connection is parked */
+	int hangup;    /* the client closed its side while parked */
+	int watch_off; /* readable without EOF: stop watching (pipelined data) */
 	struct proxy_xfer *next; /* engine lists */
 };
 
@@ -192,6 +199,44 @@ static void finish(struct proxy_xfer *x, CURLcode rc)
 	xfer_release(x); /* the engine's reference */
 }
 
+/* A parked (suspended) client connection is not watched by libmicrohttpd,
+ * so a client that goes away from an idle SSE stream would go unnoticed
+ * until the downstream writes twice. The engine polls those sockets along
+ * with libcurl's and ends the transfer when one hangs up. */
+static struct curl_waitfd watch[PROXY_WATCH_MAX];
+static struct proxy_xfer *watched[PROXY_WATCH_MAX];
+
+static void watch_clients(void)
+{
+	unsigned n = 0;
+	for (struct proxy_xfer *x = eng.active; x && n < PROXY_WATCH_MAX; x = x->next) {
+		pthread_mutex_lock(&x->lock);
+		int park = x->suspended && !x->client_gone && !x->watch_off && x->client_fd >= 0;
+		pthread_mutex_unlock(&x->lock);
+		if (!park)
+			continue;
+		watch[n].fd = x->client_fd;
+		watch[n].events = CURL_WAIT_POLLIN;
+		watch[n].revents = 0;
+		watched[n++] = x;
+	}
+	curl_multi_poll(eng.multi, watch, n, 1000, NULL);
+	for (unsigned i = 0; i < n; i++) {
+		if (!watch[i].revents)
+			continue;
+		struct proxy_xfer *x = watched[i];
+		char c;
+		ssize_t got = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		int gone = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+		pthread_mutex_lock(&x->lock);
+		if (gone)
+			x->hangup = 1;
+		else
+			x->watch_off = 1;
+		pthread_mutex_unlock(&x->lock);
+	}
+}
+
 static void *engine(void *arg)
 {
 	(void)arg;
@@ -213,7 +258,7 @@ static void *engine(void *arg)
 		for (struct proxy_xfer **pp = &eng.active; *pp;) {
 			struct proxy_xfer *x = *pp;
 			pthread_mutex_lock(&x->lock);
-			int gone = x->client_gone || stop, unpause = x->want_unpause && x->paused;
+			int gone = x->client_gone || x->hangup || stop, unpause = x->want_unpause && x->paused;
 			if (unpause)
 				x->want_unpause = x->paused = 0;
 			pthread_mutex_unlock(&x->lock);
@@ -245,7 +290,7 @@ static void *engine(void *arg)
 				}
 			finish(x, rc);
 		}
-		curl_multi_poll(eng.multi, NULL, 0, 1000, NULL);
+		watch_clients();
 	}
 	return NULL;
 }
@@ -301,6 +346,8 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 	pthread_mutex_init(&x->lock, NULL);
 	x->refs = 2; /* the request and the engine */
 	x->conn = r->conn;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	x->client_fd = ci ? (int)ci->connect_fd : -1;
 	buf_init(&x->out, PROXY_BUFFER + 64 * 1024);
 	x->easy = curl_easy_init();
 	if (!x->easy) {

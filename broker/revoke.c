@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "cache.h"
 #include "clients.h"
 #include "crypto.h"
 #include "form.h"
@@ -96,6 +97,7 @@ void revoke_endpoint(struct http_req *r)
 		PGresult *n = u ? db_exec_ok(c, &q_notify, 1, p) : NULL;
 		struct audit a = { "token.revoked", actor, NULL, cl.client_id, grant_id, r->id };
 		ok = u && n && audit_record(c, &a, json_pack("{s:s}", "kind", "access")) == 0;
+		cache_evict_token(hash + 2);
 		PQclear(u);
 		PQclear(n);
 	}

@@ -68,10 +68,6 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 		http_send_oauth_error(r, 400, "invalid_request", "code is required");
 		return;
 	}
-	if (!redirect_uri) {
-		http_send_oauth_error(r, 400, "invalid_request", "redirect_uri is required");
-		return;
-	}
 	if (!verifier) {
 		http_send_oauth_error(r, 400, "invalid_request", "code_verifier is required");
 		return;
@@ -118,7 +114,16 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 		http_send_oauth_error(r, 400, "invalid_grant", "the code was issued to another client");
 		goto out;
 	}
-	if (strcmp(PQgetvalue(res, 0, 2), redirect_uri) != 0) {
+	/* redirect_uri may be left out only where the authorization request
+	 * could leave it out too (one registered URI, RFC 6749 section 3.1.2.3)
+	 * and the code is bound to exactly that URI: it cannot have been sent
+	 * anywhere else. */
+	const char *bound_uri = PQgetvalue(res, 0, 2);
+	if (!redirect_uri && !(cl->n_redirect_uris == 1 && strcmp(bound_uri, cl->redirect_uris[0]) == 0)) {
+		http_send_oauth_error(r, 400, "invalid_request", "redirect_uri is required");
+		goto out;
+	}
+	if (redirect_uri && strcmp(bound_uri, redirect_uri) != 0) {
 		http_send_oauth_error(r, 400, "invalid_grant", "redirect_uri does not match the authorization request");
 		goto out;
 	}
@@ -244,7 +249,7 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 	static struct db_stmt q_tok = DB_STMT(
 		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
 		"t.expires_at > now(), t.revoked_at IS NOT NULL, g.status = 'active', t.used_at IS NOT NULL, "
-		"coalesce(extract(epoch FROM now() - t.used_at), 0)::bigint, t.successor "
+		"coalesce(extract(epoch FROM now() - t.used_at), 0)::float8, t.successor "
 		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
 		"WHERE t.token_hash = $1::bytea AND t.kind = 'refresh' FOR UPDATE OF t");
 	static struct db_stmt q_rotate = DB_STMT(
@@ -252,6 +257,7 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 	const struct config *cfg = r->app->cfg;
 	const char *presented = form_get(form, "refresh_token");
 	const char *scope_req = form_get(form, "scope");
+	const char *resource_req = form_get(form, "resource");
 	char hash[67], grant_id[37], resource[2048], scope[LIM_SCOPE + 1];
 	PGresult *res = NULL;
 	struct issued t;
@@ -287,8 +293,8 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 		goto out;
 	}
 	if (strcmp(PQgetvalue(res, 0, 7), "t") == 0) {
-		long age = strtol(PQgetvalue(res, 0, 8), NULL, 10);
-		if (age <= cfg->tokens.refresh_grace && !PQgetisnull(res, 0, 9) &&
+		double age = strtod(PQgetvalue(res, 0, 8), NULL);
+		if (age <= (double)cfg->tokens.refresh_grace && !PQgetisnull(res, 0, 9) &&
 		    open_successor(presented, hash, PQgetvalue(res, 0, 9), &t) == 0) {
 			/* A retry or a concurrent duplicate: the same successor pair. */
 			log_msg(LOG_INFO, "token.refresh_replayed", r->id, "rotated refresh token replayed within grace");
@@ -313,6 +319,18 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 	}
 	PQclear(res);
 	res = NULL;
+	if (resource_req) {
+		/* RFC 8707 section 2.2: the grant's one resource, in any canonical form. */
+		const struct cfg_resource *named = metadata_find_resource(cfg, resource_req);
+		char url[2048] = "";
+		if (!named || metadata_resource_url(cfg, named, url, sizeof(url)) < 0 || strcmp(url, resource) != 0) {
+			http_send_oauth_error(r, 400, "invalid_target", "resource does not match the authorization");
+			goto out;
+		}
+	}
+	/* An empty scope is an absent one, not a narrowing to nothing. */
+	if (scope_req && scope_req[strspn(scope_req, " ")] == '\0')
+		scope_req = NULL;
 	if (scope_req) {
 		/* Narrowing only (RFC 6749 section 6). */
 		struct scopes want = { 0 }, have = { 0 };
@@ -361,6 +379,9 @@ void token_endpoint(struct http_req *r)
 	json_t *form = NULL;
 	int dup = 0;
 	memset(&cl, 0, sizeof(cl));
+	/* Browser-based clients call the token endpoint cross-origin; it uses
+	 * no cookies, so any origin may read its answers (server.c preflight). */
+	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
 	const char *ct = http_header(r, "Content-Type");
 	if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0) {
 		http_send_oauth_error(r, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");

@@ -120,6 +120,15 @@ int uri_redirect_allowed(const char *uri, const char **why)
 		*why = "redirect_uri must not contain credentials";
 		goto out;
 	}
+	if (strcmp(p.scheme, "http") == 0 || strcmp(p.scheme, "https") == 0) {
+		/* Exactly "scheme://host": curl also accepts https:///host and
+		 * https:/host, which other parsers read differently. */
+		size_t sl = strlen(p.scheme);
+		if (strncmp(uri + sl, "://", 3) != 0 || uri[sl + 3] == '/') {
+			*why = "redirect_uri is not an absolute URI";
+			goto out;
+		}
+	}
 	if (strcmp(p.scheme, "https") == 0) {
 		if (!p.host || !*p.host) {
 			*why = "https redirect_uri needs a host";
@@ -167,19 +176,30 @@ int uri_redirect_matches(const char *registered, const char *requested)
 	return ok;
 }
 
+#define DISPLAY_MAX 120
+
 char *uri_display_host(const char *uri)
 {
 	struct parts p;
 	char *out = NULL;
 	if (parse(uri, &p, CURLU_NON_SUPPORT_SCHEME) < 0)
 		return NULL;
-	if (p.host && *p.host) {
+	if ((strcmp(p.scheme, "https") == 0 || strcmp(p.scheme, "http") == 0) && p.host && *p.host) {
 		size_t n = strlen(p.host) + (p.port ? strlen(p.port) : 0) + 2;
 		out = malloc(n);
 		if (out)
 			snprintf(out, n, "%s%s%s", p.host, p.port ? ":" : "", p.port ? p.port : "");
 	} else {
-		out = strdup(p.scheme);
+		/* A private-use scheme goes to whichever app claimed the scheme;
+		 * its "host" means nothing (evil://github.com/cb), and curl reads
+		 * com.example.app:/cb as host "cb". Show the URI itself. */
+		size_t n = strcspn(uri, "?");
+		int cut = n > DISPLAY_MAX;
+		if (cut)
+			n = DISPLAY_MAX;
+		out = malloc(n + 4);
+		if (out)
+			snprintf(out, n + 4, "%.*s%s", (int)n, uri, cut ? "..." : "");
 	}
 	parts_free(&p);
 	return out;
@@ -187,15 +207,16 @@ char *uri_display_host(const char *uri)
 
 char *uri_with_query(const char *uri, const char *query)
 {
-	CURLU *u = curl_url();
-	char *s = NULL, *out = NULL;
-	if (!u)
+	/* Appended as text, never re-serialised by a URL parser: the redirect
+	 * URI matched a registered one exactly, and curl rewrites forms such
+	 * as com.example.app:/cb (RFC 8252 section 7.1) into another URI. */
+	if (!uri || !query || !*uri || strchr(uri, '#'))
 		return NULL;
-	if (curl_url_set(u, CURLUPART_URL, uri, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
-	    curl_url_set(u, CURLUPART_QUERY, query, CURLU_APPENDQUERY) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK)
-		out = strdup(s);
-	curl_free(s);
-	curl_url_cleanup(u);
+	size_t ulen = strlen(uri), qlen = strlen(query);
+	const char *sep = !strchr(uri, '?') ? "?" : (uri[ulen - 1] == '?' || uri[ulen - 1] == '&') ? "" : "&";
+	size_t n = ulen + strlen(sep) + qlen + 1;
+	char *out = malloc(n);
+	if (out)
+		snprintf(out, n, "%s%s%s", uri, sep, query);
 	return out;
 }

@@ -21,11 +21,13 @@ int uri_redirect_matches(const char *registered, const char *requested);
 
 int uri_host_is_loopback(const char *host);
 
-/* Host (and port, when not the default) of uri, malloc'd; the scheme
- * ("cursor") for private-use schemes without a host. */
+/* Host (and port, when not the default) of an http(s) uri; for any other
+ * scheme the uri itself without its query (at most 120 characters + "...").
+ * malloc'd, NULL when uri does not parse. */
 char *uri_display_host(const char *uri);
 
-/* uri with query (already escaped: "a=1&b=2") appended; malloc'd. */
+/* uri with query (already escaped: "a=1&b=2") appended as text, after "?"
+ * or "&"; malloc'd, NULL for a uri with a fragment. */
 char *uri_with_query(const char *uri, const char *query);
 
 #endif

@@ -501,13 +501,11 @@ static void test_responses(void)
 	resp_free(&r);
 }
 
-/* Draining right after a client hangs up must never crash: the worker is
- * then busy in its event loop as the listen socket is withdrawn. Run in a
- * child, as libmicrohttpd aborts the process on an internal error. */
 /* Draining right after a response must never crash: the worker is then
  * still in its event loop as the listen socket is withdrawn. Repeated for
  * about a second, in a child, as libmicrohttpd aborts the process on an
- * internal error. */
+ * internal error. A race: against a broken server this fails often, not
+ * always. */
 static void test_drain_cycles(struct app *app)
 {
 	fflush(NULL);
@@ -515,8 +513,7 @@ static void test_drain_cycles(struct app *app)
 	CHECK(pid >= 0);
 	if (pid == 0) {
 		uint64_t until = http_now_ns() + 1000000000ull;
-		int n = 0;
-		while (http_now_ns() < until && n++ < 5000) {
+		for (int n = 0; n < 5000 && http_now_ns() < until; n++) {
 			struct http_server *s = http_start(app, "127.0.0.1", 0, routes, 1);
 			if (!s)
 				_exit(2);
@@ -526,7 +523,8 @@ static void test_drain_cycles(struct app *app)
 			if (r.status != 200)
 				_exit(3);
 			resp_free(&r);
-			{ http_drain(s, 1); http_stop(&s); }
+			http_drain(s, 1);
+			http_stop(&s);
 		}
 		_exit(0);
 	}
@@ -565,15 +563,18 @@ int main(void)
 		test_body_limits();
 		test_query();
 		test_responses();
-		{ http_drain(s, 2); http_stop(&s); }
-		CHECK(s == NULL);
+		http_drain(s, 2);
 		CHECK(http_in_flight() == 0);
+		http_stop(&s);
+		CHECK(s == NULL);
 		CHECK(__atomic_load_n(&ctx_freed, __ATOMIC_ACQUIRE) == 1);
 	}
-	{ http_drain(s, 1); http_stop(&s); } /* NULL is fine */
+	http_drain(NULL, 1); /* NULL is fine */
+	http_stop(&s);
+	http_stop(NULL);
 	test_drain_cycles(&app);
 
-	/* The access log has one line per request, none for a secret query value. */
+	/* The access log has a line per request. */
 	if (logf) {
 		long n = ftell(logf);
 		char *all = calloc(1, (size_t)n + 1);

@@ -1,0 +1,136 @@
+// Proxy: streaming. SSE events reach the client as the downstream emits
+// them; an idle GET stream stays open; a client disconnect aborts the
+// downstream request (streaming, idle, or still waiting for headers); 200
+// open streams do not pin the 2 worker threads.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startProxyEnv, defaultResource, call, readSse } from '../lib/proxy_setup.mjs';
+import { http, sleep } from '../lib/harness.mjs';
+
+let env, tok;
+const T = { timeout: 30000 };
+const clients = new Set(); // AbortControllers still open, aborted in after()
+
+before(async () => {
+  env = await startProxyEnv({
+    prefix: 'proxy_stream',
+    http: { threads: 2 },
+    resources: (ds) => [defaultResource(ds, { idle_timeout_ms: 60000 })],
+  });
+  tok = await env.token({ scope: 'repo:read' });
+}, { timeout: 40000 });
+after(async () => {
+  for (const ac of clients) ac.abort();
+  await env?.close();
+}, { timeout: 30000 });
+
+function headers(extra = {}) {
+  return { authorization: `Bearer ${tok.access_token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...extra };
+}
+
+/** Opens a proxied stream; returns {res, ac, sse}. */
+async function open(path, { method = 'GET', body, extra } = {}) {
+  const ac = new AbortController();
+  clients.add(ac);
+  const res = await fetch(`${env.url}${path}`, { method, headers: headers(extra), body, signal: ac.signal });
+  const sse = readSse(res);
+  return { res, ac, sse };
+}
+
+test('SSE events arrive as the downstream emits them (no buffering)', T, async () => {
+  const t0 = Date.now();
+  const { res, sse } = await open('/mcp?mode=sse&events=5&delay=200', { method: 'POST', body: JSON.stringify(call('list_issues', 21)) });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^text\/event-stream/);
+  assert.ok(Date.now() - t0 < 1000, 'headers arrive before the first event');
+  const end = await sse.done;
+  assert.equal(end.ok, true, `clean end: ${end.error}`);
+  const sent = env.ds.requests.at(-1).events;
+  assert.equal(sent.length, 5);
+  assert.deepEqual(sse.events.map((e) => e.id), ['ev-1', 'ev-2', 'ev-3', 'ev-4', 'ev-5']);
+  assert.deepEqual(JSON.parse(sse.events[0].data), { jsonrpc: '2.0', id: 21, result: { seq: 1 } });
+  // The first event reached the client well before the last was even sent.
+  assert.ok(sse.events[0].at < sent[4].at - 500, `first event at +${sse.events[0].at - t0} ms, last sent at +${sent[4].at - t0} ms`);
+  for (let i = 0; i < 5; i++)
+    assert.ok(sse.events[i].at - sent[i].at < 150, `event ${i + 1} delayed by ${sse.events[i].at - sent[i].at} ms`);
+});
+
+test('an idle GET SSE stream stays open', T, async () => {
+  const { res, ac, sse } = await open('/mcp?mode=idle', { extra: { 'mcp-session-id': 'sess-idle' } });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^text\/event-stream/);
+  let ended = false;
+  sse.done.then(() => { ended = true; });
+  await sleep(5000);
+  assert.equal(ended, false, 'the idle stream was closed');
+  assert.equal(env.ds.requests.at(-1).closedAt, null, 'the downstream request is still open');
+  // The node answers other requests meanwhile.
+  const r = await env.mcp('/mcp', { token: tok.access_token, body: call('list_issues', 1) });
+  assert.equal(r.status, 200);
+  ac.abort();
+  clients.delete(ac);
+});
+
+async function abortCase(path, { method = 'GET', body, waitHeaders = true } = {}) {
+  const n = env.ds.requests.length;
+  const ac = new AbortController();
+  clients.add(ac);
+  const p = fetch(`${env.url}${path}`, { method, headers: headers(), body, signal: ac.signal });
+  p.catch(() => {});
+  if (waitHeaders) readSse(await p);
+  const [rec] = (await env.ds.waitForRequests(n + 1)).slice(n);
+  await sleep(500);
+  assert.equal(rec.closedAt, null, 'the downstream request was open before the abort');
+  const t0 = Date.now();
+  ac.abort();
+  clients.delete(ac);
+  try {
+    await env.ds.waitForAbort((r) => r === rec, 3000);
+  } catch {
+    assert.fail(`the downstream request (${rec.mode}) was still open 3 s after the client disconnected`);
+  }
+  return rec.closedAt - t0;
+}
+
+test('client disconnect aborts the downstream request: streaming SSE', T, async () => {
+  const ms = await abortCase('/mcp?mode=sse&events=1000&delay=250', { method: 'POST', body: JSON.stringify(call('list_issues', 2)) });
+  assert.ok(ms < 1500, `aborted after ${ms} ms`);
+});
+
+test('client disconnect aborts the downstream request: idle GET stream', T, async () => {
+  await abortCase('/mcp?mode=idle');
+});
+
+test('client disconnect aborts the downstream request: still waiting for headers', T, async () => {
+  await abortCase('/mcp?mode=hang', { method: 'POST', body: JSON.stringify(call('list_issues', 3)), waitHeaders: false });
+});
+
+test('200 concurrent SSE streams with 2 worker threads; a normal request still answers fast', { timeout: 45000 }, async () => {
+  const N = 200;
+  const before = env.ds.requests.length;
+  const opened = await Promise.all(Array.from({ length: N }, (_, i) => open(`/mcp?mode=idle&n=${i}`)));
+  try {
+    assert.equal(opened.filter((o) => o.res.status === 200).length, N);
+    await env.ds.waitForRequests(before + N);
+    const open200 = env.ds.requests.slice(before).filter((r) => r.closedAt === null).length;
+    assert.equal(open200, N, 'every stream is open at the downstream');
+    for (let i = 0; i < 3; i++) {
+      const t0 = Date.now();
+      const r = await env.mcp('/mcp', { token: tok.access_token, body: call('list_issues', 100 + i) });
+      const took = Date.now() - t0;
+      assert.equal(r.status, 200);
+      assert.ok(took < 1000, `a normal request took ${took} ms beside ${N} open streams`);
+    }
+    const h = await http(`${env.url}/healthz`, { timeoutMs: 2000 });
+    assert.equal(h.status, 200);
+    // An SSE stream opened now still streams promptly.
+    const t0 = Date.now();
+    const s = await open('/mcp?mode=sse&events=2&delay=50', { method: 'POST', body: JSON.stringify(call('list_issues', 5)) });
+    const end = await s.sse.done;
+    assert.equal(end.ok, true);
+    assert.equal(s.sse.events.length, 2);
+    assert.ok(Date.now() - t0 < 2000);
+  } finally {
+    for (const o of opened) { o.ac.abort(); clients.delete(o.ac); }
+  }
+});
