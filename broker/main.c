@@ -19,6 +19,7 @@
 #include "housekeeping.h"
 #include "proxy.h"
 #include "revoke.h"
+#include "rotate.h"
 #include "server.h"
 
 /* serve: how long to keep retrying the first database connection. */
@@ -34,6 +35,7 @@ static void usage(FILE *f)
 		"  migrate --config FILE               apply schema migrations and exit\n"
 		"  check-config --config FILE          validate a configuration, print every problem\n"
 		"  keygen                              print a fresh base64 256-bit key\n"
+		"  rotate-keys --config FILE           re-encrypt stored upstream tokens under the first key\n"
 		"  --help, --version\n"
 		"\n"
 		"Every command accepts --help. Configuration keys (check-config --help):\n");
@@ -174,6 +176,41 @@ static int cmd_migrate(int argc, char **argv)
 	printf("applied %d migration%s; schema version %d\n", applied, applied == 1 ? "" : "s",
 	       migrate_latest());
 	return 0;
+}
+
+static int cmd_rotate_keys(int argc, char **argv)
+{
+	const char *path;
+	if (has_flag(argc, argv, "--help")) {
+		printf("usage: mcp-broker rotate-keys --config FILE\n"
+		       "Re-encrypts every stored upstream token under encryption_keys[0]. Safe while nodes\n"
+		       "serve; every configured key must still be listed until it reports 0 unreadable.\n");
+		return 0;
+	}
+	if (parse_opts(argc, argv, NULL, &path) < 0)
+		return 2;
+	struct config *cfg = load_or_report(path);
+	if (!cfg)
+		return 1;
+	setup_logging(cfg);
+	PGconn *pg = db_connect_one(cfg, "mcp-broker-rotate");
+	int v = 0, rc = 1;
+	if (!pg || migrate_current(pg, &v) < 0 || v != migrate_latest()) {
+		fprintf(stderr, "mcp-broker rotate-keys: database unreachable or schema not current\n");
+		goto out;
+	}
+	long unreadable = 0;
+	long n = rotate_keys(cfg, pg, &unreadable);
+	if (n >= 0) {
+		printf("re-encrypted %ld grant%s under key \"%s\"; %ld unreadable\n", n, n == 1 ? "" : "s",
+		       cfg->encryption_keys[0].id, unreadable);
+		rc = unreadable ? 1 : 0;
+	}
+out:
+	if (pg)
+		PQfinish(pg);
+	config_free(&cfg);
+	return rc;
 }
 
 static int check_schema(const struct config *cfg)
@@ -320,6 +357,8 @@ int main(int argc, char **argv)
 		rc = cmd_serve(argc, argv);
 	else if (strcmp(cmd, "migrate") == 0)
 		rc = cmd_migrate(argc, argv);
+	else if (strcmp(cmd, "rotate-keys") == 0)
+		rc = cmd_rotate_keys(argc, argv);
 	else if (strcmp(cmd, "check-config") == 0)
 		rc = cmd_check_config(argc, argv);
 	else if (strcmp(cmd, "keygen") == 0)

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages mcp-broker needs, only those missing.
 #   install-deps.sh          build and run (compiler, libraries, PostgreSQL)
+#   install-deps.sh --demo   also node and npm (the demo upstream and MCP server)
 #   install-deps.sh --test   also what the tests use (node, npm, nginx, wrk)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libpq-dev libssl-dev libjansson-dev
 	libcurl4-openssl-dev postgresql postgresql-client curl ca-certificates openssl)
-if [ "${1:-}" = --test ]; then
-	pkgs+=(nginx-light wrk)
+if [ "${1:-}" = --test ] || [ "${1:-}" = --demo ]; then
 	command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 	command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+fi
+if [ "${1:-}" = --test ]; then
+	pkgs+=(nginx-light wrk)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -22,6 +22,9 @@
 //             injected credential).
 //   drip      the echo answer written one byte every D ms (default 50).
 //   session   echo plus `Mcp-Session-Id` (header X-Fake-Session-Id, or random).
+//   big       application/json answer of about S bytes (query `size` or header
+//             X-Fake-Size, default 8 MiB) written as fast as the socket takes
+//             it (honouring backpressure); rec.bigSha256 is its SHA-256.
 //   headers   echo plus response headers that must not reach the client
 //             (hop-by-hop ones and one named in Connection).
 //
@@ -32,9 +35,9 @@
 // `aborted` is set when the connection closed before the answer was complete
 // (for `hang`/`idle`/`sse`: the broker gave the request up).
 import http from 'node:http';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHash } from 'node:crypto';
 
-const MODES = new Set(['echo', 'sse', 'idle', 'hang', 'reset', '500', '401', 'drip', 'session', 'headers']);
+const MODES = new Set(['echo', 'sse', 'idle', 'hang', 'reset', '500', '401', 'drip', 'session', 'headers', 'big']);
 
 function jsonRpcAnswer(body) {
   let msg;
@@ -207,6 +210,32 @@ export async function startDownstream({ port = 0, host = '127.0.0.1', mode = 'ec
         };
         later(tick, delay);
         return;
+      }
+      case 'big': {
+        const size = pick('size', 'x-fake-size', 8 * 1024 * 1024);
+        const head = `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{"blob":"`;
+        const tail = '"}}';
+        const hash = createHash('sha256').update(head);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write(head);
+        let left = size;
+        let k = 0;
+        const pump = () => {
+          while (left > 0 && !res.destroyed) {
+            const n = Math.min(left, 64 * 1024);
+            // Varying content so that a reordered or repeated chunk changes the hash.
+            const chunk = Buffer.alloc(n, 97 + (k++ % 26));
+            hash.update(chunk);
+            left -= n;
+            if (!res.write(chunk)) return res.once('drain', pump);
+          }
+          if (!res.destroyed) {
+            hash.update(tail);
+            rec.bigSha256 = hash.digest('hex');
+            res.end(tail);
+          }
+        };
+        return pump();
       }
       default:
         return echo(rec, res);

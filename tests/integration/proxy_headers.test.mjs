@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { startProxyEnv, defaultResource, call, rawRequest, CLIENT_ID } from '../lib/proxy_setup.mjs';
 
 let env, alice, aliceCustom, bob;
+const T = { timeout: 20000 };
 const secrets = [];
 
 before(async () => {
@@ -25,14 +26,14 @@ before(async () => {
   aliceCustom = await env.token({ resource: '/custom' });
   bob = await env.token({ scope: 'repo:read', login: 'bob' });
   for (const t of [alice, aliceCustom, bob]) secrets.push(t.access_token, t.refresh_token);
-});
-after(async () => { await env?.close(); });
+}, { timeout: 40000 });
+after(async () => { await env?.close(); }, { timeout: 30000 });
 
 const GHO = /^gho_[A-Za-z0-9_-]{43}$/;
 
 function lastRequest() { return env.ds.requests.at(-1); }
 
-test('the upstream token is injected; the client token, cookies, spoofed identity and hop-by-hop headers are not forwarded', async () => {
+test('the upstream token is injected; the client token, cookies, spoofed identity and hop-by-hop headers are not forwarded', T, async () => {
   const n = env.ds.requests.length;
   const body = JSON.stringify(call('list_issues', 41, { repo: 'o/r' }));
   const r = await rawRequest(env.broker.port, {
@@ -88,7 +89,7 @@ test('the upstream token is injected; the client token, cookies, spoofed identit
   assert.equal(d.body, body);
 });
 
-test('GET and DELETE pass through with the MCP headers; each user gets their own upstream token', async () => {
+test('GET and DELETE pass through with the MCP headers; each user gets their own upstream token', T, async () => {
   const g = await env.mcp('/mcp?x=1', {
     method: 'GET', token: alice.access_token,
     headers: { accept: 'text/event-stream', 'mcp-session-id': 'sess-g', 'last-event-id': 'ev-3', 'mcp-protocol-version': '2025-06-18' },
@@ -117,7 +118,7 @@ test('GET and DELETE pass through with the MCP headers; each user gets their own
   assert.notEqual(db.headers.authorization, aliceUpstream, "bob's upstream token is not alice's");
 });
 
-test('inject template and identity_headers=false: custom header, no Authorization, no X-MCP-*', async () => {
+test('inject template and identity_headers=false: custom header, no Authorization, no X-MCP-*', T, async () => {
   const r = await rawRequest(env.broker.port, {
     method: 'POST', path: '/custom/deeper?q=1', body: JSON.stringify(call('anything', 5)),
     headers: [
@@ -137,7 +138,7 @@ test('inject template and identity_headers=false: custom header, no Authorizatio
   assert.ok(!d.rawHeaders.join('\n').includes('mcpb_'));
 });
 
-test('response: downstream headers reach the client, hop-by-hop ones (and those named in Connection) do not', async () => {
+test('response: downstream headers reach the client, hop-by-hop ones (and those named in Connection) do not', T, async () => {
   const s = await env.mcp('/mcp', { token: alice.access_token, body: { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }, headers: { 'x-fake-mode': 'session', 'x-fake-session-id': 'sess-resp-1' } });
   assert.equal(s.status, 200);
   assert.equal(s.headers.get('mcp-session-id'), 'sess-resp-1');
@@ -151,7 +152,7 @@ test('response: downstream headers reach the client, hop-by-hop ones (and those 
   assert.equal(r.headers['x-hop-secret'], undefined, 'a header the downstream named in Connection is hop-by-hop (RFC 9110 7.6.1)');
 });
 
-test('the path suffix cannot climb out of the downstream base path', async () => {
+test('the path suffix cannot climb out of the downstream base path', T, async () => {
   // The downstream is .../mcp: whatever the client sends, the upstream token
   // may only travel to paths under it (a refusal with 400/404 is fine too).
   const attempts = ['/mcp/../admin', '/mcp/%2e%2e/admin', '/mcp/..%2Fadmin', '/mcp/sub/%2E%2E/%2E%2E/admin'];
@@ -166,7 +167,7 @@ test('the path suffix cannot climb out of the downstream base path', async () =>
   assert.deepEqual(escaped, []);
 });
 
-test('percent-encoded path characters keep their meaning downstream', async () => {
+test('percent-encoded path characters keep their meaning downstream', T, async () => {
   // %3F is a literal "?" in a path segment, %23 a literal "#", %20 a space:
   // none may turn into a query, a fragment, or a 502.
   const cases = [
@@ -186,7 +187,7 @@ test('percent-encoded path characters keep their meaning downstream', async () =
   assert.deepEqual(problems, []);
 });
 
-test('no token, code or upstream credential in the broker log', async () => {
+test('no token, code or upstream credential in the broker log', T, async () => {
   const log = env.broker.logText();
   for (const s of secrets) assert.ok(!log.includes(s), 'a broker token in the log');
   assert.ok(!/gho_[A-Za-z0-9_-]{20}/.test(log), 'an upstream token in the log');

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startProxyEnv, defaultResource, call, readSse } from '../lib/proxy_setup.mjs';
+import { createHash } from 'node:crypto';
 import { http, sleep } from '../lib/harness.mjs';
 
 let env, tok;
@@ -133,4 +134,27 @@ test('200 concurrent SSE streams with 2 worker threads; a normal request still a
   } finally {
     for (const o of opened) { o.ac.abort(); clients.delete(o.ac); }
   }
+});
+
+test('a large answer to a slow client streams through intact (backpressure)', T, async () => {
+  const size = 8 * 1024 * 1024;
+  const ac = new AbortController();
+  clients.add(ac);
+  const res = await fetch(`${env.url}/mcp?mode=big&size=${size}`, { method: 'POST', headers: headers(), body: JSON.stringify(call('list_issues', 31)), signal: ac.signal });
+  assert.equal(res.status, 200);
+  const hash = createHash('sha256');
+  let total = 0;
+  // A slow reader: nothing read for a while, then small sips. The broker
+  // must hold the downstream back, not drop, repeat or reorder bytes.
+  await sleep(500);
+  for await (const chunk of res.body) {
+    hash.update(chunk);
+    total += chunk.length;
+    await sleep(1);
+  }
+  clients.delete(ac);
+  const rec = env.ds.requests.at(-1);
+  assert.equal(rec.mode, 'big');
+  assert.ok(total > size, `received ${total} bytes`);
+  assert.equal(hash.digest('hex'), rec.bigSha256, 'the body arrived byte for byte');
 });

@@ -1,0 +1,13 @@
+/* mcp-broker rotate-keys: re-encrypts every stored upstream token under the
+ * active key (encryption_keys[0]), in small batches, each row locked only
+ * for its own short transaction, safe while nodes serve. */
+#ifndef MCPB_ROTATE_H
+#define MCPB_ROTATE_H
+#include <libpq-fe.h>
+#include "config.h"
+
+/* Returns the number of grants re-encrypted, or -1 (logged). A grant whose
+ * key is not configured any more is counted in *unreadable and left as is. */
+long rotate_keys(const struct config *cfg, PGconn *pg, long *unreadable);
+
+#endif
