@@ -142,7 +142,9 @@ static int validate(struct http_req *r, struct db_conn *c, const struct params *
 		return -1;
 	}
 	if (!found || a->client.disabled) {
-		html_error_page(r, 400, "Unknown client", "The application that sent you here is not registered.");
+		const char *why = clients_last_error();
+		html_error_page(r, 400, "Unknown client",
+				why ? why : "The application that sent you here is not registered.");
 		return -1;
 	}
 	if (!redirect_uri) {
@@ -310,6 +312,13 @@ static void consent_page(struct http_req *r, const struct authz *a, const char *
 	rc = rc || html_escape(&b, host) < 0;
 	rc = rc || buf_adds(&b, "</p><p>Client ID: <code>") < 0;
 	rc = rc || html_escape(&b, a->client.client_id) < 0;
+	if (strcmp(a->client.kind, "cimd") == 0) {
+		/* The document's host is what the user can actually trust. */
+		char *chost = uri_display_host(a->client.client_id);
+		rc = rc || !chost || buf_adds(&b, "</code></p><p>This application is described by <span class=\"host\">") < 0 ||
+		     html_escape(&b, chost) < 0 || buf_adds(&b, "</span>; its name above is what that site claims.") < 0;
+		free(chost);
+	}
 	rc = rc || buf_adds(&b, "</code></p><h2>Requested permissions</h2><ul>") < 0;
 	for (size_t i = 0; !rc && i < sc.n; i++)
 		rc = buf_adds(&b, "<li>") < 0 || html_escape(&b, sc.v[i]) < 0 || buf_adds(&b, "</li>") < 0;

@@ -5,12 +5,31 @@
 #include <strings.h>
 
 #include "audit.h"
+#include "cimd.h"
 #include "form.h"
 #include "log.h"
 #include "uri.h"
 #include "vault.h"
 
 #define DB_WAIT_MS 2000
+
+static __thread const char *last_error;
+
+const char *clients_last_error(void)
+{
+	const char *e = last_error;
+	last_error = NULL;
+	return e;
+}
+
+int clients_redirect_policy_ok(const struct config *cfg, const char *uri)
+{
+	if (strncasecmp(uri, "https://", 8) == 0)
+		return 1;
+	if (strncasecmp(uri, "http://", 7) == 0)
+		return cfg->registration.allow_loopback_redirects;
+	return cfg->registration.allow_private_schemes;
+}
 
 void client_free(struct client *cl)
 {
@@ -63,6 +82,13 @@ int clients_lookup(struct app *app, struct db_conn *c, const char *client_id, st
 	for (const unsigned char *ch = (const unsigned char *)client_id; *ch; ch++)
 		if (*ch < 0x20 || *ch > 0x7e)
 			return 0;
+	if (cimd_is_url(client_id) && !config_client(app->cfg, client_id)) {
+		/* A URL client_id: its metadata document describes it. */
+		const char *why = NULL;
+		int rc = cimd_lookup(app, c, client_id, out, &why);
+		last_error = why;
+		return rc;
+	}
 	const struct cfg_client *sc = config_client(app->cfg, client_id);
 	const char *p[] = { client_id };
 	PGresult *res = db_exec_ok(c, &q, 1, p);
@@ -388,7 +414,13 @@ void clients_register(struct http_req *r)
 	size_t i;
 	json_t *v;
 	json_array_foreach(ru, i, v) {
-		if (!json_is_string(v) || uri_redirect_allowed(json_string_value(v), &why) < 0) {
+		why = NULL;
+		int bad = !json_is_string(v) || uri_redirect_allowed(json_string_value(v), &why) < 0;
+		if (!bad && !clients_redirect_policy_ok(r->app->cfg, json_string_value(v))) {
+			why = "this redirect_uri kind is disabled by the server's registration policy";
+			bad = 1;
+		}
+		if (bad) {
 			reg_error(r, "invalid_redirect_uri", why ? why : "redirect_uris must be strings");
 			goto out;
 		}

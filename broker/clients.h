@@ -23,6 +23,13 @@ struct client {
 int clients_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out) WUR;
 void client_free(struct client *cl);
 
+/* Why the last clients_lookup on this thread found no usable client (a
+ * fixed text for CIMD refusals), or NULL. */
+const char *clients_last_error(void);
+/* The registration policy on redirect URI kinds (https always; loopback
+ * http and private-use schemes as configured). */
+int clients_redirect_policy_ok(const struct config *cfg, const char *uri);
+
 /* 1 when uri is one of the client's redirect URIs (RFC 8252 loopback ports). */
 int client_redirect_ok(const struct client *cl, const char *uri);
 

@@ -138,6 +138,17 @@ static const struct field registration_fields[] = {
 	{ "dynamic", F_BOOL, 0, C(registration.dynamic) - C(registration), 0, 0, 0, 1, NULL, 0, "RFC 7591 dynamic registration" },
 	{ "client_id_metadata_documents", F_BOOL, 0, C(registration.client_id_metadata_documents) - C(registration), 0, 0, 0, 0, NULL, 0, "URL client ids (CIMD)" },
 	{ "initial_access_token", F_SECRET, 0, C(registration.initial_access_token_hash) - C(registration), C(registration.has_initial_access_token) - C(registration), 16, 512, 0, NULL, 1, "required bearer token for /register" },
+	{ "dynamic_client_ttl_days", F_INT, 0, C(registration.dynamic_client_ttl_days) - C(registration), 0, 0, 3650, 30, NULL, 0, "purge dynamic clients that never completed a flow after this many days (0: never)" },
+	{ "allow_loopback_redirects", F_BOOL, 0, C(registration.allow_loopback_redirects) - C(registration), 0, 0, 0, 1, NULL, 0, "allow http redirect URIs on 127.0.0.1, [::1], localhost" },
+	{ "allow_private_schemes", F_BOOL, 0, C(registration.allow_private_schemes) - C(registration), 0, 0, 0, 1, NULL, 0, "allow private-use scheme redirect URIs (cursor://...)" },
+	{ "cimd_allow_hosts", F_STRLIST, 0, C(registration.cimd_allow_hosts) - C(registration), C(registration.n_cimd_allow_hosts) - C(registration), 0, 256, 0, NULL, 0, "CIMD client_id hosts allowed (\"*.example.com\"); empty: any" },
+	{ "cimd_deny_hosts", F_STRLIST, 0, C(registration.cimd_deny_hosts) - C(registration), C(registration.n_cimd_deny_hosts) - C(registration), 0, 256, 0, NULL, 0, "CIMD client_id hosts refused (wins over allow)" },
+	{ "cimd_allow_private_cidrs", F_STRLIST, 0, C(registration.cimd_allow_private_cidrs) - C(registration), C(registration.n_cimd_allow_private_cidrs) - C(registration), 0, 16, 0, NULL, 0, "testing only: private CIDRs a CIMD fetch may connect to" },
+	{ "cimd_resolve", F_STRLIST, 0, C(registration.cimd_resolve) - C(registration), C(registration.n_cimd_resolve) - C(registration), 0, 16, 0, NULL, 0, "testing only: host:port:address pins for CIMD fetches" },
+	{ "cimd_ca_file", F_STRING, 0, C(registration.cimd_ca_file) - C(registration), 0, 1, 4096, 0, NULL, 0, "testing only: CA bundle for CIMD fetches" },
+	{ "cimd_timeout_ms", F_INT, 0, C(registration.cimd_timeout_ms) - C(registration), 0, 500, 30000, 5000, NULL, 0, "total time of one CIMD fetch" },
+	{ "cimd_min_ttl_s", F_INT, 0, C(registration.cimd_min_ttl_s) - C(registration), 0, 0, 86400, 60, NULL, 0, "cache a CIMD document at least this long" },
+	{ "cimd_max_ttl_s", F_INT, 0, C(registration.cimd_max_ttl_s) - C(registration), 0, 60, 604800, 86400, NULL, 0, "cache a CIMD document at most this long" },
 	END
 };
 static const struct schema registration_schema = { "registration", sizeof(((struct config *)0)->registration), registration_fields, -1 };

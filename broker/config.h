@@ -99,6 +99,19 @@ struct config {
 		int client_id_metadata_documents;
 		uint8_t initial_access_token_hash[CRYPTO_SHA256_LEN];
 		int has_initial_access_token;
+		long dynamic_client_ttl_days;  /* purge DCR clients that never completed a flow */
+		int allow_loopback_redirects;  /* http://127.0.0.1, [::1], localhost */
+		int allow_private_schemes;     /* cursor://..., com.example.app:/cb */
+		char **cimd_allow_hosts;       /* wildcards "*.example.com"; empty = any */
+		size_t n_cimd_allow_hosts;
+		char **cimd_deny_hosts;
+		size_t n_cimd_deny_hosts;
+		char **cimd_allow_private_cidrs; /* testing: private ranges allowed */
+		size_t n_cimd_allow_private_cidrs;
+		char **cimd_resolve;           /* testing: "host:port:address" pins */
+		size_t n_cimd_resolve;
+		char *cimd_ca_file;            /* testing: CA bundle */
+		long cimd_timeout_ms, cimd_min_ttl_s, cimd_max_ttl_s;
 	} registration;
 	struct cfg_client *clients;
 	size_t n_clients;

@@ -87,10 +87,14 @@ int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const
 	snprintf(client, sizeof(client), "%s", PQgetvalue(r, 0, 1));
 	snprintf(upstream, sizeof(upstream), "%s", PQgetvalue(r, 0, 2));
 	PQclear(r);
-	const char *pq[] = { grant_id, upstream };
-	if (!(r = db_exec_ok(c, &q_queue, 2, pq)))
-		return -1;
-	PQclear(r);
+	/* A grant the upstream already rejected needs no upstream revocation
+	 * (and GitHub's grant API would take the user's other sessions too). */
+	if (strncmp(reason, "upstream_", 9) != 0) {
+		const char *pq[] = { grant_id, upstream };
+		if (!(r = db_exec_ok(c, &q_queue, 2, pq)))
+			return -1;
+		PQclear(r);
+	}
 	if (!(r = db_exec_ok(c, &q_tokens, 1, p)))
 		return -1;
 	PQclear(r);

@@ -1,6 +1,7 @@
 #include "housekeeping.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -27,6 +28,15 @@ static struct db_stmt purge[] = {
 	DB_STMT("DELETE FROM tokens WHERE ctid IN (SELECT ctid FROM tokens "
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
 };
+
+/* Dynamically registered clients that never completed a flow within the
+ * configured days, and CIMD cache rows long expired, without grants. */
+static struct db_stmt purge_clients = DB_STMT(
+	"DELETE FROM clients WHERE ctid IN (SELECT c.ctid FROM clients c WHERE "
+	"((c.kind = 'dynamic' AND c.last_used_at IS NULL AND $1::int > 0 "
+	"  AND c.created_at < now() - make_interval(days => $1::int)) "
+	" OR (c.kind = 'cimd' AND c.cimd_expires_at < now() - interval '7 days')) "
+	"AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.client_id = c.client_id) LIMIT " HK_BATCH ")");
 
 long housekeeping_run_once(struct app *app)
 {
@@ -56,6 +66,15 @@ long housekeeping_run_once(struct app *app)
 			if (n < 500)
 				break;
 		}
+	}
+	{
+		char days[16];
+		snprintf(days, sizeof(days), "%ld", app->cfg->registration.dynamic_client_ttl_days);
+		const char *p[] = { days };
+		r = db_exec_ok(c, &purge_clients, 1, p);
+		if (r)
+			total += strtol(PQcmdTuples(r), NULL, 10);
+		PQclear(r);
 	}
 out:
 	PQclear(db_exec_ok(c, &q_unlock, 0, NULL));

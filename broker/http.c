@@ -139,6 +139,22 @@ static enum MHD_Result count_iter(void *cls, enum MHD_ValueKind kind, const char
 	return MHD_YES;
 }
 
+static enum MHD_Result count_iter_ci(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct count_ctx *c = cls;
+	if (key && strcasecmp(key, c->name) == 0)
+		c->n++;
+	return MHD_YES;
+}
+
+int http_header_count(struct http_req *r, const char *name)
+{
+	struct count_ctx c = { name, 0 };
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_iter_ci, &c);
+	return c.n;
+}
+
 int http_query_count(struct http_req *r, const char *name)
 {
 	struct count_ctx c = { name, 0 };

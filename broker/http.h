@@ -80,6 +80,8 @@ const char *http_header(struct http_req *r, const char *name);
 const char *http_query(struct http_req *r, const char *name);
 /* How many times a query argument appears (duplicates are an error in OAuth). */
 int http_query_count(struct http_req *r, const char *name);
+/* How many times a request header appears (names compared case-insensitively). */
+int http_header_count(struct http_req *r, const char *name);
 
 /* Adds a response header (copied) to the response about to be sent. */
 int http_add_header(struct http_req *r, const char *name, const char *value);

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,6 +28,7 @@ struct proxy_xfer {
 	long status;
 	char *hdr_name[PROXY_MAX_HEADERS], *hdr_value[PROXY_MAX_HEADERS];
 	int nhdrs;
+	char *connection; /* the downstream's Connection header, for its listed names */
 	size_t hdr_bytes;
 	int headers_ready;
 
@@ -41,6 +43,8 @@ struct proxy_xfer {
 	int discard; /* the answer is not wanted (replay after a 401) */
 	int client_fd; /* watched while the connection is parked */
 	int hangup;    /* the client closed its side while parked */
+	long idle_ms;  /* abort when nothing arrives from the downstream this long */
+	long long last_rx_ms;
 	int watch_off; /* readable without EOF: stop watching (pipelined data) */
 	struct proxy_xfer *next; /* engine lists */
 };
@@ -77,8 +81,16 @@ static void xfer_release(struct proxy_xfer *x)
 		free(x->hdr_name[i]);
 		free(x->hdr_value[i]);
 	}
+	free(x->connection);
 	pthread_mutex_destroy(&x->lock);
 	free(x);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Under x->lock: wake the client connection if it is parked. */
@@ -108,6 +120,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 	struct proxy_xfer *x = cls;
 	size_t len = size * n;
 	pthread_mutex_lock(&x->lock);
+	x->last_rx_ms = now_ms();
 	x->hdr_bytes += len;
 	if (x->hdr_bytes > PROXY_HEADER_BYTES) {
 		pthread_mutex_unlock(&x->lock);
@@ -120,6 +133,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 			free(x->hdr_value[i]);
 		}
 		x->nhdrs = 0;
+		free(x->connection);
+		x->connection = NULL;
 	} else if (len <= 2 && (data[0] == '\r' || data[0] == '\n')) {
 		long code = 0;
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -130,7 +145,13 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 		}
 	} else {
 		const char *colon = memchr(data, ':', len);
-		if (colon && x->nhdrs < PROXY_MAX_HEADERS && !hop_by_hop(data, (size_t)(colon - data))) {
+		if (colon && (size_t)(colon - data) == 10 && strncasecmp(data, "connection", 10) == 0) {
+			const char *v = colon + 1, *end = data + len;
+			while (end > v && (end[-1] == '\r' || end[-1] == '\n'))
+				end--;
+			free(x->connection);
+			x->connection = strndup(v, (size_t)(end - v));
+		} else if (colon && x->nhdrs < PROXY_MAX_HEADERS && !hop_by_hop(data, (size_t)(colon - data))) {
 			const char *v = colon + 1;
 			const char *end = data + len;
 			while (v < end && (*v == ' ' || *v == '\t'))
@@ -156,6 +177,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 	struct proxy_xfer *x = cls;
 	size_t len = size * n;
 	pthread_mutex_lock(&x->lock);
+	x->last_rx_ms = now_ms();
 	if (x->client_gone) {
 		pthread_mutex_unlock(&x->lock);
 		return 0; /* abort */
@@ -220,7 +242,7 @@ static void watch_clients(void)
 		watch[n].revents = 0;
 		watched[n++] = x;
 	}
-	curl_multi_poll(eng.multi, watch, n, 1000, NULL);
+	curl_multi_poll(eng.multi, watch, n, 100, NULL);
 	for (unsigned i = 0; i < n; i++) {
 		if (!watch[i].revents)
 			continue;
@@ -259,12 +281,15 @@ static void *engine(void *arg)
 			struct proxy_xfer *x = *pp;
 			pthread_mutex_lock(&x->lock);
 			int gone = x->client_gone || x->hangup || stop, unpause = x->want_unpause && x->paused;
+			/* Idle: nothing from the downstream for idle_ms (a paused
+			 * transfer waits on the client, not the downstream). */
+			int idle = !gone && !x->paused && now_ms() - x->last_rx_ms > x->idle_ms;
 			if (unpause)
 				x->want_unpause = x->paused = 0;
 			pthread_mutex_unlock(&x->lock);
-			if (gone) {
+			if (gone || idle) {
 				*pp = x->next;
-				finish(x, stop ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
+				finish(x, idle ? CURLE_OPERATION_TIMEDOUT : stop ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
 				continue;
 			}
 			if (unpause)
@@ -369,9 +394,9 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, pr->connect_timeout_ms);
-	/* Idle: abort when fewer than 1 byte/s arrives for idle_timeout. */
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, pr->idle_timeout_ms / 1000 > 0 ? pr->idle_timeout_ms / 1000 : 1L);
+	/* The idle timeout is enforced by the engine (last byte received). */
+	x->idle_ms = pr->idle_timeout_ms;
+	x->last_rx_ms = now_ms();
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -482,13 +507,30 @@ const char *proxy_response_header(struct proxy_xfer *x, const char *name)
 	return NULL;
 }
 
+static int listed_in(const char *list, const char *name)
+{
+	size_t nl = strlen(name);
+	for (const char *p = list; *p;) {
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		size_t n = strcspn(p, ", \t");
+		if (n && n == nl && strncasecmp(p, name, n) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
 void proxy_respond(struct http_req *r, struct proxy_xfer *x)
 {
 	const char *hdrs[2 * PROXY_MAX_HEADERS];
 	size_t n = 0;
 	pthread_mutex_lock(&x->lock);
 	x->refs++; /* the response's reference, dropped by reader_free */
+	const char *connection = x->connection;
 	for (int i = 0; i < x->nhdrs; i++) {
+		if (connection && listed_in(connection, x->hdr_name[i]))
+			continue; /* named hop-by-hop by the downstream (RFC 9110 7.6.1) */
 		hdrs[2 * n] = x->hdr_name[i];
 		hdrs[2 * n + 1] = x->hdr_value[i];
 		n++;

@@ -202,6 +202,28 @@ static enum MHD_Result copy_arg(void *cls, enum MHD_ValueKind kind, const char *
 	return MHD_YES;
 }
 
+/* Appends the request path below the resource, segment by segment,
+ * re-encoded (libmicrohttpd has decoded it). Dot segments are refused: the
+ * downstream must never see a path outside the resource's prefix. */
+static int append_suffix(struct buf *b, const char *rest)
+{
+	while (*rest) {
+		if (*rest != '/')
+			return -1; /* the route matched a prefix: the suffix starts with '/' */
+		rest++;
+		size_t n = strcspn(rest, "/");
+		if ((n == 1 && rest[0] == '.') || (n == 2 && rest[0] == '.' && rest[1] == '.'))
+			return -1;
+		char *seg = curl_easy_escape(NULL, rest, (int)n);
+		int rc = !seg || buf_add(b, "/", 1) < 0 || buf_adds(b, seg) < 0;
+		curl_free(seg);
+		if (rc)
+			return -1;
+		rest += n;
+	}
+	return 0;
+}
+
 static char *downstream_url(struct http_req *r, const struct cfg_resource *res)
 {
 	struct buf b, q;
@@ -210,7 +232,7 @@ static char *downstream_url(struct http_req *r, const struct cfg_resource *res)
 	const char *rest = r->path + strlen(res->path);
 	struct query_ctx qc = { &q, 0 };
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, copy_arg, &qc);
-	if (qc.failed || buf_adds(&b, res->downstream) < 0 || buf_adds(&b, rest) < 0 ||
+	if (qc.failed || buf_adds(&b, res->downstream) < 0 || append_suffix(&b, rest) < 0 ||
 	    (q.len && buf_add(&b, q.ptr, q.len) < 0)) {
 		buf_free(&b);
 		buf_free(&q);
@@ -218,6 +240,21 @@ static char *downstream_url(struct http_req *r, const struct cfg_resource *res)
 	}
 	buf_free(&q);
 	return buf_take(&b, NULL);
+}
+
+static int path_has_dot_segment(const char *rest)
+{
+	for (const char *p = rest; *p;) {
+		if (*p == '/')
+			p++;
+		size_t n = strcspn(p, "/");
+		if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return 1;
+		p += n;
+		if (!n && !*p)
+			break;
+	}
+	return 0;
 }
 
 /* Session binding: a session id bound to another user is unknown to this
@@ -273,7 +310,8 @@ static void record_session(struct http_req *r, struct resource_ctx *rc)
 		"INSERT INTO mcp_sessions(session_hash, resource, user_id) VALUES ($1::bytea, $2, $3::uuid) "
 		"ON CONFLICT (session_hash) DO NOTHING");
 	const char *sid = proxy_response_header(rc->x, "Mcp-Session-Id");
-	if (!sid || strlen(sid) > 1024 || http_header(r, "Mcp-Session-Id"))
+	const char *asked = http_header(r, "Mcp-Session-Id");
+	if (!sid || strlen(sid) > 1024 || (asked && strcmp(asked, sid) == 0))
 		return;
 	struct db_conn *c = NULL;
 	char hash[67];
@@ -434,12 +472,19 @@ static void resume(struct http_req *r)
 		return;
 	}
 	rc->status = proxy_status(rc->x);
-	if (rc->status == 401 && !rc->retried) {
-		/* Wait for the (small) 401 answer to finish, then replay. */
+	if (rc->status == 401) {
+		/* Wait for the (small) 401 answer to finish, then replay once with
+		 * a refreshed upstream token. A second refusal is answered with the
+		 * broker's own challenge: the downstream's means nothing to an MCP
+		 * client, and re-authorising is the one thing it can do. */
 		if (!proxy_wait_done(r, rc->x))
 			return;
-		log_msg(LOG_INFO, "proxy.downstream_401", r->id, "downstream refused the upstream token: forcing a refresh");
-		(void)retry_after_401(r, rc);
+		if (!rc->retried) {
+			log_msg(LOG_INFO, "proxy.downstream_401", r->id, "downstream refused the upstream token: forcing a refresh");
+			(void)retry_after_401(r, rc);
+		} else {
+			metadata_challenge(r, rc->res, 401, "invalid_token", NULL);
+		}
 		return;
 	}
 	record_session(r, rc);
@@ -496,6 +541,35 @@ void resource_handler(struct http_req *r)
 		jsonrpc_error(r, 403, -32001, "origin not allowed");
 		return;
 	}
+	if (origin) {
+		/* An allowed browser origin: CORS on every answer, and preflights
+		 * are answered before authentication (they carry no token). */
+		(void)http_add_header(r, "Access-Control-Allow-Origin", origin);
+		(void)http_add_header(r, "Vary", "Origin");
+		(void)http_add_header(r, "Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version");
+		if (r->method_id == HM_OPTIONS) {
+			(void)http_add_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+			(void)http_add_header(r, "Access-Control-Allow-Headers",
+					      "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, "
+					      "Last-Event-ID, Mcp-Method, Mcp-Name");
+			(void)http_add_header(r, "Access-Control-Max-Age", "600");
+			http_send(r, 204, NULL, "", 0);
+			return;
+		}
+	}
+	/* Headers the broker interprets must be unambiguous: a second copy
+	 * could say something else to the downstream than to the policy. */
+	static const char *const single[] = { "Authorization", "Mcp-Session-Id", "Mcp-Method", "Mcp-Name",
+					       "MCP-Protocol-Version", "Content-Type", "Last-Event-ID" };
+	for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
+		if (http_header_count(r, single[i]) > 1) {
+			jsonrpc_error(r, 400, -32600, "a header the broker checks was given more than once");
+			return;
+		}
+	if (path_has_dot_segment(r->path + strlen(res->path))) {
+		jsonrpc_error(r, 400, -32600, "the path must not contain . or .. segments");
+		return;
+	}
 	if (http_query(r, "access_token")) {
 		/* RFC 6750 2.3 is not supported: tokens in URLs leak into logs. */
 		metadata_challenge(r, res, 401, "invalid_request", NULL);
@@ -537,7 +611,9 @@ void resource_handler(struct http_req *r)
 	if (rate_limited(r, res, &rc->ti))
 		goto out;
 	rc->tools = json_array();
-	if (r->method_id == HM_POST && res->n_scopes > 0) {
+	if ((r->method_id == HM_POST || r->body.len > 0) && res->n_scopes > 0) {
+		/* Any method with a body is inspected: a forbidden call must not
+		 * pass as PUT, PATCH or DELETE. */
 		body = json_loadb(r->body.ptr ? r->body.ptr : "", r->body.len, JSON_REJECT_DUPLICATES, NULL);
 		if (!json_is_object(body) && !(json_is_array(body) && json_array_size(body) > 0)) {
 			jsonrpc_error(r, 400, -32700, "the body must be a JSON-RPC message or batch");

@@ -137,7 +137,8 @@ void revoke_wake(void)
 /* Revokes one grant upstream. Returns the outcome label; *retry when a
  * later attempt may succeed. */
 static const char *revoke_one(struct app *app, const char *grant_id, const char *upstream,
-			      const char *key_id, const char *enc_access, const char *enc_refresh, int *retry)
+			      const char *key_id, const char *enc_access, const char *enc_refresh, int others,
+			      int *retry)
 {
 	const struct config *cfg = app->cfg;
 	const struct cfg_upstream *up = config_upstream(cfg, upstream);
@@ -151,6 +152,10 @@ static const char *revoke_one(struct app *app, const char *grant_id, const char 
 	}
 	if (!ep.revoke[0])
 		return "unsupported";
+	/* GitHub's application-grant API revokes every token of the user for
+	 * the app: only when no other session of the user still needs it. */
+	if (ep.github && others)
+		return "kept_for_other_sessions";
 	char *access = enc_access ? vault_open(cfg, key_id, grant_id, "access", enc_access) : NULL;
 	char *refresh = enc_refresh ? vault_open(cfg, key_id, grant_id, "refresh", enc_refresh) : NULL;
 	const char *outcome;
@@ -169,7 +174,9 @@ static const char *revoke_one(struct app *app, const char *grant_id, const char 
 int revoke_worker_run_once(struct app *app)
 {
 	static struct db_stmt q_due = DB_STMT(
-		"SELECT r.grant_id::text, r.upstream, r.attempts, g.key_id, g.up_access, g.up_refresh "
+		"SELECT r.grant_id::text, r.upstream, r.attempts, g.key_id, g.up_access, g.up_refresh, "
+		"EXISTS (SELECT 1 FROM grants o WHERE o.user_id = g.user_id AND o.upstream = g.upstream "
+		"AND o.status = 'active' AND o.id <> g.id) "
 		"FROM upstream_revocations r JOIN grants g ON g.id = r.grant_id "
 		"WHERE r.done_at IS NULL AND r.next_attempt <= now() "
 		"ORDER BY r.next_attempt LIMIT " REVOKE_BATCH " FOR UPDATE OF r SKIP LOCKED");
@@ -194,9 +201,10 @@ int revoke_worker_run_once(struct app *app)
 		const char *gid = PQgetvalue(due, i, 0);
 		int attempts = (int)strtol(PQgetvalue(due, i, 2), NULL, 10) + 1;
 		int retry = 0;
+		int others = strcmp(PQgetvalue(due, i, 6), "t") == 0;
 		const char *outcome = revoke_one(app, gid, PQgetvalue(due, i, 1), PQgetvalue(due, i, 3),
 						 PQgetisnull(due, i, 4) ? NULL : PQgetvalue(due, i, 4),
-						 PQgetisnull(due, i, 5) ? NULL : PQgetvalue(due, i, 5), &retry);
+						 PQgetisnull(due, i, 5) ? NULL : PQgetvalue(due, i, 5), others, &retry);
 		PGresult *u;
 		if (retry && attempts < REVOKE_MAX_ATTEMPTS) {
 			char backoff[16];

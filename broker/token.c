@@ -55,6 +55,7 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 		"array_to_string(scopes, ' '), expires_at > now(), used_at IS NOT NULL "
 		"FROM auth_codes WHERE code_hash = $1::bytea FOR UPDATE");
 	static struct db_stmt q_use = DB_STMT("UPDATE auth_codes SET used_at = now() WHERE code_hash = $1::bytea");
+	static struct db_stmt q_client_used = DB_STMT("UPDATE clients SET last_used_at = now() WHERE client_id = $1");
 	static struct db_stmt q_grant = DB_STMT("SELECT status = 'active' FROM grants WHERE id = $1::uuid");
 	const char *code = form_get(form, "code");
 	const char *redirect_uri = form_get(form, "redirect_uri");
@@ -159,6 +160,13 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 	}
 	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
 		http_send_oauth_error(r, 400, "invalid_grant", "the authorization was revoked");
+		goto out;
+	}
+	PQclear(res);
+	res = NULL;
+	const char *pcl[] = { cl->client_id };
+	if (!(res = db_exec_ok(c, &q_client_used, 1, pcl))) {
+		unavailable(r);
 		goto out;
 	}
 	PQclear(res);

@@ -95,11 +95,29 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 			/* Nothing to refresh with: use the token until the upstream refuses it. */
 			*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
 			rc = *token ? UT_OK : UT_UNAVAILABLE;
-		} else if (!old_refresh) {
-			rc = UT_REVOKED; /* the downstream refused it and it cannot be renewed */
-			if (grant_revoke(app, c, grant_id, "upstream_rejected", "system", request_id) < 0 ||
-			    db_commit(c) < 0)
-				rc = UT_UNAVAILABLE;
+		} else if (!old_refresh && up && upstream_endpoints(up, &ep) == 0) {
+			/* The downstream refused a token that cannot be renewed. Ask the
+			 * upstream itself before killing the grant: only its verdict
+			 * counts (a misbehaving downstream must not revoke users). */
+			struct upstream_tokens cur = { 0 };
+			struct upstream_identity who = { 0 };
+			cur.expires_in = -1;
+			cur.access_token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
+			enum upstream_rc v = cur.access_token ? upstream_identity(up, &ep, &cur, &who) : UP_INTERNAL;
+			upstream_identity_free(&who);
+			if (v == UP_OK) {
+				*token = cur.access_token; /* still valid upstream: replay as is */
+				cur.access_token = NULL;
+				rc = UT_OK;
+			} else if (v == UP_REJECTED) {
+				rc = UT_REVOKED;
+				if (grant_revoke(app, c, grant_id, "upstream_rejected", "system", request_id) < 0 ||
+				    db_commit(c) < 0)
+					rc = UT_UNAVAILABLE;
+			} else {
+				rc = v == UP_TIMEOUT ? UT_TIMEOUT : UT_UNAVAILABLE;
+			}
+			upstream_tokens_free(&cur);
 		}
 		goto out;
 	}

@@ -168,9 +168,22 @@ test('a downstream 401 forces one upstream refresh and replays; a non-refreshabl
     const ghTok = env.echo.seen.at(-1).authorization;
     assert.match(ghTok, /^Bearer gho_/);
     env.echo.reject = (req) => req.headers.authorization === ghTok;
+    // The upstream still accepts the token: the downstream's 401 passes
+    // through and the grant lives (a misbehaving downstream revokes no one).
+    const passed = await call(A, g.access_token, '/gh');
+    assert.equal(passed.status, 401);
+    assert.match(passed.headers.get('www-authenticate'), /error="invalid_token"/);
+    const gg = await grantOf(g.access_token);
+    assert.equal(await psql(env.db, `SELECT status FROM grants WHERE id = '${gg}'`), 'active');
+    // The user revoked the app at GitHub: now the grant dies.
+    await http(`${env.idp.base}/_control/revoke_user`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', personality: 'github' }) });
     const dead = await call(A, g.access_token, '/gh');
     assert.equal(dead.status, 401);
+    assert.match(dead.headers.get('www-authenticate'), /error="invalid_token"/);
+    assert.equal(await psql(env.db, `SELECT status || ':' || revoked_reason FROM grants WHERE id = '${gg}'`), 'revoked:upstream_rejected');
     assert.equal((await refusedOn(B, g.access_token, '/gh')).status, 401);
+    // No upstream revocation is queued for a grant the upstream already killed.
+    assert.equal(await psql(env.db, `SELECT count(*) FROM upstream_revocations WHERE grant_id = '${gg}'`), '0');
   } finally {
     env.echo.reject = null;
   }
@@ -217,7 +230,8 @@ test('revoking a grant calls the upstream revocation endpoint in the background'
   const gg = await grantOf(g.access_token);
   const ghBefore = (await idpStats())['github.revoke'] || 0;
   assert.equal((await admin(B, { grant_id: gg })).json.revoked, 1);
-  assert.ok(await waitFor(async () => ((await idpStats())['github.revoke'] || 0) > ghBefore, 8000));
+  const ghCalled = await waitFor(async () => ((await idpStats())['github.revoke'] || 0) > ghBefore, 8000);
+  assert.ok(ghCalled, `github revoke not called: ${await psql(env.db, `SELECT outcome FROM upstream_revocations WHERE grant_id = '${gg}'`)}`);
 });
 
 test('operator API: authentication, validation, listing with filters and pagination, selectors', async () => {

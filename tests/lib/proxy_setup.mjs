@@ -26,28 +26,29 @@ export function githubUpstream(idp) {
 /**
  * Starts idp + downstream + database + broker. resources(ds) returns the
  * resources array (ds.url is the downstream base). Returns an env object with
- * token(opts), mcp(path, opts), health(), close().
+ * token(opts), mcp(path, opts), assertHealthy(what), psql(sql), grantOf(token), close().
  */
 export async function startProxyEnv({ resources, http: httpCfg = {}, prefix = 'proxy' } = {}) {
   const idp = await startIdp({ port: 0, log: false });
-  const ds = await startDownstream({ port: 0 });
-  const db = await createDatabase(prefix);
-  const port = await freePort();
-  const res = resources ? resources(ds) : [defaultResource(ds)];
-  const cfg = baseConfig({
-    port, databaseUrl: db, extra: {
-      upstreams: { gh: githubUpstream(idp) },
-      clients: [{ client_id: CLIENT_ID, client_name: 'Proxy tests', redirect_uris: ['http://127.0.0.1/callback'] }],
-      limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
-      resources: res,
-    },
-  });
-  cfg.http = { ...cfg.http, ...httpCfg };
-  let broker;
+  let ds, broker, db, cfg;
   try {
+    ds = await startDownstream({ port: 0 });
+    db = await createDatabase(prefix);
+    const port = await freePort();
+    const res = resources ? resources(ds) : [defaultResource(ds)];
+    cfg = baseConfig({
+      port, databaseUrl: db, extra: {
+        upstreams: { gh: githubUpstream(idp) },
+        clients: [{ client_id: CLIENT_ID, client_name: 'Proxy tests', redirect_uris: ['http://127.0.0.1/callback'] }],
+        limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+        resources: res,
+      },
+    });
+    cfg.http = { ...cfg.http, ...httpCfg };
     broker = await startBroker(cfg);
   } catch (e) {
-    await ds.close();
+    // Nothing may keep the test process alive after a failed setup.
+    await ds?.close();
     await idp.close();
     throw e;
   }

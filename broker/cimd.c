@@ -1,0 +1,483 @@
+#include "cimd.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "uri.h"
+
+int cimd_is_url(const char *client_id)
+{
+	return client_id && strncmp(client_id, "https://", 8) == 0;
+}
+
+/* ---- address policy ----------------------------------------------------- */
+
+struct cidr {
+	int family;
+	uint8_t addr[16];
+	int bits;
+};
+
+static int cidr_parse(const char *s, struct cidr *c)
+{
+	char buf[64];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	if (n >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	memset(c, 0, sizeof(*c));
+	if (inet_pton(AF_INET, buf, c->addr) == 1) {
+		c->family = AF_INET;
+		c->bits = 32;
+	} else if (inet_pton(AF_INET6, buf, c->addr) == 1) {
+		c->family = AF_INET6;
+		c->bits = 128;
+	} else {
+		return -1;
+	}
+	if (slash) {
+		char *end = NULL;
+		long b = strtol(slash + 1, &end, 10);
+		if (!end || *end || b < 0 || b > c->bits)
+			return -1;
+		c->bits = (int)b;
+	}
+	return 0;
+}
+
+static int in_prefix(const uint8_t *a, const uint8_t *p, int bits)
+{
+	int full = bits / 8, rest = bits % 8;
+	if (memcmp(a, p, (size_t)full) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	uint8_t mask = (uint8_t)(0xff << (8 - rest));
+	return (a[full] & mask) == (p[full] & mask);
+}
+
+/* Ranges never fetched from: RFC 6890 special-purpose and private space. */
+static const char *const blocked_v4[] = {
+	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+	"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+	"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+};
+static const char *const blocked_v6[] = {
+	"::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "fc00::/7",
+	"fe80::/10", "fec0::/10", "ff00::/8",
+};
+
+static int v4_blocked(const struct config *cfg, const uint8_t a[4])
+{
+	struct cidr c;
+	for (size_t i = 0; i < cfg->registration.n_cimd_allow_private_cidrs; i++)
+		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 && c.family == AF_INET &&
+		    in_prefix(a, c.addr, c.bits))
+			return 0;
+	for (size_t i = 0; i < sizeof(blocked_v4) / sizeof(blocked_v4[0]); i++)
+		if (cidr_parse(blocked_v4[i], &c) == 0 && in_prefix(a, c.addr, c.bits))
+			return 1;
+	return 0;
+}
+
+int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		return !v4_blocked(cfg, (const uint8_t *)&in->sin_addr);
+	}
+	if (sa->sa_family != AF_INET6)
+		return 0;
+	const uint8_t *a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	static const uint8_t nat64[12] = { 0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0 };
+	/* IPv4-mapped, NAT64 and IPv4-compatible forms hide an IPv4 address. */
+	if (memcmp(a, mapped, 12) == 0 || memcmp(a, nat64, 12) == 0)
+		return !v4_blocked(cfg, a + 12);
+	static const uint8_t zero12[12] = { 0 };
+	if (memcmp(a, zero12, 12) == 0 && (a[12] | a[13] | a[14] | a[15]) > 1)
+		return !v4_blocked(cfg, a + 12);
+	struct cidr c;
+	for (size_t i = 0; i < cfg->registration.n_cimd_allow_private_cidrs; i++)
+		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 && c.family == AF_INET6 &&
+		    in_prefix(a, c.addr, c.bits))
+			return 1;
+	for (size_t i = 0; i < sizeof(blocked_v6) / sizeof(blocked_v6[0]); i++)
+		if (cidr_parse(blocked_v6[i], &c) == 0 && in_prefix(a, c.addr, c.bits))
+			return 0;
+	return 1;
+}
+
+int cimd_host_matches(const char *pattern, const char *host)
+{
+	if (strncmp(pattern, "*.", 2) == 0) {
+		size_t pl = strlen(pattern + 1), hl = strlen(host); /* ".example.com" */
+		return hl > pl && strcasecmp(host + hl - pl, pattern + 1) == 0;
+	}
+	return strcasecmp(pattern, host) == 0;
+}
+
+/* ---- the fetch ---------------------------------------------------------- */
+
+struct fetch {
+	const struct config *cfg;
+	struct buf body;
+	int blocked, too_large;
+};
+
+static curl_socket_t open_socket(void *cls, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	struct fetch *f = cls;
+	if (purpose != CURLSOCKTYPE_IPCXN || !cimd_address_allowed(f->cfg, &addr->addr)) {
+		f->blocked = 1;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(addr->family, addr->socktype, addr->protocol);
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *cls)
+{
+	struct fetch *f = cls;
+	if (buf_add(&f->body, data, size * n) < 0) {
+		f->too_large = 1;
+		return 0;
+	}
+	return size * n;
+}
+
+/* max-age from Cache-Control (no-store/no-cache: 0); -1 when absent. */
+static long max_age(const char *cc)
+{
+	if (!cc)
+		return -1;
+	if (strstr(cc, "no-store") || strstr(cc, "no-cache"))
+		return 0;
+	const char *m = strstr(cc, "max-age=");
+	if (!m)
+		return -1;
+	char *end = NULL;
+	long v = strtol(m + 8, &end, 10);
+	return end != m + 8 && v >= 0 ? v : -1;
+}
+
+struct header_cb {
+	char cache_control[256];
+};
+
+static size_t on_header(char *data, size_t size, size_t n, void *cls)
+{
+	struct header_cb *h = cls;
+	size_t len = size * n;
+	if (len > 14 && strncasecmp(data, "cache-control:", 14) == 0) {
+		size_t vl = len - 14;
+		if (vl >= sizeof(h->cache_control))
+			vl = sizeof(h->cache_control) - 1;
+		memcpy(h->cache_control, data + 14, vl);
+		h->cache_control[vl] = '\0';
+	}
+	return len;
+}
+
+/* Fetches url; on success *doc is the parsed object and *ttl the cache
+ * lifetime. Returns NULL or a fixed reason. */
+static const char *fetch_doc(const struct config *cfg, const char *url, json_t **doc, long *ttl)
+{
+	struct fetch f = { .cfg = cfg };
+	struct header_cb hc = { "" };
+	struct curl_slist *resolve = NULL;
+	const char *why = NULL;
+	buf_init(&f.body, LIM_CIMD_BODY);
+	CURL *h = curl_easy_init();
+	if (!h)
+		return "out of memory";
+	for (size_t i = 0; i < cfg->registration.n_cimd_resolve; i++)
+		resolve = curl_slist_append(resolve, cfg->registration.cimd_resolve[i]);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, cfg->registration.cimd_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cfg->registration.cimd_timeout_ms < 3000 ? cfg->registration.cimd_timeout_ms : 3000L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LIM_CIMD_BODY);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &f);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &f);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "mcp-broker/" MCPB_VERSION " (client metadata)");
+	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+	if (resolve)
+		curl_easy_setopt(h, CURLOPT_RESOLVE, resolve);
+	if (cfg->registration.cimd_ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, cfg->registration.cimd_ca_file);
+	struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+	CURLcode rc = curl_easy_perform(h);
+	long status = 0;
+	char *ctype = NULL;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ctype);
+	if (f.blocked)
+		why = "the client_id host resolves to a forbidden address";
+	else if (f.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		why = "the client metadata document is too large";
+	else if (rc == CURLE_OPERATION_TIMEDOUT)
+		why = "the client metadata document did not arrive in time";
+	else if (rc != CURLE_OK)
+		why = "the client metadata document could not be fetched";
+	else if (status >= 300 && status < 400)
+		why = "the client metadata URL redirects";
+	else if (status != 200)
+		why = "the client metadata URL did not answer 200";
+	else if (!ctype || strncasecmp(ctype, "application/json", 16) != 0)
+		why = "the client metadata document is not application/json";
+	if (!why) {
+		*doc = json_loadb(f.body.ptr ? f.body.ptr : "", f.body.len, JSON_REJECT_DUPLICATES, NULL);
+		if (!json_is_object(*doc)) {
+			json_decref(*doc);
+			*doc = NULL;
+			why = "the client metadata document is not a JSON object";
+		}
+		long age = max_age(hc.cache_control[0] ? hc.cache_control : NULL);
+		*ttl = age < 0 ? 3600 : age;
+		if (*ttl < cfg->registration.cimd_min_ttl_s)
+			*ttl = cfg->registration.cimd_min_ttl_s;
+		if (*ttl > cfg->registration.cimd_max_ttl_s)
+			*ttl = cfg->registration.cimd_max_ttl_s;
+	}
+	json_t *lf = json_pack("{s:s, s:i, s:s?}", "result", why ? "refused" : "ok", "status", (int)status, "why", why);
+	log_event(why ? LOG_WARN : LOG_INFO, "cimd.fetch", NULL, lf);
+	metrics_count("cimd_fetch_total", why ? "refused" : "ok", 1);
+	curl_slist_free_all(hdr);
+	curl_slist_free_all(resolve);
+	curl_easy_cleanup(h);
+	buf_free(&f.body);
+	return why;
+}
+
+/* The client_id URL itself: https, a host the policy allows, a path, no
+ * fragment, query or credentials; IP literals in forbidden ranges are
+ * refused before any connection. */
+static const char *check_url(const struct config *cfg, const char *url)
+{
+	if (strlen(url) > LIM_CLIENT_ID)
+		return "the client_id URL is too long";
+	CURLU *u = curl_url();
+	char *host = NULL, *path = NULL, *query = NULL, *frag = NULL, *user = NULL, *pass = NULL, *scheme = NULL;
+	const char *why = NULL;
+	if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+		why = "the client_id is not a valid URL";
+		goto out;
+	}
+	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	curl_url_get(u, CURLUPART_HOST, &host, 0);
+	curl_url_get(u, CURLUPART_PATH, &path, 0);
+	curl_url_get(u, CURLUPART_QUERY, &query, 0);
+	curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0);
+	curl_url_get(u, CURLUPART_USER, &user, 0);
+	curl_url_get(u, CURLUPART_PASSWORD, &pass, 0);
+	if (!scheme || strcmp(scheme, "https") != 0)
+		why = "the client_id URL must be https";
+	else if (strchr(url, '#') || frag)
+		why = "the client_id URL must not have a fragment";
+	else if (user || pass || strchr(url, '@'))
+		why = "the client_id URL must not contain credentials";
+	else if (query)
+		why = "the client_id URL must not have a query";
+	else if (!path || strcmp(path, "/") == 0 || !*path)
+		why = "the client_id URL must have a path";
+	else if (!host || !*host)
+		why = "the client_id URL has no host";
+	if (why)
+		goto out;
+	for (size_t i = 0; i < cfg->registration.n_cimd_deny_hosts; i++)
+		if (cimd_host_matches(cfg->registration.cimd_deny_hosts[i], host)) {
+			why = "the client_id host is not allowed by policy";
+			goto out;
+		}
+	if (cfg->registration.n_cimd_allow_hosts) {
+		int ok = 0;
+		for (size_t i = 0; i < cfg->registration.n_cimd_allow_hosts; i++)
+			ok |= cimd_host_matches(cfg->registration.cimd_allow_hosts[i], host);
+		if (!ok) {
+			why = "the client_id host is not allowed by policy";
+			goto out;
+		}
+	}
+	/* An IP literal is checked now, without a connection attempt. */
+	struct sockaddr_in6 s6;
+	struct sockaddr_in s4;
+	char lit[64];
+	size_t hl = strlen(host);
+	memset(&s6, 0, sizeof(s6));
+	memset(&s4, 0, sizeof(s4));
+	if (host[0] == '[' && hl > 2 && hl - 2 < sizeof(lit)) {
+		memcpy(lit, host + 1, hl - 2);
+		lit[hl - 2] = '\0';
+		s6.sin6_family = AF_INET6;
+		if (inet_pton(AF_INET6, lit, &s6.sin6_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s6))
+			why = "the client_id host resolves to a forbidden address";
+	} else {
+		s4.sin_family = AF_INET;
+		if (inet_pton(AF_INET, host, &s4.sin_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s4))
+			why = "the client_id host resolves to a forbidden address";
+	}
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(path);
+	curl_free(query);
+	curl_free(frag);
+	curl_free(user);
+	curl_free(pass);
+	curl_url_cleanup(u);
+	return why;
+}
+
+/* Validates the document for client_id into out. */
+static const char *check_doc(const struct config *cfg, const char *client_id, json_t *doc, struct client *out,
+			     json_t **uris_out)
+{
+	const char *id = json_string_value(json_object_get(doc, "client_id"));
+	if (!id || strcmp(id, client_id) != 0)
+		return "the document's client_id differs from its URL";
+	json_t *ru = json_object_get(doc, "redirect_uris");
+	if (!json_is_array(ru) || json_array_size(ru) == 0 || json_array_size(ru) > LIM_REDIRECT_URIS)
+		return "the document has no valid redirect_uris";
+	size_t i;
+	json_t *v;
+	const char *why = NULL;
+	json_array_foreach(ru, i, v) {
+		if (!json_is_string(v) || uri_redirect_allowed(json_string_value(v), &why) < 0 ||
+		    !clients_redirect_policy_ok(cfg, json_string_value(v)))
+			return "the document's redirect_uris are not acceptable";
+	}
+	const char *method = json_string_value(json_object_get(doc, "token_endpoint_auth_method"));
+	if (json_object_get(doc, "token_endpoint_auth_method") && (!method || strcmp(method, "none") != 0))
+		return "only token_endpoint_auth_method \"none\" is supported for metadata documents";
+	json_t *gt = json_object_get(doc, "grant_types");
+	if (gt) {
+		if (!json_is_array(gt))
+			return "the document's grant_types are not acceptable";
+		json_array_foreach(gt, i, v) {
+			const char *g = json_string_value(v);
+			if (!g || (strcmp(g, "authorization_code") != 0 && strcmp(g, "refresh_token") != 0))
+				return "the document's grant_types are not acceptable";
+		}
+	}
+	json_t *name = json_object_get(doc, "client_name");
+	if (name && (!json_is_string(name) || json_string_length(name) > LIM_CLIENT_NAME))
+		return "the document's client_name is not acceptable";
+	snprintf(out->client_id, sizeof(out->client_id), "%s", client_id);
+	snprintf(out->kind, sizeof(out->kind), "cimd");
+	*uris_out = json_incref(ru);
+	return NULL;
+}
+
+int cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out, const char **why)
+{
+	static struct db_stmt q_fresh = DB_STMT(
+		"SELECT client_name, array_to_json(redirect_uris), disabled_at IS NOT NULL FROM clients "
+		"WHERE client_id = $1 AND kind = 'cimd' AND cimd_expires_at > now()");
+	static struct db_stmt q_store = DB_STMT(
+		"INSERT INTO clients(client_id, kind, client_name, redirect_uris, token_endpoint_auth_method, "
+		"metadata, cimd_expires_at) VALUES ($1, 'cimd', $2, array(SELECT json_array_elements_text($3::json)), "
+		"'none', $4::jsonb, now() + make_interval(secs => $5::int)) "
+		"ON CONFLICT (client_id) DO UPDATE SET client_name = EXCLUDED.client_name, "
+		"redirect_uris = EXCLUDED.redirect_uris, metadata = EXCLUDED.metadata, "
+		"cimd_expires_at = EXCLUDED.cimd_expires_at WHERE clients.kind = 'cimd' "
+		"RETURNING disabled_at IS NOT NULL");
+	const struct config *cfg = app->cfg;
+	json_t *doc = NULL, *uris = NULL;
+	int rc = 0;
+	memset(out, 0, sizeof(*out));
+	*why = NULL;
+	if (!cfg->registration.client_id_metadata_documents) {
+		*why = "this server does not accept URL client identifiers";
+		return 0;
+	}
+	if ((*why = check_url(cfg, client_id)))
+		return 0;
+	const char *p[] = { client_id };
+	PGresult *res = db_exec_ok(c, &q_fresh, 1, p);
+	if (!res)
+		return -1;
+	if (PQntuples(res) == 1) {
+		/* Cached by any node and still fresh. */
+		snprintf(out->client_id, sizeof(out->client_id), "%s", client_id);
+		snprintf(out->kind, sizeof(out->kind), "cimd");
+		out->name = PQgetisnull(res, 0, 0) ? NULL : strdup(PQgetvalue(res, 0, 0));
+		out->disabled = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+		uris = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+		PQclear(res);
+	} else {
+		PQclear(res);
+		long ttl = 0;
+		if ((*why = fetch_doc(cfg, client_id, &doc, &ttl)))
+			return 0;
+		if ((*why = check_doc(cfg, client_id, doc, out, &uris))) {
+			json_decref(doc);
+			client_free(out);
+			return 0;
+		}
+		const char *name = json_string_value(json_object_get(doc, "client_name"));
+		out->name = name ? strdup(name) : NULL;
+		char *uris_text = json_dumps(uris, JSON_COMPACT), *doc_text = json_dumps(doc, JSON_COMPACT);
+		char ttls[24];
+		snprintf(ttls, sizeof(ttls), "%ld", ttl);
+		const char *ps[] = { client_id, name, uris_text, doc_text, ttls };
+		res = uris_text && doc_text ? db_exec_ok(c, &q_store, 5, ps) : NULL;
+		free(uris_text);
+		free(doc_text);
+		json_decref(doc);
+		if (!res) {
+			json_decref(uris);
+			client_free(out);
+			return -1;
+		}
+		if (PQntuples(res) != 1) {
+			/* The id belongs to a registered client of another kind. */
+			PQclear(res);
+			json_decref(uris);
+			client_free(out);
+			*why = "the client_id is already registered otherwise";
+			return 0;
+		}
+		out->disabled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		PQclear(res);
+	}
+	size_t n = json_array_size(uris), i;
+	json_t *v;
+	out->redirect_uris = calloc(n ? n : 1, sizeof(char *));
+	if (!out->redirect_uris) {
+		rc = -1;
+		goto done;
+	}
+	json_array_foreach(uris, i, v) {
+		if (!(out->redirect_uris[out->n_redirect_uris] = strdup(json_string_value(v)))) {
+			rc = -1;
+			goto done;
+		}
+		out->n_redirect_uris++;
+	}
+	rc = 1;
+done:
+	json_decref(uris);
+	if (rc != 1)
+		client_free(out);
+	return rc;
+}

@@ -1,0 +1,28 @@
+/* Client ID Metadata Documents: a client_id that is an https URL names a
+ * JSON document describing the client. Fetching a URL that an anonymous
+ * party chose is an SSRF risk, so the fetch is HTTPS-only, certificate
+ * verified, never redirected, bounded in time and size (LIM_CIMD_BODY),
+ * application/json only, without proxies, and the address actually
+ * connected to (checked in libcurl's open-socket callback, after DNS) must
+ * not be loopback, private, link-local, CGNAT, multicast, reserved or a
+ * metadata service. Documents are cached in PostgreSQL (clients, kind
+ * 'cimd') honouring Cache-Control within [cimd_min_ttl_s, cimd_max_ttl_s]. */
+#ifndef MCPB_CIMD_H
+#define MCPB_CIMD_H
+#include "app.h"
+#include "clients.h"
+
+/* 1 when client_id has the shape of a CIMD URL (https://...). */
+int cimd_is_url(const char *client_id);
+
+/* Resolves a CIMD client: 1 found (out filled), 0 not usable (*why is a
+ * fixed, printable reason), -1 database error. */
+int cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out,
+		const char **why) WUR;
+
+/* Exposed for unit tests: 1 when the address may be connected to. */
+int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa);
+/* 1 when host matches pattern ("*.example.com" = any subdomain). */
+int cimd_host_matches(const char *pattern, const char *host);
+
+#endif
