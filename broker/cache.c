@@ -132,8 +132,10 @@ void cache_flush(void)
 		return;
 	pthread_rwlock_wrlock(&lock);
 	generation++;
+	/* Only used slots are written: untouched ones stay out of memory. */
 	for (size_t i = 0; i < CACHE_SLOTS; i++)
-		slots[i].hash[0] = '\0';
+		if (slots[i].hash[0])
+			slots[i].hash[0] = '\0';
 	pthread_rwlock_unlock(&lock);
 }
 

@@ -15,7 +15,18 @@
 
 int cimd_is_url(const char *client_id)
 {
-	return client_id && strncmp(client_id, "https://", 8) == 0;
+	/* http:// too (any case), so that check_url refuses it with its own
+	 * reason instead of it passing for an unregistered opaque id. */
+	return client_id && (strncasecmp(client_id, "https://", 8) == 0 || strncasecmp(client_id, "http://", 7) == 0);
+}
+
+/* 1 when a Content-Type is application/json, parameters allowed
+ * ("application/jsonp" and "application/json-seq" are other types). */
+static int is_json_type(const char *ctype)
+{
+	if (!ctype || strncasecmp(ctype, "application/json", 16) != 0)
+		return 0;
+	return ctype[16] == '\0' || ctype[16] == ';' || ctype[16] == ' ' || ctype[16] == '\t';
 }
 
 /* ---- address policy ----------------------------------------------------- */
@@ -243,7 +254,7 @@ static const char *fetch_doc(const struct config *cfg, const char *url, json_t *
 		why = "the client metadata URL redirects";
 	else if (status != 200)
 		why = "the client metadata URL did not answer 200";
-	else if (!ctype || strncasecmp(ctype, "application/json", 16) != 0)
+	else if (!is_json_type(ctype))
 		why = "the client metadata document is not application/json";
 	if (!why) {
 		*doc = json_loadb(f.body.ptr ? f.body.ptr : "", f.body.len, JSON_REJECT_DUPLICATES, NULL);

@@ -40,7 +40,10 @@ void health_readyz(struct http_req *r)
 	}
 	version = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	if (version != migrate_latest())
+	/* A newer schema is fine for a running node (migrations are additive,
+	 * and a rolling upgrade migrates before replacing old nodes); an older
+	 * one means this node's queries may fail. */
+	if (version < migrate_latest())
 		why = "schema not current";
 out:
 	db_release(app->db, &c);

@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -21,7 +23,10 @@ struct http_server {
 	const struct http_route *routes;
 	size_t nroutes;
 	int port;
+	MHD_socket quiesced_fd; /* closed only after MHD_stop_daemon */
 };
+
+#define HTTP_DRAIN_SETTLE_NS (500ull * 1000000ull)
 
 static long in_flight;
 static int draining;
@@ -424,6 +429,7 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 	s->routes = routes;
 	s->nroutes = nroutes;
 	__atomic_store_n(&draining, 0, __ATOMIC_RELEASE);
+	s->quiesced_fd = MHD_INVALID_SOCKET;
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
 	/* poll(), not epoll: libmicrohttpd 0.9.75 can abort when a thread-pool
@@ -477,16 +483,61 @@ void http_drain(struct http_server *s, int timeout_s)
 	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
 	MHD_socket fd = MHD_quiesce_daemon(s->d);
 	if (fd != MHD_INVALID_SOCKET) {
-		/* The workers, woken through their ITC, drop the listen socket from
-		 * their poll sets; once they have, closing it makes new
-		 * connections fail fast, so a load balancer retries elsewhere. */
-		usleep(200000);
-		close(fd);
+		/* Refuse new connections at once, so that a load balancer retries
+		 * them elsewhere before sending anything: the listening socket is
+		 * replaced (dup2) by an unbound one. The descriptor number stays
+		 * taken, as libmicrohttpd's threads may still hold it in a poll set
+		 * for a moment; it is closed after MHD_stop_daemon (http_stop). */
+		/* First take in what the kernel already queued (connections whose
+		 * handshake completed while the workers were busy): closing the
+		 * listener would reset them after the client may have sent a
+		 * request. libmicrohttpd serves them like any other. */
+		int fl = fcntl(fd, F_GETFL, 0);
+		if (fl >= 0)
+			(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+		for (int taken = 0; taken < 4096; taken++) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			int cfd = accept(fd, (struct sockaddr *)&ss, &sl);
+			if (cfd < 0)
+				break;
+			int cfl = fcntl(cfd, F_GETFL, 0);
+			if (cfl >= 0)
+				(void)fcntl(cfd, F_SETFL, cfl | O_NONBLOCK);
+			(void)fcntl(cfd, F_SETFD, FD_CLOEXEC);
+			(void)MHD_add_connection(s->d, cfd, (struct sockaddr *)&ss, sl);
+		}
+		int dummy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (dummy >= 0 && dup2(dummy, fd) >= 0) {
+			s->quiesced_fd = fd;
+		} else {
+			usleep(200000);
+			close(fd);
+		}
+		if (dummy >= 0)
+			close(dummy);
 	}
-	uint64_t deadline = http_now_ns() + (uint64_t)timeout_s * 1000000000ull;
+	/* Wait for in-flight requests, and for connections accepted before the
+	 * listener closed whose request has not fully arrived yet (they have
+	 * no request in flight, but a client already sent it): until no
+	 * connection is left, or none has had a request for a settle period. */
+	uint64_t deadline = http_now_ns() + (uint64_t)timeout_s * 1000000000ull, quiet_since = 0;
 	long left;
-	while ((left = http_in_flight()) > 0 && http_now_ns() < deadline)
-		usleep(20000);
+	for (;;) {
+		left = http_in_flight();
+		const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+		unsigned conns = di ? di->num_connections : 0;
+		uint64_t now = http_now_ns();
+		if ((left == 0 && conns == 0) || now >= deadline)
+			break;
+		if (left > 0)
+			quiet_since = 0;
+		else if (!quiet_since)
+			quiet_since = now;
+		else if (now - quiet_since > HTTP_DRAIN_SETTLE_NS)
+			break; /* only idle keep-alive connections remain */
+		usleep(10000);
+	}
 	if (left > 0)
 		log_msg(LOG_WARN, "http.drain_timeout", NULL, "%ld requests still in flight", left);
 }
@@ -497,6 +548,8 @@ void http_stop(struct http_server **sp)
 	if (!s)
 		return;
 	MHD_stop_daemon(s->d);
+	if (s->quiesced_fd != MHD_INVALID_SOCKET)
+		close(s->quiesced_fd);
 	free(s);
 	*sp = NULL;
 }

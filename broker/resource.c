@@ -24,7 +24,7 @@
 
 static void jsonrpc_error(struct http_req *r, int status, int code, const char *message)
 {
-	if (status == 503 || status == 429)
+	if (status == 503)
 		(void)http_add_header(r, "Retry-After", "1");
 	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", code,
 					    "message", message, "id"));
@@ -495,9 +495,10 @@ static int rate_limited(struct http_req *r, const struct cfg_resource *res, cons
 {
 	long per_grant = res->rate_per_grant ? res->rate_per_grant : r->app->cfg->limits.proxy_per_grant_per_second;
 	int retry = 1;
-	if ((per_grant > 0 && !ratelimit_take("grant", ti->grant_id, (double)per_grant, (double)per_grant * 2, &retry)) ||
-	    (res->rate_per_client > 0 &&
-	     !ratelimit_take("client", ti->client_id, (double)res->rate_per_client, (double)res->rate_per_client * 2, &retry))) {
+	/* The client's bucket first: a request it refuses costs the grant nothing. */
+	if ((res->rate_per_client > 0 &&
+	     !ratelimit_take("client", ti->client_id, (double)res->rate_per_client, (double)res->rate_per_client * 2, &retry)) ||
+	    (per_grant > 0 && !ratelimit_take("grant", ti->grant_id, (double)per_grant, (double)per_grant * 2, &retry))) {
 		char ra[16];
 		snprintf(ra, sizeof(ra), "%d", retry);
 		(void)http_add_header(r, "Retry-After", ra);

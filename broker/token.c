@@ -12,6 +12,7 @@
 #include "grant.h"
 #include "log.h"
 #include "metadata.h"
+#include "ratelimit.h"
 #include "scope.h"
 #include "uri.h"
 #include "vault.h"
@@ -421,6 +422,15 @@ void token_endpoint(struct http_req *r)
 	enum client_auth ca = clients_authenticate(r, c, form, &cl);
 	if (ca != CA_OK) {
 		clients_auth_error(r, ca);
+		goto out;
+	}
+	long per_min = r->app->cfg->limits.token_per_client_per_minute;
+	int retry = 1;
+	if (per_min > 0 && !ratelimit_take("token", cl.client_id, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry)) {
+		char ra[16];
+		snprintf(ra, sizeof(ra), "%d", retry);
+		(void)http_add_header(r, "Retry-After", ra);
+		http_send_oauth_error(r, 429, "slow_down", "too many token requests for this client");
 		goto out;
 	}
 	if (is_code)

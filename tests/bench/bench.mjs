@@ -1,0 +1,161 @@
+// Benchmarks, reported as figures and ratios measured side by side in one
+// run (never as pass/fail): run with tests/bench/run.sh.
+//  1. GET /healthz under wrk -t2 -c32 -d10s (the foundation baseline)
+//  2. a small tools/call: straight to the downstream vs through nginx as a
+//     plain reverse proxy vs through the broker (requests/s, p50, p99)
+//  3. the broker's RSS idle and with 1,000 idle SSE streams open
+//  4. one complete double-flow (ms), code exchanges/s, refreshes/s
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { startIdp } from '../fakes/idp.mjs';
+import { startDownstream } from '../fakes/downstream.mjs';
+import { baseConfig, createDatabase, freePort, http as req, startBroker } from '../lib/harness.mjs';
+import { fullFlow, runFlow, tokenRequest, exchangeCode } from '../lib/flow.mjs';
+import { upstreamConfig } from '../lib/nodes.mjs';
+
+const DURATION = process.env.BENCH_SECONDS || '10';
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'mcpb-bench-'));
+const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+
+function wrk(url, { token, body, threads = 2, conns = 32 } = {}) {
+  const lua = path.join(tmp, `wrk-${Math.random().toString(36).slice(2)}.lua`);
+  const headers = { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  writeFileSync(lua, `wrk.method = "${body ? 'POST' : 'GET'}"\n` +
+    (body ? `wrk.body = ${JSON.stringify(body)}\n` : '') +
+    Object.entries(headers).map(([k, v]) => `wrk.headers["${k}"] = "${v}"`).join('\n') + '\n' +
+    `done = function(summary, latency, requests)
+  io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end\n`);
+  const out = execFileSync('wrk', ['-t', String(threads), '-c', String(conns), '-d', `${DURATION}s`, '--latency', '-s', lua, url], { encoding: 'utf8' });
+  const m = /RESULT (\S+) (\S+) (\S+) (\d+) (\d+)/.exec(out);
+  return { rps: Number(m[1]), p50: Number(m[2]), p99: Number(m[3]), non2xx: Number(m[4]), errors: Number(m[5]) };
+}
+
+function startNginx(conf) {
+  const dir = mkdtempSync(path.join(tmp, 'nginx-'));
+  const file = path.join(dir, 'nginx.conf');
+  writeFileSync(file, `worker_processes 2; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+daemon off; events { worker_connections 4096; }
+http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
+  uwsgi_temp_path ${dir}; scgi_temp_path ${dir}; ${conf} }`);
+  const p = spawn('nginx', ['-c', file, '-p', dir], { stdio: 'ignore' });
+  return { stop: () => p.kill('SIGTERM') };
+}
+
+const fmt = (r) => `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms${r.non2xx || r.errors ? `  (non-2xx ${r.non2xx}, errors ${r.errors})` : ''}`;
+
+async function main() {
+  const lines = [];
+  const say = (s) => { lines.push(s); console.log(s); };
+  const idp = await startIdp({ port: 0 });
+  // The downstream for the tools/call comparison: nginx answering a fixed
+  // JSON-RPC result, so that the downstream is not the bottleneck.
+  const dsPort = await freePort(), pxPort = await freePort();
+  const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
+  const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
+  const ngPx = startNginx(`upstream ds { server 127.0.0.1:${dsPort}; keepalive 64; }
+    server { listen 127.0.0.1:${pxPort}; location / { proxy_pass http://ds; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_buffering off; } }`);
+  const sse = await startDownstream({ port: 0 });
+  const db = await createDatabase('bench');
+  const port = await freePort();
+  const cfg = baseConfig({ port, databaseUrl: db, extra: {
+    http: { threads: 4, drain_timeout_s: 5, max_connections: 8192 },
+    database: { pool_size: 8 },
+    limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+    upstreams: upstreamConfig(idp),
+    resources: [
+      { path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`,
+        scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] },
+      { path: '/sse', upstream: 'sentry', downstream: `${sse.url}` },
+    ],
+  } });
+  const b = await startBroker(cfg);
+  await new Promise((r) => setTimeout(r, 500));
+  say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}), wrk -t2 -c32 -d${DURATION}s`);
+  say(`idle RSS after start: ${rss(b.proc.pid)} KiB`);
+
+  const hz = wrk(`${b.url}/healthz`);
+  say(`GET /healthz:                 ${fmt(hz)}`);
+
+  const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
+  const direct = wrk(`http://127.0.0.1:${dsPort}/mcp`, { body });
+  const viaNginx = wrk(`http://127.0.0.1:${pxPort}/mcp`, { body });
+  const viaBroker = wrk(`${b.url}/mcp`, { body, token: t.access_token });
+  say(`tools/call direct:            ${fmt(direct)}`);
+  say(`tools/call via nginx:         ${fmt(viaNginx)}`);
+  say(`tools/call via mcp-broker:    ${fmt(viaBroker)}`);
+  say(`ratios: broker/direct ${(viaBroker.rps / direct.rps).toFixed(3)}, broker/nginx ${(viaBroker.rps / viaNginx.rps).toFixed(3)} (throughput); p99 broker/nginx ${(viaBroker.p99 / viaNginx.p99).toFixed(2)}`);
+
+  // 1,000 idle SSE streams through the broker.
+  const ts = await fullFlow(b.url, { resource: `${b.url}/sse` });
+  const before = rss(b.proc.pid);
+  const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+  const streams = [];
+  await Promise.all(Array.from({ length: 1000 }, () => new Promise((resolve, reject) => {
+    const rq = http.request(`${b.url}/sse?mode=idle`, { agent, headers: { authorization: `Bearer ${ts.access_token}`, accept: 'text/event-stream', 'x-fake-mode': 'idle' } }, (res) => {
+      streams.push({ rq, res });
+      res.on('data', () => {});
+      resolve();
+    });
+    rq.on('error', reject);
+    rq.end();
+  })));
+  await new Promise((r) => setTimeout(r, 1000));
+  const withStreams = rss(b.proc.pid);
+  const probe = Date.now();
+  const h = await req(`${b.url}/healthz`);
+  say(`RSS with 1000 idle SSE streams open: ${withStreams} KiB (before ${before} KiB, +${((withStreams - before) / 1000).toFixed(1)} KiB/stream); /healthz meanwhile ${h.status} in ${Date.now() - probe} ms`);
+  for (const s of streams) s.rq.destroy();
+  agent.destroy();
+
+  // Flow timing, code exchanges/s and refreshes/s.
+  const N = 200;
+  const t0 = Date.now();
+  for (let i = 0; i < 10; i++) await fullFlow(b.url, { resource: `${b.url}/mcp`, login: `flow${i}` });
+  say(`one complete flow (register, authorize, consent, upstream login, callback, token): ${((Date.now() - t0) / 10).toFixed(1)} ms`);
+  const reg = await req(`${b.url}/register`, { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ redirect_uris: ['http://127.0.0.1:9/cb'], token_endpoint_auth_method: 'none' }) });
+  const clientId = reg.json.client_id;
+  const codes = [];
+  for (let i = 0; i < N; i++) {
+    const f = await runFlow({ broker: b.url, clientId, redirectUri: 'http://127.0.0.1:9/cb', resource: `${b.url}/mcp`, login: `ex${i % 20}` });
+    codes.push(f);
+  }
+  const pool = async (items, conc, fn) => {
+    let i = 0;
+    await Promise.all(Array.from({ length: conc }, async () => { while (i < items.length) await fn(items[i++]); }));
+  };
+  const pairs = [];
+  let t1 = process.hrtime.bigint();
+  await pool(codes, 16, async (f) => {
+    const r = await exchangeCode(b.url, { clientId, code: f.code, verifier: f.verifier, redirectUri: 'http://127.0.0.1:9/cb' });
+    if (r.status === 200) pairs.push(r.json);
+  });
+  const exSec = Number(process.hrtime.bigint() - t1) / 1e9;
+  say(`code exchanges: ${pairs.length}/${N} in ${exSec.toFixed(2)} s = ${(pairs.length / exSec).toFixed(0)} /s (16 concurrent)`);
+  let ok = 0;
+  t1 = process.hrtime.bigint();
+  await pool(pairs, 16, async (p) => {
+    const r = await tokenRequest(b.url, { grant_type: 'refresh_token', refresh_token: p.refresh_token, client_id: clientId });
+    if (r.status === 200) ok++;
+  });
+  const rfSec = Number(process.hrtime.bigint() - t1) / 1e9;
+  say(`refreshes: ${ok}/${pairs.length} in ${rfSec.toFixed(2)} s = ${(ok / rfSec).toFixed(0)} /s (16 concurrent)`);
+  say(`final RSS: ${rss(b.proc.pid)} KiB`);
+
+  await b.stop();
+  ngDs.stop();
+  ngPx.stop();
+  await sse.close();
+  await idp.close();
+  writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Benchmarks (not part of the test suite): builds, starts a throwaway
+# PostgreSQL and runs tests/bench/bench.mjs, which prints figures and ratios
+# measured side by side in one run. BENCH_SECONDS sets each wrk run (10).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+"$root/deploy/install-deps.sh" --test
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+[ -d tests/node_modules ] || (cd tests && npm ci --no-audit --no-fund --loglevel=error)
+pgdir=$(mktemp -d /tmp/mcpb-bench-pg.XXXXXX)
+chmod 755 "$pgdir"
+trap '"$root/deploy/pgcluster.sh" stop "$pgdir/pg"; rm -rf "$pgdir"' EXIT
+export MCPB_TEST_DATABASE_URL=$("$root/deploy/pgcluster.sh" start "$pgdir/pg")
+export MCPB_BINARY="$root/build/mcp-broker"
+node tests/bench/bench.mjs
