@@ -131,11 +131,18 @@ int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa)
 
 int cimd_host_matches(const char *pattern, const char *host)
 {
-	if (strncmp(pattern, "*.", 2) == 0) {
-		size_t pl = strlen(pattern + 1), hl = strlen(host); /* ".example.com" */
-		return hl > pl && strcasecmp(host + hl - pl, pattern + 1) == 0;
+	/* A fully qualified name's trailing dot names the same host
+	 * ("evil.example.com." must not slip past a deny of "evil.example.com"). */
+	size_t pl = strlen(pattern), hl = strlen(host);
+	while (pl && pattern[pl - 1] == '.')
+		pl--;
+	while (hl && host[hl - 1] == '.')
+		hl--;
+	if (pl > 2 && strncmp(pattern, "*.", 2) == 0) {
+		size_t sl = pl - 1; /* ".example.com" */
+		return hl > sl && strncasecmp(host + hl - sl, pattern + 1, sl) == 0;
 	}
-	return strcasecmp(pattern, host) == 0;
+	return pl == hl && strncasecmp(pattern, host, hl) == 0;
 }
 
 /* ---- the fetch ---------------------------------------------------------- */
@@ -278,6 +285,26 @@ static const char *fetch_doc(const struct config *cfg, const char *url, json_t *
 	curl_easy_cleanup(h);
 	buf_free(&f.body);
 	return why;
+}
+
+/* Fetches in flight on this node. Each one holds an HTTP worker thread and
+ * the caller's database connection for up to cimd_timeout_ms, talking to a
+ * host that an anonymous party chose: at most half of the workers or of the
+ * pool may be spent on them, so that a tarpit document host cannot stall the
+ * node (everything else, cached documents included, keeps being served). */
+static long fetches_in_flight;
+
+static int fetch_slot_take(const struct config *cfg)
+{
+	long cap = cfg->http.threads < cfg->database.pool_size ? cfg->http.threads : cfg->database.pool_size;
+	cap /= 2;
+	if (cap < 1)
+		cap = 1;
+	if (__atomic_add_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL) > cap) {
+		__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
+		return 0;
+	}
+	return 1;
 }
 
 /* The client_id URL itself: https, a host the policy allows, a path, no
@@ -438,7 +465,17 @@ int cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struc
 	} else {
 		PQclear(res);
 		long ttl = 0;
-		if ((*why = fetch_doc(cfg, client_id, &doc, &ttl)))
+		if (!fetch_slot_take(cfg)) {
+			/* Busy, not invalid: the caller answers 503 as for a database
+			 * outage (-1), and the client may simply retry. */
+			log_msg(LOG_WARN, "cimd.busy", NULL, "too many client metadata fetches in flight");
+			metrics_count("cimd_fetch_total", "busy", 1);
+			*why = "too many client metadata documents are being fetched; try again in a moment";
+			return -1;
+		}
+		*why = fetch_doc(cfg, client_id, &doc, &ttl);
+		__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
+		if (*why)
 			return 0;
 		if ((*why = check_doc(cfg, client_id, doc, out, &uris))) {
 			json_decref(doc);

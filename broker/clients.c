@@ -75,6 +75,7 @@ int clients_lookup(struct app *app, struct db_conn *c, const char *client_id, st
 		"SELECT kind, client_name, array_to_json(redirect_uris), encode(secret_hash, 'hex'), "
 		"disabled_at IS NOT NULL FROM clients WHERE client_id = $1");
 	memset(out, 0, sizeof(*out));
+	last_error = NULL; /* no reason left over from an earlier lookup on this thread */
 	if (!client_id || !*client_id || strlen(client_id) > LIM_CLIENT_ID)
 		return 0;
 	/* client-id = *VSCHAR (RFC 6749 appendix A.1); anything else is unknown

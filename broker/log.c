@@ -91,7 +91,9 @@ static void redact(json_t *obj, int depth)
 
 void log_event(enum log_level lvl, const char *event, const char *request_id, json_t *obj)
 {
-	if (lvl < min_level) {
+	/* A node's lifecycle (node.started, node.draining, node.stopped) is
+	 * printed whatever the level: operators and supervisors wait for it. */
+	if (lvl < min_level && strncmp(event, "node.", 5) != 0) {
 		json_decref(obj);
 		return;
 	}
@@ -121,18 +123,26 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 	json_decref(line);
 	if (!text)
 		return;
+	/* One write per line (stderr is unbuffered: fputs + fputc would be two). */
+	size_t n = strlen(text);
+	char *full = realloc(text, n + 2);
+	if (!full) {
+		free(text);
+		return;
+	}
+	full[n] = '\n';
+	full[n + 1] = '\0';
 	FILE *out = log_out ? log_out : stderr;
 	pthread_mutex_lock(&log_lock);
-	fputs(text, out);
-	fputc('\n', out);
+	fwrite(full, 1, n + 1, out);
 	fflush(out);
 	pthread_mutex_unlock(&log_lock);
-	free(text);
+	free(full);
 }
 
 void log_msg(enum log_level lvl, const char *event, const char *request_id, const char *fmt, ...)
 {
-	if (lvl < min_level)
+	if (lvl < min_level && strncmp(event, "node.", 5) != 0)
 		return;
 	char msg[1024];
 	va_list ap;

@@ -13,7 +13,8 @@ void log_init(enum log_level min, FILE *out);
 int log_level_parse(const char *s, enum log_level *out);
 int log_enabled(enum log_level lvl);
 
-/* Emits event with the fields of obj (stolen; may be NULL). */
+/* Emits event with the fields of obj (stolen; may be NULL). Events named
+ * "node.*" (a node's lifecycle) are printed whatever the level. */
 void log_event(enum log_level lvl, const char *event, const char *request_id, json_t *obj);
 /* Same with a printf-checked human message in field "msg". */
 void log_msg(enum log_level lvl, const char *event, const char *request_id, const char *fmt, ...)

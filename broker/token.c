@@ -381,6 +381,20 @@ out:
 		db_rollback(c);
 }
 
+/* 1 when the client registered grant type gt (RFC 7591 grant_types; static
+ * clients have both), 0 when it did not, -1 on a database error. */
+static int grant_type_registered(struct db_conn *c, const char *client_id, const char *gt)
+{
+	static struct db_stmt q = DB_STMT("SELECT $2 = ANY(grant_types) FROM clients WHERE client_id = $1");
+	const char *p[] = { client_id, gt };
+	PGresult *res = db_exec_ok(c, &q, 2, p);
+	if (!res)
+		return -1;
+	int ok = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return ok;
+}
+
 void token_endpoint(struct http_req *r)
 {
 	struct db_conn *c = NULL;
@@ -431,6 +445,15 @@ void token_endpoint(struct http_req *r)
 		snprintf(ra, sizeof(ra), "%d", retry);
 		(void)http_add_header(r, "Retry-After", ra);
 		http_send_oauth_error(r, 429, "slow_down", "too many token requests for this client");
+		goto out;
+	}
+	int registered = grant_type_registered(c, cl.client_id, gt);
+	if (registered < 0) {
+		unavailable(r);
+		goto out;
+	}
+	if (!registered) {
+		http_send_oauth_error(r, 400, "unauthorized_client", "the client did not register this grant type");
 		goto out;
 	}
 	if (is_code)

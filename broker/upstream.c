@@ -51,14 +51,38 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 	return size * n;
 }
 
+/* One handle per worker thread keeps upstream connections alive; a
+ * thread-specific key frees it (and its connections) when the thread ends,
+ * so that a stopped server leaks nothing. */
+static pthread_key_t handle_key;
+static pthread_once_t handle_once = PTHREAD_ONCE_INIT;
+static int handle_key_ok;
+
+static void handle_free(void *h)
+{
+	curl_easy_cleanup(h);
+}
+
+static void handle_key_init(void)
+{
+	handle_key_ok = pthread_key_create(&handle_key, handle_free) == 0;
+}
+
 static CURL *thread_handle(void)
 {
-	/* One handle per worker thread keeps upstream connections alive. */
-	static __thread CURL *h;
-	if (!h)
-		h = curl_easy_init();
-	else
+	pthread_once(&handle_once, handle_key_init);
+	if (!handle_key_ok)
+		return NULL;
+	CURL *h = pthread_getspecific(handle_key);
+	if (h) {
 		curl_easy_reset(h);
+		return h;
+	}
+	h = curl_easy_init();
+	if (h && pthread_setspecific(handle_key, h) != 0) {
+		curl_easy_cleanup(h);
+		h = NULL;
+	}
 	return h;
 }
 
@@ -267,7 +291,7 @@ char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstrea
 		if ((i && buf_add(&s, " ", 1) < 0) || buf_adds(&s, up->scopes[i]) < 0)
 			goto fail;
 	scope = buf_take(&s, NULL);
-	if (form_add(&q, "response_type", "code") < 0 || form_add(&q, "client_id", up->client_id) < 0 ||
+	if (!scope || form_add(&q, "response_type", "code") < 0 || form_add(&q, "client_id", up->client_id) < 0 ||
 	    form_add(&q, "redirect_uri", redirect_uri) < 0 || form_add(&q, "state", state) < 0 ||
 	    (scope[0] && form_add(&q, "scope", scope) < 0))
 		goto fail;
@@ -279,6 +303,8 @@ char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstrea
 		goto fail;
 	free(scope);
 	char *query = buf_take(&q, NULL);
+	if (!query)
+		return NULL;
 	size_t n = strlen(ep->authorize) + strlen(query) + 2;
 	char *url = malloc(n);
 	if (url)

@@ -5,7 +5,7 @@
 //     plain reverse proxy vs through the broker (requests/s, p50, p99)
 //  3. the broker's RSS idle and with 1,000 idle SSE streams open
 //  4. one complete double-flow (ms), code exchanges/s, refreshes/s
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -20,7 +20,7 @@ const DURATION = process.env.BENCH_SECONDS || '10';
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'mcpb-bench-'));
 const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
 
-function wrk(url, { token, body, threads = 2, conns = 32 } = {}) {
+async function wrk(url, { token, body, threads = 2, conns = 32 } = {}) {
   const lua = path.join(tmp, `wrk-${Math.random().toString(36).slice(2)}.lua`);
   const headers = { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' };
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -31,7 +31,14 @@ function wrk(url, { token, body, threads = 2, conns = 32 } = {}) {
   io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end\n`);
-  const out = execFileSync('wrk', ['-t', String(threads), '-c', String(conns), '-d', `${DURATION}s`, '--latency', '-s', lua, url], { encoding: 'utf8' });
+  // Asynchronous: this process keeps reading the brokers' log pipes meanwhile.
+  const out = await new Promise((resolve, reject) => {
+    const p = spawn('wrk', ['-t', String(threads), '-c', String(conns), '-d', `${DURATION}s`, '--latency', '-s', lua, url]);
+    let text = '';
+    p.stdout.on('data', (d) => { text += d; });
+    p.on('error', reject);
+    p.on('close', () => resolve(text));
+  });
   const m = /RESULT (\S+) (\S+) (\S+) (\d+) (\d+)/.exec(out);
   return { rps: Number(m[1]), p50: Number(m[2]), p99: Number(m[3]), non2xx: Number(m[4]), errors: Number(m[5]) };
 }
@@ -66,6 +73,7 @@ async function main() {
   const port = await freePort();
   const cfg = baseConfig({ port, databaseUrl: db, extra: {
     http: { threads: 4, drain_timeout_s: 5, max_connections: 8192 },
+    log: { level: process.env.BENCH_LOG_LEVEL || 'info' },
     database: { pool_size: 8 },
     limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
     upstreams: upstreamConfig(idp),
@@ -75,19 +83,19 @@ async function main() {
       { path: '/sse', upstream: 'sentry', downstream: `${sse.url}` },
     ],
   } });
-  const b = await startBroker(cfg);
+  const b = await startBroker(cfg, { keepLogs: false });
   await new Promise((r) => setTimeout(r, 500));
   say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}), wrk -t2 -c32 -d${DURATION}s`);
   say(`idle RSS after start: ${rss(b.proc.pid)} KiB`);
 
-  const hz = wrk(`${b.url}/healthz`);
+  const hz = await wrk(`${b.url}/healthz`);
   say(`GET /healthz:                 ${fmt(hz)}`);
 
   const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
   const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
-  const direct = wrk(`http://127.0.0.1:${dsPort}/mcp`, { body });
-  const viaNginx = wrk(`http://127.0.0.1:${pxPort}/mcp`, { body });
-  const viaBroker = wrk(`${b.url}/mcp`, { body, token: t.access_token });
+  const direct = await wrk(`http://127.0.0.1:${dsPort}/mcp`, { body });
+  const viaNginx = await wrk(`http://127.0.0.1:${pxPort}/mcp`, { body });
+  const viaBroker = await wrk(`${b.url}/mcp`, { body, token: t.access_token });
   say(`tools/call direct:            ${fmt(direct)}`);
   say(`tools/call via nginx:         ${fmt(viaNginx)}`);
   say(`tools/call via mcp-broker:    ${fmt(viaBroker)}`);
@@ -149,8 +157,28 @@ async function main() {
   const rfSec = Number(process.hrtime.bigint() - t1) / 1e9;
   say(`refreshes: ${ok}/${pairs.length} in ${rfSec.toFixed(2)} s = ${(ok / rfSec).toFixed(0)} /s (16 concurrent)`);
   say(`final RSS: ${rss(b.proc.pid)} KiB`);
-
   await b.stop();
+
+  // Throughput of 1, 2 and 3 nodes behind nginx (round robin) on one
+  // PostgreSQL: the same tools/call, the same wrk, on this machine's cores.
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const shared = { ...cfg, public_url: `http://127.0.0.1:${ports[0]}` };
+  const nodes = [];
+  for (const p of ports) nodes.push(await startBroker({ ...shared, listen: `127.0.0.1:${p}` }, { keepLogs: false }));
+  const tn = await fullFlow(nodes[0].url, { resource: `${shared.public_url}/mcp` });
+  const base1 = await wrk(`${nodes[0].url}/mcp`, { body, token: tn.access_token });
+  say(`1 node (direct):              ${fmt(base1)}`);
+  for (const k of [1, 2, 3]) {
+    const lbPort = await freePort();
+    const lb = startNginx(`upstream b { ${ports.slice(0, k).map((p) => `server 127.0.0.1:${p};`).join(' ')} keepalive 64; }
+      server { listen 127.0.0.1:${lbPort}; location / { proxy_pass http://b; proxy_http_version 1.1;
+        proxy_set_header Connection ""; proxy_buffering off; } }`);
+    await new Promise((r) => setTimeout(r, 300));
+    const rr = await wrk(`http://127.0.0.1:${lbPort}/mcp`, { body, token: tn.access_token });
+    say(`${k} node${k > 1 ? 's' : ' '} behind nginx:         ${fmt(rr)}`);
+    lb.stop();
+  }
+  for (const n of nodes) await n.stop();
   ngDs.stop();
   ngPx.stop();
   await sse.close();

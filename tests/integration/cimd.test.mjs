@@ -24,8 +24,9 @@ const HTTPS_REDIRECT = 'https://app.example.test/cb';
 const IAT = 'iat-cimd-test-0123456789abcdef';
 const TABLES = ['grants', 'tokens', 'auth_codes', 'users', 'clients', 'consents'];
 
-let idp, ca, srv, rec1, rec2, rec6;
+let idp, ca, srv, rec1, rec2, rec6, otherCa, srv2;
 let A, B, strict, policy, off;
+const ADMIN = `admin-${key().replace(/[^A-Za-z0-9]/g, '')}`;
 const cleanups = [];
 
 const url = (p, host = 'client.example.test') => srv.url(p, host);
@@ -52,6 +53,8 @@ function routes() {
   jsonDoc('/huge.json', { 'cache-control': 'max-age=99999999999' });
   jsonDoc('/nostore.json', { 'cache-control': 'no-store' });
   jsonDoc('/plain.json'); // no Cache-Control
+  jsonDoc('/disabled.json', { 'cache-control': 'max-age=1' });
+  jsonDoc('/xss.json', {}, { client_name: '<script>alert(1)</script><img src=x onerror=alert(2)>' });
   jsonDoc('/https-doc.json', { 'cache-control': 'max-age=1' }, { redirect_uris: [HTTPS_REDIRECT] });
   jsonDoc('/no-method.json', {}, { token_endpoint_auth_method: undefined });
   jsonDoc('/mismatch.json', {}, { client_id: url('/doc.json') });
@@ -124,8 +127,13 @@ before(async () => {
   rec2 = await startRecordingListener({ host: '127.0.0.2' });
   rec6 = await startRecordingListener({ host: '::1' });
   srv = await startHttpsServer({ cert: ca.serverCert, key: ca.serverKey });
-  cleanups.push(() => Promise.all([rec1.close(), rec2.close(), rec6.close(), srv.close()]));
+  // A server whose certificate comes from a CA the brokers do not trust.
+  otherCa = await makeCa({ sans: ['DNS:untrusted.example.test'] });
+  cleanups.push(() => otherCa.cleanup());
+  srv2 = await startHttpsServer({ cert: otherCa.serverCert, key: otherCa.serverKey });
+  cleanups.push(() => Promise.all([rec1.close(), rec2.close(), rec6.close(), srv.close(), srv2.close()]));
   Object.assign(srv.routes, routes());
+  srv2.routes['/doc.json'] = { json: { ...doc('/doc.json'), client_id: srv2.url('/doc.json', 'untrusted.example.test') } };
   idp = await startIdp({ port: 0 });
   cleanups.push(() => idp.close());
 
@@ -135,15 +143,20 @@ before(async () => {
   const [pa, pb] = [await freePort(), await freePort()];
   const shared = {
     public_url: `http://127.0.0.1:${pa}`, encryption_keys: [{ id: 'k1', key: key() }], cookie_secret: key(),
+    admin_tokens: [ADMIN],
   };
   const reg = {
     dynamic: true, client_id_metadata_documents: true, cimd_ca_file: ca.caCert,
-    cimd_resolve: [pin], cimd_allow_private_cidrs: ['127.0.0.1/32'],
+    cimd_resolve: [pin, `nosan.example.test:${srv.port}:127.0.0.1`, `untrusted.example.test:${srv2.port}:127.0.0.1`],
+    cimd_allow_private_cidrs: ['127.0.0.1/32'],
+    cimd_deny_hosts: ['evil.example.test', '*.blocked.example.test'], // and no allow list
     cimd_timeout_ms: 1000, cimd_min_ttl_s: 0, cimd_max_ttl_s: 600,
   };
-  const ba = await startBroker(baseCfg({ port: pa, db, registration: reg, shared }));
+  // The fetch never uses a proxy, whatever the environment says.
+  const env = { https_proxy: `http://127.0.0.1:${rec1.port}`, HTTPS_PROXY: `http://127.0.0.1:${rec1.port}` };
+  const ba = await startBroker(baseCfg({ port: pa, db, registration: reg, shared }), { env });
   cleanups.push(() => ba.stop('SIGKILL'));
-  const bb = await startBroker(baseCfg({ port: pb, db, registration: reg, shared }));
+  const bb = await startBroker(baseCfg({ port: pb, db, registration: reg, shared }), { env });
   cleanups.push(() => bb.stop('SIGKILL'));
   A = { name: 'A', broker: ba, url: ba.url, db };
   B = { name: 'B', broker: bb, url: bb.url, db };
@@ -348,6 +361,32 @@ test('Cache-Control is honoured within [min, max]: max-age=1 refetches after exp
   assert.ok(ttlMin > 50 && ttlMin <= 60, `raised to cimd_min_ttl_s 60: ${ttlMin}`);
 });
 
+test('an operator-disabled CIMD client stays refused on every node, also after its document is refetched', async () => {
+  const id = url('/disabled.json');
+  assert.equal((await authorize(A, id)).status, 200);
+  const r = await http(`${B.url}/admin/v1/revoke`, { method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ client_id: id, disable_client: true }) });
+  assert.equal(r.status, 200, r.text);
+  const generic = 'The application that sent you here is not registered.';
+  assertErrorPage(await authorize(A, id), 400, 'Unknown client', generic);
+  assertErrorPage(await authorize(B, id), 400, 'Unknown client', generic);
+  assert.equal(srv.hits('/disabled.json'), 1);
+  await sleep(1300); // max-age=1: the next lookup refetches
+  assertErrorPage(await authorize(B, id), 400, 'Unknown client', generic);
+  assert.equal(srv.hits('/disabled.json'), 2, 'refetched');
+  assert.equal(await psql(A.db, `SELECT disabled_at IS NOT NULL FROM clients WHERE client_id = '${id}'`), 't');
+});
+
+test('the document\'s client_name is shown escaped, beside the host', async () => {
+  const res = await authorize(A, url('/xss.json'));
+  assert.equal(res.status, 200, res.text.slice(0, 300));
+  assert.ok(!res.text.includes('<script>') && !res.text.includes('<img'), 'raw markup from the document');
+  assert.ok(res.text.includes('&lt;script&gt;alert(1)&lt;/script&gt;'));
+  assert.ok(res.text.includes(`<span class="host">client.example.test:${srv.port}</span>`));
+  assert.match(res.headers.get('content-security-policy'), /default-src 'none'/);
+});
+
 test('a document of exactly 5 KiB and one without token_endpoint_auth_method are accepted', async () => {
   assert.equal((await authorize(A, url('/exact5k.json'))).status, 200);
   assert.equal((await authorize(A, url('/no-method.json'))).status, 200);
@@ -470,6 +509,41 @@ test('bad documents: size, content type, status, JSON, timeout', async () => {
   assert.ok(srv.hits('/hang.json') >= 1);
 });
 
+// A document host that never answers holds a worker thread and a database
+// connection for cimd_timeout_ms; an anonymous party choosing such a host
+// must not stall the node. A and B have 4 workers and 4 connections: at most
+// 2 fetches run at once, the others are answered 503 at once.
+test('a tarpit document host cannot stall the node: concurrent fetches are capped', async () => {
+  const id = url('/hang.json');
+  const before = srv.hits('/hang.json');
+  const t0 = Date.now();
+  const all = Array.from({ length: 10 }, () => authorize(A, id).then((r) => ({ r, ms: Date.now() - t0 })));
+  await sleep(150); // the first fetches are under way (they end at ~1000 ms)
+  const h0 = Date.now();
+  const health = await http(`${A.url}/healthz`);
+  const healthMs = Date.now() - h0;
+  const other = await authorize(A, 'no-such-client');
+  const otherMs = Date.now() - h0;
+  const done = await Promise.all(all);
+  assert.equal(health.status, 200);
+  assert.ok(healthMs < 500, `/healthz answered in ${healthMs} ms while fetches hang`);
+  assertErrorPage(other, 400, 'Unknown client', 'The application that sent you here is not registered.');
+  assert.ok(otherMs < 500, `an ordinary /authorize answered in ${otherMs} ms while fetches hang`);
+  const busy = done.filter(({ r }) => r.status === 503);
+  const timedOut = done.filter(({ r }) => r.status === 400);
+  assert.equal(busy.length + timedOut.length, done.length, done.map(({ r }) => r.status).join(','));
+  for (const { r } of busy) assertErrorPage(r, 503, 'Temporarily unavailable', 'Please try again in a moment.');
+  for (const { r } of timedOut) assertErrorPage(r, 400, 'Unknown client', 'the client metadata document did not arrive in time');
+  assert.ok(busy.length >= 1, 'the surplus is refused');
+  assert.ok(busy.every(({ ms }) => ms < 900), `refused at once: ${busy.map(({ ms }) => ms).join(',')}`);
+  // Never more than 2 fetches at once (each lasts the 1 s timeout).
+  const starts = srv.requests.filter((q) => q.path === '/hang.json').slice(before).map((q) => q.t).sort((a, b) => a - b);
+  assert.equal(starts.length, timedOut.length);
+  for (let i = 2; i < starts.length; i++) assert.ok(starts[i] - starts[i - 2] >= 900, `3 fetches within 1 s: ${starts.map((t) => t - t0)}`);
+  assert.equal((await http(`${A.url}/readyz`)).status, 200);
+  assert.ok(A.broker.logText().includes('"event":"cimd.busy"'));
+});
+
 test('bad documents: client_id mismatch, redirect_uris, auth method, grant types', async () => {
   await assertRefused(A, url('/mismatch.json'), "the document's client_id differs from its URL");
   await assertRefused(A, url('/no-redirects.json'), 'the document has no valid redirect_uris');
@@ -483,6 +557,24 @@ test('bad documents: client_id mismatch, redirect_uris, auth method, grant types
 });
 
 // ---- policy ------------------------------------------------------------------
+
+test('the certificate is verified: wrong name, untrusted CA', async () => {
+  const why = 'the client metadata document could not be fetched';
+  const hits = srv.requests.length;
+  await assertRefused(A, url('/doc.json', 'nosan.example.test'), why);
+  assert.equal(srv.requests.length, hits, 'no HTTP request after a name mismatch');
+  await assertRefused(A, srv2.url('/doc.json', 'untrusted.example.test'), why);
+  assert.ok(srv2.connections >= 1, 'the untrusted server was contacted');
+  assert.equal(srv2.requests.length, 0, 'but no request was sent over the unverified connection');
+});
+
+test('deny list without an allow list, trailing dots and case included', async () => {
+  const why = 'the client_id host is not allowed by policy';
+  for (const h of ['evil.example.test', 'evil.example.test.', 'EVIL.Example.TEST', 'x.blocked.example.test',
+    'x.blocked.example.test.', 'X.BLOCKED.example.test']) {
+    await assertRefused(A, `https://${h}:${srv.port}/doc.json`, why, { fetch: false });
+  }
+});
 
 test('host allow and deny lists with wildcards', async () => {
   const why = 'the client_id host is not allowed by policy';
@@ -552,7 +644,7 @@ test('every node is healthy at the end and no refused document was cached', asyn
     assert.equal((await http(`${env.url}/readyz`)).status, 200, env.name);
   }
   const ids = (await psql(A.db, "SELECT string_agg(client_id, ' ' ORDER BY client_id) FROM clients WHERE kind = 'cimd'")).split(' ');
-  const expected = ['/doc.json', '/exact5k.json', '/flow.json', '/huge.json', '/no-method.json', '/nostore.json', '/plain.json', '/short.json']
+  const expected = ['/disabled.json', '/doc.json', '/exact5k.json', '/flow.json', '/huge.json', '/no-method.json', '/nostore.json', '/plain.json', '/short.json', '/xss.json']
     .map((p) => url(p)).sort();
   assert.deepEqual(ids, expected);
   assert.equal(await psql(strict.db, 'SELECT count(*) FROM clients'), '0');

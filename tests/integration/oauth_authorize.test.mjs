@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startIdp, startOauthBroker, http, psql, unchanged, counts, assertReady, assertErrorPage, assertErrorRedirect,
+  startIdp, startOauthBroker, runCleanups, http, psql, unchanged, counts, assertReady, assertErrorPage, assertErrorRedirect,
   locationParams, approveUntilUpstream, upstreamLogin, publicClient, register, setFault, resetIdp, control,
   CookieJar, runFlow, exchangeCode, pkce, authorizeUrl, browserGet, browserPost, parseConsent,
   STATIC_PUBLIC, LOOPBACK_REDIRECT, TABLES, RESOURCES,
@@ -22,7 +22,7 @@ before(async () => {
   cleanups.push(() => env.stop());
   client = await publicClient(env.url, { name: 'Flow Tester' });
 });
-after(async () => { for (const c of cleanups.reverse()) await c(); });
+after(() => runCleanups(cleanups));
 
 /** A valid authorization request for the registered public client, with overrides (undefined drops a key). */
 function request(over = {}) {
@@ -458,4 +458,26 @@ test('remembered consent skips the page only for the same client, redirect and s
   assert.equal(fresh.status, 200, 'another browser asks again');
   await resetIdp(idp);
   await assertReady(env.url);
+});
+
+test('an unknown-client page never repeats the reason of an earlier lookup', async () => {
+  // One worker thread, so both requests run where the first one left its reason.
+  const one = await startOauthBroker(idp, { patch: (cfg) => { cfg.http.threads = 1; } });
+  try {
+    const url = (clientId) => `${one.url}/authorize?response_type=code&client_id=${encodeURIComponent(clientId)}&redirect_uri=${encodeURIComponent(LOOPBACK_REDIRECT)}`;
+    const cimd = await browserGet(url('https://client.example.com/cimd.json'), new CookieJar());
+    assertErrorPage(cimd, 400);
+    assert.match(cimd.text, /URL client identifiers/);
+    // The token endpoint looks the same client up and never reads the reason.
+    const t = await http(`${one.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: 'x', code_verifier: 'v'.repeat(43), redirect_uri: LOOPBACK_REDIRECT,
+        client_id: 'https://client.example.com/cimd.json' }).toString() });
+    assert.equal(t.status, 401);
+    const unknown = await browserGet(url('no-such-client'), new CookieJar());
+    assertErrorPage(unknown, 400);
+    assert.doesNotMatch(unknown.text, /URL client identifiers/);
+    assert.match(unknown.text, /not registered/);
+  } finally {
+    await one.stop();
+  }
 });

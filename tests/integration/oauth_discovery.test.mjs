@@ -3,7 +3,7 @@
 // challenge every method gets on a resource without a token.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startIdp, startOauthBroker, http, RESOURCES } from '../lib/oauth_setup.mjs';
+import { startIdp, startOauthBroker, runCleanups, http, RESOURCES } from '../lib/oauth_setup.mjs';
 
 let idp, env;
 const cleanups = [];
@@ -13,7 +13,7 @@ before(async () => {
   env = await startOauthBroker(idp);
   cleanups.push(() => env.stop());
 });
-after(async () => { for (const c of cleanups.reverse()) await c(); });
+after(() => runCleanups(cleanups));
 
 const scopeKeys = (res) => Object.keys(res.scopes);
 

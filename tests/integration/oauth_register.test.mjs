@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import {
-  startIdp, startOauthBroker, http, psql, register, unchanged, assertOAuthError, assertReady, counts,
+  startIdp, startOauthBroker, runCleanups, http, psql, register, unchanged, assertOAuthError, assertReady, counts,
   CookieJar, browserGet, authorizeUrl, pkce,
 } from '../lib/oauth_setup.mjs';
 
@@ -18,7 +18,7 @@ before(async () => {
   env = await startOauthBroker(idp);
   cleanups.push(() => env.stop());
 });
-after(async () => { for (const c of cleanups.reverse()) await c(); });
+after(() => runCleanups(cleanups));
 
 const sha256hex = (s) => createHash('sha256').update(s).digest('hex');
 

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import {
-  startIdp, startOauthBroker, http, psql, unchanged, counts, assertReady, assertOAuthError, publicClient, register,
+  startIdp, startOauthBroker, runCleanups, http, psql, unchanged, counts, assertReady, assertOAuthError, publicClient, register,
   runFlow, exchangeCode, tokenRequest, tokensFor, callResource, authorizeUrl, pkce, CookieJar, browserGet, parseConsent,
   browserPost, upstreamLogin, STATIC_PUBLIC, STATIC_PLUS, STATIC_PLUS_SECRET, STATIC_CONF, STATIC_CONF_SECRET, LOOPBACK_REDIRECT,
 } from '../lib/oauth_setup.mjs';
@@ -21,7 +21,7 @@ before(async () => {
   cleanups.push(() => env.stop());
   client = await publicClient(env.url);
 });
-after(async () => { for (const c of cleanups.reverse()) await c(); });
+after(() => runCleanups(cleanups));
 
 const hashHex = (s) => createHash('sha256').update(s).digest('hex');
 const flow = (over = {}) => runFlow({ broker: env.url, clientId: client.clientId, redirectUri: client.redirectUri,
@@ -247,6 +247,11 @@ test('a code redeemed by another client, an expired, unknown or malformed code: 
     assertOAuthError(await tokenRequest(env.url, codeFields(f, { code: '' })), 400, 'invalid_request');
     assertOAuthError(await tokenRequest(env.url, codeFields(f, { code: 'c'.repeat(5000) })), 400, 'invalid_request');
   });
+  // The grant behind a fresh code was revoked meanwhile (operator, user): no tokens.
+  const g = await flow();
+  await psql(env.db, `UPDATE grants SET status = 'revoked', revoked_at = now() WHERE id = (SELECT grant_id FROM auth_codes
+    WHERE code_hash = decode('${hashHex(g.code)}', 'hex'))`);
+  await unchanged(env, async () => assertOAuthError(await tokenRequest(env.url, codeFields(g)), 400, 'invalid_grant'));
 });
 
 test('malformed token requests: the right RFC 6749 error, nothing written', async () => {
@@ -381,5 +386,25 @@ test('browser clients may read token and registration answers cross-origin', asy
     const pre = await http(`${env.url}${path}`, { method: 'OPTIONS', headers: { ...origin, 'access-control-request-method': 'POST' } });
     assert.equal(pre.status, 204);
     assert.equal(pre.headers.get('access-control-allow-origin'), '*');
+  }
+});
+
+test('a client may use only the grant types it registered: unauthorized_client', async () => {
+  const reg = await register(env.url, { redirect_uris: [LOOPBACK_REDIRECT], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] });
+  assert.equal(reg.status, 201, reg.text);
+  const t = await tokensFor(env.url, { clientId: reg.json.client_id });
+  await unchanged(env, async () => {
+    const r = await tokenRequest(env.url, { grant_type: 'refresh_token', refresh_token: t.refresh_token, client_id: reg.json.client_id });
+    assertOAuthError(r, 400, 'unauthorized_client');
+  });
+  const onlyRefresh = await register(env.url, { redirect_uris: [LOOPBACK_REDIRECT], token_endpoint_auth_method: 'none', grant_types: ['refresh_token'] });
+  assert.equal(onlyRefresh.status, 201, onlyRefresh.text);
+  const f = await runFlow({ broker: env.url, clientId: onlyRefresh.json.client_id, redirectUri: LOOPBACK_REDIRECT, resource: `${env.url}/mcp` });
+  if (f.code) {
+    await unchanged(env, async () => assertOAuthError(await exchangeCode(env.url, { clientId: onlyRefresh.json.client_id, code: f.code,
+      verifier: f.verifier, redirectUri: LOOPBACK_REDIRECT }), 400, 'unauthorized_client'));
+  } else {
+    // Refusing it already at the authorization endpoint is fine too.
+    assert.equal(new URL(f.steps.authorize.headers.get('location')).searchParams.get('error'), 'unauthorized_client');
   }
 });

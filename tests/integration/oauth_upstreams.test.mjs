@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import nodeHttp from 'node:http';
 import {
-  startIdp, startOauthBroker, http, psql, unchanged, publicClient, control, setFault, resetIdp, tokensFor, tokenRequest,
+  startIdp, startOauthBroker, runCleanups, http, psql, unchanged, publicClient, control, setFault, resetIdp, tokensFor, tokenRequest,
   approveUntilUpstream, upstreamLogin, browserGet, assertErrorRedirect, locationParams, assertReady,
   STATIC_CONF, STATIC_CONF_SECRET, TABLES,
 } from '../lib/oauth_setup.mjs';
@@ -62,7 +62,7 @@ before(async () => {
   cleanups.push(() => env.stop());
   client = await publicClient(env.url);
 });
-after(async () => { for (const c of cleanups.reverse()) await c(); });
+after(() => runCleanups(cleanups));
 
 const user = (upstream, subject) => psql(env.db, `SELECT coalesce(login, '') || '|' || coalesce(email, '') || '|' || coalesce(name, '') FROM users WHERE upstream = '${upstream}' AND subject = '${subject}'`);
 const grantOf = (accessToken) => psql(env.db, `SELECT g.upstream || '|' || (g.up_refresh IS NOT NULL)::text || '|' || coalesce(round(extract(epoch FROM g.up_expires_at - now()))::text, 'none') || '|' || g.key_id

@@ -105,7 +105,7 @@ export function run(args, { env = {}, timeoutMs = 30000 } = {}) {
  * Starts `mcp-broker serve` with cfg (object) and resolves once it logged
  * node.started. Returns { url, port, proc, logs(), stop(sig), exited }.
  */
-export async function startBroker(cfg, { args = [], env = {}, dir } = {}) {
+export async function startBroker(cfg, { args = [], env = {}, dir, keepLogs = true } = {}) {
   const tmp = dir || mkdtempSync(path.join(os.tmpdir(), 'mcpb-'));
   const file = writeConfig(tmp, cfg);
   const proc = spawn(BINARY, ['serve', '--config', file, ...args], { env: { ...process.env, ...env } });
@@ -119,7 +119,7 @@ export async function startBroker(cfg, { args = [], env = {}, dir } = {}) {
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
-      lines.push(line);
+      if (keepLogs || lines.length < 200) lines.push(line);
       if (process.env.MCPB_TEST_VERBOSE) process.stderr.write(`[broker] ${line}\n`);
       try {
         const j = JSON.parse(line);

@@ -82,6 +82,15 @@ export async function startOauthBroker(idp, { patch, resources = RESOURCES, time
   return { broker, url: broker.url, db, cfg, stop };
 }
 
+/** Runs every cleanup (last first) even when one fails; rethrows the first failure. */
+export async function runCleanups(list) {
+  let first;
+  for (const c of list.splice(0).reverse()) {
+    try { await c(); } catch (e) { first ??= e; }
+  }
+  if (first) throw first;
+}
+
 /** Fake IdP control API. */
 export async function control(idp, path, body) {
   const r = await http(`${idp.base}/_control/${path}`, body === undefined ? {} : {
