@@ -18,4 +18,14 @@ struct audit {
 /* Records a; detail is stolen (may be NULL). -1 when the insert failed. */
 int audit_record(struct db_conn *c, const struct audit *a, json_t *detail) WUR;
 
+/* High-volume records (one per proxied tool call) are not worth a database
+ * round trip on the request path: they are queued and written in batches
+ * by a background thread (within AUDIT_FLUSH_MS), and flushed at shutdown.
+ * A full queue falls back to a synchronous insert. */
+#define AUDIT_FLUSH_MS 200
+struct app;
+int audit_writer_start(struct app *app) WUR;
+void audit_writer_stop(void);
+void audit_enqueue(const struct audit *a, json_t *detail);
+
 #endif

@@ -21,6 +21,25 @@ struct entry {
 };
 
 static struct entry *slots;
+
+#define UP_SLOTS 4096 /* power of two */
+
+struct up_entry {
+	char grant_id[37]; /* "" = empty */
+	char key_id[65];
+	char *sealed;
+	long long exp;
+	time_t until;
+};
+
+static struct up_entry *up_slots;
+
+struct sess_entry {
+	char key[65];
+	char user_id[37];
+	time_t until;
+};
+static struct sess_entry *sess_slots;
 static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
 static int enabled; /* only while LISTEN is active */
 static pthread_t listener;
@@ -99,12 +118,117 @@ void cache_put(const char *hash, const struct token_info *info, unsigned long ge
 	pthread_rwlock_unlock(&lock);
 }
 
+static size_t up_slot_of(const char *grant_id)
+{
+	/* A random UUID: its first hex digits index well. */
+	size_t v = 0;
+	for (int i = 0; i < 8 && grant_id[i]; i++)
+		v = v * 16 + (size_t)(grant_id[i] <= '9' ? grant_id[i] - '0' : (grant_id[i] | 0x20) - 'a' + 10);
+	return v & (UP_SLOTS - 1);
+}
+
+int cache_session_get(const char *key, char user_id[37])
+{
+	if (!cache_enabled() || !sess_slots || strlen(key) != 64)
+		return 0;
+	int hit = 0;
+	pthread_rwlock_rdlock(&lock);
+	struct sess_entry *e = &sess_slots[slot_of(key) & (UP_SLOTS - 1)];
+	if (e->until > time(NULL) && strcmp(e->key, key) == 0) {
+		memcpy(user_id, e->user_id, 37);
+		hit = 1;
+	}
+	pthread_rwlock_unlock(&lock);
+	return hit;
+}
+
+void cache_session_put(const char *key, const char *user_id)
+{
+	if (!cache_enabled() || !sess_slots || strlen(key) != 64 || strlen(user_id) != 36)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	struct sess_entry *e = &sess_slots[slot_of(key) & (UP_SLOTS - 1)];
+	memcpy(e->key, key, 65);
+	memcpy(e->user_id, user_id, 37);
+	e->until = time(NULL) + CACHE_TTL_S;
+	pthread_rwlock_unlock(&lock);
+}
+
+int cache_upstream_get(const char *grant_id, char key_id[65], char **sealed, long long *exp)
+{
+	if (!cache_enabled() || !up_slots)
+		return 0;
+	int hit = 0;
+	pthread_rwlock_rdlock(&lock);
+	struct up_entry *e = &up_slots[up_slot_of(grant_id)];
+	if (e->grant_id[0] && e->until > time(NULL) && strcmp(e->grant_id, grant_id) == 0 && e->sealed) {
+		*sealed = strdup(e->sealed);
+		memcpy(key_id, e->key_id, 65);
+		*exp = e->exp;
+		hit = *sealed != NULL;
+	}
+	pthread_rwlock_unlock(&lock);
+	if (hit && !cache_enabled()) {
+		free(*sealed);
+		*sealed = NULL;
+		hit = 0;
+	}
+	return hit;
+}
+
+void cache_upstream_put(const char *grant_id, const char *key_id, const char *sealed, long long exp,
+			unsigned long gen)
+{
+	if (!cache_enabled() || !up_slots || strlen(grant_id) != 36 || strlen(key_id) > 64)
+		return;
+	char *copy = strdup(sealed);
+	if (!copy)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	if (gen != generation) {
+		pthread_rwlock_unlock(&lock);
+		free(copy);
+		return;
+	}
+	struct up_entry *e = &up_slots[up_slot_of(grant_id)];
+	free(e->sealed);
+	memcpy(e->grant_id, grant_id, 37);
+	snprintf(e->key_id, sizeof(e->key_id), "%s", key_id);
+	e->sealed = copy;
+	e->exp = exp;
+	e->until = time(NULL) + CACHE_TTL_S;
+	pthread_rwlock_unlock(&lock);
+}
+
+/* Under the write lock. */
+static void up_evict(const char *grant_id)
+{
+	if (!up_slots)
+		return;
+	if (!grant_id) {
+		for (size_t i = 0; i < UP_SLOTS; i++)
+			if (up_slots[i].grant_id[0]) {
+				up_slots[i].grant_id[0] = '\0';
+				free(up_slots[i].sealed);
+				up_slots[i].sealed = NULL;
+			}
+		return;
+	}
+	struct up_entry *e = &up_slots[up_slot_of(grant_id)];
+	if (strcmp(e->grant_id, grant_id) == 0) {
+		e->grant_id[0] = '\0';
+		free(e->sealed);
+		e->sealed = NULL;
+	}
+}
+
 void cache_evict_grant(const char *grant_id)
 {
 	if (!slots)
 		return;
 	pthread_rwlock_wrlock(&lock);
 	generation++;
+	up_evict(grant_id);
 	for (size_t i = 0; i < CACHE_SLOTS; i++)
 		if (slots[i].hash[0] && strcmp(slots[i].info.grant_id, grant_id) == 0)
 			slots[i].hash[0] = '\0';
@@ -132,6 +256,7 @@ void cache_flush(void)
 		return;
 	pthread_rwlock_wrlock(&lock);
 	generation++;
+	up_evict(NULL);
 	/* Only used slots are written: untouched ones stay out of memory. */
 	for (size_t i = 0; i < CACHE_SLOTS; i++)
 		if (slots[i].hash[0])
@@ -147,7 +272,9 @@ static void disable(void)
 
 static void handle(const char *payload)
 {
-	if (strncmp(payload, "g:", 2) == 0) {
+	if (strncmp(payload, "u:", 2) == 0) {
+		cache_evict_grant(payload + 2); /* its upstream token was refreshed */
+	} else if (strncmp(payload, "g:", 2) == 0) {
 		cache_evict_grant(payload + 2);
 		revoke_wake(); /* the grant is committed revoked: revoke upstream */
 	} else if (strncmp(payload, "t:", 2) == 0 && strlen(payload) >= 2 + 2 + 64) {
@@ -213,8 +340,17 @@ static void *listen_loop(void *arg)
 int cache_start(struct app *app)
 {
 	slots = calloc(CACHE_SLOTS, sizeof(*slots));
-	if (!slots)
+	up_slots = calloc(UP_SLOTS, sizeof(*up_slots));
+	sess_slots = calloc(UP_SLOTS, sizeof(*sess_slots));
+	if (!slots || !up_slots || !sess_slots) {
+		free(slots);
+		free(up_slots);
+		free(sess_slots);
+		sess_slots = NULL;
+		slots = NULL;
+		up_slots = NULL;
 		return -1;
+	}
 	the_app = app;
 	if (pthread_create(&listener, NULL, listen_loop, NULL) != 0) {
 		free(slots);
@@ -233,6 +369,11 @@ void cache_stop(void)
 	pthread_join(listener, NULL);
 	running = 0;
 	pthread_rwlock_wrlock(&lock);
+	up_evict(NULL);
+	free(up_slots);
+	up_slots = NULL;
+	free(sess_slots);
+	sess_slots = NULL;
 	free(slots);
 	slots = NULL;
 	pthread_rwlock_unlock(&lock);

@@ -22,6 +22,20 @@ int cache_get(const char *hash, struct token_info *info);
 unsigned long cache_generation(void);
 void cache_put(const char *hash, const struct token_info *info, unsigned long generation);
 void cache_evict_grant(const char *grant_id);
+
+/* The sealed upstream access token of a grant (still AES-GCM ciphertext:
+ * nothing in memory is readable without the key), with its expiry (0:
+ * none), so that a proxied request needs no database round trip. Evicted
+ * with the grant (revocation, upstream refresh). *sealed is malloc'd. */
+/* MCP session bindings (key: SHA-256 hex of session id and resource ->
+ * the user id that opened it). A binding never changes, so entries only
+ * age out. 1 hit. */
+int cache_session_get(const char *key, char user_id[37]);
+void cache_session_put(const char *key, const char *user_id);
+
+int cache_upstream_get(const char *grant_id, char key_id[65], char **sealed, long long *exp);
+void cache_upstream_put(const char *grant_id, const char *key_id, const char *sealed, long long exp,
+			unsigned long generation);
 void cache_evict_token(const char *hash);
 void cache_flush(void);
 int cache_enabled(void);

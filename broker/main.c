@@ -14,6 +14,7 @@
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
+#include "audit.h"
 #include "cache.h"
 #include "clients.h"
 #include "housekeeping.h"
@@ -286,7 +287,7 @@ static int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	if (proxy_start() < 0 || housekeeping_start(&app) < 0 || revoke_worker_start(&app) < 0 ||
-	    cache_start(&app) < 0) {
+	    cache_start(&app) < 0 || audit_writer_start(&app) < 0) {
 		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
 		goto out;
 	}
@@ -319,6 +320,7 @@ static int cmd_serve(int argc, char **argv)
 out:
 	http_stop(&srv);
 	proxy_stop();
+	audit_writer_stop(); /* after the server: every request's records are queued */
 	housekeeping_stop();
 	revoke_worker_stop();
 	cache_stop();

@@ -259,7 +259,18 @@ static int path_has_dot_segment(const char *rest)
 
 /* Session binding: a session id bound to another user is unknown to this
  * user (404). 0 pass, -1 answered. */
-static int session_check(struct http_req *r, struct db_conn *c, const struct cfg_resource *res,
+static int need_db(struct http_req *r, struct db_conn **c)
+{
+	if (*c)
+		return 0;
+	if (db_acquire(r->app->db, c, DB_WAIT_MS) < 0) {
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		return -1;
+	}
+	return 0;
+}
+
+static int session_check(struct http_req *r, struct db_conn **c, const struct cfg_resource *res,
 			 const struct token_info *ti, const char *resource_url)
 {
 	static struct db_stmt q = DB_STMT(
@@ -271,16 +282,34 @@ static int session_check(struct http_req *r, struct db_conn *c, const struct cfg
 		jsonrpc_error(r, 400, -32600, "Mcp-Session-Id is too long");
 		return -1;
 	}
-	char hash[67];
+	char hash[67], key[65], bound[37];
 	vault_hash_hex(sid, hash);
-	const char *p[] = { hash, resource_url };
-	PGresult *res_ = db_exec_ok(c, &q, 2, p);
-	if (!res_) {
-		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+	struct buf kb;
+	buf_init(&kb, 4096);
+	if (buf_printf(&kb, "%s|%s", sid, resource_url) < 0) {
+		jsonrpc_error(r, 500, -32603, "internal error");
 		return -1;
 	}
-	int other = PQntuples(res_) == 1 && strcmp(PQgetvalue(res_, 0, 0), ti->user_id) != 0;
-	PQclear(res_);
+	crypto_sha256_hex(kb.ptr, kb.len, key);
+	buf_free(&kb);
+	int other;
+	if (cache_session_get(key, bound)) {
+		other = strcmp(bound, ti->user_id) != 0;
+	} else {
+		if (need_db(r, c) < 0)
+			return -1;
+		const char *p[] = { hash, resource_url };
+		PGresult *res_ = db_exec_ok(*c, &q, 2, p);
+		if (!res_) {
+			jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+			return -1;
+		}
+		int bound_row = PQntuples(res_) == 1;
+		other = bound_row && strcmp(PQgetvalue(res_, 0, 0), ti->user_id) != 0;
+		if (bound_row)
+			cache_session_put(key, PQgetvalue(res_, 0, 0));
+		PQclear(res_);
+	}
 	if (other) {
 		json_t *f = json_pack("{s:s, s:s}", "grant_id", ti->grant_id, "resource", res->path);
 		log_event(LOG_WARN, "proxy.session_hijack_refused", r->id, f);
@@ -329,24 +358,17 @@ static void ctx_free(void *p)
 {
 	struct resource_ctx *rc = p;
 	if (rc->tools && json_array_size(rc->tools) > 0) {
-		struct db_conn *c = NULL;
 		double ms = (double)(http_now_ns() - rc->started) / 1e6;
 		char actor[LIM_CLIENT_ID + 8];
 		snprintf(actor, sizeof(actor), "client:%s", rc->ti.client_id);
-		if (db_acquire(rc->app->db, &c, DB_WAIT_MS) == 0) {
-			size_t i;
-			json_t *t;
-			json_array_foreach(rc->tools, i, t) {
-				struct audit a = { "tool.called", actor, rc->ti.user_id, rc->ti.client_id,
-						   rc->ti.grant_id, rc->request_id };
-				json_t *d = json_pack("{s:s, s:s, s:i, s:s, s:f}", "tool", json_string_value(t),
-						      "resource", rc->resource_url, "status", (int)rc->status,
-						      "outcome", rc->status >= 200 && rc->status < 300 ? "ok" : "error",
-						      "latency_ms", ms);
-				if (audit_record(c, &a, d) < 0)
-					break;
-			}
-			db_release(rc->app->db, &c);
+		size_t i;
+		json_t *t;
+		json_array_foreach(rc->tools, i, t) {
+			struct audit a = { "tool.called", actor, rc->ti.user_id, rc->ti.client_id, rc->ti.grant_id,
+					   rc->request_id };
+			audit_enqueue(&a, json_pack("{s:s, s:s, s:i, s:s, s:f}", "tool", json_string_value(t), "resource",
+						    rc->resource_url, "status", (int)rc->status, "outcome",
+						    rc->status >= 200 && rc->status < 300 ? "ok" : "error", "latency_ms", ms));
 		}
 	}
 	json_decref(rc->tools);
@@ -509,7 +531,7 @@ static int rate_limited(struct http_req *r, const struct cfg_resource *res, cons
 }
 
 /* Token validation through the node's cache (evicted on every revocation). */
-static int validate(struct app *app, struct db_conn *c, const char *token, struct token_info *ti)
+static int validate(struct http_req *r, struct db_conn **c, const char *token, struct token_info *ti)
 {
 	char hash[67];
 	if (strncmp(token, TOKEN_PREFIX_ACCESS, strlen(TOKEN_PREFIX_ACCESS)) != 0)
@@ -517,8 +539,10 @@ static int validate(struct app *app, struct db_conn *c, const char *token, struc
 	vault_hash_hex(token, hash);
 	if (cache_get(hash + 2, ti))
 		return 1;
+	if (need_db(r, c) < 0)
+		return -2; /* answered */
 	unsigned long gen = cache_generation();
-	int v = token_validate(app, c, token, ti);
+	int v = token_validate(r->app, *c, token, ti);
 	if (v == 1)
 		cache_put(hash + 2, ti, gen);
 	return v;
@@ -595,11 +619,9 @@ void resource_handler(struct http_req *r)
 	rc->res = res;
 	rc->started = r->start_ns;
 	snprintf(rc->request_id, sizeof(rc->request_id), "%s", r->id);
-	if (db_acquire(app->db, &c, DB_WAIT_MS) < 0) {
-		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+	int v = validate(r, &c, auth + 7, &rc->ti);
+	if (v == -2)
 		goto out;
-	}
-	int v = validate(app, c, auth + 7, &rc->ti);
 	if (v < 0) {
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 		goto out;
@@ -627,9 +649,14 @@ void resource_handler(struct http_req *r)
 		if (check_policy(r, res, &rc->ti, body, rc->tools) < 0)
 			goto out;
 	}
-	if (session_check(r, c, res, &rc->ti, rc->resource_url) < 0)
+	if (session_check(r, &c, res, &rc->ti, rc->resource_url) < 0)
 		goto out;
-	enum upstream_token_rc ut = upstream_token_get(app, c, rc->ti.grant_id, 0, r->id, &upstream);
+	enum upstream_token_rc ut = upstream_token_cached(app, rc->ti.grant_id, &upstream);
+	if (ut != UT_OK) {
+		if (need_db(r, &c) < 0)
+			goto out;
+		ut = upstream_token_get(app, c, rc->ti.grant_id, 0, r->id, &upstream);
+	}
 	db_release(app->db, &c);
 	if (ut != UT_OK) {
 		if (ut == UT_REVOKED) {

@@ -2,8 +2,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "audit.h"
+#include "cache.h"
 #include "crypto.h"
 #include "grant.h"
 #include "log.h"
@@ -15,6 +17,7 @@ struct grant_row {
 	char key_id[65];
 	char *up_access, *up_refresh; /* sealed hex */
 	int stale, active, expires;
+	long long exp; /* epoch seconds, 0 when the token does not expire */
 	char upstream[65];
 };
 
@@ -42,6 +45,7 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 		g->active = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
 		g->expires = strcmp(PQgetvalue(r, 0, 5), "t") == 0;
 		snprintf(g->upstream, sizeof(g->upstream), "%s", PQgetvalue(r, 0, 6));
+		g->exp = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
 		if (!g->up_access || (!PQgetisnull(r, 0, 2) && !g->up_refresh))
 			found = -1;
 	}
@@ -52,7 +56,8 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 #define GRANT_COLUMNS                                                                        \
 	"SELECT key_id, up_access, up_refresh, "                                             \
 	"up_expires_at IS NOT NULL AND up_expires_at < now() + make_interval(secs => $2::int), " \
-	"status = 'active', up_expires_at IS NOT NULL, upstream FROM grants WHERE id = $1::uuid"
+	"status = 'active', up_expires_at IS NOT NULL, upstream, "                          \
+	"coalesce(extract(epoch FROM up_expires_at)::bigint, 0) FROM grants WHERE id = $1::uuid"
 
 static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id,
 					     int force, const char *request_id, char **token)
@@ -151,6 +156,12 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 	if (!r)
 		goto out;
 	PQclear(r);
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" GRANT_NOTIFY_CHANNEL "', 'u:' || $1)");
+	const char *pn[] = { grant_id };
+	if (!(r = db_exec_ok(c, &q_notify, 1, pn)))
+		goto out;
+	PQclear(r);
+	cache_evict_grant(grant_id);
 	struct audit a = { "upstream.refreshed", "system", NULL, NULL, grant_id, request_id };
 	if (audit_record(c, &a, json_pack("{s:s, s:b, s:b}", "upstream", g.upstream, "rotated",
 					  t.refresh_token != NULL, "forced", force)) < 0 ||
@@ -169,6 +180,21 @@ out:
 	return rc;
 }
 
+enum upstream_token_rc upstream_token_cached(struct app *app, const char *grant_id, char **token)
+{
+	/* The node's cache: sealed token and expiry, no database. */
+	char kid[65], *sealed = NULL;
+	long long exp = 0;
+	*token = NULL;
+	if (!cache_upstream_get(grant_id, kid, &sealed, &exp))
+		return UT_UNAVAILABLE;
+	int fresh = exp == 0 || exp - (long long)time(NULL) > app->cfg->tokens.upstream_refresh_skew;
+	if (fresh)
+		*token = vault_open(app->cfg, kid, grant_id, "access", sealed);
+	free(sealed);
+	return *token ? UT_OK : UT_UNAVAILABLE;
+}
+
 enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
 					  int force, const char *request_id, char **token)
 {
@@ -176,6 +202,9 @@ enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, co
 	const struct config *cfg = app->cfg;
 	struct grant_row g = { 0 };
 	*token = NULL;
+	if (!force && upstream_token_cached(app, grant_id, token) == UT_OK)
+		return UT_OK;
+	unsigned long gen = cache_generation();
 	int found = load(c, &q, grant_id, cfg->tokens.upstream_refresh_skew, &g);
 	if (found <= 0) {
 		row_free(&g);
@@ -187,6 +216,8 @@ enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, co
 	}
 	if (!g.stale && !force) {
 		*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
+		if (*token)
+			cache_upstream_put(grant_id, g.key_id, g.up_access, g.exp, gen);
 		row_free(&g);
 		if (!*token) {
 			log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream token of grant %s does not decrypt", grant_id);

@@ -19,4 +19,8 @@ enum upstream_token_rc {
 enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
 					  int force, const char *request_id, char **token);
 
+/* The same from this node's cache only (no database): UT_OK, or
+ * UT_UNAVAILABLE when the cache has no fresh entry. */
+enum upstream_token_rc upstream_token_cached(struct app *app, const char *grant_id, char **token);
+
 #endif

@@ -92,7 +92,8 @@ async function main() {
   say(`GET /healthz:                 ${fmt(hz)}`);
 
   const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
-  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
+  const body = JSON.stringify(process.env.BENCH_METHOD === 'ping' ? { jsonrpc: '2.0', id: 1, method: 'ping' }
+    : { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
   const direct = await wrk(`http://127.0.0.1:${dsPort}/mcp`, { body });
   const viaNginx = await wrk(`http://127.0.0.1:${pxPort}/mcp`, { body });
   const viaBroker = await wrk(`${b.url}/mcp`, { body, token: t.access_token });

@@ -168,6 +168,9 @@ test('tools/call is audited as tool.called, with no token in audit_events', T, a
   assert.deepEqual([event, clientId, g, tool, status, outcome], ['tool.called', reader.clientId, grant, 'get_file', '200', 'ok']);
   // A batch audits each tool.
   const countSql = `SELECT count(*) FROM audit_events WHERE event = 'tool.called' AND grant_id = '${grant}' AND detail->>'tool' IN ('list_issues', 'get_file')`;
+  // Tool audit records are written in batches (within 200 ms): let earlier
+  // calls' records land before counting.
+  await new Promise((res) => setTimeout(res, 500));
   const c0 = Number(await env.psql(countSql));
   const b = await env.mcp('/mcp', { token: reader.access_token, body: [call('list_issues', 1), call('get_file', 2)] });
   assert.equal(b.status, 200);
