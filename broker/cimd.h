@@ -12,7 +12,8 @@
 #include "app.h"
 #include "clients.h"
 
-/* 1 when client_id has the shape of a CIMD URL (https://...). */
+/* 1 when client_id looks like a URL client id (http:// or https://, any
+ * case): such ids go to cimd_lookup, which refuses anything but https. */
 int cimd_is_url(const char *client_id);
 
 /* Resolves a CIMD client: 1 found (out filled), 0 not usable (*why is a

@@ -201,6 +201,7 @@ static const struct field config_fields[] = {
 	{ "database", F_OBJECT, 0, C(database), 0, 0, 0, 0, &database_schema, 0, "PostgreSQL pool" },
 	{ "http", F_OBJECT, 0, C(http), 0, 0, 0, 0, &http_schema, 0, "HTTP server" },
 	{ "log", F_OBJECT, 0, C(log), 0, 0, 0, 0, &log_schema, 0, "logging" },
+	{ "housekeeping_interval_s", F_INT, 0, C(housekeeping_interval_s), 0, 1, 86400, 60, NULL, 0, "seconds between purges of expired rows" },
 	END
 };
 static const struct schema config_schema = { "config", sizeof(struct config), config_fields, -1 };

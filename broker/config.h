@@ -132,6 +132,7 @@ struct config {
 	struct {
 		long threads, max_connections, drain_timeout_s, connection_timeout_s;
 	} http;
+	long housekeeping_interval_s;
 	struct {
 		char *level;
 	} log;

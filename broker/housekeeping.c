@@ -7,7 +7,6 @@
 
 #include "log.h"
 
-#define HK_INTERVAL_S 60
 #define HK_BATCH "500"
 #define HK_LOCK_KEY "7881707912358893427"
 
@@ -91,7 +90,7 @@ static void *loop(void *arg)
 	while (!hk_stop) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += HK_INTERVAL_S;
+		ts.tv_sec += app->cfg->housekeeping_interval_s;
 		pthread_cond_timedwait(&hk_cond, &hk_lock, &ts);
 		if (hk_stop)
 			break;

@@ -104,6 +104,15 @@ void metadata_authorization_server(struct http_req *r)
 void metadata_protected_resource(struct http_req *r)
 {
 	const struct config *cfg = r->app->cfg;
+	if (r->method_id == HM_OPTIONS) {
+		/* CORS preflight of a browser-based client. */
+		(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
+		(void)http_add_header(r, "Access-Control-Allow-Methods", "GET, OPTIONS");
+		(void)http_add_header(r, "Access-Control-Allow-Headers", "MCP-Protocol-Version");
+		(void)http_add_header(r, "Access-Control-Max-Age", "600");
+		http_send(r, 204, NULL, "", 0);
+		return;
+	}
 	const struct cfg_resource *res = r->route->data;
 	char url[2048];
 	if (!res) {

@@ -35,7 +35,7 @@ static const struct http_route static_routes[] = {
 	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", NULL },
 	{ HM_OPTIONS, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
 	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
-	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_PREFIX, 0, cors_preflight, "cors", NULL },
+	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
 	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, clients_register, "register", NULL },
 	{ HM_OPTIONS, "/register", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
 	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL },
@@ -72,7 +72,7 @@ int server_routes(const struct app *app, struct http_route **out, size_t *n)
 			return -1;
 		}
 		snprintf(path, len, "%s%s", PRM_PREFIX, res->path);
-		r[k++] = (struct http_route){ HM_GET, path, MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", res };
+		r[k++] = (struct http_route){ HM_GET | HM_OPTIONS, path, MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", res };
 	}
 	memcpy(r + k, static_routes, sizeof(static_routes));
 	k += ns;
