@@ -250,6 +250,13 @@ static int validate(struct http_req *r, struct db_conn *c, const struct params *
 	a->scope = scopes_join(&want);
 	scopes_free(&want);
 	scopes_free(&allowed);
+	if (a->scope && strlen(a->scope) > LIM_SCOPE) {
+		/* Stored and compared whole, never cut. */
+		free(a->scope);
+		a->scope = NULL;
+		redirect_error(r, a->redirect_uri, "invalid_scope", "too many scopes requested", state);
+		return -1;
+	}
 	if (!a->scope) {
 		html_error_page(r, 500, "Server error", "The request could not be completed.");
 		return -1;

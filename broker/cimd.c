@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "netaddr.h"
 #include "metrics.h"
 #include "uri.h"
 
@@ -31,52 +32,6 @@ static int is_json_type(const char *ctype)
 
 /* ---- address policy ----------------------------------------------------- */
 
-struct cidr {
-	int family;
-	uint8_t addr[16];
-	int bits;
-};
-
-static int cidr_parse(const char *s, struct cidr *c)
-{
-	char buf[64];
-	const char *slash = strchr(s, '/');
-	size_t n = slash ? (size_t)(slash - s) : strlen(s);
-	if (n >= sizeof(buf))
-		return -1;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	memset(c, 0, sizeof(*c));
-	if (inet_pton(AF_INET, buf, c->addr) == 1) {
-		c->family = AF_INET;
-		c->bits = 32;
-	} else if (inet_pton(AF_INET6, buf, c->addr) == 1) {
-		c->family = AF_INET6;
-		c->bits = 128;
-	} else {
-		return -1;
-	}
-	if (slash) {
-		char *end = NULL;
-		long b = strtol(slash + 1, &end, 10);
-		if (!end || *end || b < 0 || b > c->bits)
-			return -1;
-		c->bits = (int)b;
-	}
-	return 0;
-}
-
-static int in_prefix(const uint8_t *a, const uint8_t *p, int bits)
-{
-	int full = bits / 8, rest = bits % 8;
-	if (memcmp(a, p, (size_t)full) != 0)
-		return 0;
-	if (rest == 0)
-		return 1;
-	uint8_t mask = (uint8_t)(0xff << (8 - rest));
-	return (a[full] & mask) == (p[full] & mask);
-}
-
 /* Ranges never fetched from: RFC 6890 special-purpose and private space. */
 static const char *const blocked_v4[] = {
 	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
@@ -92,11 +47,10 @@ static int v4_blocked(const struct config *cfg, const uint8_t a[4])
 {
 	struct cidr c;
 	for (size_t i = 0; i < cfg->registration.n_cimd_allow_private_cidrs; i++)
-		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 && c.family == AF_INET &&
-		    in_prefix(a, c.addr, c.bits))
+		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 && cidr_contains(&c, AF_INET, a))
 			return 0;
 	for (size_t i = 0; i < sizeof(blocked_v4) / sizeof(blocked_v4[0]); i++)
-		if (cidr_parse(blocked_v4[i], &c) == 0 && in_prefix(a, c.addr, c.bits))
+		if (cidr_parse(blocked_v4[i], &c) == 0 && cidr_contains(&c, AF_INET, a))
 			return 1;
 	return 0;
 }
@@ -120,11 +74,10 @@ int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa)
 		return !v4_blocked(cfg, a + 12);
 	struct cidr c;
 	for (size_t i = 0; i < cfg->registration.n_cimd_allow_private_cidrs; i++)
-		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 && c.family == AF_INET6 &&
-		    in_prefix(a, c.addr, c.bits))
+		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 && cidr_contains(&c, AF_INET6, a))
 			return 1;
 	for (size_t i = 0; i < sizeof(blocked_v6) / sizeof(blocked_v6[0]); i++)
-		if (cidr_parse(blocked_v6[i], &c) == 0 && in_prefix(a, c.addr, c.bits))
+		if (cidr_parse(blocked_v6[i], &c) == 0 && cidr_contains(&c, AF_INET6, a))
 			return 0;
 	return 1;
 }

@@ -561,6 +561,7 @@ void clients_register(struct http_req *r)
 	if (resp && name)
 		json_object_set_new(resp, "client_name", json_string(name));
 	if (resp && confidential) {
+		r->secret_response = 1;
 		json_object_set_new(resp, "client_secret", json_string(secret));
 		json_object_set_new(resp, "client_secret_expires_at", json_integer(0));
 	}

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "limits.h"
+#include "netaddr.h"
 
 /* ---- the schema tables ------------------------------------------------ */
 
@@ -118,6 +119,7 @@ static const struct schema resource_schema = { "resource", sizeof(struct cfg_res
 static const struct field rs_fields[] = {
 	{ "client_id", F_STRING, 1, O(struct cfg_resource_server, client_id), 0, 1, LIM_CLIENT_ID, 0, NULL, 0, "resource server identifier" },
 	{ "client_secret", F_SECRET, 1, O(struct cfg_resource_server, secret_hash), O(struct cfg_resource_server, has_secret), 16, 512, 0, NULL, 1, "its secret (HTTP Basic at /introspect); stored hashed" },
+	{ "resources", F_STRLIST, 0, O(struct cfg_resource_server, resources), O(struct cfg_resource_server, n_resources), 0, 64, 0, NULL, 0, "resource paths whose tokens it may introspect (default: all)" },
 	END
 };
 static const struct schema rs_schema = { "resource server", sizeof(struct cfg_resource_server), rs_fields, -1 };
@@ -174,6 +176,7 @@ static const struct field http_fields[] = {
 	{ "max_connections", F_INT, 0, C(http.max_connections) - C(http), 0, 1, 100000, 4096, NULL, 0, "concurrent connections" },
 	{ "drain_timeout_s", F_INT, 0, C(http.drain_timeout_s) - C(http), 0, 0, 600, 25, NULL, 0, "SIGTERM: wait this long for in-flight requests" },
 	{ "connection_timeout_s", F_INT, 0, C(http.connection_timeout_s) - C(http), 0, 1, 3600, 60, NULL, 0, "idle client connection timeout" },
+	{ "trusted_proxies", F_STRLIST, 0, C(http.trusted_proxies) - C(http), C(http.n_trusted_proxies) - C(http), 0, 64, 0, NULL, 0, "load balancer CIDRs whose X-Forwarded-For names the client" },
 	END
 };
 static const struct schema http_schema = { "http", sizeof(((struct config *)0)->http), http_fields, -1 };
@@ -849,6 +852,13 @@ static void check_semantics(struct config *c, struct cfg_errors *e)
 		if (r->inject.value && !strstr(r->inject.value, "{upstream_token}"))
 			cfg_err(e, path, "inject.value: expected a template containing {upstream_token}");
 	}
+	struct cidr cd;
+	for (size_t i = 0; i < c->http.n_trusted_proxies; i++)
+		if (cidr_parse(c->http.trusted_proxies[i], &cd) < 0)
+			cfg_err(e, "$.http.trusted_proxies", "expected CIDRs like 10.0.0.0/8 or fd00::/8");
+	for (size_t i = 0; i < c->registration.n_cimd_allow_private_cidrs; i++)
+		if (cidr_parse(c->registration.cimd_allow_private_cidrs[i], &cd) < 0)
+			cfg_err(e, "$.registration.cimd_allow_private_cidrs", "expected CIDRs like 127.0.0.1/32");
 	if (!c->log.level)
 		c->log.level = strdup("info");
 }

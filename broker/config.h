@@ -25,6 +25,8 @@ struct cfg_client {
 
 /* Resource servers allowed to call /introspect (RFC 7662). */
 struct cfg_resource_server {
+	char **resources; /* resource paths it may introspect; empty: all */
+	size_t n_resources;
 	char *client_id;
 	uint8_t secret_hash[CRYPTO_SHA256_LEN];
 	int has_secret;
@@ -131,6 +133,8 @@ struct config {
 	} database;
 	struct {
 		long threads, max_connections, drain_timeout_s, connection_timeout_s;
+		char **trusted_proxies; /* CIDRs whose X-Forwarded-For is believed */
+		size_t n_trusted_proxies;
 	} http;
 	long housekeeping_interval_s;
 	struct {

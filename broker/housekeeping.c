@@ -26,6 +26,10 @@ static struct db_stmt purge[] = {
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
 	DB_STMT("DELETE FROM tokens WHERE ctid IN (SELECT ctid FROM tokens "
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+	/* Session bindings of users with no live grant left. */
+	DB_STMT("DELETE FROM mcp_sessions WHERE ctid IN (SELECT s.ctid FROM mcp_sessions s "
+		"WHERE s.created_at < now() - interval '1 day' AND NOT EXISTS (SELECT 1 FROM grants g "
+		"WHERE g.user_id = s.user_id AND g.status = 'active') LIMIT " HK_BATCH ")"),
 };
 
 /* Dynamically registered clients that never completed a flow within the

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "crypto.h"
 #include "log.h"
 #include "metrics.h"
+#include "netaddr.h"
 
 struct http_server {
 	struct MHD_Daemon *d;
@@ -26,7 +28,7 @@ struct http_server {
 	MHD_socket quiesced_fd; /* closed only after MHD_stop_daemon */
 };
 
-#define HTTP_DRAIN_SETTLE_NS (500ull * 1000000ull)
+#define HTTP_DRAIN_SETTLE_NS (2000ull * 1000000ull)
 
 static long in_flight;
 static int draining;
@@ -102,6 +104,58 @@ static void request_id(struct http_req *r)
 		r->id[2 * i + 1] = hex[rnd[i] & 15];
 	}
 	r->id[16] = '\0';
+}
+
+static int trusted(const struct config *cfg, const char *ip)
+{
+	int fam;
+	uint8_t a[16];
+	struct cidr c;
+	if (ip_parse(ip, &fam, a) < 0)
+		return 0;
+	for (size_t i = 0; i < cfg->http.n_trusted_proxies; i++)
+		if (cidr_parse(cfg->http.trusted_proxies[i], &c) == 0 && cidr_contains(&c, fam, a))
+			return 1;
+	return 0;
+}
+
+/* Behind a trusted load balancer the client is the right-most
+ * X-Forwarded-For entry that is not itself a trusted proxy (entries to its
+ * left were written by the client and prove nothing). */
+static void forwarded_for(struct http_req *r)
+{
+	const struct config *cfg = r->app->cfg;
+	if (!cfg->http.n_trusted_proxies || !trusted(cfg, r->client_ip))
+		return;
+	const char *xff = http_header(r, "X-Forwarded-For");
+	if (!xff || strlen(xff) > 2048)
+		return;
+	const char *end = xff + strlen(xff);
+	while (end > xff) {
+		const char *start = end;
+		while (start > xff && start[-1] != ',')
+			start--;
+		const char *a = start, *b = end;
+		while (a < b && (*a == ' ' || *a == '\t'))
+			a++;
+		while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+			b--;
+		char ip[48];
+		size_t n = (size_t)(b - a);
+		int fam;
+		uint8_t raw[16];
+		if (n == 0 || n >= sizeof(ip))
+			return;
+		memcpy(ip, a, n);
+		ip[n] = '\0';
+		if (ip_parse(ip, &fam, raw) < 0)
+			return; /* garbage: keep the peer address */
+		if (!trusted(cfg, ip)) {
+			memcpy(r->client_ip, ip, n + 1);
+			return;
+		}
+		end = start > xff ? start - 1 : xff;
+	}
 }
 
 static void client_ip(struct http_req *r)
@@ -185,11 +239,25 @@ int http_add_header(struct http_req *r, const char *name, const char *value)
 
 static void free_headers(struct http_req *r)
 {
+	/* Values may carry codes (Location) or cookies: wiped, all of them. */
 	for (int i = 0; i < r->nheaders; i++) {
 		free(r->headers[i].name);
+		crypto_wipe(r->headers[i].value, strlen(r->headers[i].value));
 		free(r->headers[i].value);
 	}
 	r->nheaders = 0;
+}
+
+struct wiped {
+	size_t len;
+	char data[];
+};
+
+static void free_wiped(void *p)
+{
+	struct wiped *w = (struct wiped *)((char *)p - offsetof(struct wiped, data));
+	crypto_wipe(w->data, w->len);
+	free(w);
 }
 
 void http_send(struct http_req *r, int status, const char *content_type, const char *body,
@@ -198,8 +266,21 @@ void http_send(struct http_req *r, int status, const char *content_type, const c
 	if (r->responded)
 		return;
 	r->responded = 1;
-	struct MHD_Response *resp =
-		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *resp = NULL;
+	if (r->secret_response) {
+		/* A body with secrets (tokens, client secrets): our own copy,
+		 * wiped when libmicrohttpd is done with it. */
+		struct wiped *w = malloc(sizeof(*w) + len + 1);
+		if (w) {
+			w->len = len;
+			memcpy(w->data, body, len);
+			resp = MHD_create_response_from_buffer_with_free_callback(len, w->data, free_wiped);
+			if (!resp)
+				free_wiped(w->data);
+		}
+	} else {
+		resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	}
 	if (!resp) {
 		r->status = 500;
 		free_headers(r);
@@ -267,6 +348,7 @@ void http_send_json(struct http_req *r, int status, json_t *json)
 		return;
 	}
 	http_send(r, status, "application/json", text, strlen(text));
+	crypto_wipe(text, strlen(text));
 	free(text);
 }
 
@@ -325,6 +407,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		r->path = url;
 		request_id(r);
 		client_ip(r);
+		forwarded_for(r);
 		unsigned known = 0;
 		if (strlen(url) > LIM_PATH) {
 			http_send_error(r, 414, "uri_too_long");
@@ -456,7 +539,7 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 				MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http.connection_timeout_s,
-				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 4),
+				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 2),
 				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
 				MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
 				MHD_OPTION_END);

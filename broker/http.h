@@ -56,6 +56,7 @@ struct http_req {
 	} headers[HTTP_MAX_RESP_HEADERS];
 	int nheaders;
 	int deferred; /* the handler suspended the connection and will answer later */
+	int secret_response; /* the body carries secrets: its copies are wiped */
 	/* Handler-owned state, freed by ctx_free when the request completes. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);

@@ -11,8 +11,8 @@
 
 #define DB_WAIT_MS 2000
 
-/* HTTP Basic of a configured resource server; 1 when valid. */
-static int rs_auth(struct http_req *r)
+/* HTTP Basic of a configured resource server: the server, or NULL. */
+static const struct cfg_resource_server *rs_auth(struct http_req *r)
 {
 	const struct config *cfg = r->app->cfg;
 	const char *h = http_header(r, "Authorization");
@@ -24,7 +24,7 @@ static int rs_auth(struct http_req *r)
 		return 0;
 	raw[n] = '\0';
 	char *colon = strchr(raw, ':');
-	int ok = 0;
+	const struct cfg_resource_server *ok = NULL;
 	if (colon && strlen(raw) == (size_t)n) {
 		*colon = '\0';
 		uint8_t hash[CRYPTO_SHA256_LEN];
@@ -33,7 +33,8 @@ static int rs_auth(struct http_req *r)
 			const struct cfg_resource_server *rs = &cfg->resource_servers[i];
 			int id = strcmp(rs->client_id, raw) == 0;
 			int sec = crypto_ct_equal(hash, sizeof(hash), rs->secret_hash, sizeof(hash));
-			ok |= id & sec;
+			if (id & sec)
+				ok = rs;
 		}
 		crypto_wipe(hash, sizeof(hash));
 	}
@@ -54,7 +55,8 @@ void introspect_endpoint(struct http_req *r)
 	json_t *form = NULL;
 	int dup = 0;
 	(void)http_add_header(r, "Cache-Control", "no-store");
-	if (!rs_auth(r)) {
+	const struct cfg_resource_server *rs = rs_auth(r);
+	if (!rs) {
 		(void)http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
 		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
 		return;
@@ -85,7 +87,14 @@ void introspect_endpoint(struct http_req *r)
 		goto out;
 	}
 	json_t *out;
-	if (PQntuples(res) == 1) {
+	int allowed = PQntuples(res) == 1 && rs->n_resources == 0;
+	for (size_t i = 0; PQntuples(res) == 1 && i < rs->n_resources; i++) {
+		/* The token's audience is one of the resources this server is. */
+		char url[2048];
+		snprintf(url, sizeof(url), "%s%s", r->app->cfg->public_url, rs->resources[i]);
+		allowed |= strcmp(url, PQgetvalue(res, 0, 2)) == 0;
+	}
+	if (allowed) {
 		int access = strcmp(PQgetvalue(res, 0, 0), "access") == 0;
 		out = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "active", 1, "scope",
 				PQgetvalue(res, 0, 3), "client_id", PQgetvalue(res, 0, 1), "sub", PQgetvalue(res, 0, 4),

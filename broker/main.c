@@ -320,6 +320,7 @@ static int cmd_serve(int argc, char **argv)
 out:
 	http_stop(&srv);
 	proxy_stop();
+	proxy_free();
 	audit_writer_stop(); /* after the server: every request's records are queued */
 	housekeeping_stop();
 	revoke_worker_stop();

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "crypto.h"
 #include "log.h"
 
 #define PROXY_BUFFER (256 * 1024)  /* downstream bytes held per transfer */
@@ -73,6 +74,9 @@ static void xfer_release(struct proxy_xfer *x)
 		return;
 	if (x->easy)
 		curl_easy_cleanup(x->easy);
+	/* The request headers hold the injected upstream credential. */
+	for (struct curl_slist *l = x->req_headers; l; l = l->next)
+		crypto_wipe(l->data, strlen(l->data));
 	curl_slist_free_all(x->req_headers);
 	free(x->url);
 	buf_free(&x->body);
@@ -121,6 +125,11 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 	size_t len = size * n;
 	pthread_mutex_lock(&x->lock);
 	x->last_rx_ms = now_ms();
+	if (x->headers_ready) {
+		/* Trailers of a chunked answer: the headers were handed out. */
+		pthread_mutex_unlock(&x->lock);
+		return len;
+	}
 	x->hdr_bytes += len;
 	if (x->hdr_bytes > PROXY_HEADER_BYTES) {
 		pthread_mutex_unlock(&x->lock);
@@ -192,6 +201,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 		return CURL_WRITEFUNC_PAUSE;
 	}
 	if (buf_add(&x->out, data, len) < 0) {
+		x->out_off = 0; /* buf_add freed the buffer on failure */
 		pthread_mutex_unlock(&x->lock);
 		return 0;
 	}
@@ -344,8 +354,17 @@ void proxy_stop(void)
 	pthread_mutex_unlock(&eng.lock);
 	curl_multi_wakeup(eng.multi);
 	pthread_join(eng.thread, NULL);
-	curl_multi_cleanup(eng.multi);
 	eng.running = 0;
+	/* The multi handle stays until proxy_free: request threads may still
+	 * wake it (harmlessly) until the HTTP server has stopped. */
+}
+
+void proxy_free(void)
+{
+	if (eng.running || !eng.multi)
+		return;
+	curl_multi_cleanup(eng.multi);
+	eng.multi = NULL;
 }
 
 /* ---- the request side (libmicrohttpd threads) --------------------------- */
@@ -365,6 +384,11 @@ void proxy_request_done(struct proxy_xfer *x)
 
 struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 {
+	pthread_mutex_lock(&eng.lock);
+	int stopping = eng.stop || !eng.running;
+	pthread_mutex_unlock(&eng.lock);
+	if (stopping)
+		return NULL; /* shutting down: nothing would ever drive the transfer */
 	struct proxy_xfer *x = calloc(1, sizeof(*x));
 	if (!x)
 		return NULL;

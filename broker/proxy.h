@@ -17,8 +17,11 @@
 struct proxy_xfer;
 
 int proxy_start(void) WUR;
-/* Fails every transfer still running and stops the engine thread. */
+/* Fails every transfer still running and stops the engine thread; new
+ * transfers are refused from then on. */
 void proxy_stop(void);
+/* Frees what the engine used; after the HTTP server has stopped. */
+void proxy_free(void);
 
 struct proxy_request {
 	const char *method;

@@ -167,6 +167,26 @@ struct hdr_ctx {
 	int failed;
 };
 
+/* Field values travel downstream verbatim: a bare CR, a LF or another
+ * control character could end a header line for some parser there and
+ * smuggle one (an identity header, say). Only visible ASCII, SP and HTAB
+ * are forwarded (RFC 9110 5.5, obs-text refused). */
+static int field_ok(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if ((*p < 0x20 && *p != '\t') || *p >= 0x7f)
+			return 0;
+	return 1;
+}
+
+static enum MHD_Result check_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	int *bad = cls;
+	if (!key || !field_ok(key) || (value && !field_ok(value)) || strchr(key, ' ') || strchr(key, ':'))
+		*bad = 1;
+	return MHD_YES;
+}
+
 static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
 	struct hdr_ctx *h = cls;
@@ -331,25 +351,36 @@ struct resource_ctx {
 	uint64_t started;
 	long status;
 	int retried; /* one forced upstream refresh after a downstream 401 */
+	int refused; /* the answer is being discarded; 503 when the transfer ends */
 };
 
-static void record_session(struct http_req *r, struct resource_ctx *rc)
+/* Binds a new session id to the user; -1 when it could not be recorded
+ * (then the answer is refused: an unbound session would be open to anyone). */
+static int record_session(struct http_req *r, struct resource_ctx *rc)
 {
 	static struct db_stmt q = DB_STMT(
 		"INSERT INTO mcp_sessions(session_hash, resource, user_id) VALUES ($1::bytea, $2, $3::uuid) "
 		"ON CONFLICT (session_hash) DO NOTHING");
 	const char *sid = proxy_response_header(rc->x, "Mcp-Session-Id");
 	const char *asked = http_header(r, "Mcp-Session-Id");
-	if (!sid || strlen(sid) > 1024 || (asked && strcmp(asked, sid) == 0))
-		return;
+	if (!sid || (asked && strcmp(asked, sid) == 0))
+		return 0;
+	if (strlen(sid) > 1024 || !field_ok(sid))
+		return -1;
 	struct db_conn *c = NULL;
 	char hash[67];
 	vault_hash_hex(sid, hash);
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
-		return;
+		return -1;
 	const char *p[] = { hash, rc->resource_url, rc->ti.user_id };
-	PQclear(db_exec_ok(c, &q, 3, p));
+	PGresult *res = db_exec_ok(c, &q, 3, p);
 	db_release(r->app->db, &c);
+	if (!res) {
+		log_msg(LOG_ERROR, "proxy.session_unbound", r->id, "a new MCP session could not be bound: refused");
+		return -1;
+	}
+	PQclear(res);
+	return 0;
 }
 
 /* Request completed (libmicrohttpd thread): audit the tool calls it
@@ -396,7 +427,8 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const cha
 	buf_init(&line, 16384);
 	line.secret = 1;
 	const char *tpl = res->inject.value, *at = strstr(tpl, "{upstream_token}");
-	int ok = !hc.failed && pr.url && at &&
+	/* What the upstream issued goes into a header: printable ASCII only. */
+	int ok = !hc.failed && pr.url && at && field_ok(upstream) && field_ok(rc->ti.subject) &&
 		 buf_printf(&line, "%s: %.*s%s%s", res->inject.header, (int)(at - tpl), tpl, upstream,
 			    at + strlen("{upstream_token}")) == 0;
 	char tmp[2300];
@@ -509,7 +541,14 @@ static void resume(struct http_req *r)
 		}
 		return;
 	}
-	record_session(r, rc);
+	if (rc->refused || record_session(r, rc) < 0) {
+		rc->refused = 1;
+		if (!proxy_wait_done(r, rc->x))
+			return; /* discarding the answer; back when the transfer ends */
+		rc->status = 503;
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		return;
+	}
 	proxy_respond(r, rc->x);
 }
 
@@ -591,6 +630,12 @@ void resource_handler(struct http_req *r)
 			jsonrpc_error(r, 400, -32600, "a header the broker checks was given more than once");
 			return;
 		}
+	int bad_field = 0;
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, check_field, &bad_field);
+	if (bad_field) {
+		jsonrpc_error(r, 400, -32600, "a header contains control or non-ASCII characters");
+		return;
+	}
 	if (path_has_dot_segment(r->path + strlen(res->path))) {
 		jsonrpc_error(r, 400, -32600, "the path must not contain . or .. segments");
 		return;

@@ -21,6 +21,7 @@
 
 static void send_tokens(struct http_req *r, const struct issued *t)
 {
+	r->secret_response = 1;
 	(void)http_add_header(r, "Cache-Control", "no-store");
 	(void)http_add_header(r, "Pragma", "no-cache");
 	http_send_json(r, 200, grant_token_response(t));

@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startIdp } from '../fakes/idp.mjs';
@@ -50,7 +50,7 @@ http {
 }`);
   const p = spawn('nginx', ['-c', conf, '-p', dir], { stdio: 'ignore' });
   await waitFor(async () => (await http(`http://127.0.0.1:${lbPort}/healthz`, { timeoutMs: 500 }).catch(() => ({ status: 0 }))).status === 200, 10000);
-  return { stop: () => p.kill('SIGTERM') };
+  return { stop: () => p.kill('SIGTERM'), errors: () => { try { return readFileSync(`${dir}/error.log`, 'utf8'); } catch { return ''; } } };
 }
 
 const logEvents = (b) => b.logs().map((l) => { try { return JSON.parse(l); } catch { return {}; } });
@@ -112,7 +112,7 @@ test('SIGTERM of a node mid-load (rolling restart): zero failed requests', { tim
   nodes[1] = await startBroker(nodeConfig(1));
   await sleep(PHASE_MS / 2);
   const stats = await load.stop();
-  assert.equal(stats.failed.length, 0, `failures during a rolling restart: ${JSON.stringify(stats.failed.slice(0, 5))}`);
+  assert.equal(stats.failed.length, 0, `failures during a rolling restart: ${JSON.stringify(stats.failed.slice(0, 5))}\nnginx: ${nginx.errors().split('\n').filter((l) => /error|upstream/.test(l)).slice(-5).join('\n')}`);
   assert.ok(stats.ok > 50, `requests: ${stats.ok}`);
   console.log(`# SIGTERM phase: ${stats.ok} requests, ${stats.failed.length} failed`);
 });

@@ -37,7 +37,8 @@ const flow = (opts = {}) => fullFlow(env.publicUrl, { resource: RES, ...opts });
 before(async () => {
   env = await startNodes(2, { extra: {
     tokens: { refresh_grace: 2, upstream_refresh_skew: 60 },
-    resource_servers: [{ client_id: 'rs-1', client_secret: 'rs-secret-0123456789' }],
+    resource_servers: [{ client_id: 'rs-1', client_secret: 'rs-secret-0123456789' },
+      { client_id: 'rs-gh', client_secret: 'rs-gh-secret-0123456789', resources: ['/gh'] }],
   } });
   [A, B] = env.nodes;
   RES = `${env.publicUrl}/mcp`;
@@ -351,6 +352,10 @@ test('RFC 7662 introspection for configured resource servers', async () => {
   assert.ok(a.json.exp > Date.now() / 1000);
   assert.equal((await intro('mcpb_at_nope')).json.active, false);
   assert.equal((await intro(t.access_token, 'rs-1:wrong')).status, 401);
+  // A resource server sees only tokens of its own resources.
+  assert.equal((await intro(t.access_token, 'rs-gh:rs-gh-secret-0123456789')).json.active, false);
+  const g = await flow({ resource: `${env.publicUrl}/gh` });
+  assert.equal((await intro(g.access_token, 'rs-gh:rs-gh-secret-0123456789')).json.active, true);
   const meta = (await http(`${A.url}/.well-known/oauth-authorization-server`)).json;
   assert.equal(meta.introspection_endpoint, `${env.publicUrl}/introspect`);
   assert.equal(meta.revocation_endpoint, `${env.publicUrl}/revoke`);
