@@ -106,17 +106,18 @@ test('refresh: narrowing only, other client, expired, unknown', async () => {
 
 test('20 concurrent requests over two nodes cause exactly one upstream refresh', async () => {
   await http(`${env.idp.base}/_control/reset`, { method: 'POST' });
-  // Upstream access tokens live 63 s and nodes refresh 60 s before expiry:
-  // a token is fresh for 3 s, then stale on every node at once, by time
-  // alone (nodes cache the sealed token with its expiry).
-  await idpConfig({ sentry: { access_ttl: 63 } });
+  // Upstream access tokens live 64 s and nodes refresh 60 s before expiry:
+  // a token is fresh for about 4 s (expiries are whole seconds), then stale
+  // on every node at once, by time alone (nodes cache the sealed token with
+  // its expiry).
+  await idpConfig({ sentry: { access_ttl: 64 } });
   const t = await flow();
   const gid = await grantOf(t.access_token);
   assert.equal((await call(A, t.access_token)).status, 200);
   assert.equal((await call(B, t.access_token)).status, 200);
   const first = env.echo.seen.at(-1).authorization;
   assert.match(first, /^Bearer sntr_/);
-  await sleep(3200);
+  await sleep(6000);
   const before = (await idpStats())['sentry.token.refresh'] || 0;
   const rs = await Promise.all(Array.from({ length: 20 }, (_, i) => call(i % 2 ? A : B, t.access_token)));
   for (const r of rs) assert.equal(r.status, 200, r.text);
