@@ -286,8 +286,7 @@ void clients_auth_error(struct http_req *r, enum client_auth rc)
 		http_send_oauth_error(r, 400, "invalid_request", "use exactly one client authentication method");
 		break;
 	case CA_ERROR:
-		(void)http_add_header(r, "Retry-After", "1");
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		break;
 	default:
 		if (http_header(r, "Authorization"))
@@ -498,14 +497,12 @@ void clients_register(struct http_req *r)
 	}
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
 		json_decref(meta);
-		(void)http_add_header(r, "Retry-After", "1");
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	if (db_begin(c) < 0) {
 		json_decref(meta);
-		(void)http_add_header(r, "Retry-After", "1");
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	if (cfg->limits.register_per_ip_per_hour > 0) {

@@ -85,6 +85,18 @@ int form_add(struct buf *b, const char *name, const char *value)
 	return rc;
 }
 
+void form_free(json_t **form)
+{
+	if (!form || !*form)
+		return;
+	const char *k;
+	json_t *v;
+	json_object_foreach(*form, k, v)
+		OPENSSL_cleanse((void *)json_string_value(v), json_string_length(v));
+	json_decref(*form);
+	*form = NULL;
+}
+
 const char *form_get(const json_t *form, const char *name)
 {
 	return json_string_value(json_object_get(form, name));

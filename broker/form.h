@@ -13,6 +13,9 @@
 json_t *form_parse(const char *s, size_t len, int *duplicate);
 /* Appends "&name=value" (the '&' only when b is not empty), escaped. */
 int form_add(struct buf *b, const char *name, const char *value) WUR;
+/* Wipes every value (forms carry codes, verifiers, secrets and tokens),
+ * releases the object and sets *form to NULL. */
+void form_free(json_t **form);
 /* Value of a string member or NULL. */
 const char *form_get(const json_t *form, const char *name);
 

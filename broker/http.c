@@ -366,6 +366,12 @@ void http_send_oauth_error(struct http_req *r, int status, const char *error,
 	http_send_json(r, status, o);
 }
 
+void http_send_oauth_unavailable(struct http_req *r)
+{
+	(void)http_add_header(r, "Retry-After", "1");
+	http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+}
+
 void http_send_error(struct http_req *r, int status, const char *msg)
 {
 	http_send_json(r, status, json_pack("{s:s}", "error", msg));

@@ -94,6 +94,8 @@ void http_send_json(struct http_req *r, int status, json_t *json);
 /* RFC 6749 JSON error {"error","error_description"} with no-store. */
 void http_send_oauth_error(struct http_req *r, int status, const char *error,
 			   const char *description);
+/* 503 temporarily_unavailable with Retry-After (database or upstream trouble). */
+void http_send_oauth_unavailable(struct http_req *r);
 /* Plain JSON error {"error": msg} for non-OAuth endpoints. */
 void http_send_error(struct http_req *r, int status, const char *msg);
 

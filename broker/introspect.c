@@ -74,8 +74,7 @@ void introspect_endpoint(struct http_req *r)
 		goto out;
 	}
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	char hash[67];
@@ -83,7 +82,7 @@ void introspect_endpoint(struct http_req *r)
 	const char *p[] = { hash };
 	PGresult *res = db_exec_ok(c, &q, 1, p);
 	if (!res) {
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	json_t *out;
@@ -109,12 +108,6 @@ void introspect_endpoint(struct http_req *r)
 	PQclear(res);
 	http_send_json(r, 200, out);
 out:
-	if (form) {
-		const char *k;
-		json_t *v;
-		json_object_foreach(form, k, v)
-			crypto_wipe((void *)json_string_value(v), json_string_length(v));
-	}
-	json_decref(form);
+	form_free(&form);
 	db_release(r->app->db, &c);
 }

@@ -53,8 +53,7 @@ void revoke_endpoint(struct http_req *r)
 		goto out;
 	}
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	enum client_auth ca = clients_authenticate(r, c, form, &cl);
@@ -71,7 +70,7 @@ void revoke_endpoint(struct http_req *r)
 	const char *p[] = { hash };
 	PGresult *res = db_exec_ok(c, &q_find, 1, p);
 	if (!res) {
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	/* Unknown tokens, and tokens of other clients, answer 200 without
@@ -102,19 +101,12 @@ void revoke_endpoint(struct http_req *r)
 		PQclear(n);
 	}
 	if (!ok || db_commit(c) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
-		http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	http_send(r, 200, "application/json", "{}", 2);
 out:
-	if (form) {
-		const char *k;
-		json_t *v;
-		json_object_foreach(form, k, v)
-			crypto_wipe((void *)json_string_value(v), json_string_length(v));
-	}
-	json_decref(form);
+	form_free(&form);
 	client_free(&cl);
 	db_release(r->app->db, &c);
 }

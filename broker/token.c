@@ -27,12 +27,6 @@ static void send_tokens(struct http_req *r, const struct issued *t)
 	http_send_json(r, 200, grant_token_response(t));
 }
 
-static void unavailable(struct http_req *r)
-{
-	(void)http_add_header(r, "Retry-After", "1");
-	http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
-}
-
 static int verifier_ok(const char *v)
 {
 	size_t n = v ? strlen(v) : 0;
@@ -81,12 +75,12 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 	}
 	vault_hash_hex(code, hash);
 	if (db_begin(c) < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		return;
 	}
 	const char *p[] = { hash };
 	if (!(res = db_exec_ok(c, &q_code, 1, p))) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	if (PQntuples(res) != 1) {
@@ -103,7 +97,7 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 		char actor[LIM_CLIENT_ID + 8];
 		snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
 		if (grant_revoke(r->app, c, grant_id, "code_replay", actor, r->id) < 0 || db_commit(c) < 0) {
-			unavailable(r);
+			http_send_oauth_unavailable(r);
 			goto out;
 		}
 		http_send_oauth_error(r, 400, "invalid_grant", "the code was already used");
@@ -151,13 +145,13 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 	PQclear(res);
 	res = NULL;
 	if (!(res = db_exec_ok(c, &q_use, 1, p))) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	PQclear(res);
 	const char *pg[] = { grant_id };
 	if (!(res = db_exec_ok(c, &q_grant, 1, pg)) || PQntuples(res) != 1) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
@@ -168,19 +162,19 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 	res = NULL;
 	const char *pcl[] = { cl->client_id };
 	if (!(res = db_exec_ok(c, &q_client_used, 1, pcl))) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	PQclear(res);
 	res = NULL;
 	if (grant_issue(r->app, c, grant_id, cl->client_id, resource_bound, scope, &t) < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	struct audit a = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
 	if (audit_record(c, &a, json_pack("{s:s, s:s}", "grant_type", "authorization_code", "scope", scope)) < 0 ||
 	    db_commit(c) < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	send_tokens(r, &t);
@@ -279,12 +273,12 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 	}
 	vault_hash_hex(presented, hash);
 	if (db_begin(c) < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		return;
 	}
 	const char *p[] = { hash };
 	if (!(res = db_exec_ok(c, &q_tok, 1, p))) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	if (PQntuples(res) != 1) {
@@ -317,7 +311,7 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 		struct audit a = { "token.refresh_reuse", actor, NULL, cl->client_id, grant_id, r->id };
 		if (audit_record(c, &a, NULL) < 0 ||
 		    grant_revoke(r->app, c, grant_id, "refresh_reuse", actor, r->id) < 0 || db_commit(c) < 0) {
-			unavailable(r);
+			http_send_oauth_unavailable(r);
 			goto out;
 		}
 		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token was already used");
@@ -357,20 +351,20 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 		free(joined);
 	}
 	if (grant_issue(r->app, c, grant_id, cl->client_id, resource, scope, &t) < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	successor = seal_successor(presented, hash, &t, time(NULL) + t.expires_in);
 	const char *pr[] = { hash, successor };
 	if (!successor || !(res = db_exec_ok(c, &q_rotate, 2, pr))) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	PQclear(res);
 	res = NULL;
 	struct audit a = { "token.refreshed", "client", NULL, cl->client_id, grant_id, r->id };
 	if (audit_record(c, &a, json_pack("{s:s}", "scope", scope)) < 0 || db_commit(c) < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	send_tokens(r, &t);
@@ -431,7 +425,7 @@ void token_endpoint(struct http_req *r)
 		goto out;
 	}
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	enum client_auth ca = clients_authenticate(r, c, form, &cl);
@@ -450,7 +444,7 @@ void token_endpoint(struct http_req *r)
 	}
 	int registered = grant_type_registered(c, cl.client_id, gt);
 	if (registered < 0) {
-		unavailable(r);
+		http_send_oauth_unavailable(r);
 		goto out;
 	}
 	if (!registered) {
@@ -462,14 +456,7 @@ void token_endpoint(struct http_req *r)
 	else
 		grant_refresh(r, c, form, &cl);
 out:
-	if (form) {
-		/* The form holds codes, verifiers, secrets and tokens. */
-		const char *k;
-		json_t *v;
-		json_object_foreach(form, k, v)
-			crypto_wipe((void *)json_string_value(v), json_string_length(v));
-	}
-	json_decref(form);
+	form_free(&form);
 	client_free(&cl);
 	db_release(r->app->db, &c);
 }
