@@ -637,6 +637,19 @@ out:
 	return rc;
 }
 
+/* The upstream issued tokens that no grant will hold (identity or storage
+ * failed): revoke them upstream now, best effort, rather than leave live
+ * credentials nobody can revoke later. */
+static void discard_upstream_tokens(struct http_req *r, const struct cfg_upstream *up,
+				    const struct upstream_ep *ep, const struct upstream_tokens *tok)
+{
+	if (!tok->access_token || ep->github)
+		return; /* GitHub's grant API would take the user's other sessions too */
+	enum upstream_rc rc = upstream_revoke(up, ep, tok->access_token, tok->refresh_token);
+	json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "result", upstream_rc_name(rc));
+	log_event(LOG_INFO, "callback.upstream_tokens_discarded", r->id, f);
+}
+
 static const char *upstream_error_code(enum upstream_rc rc)
 {
 	return rc == UP_TIMEOUT || rc == UP_UNAVAILABLE ? "temporarily_unavailable" : "server_error";
@@ -706,11 +719,13 @@ void authorize_callback(struct http_req *r)
 	if (urc != UP_OK) {
 		json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "result", upstream_rc_name(urc));
 		log_event(LOG_WARN, "callback.upstream_failed", r->id, f);
+		discard_upstream_tokens(r, up, &ep, &tok);
 		redirect_error(r, pd.redirect_uri, upstream_error_code(urc),
 			       "the upstream identity provider did not complete the sign-in", st);
 		goto out;
 	}
 	if (store_grant(r, c, &pd, &tok, &id, code) < 0) {
+		discard_upstream_tokens(r, up, &ep, &tok);
 		redirect_error(r, pd.redirect_uri, "server_error", "the authorization could not be stored", st);
 		goto out;
 	}

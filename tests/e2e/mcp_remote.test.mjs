@@ -24,6 +24,7 @@
 //
 // Needs MCPB_TEST_DATABASE_URL (tests/run.sh starts a cluster) and
 // `npm ci` in tests/ (tests/run.sh does it).
+import { browse as browseToRedirect } from './sdk_journey.mjs';
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -35,7 +36,6 @@ import { fileURLToPath } from 'node:url';
 import { startIdp } from '../fakes/idp.mjs';
 import { startMcpServer } from '../fakes/mcp-server.mjs';
 import { startBroker, baseConfig, createDatabase, freePort, psql, waitFor, http } from '../lib/harness.mjs';
-import { CookieJar, browserGet, browserPost, parseConsent } from '../lib/flow.mjs';
 import { makeCa, startHttpsServer } from '../lib/tls.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -154,32 +154,17 @@ class McpRemote {
 }
 
 /**
- * The user's browser: loads the authorization URL (the broker's consent
- * page), approves, logs in at the fake GitHub, follows /callback, then loads
- * the redirect target: mcp-remote's loopback callback page.
+ * The user's browser (the SDK journey's, tests/e2e/sdk_journey.mjs), then the
+ * redirect target: mcp-remote's loopback callback page.
  */
 async function browse(authorizationUrl, { brokerUrl, login = 'alice' }) {
-  const jar = new CookieJar();
-  const page = await browserGet(authorizationUrl.toString(), jar);
-  assert.equal(page.status, 200, `consent page: ${page.status} ${page.text.slice(0, 300)}`);
-  const consent = parseConsent(page.text);
-  const approved = await browserPost(new URL(consent.action, brokerUrl).toString(), jar, { ...consent.fields, decision: 'approve' });
-  assert.equal(approved.status, 302, `consent approve: ${approved.status} ${approved.text.slice(0, 300)}`);
-  const up = new URL(approved.headers.get('location'));
-  assert.notEqual(up.origin, new URL(brokerUrl).origin, 'approve redirects to the upstream IdP');
-  up.searchParams.set('login', login);
-  up.searchParams.set('auto', '1');
-  const idp = await http(up.toString());
-  assert.equal(idp.status, 302, `fake IdP login: ${idp.status}`);
-  const cb = await browserGet(idp.headers.get('location'), jar);
-  assert.equal(cb.status, 302, `broker /callback: ${cb.status} ${cb.text.slice(0, 300)}`);
-  const redirect = new URL(cb.headers.get('location'));
+  const { redirect, page } = await browseToRedirect(authorizationUrl.toString(), { brokerUrl, login });
   // mcp-remote may still be starting its callback server (step-up): retry a
   // refused connection briefly, as a user reloading the page would.
   let final;
   await waitFor(async () => { final = await http(redirect.toString()); return true; }, 5000, 100);
   assert.ok(final, `mcp-remote's callback ${redirect.origin}${redirect.pathname} never answered`);
-  return { consentPage: page.text, redirect, final };
+  return { consentPage: page, redirect, final };
 }
 
 describe('mcp-remote through the broker', { timeout: 60000 }, () => {

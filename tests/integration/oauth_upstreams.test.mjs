@@ -108,6 +108,22 @@ test('OIDC: discovery failure is an error redirect, then discovery of <issuer>/.
   assert.equal((await control(idp, 'stats'))['oidc.discovery'], stats1['oidc.discovery']);
 });
 
+test('OIDC: tokens issued upstream but never stored (userinfo fails) are revoked upstream at once', async () => {
+  const stats0 = await control(idp, 'stats');
+  await setFault(idp, 'oidc.userinfo', { mode: 'status', status: 500, count: 1 });
+  await unchanged(env, async () => {
+    const s = await approveUntilUpstream(env.url, { ...client, resource: `${env.url}/oidc-mcp`, state: 'noid' });
+    const cb = await upstreamLogin(s.res.headers.get('location'));
+    assertErrorRedirect(await browserGet(cb, s.jar), { redirectUri: client.redirectUri, error: 'temporarily_unavailable', state: 'noid', iss: env.url });
+  });
+  const stats1 = await control(idp, 'stats');
+  assert.equal(stats1['oidc.token'], (stats0['oidc.token'] || 0) + 1, 'the code was exchanged');
+  assert.equal(stats1['oidc.revoke'], (stats0['oidc.revoke'] || 0) + 1, 'and the tokens revoked upstream');
+  const last = await control(idp, 'last_request?key=oidc.revoke');
+  assert.equal(last.body.token_type_hint, 'refresh_token');
+  await assertReady(env.url);
+});
+
 test('GitHub: JSON and form-encoded token answers, numeric id from /user, PKCE upstream', async () => {
   await control(idp, 'config', { github: { expiring: true } });
   const t = keep(await tokensFor(env.url, { ...client, path: '/mcp', login: 'bob' }));
