@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -29,6 +30,7 @@ struct http_server {
 };
 
 #define HTTP_DRAIN_SETTLE_NS (2000ull * 1000000ull)
+#define HTTP_HANDSHAKE_SETTLE_US 50000
 
 static long in_flight;
 static int draining;
@@ -570,6 +572,24 @@ void http_drain(struct http_server *s, int timeout_s)
 	if (!s)
 		return;
 	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
+	/* Stop new handshakes first: a socket filter on the listener drops
+	 * pure SYNs (clients retry them and, once the listener is closed below,
+	 * are refused, so a load balancer moves them elsewhere before sending
+	 * anything), while handshakes already under way complete. Then the
+	 * accept queue only holds connections that will be served. */
+	const union MHD_DaemonInfo *li = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_LISTEN_FD);
+	if (li && li->listen_fd != MHD_INVALID_SOCKET) {
+		struct sock_filter drop_syn[] = {
+			BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),          /* TCP flags */
+			BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),       /* SYN | ACK */
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1), /* SYN alone: */
+			BPF_STMT(BPF_RET | BPF_K, 0),                    /* drop */
+			BPF_STMT(BPF_RET | BPF_K, 0xFFFFFFFF),           /* else pass */
+		};
+		struct sock_fprog prog = { .len = sizeof(drop_syn) / sizeof(drop_syn[0]), .filter = drop_syn };
+		if (setsockopt(li->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0)
+			usleep(HTTP_HANDSHAKE_SETTLE_US); /* in-flight handshakes land in the queue */
+	}
 	MHD_socket fd = MHD_quiesce_daemon(s->d);
 	if (fd != MHD_INVALID_SOCKET) {
 		/* Refuse new connections at once, so that a load balancer retries
