@@ -450,9 +450,8 @@ void authorize_post(struct http_req *r)
 	json_t *form = NULL, *req = NULL;
 	int dup = 0;
 	memset(&a, 0, sizeof(a));
-	const char *ct = http_header(r, "Content-Type");
-	if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0 ||
-	    !(form = form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, &dup)) || dup) {
+	const char *why = NULL;
+	if (!(form = form_request(r, &dup, &why)) || dup) {
 		html_error_page(r, 400, "Invalid request", "The consent form could not be read.");
 		goto out;
 	}
@@ -494,7 +493,7 @@ void authorize_post(struct http_req *r)
 out:
 	authz_free(&a);
 	db_release(r->app->db, &c);
-	json_decref(form);
+	form_free(&form);
 	json_decref(req);
 }
 

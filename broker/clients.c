@@ -247,7 +247,11 @@ enum client_auth clients_authenticate(struct http_req *r, struct db_conn *c, con
 	}
 	const char *id = bc.id ? bc.id : form_id;
 	const char *secret = bc.id ? bc.secret : form_secret;
-	const char *alt = bc.id && strcmp(bc.raw_secret, bc.secret) != 0 ? bc.raw_secret : NULL;
+	/* The raw (not form-decoded) Basic secret as a second candidate, when
+	 * it differs; compared without timing leaks like every secret. */
+	const char *alt = bc.id && !crypto_ct_equal(bc.raw_secret, strlen(bc.raw_secret), bc.secret, strlen(bc.secret))
+				  ? bc.raw_secret
+				  : NULL;
 	if (!id) {
 		rc = CA_INVALID_CLIENT;
 		goto out;

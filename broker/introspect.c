@@ -61,10 +61,8 @@ void introspect_endpoint(struct http_req *r)
 		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
 		return;
 	}
-	const char *ct = http_header(r, "Content-Type");
-	if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0 ||
-	    !(form = form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, &dup)) || dup ||
-	    !form_get(form, "token")) {
+	const char *why = NULL;
+	if (!(form = form_request(r, &dup, &why)) || dup || !form_get(form, "token")) {
 		http_send_oauth_error(r, 400, "invalid_request", "token is required (form body)");
 		goto out;
 	}

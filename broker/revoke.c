@@ -36,10 +36,9 @@ void revoke_endpoint(struct http_req *r)
 	int dup = 0;
 	memset(&cl, 0, sizeof(cl));
 	(void)http_add_header(r, "Cache-Control", "no-store");
-	const char *ct = http_header(r, "Content-Type");
-	if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0 ||
-	    !(form = form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, &dup))) {
-		http_send_oauth_error(r, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
+	const char *why = NULL;
+	if (!(form = form_request(r, &dup, &why))) {
+		http_send_oauth_error(r, 400, "invalid_request", why);
 		return;
 	}
 	const char *token = form_get(form, "token");

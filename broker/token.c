@@ -400,14 +400,10 @@ void token_endpoint(struct http_req *r)
 	/* Browser-based clients call the token endpoint cross-origin; it uses
 	 * no cookies, so any origin may read its answers (server.c preflight). */
 	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
-	const char *ct = http_header(r, "Content-Type");
-	if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0) {
-		http_send_oauth_error(r, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
-		return;
-	}
-	form = form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, &dup);
+	const char *why = NULL;
+	form = form_request(r, &dup, &why);
 	if (!form) {
-		http_send_oauth_error(r, 400, "invalid_request", "the body is not a valid form");
+		http_send_oauth_error(r, 400, "invalid_request", why);
 		return;
 	}
 	if (dup) {
