@@ -159,6 +159,17 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 	return len;
 }
 
+/* The fetched bytes: one JSON object, no duplicate keys. */
+static const char *parse_doc(const char *body, size_t len, json_t **doc)
+{
+	*doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	if (json_is_object(*doc))
+		return NULL;
+	json_decref(*doc);
+	*doc = NULL;
+	return "the client metadata document is not a JSON object";
+}
+
 /* Fetches url; on success *doc is the parsed object and *ttl the cache
  * lifetime. Returns NULL or a fixed reason. */
 static const char *fetch_doc(const struct config *cfg, const char *url, json_t **doc, long *ttl)
@@ -217,12 +228,7 @@ static const char *fetch_doc(const struct config *cfg, const char *url, json_t *
 	else if (!is_json_type(ctype))
 		why = "the client metadata document is not application/json";
 	if (!why) {
-		*doc = json_loadb(f.body.ptr ? f.body.ptr : "", f.body.len, JSON_REJECT_DUPLICATES, NULL);
-		if (!json_is_object(*doc)) {
-			json_decref(*doc);
-			*doc = NULL;
-			why = "the client metadata document is not a JSON object";
-		}
+		why = parse_doc(f.body.ptr ? f.body.ptr : "", f.body.len, doc);
 		long age = max_age(hc.cache_control[0] ? hc.cache_control : NULL);
 		*ttl = age < 0 ? 3600 : age;
 		if (*ttl < cfg->registration.cimd_min_ttl_s)
@@ -291,6 +297,10 @@ static const char *check_url(const struct config *cfg, const char *url)
 		why = "the client_id URL must not have a query";
 	else if (!path || strcmp(path, "/") == 0 || !*path)
 		why = "the client_id URL must have a path";
+	/* Exactly "https://host": curl also reads https:/host and https:///host,
+	 * which are other strings naming the same document. */
+	else if (strncasecmp(url, "https://", 8) != 0 || url[8] == '/')
+		why = "the client_id URL must begin with https:// and the host";
 	else if (!host || !*host)
 		why = "the client_id URL has no host";
 	if (why)
@@ -377,6 +387,28 @@ static const char *check_doc(const struct config *cfg, const char *client_id, js
 	snprintf(out->kind, sizeof(out->kind), "cimd");
 	*uris_out = json_incref(ru);
 	return NULL;
+}
+
+const char *cimd_check_url(const struct config *cfg, const char *url)
+{
+	return check_url(cfg, url);
+}
+
+long cimd_max_age(const char *cache_control)
+{
+	return max_age(cache_control);
+}
+
+const char *cimd_check_document(const struct config *cfg, const char *client_id, const char *body,
+				size_t len, struct client *out, json_t **uris)
+{
+	json_t *doc = NULL;
+	const char *why = parse_doc(body, len, &doc);
+	*uris = NULL;
+	if (!why)
+		why = check_doc(cfg, client_id, doc, out, uris);
+	json_decref(doc);
+	return why;
 }
 
 int cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out, const char **why)

@@ -26,4 +26,14 @@ int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa);
 /* 1 when host matches pattern ("*.example.com" = any subdomain). */
 int cimd_host_matches(const char *pattern, const char *host);
 
+/* The pure checks of cimd_lookup, exposed for unit tests and fuzzing: the
+ * client_id URL (NULL or a fixed reason); max-age of a Cache-Control value
+ * (0 for no-store/no-cache, -1 when absent); a fetched document body for
+ * client_id (NULL, out filled and *uris the redirect URIs, a new reference;
+ * or a fixed reason). */
+const char *cimd_check_url(const struct config *cfg, const char *url);
+long cimd_max_age(const char *cache_control);
+const char *cimd_check_document(const struct config *cfg, const char *client_id, const char *body, size_t len,
+				struct client *out, json_t **uris);
+
 #endif

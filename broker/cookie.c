@@ -8,7 +8,7 @@
 #include "app.h"
 #include "crypto.h"
 
-#define CONSENT_MAX 16
+#define CONSENT_MAX COOKIE_CONSENT_MAX
 #define CONSENT_TTL (30L * 86400)
 #define BROWSER_TTL (400L * 86400)
 
@@ -71,6 +71,12 @@ int cookie_browser(struct http_req *r, char out[64])
 
 int cookie_derive(struct http_req *r, const char *purpose, const char *input, char out[64])
 {
+	return cookie_derive_with(r->app->cfg->cookie_secret, purpose, input, out);
+}
+
+int cookie_derive_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *input,
+		       char out[64])
+{
 	struct buf b;
 	uint8_t mac[CRYPTO_SHA256_LEN];
 	buf_init(&b, 8192);
@@ -78,7 +84,7 @@ int cookie_derive(struct http_req *r, const char *purpose, const char *input, ch
 	int rc = -1;
 	if (buf_adds(&b, purpose) < 0 || buf_add(&b, "|", 1) < 0 || buf_adds(&b, input) < 0)
 		goto out;
-	if (crypto_hmac_sha256(r->app->cfg->cookie_secret, CRYPTO_KEY_LEN, b.ptr, b.len, mac) < 0)
+	if (crypto_hmac_sha256(secret, CRYPTO_KEY_LEN, b.ptr, b.len, mac) < 0)
 		goto out;
 	crypto_b64url_encode(mac, sizeof(mac), out);
 	rc = 0;
@@ -116,27 +122,34 @@ int cookie_csrf_ok(struct http_req *r, const char *client_id, const char *token)
  * of 12 bytes of SHA-256(key) and mac covers everything before it. */
 static int consent_parse(struct http_req *r, char entries[CONSENT_MAX][25], size_t *n)
 {
+	cookie_consent_parse(r->app->cfg->cookie_secret, cookie_get(r, COOKIE_CONSENT), time(NULL), entries, n);
+	return 0;
+}
+
+void cookie_consent_parse(const uint8_t secret[CRYPTO_KEY_LEN], const char *v, time_t now,
+			  char entries[CONSENT_MAX][25], size_t *n)
+{
 	*n = 0;
-	const char *v = cookie_get(r, COOKIE_CONSENT);
 	if (!v)
-		return 0;
+		return;
 	const char *dot = strrchr(v, '.');
 	if (!dot || dot == v)
-		return 0;
+		return;
 	char payload[CONSENT_MAX * 26 + 32], mac[64];
 	size_t plen = (size_t)(dot - v);
 	if (plen >= sizeof(payload))
-		return 0;
+		return;
 	memcpy(payload, v, plen);
 	payload[plen] = '\0';
-	if (cookie_derive(r, "consent", payload, mac) < 0 || !crypto_ct_equal(mac, strlen(mac), dot + 1, strlen(dot + 1)))
-		return 0;
+	if (cookie_derive_with(secret, "consent", payload, mac) < 0 ||
+	    !crypto_ct_equal(mac, strlen(mac), dot + 1, strlen(dot + 1)))
+		return;
 	char *p = payload, *sep = strchr(p, '.');
 	if (!sep)
-		return 0;
+		return;
 	*sep = '\0';
-	if (strtol(p, NULL, 10) < (long)time(NULL))
-		return 0;
+	if (strtol(p, NULL, 10) < (long)now)
+		return;
 	p = sep + 1;
 	while (*p && *n < CONSENT_MAX) {
 		char *comma = strchr(p, ',');
@@ -150,7 +163,6 @@ static int consent_parse(struct http_req *r, char entries[CONSENT_MAX][25], size
 			break;
 		p = comma + 1;
 	}
-	return 0;
 }
 
 static void consent_hash(const char *key, char out[25])
@@ -194,18 +206,22 @@ int cookie_consent_add(struct http_req *r, const char *key)
 	return rc;
 }
 
-static int seal_key(struct http_req *r, const char *purpose, uint8_t key[CRYPTO_KEY_LEN])
+static int seal_key(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, uint8_t key[CRYPTO_KEY_LEN])
 {
-	return crypto_hkdf(r->app->cfg->cookie_secret, CRYPTO_KEY_LEN, "mcp-broker", 10, purpose, key,
-			   CRYPTO_KEY_LEN);
+	return crypto_hkdf(secret, CRYPTO_KEY_LEN, "mcp-broker", 10, purpose, key, CRYPTO_KEY_LEN);
 }
 
 char *cookie_seal(struct http_req *r, const char *purpose, const json_t *obj)
 {
+	return cookie_seal_with(r->app->cfg->cookie_secret, purpose, obj);
+}
+
+char *cookie_seal_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const json_t *obj)
+{
 	uint8_t key[CRYPTO_KEY_LEN];
 	char *text = json_dumps(obj, JSON_COMPACT);
 	char *out = NULL;
-	if (!text || seal_key(r, purpose, key) < 0)
+	if (!text || seal_key(secret, purpose, key) < 0)
 		goto done;
 	size_t n = strlen(text), total = CRYPTO_NONCE_LEN + n + CRYPTO_TAG_LEN;
 	uint8_t *blob = malloc(total);
@@ -229,9 +245,14 @@ done:
 
 json_t *cookie_open(struct http_req *r, const char *purpose, const char *sealed)
 {
+	return cookie_open_with(r->app->cfg->cookie_secret, purpose, sealed);
+}
+
+json_t *cookie_open_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *sealed)
+{
 	uint8_t key[CRYPTO_KEY_LEN];
 	size_t slen = sealed ? strlen(sealed) : 0;
-	if (slen < 40 || slen > 16384 || seal_key(r, purpose, key) < 0)
+	if (slen < 40 || slen > 16384 || seal_key(secret, purpose, key) < 0)
 		return NULL;
 	uint8_t *blob = malloc(slen);
 	json_t *obj = NULL;

@@ -7,6 +7,9 @@
 #ifndef MCPB_COOKIE_H
 #define MCPB_COOKIE_H
 #include <jansson.h>
+#include <stdint.h>
+#include <time.h>
+#include "crypto.h"
 #include "http.h"
 
 #define COOKIE_BROWSER "mcpb_browser"
@@ -39,5 +42,18 @@ json_t *cookie_open(struct http_req *r, const char *purpose, const char *sealed)
 /* A value derived from the cookie secret (e.g. the upstream PKCE verifier
  * for a state): base64url(HMAC(cookie_secret, purpose "|" input)); out[64]. */
 int cookie_derive(struct http_req *r, const char *purpose, const char *input, char out[64]) WUR;
+
+/* The same over the cookie secret itself, without a request: pure, for unit
+ * tests and fuzzing (tests/fuzz/fuzz_cookie.c). */
+#define COOKIE_CONSENT_MAX 16
+int cookie_derive_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *input,
+		       char out[64]) WUR;
+/* Entries (24 hex characters each, at most COOKIE_CONSENT_MAX) of a consent
+ * cookie value v that is intact (its MAC checks) and unexpired at now;
+ * *n = 0 otherwise (v may be NULL). */
+void cookie_consent_parse(const uint8_t secret[CRYPTO_KEY_LEN], const char *v, time_t now,
+			  char entries[COOKIE_CONSENT_MAX][25], size_t *n);
+char *cookie_seal_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const json_t *obj);
+json_t *cookie_open_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *sealed);
 
 #endif

@@ -54,8 +54,8 @@ json_t *form_parse(const char *s, size_t len, int *duplicate)
 		if (js && json_object_get(o, k)) {
 			*duplicate = 1;
 			json_decref(js);
-		} else if (js) {
-			json_object_set_new(o, k, js);
+		} else if (js && json_object_set_new(o, k, js) < 0) {
+			js = NULL; /* a name that is not UTF-8 (or no memory): released by jansson */
 		}
 		if (v) {
 			OPENSSL_cleanse(v, vlen);

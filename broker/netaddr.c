@@ -32,11 +32,18 @@ int cidr_parse(const char *s, struct cidr *c)
 		return -1;
 	c->bits = c->family == AF_INET ? 32 : 128;
 	if (slash) {
-		char *end = NULL;
-		long b = strtol(slash + 1, &end, 10);
-		if (!end || *end || end == slash + 1 || b < 0 || b > c->bits)
+		/* 1 to 3 decimal digits and nothing else: strtol would also take
+		 * "+8", " 8" and "-0". */
+		const char *d = slash + 1;
+		size_t nd = strspn(d, "0123456789");
+		if (nd == 0 || nd > 3 || d[nd] != '\0')
 			return -1;
-		c->bits = (int)b;
+		int b = 0;
+		for (size_t i = 0; i < nd; i++)
+			b = b * 10 + (d[i] - '0');
+		if (b > c->bits)
+			return -1;
+		c->bits = b;
 	}
 	return 0;
 }

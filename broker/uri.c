@@ -58,7 +58,7 @@ int uri_host_is_loopback(const char *host)
 			strcasecmp(host, "localhost") == 0);
 }
 
-char *uri_canonical_resource(const char *s)
+static char *canonical_once(const char *s)
 {
 	struct parts p;
 	char *out = NULL;
@@ -80,6 +80,20 @@ char *uri_canonical_resource(const char *s)
 out:
 	parts_free(&p);
 	return out;
+}
+
+char *uri_canonical_resource(const char *s)
+{
+	/* Canonical means a fixed point: curl decodes some forms only in part
+	 * in one pass (the host 127%2e0.1 becomes 127.0.1, which the next pass
+	 * reads as 127.0.0.1), and such a resource would not name one thing. */
+	char *c = canonical_once(s), *again = c ? canonical_once(c) : NULL;
+	if (c && (!again || strcmp(c, again) != 0)) {
+		free(c);
+		c = NULL;
+	}
+	free(again);
+	return c;
 }
 
 static int scheme_forbidden(const char *scheme)
@@ -158,6 +172,12 @@ int uri_redirect_matches(const char *registered, const char *requested)
 		return 0;
 	if (strcmp(registered, requested) == 0)
 		return 1;
+	/* The browser is sent to the requested URI: it must pass the
+	 * registration policy itself (curl also reads http:/[::1]:/ and other
+	 * spellings that no client registers). */
+	const char *why;
+	if (uri_redirect_allowed(requested, &why) < 0)
+		return 0;
 	struct parts a, b;
 	int ok = 0;
 	if (parse(registered, &a, CURLU_NON_SUPPORT_SCHEME) < 0)

@@ -2,7 +2,9 @@
 # Installs the Debian 12 packages mcp-broker needs, only those missing.
 #   install-deps.sh          build and run (compiler, libraries, PostgreSQL)
 #   install-deps.sh --demo   also node and npm (the demo upstream and MCP server)
-#   install-deps.sh --test   also what the tests use (node, npm, nginx, wrk)
+#   install-deps.sh --test   also what the tests use (node, npm, nginx, wrk, and clang
+#                            with libclang-rt-14-dev, whose libclang_rt.fuzzer the
+#                            fuzz targets link)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libpq-dev libssl-dev libjansson-dev
 	libcurl4-openssl-dev postgresql postgresql-client curl ca-certificates openssl)
@@ -11,7 +13,7 @@ if [ "${1:-}" = --test ] || [ "${1:-}" = --demo ]; then
 	command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 fi
 if [ "${1:-}" = --test ]; then
-	pkgs+=(nginx-light wrk)
+	pkgs+=(nginx-light wrk clang libclang-rt-14-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

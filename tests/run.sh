@@ -49,3 +49,12 @@ fi
 start=$(date +%s)
 (cd "$build" && ctest --output-on-failure "${ctest_args[@]}")
 echo "tests: $(($(date +%s) - start)) s"
+
+# Fuzz smoke: every libFuzzer target of tests/fuzz for FUZZ_SECONDS (default
+# 20) s, as many at a time as there are cores, under ASan+UBSan, built with
+# clang in build-fuzz/; any crash, leak, hang or broken invariant fails the
+# run. Skipped when ctest is filtered (-R/-L/-E) or with FUZZ_SECONDS=0;
+# tests/fuzz/run.sh SECONDS [TARGET...] runs them longer.
+if [ ${#ctest_args[@]} -eq 0 ] && [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+	"$root/tests/fuzz/run.sh" "${FUZZ_SECONDS:-20}"
+fi

@@ -1,0 +1,84 @@
+/* cimd.c: the pure checks of a Client ID Metadata Document lookup: the
+ * client_id URL, Cache-Control and the document itself. */
+#include <jansson.h>
+#include <string.h>
+
+#include "cimd.h"
+#include "test.h"
+
+static struct config cfg;
+
+static int url_ok(const char *url)
+{
+	return cimd_check_url(&cfg, url) == NULL;
+}
+
+static void test_url(void)
+{
+	CHECK(url_ok("https://client.example.com/oauth/metadata.json"));
+	CHECK(url_ok("HTTPS://client.example.com/m"));
+	CHECK(!url_ok("http://client.example.com/m"));
+	CHECK(!url_ok("https://client.example.com/"));
+	CHECK(!url_ok("https://client.example.com/m?x=1"));
+	CHECK(!url_ok("https://client.example.com/m#f"));
+	CHECK(!url_ok("https://u@client.example.com/m"));
+	CHECK(!url_ok("https://127.0.0.1/m"));
+	CHECK(!url_ok("https://[::ffff:10.0.0.1]/m"));
+	/* Exactly https://host: curl reads these as the same document URL, so
+	 * they were other client ids for it (found by fuzz_cimd). */
+	CHECK(!url_ok("https:/client.example.com/m"));
+	CHECK(!url_ok("https:///client.example.com/m"));
+	CHECK(!url_ok("https:client.example.com/m"));
+}
+
+static void test_max_age(void)
+{
+	CHECK(cimd_max_age(NULL) == -1);
+	CHECK(cimd_max_age(" public, max-age=300\r\n") == 300);
+	CHECK(cimd_max_age("no-store") == 0);
+	CHECK(cimd_max_age("max-age=-5") == -1);
+	CHECK(cimd_max_age("max-age=") == -1);
+}
+
+static const char *doc(const char *client_id, const char *text)
+{
+	struct client out;
+	json_t *uris = NULL;
+	memset(&out, 0, sizeof(out));
+	const char *why = cimd_check_document(&cfg, client_id, text, strlen(text), &out, &uris);
+	if (!why)
+		CHECK(json_array_size(uris) >= 1 && strcmp(out.client_id, client_id) == 0);
+	json_decref(uris);
+	client_free(&out);
+	return why;
+}
+
+static void test_document(void)
+{
+#define ID "\"client_id\":\"https://client.example.com/m\""
+	const char *id = "https://client.example.com/m";
+	CHECK(doc(id, "{" ID ",\"redirect_uris\":[\"https://client.example.com/cb\"]}") == NULL);
+	CHECK(doc(id, "{" ID ",\"redirect_uris\":[\"http://127.0.0.1/cb\"],"
+		      "\"token_endpoint_auth_method\":\"none\",\"grant_types\":[\"authorization_code\"]}") == NULL);
+	CHECK(doc(id, "{\"client_id\":\"https://other.example.com/m\","
+		      "\"redirect_uris\":[\"https://x/cb\"]}") != NULL);
+	CHECK(doc(id, "{" ID ",\"redirect_uris\":[]}") != NULL);
+	CHECK(doc(id, "{" ID ",\"redirect_uris\":[\"javascript:x\"]}") != NULL);
+	CHECK(doc(id, "{" ID ",\"redirect_uris\":[\"https://x/cb\"],"
+		      "\"token_endpoint_auth_method\":\"client_secret_basic\"}") != NULL);
+	CHECK(doc(id, "{\"client_id\":\"x\"," ID ",\"redirect_uris\":[\"https://x/cb\"]}") != NULL); /* duplicate */
+#undef ID
+	CHECK(doc(id, "[]") != NULL);
+	CHECK(doc(id, "") != NULL);
+}
+
+int main(void)
+{
+	cfg.registration.client_id_metadata_documents = 1;
+	cfg.registration.allow_loopback_redirects = 1;
+	cfg.registration.allow_private_schemes = 1;
+	test_url();
+	test_max_age();
+	test_document();
+	TEST_DONE();
+}
