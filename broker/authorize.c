@@ -649,9 +649,19 @@ static void discard_upstream_tokens(struct http_req *r, const struct cfg_upstrea
 	log_event(LOG_INFO, "callback.upstream_tokens_discarded", r->id, f);
 }
 
-static const char *upstream_error_code(enum upstream_rc rc)
+/* The error the client gets when the upstream leg failed on cls: worth a
+ * retry when the upstream is in trouble, server_error when the code was
+ * refused or the broker's own upstream credentials are wrong. */
+static const char *upstream_error_code(enum upstream_class cls)
 {
-	return rc == UP_TIMEOUT || rc == UP_UNAVAILABLE ? "temporarily_unavailable" : "server_error";
+	switch (cls) {
+	case UPC_RATE_LIMITED:
+	case UPC_SERVER_ERROR:
+	case UPC_TIMEOUT:
+	case UPC_UNREACHABLE:
+	case UPC_GARBAGE: return "temporarily_unavailable";
+	default: return "server_error";
+	}
 }
 
 void authorize_callback(struct http_req *r)
@@ -712,11 +722,15 @@ void authorize_callback(struct http_req *r)
 		goto out;
 	}
 	snprintf(redirect, sizeof(redirect), "%s/callback", cfg->public_url);
-	enum upstream_rc urc = upstream_exchange_code(up, &ep, upcode, redirect, ep.pkce ? verifier : NULL, &tok);
-	if (urc == UP_OK)
-		urc = upstream_identity(up, &ep, &tok, &id);
-	if (urc != UP_OK) {
-		json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "result", upstream_rc_name(urc));
+	/* Each failed call is classified, counted and logged by upstream.c;
+	 * nothing is stored before both succeed. */
+	enum upstream_class urc =
+		upstream_exchange_code(up, &ep, upcode, redirect, ep.pkce ? verifier : NULL, r->id, &tok, NULL);
+	if (urc == UPC_OK)
+		urc = upstream_identity(up, &ep, &tok, r->id, &id, NULL);
+	if (urc != UPC_OK) {
+		json_t *f = json_pack("{s:s, s:s, s:s}", "upstream", up->name, "result", upstream_class_name(urc),
+				      "client_id", pd.client_id);
 		log_event(LOG_WARN, "callback.upstream_failed", r->id, f);
 		discard_upstream_tokens(r, up, &ep, &tok);
 		redirect_error(r, pd.redirect_uri, upstream_error_code(urc),

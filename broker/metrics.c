@@ -81,6 +81,66 @@ void metrics_count(const char *name, const char *label, long delta)
 	pthread_mutex_unlock(&mlock);
 }
 
+/* ---- mcpb_upstream_errors_total{upstream, op, class} ------------------ */
+
+#define MAX_UPSTREAM_ERROR_SERIES 256
+
+struct upstream_error_series {
+	char upstream[65];
+	const char *op, *cls;
+	unsigned long count;
+};
+
+static struct upstream_error_series up_errors[MAX_UPSTREAM_ERROR_SERIES];
+static size_t n_up_errors;
+
+void metrics_upstream_error(const char *upstream, const char *op, const char *cls)
+{
+	char name[65];
+	snprintf(name, sizeof(name), "%s", upstream ? upstream : "");
+	pthread_mutex_lock(&mlock);
+	struct upstream_error_series *s = NULL;
+	for (size_t i = 0; i < n_up_errors && !s; i++)
+		if (strcmp(up_errors[i].upstream, name) == 0 && strcmp(up_errors[i].op, op) == 0 &&
+		    strcmp(up_errors[i].cls, cls) == 0)
+			s = &up_errors[i];
+	if (!s && n_up_errors < MAX_UPSTREAM_ERROR_SERIES) {
+		s = &up_errors[n_up_errors++];
+		memcpy(s->upstream, name, sizeof(name));
+		s->op = op;
+		s->cls = cls;
+	}
+	if (s)
+		s->count++;
+	pthread_mutex_unlock(&mlock);
+}
+
+/* A label value in the exposition format: backslash, quote and newline escaped. */
+static int add_label_value(struct buf *out, const char *v)
+{
+	int rc = 0;
+	for (; *v && rc == 0; v++)
+		rc = *v == '\\' ? buf_adds(out, "\\\\")
+		     : *v == '"' ? buf_adds(out, "\\\"")
+		     : *v == '\n' ? buf_adds(out, "\\n")
+				  : buf_add(out, v, 1);
+	return rc;
+}
+
+static int render_upstream_errors(struct buf *out)
+{
+	int rc = buf_adds(out, "# HELP mcpb_upstream_errors_total Failed upstream calls by upstream, operation and class.\n"
+			       "# TYPE mcpb_upstream_errors_total counter\n");
+	for (size_t i = 0; i < n_up_errors && rc == 0; i++)
+		rc = buf_adds(out, "mcpb_upstream_errors_total{upstream=\"") < 0 ||
+				     add_label_value(out, up_errors[i].upstream) < 0 ||
+				     buf_printf(out, "\",op=\"%s\",class=\"%s\"} %lu\n", up_errors[i].op,
+						up_errors[i].cls, up_errors[i].count) < 0
+			     ? -1
+			     : 0;
+	return rc;
+}
+
 int metrics_render(struct buf *out)
 {
 	int rc = 0;
@@ -115,6 +175,8 @@ int metrics_render(struct buf *out)
 		else
 			rc |= buf_printf(out, "mcpb_%s %ld\n", c->name, c->value);
 	}
+	if (rc == 0)
+		rc |= render_upstream_errors(out);
 	pthread_mutex_unlock(&mlock);
 	return rc ? -1 : 0;
 }

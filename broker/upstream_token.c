@@ -59,8 +59,66 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 	"status = 'active', up_expires_at IS NOT NULL, upstream, "                          \
 	"coalesce(extract(epoch FROM up_expires_at)::bigint, 0) FROM grants WHERE id = $1::uuid"
 
+static enum upstream_token_rc ut_of(enum upstream_class cls)
+{
+	switch (upstream_class_http_status(cls)) {
+	case 200: return UT_OK;
+	case 401: return UT_REVOKED;
+	case 502: return UT_BAD_GATEWAY;
+	case 504: return UT_TIMEOUT;
+	default: return UT_UNAVAILABLE;
+	}
+}
+
+int upstream_token_http_status(enum upstream_token_rc rc)
+{
+	switch (rc) {
+	case UT_OK: return 200;
+	case UT_REVOKED: return 401;
+	case UT_BAD_GATEWAY: return 502;
+	case UT_TIMEOUT: return 504;
+	default: return 503;
+	}
+}
+
+/* The downstream refused a token that cannot be renewed. Ask the upstream
+ * itself before killing the grant: only its definitive verdict counts (a
+ * misbehaving downstream, or an upstream in trouble, must not revoke users).
+ * Runs inside the caller's transaction, which holds the grant's row lock. */
+static enum upstream_token_rc check_unrenewable(struct app *app, struct db_conn *c, const struct grant_row *g,
+						 const struct cfg_upstream *up, const struct upstream_ep *ep,
+						 const char *grant_id, const char *request_id, char **token,
+						 long *retry_after)
+{
+	struct upstream_tokens cur = { 0 };
+	struct upstream_identity who = { 0 };
+	enum upstream_token_rc rc = UT_UNAVAILABLE;
+	cur.expires_in = -1;
+	cur.access_token = vault_open(app->cfg, g->key_id, grant_id, "access", g->up_access);
+	if (!cur.access_token) {
+		log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream token of grant %s does not decrypt", grant_id);
+		goto out;
+	}
+	enum upstream_class v = upstream_identity(up, ep, &cur, request_id, &who, retry_after);
+	if (v == UPC_OK) {
+		*token = cur.access_token; /* still valid upstream: replay as is */
+		cur.access_token = NULL;
+		rc = UT_OK;
+	} else if (v == UPC_GRANT_DEAD) {
+		rc = UT_REVOKED;
+		if (grant_revoke(app, c, grant_id, "upstream_rejected", "system", request_id) < 0 || db_commit(c) < 0)
+			rc = UT_UNAVAILABLE;
+	} else {
+		rc = ut_of(v);
+	}
+out:
+	upstream_identity_free(&who);
+	upstream_tokens_free(&cur);
+	return rc;
+}
+
 static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id,
-					     int force, const char *request_id, char **token)
+					     int force, const char *request_id, char **token, long *retry_after)
 {
 	static struct db_stmt q_lock = DB_STMT(GRANT_COLUMNS " FOR UPDATE");
 	static struct db_stmt q_store = DB_STMT(
@@ -70,6 +128,7 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 	const struct config *cfg = app->cfg;
 	struct grant_row g = { 0 };
 	struct upstream_tokens t = { 0 };
+	struct upstream_ep ep;
 	char *old_refresh = NULL, *enc_a = NULL, *enc_r = NULL, lockwait[64];
 	enum upstream_token_rc rc = UT_UNAVAILABLE;
 	const char *key_id = NULL;
@@ -92,57 +151,43 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 		rc = *token ? UT_OK : UT_UNAVAILABLE;
 		goto out;
 	}
-	old_refresh = g.up_refresh ? vault_open(cfg, g.key_id, grant_id, "refresh", g.up_refresh) : NULL;
-	const struct cfg_upstream *up = config_upstream(cfg, g.upstream);
-	struct upstream_ep ep;
-	if (!old_refresh || !up || upstream_endpoints(up, &ep) < 0) {
-		if (!old_refresh && !force) {
-			/* Nothing to refresh with: use the token until the upstream refuses it. */
-			*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
-			rc = *token ? UT_OK : UT_UNAVAILABLE;
-		} else if (!old_refresh && up && upstream_endpoints(up, &ep) == 0) {
-			/* The downstream refused a token that cannot be renewed. Ask the
-			 * upstream itself before killing the grant: only its verdict
-			 * counts (a misbehaving downstream must not revoke users). */
-			struct upstream_tokens cur = { 0 };
-			struct upstream_identity who = { 0 };
-			cur.expires_in = -1;
-			cur.access_token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
-			enum upstream_rc v = cur.access_token ? upstream_identity(up, &ep, &cur, &who) : UP_INTERNAL;
-			upstream_identity_free(&who);
-			if (v == UP_OK) {
-				*token = cur.access_token; /* still valid upstream: replay as is */
-				cur.access_token = NULL;
-				rc = UT_OK;
-			} else if (v == UP_REJECTED) {
-				rc = UT_REVOKED;
-				if (grant_revoke(app, c, grant_id, "upstream_rejected", "system", request_id) < 0 ||
-				    db_commit(c) < 0)
-					rc = UT_UNAVAILABLE;
-			} else {
-				rc = v == UP_TIMEOUT ? UT_TIMEOUT : UT_UNAVAILABLE;
-			}
-			upstream_tokens_free(&cur);
-		}
+	if (g.up_refresh && !(old_refresh = vault_open(cfg, g.key_id, grant_id, "refresh", g.up_refresh))) {
+		log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream refresh token of grant %s does not decrypt",
+			grant_id);
 		goto out;
 	}
-	enum upstream_rc urc = upstream_refresh(up, &ep, old_refresh, &t);
-	metrics_count("upstream_refresh_total", upstream_rc_name(urc), 1);
-	if (urc == UP_REJECTED) {
+	if (!old_refresh && !force) {
+		/* Nothing to refresh with: use the token until the upstream refuses it. */
+		*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
+		rc = *token ? UT_OK : UT_UNAVAILABLE;
+		goto out;
+	}
+	const struct cfg_upstream *up = config_upstream(cfg, g.upstream);
+	if (!up || upstream_endpoints(up, &ep) < 0) {
+		log_msg(LOG_ERROR, "upstream.unavailable", request_id, "upstream of grant %s is not configured or not discoverable",
+			grant_id);
+		goto out;
+	}
+	if (!old_refresh) {
+		rc = check_unrenewable(app, c, &g, up, &ep, grant_id, request_id, token, retry_after);
+		goto out;
+	}
+	enum upstream_class cls = upstream_refresh(up, &ep, old_refresh, request_id, &t, retry_after);
+	metrics_count("upstream_refresh_total", upstream_class_name(cls), 1);
+	if (cls == UPC_GRANT_DEAD) {
 		/* The user revoked the app upstream (or the refresh token died). */
 		rc = UT_REVOKED;
 		struct audit a = { "upstream.refresh_failed", "system", NULL, NULL, grant_id, request_id };
-		if (audit_record(c, &a, json_pack("{s:s, s:s}", "upstream", g.upstream, "result", "rejected")) < 0 ||
+		if (audit_record(c, &a, json_pack("{s:s, s:s}", "upstream", g.upstream, "result", upstream_class_name(cls))) < 0 ||
 		    grant_revoke(app, c, grant_id, "upstream_invalid_grant", "system", request_id) < 0 ||
 		    db_commit(c) < 0)
 			rc = UT_UNAVAILABLE;
 		goto out;
 	}
-	if (urc != UP_OK) {
-		rc = urc == UP_TIMEOUT ? UT_TIMEOUT : UT_UNAVAILABLE;
-		db_rollback(c);
-		json_t *f = json_pack("{s:s, s:s}", "upstream", g.upstream, "result", upstream_rc_name(urc));
-		log_event(LOG_WARN, "upstream.refresh_failed", request_id, f);
+	if (cls != UPC_OK) {
+		/* Anything else says nothing about the grant: keep it as it is
+		 * (the answer is logged and counted by upstream_refresh). */
+		rc = ut_of(cls);
 		goto out;
 	}
 	/* Exactly one copy of the upstream refresh token: the new one, or the
@@ -196,12 +241,14 @@ enum upstream_token_rc upstream_token_cached(struct app *app, const char *grant_
 }
 
 enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
-					  int force, const char *request_id, char **token)
+					  int force, const char *request_id, char **token, long *retry_after)
 {
 	static struct db_stmt q = DB_STMT(GRANT_COLUMNS);
 	const struct config *cfg = app->cfg;
 	struct grant_row g = { 0 };
 	*token = NULL;
+	if (retry_after)
+		*retry_after = 0;
 	if (!force && upstream_token_cached(app, grant_id, token) == UT_OK)
 		return UT_OK;
 	unsigned long gen = cache_generation();
@@ -226,5 +273,5 @@ enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, co
 		return UT_OK;
 	}
 	row_free(&g);
-	return refresh_locked(app, c, grant_id, force, request_id, token);
+	return refresh_locked(app, c, grant_id, force, request_id, token, retry_after);
 }

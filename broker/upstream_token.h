@@ -10,14 +10,26 @@
 enum upstream_token_rc {
 	UT_OK = 0,
 	UT_REVOKED = 1,     /* the grant is dead (now or before): the client must re-authorise */
-	UT_UNAVAILABLE = 2, /* upstream 5xx/429/garbage, database trouble: try again */
-	UT_TIMEOUT = 3,
+	UT_UNAVAILABLE = 2, /* 503: upstream 5xx/429/403 or unreachable, database trouble: try again */
+	UT_TIMEOUT = 3,     /* 504: the upstream did not answer in time */
+	UT_BAD_GATEWAY = 4, /* 502: the upstream refused the broker's own credentials, or answered
+			       something unusable; the grant is kept */
 };
 
 /* *token receives the plaintext access token (caller wipes and frees).
- * force: refresh even if not stale (the downstream rejected the token). */
+ * force: the downstream refused the injected token: refresh it even if it
+ * is not stale, or, when the grant has no refresh token, ask the upstream
+ * (userinfo) whether the token is still good. Only a definitive answer of
+ * the upstream (invalid_grant, bad_refresh_token, 401 at userinfo) revokes
+ * the grant (UT_REVOKED); every other failure keeps it unchanged.
+ * retry_after (may be NULL) receives the seconds the upstream asked to
+ * wait, 0 when it did not. */
 enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
-					  int force, const char *request_id, char **token);
+					  int force, const char *request_id, char **token,
+					  long *retry_after);
+
+/* The HTTP status to answer a client for rc: 200, 401, 502, 503 or 504. */
+int upstream_token_http_status(enum upstream_token_rc rc);
 
 /* The same from this node's cache only (no database): UT_OK, or
  * UT_UNAVAILABLE when the cache has no fresh entry. */

@@ -66,7 +66,11 @@ export const ENDPOINT_KEYS = [
   'oidc.userinfo', 'oidc.revoke',
 ];
 
-const FAULT_MODES = ['error', 'invalid_grant', 'status', 'timeout', 'garbage', 'huge', 'reset'];
+const FAULT_MODES = ['error', 'invalid_grant', 'status', 'timeout', 'garbage', 'huge', 'reset',
+  'invalid_client', 'unauthorized_client', 'bad_refresh_token', 'rate_limited', 'incomplete', 'bad_json', 'wrong_type'];
+// Modes that only make sense for a token endpoint (<p>.token, <p>.token.refresh).
+const TOKEN_ONLY_MODES = new Set(['invalid_client', 'unauthorized_client', 'bad_refresh_token']);
+const isTokenKey = (key) => /^[a-z]+\.token(\.refresh)?$/.test(key);
 const FAULT_FIELDS = ['mode', 'status', 'count', 'delay_ms', 'retry_after', 'error'];
 
 // Times are seconds; a ttl of 0 means "never expires".
@@ -812,10 +816,63 @@ async function applyFault(ctx, req, res, r, f) {
     case 'status': {
       const status = f.status ?? 500;
       const headers = { ...NO_STORE };
-      if (status === 429 || status === 503) headers['retry-after'] = String(f.retry_after ?? 1);
+      if (status === 429 || status === 503 || f.retry_after !== undefined) headers['retry-after'] = String(f.retry_after ?? 1);
       res.idpInfo.error = f.error ?? (status === 429 || status === 503 ? 'temporarily_unavailable' : 'server_error');
       sendJson(res, status, { error: res.idpInfo.error, error_description: `injected fault: HTTP ${status}` }, headers);
       return true;
+    }
+    case 'invalid_client':
+      // The broker's own client credentials refused (its secret was rotated):
+      // GitHub says so with 200 incorrect_client_credentials, RFC 6749 with 401.
+      tokenError(ctx, req, res, r.route.p, fail('invalid_client', 'injected fault: client authentication failed', { status: f.status }),
+        clientCreds(req, r.body.params));
+      return true;
+    case 'unauthorized_client':
+      tokenError(ctx, req, res, r.route.p, fail('unauthorized_client', 'injected fault: grant type not allowed for this client',
+        { gh: 'unauthorized_client', status: f.status }));
+      return true;
+    case 'bad_refresh_token':
+      // GitHub's dead refresh token: HTTP 200 with error=, form or JSON by Accept.
+      res.idpInfo.error = 'bad_refresh_token';
+      sendGithub(req, res, f.status ?? 200, { error: 'bad_refresh_token', error_description: 'The refresh token passed is incorrect or expired.', error_uri: GH_ERROR_URI });
+      return true;
+    case 'rate_limited': {
+      res.idpInfo.error = 'rate_limited';
+      const wait = f.retry_after ?? (r.route.p === 'github' ? 60 : 1);
+      if (r.route.p === 'github') {
+        // api.github.com's primary rate limit: 403, no Retry-After, the reset time instead.
+        sendJson(res, f.status ?? 403, { message: 'API rate limit exceeded for user ID 1001.', documentation_url: 'https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting' }, {
+          'x-ratelimit-limit': '5000', 'x-ratelimit-remaining': '0', 'x-ratelimit-used': '5000',
+          'x-ratelimit-reset': String(Math.floor(Date.now() / 1000) + wait),
+        });
+      } else {
+        sendJson(res, f.status ?? 429, { error: 'rate_limited', error_description: 'injected fault: too many requests' }, { ...NO_STORE, 'retry-after': String(wait) });
+      }
+      return true;
+    }
+    case 'incomplete':
+      // 200 JSON without the one field that matters (access_token, the user id).
+      res.idpInfo.error = 'incomplete';
+      if (r.route.kind === 'token') sendJson(res, 200, { token_type: 'bearer', scope: 'read:user' }, NO_STORE);
+      else if (r.route.kind === 'api') sendJson(res, 200, { login: 'nobody', name: 'Nobody' });
+      else sendJson(res, 200, {});
+      return true;
+    case 'bad_json':
+      res.idpInfo.error = 'bad_json';
+      send(res, 200, 'application/json; charset=utf-8', '{"access_token":"gho_trunc', NO_STORE);
+      return true;
+    case 'wrong_type': {
+      // A well-formed answer announced as text/plain. Token endpoints get a
+      // made-up token answer (nothing is issued or rotated, so the client's
+      // grant is untouched); other endpoints give their normal answer.
+      res.idpInfo.error = 'wrong_type';
+      if (r.route.kind === 'token') {
+        send(res, 200, 'text/plain; charset=utf-8', JSON.stringify({ access_token: randomToken(PREFIX[r.route.p].access), token_type: 'bearer', expires_in: 3600 }), NO_STORE);
+        return true;
+      }
+      const writeHead = res.writeHead.bind(res);
+      res.writeHead = (status, headers = {}) => writeHead(status, { ...headers, 'content-type': 'text/plain; charset=utf-8' });
+      return false;
     }
     case 'timeout':
       // Hold the request until the client gives up; an unref'd socket does
@@ -850,6 +907,7 @@ function validateFault(key, f) {
   if (!isPlainObj(f)) return [`fault.${key} must be an object or null`];
   for (const k of Object.keys(f)) if (!FAULT_FIELDS.includes(k)) errs.push(`fault.${key}.${k}: unknown field (known: ${FAULT_FIELDS.join(', ')})`);
   if (f.mode !== undefined && !FAULT_MODES.includes(f.mode)) errs.push(`fault.${key}.mode must be one of ${FAULT_MODES.join(', ')}`);
+  if (TOKEN_ONLY_MODES.has(f.mode) && !isTokenKey(key)) errs.push(`fault.${key}.mode ${f.mode} applies to token endpoints only`);
   if (f.mode === undefined && !(f.delay_ms > 0)) errs.push(`fault.${key}: needs a mode or a delay_ms > 0`);
   if (f.status !== undefined && !(Number.isInteger(f.status) && f.status >= 100 && f.status <= 599)) errs.push(`fault.${key}.status must be an HTTP status`);
   if (f.count !== undefined && !(Number.isInteger(f.count) && f.count > 0)) errs.push(`fault.${key}.count must be a positive integer`);
