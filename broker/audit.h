@@ -19,9 +19,13 @@ struct audit {
 int audit_record(struct db_conn *c, const struct audit *a, json_t *detail) WUR;
 
 /* High-volume records (one per proxied tool call) are not worth a database
- * round trip on the request path: they are queued and written in batches
- * by a background thread (within AUDIT_FLUSH_MS), and flushed at shutdown.
- * A full queue falls back to a synchronous insert. */
+ * round trip on the request path: audit_enqueue logs the record and queues
+ * it (bounded), and a background thread writes batches (within
+ * AUDIT_FLUSH_MS) and what is left at shutdown. audit_enqueue never blocks
+ * on or touches the database: a full queue, a write that keeps failing
+ * (database outage) or no memory drops the record, counted in
+ * mcpb_audit_dropped_total and reported by a rate-limited audit.dropped
+ * log line. detail is stolen (may be NULL). */
 #define AUDIT_FLUSH_MS 200
 struct app;
 int audit_writer_start(struct app *app) WUR;

@@ -8,6 +8,7 @@
 #include "cimd.h"
 #include "form.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "uri.h"
 #include "vault.h"
 
@@ -300,6 +301,56 @@ void clients_auth_error(struct http_req *r, enum client_auth rc)
 	}
 }
 
+void clients_named_id(struct http_req *r, const json_t *form, char out[LIM_CLIENT_ID + 1])
+{
+	const char *hdr = http_header(r, "Authorization");
+	const char *id = form_get(form, "client_id");
+	struct basic bc;
+	memset(&bc, 0, sizeof(bc));
+	if (hdr && parse_basic(hdr, &bc) == 0)
+		id = bc.id;
+	/* Over-long names are no client's: they share one key per address. */
+	snprintf(out, LIM_CLIENT_ID + 1, "%s", id && strlen(id) <= LIM_CLIENT_ID ? id : id ? "\x01long" : "");
+	basic_free(&bc);
+}
+
+int clients_failures_check(struct http_req *r, const char *who)
+{
+	const struct config *cfg = r->app->cfg;
+	int retry = 1;
+	if (ratelimit_failures_ok(who, r->client_ip, cfg->limits.token_failures_per_client_address_per_minute,
+				  cfg->limits.token_failures_per_address_per_minute, &retry))
+		return 0;
+	char ra[16];
+	snprintf(ra, sizeof(ra), "%d", retry);
+	(void)http_add_header(r, "Retry-After", ra);
+	http_send_oauth_error(r, 429, "slow_down", "too many failed requests from this address; retry later");
+	return -1;
+}
+
+void clients_failures_count(struct http_req *r, const char *who)
+{
+	const struct config *cfg = r->app->cfg;
+	long per_pair = cfg->limits.token_failures_per_client_address_per_minute;
+	long per_addr = cfg->limits.token_failures_per_address_per_minute;
+	int retry = 0;
+	if (r->status < 400 || r->status >= 500 || r->status == 429)
+		return;
+	int before = ratelimit_failures_ok(who, r->client_ip, per_pair, per_addr, &retry);
+	ratelimit_failure(who, r->client_ip, per_pair, per_addr);
+	if (!before || ratelimit_failures_ok(who, r->client_ip, per_pair, per_addr, &retry))
+		return;
+	/* This failure crossed the limit: a line, at most one a minute per
+	 * (client, address) however long the spraying goes on. */
+	char key[LIM_CLIENT_ID + 64];
+	int ignored;
+	snprintf(key, sizeof(key), "%s\n%s", r->client_ip, who);
+	if (ratelimit_take("fail-log", key, 1.0 / 60.0, 1.0, &ignored))
+		log_event(LOG_WARN, "ratelimit.failures_exceeded", r->id,
+			  json_pack("{s:s, s:s, s:s, s:i}", "client", r->client_ip, "client_id", who, "route",
+				    r->route && r->route->label ? r->route->label : "", "retry_after_s", retry));
+}
+
 int clients_sync_static(struct app *app)
 {
 	static struct db_stmt q = DB_STMT(
@@ -353,6 +404,32 @@ static int optional_string(json_t *doc, const char *k, size_t max, const char **
 	return 0;
 }
 
+/* The failure key of /register's initial access token (per address). */
+#define REGISTER_FAILURE_KEY "/register"
+
+/* 0 when the request carries the configured initial access token; -1 when
+ * it was answered 401. */
+static int initial_token_check(struct http_req *r)
+{
+	const struct config *cfg = r->app->cfg;
+	const char *auth = http_header(r, "Authorization");
+	uint8_t h[CRYPTO_SHA256_LEN];
+	if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) > LIM_TOKEN) {
+		(void)http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\"");
+		http_send_oauth_error(r, 401, "invalid_token", "an initial access token is required");
+		return -1;
+	}
+	crypto_sha256(auth + 7, strlen(auth + 7), h);
+	int ok = crypto_ct_equal(h, sizeof(h), cfg->registration.initial_access_token_hash, sizeof(h));
+	crypto_wipe(h, sizeof(h));
+	if (!ok) {
+		(void)http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\", error=\"invalid_token\"");
+		http_send_oauth_error(r, 401, "invalid_token", "the initial access token is not valid");
+		return -1;
+	}
+	return 0;
+}
+
 void clients_register(struct http_req *r)
 {
 	/* The per-IP count and the insert are serialised per address (two-key
@@ -382,19 +459,12 @@ void clients_register(struct http_req *r)
 		return;
 	}
 	if (cfg->registration.has_initial_access_token) {
-		const char *auth = http_header(r, "Authorization");
-		uint8_t h[CRYPTO_SHA256_LEN];
-		if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) > LIM_TOKEN) {
-			(void)http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\"");
-			http_send_oauth_error(r, 401, "invalid_token", "an initial access token is required");
+		/* Guesses at the initial access token are failures like wrong
+		 * client secrets: counted per address, 429 beyond the limit. */
+		if (clients_failures_check(r, REGISTER_FAILURE_KEY) < 0)
 			return;
-		}
-		crypto_sha256(auth + 7, strlen(auth + 7), h);
-		int ok = crypto_ct_equal(h, sizeof(h), cfg->registration.initial_access_token_hash, sizeof(h));
-		crypto_wipe(h, sizeof(h));
-		if (!ok) {
-			(void)http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\", error=\"invalid_token\"");
-			http_send_oauth_error(r, 401, "invalid_token", "the initial access token is not valid");
+		if (initial_token_check(r) < 0) {
+			clients_failures_count(r, REGISTER_FAILURE_KEY);
 			return;
 		}
 	}

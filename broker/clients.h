@@ -46,6 +46,22 @@ enum client_auth clients_authenticate(struct http_req *r, struct db_conn *c, con
 /* Answers a failed authentication with the RFC 6749 error. */
 void clients_auth_error(struct http_req *r, enum client_auth rc);
 
+/* Failure accounting of the endpoints that authenticate a client or a
+ * credential (/token, /revoke, /introspect, /register's initial access
+ * token): failures are counted per (client id named, client address) and
+ * per address (limits.token_failures_*; ratelimit.h), never in a bucket
+ * that valid requests use, so nobody can exhaust a limit for somebody else.
+ * clients_named_id: the client id the request names, read as
+ * clients_authenticate reads it (HTTP Basic user, else the form's
+ * client_id; form may be NULL), "" when none; never authenticated.
+ * clients_failures_check: before anything is evaluated; 0 go on, -1 when
+ * that pair or address is over its limit and r was answered 429 slow_down
+ * with Retry-After. clients_failures_count: after r was answered; counts it
+ * when the answer refused the request (4xx other than 429). */
+void clients_named_id(struct http_req *r, const json_t *form, char out[LIM_CLIENT_ID + 1]);
+int clients_failures_check(struct http_req *r, const char *who) WUR;
+void clients_failures_count(struct http_req *r, const char *who);
+
 /* Upserts the configured clients (kind static) so the database knows them. */
 int clients_sync_static(struct app *app) WUR;
 

@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "app.h"
+#include "clients.h"
 #include "crypto.h"
 #include "form.h"
 #include "vault.h"
@@ -54,11 +55,18 @@ void introspect_endpoint(struct http_req *r)
 	struct db_conn *c = NULL;
 	json_t *form = NULL;
 	int dup = 0;
+	char who[LIM_CLIENT_ID + 1];
 	(void)http_add_header(r, "Cache-Control", "no-store");
+	/* Wrong resource server credentials count per (id, address) like
+	 * wrong client secrets; over the limit nothing is checked. */
+	clients_named_id(r, NULL, who);
+	if (clients_failures_check(r, who) < 0)
+		return;
 	const struct cfg_resource_server *rs = rs_auth(r);
 	if (!rs) {
 		(void)http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
 		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
+		clients_failures_count(r, who);
 		return;
 	}
 	const char *why = NULL;

@@ -41,6 +41,27 @@ static int verifier_ok(const char *v)
 	return 1;
 }
 
+/* The client's own bucket (limits.token_per_client_per_minute), charged
+ * only by a request that proved something: a confidential client's
+ * authentication, or a public client's valid code or refresh token. Anybody
+ * can name a public client; nobody else can empty its bucket (DESIGN 3.5).
+ * 0 go on; -1 when r was answered 429 slow_down. */
+static int client_bucket(struct http_req *r, const struct client *cl, const char *grant_id)
+{
+	char key[LIM_CLIENT_ID + 40];
+	snprintf(key, sizeof(key), "%s\n%s", cl->client_id, cl->confidential || !grant_id ? "" : grant_id);
+	long per_min = r->app->cfg->limits.token_per_client_per_minute;
+	int retry = 1;
+	if (per_min <= 0 ||
+	    ratelimit_take("token", key, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry))
+		return 0;
+	char ra[16];
+	snprintf(ra, sizeof(ra), "%d", retry);
+	(void)http_add_header(r, "Retry-After", ra);
+	http_send_oauth_error(r, 429, "slow_down", "too many token requests for this client");
+	return -1;
+}
+
 /* ---- authorization_code ----------------------------------------------- */
 
 static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form,
@@ -133,6 +154,10 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 		http_send_oauth_error(r, 400, "invalid_grant", "code_verifier does not match the code_challenge");
 		goto out;
 	}
+	/* A valid code: now (and only now) a public client's bucket pays. A
+	 * limited exchange rolls back and the code stays usable. */
+	if (!cl->confidential && client_bucket(r, cl, grant_id) < 0)
+		goto out;
 	if (resource) {
 		const struct cfg_resource *named = metadata_find_resource(r->app->cfg, resource);
 		char url[2048] = "";
@@ -301,8 +326,10 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 		if (age <= (double)cfg->tokens.refresh_grace && !PQgetisnull(res, 0, 9) &&
 		    open_successor(presented, hash, PQgetvalue(res, 0, 9), &t) == 0) {
 			/* A retry or a concurrent duplicate: the same successor pair. */
-			log_msg(LOG_INFO, "token.refresh_replayed", r->id, "rotated refresh token replayed within grace");
 			db_rollback(c);
+			if (!cl->confidential && client_bucket(r, cl, grant_id) < 0)
+				goto out;
+			log_msg(LOG_INFO, "token.refresh_replayed", r->id, "rotated refresh token replayed within grace");
 			send_tokens(r, &t);
 			goto out;
 		}
@@ -323,6 +350,10 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 	}
 	PQclear(res);
 	res = NULL;
+	/* A valid refresh token: a public client's bucket pays; a limited
+	 * refresh rolls back and the token is not rotated. */
+	if (!cl->confidential && client_bucket(r, cl, grant_id) < 0)
+		goto out;
 	if (resource_req) {
 		/* RFC 8707 section 2.2: the grant's one resource, in any canonical form. */
 		const struct cfg_resource *named = metadata_find_resource(cfg, resource_req);
@@ -401,11 +432,20 @@ void token_endpoint(struct http_req *r)
 	 * no cookies, so any origin may read its answers (server.c preflight). */
 	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
 	const char *why = NULL;
+	char who[LIM_CLIENT_ID + 1];
+	int gated = 0;
 	form = form_request(r, &dup, &why);
 	if (!form) {
 		http_send_oauth_error(r, 400, "invalid_request", why);
 		return;
 	}
+	/* Failures of this (client, address) or address over the limit: turned
+	 * away before anything is looked at, so neither secrets nor codes can
+	 * be tried on. */
+	clients_named_id(r, form, who);
+	if (clients_failures_check(r, who) < 0)
+		goto out;
+	gated = 1;
 	if (dup) {
 		http_send_oauth_error(r, 400, "invalid_request", "a parameter was given more than once");
 		goto out;
@@ -429,15 +469,8 @@ void token_endpoint(struct http_req *r)
 		clients_auth_error(r, ca);
 		goto out;
 	}
-	long per_min = r->app->cfg->limits.token_per_client_per_minute;
-	int retry = 1;
-	if (per_min > 0 && !ratelimit_take("token", cl.client_id, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry)) {
-		char ra[16];
-		snprintf(ra, sizeof(ra), "%d", retry);
-		(void)http_add_header(r, "Retry-After", ra);
-		http_send_oauth_error(r, 429, "slow_down", "too many token requests for this client");
+	if (cl.confidential && client_bucket(r, &cl, NULL) < 0)
 		goto out;
-	}
 	int registered = grant_type_registered(c, cl.client_id, gt);
 	if (registered < 0) {
 		http_send_oauth_unavailable(r);
@@ -452,6 +485,11 @@ void token_endpoint(struct http_req *r)
 	else
 		grant_refresh(r, c, form, &cl);
 out:
+	/* Every refusal after the gate (client authentication, an unknown,
+	 * expired, reused or foreign code or refresh token, a wrong verifier,
+	 * a malformed request) counts against this (client, address). */
+	if (gated)
+		clients_failures_count(r, who);
 	form_free(&form);
 	client_free(&cl);
 	db_release(r->app->db, &c);

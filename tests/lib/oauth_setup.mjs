@@ -66,7 +66,8 @@ export async function startOauthBroker(idp, { patch, resources = RESOURCES, time
   const cfg = baseConfig({ port, databaseUrl: db, extra: {
     tokens: { access_ttl: 300, refresh_ttl: 86400, code_ttl: 60, refresh_grace: 10 },
     registration: { dynamic: true, client_id_metadata_documents: false },
-    limits: { register_per_ip_per_hour: 0 },
+    // Bad-input tests send many refusals from 127.0.0.1: failure limits off (ratelimit_abuse tests them).
+    limits: { register_per_ip_per_hour: 0, token_failures_per_client_address_per_minute: 0, token_failures_per_address_per_minute: 0 },
     clients: [STATIC_PUBLIC, STATIC_CONF, STATIC_PLUS],
     upstreams: upstreams(idp.base, { timeoutMs }),
     resources: structuredClone(resources),
