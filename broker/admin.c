@@ -6,6 +6,7 @@
 
 #include "app.h"
 #include "audit.h"
+#include "cache.h"
 #include "crypto.h"
 #include "grant.h"
 #include "log.h"
@@ -144,7 +145,9 @@ void admin_grants(struct http_req *r)
 	http_send_json(r, 200, out);
 }
 
-/* Revokes every active grant matched by the selector in one transaction. */
+/* Revokes every active grant matched by the selector in one transaction,
+ * announced once (one NOTIFY however many grants: every node matches the
+ * selector against what it caches and serves). */
 void admin_revoke(struct http_req *r)
 {
 	static struct db_stmt q_select = DB_STMT(
@@ -210,7 +213,8 @@ void admin_revoke(struct http_req *r)
 		goto fail;
 	long revoked = 0;
 	for (int i = 0; i < PQntuples(res); i++) {
-		int rc = grant_revoke(r->app, c, PQgetvalue(res, i, 0), "operator", "admin", r->id);
+		int rc = gid ? grant_revoke(r->app, c, PQgetvalue(res, i, 0), "operator", "admin", r->id)
+			     : grant_revoke_quiet(r->app, c, PQgetvalue(res, i, 0), "operator", "admin", r->id);
 		if (rc < 0) {
 			PQclear(res);
 			goto fail;
@@ -218,6 +222,9 @@ void admin_revoke(struct http_req *r)
 		revoked += rc;
 	}
 	PQclear(res);
+	struct cache_revocation sel = { .client_id = client, .subject = user, .upstream = upstream };
+	if (!gid && revoked > 0 && grant_announce(c, &sel) < 0)
+		goto fail;
 	if (disable) {
 		const char *pd[] = { client };
 		PGresult *u = db_exec_ok(c, &q_disable, 1, pd);

@@ -40,4 +40,39 @@ void cache_evict_token(const char *hash);
 void cache_flush(void);
 int cache_enabled(void);
 
+/* ---- revocations ----------------------------------------------------------
+ * A revocation as the node learns of it: every field that is set must match
+ * (NULL: any); with none set, everything was revoked. */
+struct cache_revocation {
+	const char *grant_id;   /* one grant */
+	const char *token_hash; /* one access token: SHA-256, 64 lower-case hex digits */
+	const char *client_id;  /* the operator API's selectors, as in struct token_info */
+	const char *subject;
+	const char *upstream;
+};
+
+#define CACHE_SUBSCRIBERS 4
+
+/* Told of every revocation the node learns of: its own as they are made
+ * (before their transaction commits: a failed commit costs a needless end),
+ * and every node's, its own again, when the NOTIFY arrives. Runs on the
+ * caller's thread (a request's or the listener's) and must not block. */
+typedef void (*cache_revoke_fn)(const struct cache_revocation *rv, void *arg);
+/* Lists what the node is serving: emit(grant_id, token_hash, ctx) once per
+ * live transfer; must not block. Used after the listener was deaf, to ask
+ * the database which of them were revoked meanwhile. */
+typedef void (*cache_emit_fn)(const char *grant_id, const char *token_hash, void *ctx);
+typedef void (*cache_live_fn)(cache_emit_fn emit, void *ctx, void *arg);
+
+/* Registration happens before cache_start (the lists are not locked).
+ * -1 when CACHE_SUBSCRIBERS are taken. */
+int cache_on_revoke(cache_revoke_fn fn, void *arg) WUR;
+int cache_on_resync(cache_live_fn fn, void *arg) WUR;
+/* Evicts what rv covers and tells the subscribers. */
+void cache_revoked(const struct cache_revocation *rv);
+/* Parses one payload of GRANT_NOTIFY_CHANNEL (grammar in grant.h) and acts
+ * on it as the listener does: evicts, tells the subscribers, wakes the
+ * upstream revocation worker. Exposed for tests. */
+void cache_handle_notify(const char *payload);
+
 #endif

@@ -1,6 +1,7 @@
 #include "grant.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
@@ -62,8 +63,69 @@ void issued_wipe(struct issued *out)
 	crypto_wipe(out, sizeof(*out));
 }
 
-int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
-		 const char *actor, const char *request_id)
+/* The NOTIFY payload for rv (grammar in grant.h), malloc'd; NULL when out
+ * of memory. */
+static char *notify_payload(const struct cache_revocation *rv)
+{
+	char *out = NULL;
+	json_t *sel = NULL;
+	int selector = rv->client_id || rv->subject || rv->upstream;
+	if (!selector && !rv->token_hash && rv->grant_id) {
+		size_t n = strlen(rv->grant_id) + 3;
+		if ((out = malloc(n)))
+			snprintf(out, n, "g:%s", rv->grant_id);
+		goto out;
+	}
+	if (!selector && !rv->grant_id && rv->token_hash) {
+		size_t n = strlen(rv->token_hash) + 5;
+		if ((out = malloc(n)))
+			snprintf(out, n, "t:\\x%s", rv->token_hash);
+		goto out;
+	}
+	if (selector && !rv->token_hash) {
+		const char *k[] = { "grant_id", "client_id", "subject", "upstream" };
+		const char *v[] = { rv->grant_id, rv->client_id, rv->subject, rv->upstream };
+		int bad = !(sel = json_object());
+		for (int i = 0; i < 4 && !bad; i++)
+			bad = v[i] && json_object_set_new(sel, k[i], json_string(v[i])) < 0;
+		char *j = !bad ? json_dumps(sel, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		size_t n = j ? strlen(j) + 3 : 0;
+		if (j && n <= GRANT_NOTIFY_MAX + 1 && (out = malloc(n)))
+			snprintf(out, n, "r:%s", j);
+		free(j);
+		if (out || bad)
+			goto out; /* out of memory: NULL */
+	}
+	/* Everything, or a selector too long to say: every node ends everything. */
+	out = strdup("*");
+out:
+	json_decref(sel);
+	return out;
+}
+
+int grant_announce(struct db_conn *c, const struct cache_revocation *rv)
+{
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" GRANT_NOTIFY_CHANNEL "', $1)");
+	int rc = -1;
+	char *payload = notify_payload(rv);
+	if (!payload)
+		goto out;
+	const char *p[] = { payload };
+	PGresult *r = db_exec_ok(c, &q_notify, 1, p);
+	if (!r)
+		goto out;
+	PQclear(r);
+	/* This node forgets and ends it now; the others on the NOTIFY. */
+	cache_revoked(rv);
+	revoke_wake();
+	rc = 0;
+out:
+	free(payload);
+	return rc;
+}
+
+static int revoke_one(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+		      const char *actor, const char *request_id, int announce)
 {
 	static struct db_stmt q_grant = DB_STMT(
 		"UPDATE grants SET status = 'revoked', revoked_at = now(), revoked_reason = $2, "
@@ -72,7 +134,6 @@ int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const
 		"UPDATE tokens SET revoked_at = now() WHERE grant_id = $1::uuid AND revoked_at IS NULL");
 	static struct db_stmt q_queue = DB_STMT(
 		"INSERT INTO upstream_revocations(grant_id, upstream) VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING");
-	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" GRANT_NOTIFY_CHANNEL "', 'g:' || $1)");
 	(void)app;
 	const char *p[] = { grant_id, reason };
 	PGresult *r = db_exec_ok(c, &q_grant, 2, p);
@@ -101,11 +162,22 @@ int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const
 	struct audit a = { "grant.revoked", actor, user, client, grant_id, request_id };
 	if (audit_record(c, &a, json_pack("{s:s}", "reason", reason)) < 0)
 		return -1;
-	if (!(r = db_exec_ok(c, &q_notify, 1, p)))
-		return -1;
-	PQclear(r);
-	/* This node forgets the grant now; the others on the NOTIFY. */
-	cache_evict_grant(grant_id);
-	revoke_wake();
+	if (announce) {
+		struct cache_revocation rv = { .grant_id = grant_id };
+		if (grant_announce(c, &rv) < 0)
+			return -1;
+	}
 	return 1;
+}
+
+int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+		 const char *actor, const char *request_id)
+{
+	return revoke_one(app, c, grant_id, reason, actor, request_id, 1);
+}
+
+int grant_revoke_quiet(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+		       const char *actor, const char *request_id)
+{
+	return revoke_one(app, c, grant_id, reason, actor, request_id, 0);
 }

@@ -240,6 +240,21 @@ static int check_schema(const struct config *cfg)
 	return 0;
 }
 
+/* The cache (store side) and the proxy (engine) know nothing of each
+ * other: these adapters are the wiring. */
+static void end_transfers(const struct cache_revocation *rv, void *arg)
+{
+	(void)arg;
+	struct proxy_match m = { rv->grant_id, rv->token_hash, rv->client_id, rv->subject, rv->upstream };
+	proxy_end_matching(&m);
+}
+
+static void list_transfers(cache_emit_fn emit, void *ctx, void *arg)
+{
+	(void)arg;
+	proxy_each_live(emit, ctx);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	static const char *const allowed[] = { "--no-migrate", NULL };
@@ -286,7 +301,10 @@ static int cmd_serve(int argc, char **argv)
 		log_msg(LOG_ERROR, "serve.clients", NULL, "cannot record the configured clients");
 		goto out;
 	}
-	if (proxy_start() < 0 || housekeeping_start(&app) < 0 || revoke_worker_start(&app) < 0 ||
+	/* Revocations end live transfers: the cache learns of them (its own
+	 * node's and, by NOTIFY, every node's) and tells the proxy. */
+	if (cache_on_revoke(end_transfers, NULL) < 0 || cache_on_resync(list_transfers, NULL) < 0 ||
+	    proxy_start() < 0 || housekeeping_start(&app) < 0 || revoke_worker_start(&app) < 0 ||
 	    cache_start(&app) < 0 || audit_writer_start(&app) < 0) {
 		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
 		goto out;

@@ -11,11 +11,15 @@
 
 #include "crypto.h"
 #include "log.h"
+#include "metrics.h"
 
 #define PROXY_BUFFER (256 * 1024)  /* downstream bytes held per transfer */
 #define PROXY_MAX_HEADERS 48
 #define PROXY_HEADER_BYTES (32 * 1024)
 #define PROXY_WATCH_MAX 4096 /* parked client sockets watched for hang-up */
+/* Revocations remembered for requests still on their way to a transfer
+ * (power of two); a request older than all of them is ended (fail closed). */
+#define PROXY_RECENT 1024
 
 struct proxy_xfer {
 	pthread_mutex_t lock;
@@ -47,7 +51,20 @@ struct proxy_xfer {
 	long idle_ms;  /* abort when nothing arrives from the downstream this long */
 	long long last_rx_ms;
 	int watch_off; /* readable without EOF: stop watching (pipelined data) */
+	char grant_id[37];
+	char *const *resp_headers; /* extra response headers allowed through */
+	size_t n_resp_headers;
 	struct proxy_xfer *next; /* engine lists */
+
+	/* What a revocation may name (immutable once registered). */
+	char token_hash[65];
+	char client_id[LIM_CLIENT_ID + 1];
+	char subject[300];
+	char upstream[65];
+	uint64_t start_ns; /* the request's start (http_now_ns) */
+	int revoked;       /* ended by proxy_end_matching: nothing more goes out */
+	int registered;
+	struct proxy_xfer *live_prev, *live_next; /* under reg.lock */
 };
 
 static struct {
@@ -60,9 +77,42 @@ static struct {
 	long nactive;
 } eng = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+/* Every transfer alive on the node (from proxy_begin until its last
+ * reference is gone), and the latest revocations, so that a revocation
+ * finds the transfers it covers wherever they are: waiting for the
+ * downstream, streaming, or finished with bytes still buffered. Lock order:
+ * reg.lock before a transfer's lock. */
+struct recent {
+	uint64_t at_ns;
+	struct proxy_match m;
+	char *block; /* holds m's strings */
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct proxy_xfer *live;
+	struct recent ring[PROXY_RECENT];
+	unsigned head, n; /* next slot; slots used */
+} reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
 long proxy_active(void)
 {
 	return __atomic_load_n(&eng.nactive, __ATOMIC_RELAXED);
+}
+
+static void unregister(struct proxy_xfer *x)
+{
+	if (!x->registered)
+		return;
+	pthread_mutex_lock(&reg.lock);
+	if (x->live_prev)
+		x->live_prev->live_next = x->live_next;
+	else
+		reg.live = x->live_next;
+	if (x->live_next)
+		x->live_next->live_prev = x->live_prev;
+	pthread_mutex_unlock(&reg.lock);
+	x->registered = 0;
 }
 
 static void xfer_release(struct proxy_xfer *x)
@@ -72,6 +122,7 @@ static void xfer_release(struct proxy_xfer *x)
 	pthread_mutex_unlock(&x->lock);
 	if (left > 0)
 		return;
+	unregister(x);
 	if (x->easy)
 		curl_easy_cleanup(x->easy);
 	/* The request headers hold the injected upstream credential. */
@@ -108,13 +159,26 @@ static void wake_client(struct proxy_xfer *x)
 
 /* ---- libcurl callbacks (engine thread) --------------------------------- */
 
-static int hop_by_hop(const char *name, size_t n)
+/* Downstream response headers reach the client only by allow-list: a
+ * downstream must not plant cookies on the broker's origin, speak for the
+ * broker's CORS or authentication, or pass hop-by-hop fields along. */
+static int resp_header_allowed(const struct proxy_xfer *x, const char *name, size_t n)
 {
-	static const char *const hop[] = { "connection", "keep-alive", "proxy-authenticate",
-					   "proxy-authorization", "te", "trailer", "transfer-encoding",
-					   "upgrade", "content-length", "proxy-connection" };
-	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-		if (strlen(hop[i]) == n && strncasecmp(name, hop[i], n) == 0)
+	static const char *const allow[] = { "content-type", "cache-control", "mcp-session-id",
+					     "mcp-protocol-version", "retry-after", "vary", "etag",
+					     "last-modified", "content-language" };
+	static const char *const never[] = { "set-cookie", "set-cookie2", "connection", "keep-alive",
+					     "proxy-authenticate", "proxy-authorization", "te", "trailer",
+					     "transfer-encoding", "upgrade", "content-length",
+					     "proxy-connection" };
+	for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+		if (strlen(never[i]) == n && strncasecmp(name, never[i], n) == 0)
+			return 0;
+	for (size_t i = 0; i < sizeof(allow) / sizeof(allow[0]); i++)
+		if (strlen(allow[i]) == n && strncasecmp(name, allow[i], n) == 0)
+			return 1;
+	for (size_t i = 0; i < x->n_resp_headers; i++)
+		if (strlen(x->resp_headers[i]) == n && strncasecmp(name, x->resp_headers[i], n) == 0)
 			return 1;
 	return 0;
 }
@@ -160,7 +224,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 				end--;
 			free(x->connection);
 			x->connection = strndup(v, (size_t)(end - v));
-		} else if (colon && x->nhdrs < PROXY_MAX_HEADERS && !hop_by_hop(data, (size_t)(colon - data))) {
+		} else if (colon && x->nhdrs < PROXY_MAX_HEADERS && resp_header_allowed(x, data, (size_t)(colon - data))) {
 			const char *v = colon + 1;
 			const char *end = data + len;
 			while (v < end && (*v == ' ' || *v == '\t'))
@@ -187,7 +251,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 	size_t len = size * n;
 	pthread_mutex_lock(&x->lock);
 	x->last_rx_ms = now_ms();
-	if (x->client_gone) {
+	if (x->client_gone || x->revoked) {
 		pthread_mutex_unlock(&x->lock);
 		return 0; /* abort */
 	}
@@ -290,7 +354,8 @@ static void *engine(void *arg)
 		for (struct proxy_xfer **pp = &eng.active; *pp;) {
 			struct proxy_xfer *x = *pp;
 			pthread_mutex_lock(&x->lock);
-			int gone = x->client_gone || x->hangup || stop, unpause = x->want_unpause && x->paused;
+			int revoked = x->revoked;
+			int gone = x->client_gone || x->hangup || stop || revoked, unpause = x->want_unpause && x->paused;
 			/* Idle: nothing from the downstream for idle_ms (a paused
 			 * transfer waits on the client, not the downstream). */
 			int idle = !gone && !x->paused && now_ms() - x->last_rx_ms > x->idle_ms;
@@ -299,7 +364,8 @@ static void *engine(void *arg)
 			pthread_mutex_unlock(&x->lock);
 			if (gone || idle) {
 				*pp = x->next;
-				finish(x, idle ? CURLE_OPERATION_TIMEDOUT : stop ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
+				finish(x, idle ? CURLE_OPERATION_TIMEDOUT
+					       : revoked || stop ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
 				continue;
 			}
 			if (unpause)
@@ -365,6 +431,146 @@ void proxy_free(void)
 		return;
 	curl_multi_cleanup(eng.multi);
 	eng.multi = NULL;
+	pthread_mutex_lock(&reg.lock);
+	for (unsigned i = 0; i < PROXY_RECENT; i++) {
+		free(reg.ring[i].block);
+		memset(&reg.ring[i], 0, sizeof(reg.ring[i]));
+	}
+	reg.head = reg.n = 0;
+	pthread_mutex_unlock(&reg.lock);
+}
+
+/* ---- revocation (any thread) -------------------------------------------- */
+
+static int field_covers(const char *want, const char *have)
+{
+	return !want || strcmp(want, have) == 0;
+}
+
+static int covers(const struct proxy_match *m, const struct proxy_xfer *x)
+{
+	return field_covers(m->grant_id, x->grant_id) && field_covers(m->token_hash, x->token_hash) &&
+	       field_covers(m->client_id, x->client_id) && field_covers(m->subject, x->subject) &&
+	       field_covers(m->upstream, x->upstream);
+}
+
+/* Under reg.lock: a copy of m joins the ring, stamped now. Without memory
+ * for the copy the entry covers everything (fail closed). */
+static void remember(const struct proxy_match *m)
+{
+	struct recent *e = &reg.ring[reg.head];
+	const char *src[5] = { m->grant_id, m->token_hash, m->client_id, m->subject, m->upstream };
+	size_t len = 0;
+	for (int i = 0; i < 5; i++)
+		len += src[i] ? strlen(src[i]) + 1 : 0;
+	free(e->block);
+	memset(e, 0, sizeof(*e));
+	char *p = len ? malloc(len) : NULL;
+	if (p) {
+		const char **dst[5] = { &e->m.grant_id, &e->m.token_hash, &e->m.client_id, &e->m.subject,
+					&e->m.upstream };
+		e->block = p;
+		for (int i = 0; i < 5; i++) {
+			if (!src[i])
+				continue;
+			size_t n = strlen(src[i]) + 1;
+			memcpy(p, src[i], n);
+			*dst[i] = p;
+			p += n;
+		}
+	}
+	e->at_ns = http_now_ns();
+	reg.head = (reg.head + 1) & (PROXY_RECENT - 1);
+	if (reg.n < PROXY_RECENT)
+		reg.n++;
+}
+
+/* Under reg.lock: was x's request overtaken by a revocation that covers it
+ * (validated before the revocation reached this node, started after)? */
+static int overtaken(const struct proxy_xfer *x)
+{
+	for (unsigned i = 0; i < reg.n; i++) {
+		const struct recent *e = &reg.ring[(reg.head - 1 - i) & (PROXY_RECENT - 1)];
+		if (e->at_ns < x->start_ns)
+			return 0; /* the request began after it: its validation saw it */
+		if (covers(&e->m, x))
+			return 1;
+	}
+	/* Older revocations were forgotten: one of them might cover it. */
+	return reg.n == PROXY_RECENT;
+}
+
+/* Makes x alive for revocations; 1 (and x revoked) when a remembered one
+ * overtook its request. */
+static int enlist(struct proxy_xfer *x)
+{
+	pthread_mutex_lock(&reg.lock);
+	int late = overtaken(x);
+	x->revoked = late;
+	x->live_next = reg.live;
+	if (reg.live)
+		reg.live->live_prev = x;
+	reg.live = x;
+	x->registered = 1;
+	pthread_mutex_unlock(&reg.lock);
+	return late;
+}
+
+/* Under reg.lock. 1 when the engine still holds the transfer. */
+static int end_xfer(struct proxy_xfer *x)
+{
+	pthread_mutex_lock(&x->lock);
+	int first = !x->revoked;
+	x->revoked = 1;
+	x->out.len = x->out_off = 0; /* not one more buffered byte goes out */
+	wake_client(x);
+	int engine = first && !x->done;
+	pthread_mutex_unlock(&x->lock);
+	return engine;
+}
+
+void proxy_end_matching(const struct proxy_match *m)
+{
+	long ended = 0;
+	int wake = 0;
+	pthread_mutex_lock(&reg.lock);
+	remember(m);
+	for (struct proxy_xfer *x = reg.live; x; x = x->live_next)
+		if (covers(m, x)) {
+			wake |= end_xfer(x);
+			ended++;
+		}
+	pthread_mutex_unlock(&reg.lock);
+	if (wake)
+		curl_multi_wakeup(eng.multi);
+	if (ended) {
+		metrics_count("proxy_revoked_total", NULL, ended);
+		json_t *f = json_pack("{s:I}", "transfers", (json_int_t)ended);
+		if (f && m->grant_id)
+			json_object_set_new(f, "grant_id", json_string(m->grant_id));
+		log_event(LOG_INFO, "proxy.revoked", NULL, f);
+	}
+}
+
+int proxy_revoked(struct proxy_xfer *x)
+{
+	pthread_mutex_lock(&x->lock);
+	int v = x->revoked;
+	pthread_mutex_unlock(&x->lock);
+	return v;
+}
+
+void proxy_each_live(void (*fn)(const char *grant_id, const char *token_hash, void *ctx), void *ctx)
+{
+	pthread_mutex_lock(&reg.lock);
+	for (struct proxy_xfer *x = reg.live; x; x = x->live_next) {
+		pthread_mutex_lock(&x->lock);
+		int ended = x->revoked;
+		pthread_mutex_unlock(&x->lock);
+		if (!ended)
+			fn(x->grant_id, x->token_hash, ctx);
+	}
+	pthread_mutex_unlock(&reg.lock);
 }
 
 /* ---- the request side (libmicrohttpd threads) --------------------------- */
@@ -410,6 +616,19 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 	pr->headers = NULL;
 	x->body = pr->body;
 	buf_init(&pr->body, 0);
+	memcpy(x->grant_id, pr->grant_id, sizeof(x->grant_id));
+	x->grant_id[sizeof(x->grant_id) - 1] = '\0';
+	memcpy(x->token_hash, pr->token_hash, sizeof(x->token_hash));
+	x->token_hash[sizeof(x->token_hash) - 1] = '\0';
+	memcpy(x->client_id, pr->client_id, sizeof(x->client_id));
+	x->client_id[sizeof(x->client_id) - 1] = '\0';
+	memcpy(x->subject, pr->subject, sizeof(x->subject));
+	x->subject[sizeof(x->subject) - 1] = '\0';
+	memcpy(x->upstream, pr->upstream, sizeof(x->upstream));
+	x->upstream[sizeof(x->upstream) - 1] = '\0';
+	x->start_ns = r->start_ns;
+	x->resp_headers = pr->resp_headers;
+	x->n_resp_headers = pr->n_resp_headers;
 	CURL *h = x->easy;
 	curl_easy_setopt(h, CURLOPT_URL, x->url);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)x);
@@ -448,6 +667,13 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 		}
 	}
 	__atomic_add_fetch(&eng.nactive, 1, __ATOMIC_RELAXED);
+	/* Alive from now on for revocations; one that overtook the request
+	 * ends it before a byte reaches the downstream (the engine finishes a
+	 * revoked transfer before it performs). */
+	if (enlist(x)) {
+		metrics_count("proxy_revoked_total", NULL, 1);
+		log_msg(LOG_INFO, "proxy.revoked", r->id, "revoked while the request was on its way: not sent");
+	}
 	/* Park the client until the engine has something to say. */
 	pthread_mutex_lock(&x->lock);
 	x->suspended = 1;
@@ -465,7 +691,10 @@ enum proxy_state proxy_poll(struct http_req *r, struct proxy_xfer *x, CURLcode *
 {
 	enum proxy_state st;
 	pthread_mutex_lock(&x->lock);
-	if (x->headers_ready)
+	if (x->revoked) {
+		st = PROXY_FAILED;
+		*curl_rc = CURLE_ABORTED_BY_CALLBACK;
+	} else if (x->headers_ready)
 		st = PROXY_HEADERS;
 	else if (x->done) {
 		st = PROXY_FAILED;
@@ -487,7 +716,10 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 	int wake = 0;
 	pthread_mutex_lock(&x->lock);
 	size_t avail = x->out.len - x->out_off;
-	if (avail) {
+	if (x->revoked) {
+		/* Cut: the client must not take the answer for complete. */
+		rc = MHD_CONTENT_READER_END_WITH_ERROR;
+	} else if (avail) {
 		size_t n = avail < max ? avail : max;
 		memcpy(out, x->out.ptr + x->out_off, n);
 		x->out_off += n;

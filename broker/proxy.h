@@ -7,12 +7,14 @@
  * thread. Bytes flow downstream -> bounded buffer -> libmicrohttpd's content
  * reader; a full buffer pauses the libcurl transfer (backpressure) and a
  * drained one unpauses it. A client disconnect aborts the downstream
- * transfer; a downstream disconnect ends the client's stream. */
+ * transfer; a downstream disconnect ends the client's stream; a revocation
+ * (proxy_end_matching) ends both, wherever the transfer is. */
 #ifndef MCPB_PROXY_H
 #define MCPB_PROXY_H
 #include <curl/curl.h>
 #include "buf.h"
 #include "http.h"
+#include "limits.h"
 
 struct proxy_xfer;
 
@@ -31,6 +33,19 @@ struct proxy_request {
 	long connect_timeout_ms;
 	long idle_timeout_ms;
 	const char *client_cert, *client_key, *ca_file;
+	char grant_id[37];          /* the grant the transfer serves (revocation ends it) */
+	/* Beside the grant, what else a revocation may name (as in struct
+	 * token_info; "" when unknown): the access token's SHA-256 hex, the
+	 * client, the user's subject and the grant's upstream. */
+	char token_hash[65];
+	char client_id[LIM_CLIENT_ID + 1];
+	char subject[300];
+	char upstream[65];
+	/* Response headers passed to the client beside the built-in allow-list
+	 * (content type, cache control, MCP session and version, ...): names,
+	 * compared case-insensitively; the array must outlive the transfer. */
+	char *const *resp_headers;
+	size_t n_resp_headers;
 };
 
 /* Starts a transfer for r and suspends r until the downstream's headers
@@ -58,5 +73,26 @@ struct buf proxy_take_body(struct proxy_xfer *x);
 
 /* Transfers currently open (gauge). */
 long proxy_active(void);
+
+/* What a revocation covers: every field that is set must equal the
+ * transfer's (NULL: any); with none set, every transfer. */
+struct proxy_match {
+	const char *grant_id, *token_hash, *client_id, *subject, *upstream;
+};
+
+/* Ends every transfer m covers: the downstream transfer is aborted and the
+ * client's answer ends with an error at once (nothing more of a stream is
+ * sent, buffered bytes included; a client still waiting for the headers
+ * gets PROXY_FAILED). A request that began before this call and starts its
+ * transfer later (it was validated before the revocation reached this
+ * node) is ended as it starts. Any thread; never blocks on I/O; costs
+ * O(transfers alive on the node). */
+void proxy_end_matching(const struct proxy_match *m);
+/* 1 when x was ended by proxy_end_matching. */
+int proxy_revoked(struct proxy_xfer *x);
+/* Calls fn(grant_id, token_hash, ctx) for every transfer alive and not yet
+ * ended, under the registry's lock: fn must not block or call back into
+ * the proxy. */
+void proxy_each_live(void (*fn)(const char *grant_id, const char *token_hash, void *ctx), void *ctx);
 
 #endif

@@ -37,10 +37,18 @@ void revoke_endpoint(struct http_req *r)
 	memset(&cl, 0, sizeof(cl));
 	(void)http_add_header(r, "Cache-Control", "no-store");
 	const char *why = NULL;
+	char who[LIM_CLIENT_ID + 1];
+	int gated = 0;
 	if (!(form = form_request(r, &dup, &why))) {
 		http_send_oauth_error(r, 400, "invalid_request", why);
 		return;
 	}
+	/* The same failure buckets as /token: a client secret cannot be tried
+	 * on here instead (unknown tokens answer 200 and are no failure). */
+	clients_named_id(r, form, who);
+	if (clients_failures_check(r, who) < 0)
+		goto out;
+	gated = 1;
 	const char *token = form_get(form, "token");
 	const char *hint = form_get(form, "token_type_hint");
 	if (dup || !token || !*token) {
@@ -92,10 +100,12 @@ void revoke_endpoint(struct http_req *r)
 		ok = grant_revoke(r->app, c, grant_id, "client_revoked", actor, r->id) >= 0;
 	} else if (ok) {
 		PGresult *u = db_exec_ok(c, &q_one, 1, p);
-		PGresult *n = u ? db_exec_ok(c, &q_notify, 1, p) : NULL;
+		int changed = u && strcmp(PQcmdTuples(u), "0") != 0;
+		PGresult *n = changed ? db_exec_ok(c, &q_notify, 1, p) : NULL;
 		struct audit a = { "token.revoked", actor, NULL, cl.client_id, grant_id, r->id };
-		ok = u && n && audit_record(c, &a, json_pack("{s:s}", "kind", "access")) == 0;
-		cache_evict_token(hash + 2);
+		ok = u && (!changed || (n && audit_record(c, &a, json_pack("{s:s}", "kind", "access")) == 0));
+		if (changed)
+			cache_revoked(&(struct cache_revocation){ .token_hash = hash + 2 });
 		PQclear(u);
 		PQclear(n);
 	}
@@ -105,6 +115,8 @@ void revoke_endpoint(struct http_req *r)
 	}
 	http_send(r, 200, "application/json", "{}", 2);
 out:
+	if (gated)
+		clients_failures_count(r, who);
 	form_free(&form);
 	client_free(&cl);
 	db_release(r->app->db, &c);
