@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hdr.h"
 #include "limits.h"
 #include "netaddr.h"
 
@@ -110,6 +111,7 @@ static const struct field resource_fields[] = {
 	{ "client_cert", F_STRING, 0, O(struct cfg_resource, client_cert), 0, 1, 4096, 0, NULL, 0, "PEM client certificate for mutual TLS downstream" },
 	{ "client_key", F_STRING, 0, O(struct cfg_resource, client_key), 0, 1, 4096, 0, NULL, 0, "PEM private key for mutual TLS downstream" },
 	{ "ca_file", F_STRING, 0, O(struct cfg_resource, ca_file), 0, 1, 4096, 0, NULL, 0, "CA bundle verifying the downstream" },
+	{ "response_headers", F_STRLIST, 0, O(struct cfg_resource, response_headers), O(struct cfg_resource, n_response_headers), 0, 32, 0, NULL, 0, "downstream response headers passed to the client beside the built-in allow-list (never Set-Cookie or hop-by-hop)" },
 	{ "rate_per_grant", F_INT, 0, O(struct cfg_resource, rate_per_grant), 0, 0, 1000000, 0, NULL, 0, "requests/s per grant (0: limits.proxy_per_grant_per_second)" },
 	{ "rate_per_client", F_INT, 0, O(struct cfg_resource, rate_per_client), 0, 0, 1000000, 0, NULL, 0, "requests/s per client across its grants (0 disables)" },
 	END
@@ -159,6 +161,8 @@ static const struct field limits_fields[] = {
 	{ "register_per_ip_per_hour", F_INT, 0, C(limits.register_per_ip_per_hour) - C(limits), 0, 0, 1000000, 20, NULL, 0, "0 disables" },
 	{ "token_per_client_per_minute", F_INT, 0, C(limits.token_per_client_per_minute) - C(limits), 0, 0, 1000000, 600, NULL, 0, "0 disables" },
 	{ "proxy_per_grant_per_second", F_INT, 0, C(limits.proxy_per_grant_per_second) - C(limits), 0, 0, 1000000, 0, NULL, 0, "0 disables" },
+	{ "token_failures_per_client_address_per_minute", F_INT, 0, C(limits.token_failures_per_client_address_per_minute) - C(limits), 0, 0, 1000000, 30, NULL, 0, "failed client authentications and invalid codes/refresh tokens per (client, address) at /token, /revoke, /introspect; beyond it that pair gets 429 (0 disables)" },
+	{ "token_failures_per_address_per_minute", F_INT, 0, C(limits.token_failures_per_address_per_minute) - C(limits), 0, 0, 1000000, 120, NULL, 0, "the same failures per client address across all client ids (IPv6 per /64; 0 disables)" },
 	END
 };
 static const struct schema limits_schema = { "limits", sizeof(((struct config *)0)->limits), limits_fields, -1 };
@@ -176,6 +180,7 @@ static const struct field http_fields[] = {
 	{ "max_connections", F_INT, 0, C(http.max_connections) - C(http), 0, 1, 100000, 4096, NULL, 0, "concurrent connections" },
 	{ "drain_timeout_s", F_INT, 0, C(http.drain_timeout_s) - C(http), 0, 0, 600, 25, NULL, 0, "SIGTERM: wait this long for in-flight requests" },
 	{ "connection_timeout_s", F_INT, 0, C(http.connection_timeout_s) - C(http), 0, 1, 3600, 60, NULL, 0, "idle client connection timeout" },
+	{ "max_body_bytes_in_flight", F_INT, 0, C(http.max_body_bytes_in_flight) - C(http), 0, 65536, 1L << 34, 64L * 1024 * 1024, NULL, 0, "request body bytes buffered on the node in total; beyond it new bodies get 503" },
 	{ "trusted_proxies", F_STRLIST, 0, C(http.trusted_proxies) - C(http), C(http.n_trusted_proxies) - C(http), 0, 64, 0, NULL, 0, "load balancer CIDRs whose X-Forwarded-For names the client" },
 	END
 };
@@ -851,6 +856,12 @@ static void check_semantics(struct config *c, struct cfg_errors *e)
 			r->inject.value = strdup("Bearer {upstream_token}");
 		if (r->inject.value && !strstr(r->inject.value, "{upstream_token}"))
 			cfg_err(e, path, "inject.value: expected a template containing {upstream_token}");
+		for (size_t h = 0; h < r->n_response_headers; h++) {
+			const char *name = r->response_headers[h];
+			if (!hdr_token_ok(name, strlen(name)) || strcasecmp(name, "set-cookie") == 0 ||
+			    strcasecmp(name, "set-cookie2") == 0 || hdr_hop_by_hop(name, strlen(name)))
+				cfg_err(e, path, "response_headers: \"%s\" is not a header name that may pass (never Set-Cookie or hop-by-hop)", name);
+		}
 	}
 	struct cidr cd;
 	for (size_t i = 0; i < c->http.n_trusted_proxies; i++)

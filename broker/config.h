@@ -80,6 +80,8 @@ struct cfg_resource {
 	char *ca_file;
 	long rate_per_grant;   /* proxied requests per second per grant (0: limits default) */
 	long rate_per_client;  /* proxied requests per second per client (0: unlimited) */
+	char **response_headers; /* downstream response headers passed beside the built-in allow-list */
+	size_t n_response_headers;
 };
 
 struct config {
@@ -127,12 +129,15 @@ struct config {
 		long register_per_ip_per_hour;
 		long token_per_client_per_minute;
 		long proxy_per_grant_per_second;
+		long token_failures_per_client_address_per_minute; /* failure buckets (DESIGN 3.5) */
+		long token_failures_per_address_per_minute;
 	} limits;
 	struct {
 		long pool_size, statement_timeout_ms, connect_timeout_s;
 	} database;
 	struct {
 		long threads, max_connections, drain_timeout_s, connection_timeout_s;
+		long max_body_bytes_in_flight; /* request bodies buffered on the node, in total */
 		char **trusted_proxies; /* CIDRs whose X-Forwarded-For is believed */
 		size_t n_trusted_proxies;
 	} http;

@@ -66,12 +66,13 @@ void health_metrics(struct http_req *r)
 	if (metrics_render(&b) < 0 ||
 	    buf_printf(&b,
 		       "# TYPE mcpb_http_in_flight gauge\nmcpb_http_in_flight %ld\n"
+		       "# TYPE mcpb_http_body_bytes_in_flight gauge\nmcpb_http_body_bytes_in_flight %lld\n"
 		       "# TYPE mcpb_db_pool_size gauge\nmcpb_db_pool_size %d\n"
 		       "# TYPE mcpb_db_pool_in_use gauge\nmcpb_db_pool_in_use %d\n"
 		       "# TYPE mcpb_db_pool_waits_total counter\nmcpb_db_pool_waits_total %ld\n"
 		       "# TYPE mcpb_db_reconnects_total counter\nmcpb_db_reconnects_total %ld\n"
 		       "# TYPE mcpb_build_info gauge\nmcpb_build_info{version=\"%s\",schema=\"%d\"} 1\n",
-		       http_in_flight(), size, in_use, waits, reconnects, MCPB_VERSION,
+		       http_in_flight(), http_body_bytes_in_flight(), size, in_use, waits, reconnects, MCPB_VERSION,
 		       migrate_latest()) < 0) {
 		buf_free(&b);
 		http_send_error(r, 500, "server_error");

@@ -26,10 +26,14 @@ static struct db_stmt purge[] = {
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
 	DB_STMT("DELETE FROM tokens WHERE ctid IN (SELECT ctid FROM tokens "
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
-	/* Session bindings of users with no live grant left. */
-	DB_STMT("DELETE FROM mcp_sessions WHERE ctid IN (SELECT s.ctid FROM mcp_sessions s "
+	/* Session bindings of users with no live grant left (a session id
+	 * whose binding is gone is refused, never forwarded unbound). */
+	DB_STMT("DELETE FROM mcp_session_bindings WHERE ctid IN (SELECT s.ctid FROM mcp_session_bindings s "
 		"WHERE s.created_at < now() - interval '1 day' AND NOT EXISTS (SELECT 1 FROM grants g "
 		"WHERE g.user_id = s.user_id AND g.status = 'active') LIMIT " HK_BATCH ")"),
+	/* The per-resource table of the previous version (migration 0004). */
+	DB_STMT("DELETE FROM mcp_sessions WHERE ctid IN (SELECT ctid FROM mcp_sessions "
+		"WHERE created_at < now() - interval '1 day' LIMIT " HK_BATCH ")"),
 };
 
 /* Dynamically registered clients that never completed a flow within the

@@ -16,6 +16,7 @@
 
 #include "app.h"
 #include "crypto.h"
+#include "hdr.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -34,6 +35,54 @@ struct http_server {
 
 static long in_flight;
 static int draining;
+/* Request body bytes buffered on the node, in two pools: bodies of routes
+ * that authenticate when the headers arrive (the proxied resources), and
+ * bodies nobody has authenticated yet (the OAuth endpoints), which may hold
+ * a quarter of the budget at most, so that anonymous uploads can never
+ * starve authenticated ones. Bytes are charged as they arrive: an upload
+ * that announces a length and stalls holds nothing. */
+struct budget {
+	long long used, cap;
+};
+static struct budget authed = { 0, 64ll * 1024 * 1024 }, anon = { 0, 16ll * 1024 * 1024 };
+
+long long http_body_bytes_in_flight(void)
+{
+	return __atomic_load_n(&authed.used, __ATOMIC_RELAXED) + __atomic_load_n(&anon.used, __ATOMIC_RELAXED);
+}
+
+static struct budget *budget_of(const struct http_req *r)
+{
+	return r->route && r->route->on_headers ? &authed : &anon;
+}
+
+static int budget_spent(const struct http_req *r)
+{
+	const struct budget *b = budget_of(r);
+	return __atomic_load_n(&b->used, __ATOMIC_RELAXED) >= b->cap;
+}
+
+/* Takes n bytes of r's pool; -1 when it is spent. */
+static int budget_take(struct http_req *r, size_t n)
+{
+	struct budget *b = budget_of(r);
+	if (n > (size_t)b->cap)
+		return -1;
+	long long now = __atomic_add_fetch(&b->used, (long long)n, __ATOMIC_ACQ_REL);
+	if (now > b->cap) {
+		__atomic_sub_fetch(&b->used, (long long)n, __ATOMIC_ACQ_REL);
+		return -1;
+	}
+	r->reserved += n;
+	return 0;
+}
+
+void http_body_release(struct http_req *r)
+{
+	if (r->reserved)
+		__atomic_sub_fetch(&budget_of(r)->used, (long long)r->reserved, __ATOMIC_ACQ_REL);
+	r->reserved = 0;
+}
 
 uint64_t http_now_ns(void)
 {
@@ -121,6 +170,37 @@ static int trusted(const struct config *cfg, const char *ip)
 	return 0;
 }
 
+struct join_ctx {
+	const char *name;
+	char *out;
+	size_t len, cap;
+	int overflow;
+};
+
+/* Joins every line of a header into one list, in order, with ", " (RFC
+ * 9110 5.3): a load balancer that appends its own X-Forwarded-For line must
+ * be read after the client's, not ignored. */
+static enum MHD_Result join_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct join_ctx *j = cls;
+	if (!key || !value || strcasecmp(key, j->name) != 0)
+		return MHD_YES;
+	size_t n = strlen(value), sep = j->len ? 2 : 0;
+	if (j->len + sep + n + 1 > j->cap) {
+		j->overflow = 1;
+		return MHD_NO;
+	}
+	if (sep) {
+		memcpy(j->out + j->len, ", ", 2);
+		j->len += 2;
+	}
+	memcpy(j->out + j->len, value, n + 1);
+	j->len += n;
+	return MHD_YES;
+}
+
+static void client_from_xff(struct http_req *r, const char *xff, size_t len);
+
 /* Behind a trusted load balancer the client is the right-most
  * X-Forwarded-For entry that is not itself a trusted proxy (entries to its
  * left were written by the client and prove nothing). */
@@ -129,10 +209,26 @@ static void forwarded_for(struct http_req *r)
 	const struct config *cfg = r->app->cfg;
 	if (!cfg->http.n_trusted_proxies || !trusted(cfg, r->client_ip))
 		return;
-	const char *xff = http_header(r, "X-Forwarded-For");
-	if (!xff || strlen(xff) > 2048)
+	/* All the lines fit: libmicrohttpd holds a request's head in
+	 * LIM_HEADER_BYTES * 2 (MHD_OPTION_CONNECTION_MEMORY_LIMIT). Only the
+	 * right-hand end is read, so a long client-written part cannot push
+	 * the load balancer's entry out. */
+	size_t cap = LIM_HEADER_BYTES * 2;
+	char *xff = malloc(cap);
+	if (!xff)
 		return;
-	const char *end = xff + strlen(xff);
+	struct join_ctx jc = { "X-Forwarded-For", xff, 0, cap, 0 };
+	xff[0] = '\0';
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_iter, &jc);
+	if (!jc.overflow && jc.len)
+		client_from_xff(r, xff, jc.len);
+	free(xff);
+}
+
+static void client_from_xff(struct http_req *r, const char *xff, size_t len)
+{
+	const struct config *cfg = r->app->cfg;
+	const char *end = xff + len;
 	while (end > xff) {
 		const char *start = end;
 		while (start > xff && start[-1] != ',')
@@ -294,7 +390,10 @@ void http_send(struct http_req *r, int status, const char *content_type, const c
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	for (int i = 0; i < r->nheaders; i++)
 		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
-	if (__atomic_load_n(&draining, __ATOMIC_ACQUIRE))
+	/* Close after an answer sent before the body was read (what follows
+	 * on the connection is not a request we have framed) or when the
+	 * framing was bad. */
+	if (__atomic_load_n(&draining, __ATOMIC_ACQUIRE) || r->body_unread || r->must_close)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	free_headers(r);
 	r->status = status;
@@ -332,6 +431,7 @@ void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback 
 	for (size_t i = 0; i + 1 < nheaders * 2; i += 2)
 		MHD_add_response_header(resp, headers[i], headers[i + 1]);
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	for (int i = 0; i < r->nheaders; i++)
 		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
 	free_headers(r);
@@ -379,20 +479,112 @@ void http_send_error(struct http_req *r, int status, const char *msg)
 	http_send_json(r, status, json_pack("{s:s}", "error", msg));
 }
 
-static size_t content_length(struct http_req *r, int *present)
+/* What the request headers say about framing, gathered in one pass. */
+struct framing {
+	int bad_name, bad_value;
+	int n_cl, n_te, n_host;
+	const char *cl;
+	char te[512];
+	size_t te_len;
+	int te_overflow;
+};
+
+/* With sizes: a NUL inside a name or value (which the C-string accessors
+ * would silently cut) is seen as the control byte it is. */
+static enum MHD_Result framing_iter(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+				    const char *value, size_t value_size)
 {
-	const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	*present = 0;
-	if (!cl)
-		return 0;
-	size_t v = 0;
-	for (const char *p = cl; *p; p++) {
-		if (*p < '0' || *p > '9' || v > SIZE_MAX / 10 - 10)
-			return SIZE_MAX;
-		v = v * 10 + (size_t)(*p - '0');
+	struct framing *f = cls;
+	if (!hdr_token_ok(key, key ? key_size : 0))
+		f->bad_name = 1; /* "Name\t:", "Name :", empty names, control bytes */
+	if (value && !hdr_value_ok(value, value_size, 1))
+		f->bad_value = 1;
+	if (!key)
+		return MHD_YES;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		f->n_cl++;
+		f->cl = value;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		size_t n = value ? strlen(value) : 0, sep = f->n_te ? 2 : 0;
+		f->n_te++;
+		if (f->te_len + sep + n + 1 > sizeof(f->te)) {
+			f->te_overflow = 1;
+		} else {
+			memcpy(f->te + f->te_len, ", ", sep);
+			memcpy(f->te + f->te_len + sep, value ? value : "", n + 1);
+			f->te_len += sep + n;
+		}
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+		f->n_host++;
 	}
-	*present = 1;
-	return v;
+	return MHD_YES;
+}
+
+static void framing_error(struct http_req *r, int status, const char *why)
+{
+	r->must_close = 1;
+	log_msg(LOG_INFO, "http.bad_framing", r->id, "%s", why);
+	http_send_json(r, status, json_pack("{s:s, s:s}", "error", "invalid_request", "error_description", why));
+}
+
+/* RFC 9110 field syntax and RFC 9112 message framing, for every route,
+ * before anything else reads the request: where libmicrohttpd is lenient,
+ * a second parser (a load balancer, the downstream) could frame or name
+ * the same bytes differently. 0 fine (*cl set when present); -1 answered and
+ * the connection closes. */
+static int framing_check(struct http_req *r, const char *version, uint64_t *cl, int *cl_present)
+{
+	struct framing f;
+	memset(&f, 0, sizeof(f));
+	*cl = 0;
+	*cl_present = 0;
+	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, framing_iter, &f);
+	if (f.bad_name) {
+		framing_error(r, 400, "a header name is not a token (whitespace before the colon, control bytes?)");
+		return -1;
+	}
+	if (f.bad_value) {
+		framing_error(r, 400, "a header value contains control characters");
+		return -1;
+	}
+	int http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+	if (f.n_host > 1 || (f.n_host == 0 && !http10)) {
+		framing_error(r, 400, "exactly one Host header is required");
+		return -1;
+	}
+	if (f.n_te && (f.n_cl || http10)) {
+		framing_error(r, 400, "Transfer-Encoding with Content-Length (or in HTTP/1.0)");
+		return -1;
+	}
+	if (f.n_cl > 1) {
+		framing_error(r, 400, "more than one Content-Length");
+		return -1;
+	}
+	if (f.n_cl) {
+		if (hdr_content_length(f.cl, cl) < 0) {
+			framing_error(r, 400, "Content-Length is not a number");
+			return -1;
+		}
+		*cl_present = 1;
+	}
+	if (f.n_te) {
+		enum hdr_te te = f.te_overflow ? HDR_TE_INVALID : hdr_transfer_encoding(f.te);
+		if (te == HDR_TE_UNSUPPORTED) {
+			framing_error(r, 501, "only the chunked transfer coding is supported");
+			return -1;
+		}
+		if (te != HDR_TE_CHUNKED) {
+			framing_error(r, 400, "Transfer-Encoding must end with chunked");
+			return -1;
+		}
+		/* Chunked request bodies are refused (RFC 9110 15.5.12): every
+		 * client of these endpoints sends Content-Length, and
+		 * libmicrohttpd reads chunk lines leniently (a bare LF ends one),
+		 * where a front proxy could frame the same bytes otherwise. */
+		framing_error(r, 411, "a request body needs a Content-Length (chunked uploads are not accepted)");
+		return -1;
+	}
+	return 0;
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
@@ -416,6 +608,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		request_id(r);
 		client_ip(r);
 		forwarded_for(r);
+		uint64_t cl = 0;
+		int cl_present = 0;
+		if (framing_check(r, version, &cl, &cl_present) < 0)
+			return MHD_YES;
 		unsigned known = 0;
 		if (strlen(url) > LIM_PATH) {
 			http_send_error(r, 414, "uri_too_long");
@@ -437,11 +633,24 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 			}
 			return MHD_YES;
 		}
-		int present = 0;
-		size_t cl = content_length(r, &present);
-		if (present && cl > r->route->max_body) {
-			/* Answer before reading: libmicrohttpd then closes the connection. */
+		r->body_expected = cl_present && cl > 0;
+		r->body_unread = r->body_expected;
+		if (cl_present && cl > r->route->max_body) {
+			/* Answer before reading: the connection then closes. */
 			http_send_error(r, 413, "request_too_large");
+			return MHD_YES;
+		}
+		if (r->route->on_headers) {
+			r->route->on_headers(r);
+			if (r->responded)
+				return MHD_YES;
+		}
+		/* The node holds a bounded total of request bodies: a crowd of
+		 * uploads gets 503 instead of the node's memory. */
+		if (r->body_expected && budget_spent(r)) {
+			(void)http_add_header(r, "Retry-After", "1");
+			log_msg(LOG_WARN, "http.body_budget_spent", r->id, "body budget spent: %lld of %lld bytes", __atomic_load_n(&budget_of(r)->used, __ATOMIC_RELAXED), budget_of(r)->cap);
+			http_send_error(r, 503, "busy");
 			return MHD_YES;
 		}
 		buf_init(&r->body, r->route->max_body);
@@ -459,6 +668,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		 * connection is simply closed. */
 		size_t n = *upload_data_size;
 		*upload_data_size = 0;
+		if (!r->body_too_large && budget_take(r, n) < 0)
+			return MHD_NO; /* past the node's budget mid-body: close */
 		if (!r->body_too_large && buf_add(&r->body, upload_data, n) < 0)
 			r->body_too_large = 1;
 		if (r->body_too_large) {
@@ -468,6 +679,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		}
 		return MHD_YES;
 	}
+	r->body_unread = 0;
 	if (r->body_too_large) {
 		http_send_error(r, 413, "request_too_large");
 		return MHD_YES;
@@ -505,6 +717,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (r->ctx_free)
 		r->ctx_free(r->ctx);
 	buf_free(&r->body);
+	http_body_release(r);
 	free_headers(r);
 	free(r);
 	__atomic_sub_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
@@ -542,6 +755,10 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 			goto fail;
 	}
 	const struct config *cfg = app->cfg;
+	if (cfg->http.max_body_bytes_in_flight > 0) {
+		authed.cap = cfg->http.max_body_bytes_in_flight;
+		anon.cap = authed.cap / 4;
+	}
 	s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, s,
 				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 				MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
@@ -549,6 +766,9 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http.connection_timeout_s,
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 2),
 				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+				/* Strict request syntax where libmicrohttpd has it (Host
+				 * required, no bare LF, ...); framing_check does the rest. */
+				MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
 				MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
 				MHD_OPTION_END);
 	if (!s->d)

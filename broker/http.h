@@ -29,6 +29,11 @@ struct http_route {
 	http_handler handler;
 	const char *label; /* metrics/log label, static */
 	const void *data;  /* handler data (e.g. the resource), available as r->route->data */
+	/* Called once the request headers have arrived, before any body byte
+	 * is read (NULL: none). It may answer (an unauthenticated request gets
+	 * its 401 without its body being read or buffered); the handler then
+	 * never runs. */
+	http_handler on_headers;
 };
 
 #define HTTP_MAX_RESP_HEADERS 16
@@ -57,6 +62,10 @@ struct http_req {
 	int nheaders;
 	int deferred; /* the handler suspended the connection and will answer later */
 	int secret_response; /* the body carries secrets: its copies are wiped */
+	int body_expected;   /* the headers announce a body (Content-Length > 0 or chunked) */
+	int body_unread;     /* ... of which not all has been read: an answer now closes */
+	size_t reserved;     /* bytes of the node-wide body budget this request holds */
+	int must_close;      /* the framing cannot be trusted: close after answering */
 	/* Handler-owned state, freed by ctx_free when the request completes. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
@@ -75,6 +84,11 @@ void http_drain(struct http_server *s, int timeout_s);
 /* Stops the server (closing what is left) and frees it. */
 void http_stop(struct http_server **s);
 long http_in_flight(void);
+/* Request body bytes currently buffered on the node (gauge). */
+long long http_body_bytes_in_flight(void);
+/* Gives back r's share of the node's body budget (its body is no longer
+ * held); done anyway when the request completes. */
+void http_body_release(struct http_req *r);
 
 /* Request accessors. */
 const char *http_header(struct http_req *r, const char *name);

@@ -10,10 +10,12 @@
 #include "cache.h"
 #include "crypto.h"
 #include "grant.h"
+#include "hdr.h"
 #include "log.h"
 #include "metadata.h"
 #include "proxy.h"
 #include "ratelimit.h"
+#include "rpc.h"
 #include "scope.h"
 #include "token.h"
 #include "upstream_token.h"
@@ -62,26 +64,26 @@ static int check_policy(struct http_req *r, const struct cfg_resource *res, cons
 		jsonrpc_error(r, 500, -32603, "internal error");
 		return -1;
 	}
-	size_t n = json_is_array(body) ? json_array_size(body) : 1;
+	size_t n = rpc_count(body);
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		json_t *msg = json_is_array(body) ? json_array_get(body, i) : body;
-		const char *method = json_string_value(json_object_get(msg, "method"));
-		if (!json_is_object(msg)) {
-			jsonrpc_error(r, 400, -32600, "invalid JSON-RPC message");
-			rc = -1;
-			break;
-		}
-		if (!method || strcmp(method, "tools/call") != 0)
+		const char *tool = NULL;
+		int call = rpc_tool_call(rpc_message(body, i), &tool);
+		if (call == 0)
 			continue;
-		const char *tool = json_string_value(json_object_get(json_object_get(msg, "params"), "name"));
-		if (!tool || strlen(tool) > 256) {
+		if (call < 0) {
 			jsonrpc_error(r, 400, -32602, "tools/call needs params.name");
 			rc = -1;
 			break;
 		}
-		if (json_array_size(tools) < MAX_TOOLS_PER_BATCH)
-			json_array_append_new(tools, json_string(tool));
+		/* Every forwarded call is audited: a batch with more than the
+		 * audit keeps is refused rather than partly unrecorded. */
+		if (json_array_size(tools) >= MAX_TOOLS_PER_BATCH ||
+		    json_array_append_new(tools, json_string(tool)) < 0) {
+			jsonrpc_error(r, 400, -32600, "too many tools/call in one batch");
+			rc = -1;
+			break;
+		}
 		struct scopes allow;
 		scopes_for_tool(res, tool, &allow);
 		int ok = 0;
@@ -109,30 +111,6 @@ static int check_policy(struct http_req *r, const struct cfg_resource *res, cons
 	return rc;
 }
 
-/* Newer MCP revisions mirror the method and tool in headers; they must
- * agree with the body so that header-routing intermediaries and the policy
- * see the same call. */
-static int headers_agree(struct http_req *r, json_t *body)
-{
-	const char *hm = http_header(r, "Mcp-Method");
-	const char *hn = http_header(r, "Mcp-Name");
-	if (!hm && !hn)
-		return 1;
-	if (!json_is_object(body))
-		return 0;
-	const char *method = json_string_value(json_object_get(body, "method"));
-	if (hm && (!method || strcmp(hm, method) != 0))
-		return 0;
-	if (hn) {
-		const char *name = json_string_value(json_object_get(json_object_get(body, "params"), "name"));
-		if (!name)
-			name = json_string_value(json_object_get(json_object_get(body, "params"), "uri"));
-		if (!name || strcmp(hn, name) != 0)
-			return 0;
-	}
-	return 1;
-}
-
 /* Request headers that never travel downstream. */
 static int strip_header(const struct cfg_resource *res, const char *name, const char *connection)
 {
@@ -141,10 +119,34 @@ static int strip_header(const struct cfg_resource *res, const char *name, const 
 		"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
 		"expect", "accept-encoding", "proxy-connection", "x-mcp-user", "x-mcp-client",
 		"x-mcp-scopes", "x-mcp-grant", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-		"forwarded", "x-request-id",
+		"forwarded", "x-request-id", "content-type", "content-encoding",
+		/* What the broker decided must not be re-decided downstream: who the
+		 * client is (what only a trusted proxy may say), which URL and which
+		 * method the request has (override headers some frameworks honour). */
+		"x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip",
+		"x-forwarded-port", "x-forwarded-server", "x-forwarded-prefix", "x-forwarded-uri",
+		"x-original-url", "x-rewrite-url", "x-original-uri", "x-original-method",
+		"x-http-method-override", "x-http-method", "x-method-override",
 	};
+	/* Families of names through which front proxies and frameworks say who
+	 * the user is or where the request came from (oauth2-proxy, ALB, IAP,
+	 * Cloudflare, Envoy, ...): none is the client's to say. */
+	static const char *const drop_prefix[] = {
+		"x-forwarded-", "x-mcp-", "x-auth-request-", "x-remote-", "remote-", "x-real-",
+		"true-client-", "cf-", "x-original-", "x-rewrite-", "x-amzn-oidc-", "x-goog-authenticated-",
+		"x-goog-iap-", "x-ms-client-principal", "x-pomerium-", "x-envoy-", "x-client-", "client-ip",
+		"x-cluster-client-", "x-http-method", "x-method-override", "x-userinfo", "x-authenticated-",
+	};
+	/* CGI/WSGI servers map '_' and '-' to the same variable
+	 * (X_MCP_User is HTTP_X_MCP_USER): names with '_' are dropped, as
+	 * nginx does by default. */
+	if (strchr(name, '_'))
+		return 1;
 	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
 		if (strcasecmp(name, drop[i]) == 0)
+			return 1;
+	for (size_t i = 0; i < sizeof(drop_prefix) / sizeof(drop_prefix[0]); i++)
+		if (strncasecmp(name, drop_prefix[i], strlen(drop_prefix[i])) == 0)
 			return 1;
 	if (strcasecmp(name, res->inject.header) == 0)
 		return 1;
@@ -163,9 +165,25 @@ static int strip_header(const struct cfg_resource *res, const char *name, const 
 struct hdr_ctx {
 	const struct cfg_resource *res;
 	const char *connection;
+	int drop_session; /* an initialize with a session id nobody opened */
 	struct curl_slist *list;
 	int failed;
 };
+
+/* A field value without the optional whitespace around it (RFC 9110 5.5):
+ * libmicrohttpd keeps trailing SP/HTAB, every other parser drops it, so
+ * the broker judges and forwards the trimmed value. */
+static struct str ows_trim(const char *v)
+{
+	struct str t = { v, strlen(v) };
+	while (t.len && (t.p[0] == ' ' || t.p[0] == '\t')) {
+		t.p++;
+		t.len--;
+	}
+	while (t.len && (t.p[t.len - 1] == ' ' || t.p[t.len - 1] == '\t'))
+		t.len--;
+	return t;
+}
 
 /* Field values travel downstream verbatim: a bare CR, a LF or another
  * control character could end a header line for some parser there and
@@ -173,16 +191,15 @@ struct hdr_ctx {
  * are forwarded (RFC 9110 5.5, obs-text refused). */
 static int field_ok(const char *s)
 {
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		if ((*p < 0x20 && *p != '\t') || *p >= 0x7f)
-			return 0;
-	return 1;
+	return hdr_value_ok(s, strlen(s), 0);
 }
 
+/* Names are RFC 9110 tokens (http.c refuses any other request); values
+ * must be ASCII here, as they are forwarded. */
 static enum MHD_Result check_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
 	int *bad = cls;
-	if (!key || !field_ok(key) || (value && !field_ok(value)) || strchr(key, ' ') || strchr(key, ':'))
+	if (!key || !hdr_token_ok(key, strlen(key)) || (value && !field_ok(value)))
 		*bad = 1;
 	return MHD_YES;
 }
@@ -191,9 +208,11 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 {
 	struct hdr_ctx *h = cls;
 	char line[8192];
-	if (!key || !value || strip_header(h->res, key, h->connection))
+	if (!key || !value || strip_header(h->res, key, h->connection) ||
+	    (h->drop_session && strcasecmp(key, "Mcp-Session-Id") == 0))
 		return MHD_YES;
-	if ((size_t)snprintf(line, sizeof(line), "%s: %s", key, value) >= sizeof(line))
+	struct str v = ows_trim(value);
+	if ((size_t)snprintf(line, sizeof(line), "%s: %.*s", key, (int)v.len, v.p) >= sizeof(line))
 		return MHD_YES;
 	struct curl_slist *l = curl_slist_append(h->list, line);
 	if (!l)
@@ -277,8 +296,6 @@ static int path_has_dot_segment(const char *rest)
 	return 0;
 }
 
-/* Session binding: a session id bound to another user is unknown to this
- * user (404). 0 pass, -1 answered. */
 static int need_db(struct http_req *r, struct db_conn **c)
 {
 	if (*c)
@@ -290,53 +307,70 @@ static int need_db(struct http_req *r, struct db_conn **c)
 	return 0;
 }
 
+/* Session binding, per downstream (the session id is the downstream's):
+ * a session id that no grant of this user opened there — bound to another
+ * user, or bound to nobody — is unknown to this user (404), and never
+ * reaches the downstream. The one exception is an initialize request,
+ * which opens a new session (a client re-initialising may still send its
+ * expired id); the answer's new id is then bound. 0 pass, -1 answered. */
 static int session_check(struct http_req *r, struct db_conn **c, const struct cfg_resource *res,
-			 const struct token_info *ti, const char *resource_url)
+			 const struct token_info *ti, int initialize, int *drop)
 {
 	static struct db_stmt q = DB_STMT(
-		"SELECT user_id::text FROM mcp_sessions WHERE session_hash = $1::bytea AND resource = $2");
-	const char *sid = http_header(r, "Mcp-Session-Id");
-	if (!sid)
+		"SELECT user_id::text FROM mcp_session_bindings WHERE downstream = $1 AND session_hash = $2::bytea");
+	const char *raw = http_header(r, "Mcp-Session-Id");
+	*drop = 0;
+	if (!raw)
 		return 0;
-	if (strlen(sid) > 1024) {
-		jsonrpc_error(r, 400, -32600, "Mcp-Session-Id is too long");
+	struct str t = ows_trim(raw);
+	char sid[1025];
+	if (t.len > 1024 || t.len == 0) {
+		jsonrpc_error(r, 400, -32600, "Mcp-Session-Id is empty or too long");
 		return -1;
 	}
+	memcpy(sid, t.p, t.len);
+	sid[t.len] = '\0';
 	char hash[67], key[65], bound[37];
 	vault_hash_hex(sid, hash);
 	struct buf kb;
 	buf_init(&kb, 4096);
-	if (buf_printf(&kb, "%s|%s", sid, resource_url) < 0) {
+	if (buf_printf(&kb, "%s|%s", sid, res->downstream) < 0) {
 		jsonrpc_error(r, 500, -32603, "internal error");
 		return -1;
 	}
 	crypto_sha256_hex(kb.ptr, kb.len, key);
 	buf_free(&kb);
-	int other;
+	int known, mine;
 	if (cache_session_get(key, bound)) {
-		other = strcmp(bound, ti->user_id) != 0;
+		known = 1;
+		mine = strcmp(bound, ti->user_id) == 0;
 	} else {
 		if (need_db(r, c) < 0)
 			return -1;
-		const char *p[] = { hash, resource_url };
+		const char *p[] = { res->downstream, hash };
 		PGresult *res_ = db_exec_ok(*c, &q, 2, p);
 		if (!res_) {
 			jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 			return -1;
 		}
-		int bound_row = PQntuples(res_) == 1;
-		other = bound_row && strcmp(PQgetvalue(res_, 0, 0), ti->user_id) != 0;
-		if (bound_row)
+		known = PQntuples(res_) == 1;
+		mine = known && strcmp(PQgetvalue(res_, 0, 0), ti->user_id) == 0;
+		if (known)
 			cache_session_put(key, PQgetvalue(res_, 0, 0));
 		PQclear(res_);
 	}
-	if (other) {
-		json_t *f = json_pack("{s:s, s:s}", "grant_id", ti->grant_id, "resource", res->path);
-		log_event(LOG_WARN, "proxy.session_hijack_refused", r->id, f);
-		jsonrpc_error(r, 404, -32001, "session not found");
-		return -1;
+	if (mine)
+		return 0;
+	if (!known && initialize) {
+		/* It opens a new session: the id nobody opened is not passed on,
+		 * so that no downstream reads it as someone's live session. */
+		*drop = 1;
+		return 0;
 	}
-	return 0;
+	json_t *f = json_pack("{s:s, s:s, s:b}", "grant_id", ti->grant_id, "resource", res->path, "bound", known);
+	log_event(known ? LOG_WARN : LOG_INFO, known ? "proxy.session_hijack_refused" : "proxy.session_unknown", r->id, f);
+	jsonrpc_error(r, 404, -32001, "session not found");
+	return -1;
 }
 
 /* Per-request state while the downstream answers. */
@@ -348,6 +382,8 @@ struct resource_ctx {
 	char resource_url[2048];
 	char request_id[LIM_REQUEST_ID + 1];
 	json_t *tools;
+	int has_body; /* a JSON-RPC body is forwarded (as application/json) */
+	int drop_session; /* the request's Mcp-Session-Id is not forwarded */
 	uint64_t started;
 	long status;
 	int retried; /* one forced upstream refresh after a downstream 401 */
@@ -359,12 +395,13 @@ struct resource_ctx {
 static int record_session(struct http_req *r, struct resource_ctx *rc)
 {
 	static struct db_stmt q = DB_STMT(
-		"INSERT INTO mcp_sessions(session_hash, resource, user_id) VALUES ($1::bytea, $2, $3::uuid) "
-		"ON CONFLICT (session_hash) DO NOTHING");
+		"INSERT INTO mcp_session_bindings(downstream, session_hash, user_id) VALUES ($1, $2::bytea, $3::uuid) "
+		"ON CONFLICT (downstream, session_hash) DO NOTHING");
 	const char *sid = proxy_response_header(rc->x, "Mcp-Session-Id");
 	const char *asked = http_header(r, "Mcp-Session-Id");
-	if (!sid || (asked && strcmp(asked, sid) == 0))
-		return 0;
+	struct str a = asked ? ows_trim(asked) : (struct str){ NULL, 0 };
+	if (!sid || (a.p && !rc->drop_session && a.len == strlen(sid) && memcmp(a.p, sid, a.len) == 0))
+		return 0; /* the session the request was checked against */
 	if (strlen(sid) > 1024 || !field_ok(sid))
 		return -1;
 	struct db_conn *c = NULL;
@@ -372,7 +409,7 @@ static int record_session(struct http_req *r, struct resource_ctx *rc)
 	vault_hash_hex(sid, hash);
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
 		return -1;
-	const char *p[] = { hash, rc->resource_url, rc->ti.user_id };
+	const char *p[] = { rc->res->downstream, hash, rc->ti.user_id };
 	PGresult *res = db_exec_ok(c, &q, 3, p);
 	db_release(r->app->db, &c);
 	if (!res) {
@@ -388,7 +425,7 @@ static int record_session(struct http_req *r, struct resource_ctx *rc)
 static void ctx_free(void *p)
 {
 	struct resource_ctx *rc = p;
-	if (rc->tools && json_array_size(rc->tools) > 0) {
+	if (rc->x && rc->tools && json_array_size(rc->tools) > 0) {
 		double ms = (double)(http_now_ns() - rc->started) / 1e6;
 		char actor[LIM_CLIENT_ID + 8];
 		snprintf(actor, sizeof(actor), "client:%s", rc->ti.client_id);
@@ -421,7 +458,18 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const cha
 	pr.client_cert = res->client_cert;
 	pr.client_key = res->client_key;
 	pr.ca_file = res->ca_file;
-	struct hdr_ctx hc = { res, http_header(r, "Connection"), NULL, 0 };
+	/* Whom the transfer serves: a revocation naming any of these ends it. */
+	snprintf(pr.grant_id, sizeof(pr.grant_id), "%s", rc->ti.grant_id);
+	snprintf(pr.client_id, sizeof(pr.client_id), "%s", rc->ti.client_id);
+	snprintf(pr.subject, sizeof(pr.subject), "%s", rc->ti.subject);
+	snprintf(pr.upstream, sizeof(pr.upstream), "%s", rc->ti.upstream);
+	const char *bearer = http_header(r, "Authorization");
+	if (bearer && strlen(bearer) > 7) {
+		char th[67];
+		vault_hash_hex(bearer + 7, th);
+		memcpy(pr.token_hash, th + 2, sizeof(pr.token_hash));
+	}
+	struct hdr_ctx hc = { res, http_header(r, "Connection"), rc->drop_session, NULL, 0 };
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, copy_header, &hc);
 	struct buf line;
 	buf_init(&line, 16384);
@@ -449,6 +497,11 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const cha
 	snprintf(tmp, sizeof(tmp), "X-Request-Id: %s", r->id);
 	ok = ok && (hc.list = curl_slist_append(hc.list, tmp)) != NULL;
 	ok = ok && (hc.list = curl_slist_append(hc.list, "Expect:")) != NULL;
+	/* The body goes as parsed, under the one media type it was judged as. */
+	if (rc->has_body)
+		ok = ok && (hc.list = curl_slist_append(hc.list, "Content-Type: application/json")) != NULL;
+	pr.resp_headers = res->response_headers;
+	pr.n_resp_headers = res->n_response_headers;
 	pr.headers = hc.list;
 	pr.body = *body;
 	buf_init(body, 0);
@@ -466,9 +519,33 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const cha
 	return 0;
 }
 
+/* The upstream token could not be had: the broker's challenge when the
+ * grant is dead, else 502/503/504 (the grant lives on), a 503 carrying the
+ * upstream's Retry-After where it gave one. */
+static void upstream_token_failed(struct http_req *r, const struct cfg_resource *res, const char *grant_id,
+				  enum upstream_token_rc ut, long retry_after)
+{
+	char ra[24];
+	int status = upstream_token_http_status(ut);
+	if (ut == UT_REVOKED) {
+		cache_evict_grant(grant_id);
+		metadata_challenge(r, res, 401, "invalid_token", NULL);
+		return;
+	}
+	if (status == 503) {
+		snprintf(ra, sizeof(ra), "%ld", retry_after > 0 ? retry_after : 1L);
+		(void)http_add_header(r, "Retry-After", ra);
+	}
+	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", -32603,
+					    "message", status == 502 ? "the upstream identity provider failed; try again later"
+							  : "the upstream identity provider is unavailable; try again",
+					    "id"));
+}
+
 /* The downstream refused the injected upstream token: refresh it once
- * (forced) and replay the request, or revoke the grant when the upstream
- * refuses too. 0 replayed (suspended again), -1 answered. */
+ * (forced) and replay the request, or, for a token that cannot be renewed,
+ * ask the upstream whether it still holds; revoke the grant only when the
+ * upstream refuses it definitively. 0 replayed (suspended again), -1 answered. */
 static int retry_after_401(struct http_req *r, struct resource_ctx *rc)
 {
 	struct db_conn *c = NULL;
@@ -483,15 +560,11 @@ static int retry_after_401(struct http_req *r, struct resource_ctx *rc)
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 		goto out;
 	}
-	enum upstream_token_rc ut = upstream_token_get(r->app, c, rc->ti.grant_id, 1, r->id, &upstream);
+	long wait_s = 0;
+	enum upstream_token_rc ut = upstream_token_get(r->app, c, rc->ti.grant_id, 1, r->id, &upstream, &wait_s);
 	db_release(r->app->db, &c);
-	if (ut == UT_REVOKED) {
-		cache_evict_grant(rc->ti.grant_id);
-		metadata_challenge(r, rc->res, 401, "invalid_token", NULL);
-		goto out;
-	}
 	if (ut != UT_OK) {
-		jsonrpc_error(r, ut == UT_TIMEOUT ? 504 : 503, -32603, "the upstream identity provider is unavailable; try again");
+		upstream_token_failed(r, rc->res, rc->ti.grant_id, ut, wait_s);
 		goto out;
 	}
 	if (start_transfer(r, rc, upstream, &body) < 0) {
@@ -516,6 +589,12 @@ static void resume(struct http_req *r)
 	enum proxy_state st = proxy_poll(r, rc->x, &cc);
 	if (st == PROXY_WAITING)
 		return;
+	if (st == PROXY_FAILED && proxy_revoked(rc->x)) {
+		/* The grant was revoked before the downstream answered. */
+		rc->status = 401;
+		metadata_challenge(r, rc->res, 401, "invalid_token", NULL);
+		return;
+	}
 	if (st == PROXY_FAILED) {
 		int timeout = cc == CURLE_OPERATION_TIMEDOUT;
 		rc->status = timeout ? 504 : 502;
@@ -526,6 +605,21 @@ static void resume(struct http_req *r)
 		return;
 	}
 	rc->status = proxy_status(rc->x);
+	if (rc->status < 200) {
+		/* A 1xx is never a final answer (101 without an Upgrade asked). */
+		if (!proxy_wait_done(r, rc->x))
+			return;
+		rc->status = 502;
+		jsonrpc_error(r, 502, -32603, "the MCP server sent an invalid answer");
+		return;
+	}
+	if (rc->status != 401) {
+		/* The budget bounds bodies being received and waiting for an
+		 * answer; once answered, a body's share goes back, so that a long
+		 * stream does not hold it. (The bytes stay with the transfer until
+		 * it ends: libcurl may still be sending them.) */
+		http_body_release(r);
+	}
 	if (rc->status == 401) {
 		/* Wait for the (small) 401 answer to finish, then replay once with
 		 * a refreshed upstream token. A second refusal is answered with the
@@ -587,19 +681,36 @@ static int validate(struct http_req *r, struct db_conn **c, const char *token, s
 	return v;
 }
 
-void resource_handler(struct http_req *r)
+/* A lone initialize request (it opens a session). */
+static int is_initialize(json_t *body)
+{
+	const char *m = json_string_value(json_object_get(body, "method"));
+	return json_is_object(body) && m && strcmp(m, "initialize") == 0;
+}
+
+/* A body the broker forwards is judged as exactly what the downstream
+ * will parse: application/json (charset utf-8 at most), no content
+ * coding. 0 fine, -1 answered 415. */
+static int media_type_ok(struct http_req *r)
+{
+	if (hdr_json_content_type(http_header(r, "Content-Type")) &&
+	    hdr_identity_encoding(http_header(r, "Content-Encoding")))
+		return 0;
+	(void)http_add_header(r, "Accept-Encoding", "identity");
+	jsonrpc_error(r, 415, -32600, "the body must be application/json (charset utf-8) without content coding");
+	return -1;
+}
+
+/* The headers have arrived, no body byte has been read: everything that
+ * needs no body is decided here, so an unauthenticated or refused request
+ * is answered without its body ever being buffered. */
+void resource_headers(struct http_req *r)
 {
 	const struct cfg_resource *res = r->route->data;
 	struct app *app = r->app;
 	struct db_conn *c = NULL;
 	struct resource_ctx *rc = NULL;
-	char *upstream = NULL;
-	json_t *body = NULL;
 
-	if (r->ctx) {
-		resume(r);
-		return;
-	}
 	const char *origin = http_header(r, "Origin");
 	if (origin && !origin_allowed(res, origin)) {
 		jsonrpc_error(r, 403, -32001, "origin not allowed");
@@ -624,7 +735,8 @@ void resource_handler(struct http_req *r)
 	/* Headers the broker interprets must be unambiguous: a second copy
 	 * could say something else to the downstream than to the policy. */
 	static const char *const single[] = { "Authorization", "Mcp-Session-Id", "Mcp-Method", "Mcp-Name",
-					       "MCP-Protocol-Version", "Content-Type", "Last-Event-ID" };
+					       "MCP-Protocol-Version", "Content-Type", "Content-Encoding",
+					       "Last-Event-ID" };
 	for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
 		if (http_header_count(r, single[i]) > 1) {
 			jsonrpc_error(r, 400, -32600, "a header the broker checks was given more than once");
@@ -676,44 +788,11 @@ void resource_handler(struct http_req *r)
 		metadata_challenge(r, res, 401, "invalid_token", NULL);
 		goto out;
 	}
+	if (r->body_expected && media_type_ok(r) < 0)
+		goto out;
 	if (rate_limited(r, res, &rc->ti))
 		goto out;
-	rc->tools = json_array();
-	if ((r->method_id == HM_POST || r->body.len > 0) && res->n_scopes > 0) {
-		/* Any method with a body is inspected: a forbidden call must not
-		 * pass as PUT, PATCH or DELETE. */
-		body = json_loadb(r->body.ptr ? r->body.ptr : "", r->body.len, JSON_REJECT_DUPLICATES, NULL);
-		if (!json_is_object(body) && !(json_is_array(body) && json_array_size(body) > 0)) {
-			jsonrpc_error(r, 400, -32700, "the body must be a JSON-RPC message or batch");
-			goto out;
-		}
-		if (!headers_agree(r, body)) {
-			jsonrpc_error(r, 400, -32600, "Mcp-Method/Mcp-Name headers disagree with the body");
-			goto out;
-		}
-		if (check_policy(r, res, &rc->ti, body, rc->tools) < 0)
-			goto out;
-	}
-	if (session_check(r, &c, res, &rc->ti, rc->resource_url) < 0)
-		goto out;
-	enum upstream_token_rc ut = upstream_token_cached(app, rc->ti.grant_id, &upstream);
-	if (ut != UT_OK) {
-		if (need_db(r, &c) < 0)
-			goto out;
-		ut = upstream_token_get(app, c, rc->ti.grant_id, 0, r->id, &upstream);
-	}
-	db_release(app->db, &c);
-	if (ut != UT_OK) {
-		if (ut == UT_REVOKED) {
-			cache_evict_grant(rc->ti.grant_id);
-			metadata_challenge(r, res, 401, "invalid_token", NULL);
-		} else {
-			jsonrpc_error(r, ut == UT_TIMEOUT ? 504 : 503, -32603,
-				      "the upstream identity provider is unavailable; try again");
-		}
-		goto out;
-	}
-	if (start_transfer(r, rc, upstream, &r->body) < 0) {
+	if (!(rc->tools = json_array())) {
 		jsonrpc_error(r, 500, -32603, "internal error");
 		goto out;
 	}
@@ -721,10 +800,72 @@ void resource_handler(struct http_req *r)
 	r->ctx_free = ctx_free;
 	rc = NULL;
 out:
-	if (rc) {
-		json_decref(rc->tools);
-		free(rc);
+	free(rc);
+	db_release(app->db, &c);
+}
+
+/* The whole request has arrived (or, later, the downstream answered). */
+void resource_handler(struct http_req *r)
+{
+	const struct cfg_resource *res = r->route->data;
+	struct app *app = r->app;
+	struct db_conn *c = NULL;
+	struct resource_ctx *rc = r->ctx;
+	char *upstream = NULL;
+	json_t *body = NULL;
+
+	if (!rc) {
+		jsonrpc_error(r, 500, -32603, "internal error"); /* resource_headers answers or sets it */
+		return;
 	}
+	if (rc->x) {
+		resume(r);
+		return;
+	}
+	if (r->body.len == 0 && r->method_id != HM_POST &&
+	    (http_header(r, "Mcp-Method") || http_header(r, "Mcp-Name"))) {
+		/* They name the message of a body: without one they name nothing
+		 * the broker could check, and a header-routing hop would trust them. */
+		jsonrpc_error(r, 400, -32600, "Mcp-Method/Mcp-Name headers disagree with the body");
+		goto out;
+	}
+	if (r->body.len > 0 || r->method_id == HM_POST) {
+		/* Any method with a body is inspected: a forbidden call must not
+		 * pass as PUT, PATCH or DELETE, nor an unparsed body at all. */
+		if (media_type_ok(r) < 0)
+			goto out;
+		if (rpc_parse(r->body.ptr, r->body.len, &body) < 0) {
+			jsonrpc_error(r, 400, -32700, "the body must be one JSON-RPC message or batch (strict UTF-8 JSON)");
+			goto out;
+		}
+		if (!rpc_headers_agree(body, http_header(r, "Mcp-Method"), http_header(r, "Mcp-Name"))) {
+			jsonrpc_error(r, 400, -32600, "Mcp-Method/Mcp-Name headers disagree with the body");
+			goto out;
+		}
+		if (res->n_scopes > 0 && check_policy(r, res, &rc->ti, body, rc->tools) < 0)
+			goto out;
+		rc->has_body = 1;
+	}
+	if (session_check(r, &c, res, &rc->ti, is_initialize(body), &rc->drop_session) < 0)
+		goto out;
+	long wait_s = 0;
+	enum upstream_token_rc ut = upstream_token_cached(app, rc->ti.grant_id, &upstream);
+	if (ut != UT_OK) {
+		if (need_db(r, &c) < 0)
+			goto out;
+		ut = upstream_token_get(app, c, rc->ti.grant_id, 0, r->id, &upstream, &wait_s);
+	}
+	db_release(app->db, &c);
+	if (ut != UT_OK) {
+		upstream_token_failed(r, res, rc->ti.grant_id, ut, wait_s);
+		goto out;
+	}
+	if (start_transfer(r, rc, upstream, &r->body) < 0) {
+		jsonrpc_error(r, 500, -32603, "internal error");
+		goto out;
+	}
+out:
+	/* rc belongs to the request (ctx_free). */
 	if (upstream) {
 		crypto_wipe(upstream, strlen(upstream));
 		free(upstream);

@@ -27,27 +27,27 @@ static void cors_preflight(struct http_req *r)
 }
 
 static const struct http_route static_routes[] = {
-	{ HM_GET, "/healthz", MATCH_EXACT, 0, health_healthz, "healthz", NULL },
-	{ HM_GET, "/readyz", MATCH_EXACT, 0, health_readyz, "readyz", NULL },
-	{ HM_GET, "/metrics", MATCH_EXACT, 0, health_metrics, "metrics", NULL },
-	{ HM_GET, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL },
-	{ HM_GET, "/.well-known/openid-configuration", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL },
-	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", NULL },
-	{ HM_OPTIONS, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
-	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
-	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
-	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, clients_register, "register", NULL },
-	{ HM_OPTIONS, "/register", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
-	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL },
-	{ HM_POST, "/authorize", MATCH_EXACT, LIM_BODY_DEFAULT, authorize_post, "consent", NULL },
-	{ HM_GET, "/callback", MATCH_EXACT, 0, authorize_callback, "callback", NULL },
-	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL },
-	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
-	{ HM_POST, "/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, revoke_endpoint, "revoke", NULL },
-	{ HM_OPTIONS, "/revoke", MATCH_EXACT, 0, cors_preflight, "cors", NULL },
-	{ HM_POST, "/introspect", MATCH_EXACT, LIM_BODY_DEFAULT, introspect_endpoint, "introspect", NULL },
-	{ HM_GET, "/admin/v1/grants", MATCH_EXACT, 0, admin_grants, "admin", NULL },
-	{ HM_POST, "/admin/v1/revoke", MATCH_EXACT, LIM_BODY_ADMIN, admin_revoke, "admin", NULL },
+	{ HM_GET, "/healthz", MATCH_EXACT, 0, health_healthz, "healthz", NULL, NULL },
+	{ HM_GET, "/readyz", MATCH_EXACT, 0, health_readyz, "readyz", NULL, NULL },
+	{ HM_GET, "/metrics", MATCH_EXACT, 0, health_metrics, "metrics", NULL, NULL },
+	{ HM_GET, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL, NULL },
+	{ HM_GET, "/.well-known/openid-configuration", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL, NULL },
+	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", NULL, NULL },
+	{ HM_OPTIONS, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
+	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
+	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
+	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, clients_register, "register", NULL, NULL },
+	{ HM_OPTIONS, "/register", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
+	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL, NULL },
+	{ HM_POST, "/authorize", MATCH_EXACT, LIM_BODY_DEFAULT, authorize_post, "consent", NULL, NULL },
+	{ HM_GET, "/callback", MATCH_EXACT, 0, authorize_callback, "callback", NULL, NULL },
+	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL, NULL },
+	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
+	{ HM_POST, "/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, revoke_endpoint, "revoke", NULL, NULL },
+	{ HM_OPTIONS, "/revoke", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
+	{ HM_POST, "/introspect", MATCH_EXACT, LIM_BODY_DEFAULT, introspect_endpoint, "introspect", NULL, NULL },
+	{ HM_GET, "/admin/v1/grants", MATCH_EXACT, 0, admin_grants, "admin", NULL, NULL },
+	{ HM_POST, "/admin/v1/revoke", MATCH_EXACT, LIM_BODY_ADMIN, admin_revoke, "admin", NULL, NULL },
 };
 
 #define PRM_PREFIX "/.well-known/oauth-protected-resource"
@@ -72,14 +72,14 @@ int server_routes(const struct app *app, struct http_route **out, size_t *n)
 			return -1;
 		}
 		snprintf(path, len, "%s%s", PRM_PREFIX, res->path);
-		r[k++] = (struct http_route){ HM_GET | HM_OPTIONS, path, MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", res };
+		r[k++] = (struct http_route){ HM_GET | HM_OPTIONS, path, MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", res, NULL };
 	}
 	memcpy(r + k, static_routes, sizeof(static_routes));
 	k += ns;
 	for (size_t i = 0; i < cfg->n_resources; i++) {
 		const struct cfg_resource *res = &cfg->resources[i];
 		r[k++] = (struct http_route){ HM_ANY, res->path, MATCH_PREFIX, LIM_BODY_PROXY_INSPECT,
-					      resource_handler, "resource", res };
+					      resource_handler, "resource", res, resource_headers };
 	}
 	*out = r;
 	*n = k;

@@ -25,6 +25,10 @@
 //   big       application/json answer of about S bytes (query `size` or header
 //             X-Fake-Size, default 8 MiB) written as fast as the socket takes
 //             it (honouring backpressure); rec.bigSha256 is its SHA-256.
+//   progress  a tool call streaming its progress: text/event-stream with N
+//             `notifications/progress` events (query `events`/X-Fake-Events,
+//             default 3) spaced by D ms (`delay`/X-Fake-Delay, default 0), then
+//             the JSON-RPC result for the request's id; rec.events as for sse.
 //   headers   echo plus response headers that must not reach the client
 //             (hop-by-hop ones and one named in Connection).
 //
@@ -37,7 +41,7 @@
 import http from 'node:http';
 import { randomBytes, createHash } from 'node:crypto';
 
-const MODES = new Set(['echo', 'sse', 'idle', 'hang', 'reset', '500', '401', 'drip', 'session', 'headers', 'big']);
+const MODES = new Set(['echo', 'sse', 'idle', 'hang', 'reset', '500', '401', 'drip', 'session', 'headers', 'hostile-headers', 'big', 'progress']);
 
 function jsonRpcAnswer(body) {
   let msg;
@@ -163,6 +167,21 @@ export async function startDownstream({ port = 0, host = '127.0.0.1', mode = 'ec
         res.setHeader('x-hop-secret', 'must-not-pass');
         res.setHeader('x-end-to-end', 'passes');
         return echo(rec, res);
+      case 'hostile-headers':
+        // Fields a downstream must not be able to set on the broker's origin.
+        res.setHeader('set-cookie', ['__Host-mcpb_browser=evil; Path=/; Secure', 'other=1']);
+        res.setHeader('access-control-allow-origin', '*');
+        res.setHeader('access-control-allow-credentials', 'true');
+        res.setHeader('strict-transport-security', 'max-age=0');
+        res.setHeader('content-security-policy', "default-src *");
+        res.setHeader('www-authenticate', 'Basic realm="downstream"');
+        res.setHeader('location', 'https://evil.example/');
+        res.setHeader('x-powered-by', 'downstream');
+        res.setHeader('x-end-to-end', 'passes-if-configured');
+        res.setHeader('cache-control', 'no-cache');
+        res.setHeader('etag', '"v1"');
+        res.setHeader('mcp-protocol-version', '2025-11-25');
+        return echo(rec, res);
       case '500':
         return sendJson(res, 500, { jsonrpc: '2.0', id, error: { code: -32603, message: 'downstream exploded' } });
       case '401':
@@ -172,6 +191,29 @@ export async function startDownstream({ port = 0, host = '127.0.0.1', mode = 'ec
         return; // never answers; close() destroys the socket
       case 'idle':
         return sseHead(res);
+      case 'progress': {
+        const n = pick('events', 'x-fake-events', 3);
+        const delay = pick('delay', 'x-fake-delay', 0);
+        let token = null;
+        try { token = JSON.parse(rec.body)?.params?._meta?.progressToken ?? null; } catch { /* not JSON */ }
+        sseHead(res);
+        let i = 0;
+        const tick = () => {
+          if (res.destroyed) return;
+          if (++i <= n) {
+            const data = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: i, total: n } });
+            res.write(`id: ev-${i}\nevent: message\ndata: ${data}\n\n`);
+            rec.events.push({ id: `ev-${i}`, at: Date.now() });
+            later(tick, delay);
+            return;
+          }
+          const data = JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'done' }] } });
+          res.end(`id: ev-${i}\nevent: message\ndata: ${data}\n\n`);
+          rec.events.push({ id: `ev-${i}`, at: Date.now() });
+        };
+        later(tick, delay);
+        return;
+      }
       case 'sse': {
         const n = pick('events', 'x-fake-events', 3);
         const delay = pick('delay', 'x-fake-delay', 0);

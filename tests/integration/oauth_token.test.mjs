@@ -274,9 +274,10 @@ test('malformed token requests: the right RFC 6749 error, nothing written', asyn
     assertOAuthError(await post(`${body}&${many}`), 400, 'invalid_request');
     const big = await post(`${body}&pad=${'p'.repeat(20000)}`);
     assert.equal(big.status, 413);
-    const stream = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode(`${body}&pad=${'p'.repeat(40000)}`)); c.close(); } });
+    const stream = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode(body)); c.close(); } });
+    // A chunked upload (no Content-Length) is refused whatever its size.
     const chunked = await http(`${env.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: stream, duplex: 'half' });
-    assert.equal(chunked.status, 413);
+    assert.equal(chunked.status, 411);
     const get = await http(`${env.url}/token?${body}`);
     assert.equal(get.status, 405);
   });

@@ -14,7 +14,9 @@ before(async () => {
   env = await startProxyEnv({
     prefix: 'proxy_hdr',
     resources: (ds) => [
-      defaultResource(ds),
+      // x-hop-secret is allowed by config, yet the downstream names it in
+      // Connection: hop-by-hop wins.
+      defaultResource(ds, { response_headers: ['X-End-To-End', 'x-hop-secret'] }),
       {
         path: '/custom', upstream: 'gh', downstream: `${ds.url}/custom-base`,
         identity_headers: false,
@@ -34,6 +36,7 @@ const GHO = /^gho_[A-Za-z0-9_-]{43}$/;
 function lastRequest() { return env.ds.requests.at(-1); }
 
 test('the upstream token is injected; the client token, cookies, spoofed identity and hop-by-hop headers are not forwarded', T, async () => {
+  await env.openSession(alice.access_token, 'sess-hdr-alice');
   const n = env.ds.requests.length;
   const body = JSON.stringify(call('list_issues', 41, { repo: 'o/r' }));
   const r = await rawRequest(env.broker.port, {
@@ -42,7 +45,7 @@ test('the upstream token is injected; the client token, cookies, spoofed identit
       ['Authorization', `Bearer ${alice.access_token}`],
       ['Content-Type', 'application/json'],
       ['Accept', 'application/json, text/event-stream'],
-      ['Mcp-Session-Id', 'sess-not-bound-anywhere'],
+      ['Mcp-Session-Id', 'sess-hdr-alice'],
       ['MCP-Protocol-Version', '2025-06-18'],
       ['Last-Event-ID', 'ev-7'],
       ['Cookie', 'mcpb_session=abc; other=1'],
@@ -76,7 +79,7 @@ test('the upstream token is injected; the client token, cookies, spoofed identit
   for (const k of ['X-MCP-User', 'X-MCP-Client', 'X-MCP-Scopes'])
     assert.equal(d.rawHeaders.filter((x) => x.toLowerCase() === k.toLowerCase()).length, 1, `one ${k}`);
   // Passed through.
-  assert.equal(h['mcp-session-id'], 'sess-not-bound-anywhere');
+  assert.equal(h['mcp-session-id'], 'sess-hdr-alice');
   assert.equal(h['mcp-protocol-version'], '2025-06-18');
   assert.equal(h['last-event-id'], 'ev-7');
   assert.equal(h.accept, 'application/json, text/event-stream');
@@ -90,6 +93,7 @@ test('the upstream token is injected; the client token, cookies, spoofed identit
 });
 
 test('GET and DELETE pass through with the MCP headers; each user gets their own upstream token', T, async () => {
+  await env.openSession(alice.access_token, 'sess-g');
   const g = await env.mcp('/mcp?x=1', {
     method: 'GET', token: alice.access_token,
     headers: { accept: 'text/event-stream', 'mcp-session-id': 'sess-g', 'last-event-id': 'ev-3', 'mcp-protocol-version': '2025-06-18' },
@@ -138,7 +142,7 @@ test('inject template and identity_headers=false: custom header, no Authorizatio
   assert.ok(!d.rawHeaders.join('\n').includes('mcpb_'));
 });
 
-test('response: downstream headers reach the client, hop-by-hop ones (and those named in Connection) do not', T, async () => {
+test('response: allowed downstream headers reach the client, hop-by-hop ones (and those named in Connection) do not', T, async () => {
   const s = await env.mcp('/mcp', { token: alice.access_token, body: { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }, headers: { 'x-fake-mode': 'session', 'x-fake-session-id': 'sess-resp-1' } });
   assert.equal(s.status, 200);
   assert.equal(s.headers.get('mcp-session-id'), 'sess-resp-1');

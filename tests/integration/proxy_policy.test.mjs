@@ -71,7 +71,7 @@ test('a batch mixing allowed and forbidden calls is refused whole', T, async () 
 
 test('bodies the policy cannot read: 400, never forwarded', T, async () => {
   const bad = [
-    ['not json', 'this is not json', 'text/plain'],
+    ['not json', 'this is not json', 'application/json'],
     ['empty', '', 'application/json'],
     ['scalar', '42', 'application/json'],
     ['string', '"tools/call"', 'application/json'],
@@ -126,18 +126,19 @@ test('bodies over the 1 MiB proxy limit: 413, never forwarded', T, async () => {
   const big = JSON.stringify(call('list_issues', 1, { pad }));
   const r = await refused({ token: reader.access_token, body: big });
   assert.equal(r.status, 413);
-  // Chunked (no Content-Length): the limit still holds.
+  // Chunked (no Content-Length): refused with 411 whatever its size.
+  const small = JSON.stringify(call('list_issues', 3));
   const n = env.ds.requests.length;
   const chunked = await rawRequest(env.broker.port, {
-    method: 'POST', path: '/mcp', body: `${(Buffer.byteLength(big)).toString(16)}\r\n${big}\r\n0\r\n\r\n`,
+    method: 'POST', path: '/mcp', body: `${(Buffer.byteLength(small)).toString(16)}\r\n${small}\r\n0\r\n\r\n`,
     headers: [['Authorization', `Bearer ${reader.access_token}`], ['Content-Type', 'application/json'],
       ['Transfer-Encoding', 'chunked']],
   });
-  assert.equal(chunked.status, 413);
+  assert.equal(chunked.status, 411);
   assert.equal(env.ds.requests.length, n);
   // Just under the limit passes whole.
   const fit = JSON.stringify(call('list_issues', 2, { pad: 'y'.repeat(1024 * 1024 - 200) }));
-  const ok = await env.mcp('/mcp', { token: reader.access_token, body: fit });
+  const ok = await env.mcp('/mcp', { token: reader.access_token, body: fit, headers: { 'content-type': 'application/json' } });
   assert.equal(ok.status, 200, ok.text.slice(0, 200));
   assert.equal(env.ds.requests.at(-1).body.length, fit.length);
 });

@@ -29,9 +29,9 @@ async function openSession(token) {
 test('a session opened by alice is bound to her: bob gets 404 and never reaches the downstream', T, async () => {
   const S = await openSession(alice.access_token);
   // Bound in PostgreSQL (hashed, so every node knows it and a dump does not reveal it).
-  const row = await env.psql(`SELECT count(*) FROM mcp_sessions WHERE session_hash = '\\x${sha256hex(S)}'::bytea`);
+  const row = await env.psql(`SELECT count(*) FROM mcp_session_bindings WHERE session_hash = '\\x${sha256hex(S)}'::bytea`);
   assert.equal(row, '1');
-  assert.equal(await env.psql(`SELECT count(*) FROM mcp_sessions WHERE position(convert_to('${S}', 'UTF8') in session_hash) > 0`), '0');
+  assert.equal(await env.psql(`SELECT count(*) FROM mcp_session_bindings WHERE position(convert_to('${S}', 'UTF8') in session_hash) > 0`), '0');
 
   for (const [method, body, extra] of [
     ['POST', call('list_issues', 2), {}],

@@ -57,6 +57,7 @@ test('SSE events arrive as the downstream emits them (no buffering)', T, async (
 });
 
 test('an idle GET SSE stream stays open', T, async () => {
+  await env.openSession(tok.access_token, 'sess-idle');
   const { res, ac, sse } = await open('/mcp?mode=idle', { extra: { 'mcp-session-id': 'sess-idle' } });
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type'), /^text\/event-stream/);

@@ -71,6 +71,18 @@ export async function startProxyEnv({ resources, http: httpCfg = {}, prefix = 'p
       }
       return http(`${broker.url}${path}`, { method, headers: h, body, timeoutMs });
     },
+    /**
+     * Opens a downstream session with the given id for token's user (an
+     * initialize the fake downstream answers with that Mcp-Session-Id), so
+     * that the broker binds it: a session id nobody opened is refused.
+     */
+    async openSession(token, sid, path = '/mcp') {
+      const init = { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } };
+      const r = await env.mcp(path, { token, body: init, headers: { 'x-fake-mode': 'session', 'x-fake-session-id': sid } });
+      assert.equal(r.status, 200, `opening session ${sid}: ${r.status} ${r.text}`);
+      assert.equal(r.headers.get('mcp-session-id'), sid);
+      return sid;
+    },
     /** Asserts /healthz and /readyz answer 200. */
     async assertHealthy(what = '') {
       const h = await http(`${broker.url}/healthz`, { timeoutMs: 3000 });
