@@ -46,19 +46,34 @@ static int ows(char c)
 	return c == ' ' || c == '\t';
 }
 
+/* One element of a comma-separated list (RFC 9110 5.6.1) starting at p,
+ * without the OWS around it, in *el and *len; returns where it ends (at
+ * the ',' after it, or the NUL). */
+static const char *list_element(const char *p, const char **el, size_t *len)
+{
+	while (ows(*p))
+		p++;
+	const char *start = p;
+	while (*p && *p != ',')
+		p++;
+	const char *end = p;
+	while (end > start && ows(end[-1]))
+		end--;
+	*el = start;
+	*len = (size_t)(end - start);
+	return p;
+}
+
 int hdr_list_has(const char *s, const char *name, size_t n)
 {
 	for (const char *p = s; p && *p;) {
-		while (*p == ',' || ows(*p))
-			p++;
-		const char *start = p;
-		while (*p && *p != ',')
-			p++;
-		const char *end = p;
-		while (end > start && ows(end[-1]))
-			end--;
-		if (n && (size_t)(end - start) == n && strncasecmp(start, name, n) == 0)
+		const char *el;
+		size_t len;
+		p = list_element(p, &el, &len);
+		if (n && len == n && strncasecmp(el, name, n) == 0)
 			return 1;
+		if (*p)
+			p++; /* ',' */
 	}
 	return 0;
 }
@@ -88,15 +103,9 @@ enum hdr_te hdr_transfer_encoding(const char *s)
 	if (!s)
 		return HDR_TE_INVALID;
 	for (;;) {
-		while (ows(*p))
-			p++;
-		const char *start = p;
-		while (*p && *p != ',')
-			p++;
-		const char *end = p;
-		while (end > start && ows(end[-1]))
-			end--;
-		size_t n = (size_t)(end - start);
+		const char *start;
+		size_t n;
+		p = list_element(p, &start, &n);
 		if (n == 0)
 			return HDR_TE_INVALID; /* "chunked,," or an empty value */
 		/* A coding may carry parameters (gzip;q=1): anything but a bare

@@ -11,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { startProxyEnv, defaultResource, call, rawRequest } from '../lib/proxy_setup.mjs';
+import { startProxyEnv, defaultResource, call, rawRequest, rawExchange } from '../lib/proxy_setup.mjs';
 import { sleep } from '../lib/harness.mjs';
 
 let env, alice, bob, aliceB;
@@ -34,29 +34,8 @@ before(async () => {
 }, { timeout: 60000 });
 after(async () => { await env?.close(); }, { timeout: 30000 });
 
-/**
- * Sends raw bytes on a fresh connection; collects everything until the
- * broker closes or waitMs of silence. Resolves {text, closed, statuses}.
- */
-function exchange(bytes, { waitMs = 1500, port = env.broker.port } = {}) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    const chunks = [];
-    let timer;
-    const done = (closed) => {
-      clearTimeout(timer);
-      sock.destroy();
-      const text = Buffer.concat(chunks).toString('latin1');
-      resolve({ text, closed, statuses: [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1])) });
-    };
-    const arm = () => { clearTimeout(timer); timer = setTimeout(() => done(false), waitMs); };
-    sock.on('connect', () => { sock.write(bytes); arm(); });
-    sock.on('data', (d) => { chunks.push(d); arm(); });
-    sock.on('end', () => done(true));
-    sock.on('close', () => done(true));
-    sock.on('error', (e) => (chunks.length ? done(true) : reject(e)));
-  });
-}
+/** Raw bytes to the broker on a fresh connection (tests/lib/proxy_setup.mjs). */
+const exchange = (bytes, opts) => rawExchange(env.broker.port, bytes, opts);
 
 const body = (name, id = 1) => JSON.stringify(call(name, id));
 const host = () => `Host: 127.0.0.1:${env.broker.port}\r\n`;

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startProxyEnv, defaultResource, call, rawRequest } from '../lib/proxy_setup.mjs';
+import { startProxyEnv, defaultResource, call, rawRequest, rawExchange } from '../lib/proxy_setup.mjs';
 import { sleep } from '../lib/harness.mjs';
 
 const T = { timeout: 30000 };
@@ -47,25 +47,8 @@ after(async () => {
   rawDs.close();
 }, { timeout: 30000 });
 
-/** Raw bytes on a fresh connection; everything until close or waitMs of silence. */
-function exchange(bytes, { waitMs = 1500 } = {}) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(env.broker.port, '127.0.0.1');
-    const chunks = [];
-    let timer;
-    const done = (closed) => {
-      clearTimeout(timer);
-      sock.destroy();
-      const text = Buffer.concat(chunks).toString('latin1');
-      resolve({ text, closed, statuses: [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1])) });
-    };
-    const arm = () => { clearTimeout(timer); timer = setTimeout(() => done(false), waitMs); };
-    sock.on('connect', () => { sock.write(bytes); arm(); });
-    sock.on('data', (d) => { chunks.push(d); arm(); });
-    sock.on('close', () => done(true));
-    sock.on('error', (e) => (chunks.length ? done(true) : reject(e)));
-  });
-}
+/** Raw bytes to the broker on a fresh connection (tests/lib/proxy_setup.mjs). */
+const exchange = (bytes, opts) => rawExchange(env.broker.port, bytes, opts);
 
 const host = () => `Host: 127.0.0.1:${env.broker.port}\r\n`;
 const post = (token, b, extra = '') => `POST /mcp HTTP/1.1\r\n${host()}Authorization: Bearer ${token}\r\n` +

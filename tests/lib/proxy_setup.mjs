@@ -215,3 +215,31 @@ export function rawRequest(port, { method = 'GET', path = '/', headers = [], bod
     if (b.length) sock.write(b);
   });
 }
+
+/**
+ * Sends raw bytes to 127.0.0.1:port on a fresh connection and collects
+ * everything until the server closes or waitMs pass in silence. Resolves
+ * {text (latin1), closed, statuses (every "HTTP/1.x NNN" seen)}.
+ */
+export function rawExchange(port, bytes, { waitMs = 1500 } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const chunks = [];
+    let timer;
+    let settled = false;
+    const done = (closed) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      const text = Buffer.concat(chunks).toString('latin1');
+      resolve({ text, closed, statuses: [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1])) });
+    };
+    const arm = () => { clearTimeout(timer); timer = setTimeout(() => done(false), waitMs); };
+    sock.on('connect', () => { sock.write(bytes); arm(); });
+    sock.on('data', (d) => { chunks.push(d); arm(); });
+    sock.on('end', () => done(true));
+    sock.on('close', () => done(true));
+    sock.on('error', (e) => (chunks.length ? done(true) : (settled = true, clearTimeout(timer), reject(e))));
+  });
+}
