@@ -390,14 +390,35 @@ void http_send(struct http_req *r, int status, const char *content_type, const c
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	for (int i = 0; i < r->nheaders; i++)
 		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
-	/* Close after an answer sent before the body was read (what follows
-	 * on the connection is not a request we have framed) or when the
-	 * framing was bad. */
-	if (__atomic_load_n(&draining, __ATOMIC_ACQUIRE) || r->body_unread || r->must_close)
+	/* An answer decided before a small body has arrived (a 401 at the
+	 * headers) waits for that body, which is read and dropped, never
+	 * buffered: answering and closing at once would leave it unread, and
+	 * a close with unread data resets the connection, which can destroy
+	 * the answer on its way to the client (RFC 9293 3.6). */
+	int wait_body = r->body_unread && !r->must_close && r->announced <= HTTP_EARLY_ANSWER_WAIT &&
+			!http_header(r, MHD_HTTP_HEADER_EXPECT); /* a client that asked first sent nothing */
+	/* Otherwise close after an answer sent before the body was read (what
+	 * follows on the connection is not a request we have framed) or when
+	 * the framing was bad. */
+	if (__atomic_load_n(&draining, __ATOMIC_ACQUIRE) || (r->body_unread && !wait_body) || r->must_close)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	free_headers(r);
 	r->status = status;
+	if (wait_body) {
+		r->pending = resp;
+		return;
+	}
 	if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
+		r->status = 500;
+	MHD_destroy_response(resp);
+}
+
+/* The answer kept until the (dropped) body had arrived. */
+static void send_pending(struct http_req *r)
+{
+	struct MHD_Response *resp = r->pending;
+	r->pending = NULL;
+	if (MHD_queue_response(r->conn, (unsigned)r->status, resp) != MHD_YES)
 		r->status = 500;
 	MHD_destroy_response(resp);
 }
@@ -634,6 +655,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 			return MHD_YES;
 		}
 		r->body_expected = cl_present && cl > 0;
+		r->announced = cl;
 		r->body_unread = r->body_expected;
 		if (cl_present && cl > r->route->max_body) {
 			/* Answer before reading: the connection then closes. */
@@ -658,7 +680,13 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		return MHD_YES;
 	}
 	if (r->responded) {
-		*upload_data_size = 0; /* discard what follows an early answer */
+		/* Answered early: what follows is dropped; a kept answer goes out
+		 * once the body has all arrived. */
+		if (*upload_data_size == 0 && r->pending) {
+			r->body_unread = 0;
+			send_pending(r);
+		}
+		*upload_data_size = 0;
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
@@ -716,6 +744,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	}
 	if (r->ctx_free)
 		r->ctx_free(r->ctx);
+	if (r->pending)
+		MHD_destroy_response(r->pending); /* the client left before its body was in */
 	buf_free(&r->body);
 	http_body_release(r);
 	free_headers(r);

@@ -40,6 +40,10 @@ struct http_route {
 /* An oversized chunked body is read and dropped up to this many bytes (to
  * answer 413), then the connection is closed. */
 #define HTTP_DISCARD_MAX (8 * 1024 * 1024)
+/* An answer decided at the headers waits for a body this small (read and
+ * dropped) and keeps the connection; a larger one is answered at once and
+ * the connection closed. */
+#define HTTP_EARLY_ANSWER_WAIT (64 * 1024)
 
 struct http_req {
 	struct MHD_Connection *conn;
@@ -66,6 +70,8 @@ struct http_req {
 	int body_unread;     /* ... of which not all has been read: an answer now closes */
 	size_t reserved;     /* bytes of the node-wide body budget this request holds */
 	int must_close;      /* the framing cannot be trusted: close after answering */
+	uint64_t announced;  /* Content-Length given (0: none) */
+	struct MHD_Response *pending; /* an early answer kept until the small body is in */
 	/* Handler-owned state, freed by ctx_free when the request completes. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
