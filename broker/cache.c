@@ -7,6 +7,8 @@
 #include <unistd.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "buf.h"
 #include "grant.h"
 #include "log.h"
@@ -15,6 +17,14 @@
 
 #define LISTEN_HEARTBEAT_MS 500  /* the listener asks PostgreSQL this often */
 #define LISTEN_SILENCE_MS   3000 /* without an answer this long, the node is deaf */
+
+/* Cache keys are SHA-256 hex of bearer tokens (64 digits; slots hold 65
+ * bytes, "" when empty): compared in constant time like any value derived
+ * from a secret. */
+static int key_eq(const char *slot, const char *hash)
+{
+	return slot[0] && strnlen(hash, 65) == 64 && CRYPTO_memcmp(slot, hash, 64) == 0;
+}
 
 static long long mono_ms(void)
 {
@@ -100,7 +110,7 @@ int cache_get(const char *hash, struct token_info *info)
 	size_t s = slot_of(hash);
 	for (int i = 0; i < CACHE_PROBE && !hit; i++) {
 		struct entry *e = &slots[(s + (size_t)i) & (CACHE_SLOTS - 1)];
-		if (e->until > now && strcmp(e->hash, hash) == 0) {
+		if (e->until > now && key_eq(e->hash, hash)) {
 			*info = e->info;
 			hit = 1;
 		}
@@ -131,9 +141,9 @@ void cache_put(const char *hash, const struct token_info *info, unsigned long ge
 	struct entry *victim = NULL;
 	for (int i = 0; i < CACHE_PROBE; i++) {
 		struct entry *e = &slots[(s + (size_t)i) & (CACHE_SLOTS - 1)];
-		if (!victim || e->until < victim->until || strcmp(e->hash, hash) == 0)
+		if (!victim || e->until < victim->until || key_eq(e->hash, hash))
 			victim = e;
-		if (strcmp(e->hash, hash) == 0)
+		if (key_eq(e->hash, hash))
 			break;
 	}
 	memcpy(victim->hash, hash, 65);
@@ -268,7 +278,7 @@ void cache_evict_token(const char *hash)
 	size_t s = slot_of(hash);
 	for (int i = 0; i < CACHE_PROBE; i++) {
 		struct entry *e = &slots[(s + (size_t)i) & (CACHE_SLOTS - 1)];
-		if (strcmp(e->hash, hash) == 0)
+		if (key_eq(e->hash, hash))
 			e->hash[0] = '\0';
 	}
 	pthread_rwlock_unlock(&lock);

@@ -321,10 +321,7 @@ int clients_failures_check(struct http_req *r, const char *who)
 	if (ratelimit_failures_ok(who, r->client_ip, cfg->limits.token_failures_per_client_address_per_minute,
 				  cfg->limits.token_failures_per_address_per_minute, &retry))
 		return 0;
-	char ra[16];
-	snprintf(ra, sizeof(ra), "%d", retry);
-	(void)http_add_header(r, "Retry-After", ra);
-	http_send_oauth_error(r, 429, "slow_down", "too many failed requests from this address; retry later");
+	http_send_slow_down(r, retry, "too many failed requests from this address; retry later");
 	return -1;
 }
 

@@ -495,6 +495,14 @@ void http_send_oauth_unavailable(struct http_req *r)
 	http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
 }
 
+void http_send_slow_down(struct http_req *r, int retry_after_s, const char *description)
+{
+	char ra[16];
+	snprintf(ra, sizeof(ra), "%d", retry_after_s > 0 ? retry_after_s : 1);
+	(void)http_add_header(r, "Retry-After", ra);
+	http_send_oauth_error(r, 429, "slow_down", description);
+}
+
 void http_send_error(struct http_req *r, int status, const char *msg)
 {
 	http_send_json(r, status, json_pack("{s:s}", "error", msg));

@@ -116,6 +116,8 @@ void http_send_oauth_error(struct http_req *r, int status, const char *error,
 			   const char *description);
 /* 503 temporarily_unavailable with Retry-After (database or upstream trouble). */
 void http_send_oauth_unavailable(struct http_req *r);
+/* 429 slow_down with Retry-After (a rate limit of an OAuth endpoint). */
+void http_send_slow_down(struct http_req *r, int retry_after_s, const char *description);
 /* Plain JSON error {"error": msg} for non-OAuth endpoints. */
 void http_send_error(struct http_req *r, int status, const char *msg);
 

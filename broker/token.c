@@ -55,10 +55,7 @@ static int client_bucket(struct http_req *r, const struct client *cl, const char
 	if (per_min <= 0 ||
 	    ratelimit_take("token", key, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry))
 		return 0;
-	char ra[16];
-	snprintf(ra, sizeof(ra), "%d", retry);
-	(void)http_add_header(r, "Retry-After", ra);
-	http_send_oauth_error(r, 429, "slow_down", "too many token requests for this client");
+	http_send_slow_down(r, retry, "too many token requests for this client");
 	return -1;
 }
 

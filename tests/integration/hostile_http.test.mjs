@@ -11,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { startProxyEnv, defaultResource, call, rawRequest, rawExchange } from '../lib/proxy_setup.mjs';
+import { startProxyEnv, defaultResource, call, rawRequest, rawExchange, stalledConnections } from '../lib/proxy_setup.mjs';
 import { sleep } from '../lib/harness.mjs';
 
 let env, alice, bob, aliceB;
@@ -174,23 +174,10 @@ function rssKiB(pid) {
   return Number(m[1]);
 }
 
-/** Opens n connections that send headers and part of a body, then stall. */
-async function stalledUploads(n, headers, sent) {
-  const socks = [];
-  for (let i = 0; i < n; i++) {
-    const s = net.connect(env.broker.port, '127.0.0.1');
-    s.on('error', () => {});
-    s.answer = '';
-    s.on('data', (d) => { s.answer += d.toString('latin1'); });
-    s.on('close', () => { s.closedByPeer = true; });
-    await new Promise((res) => s.once('connect', res));
-    s.write(`POST /mcp HTTP/1.1\r\n${host()}${headers}Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n`);
-    if (sent) s.write(Buffer.alloc(sent, 0x20));
-    socks.push(s);
-  }
-  await sleep(500);
-  return socks;
-}
+/** n uploads announcing 1 MB that send their headers and `sent` bytes, then stall. */
+const stalledUploads = (n, headers, sent) => stalledConnections(env.broker.port, n, Buffer.concat([
+  Buffer.from(`POST /mcp HTTP/1.1\r\n${host()}${headers}Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n`),
+  Buffer.alloc(sent, 0x20)]), { settleMs: 500 });
 
 test('stalled uploads: unauthenticated ones cost nothing, authenticated ones are capped node-wide as bytes arrive (503 + Retry-After)', { timeout: 60000 }, async () => {
   const pid = env.broker.proc.pid;

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startProxyEnv, defaultResource, call, rawRequest, rawExchange } from '../lib/proxy_setup.mjs';
+import { startProxyEnv, defaultResource, call, rawRequest, rawExchange, stalledConnections } from '../lib/proxy_setup.mjs';
 import { sleep } from '../lib/harness.mjs';
 
 const T = { timeout: 30000 };
@@ -103,20 +103,7 @@ test('session binding: an initialize carrying another user\'s session id (plus t
 });
 
 /** n connections that send only the head of an upload, then stall. */
-async function stalled(n, head) {
-  const socks = [];
-  for (let i = 0; i < n; i++) {
-    const s = net.connect(env.broker.port, '127.0.0.1');
-    s.on('error', () => {});
-    s.answer = '';
-    s.on('data', (d) => { s.answer += d.toString('latin1'); });
-    await new Promise((res) => s.once('connect', res));
-    s.write(head);
-    socks.push(s);
-  }
-  await sleep(300);
-  return socks;
-}
+const stalled = (n, head) => stalledConnections(env.broker.port, n, head);
 
 test('body budget: headers-only uploads to unauthenticated endpoints do not starve authenticated bodies', T, async () => {
   // Each announces 16 KiB (the OAuth endpoints' limit) and sends nothing;

@@ -243,3 +243,25 @@ export function rawExchange(port, bytes, { waitMs = 1500 } = {}) {
     sock.on('error', (e) => (chunks.length ? done(true) : (settled = true, clearTimeout(timer), reject(e))));
   });
 }
+
+/**
+ * Opens n connections to 127.0.0.1:port that each write `bytes` (a request
+ * head, perhaps part of a body) and then stall; settles for settleMs.
+ * Each socket records what came back (.answer) and whether the server
+ * closed it (.closedByPeer). The caller destroys them.
+ */
+export async function stalledConnections(port, n, bytes, { settleMs = 300 } = {}) {
+  const socks = [];
+  for (let i = 0; i < n; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    s.answer = '';
+    s.on('data', (d) => { s.answer += d.toString('latin1'); });
+    s.on('close', () => { s.closedByPeer = true; });
+    await new Promise((res) => s.once('connect', res));
+    s.write(bytes);
+    socks.push(s);
+  }
+  await new Promise((r) => setTimeout(r, settleMs));
+  return socks;
+}
