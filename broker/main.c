@@ -21,7 +21,7 @@
 #include "proxy.h"
 #include "revoke.h"
 #include "rotate.h"
-#include "server.h"
+#include "routes.h"
 
 /* serve: how long to keep retrying the first database connection. */
 #define STARTUP_DB_WAIT_S 30
@@ -293,7 +293,7 @@ static int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	app.db = db_open(app.cfg);
-	if (!app.db || server_routes(&app, &routes, &nroutes) < 0) {
+	if (!app.db || routes_build(&app, &routes, &nroutes) < 0) {
 		log_msg(LOG_ERROR, "serve.oom", NULL, "out of memory at start-up");
 		goto out;
 	}
@@ -343,7 +343,7 @@ out:
 	housekeeping_stop();
 	revoke_worker_stop();
 	cache_stop();
-	server_routes_free(&routes, nroutes);
+	routes_free(&routes, nroutes);
 	db_close(&app.db);
 	config_free(&app.cfg);
 	return rc;

@@ -1,6 +1,6 @@
 // Proxy: rate limits and mutual TLS to the downstream (DESIGN §3.4, §4.4).
 //
-// Rate limits (broker/ratelimit.c token buckets, per node, burst = 2 x rate):
+// Rate limits (broker/core/ratelimit.c token buckets, per node, burst = 2 x rate):
 //   - resources[].rate_per_grant: a quick burst on one grant gets 429s with
 //     Retry-After >= 1 and a JSON-RPC error body; the downstream never sees
 //     a refused request; another grant is not affected; after Retry-After the
@@ -10,7 +10,7 @@
 //   - resources[].rate_per_client spans every grant of one client, not
 //     other clients.
 // limits.token_per_client_per_minute is deliberately NOT tested: it is read
-// by broker/config.c but nothing in broker/ (token.c included) enforces it.
+// by broker/core/config.c but nothing in broker/ (token.c included) enforces it.
 //
 // Mutual TLS (resources[].client_cert/client_key/ca_file): a node:https
 // downstream that requires a client certificate from a throwaway CA

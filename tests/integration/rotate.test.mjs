@@ -62,7 +62,7 @@ test('rotate-keys moves every grant to the first key; the old key can then be re
   }
   // A ciphertext moved to another grant fails to open (grant id is the AAD).
   // A running node keeps each grant's sealed upstream token in memory
-  // (broker/cache.c, up to CACHE_TTL_S; evicted by the broker's own NOTIFY,
+  // (broker/store/cache.c, up to CACHE_TTL_S; evicted by the broker's own NOTIFY,
   // which a bare UPDATE does not send), so whether it would read the moved
   // row depends on whether its revocation listener was up before the pings
   // above. The row is moved while no node runs; a fresh node reads it.

@@ -1,7 +1,7 @@
 /* Every input dimension the broker accepts has a named limit here. Smaller
  * limits apply before a client is authenticated. */
-#ifndef MCPB_LIMITS_H
-#define MCPB_LIMITS_H
+#ifndef MCPB_LIM_H
+#define MCPB_LIM_H
 
 /* HTTP */
 #define LIM_HEADER_BYTES        (16 * 1024)   /* all request headers of one request */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../broker/grant.c"
+#include "../../../broker/store/grant.c"
 #include "cache.h"
 #include "test.h"
 

@@ -2,7 +2,7 @@
  * back, failures count per (who, address) and per address (IPv6 per /64),
  * and a full probe window recycles its fullest bucket, never one that is
  * limiting somebody while another is not. */
-#include "../../broker/ratelimit.c"
+#include "../../../broker/core/ratelimit.c"
 
 #include "test.h"
 

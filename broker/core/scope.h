@@ -3,7 +3,7 @@
 #define MCPB_SCOPE_H
 #include <stddef.h>
 #include "buf.h"
-#include "limits.h"
+#include "lim.h"
 
 struct scopes {
 	char *v[LIM_SCOPES];

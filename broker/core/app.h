@@ -2,7 +2,8 @@
 #ifndef MCPB_APP_H
 #define MCPB_APP_H
 #include "config.h"
-#include "db.h"
+
+struct db; /* store/db.h */
 
 struct app {
 	struct config *cfg;

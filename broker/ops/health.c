@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "db.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"

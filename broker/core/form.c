@@ -6,7 +6,7 @@
 #include <strings.h>
 
 #include "http.h"
-#include "limits.h"
+#include "lim.h"
 
 static char *decode(const char *s, size_t n, size_t *outlen)
 {

@@ -8,7 +8,7 @@
 #include <microhttpd.h>
 #include <stdint.h>
 #include "buf.h"
-#include "limits.h"
+#include "lim.h"
 
 struct app;
 struct http_req;

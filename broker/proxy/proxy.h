@@ -14,7 +14,7 @@
 #include <curl/curl.h>
 #include "buf.h"
 #include "http.h"
-#include "limits.h"
+#include "lim.h"
 
 struct proxy_xfer;
 

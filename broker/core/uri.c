@@ -6,7 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "limits.h"
+#include "lim.h"
 
 struct parts {
 	char *scheme, *user, *password, *host, *port, *path, *query, *fragment;

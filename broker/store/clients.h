@@ -4,9 +4,10 @@
 #define MCPB_CLIENTS_H
 #include <jansson.h>
 #include "app.h"
+#include "db.h"
 #include "crypto.h"
 #include "http.h"
-#include "limits.h"
+#include "lim.h"
 
 struct client {
 	char client_id[LIM_CLIENT_ID + 1];

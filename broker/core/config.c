@@ -10,7 +10,7 @@
 #include <strings.h>
 
 #include "hdr.h"
-#include "limits.h"
+#include "lim.h"
 #include "netaddr.h"
 
 /* ---- the schema tables ------------------------------------------------ */

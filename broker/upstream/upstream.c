@@ -9,7 +9,7 @@
 
 #include "crypto.h"
 #include "form.h"
-#include "limits.h"
+#include "lim.h"
 #include "log.h"
 #include "metrics.h"
 

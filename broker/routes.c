@@ -1,4 +1,4 @@
-#include "server.h"
+#include "routes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +52,7 @@ static const struct http_route static_routes[] = {
 
 #define PRM_PREFIX "/.well-known/oauth-protected-resource"
 
-int server_routes(const struct app *app, struct http_route **out, size_t *n)
+int routes_build(const struct app *app, struct http_route **out, size_t *n)
 {
 	const struct config *cfg = app->cfg;
 	size_t ns = sizeof(static_routes) / sizeof(static_routes[0]);
@@ -68,7 +68,7 @@ int server_routes(const struct app *app, struct http_route **out, size_t *n)
 		size_t len = strlen(PRM_PREFIX) + strlen(res->path) + 1;
 		char *path = malloc(len);
 		if (!path) {
-			server_routes_free(&r, k);
+			routes_free(&r, k);
 			return -1;
 		}
 		snprintf(path, len, "%s%s", PRM_PREFIX, res->path);
@@ -86,7 +86,7 @@ int server_routes(const struct app *app, struct http_route **out, size_t *n)
 	return 0;
 }
 
-void server_routes_free(struct http_route **routes, size_t n)
+void routes_free(struct http_route **routes, size_t n)
 {
 	struct http_route *r = *routes;
 	if (!r)

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../broker/proxy.c"
+#include "../../../broker/proxy/proxy.c"
 #include "test.h"
 
 static struct proxy_xfer *fake(const char *grant, const char *token, const char *client, const char *subject,

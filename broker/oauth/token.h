@@ -4,8 +4,9 @@
 #ifndef MCPB_TOKEN_H
 #define MCPB_TOKEN_H
 #include "app.h"
+#include "db.h"
 #include "http.h"
-#include "limits.h"
+#include "lim.h"
 
 void token_endpoint(struct http_req *r);
 

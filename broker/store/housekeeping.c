@@ -1,3 +1,4 @@
+#include "db.h"
 #include "housekeeping.h"
 
 #include <pthread.h>
