@@ -13,7 +13,7 @@
 #include "hdr.h"
 #include "log.h"
 #include "metadata.h"
-#include "proxy.h"
+#include "engine.h"
 #include "ratelimit.h"
 #include "rpc.h"
 #include "scope.h"
@@ -377,7 +377,7 @@ static int session_check(struct http_req *r, struct db_conn **c, const struct cf
 struct resource_ctx {
 	struct app *app;
 	const struct cfg_resource *res;
-	struct proxy_xfer *x;
+	struct engine_xfer *x;
 	struct token_info ti;
 	char resource_url[2048];
 	char request_id[LIM_REQUEST_ID + 1];
@@ -397,7 +397,7 @@ static int record_session(struct http_req *r, struct resource_ctx *rc)
 	static struct db_stmt q = DB_STMT(
 		"INSERT INTO mcp_session_bindings(downstream, session_hash, user_id) VALUES ($1, $2::bytea, $3::uuid) "
 		"ON CONFLICT (downstream, session_hash) DO NOTHING");
-	const char *sid = proxy_response_header(rc->x, "Mcp-Session-Id");
+	const char *sid = engine_response_header(rc->x, "Mcp-Session-Id");
 	const char *asked = http_header(r, "Mcp-Session-Id");
 	struct str a = asked ? ows_trim(asked) : (struct str){ NULL, 0 };
 	if (!sid || (a.p && !rc->drop_session && a.len == strlen(sid) && memcmp(a.p, sid, a.len) == 0))
@@ -440,7 +440,7 @@ static void ctx_free(void *p)
 		}
 	}
 	json_decref(rc->tools);
-	proxy_request_done(rc->x);
+	engine_request_done(rc->x);
 	free(rc);
 }
 
@@ -449,7 +449,7 @@ static void ctx_free(void *p)
 static int start_transfer(struct http_req *r, struct resource_ctx *rc, const char *upstream, struct buf *body)
 {
 	const struct cfg_resource *res = rc->res;
-	struct proxy_request pr;
+	struct engine_request pr;
 	memset(&pr, 0, sizeof(pr));
 	pr.method = r->method;
 	pr.url = downstream_url(r, res);
@@ -506,9 +506,9 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const cha
 	pr.body = *body;
 	buf_init(body, 0);
 	if (ok)
-		rc->x = proxy_begin(r, &pr);
+		rc->x = engine_begin(r, &pr);
 	if (!ok || !rc->x) {
-		/* proxy_begin took nothing on failure: the list holds the token. */
+		/* engine_begin took nothing on failure: the list holds the token. */
 		for (struct curl_slist *l = pr.headers; l; l = l->next)
 			crypto_wipe(l->data, strlen(l->data));
 		curl_slist_free_all(pr.headers);
@@ -553,8 +553,8 @@ static int retry_after_401(struct http_req *r, struct resource_ctx *rc)
 	struct buf body;
 	int rv = -1;
 	rc->retried = 1;
-	body = proxy_take_body(rc->x);
-	proxy_request_done(rc->x);
+	body = engine_take_body(rc->x);
+	engine_request_done(rc->x);
 	rc->x = NULL;
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
@@ -586,16 +586,16 @@ static void resume(struct http_req *r)
 {
 	struct resource_ctx *rc = r->ctx;
 	CURLcode cc = CURLE_OK;
-	enum proxy_state st = proxy_poll(r, rc->x, &cc);
-	if (st == PROXY_WAITING)
+	enum engine_state st = engine_poll(r, rc->x, &cc);
+	if (st == ENGINE_WAITING)
 		return;
-	if (st == PROXY_FAILED && proxy_revoked(rc->x)) {
+	if (st == ENGINE_FAILED && engine_revoked(rc->x)) {
 		/* The grant was revoked before the downstream answered. */
 		rc->status = 401;
 		metadata_challenge(r, rc->res, 401, "invalid_token", NULL);
 		return;
 	}
-	if (st == PROXY_FAILED) {
+	if (st == ENGINE_FAILED) {
 		int timeout = cc == CURLE_OPERATION_TIMEDOUT;
 		rc->status = timeout ? 504 : 502;
 		json_t *f = json_pack("{s:s, s:s}", "resource", rc->resource_url, "curl", curl_easy_strerror(cc));
@@ -604,10 +604,10 @@ static void resume(struct http_req *r)
 			      timeout ? "the MCP server did not answer in time" : "the MCP server is unreachable");
 		return;
 	}
-	rc->status = proxy_status(rc->x);
+	rc->status = engine_status(rc->x);
 	if (rc->status < 200) {
 		/* A 1xx is never a final answer (101 without an Upgrade asked). */
-		if (!proxy_wait_done(r, rc->x))
+		if (!engine_wait_done(r, rc->x))
 			return;
 		rc->status = 502;
 		jsonrpc_error(r, 502, -32603, "the MCP server sent an invalid answer");
@@ -625,7 +625,7 @@ static void resume(struct http_req *r)
 		 * a refreshed upstream token. A second refusal is answered with the
 		 * broker's own challenge: the downstream's means nothing to an MCP
 		 * client, and re-authorising is the one thing it can do. */
-		if (!proxy_wait_done(r, rc->x))
+		if (!engine_wait_done(r, rc->x))
 			return;
 		if (!rc->retried) {
 			log_msg(LOG_INFO, "proxy.downstream_401", r->id, "downstream refused the upstream token: forcing a refresh");
@@ -637,13 +637,13 @@ static void resume(struct http_req *r)
 	}
 	if (rc->refused || record_session(r, rc) < 0) {
 		rc->refused = 1;
-		if (!proxy_wait_done(r, rc->x))
+		if (!engine_wait_done(r, rc->x))
 			return; /* discarding the answer; back when the transfer ends */
 		rc->status = 503;
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 		return;
 	}
-	proxy_respond(r, rc->x);
+	engine_respond(r, rc->x);
 }
 
 static int rate_limited(struct http_req *r, const struct cfg_resource *res, const struct token_info *ti)
