@@ -18,7 +18,7 @@
 #include "cache.h"
 #include "clients.h"
 #include "housekeeping.h"
-#include "proxy.h"
+#include "engine.h"
 #include "revoke.h"
 #include "rotate.h"
 #include "routes.h"
@@ -245,14 +245,14 @@ static int check_schema(const struct config *cfg)
 static void end_transfers(const struct cache_revocation *rv, void *arg)
 {
 	(void)arg;
-	struct proxy_match m = { rv->grant_id, rv->token_hash, rv->client_id, rv->subject, rv->upstream };
-	proxy_end_matching(&m);
+	struct engine_match m = { rv->grant_id, rv->token_hash, rv->client_id, rv->subject, rv->upstream };
+	engine_end_matching(&m);
 }
 
 static void list_transfers(cache_emit_fn emit, void *ctx, void *arg)
 {
 	(void)arg;
-	proxy_each_live(emit, ctx);
+	engine_each_live(emit, ctx);
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -304,7 +304,7 @@ static int cmd_serve(int argc, char **argv)
 	/* Revocations end live transfers: the cache learns of them (its own
 	 * node's and, by NOTIFY, every node's) and tells the proxy. */
 	if (cache_on_revoke(end_transfers, NULL) < 0 || cache_on_resync(list_transfers, NULL) < 0 ||
-	    proxy_start() < 0 || housekeeping_start(&app) < 0 || revoke_worker_start(&app) < 0 ||
+	    engine_start() < 0 || housekeeping_start(&app) < 0 || revoke_worker_start(&app) < 0 ||
 	    cache_start(&app) < 0 || audit_writer_start(&app) < 0) {
 		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
 		goto out;
@@ -331,14 +331,14 @@ static int cmd_serve(int argc, char **argv)
 	}
 	__atomic_store_n(&app.draining, 1, __ATOMIC_RELEASE);
 	http_drain(srv, (int)app.cfg->http.drain_timeout_s);
-	proxy_stop(); /* fails what is still streaming, waking its connections */
+	engine_stop(); /* fails what is still streaming, waking its connections */
 	http_stop(&srv);
 	log_msg(LOG_INFO, "node.stopped", NULL, "bye");
 	rc = 0;
 out:
 	http_stop(&srv);
-	proxy_stop();
-	proxy_free();
+	engine_stop();
+	engine_free();
 	audit_writer_stop(); /* after the server: every request's records are queued */
 	housekeeping_stop();
 	revoke_worker_stop();

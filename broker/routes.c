@@ -10,6 +10,7 @@
 #include "health.h"
 #include "introspect.h"
 #include "metadata.h"
+#include "metrics_page.h"
 #include "resource.h"
 #include "revoke.h"
 #include "token.h"
@@ -29,7 +30,7 @@ static void cors_preflight(struct http_req *r)
 static const struct http_route static_routes[] = {
 	{ HM_GET, "/healthz", MATCH_EXACT, 0, health_healthz, "healthz", NULL, NULL },
 	{ HM_GET, "/readyz", MATCH_EXACT, 0, health_readyz, "readyz", NULL, NULL },
-	{ HM_GET, "/metrics", MATCH_EXACT, 0, health_metrics, "metrics", NULL, NULL },
+	{ HM_GET, "/metrics", MATCH_EXACT, 0, metrics_page_get, "metrics", NULL, NULL },
 	{ HM_GET, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL, NULL },
 	{ HM_GET, "/.well-known/openid-configuration", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL, NULL },
 	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", NULL, NULL },

@@ -133,38 +133,3 @@ void metadata_protected_resource(struct http_req *r)
 	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
 	http_send_json(r, 200, m);
 }
-
-void metadata_challenge(struct http_req *r, const struct cfg_resource *res, int status,
-			const char *error, const char *scope)
-{
-	const struct config *cfg = r->app->cfg;
-	struct buf b;
-	buf_init(&b, 4096);
-	struct scopes all = { 0 };
-	char *joined = NULL;
-	if (!scope) {
-		/* Without a specific need, ask for the resource's default scopes. */
-		for (size_t i = 0; i < res->n_default_scopes; i++)
-			if (scopes_add(&all, res->default_scopes[i]) < 0)
-				break;
-		for (size_t i = 0; !res->n_default_scopes && i < res->n_scopes; i++)
-			if (scopes_add(&all, res->scopes[i].scope) < 0)
-				break;
-		joined = scopes_join(&all);
-		scope = joined;
-	}
-	int rc = buf_printf(&b, "Bearer resource_metadata=\"%s/.well-known/oauth-protected-resource%s\"",
-			    cfg->public_url, res->path);
-	if (rc == 0 && scope && *scope)
-		rc = buf_printf(&b, ", scope=\"%s\"", scope);
-	if (rc == 0 && error)
-		rc = buf_printf(&b, ", error=\"%s\"", error);
-	if (rc == 0)
-		(void)http_add_header(r, "WWW-Authenticate", b.ptr);
-	buf_free(&b);
-	free(joined);
-	scopes_free(&all);
-	const char *msg = status == 403 ? "insufficient_scope" : error ? error : "unauthorized";
-	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code",
-					    -32001, "message", msg, "id"));
-}

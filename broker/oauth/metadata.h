@@ -1,6 +1,6 @@
 /* Discovery: RFC 8414 authorization server metadata (also served as
- * openid-configuration), RFC 9728 protected resource metadata per resource,
- * and the WWW-Authenticate challenge that points clients at them. */
+ * openid-configuration), RFC 9728 protected resource metadata per resource
+ * (proxy/bearer's WWW-Authenticate challenge points clients at them). */
 #ifndef MCPB_METADATA_H
 #define MCPB_METADATA_H
 #include "config.h"
@@ -16,10 +16,5 @@ int metadata_resource_url(const struct config *cfg, const struct cfg_resource *r
 /* The configured resource named by a `resource` parameter (compared after
  * canonicalisation), or NULL. */
 const struct cfg_resource *metadata_find_resource(const struct config *cfg, const char *resource);
-
-/* Sends 401 (or 403 for insufficient_scope) with the Bearer challenge:
- * resource_metadata, scope, and error when given. */
-void metadata_challenge(struct http_req *r, const struct cfg_resource *res, int status,
-			const char *error, const char *scope);
 
 #endif

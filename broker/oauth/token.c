@@ -491,37 +491,3 @@ out:
 	client_free(&cl);
 	db_release(r->app->db, &c);
 }
-
-int token_validate(struct app *app, struct db_conn *c, const char *token, struct token_info *info)
-{
-	static struct db_stmt q = DB_STMT(
-		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
-		"g.user_id::text, u.subject, g.upstream, extract(epoch FROM t.expires_at)::bigint "
-		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
-		"JOIN users u ON u.id = g.user_id WHERE t.token_hash = $1::bytea AND t.kind = 'access' "
-		"AND t.revoked_at IS NULL AND t.expires_at > now() AND g.status = 'active'");
-	(void)app;
-	char hash[67];
-	memset(info, 0, sizeof(*info));
-	if (!token || strncmp(token, TOKEN_PREFIX_ACCESS, strlen(TOKEN_PREFIX_ACCESS)) != 0 ||
-	    strlen(token) > LIM_TOKEN)
-		return 0;
-	vault_hash_hex(token, hash);
-	const char *p[] = { hash };
-	PGresult *res = db_exec_ok(c, &q, 1, p);
-	if (!res)
-		return -1;
-	int ok = PQntuples(res) == 1;
-	if (ok) {
-		snprintf(info->grant_id, sizeof(info->grant_id), "%s", PQgetvalue(res, 0, 0));
-		snprintf(info->client_id, sizeof(info->client_id), "%s", PQgetvalue(res, 0, 1));
-		snprintf(info->resource, sizeof(info->resource), "%s", PQgetvalue(res, 0, 2));
-		snprintf(info->scope, sizeof(info->scope), "%s", PQgetvalue(res, 0, 3));
-		snprintf(info->user_id, sizeof(info->user_id), "%s", PQgetvalue(res, 0, 4));
-		snprintf(info->subject, sizeof(info->subject), "%s", PQgetvalue(res, 0, 5));
-		snprintf(info->upstream, sizeof(info->upstream), "%s", PQgetvalue(res, 0, 6));
-		info->exp = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
-	}
-	PQclear(res);
-	return ok;
-}

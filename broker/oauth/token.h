@@ -1,6 +1,6 @@
 /* POST /token (authorization_code with PKCE S256, rotating refresh_token
- * with reuse detection and an idempotent grace window) and validation of
- * the broker's access tokens for protected resources. */
+ * with reuse detection and an idempotent grace window); proxied resources
+ * validate the access tokens in proxy/bearer. */
 #ifndef MCPB_TOKEN_H
 #define MCPB_TOKEN_H
 #include "app.h"
@@ -20,8 +20,5 @@ struct token_info {
 	char upstream[65];
 	long long exp; /* expiry, seconds since the epoch */
 };
-
-/* 1 valid (info filled), 0 unknown/expired/revoked, -1 database error. */
-int token_validate(struct app *app, struct db_conn *c, const char *token, struct token_info *info) WUR;
 
 #endif

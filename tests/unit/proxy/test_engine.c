@@ -1,17 +1,17 @@
-/* Which transfers a revocation ends (proxy_end_matching), and which late
+/* Which transfers a revocation ends (engine_end_matching), and which late
  * starters it still ends (requests validated before the revocation reached
  * the node, whose transfer registers after it): transfers are built by hand
- * and registered with proxy_begin's enlist(), without the engine. */
+ * and registered with engine_begin's enlist(), without the engine. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../../broker/proxy/proxy.c"
+#include "../../../broker/proxy/engine.c"
 #include "test.h"
 
-static struct proxy_xfer *fake(const char *grant, const char *token, const char *client, const char *subject,
+static struct engine_xfer *fake(const char *grant, const char *token, const char *client, const char *subject,
 			       const char *upstream, uint64_t start_ns)
 {
-	struct proxy_xfer *x = calloc(1, sizeof(*x));
+	struct engine_xfer *x = calloc(1, sizeof(*x));
 	if (!x)
 		abort();
 	pthread_mutex_init(&x->lock, NULL);
@@ -27,7 +27,7 @@ static struct proxy_xfer *fake(const char *grant, const char *token, const char 
 	return x;
 }
 
-static void reset(struct proxy_xfer **xs, size_t n)
+static void reset(struct engine_xfer **xs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		xs[i]->revoked = 0;
@@ -43,54 +43,54 @@ static void count_live(const char *grant_id, const char *token_hash, void *ctx)
 int main(void)
 {
 	uint64_t t0 = http_now_ns();
-	struct proxy_xfer *a = fake("g1", "t1", "c1", "s1", "sentry", t0);
-	struct proxy_xfer *b = fake("g2", "t2", "c1", "s2", "sentry", t0);
-	struct proxy_xfer *c = fake("g3", "t3", "c2", "s1", "gh", t0);
-	struct proxy_xfer *d = fake("g1", "t4", "c1", "s1", "sentry", t0); /* a's grant, its next token */
-	struct proxy_xfer *all[] = { a, b, c, d };
+	struct engine_xfer *a = fake("g1", "t1", "c1", "s1", "sentry", t0);
+	struct engine_xfer *b = fake("g2", "t2", "c1", "s2", "sentry", t0);
+	struct engine_xfer *c = fake("g3", "t3", "c2", "s1", "gh", t0);
+	struct engine_xfer *d = fake("g1", "t4", "c1", "s1", "sentry", t0); /* a's grant, its next token */
+	struct engine_xfer *all[] = { a, b, c, d };
 	for (int i = 0; i < 4; i++)
 		CHECK(enlist(all[i]) == 0);
 
 	/* Buffered answer bytes are dropped with the transfer. */
 	CHECK(buf_adds(&a->out, "data: x\n\n") == 0);
 
-	proxy_end_matching(&(struct proxy_match){ .grant_id = "g1" });
+	engine_end_matching(&(struct engine_match){ .grant_id = "g1" });
 	CHECK(a->revoked && d->revoked && !b->revoked && !c->revoked);
 	CHECK(a->out.len == 0);
 	reset(all, 4);
 
-	proxy_end_matching(&(struct proxy_match){ .token_hash = "t4" });
+	engine_end_matching(&(struct engine_match){ .token_hash = "t4" });
 	CHECK(d->revoked && !a->revoked && !b->revoked && !c->revoked);
 	reset(all, 4);
 
-	proxy_end_matching(&(struct proxy_match){ .client_id = "c1" });
+	engine_end_matching(&(struct engine_match){ .client_id = "c1" });
 	CHECK(a->revoked && b->revoked && d->revoked && !c->revoked);
 	reset(all, 4);
 
-	proxy_end_matching(&(struct proxy_match){ .subject = "s1", .upstream = "sentry" });
+	engine_end_matching(&(struct engine_match){ .subject = "s1", .upstream = "sentry" });
 	CHECK(a->revoked && d->revoked && !b->revoked && !c->revoked);
 	reset(all, 4);
 
-	proxy_end_matching(&(struct proxy_match){ .upstream = "gh" });
+	engine_end_matching(&(struct engine_match){ .upstream = "gh" });
 	CHECK(c->revoked && !a->revoked && !b->revoked && !d->revoked);
 	reset(all, 4);
 
-	proxy_end_matching(&(struct proxy_match){ .subject = "s1" });
+	engine_end_matching(&(struct engine_match){ .subject = "s1" });
 	CHECK(a->revoked && c->revoked && d->revoked && !b->revoked);
-	CHECK(proxy_revoked(a) && !proxy_revoked(b));
+	CHECK(engine_revoked(a) && !engine_revoked(b));
 	int n = 0;
-	proxy_each_live(count_live, &n);
+	engine_each_live(count_live, &n);
 	CHECK(n == 1); /* ended ones are not listed for a resync */
 	reset(all, 4);
 
-	proxy_end_matching(&(struct proxy_match){ 0 });
+	engine_end_matching(&(struct engine_match){ 0 });
 	CHECK(a->revoked && b->revoked && c->revoked && d->revoked);
 	reset(all, 4);
 
 	/* A value must match exactly: no prefix, no empty wildcard. */
-	proxy_end_matching(&(struct proxy_match){ .client_id = "c" });
-	proxy_end_matching(&(struct proxy_match){ .client_id = "" });
-	proxy_end_matching(&(struct proxy_match){ .grant_id = "g1x" });
+	engine_end_matching(&(struct engine_match){ .client_id = "c" });
+	engine_end_matching(&(struct engine_match){ .client_id = "" });
+	engine_end_matching(&(struct engine_match){ .grant_id = "g1x" });
 	CHECK(!a->revoked && !b->revoked && !c->revoked && !d->revoked);
 
 	/* Late starters: a request that began before a revocation covering it is
@@ -105,10 +105,10 @@ int main(void)
 	CHECK(enlist(fake("g1", "t1", "c1", "s1", "sentry", later)) == 0);
 	/* The "everything" revocation covered any request of its time, so step
 	 * past it to check one covered by nothing. */
-	proxy_end_matching(&(struct proxy_match){ .grant_id = "g5" });
-	for (unsigned i = 1; i < PROXY_RECENT; i++)
-		proxy_end_matching(&(struct proxy_match){ .grant_id = "g5" });
-	uint64_t mid = reg.ring[(reg.head - PROXY_RECENT) & (PROXY_RECENT - 1)].at_ns;
+	engine_end_matching(&(struct engine_match){ .grant_id = "g5" });
+	for (unsigned i = 1; i < ENGINE_RECENT; i++)
+		engine_end_matching(&(struct engine_match){ .grant_id = "g5" });
+	uint64_t mid = reg.ring[(reg.head - ENGINE_RECENT) & (ENGINE_RECENT - 1)].at_ns;
 	/* The ring now holds only g5 revocations; a request older than all of
 	 * them might have been covered by a forgotten one: it is ended. */
 	CHECK(enlist(fake("g6", "t6", "c6", "s6", "x", before)) == 1);
@@ -120,11 +120,11 @@ int main(void)
 	unregister(b);
 	unregister(a);
 	n = 0;
-	for (struct proxy_xfer *x = reg.live; x; x = x->live_next)
+	for (struct engine_xfer *x = reg.live; x; x = x->live_next)
 		n += x == a || x == b;
 	CHECK(n == 0);
 	for (int i = 0; i < 2; i++) {
-		struct proxy_xfer *x = i ? a : b;
+		struct engine_xfer *x = i ? a : b;
 		buf_free(&x->out);
 		pthread_mutex_destroy(&x->lock);
 		free(x);

@@ -1,4 +1,4 @@
-#include "proxy.h"
+#include "engine.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -13,15 +13,15 @@
 #include "log.h"
 #include "metrics.h"
 
-#define PROXY_BUFFER (256 * 1024)  /* downstream bytes held per transfer */
-#define PROXY_MAX_HEADERS 48
-#define PROXY_HEADER_BYTES (32 * 1024)
-#define PROXY_WATCH_MAX 4096 /* parked client sockets watched for hang-up */
+#define ENGINE_BUFFER (256 * 1024)  /* downstream bytes held per transfer */
+#define ENGINE_MAX_HEADERS 48
+#define ENGINE_HEADER_BYTES (32 * 1024)
+#define ENGINE_WATCH_MAX 4096 /* parked client sockets watched for hang-up */
 /* Revocations remembered for requests still on their way to a transfer
  * (power of two); a request older than all of them is ended (fail closed). */
-#define PROXY_RECENT 1024
+#define ENGINE_RECENT 1024
 
-struct proxy_xfer {
+struct engine_xfer {
 	pthread_mutex_t lock;
 	int refs;
 	CURL *easy;
@@ -31,7 +31,7 @@ struct proxy_xfer {
 	struct MHD_Connection *conn;
 
 	long status;
-	char *hdr_name[PROXY_MAX_HEADERS], *hdr_value[PROXY_MAX_HEADERS];
+	char *hdr_name[ENGINE_MAX_HEADERS], *hdr_value[ENGINE_MAX_HEADERS];
 	int nhdrs;
 	char *connection; /* the downstream's Connection header, for its listed names */
 	size_t hdr_bytes;
@@ -54,7 +54,7 @@ struct proxy_xfer {
 	char grant_id[37];
 	char *const *resp_headers; /* extra response headers allowed through */
 	size_t n_resp_headers;
-	struct proxy_xfer *next; /* engine lists */
+	struct engine_xfer *next; /* engine lists */
 
 	/* What a revocation may name (immutable once registered). */
 	char token_hash[65];
@@ -62,45 +62,39 @@ struct proxy_xfer {
 	char subject[300];
 	char upstream[65];
 	uint64_t start_ns; /* the request's start (http_now_ns) */
-	int revoked;       /* ended by proxy_end_matching: nothing more goes out */
+	int revoked;       /* ended by engine_end_matching: nothing more goes out */
 	int registered;
-	struct proxy_xfer *live_prev, *live_next; /* under reg.lock */
+	struct engine_xfer *live_prev, *live_next; /* under reg.lock */
 };
 
 static struct {
 	CURLM *multi;
 	pthread_t thread;
 	pthread_mutex_t lock;
-	struct proxy_xfer *incoming; /* handed over by worker threads */
-	struct proxy_xfer *active;   /* engine thread only */
+	struct engine_xfer *incoming; /* handed over by worker threads */
+	struct engine_xfer *active;   /* engine thread only */
 	int running, stop;
-	long nactive;
 } eng = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* Every transfer alive on the node (from proxy_begin until its last
+/* Every transfer alive on the node (from engine_begin until its last
  * reference is gone), and the latest revocations, so that a revocation
  * finds the transfers it covers wherever they are: waiting for the
  * downstream, streaming, or finished with bytes still buffered. Lock order:
  * reg.lock before a transfer's lock. */
 struct recent {
 	uint64_t at_ns;
-	struct proxy_match m;
+	struct engine_match m;
 	char *block; /* holds m's strings */
 };
 
 static struct {
 	pthread_mutex_t lock;
-	struct proxy_xfer *live;
-	struct recent ring[PROXY_RECENT];
+	struct engine_xfer *live;
+	struct recent ring[ENGINE_RECENT];
 	unsigned head, n; /* next slot; slots used */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-long proxy_active(void)
-{
-	return __atomic_load_n(&eng.nactive, __ATOMIC_RELAXED);
-}
-
-static void unregister(struct proxy_xfer *x)
+static void unregister(struct engine_xfer *x)
 {
 	if (!x->registered)
 		return;
@@ -115,7 +109,7 @@ static void unregister(struct proxy_xfer *x)
 	x->registered = 0;
 }
 
-static void xfer_release(struct proxy_xfer *x)
+static void xfer_release(struct engine_xfer *x)
 {
 	pthread_mutex_lock(&x->lock);
 	int left = --x->refs;
@@ -149,7 +143,7 @@ static long long now_ms(void)
 }
 
 /* Under x->lock: wake the client connection if it is parked. */
-static void wake_client(struct proxy_xfer *x)
+static void wake_client(struct engine_xfer *x)
 {
 	if (x->suspended && !x->client_gone) {
 		x->suspended = 0;
@@ -162,7 +156,7 @@ static void wake_client(struct proxy_xfer *x)
 /* Downstream response headers reach the client only by allow-list: a
  * downstream must not plant cookies on the broker's origin, speak for the
  * broker's CORS or authentication, or pass hop-by-hop fields along. */
-static int resp_header_allowed(const struct proxy_xfer *x, const char *name, size_t n)
+static int resp_header_allowed(const struct engine_xfer *x, const char *name, size_t n)
 {
 	static const char *const allow[] = { "content-type", "cache-control", "mcp-session-id",
 					     "mcp-protocol-version", "retry-after", "vary", "etag",
@@ -185,7 +179,7 @@ static int resp_header_allowed(const struct proxy_xfer *x, const char *name, siz
 
 static size_t on_header(char *data, size_t size, size_t n, void *cls)
 {
-	struct proxy_xfer *x = cls;
+	struct engine_xfer *x = cls;
 	size_t len = size * n;
 	pthread_mutex_lock(&x->lock);
 	x->last_rx_ms = now_ms();
@@ -195,7 +189,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 		return len;
 	}
 	x->hdr_bytes += len;
-	if (x->hdr_bytes > PROXY_HEADER_BYTES) {
+	if (x->hdr_bytes > ENGINE_HEADER_BYTES) {
 		pthread_mutex_unlock(&x->lock);
 		return 0; /* aborts: the downstream sent absurd headers */
 	}
@@ -224,7 +218,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 				end--;
 			free(x->connection);
 			x->connection = strndup(v, (size_t)(end - v));
-		} else if (colon && x->nhdrs < PROXY_MAX_HEADERS && resp_header_allowed(x, data, (size_t)(colon - data))) {
+		} else if (colon && x->nhdrs < ENGINE_MAX_HEADERS && resp_header_allowed(x, data, (size_t)(colon - data))) {
 			const char *v = colon + 1;
 			const char *end = data + len;
 			while (v < end && (*v == ' ' || *v == '\t'))
@@ -247,7 +241,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 
 static size_t on_body(char *data, size_t size, size_t n, void *cls)
 {
-	struct proxy_xfer *x = cls;
+	struct engine_xfer *x = cls;
 	size_t len = size * n;
 	pthread_mutex_lock(&x->lock);
 	x->last_rx_ms = now_ms();
@@ -259,7 +253,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 		pthread_mutex_unlock(&x->lock);
 		return len;
 	}
-	if (x->out.len + len > PROXY_BUFFER && x->out.len > 0) {
+	if (x->out.len + len > ENGINE_BUFFER && x->out.len > 0) {
 		x->paused = 1; /* backpressure: the client is slower than the downstream */
 		pthread_mutex_unlock(&x->lock);
 		return CURL_WRITEFUNC_PAUSE;
@@ -282,7 +276,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 
 /* ---- the engine -------------------------------------------------------- */
 
-static void finish(struct proxy_xfer *x, CURLcode rc)
+static void finish(struct engine_xfer *x, CURLcode rc)
 {
 	curl_multi_remove_handle(eng.multi, x->easy);
 	pthread_mutex_lock(&x->lock);
@@ -291,7 +285,6 @@ static void finish(struct proxy_xfer *x, CURLcode rc)
 	x->result = rc;
 	wake_client(x);
 	pthread_mutex_unlock(&x->lock);
-	__atomic_sub_fetch(&eng.nactive, 1, __ATOMIC_RELAXED);
 	xfer_release(x); /* the engine's reference */
 }
 
@@ -299,13 +292,13 @@ static void finish(struct proxy_xfer *x, CURLcode rc)
  * so a client that goes away from an idle SSE stream would go unnoticed
  * until the downstream writes twice. The engine polls those sockets along
  * with libcurl's and ends the transfer when one hangs up. */
-static struct curl_waitfd watch[PROXY_WATCH_MAX];
-static struct proxy_xfer *watched[PROXY_WATCH_MAX];
+static struct curl_waitfd watch[ENGINE_WATCH_MAX];
+static struct engine_xfer *watched[ENGINE_WATCH_MAX];
 
 static void watch_clients(void)
 {
 	unsigned n = 0;
-	for (struct proxy_xfer *x = eng.active; x && n < PROXY_WATCH_MAX; x = x->next) {
+	for (struct engine_xfer *x = eng.active; x && n < ENGINE_WATCH_MAX; x = x->next) {
 		pthread_mutex_lock(&x->lock);
 		int park = x->suspended && !x->client_gone && !x->watch_off && x->client_fd >= 0;
 		pthread_mutex_unlock(&x->lock);
@@ -320,7 +313,7 @@ static void watch_clients(void)
 	for (unsigned i = 0; i < n; i++) {
 		if (!watch[i].revents)
 			continue;
-		struct proxy_xfer *x = watched[i];
+		struct engine_xfer *x = watched[i];
 		char c;
 		ssize_t got = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 		int gone = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
@@ -333,17 +326,17 @@ static void watch_clients(void)
 	}
 }
 
-static void *engine(void *arg)
+static void *engine_thread(void *arg)
 {
 	(void)arg;
 	for (;;) {
 		pthread_mutex_lock(&eng.lock);
-		struct proxy_xfer *in = eng.incoming;
+		struct engine_xfer *in = eng.incoming;
 		eng.incoming = NULL;
 		int stop = eng.stop;
 		pthread_mutex_unlock(&eng.lock);
 		while (in) {
-			struct proxy_xfer *next = in->next;
+			struct engine_xfer *next = in->next;
 			in->next = eng.active;
 			eng.active = in;
 			in->in_multi = 1;
@@ -351,8 +344,8 @@ static void *engine(void *arg)
 			in = next;
 		}
 		/* Apply what other threads asked for: unpause, abort. */
-		for (struct proxy_xfer **pp = &eng.active; *pp;) {
-			struct proxy_xfer *x = *pp;
+		for (struct engine_xfer **pp = &eng.active; *pp;) {
+			struct engine_xfer *x = *pp;
 			pthread_mutex_lock(&x->lock);
 			int revoked = x->revoked;
 			int gone = x->client_gone || x->hangup || stop || revoked, unpause = x->want_unpause && x->paused;
@@ -381,10 +374,10 @@ static void *engine(void *arg)
 		while ((m = curl_multi_info_read(eng.multi, &q))) {
 			if (m->msg != CURLMSG_DONE)
 				continue;
-			struct proxy_xfer *x = NULL;
+			struct engine_xfer *x = NULL;
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 			CURLcode rc = m->data.result;
-			for (struct proxy_xfer **pp = &eng.active; *pp; pp = &(*pp)->next)
+			for (struct engine_xfer **pp = &eng.active; *pp; pp = &(*pp)->next)
 				if (*pp == x) {
 					*pp = x->next;
 					break;
@@ -396,14 +389,14 @@ static void *engine(void *arg)
 	return NULL;
 }
 
-int proxy_start(void)
+int engine_start(void)
 {
 	eng.multi = curl_multi_init();
 	if (!eng.multi)
 		return -1;
 	curl_multi_setopt(eng.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 	curl_multi_setopt(eng.multi, CURLMOPT_MAXCONNECTS, 256L);
-	if (pthread_create(&eng.thread, NULL, engine, NULL) != 0) {
+	if (pthread_create(&eng.thread, NULL, engine_thread, NULL) != 0) {
 		curl_multi_cleanup(eng.multi);
 		return -1;
 	}
@@ -411,7 +404,7 @@ int proxy_start(void)
 	return 0;
 }
 
-void proxy_stop(void)
+void engine_stop(void)
 {
 	if (!eng.running)
 		return;
@@ -421,18 +414,18 @@ void proxy_stop(void)
 	curl_multi_wakeup(eng.multi);
 	pthread_join(eng.thread, NULL);
 	eng.running = 0;
-	/* The multi handle stays until proxy_free: request threads may still
+	/* The multi handle stays until engine_free: request threads may still
 	 * wake it (harmlessly) until the HTTP server has stopped. */
 }
 
-void proxy_free(void)
+void engine_free(void)
 {
 	if (eng.running || !eng.multi)
 		return;
 	curl_multi_cleanup(eng.multi);
 	eng.multi = NULL;
 	pthread_mutex_lock(&reg.lock);
-	for (unsigned i = 0; i < PROXY_RECENT; i++) {
+	for (unsigned i = 0; i < ENGINE_RECENT; i++) {
 		free(reg.ring[i].block);
 		memset(&reg.ring[i], 0, sizeof(reg.ring[i]));
 	}
@@ -447,7 +440,7 @@ static int field_covers(const char *want, const char *have)
 	return !want || strcmp(want, have) == 0;
 }
 
-static int covers(const struct proxy_match *m, const struct proxy_xfer *x)
+static int covers(const struct engine_match *m, const struct engine_xfer *x)
 {
 	return field_covers(m->grant_id, x->grant_id) && field_covers(m->token_hash, x->token_hash) &&
 	       field_covers(m->client_id, x->client_id) && field_covers(m->subject, x->subject) &&
@@ -456,7 +449,7 @@ static int covers(const struct proxy_match *m, const struct proxy_xfer *x)
 
 /* Under reg.lock: a copy of m joins the ring, stamped now. Without memory
  * for the copy the entry covers everything (fail closed). */
-static void remember(const struct proxy_match *m)
+static void remember(const struct engine_match *m)
 {
 	struct recent *e = &reg.ring[reg.head];
 	const char *src[5] = { m->grant_id, m->token_hash, m->client_id, m->subject, m->upstream };
@@ -480,29 +473,29 @@ static void remember(const struct proxy_match *m)
 		}
 	}
 	e->at_ns = http_now_ns();
-	reg.head = (reg.head + 1) & (PROXY_RECENT - 1);
-	if (reg.n < PROXY_RECENT)
+	reg.head = (reg.head + 1) & (ENGINE_RECENT - 1);
+	if (reg.n < ENGINE_RECENT)
 		reg.n++;
 }
 
 /* Under reg.lock: was x's request overtaken by a revocation that covers it
  * (validated before the revocation reached this node, started after)? */
-static int overtaken(const struct proxy_xfer *x)
+static int overtaken(const struct engine_xfer *x)
 {
 	for (unsigned i = 0; i < reg.n; i++) {
-		const struct recent *e = &reg.ring[(reg.head - 1 - i) & (PROXY_RECENT - 1)];
+		const struct recent *e = &reg.ring[(reg.head - 1 - i) & (ENGINE_RECENT - 1)];
 		if (e->at_ns < x->start_ns)
 			return 0; /* the request began after it: its validation saw it */
 		if (covers(&e->m, x))
 			return 1;
 	}
 	/* Older revocations were forgotten: one of them might cover it. */
-	return reg.n == PROXY_RECENT;
+	return reg.n == ENGINE_RECENT;
 }
 
 /* Makes x alive for revocations; 1 (and x revoked) when a remembered one
  * overtook its request. */
-static int enlist(struct proxy_xfer *x)
+static int enlist(struct engine_xfer *x)
 {
 	pthread_mutex_lock(&reg.lock);
 	int late = overtaken(x);
@@ -517,7 +510,7 @@ static int enlist(struct proxy_xfer *x)
 }
 
 /* Under reg.lock. 1 when the engine still holds the transfer. */
-static int end_xfer(struct proxy_xfer *x)
+static int end_xfer(struct engine_xfer *x)
 {
 	pthread_mutex_lock(&x->lock);
 	int first = !x->revoked;
@@ -529,13 +522,13 @@ static int end_xfer(struct proxy_xfer *x)
 	return engine;
 }
 
-void proxy_end_matching(const struct proxy_match *m)
+void engine_end_matching(const struct engine_match *m)
 {
 	long ended = 0;
 	int wake = 0;
 	pthread_mutex_lock(&reg.lock);
 	remember(m);
-	for (struct proxy_xfer *x = reg.live; x; x = x->live_next)
+	for (struct engine_xfer *x = reg.live; x; x = x->live_next)
 		if (covers(m, x)) {
 			wake |= end_xfer(x);
 			ended++;
@@ -552,7 +545,7 @@ void proxy_end_matching(const struct proxy_match *m)
 	}
 }
 
-int proxy_revoked(struct proxy_xfer *x)
+int engine_revoked(struct engine_xfer *x)
 {
 	pthread_mutex_lock(&x->lock);
 	int v = x->revoked;
@@ -560,10 +553,10 @@ int proxy_revoked(struct proxy_xfer *x)
 	return v;
 }
 
-void proxy_each_live(void (*fn)(const char *grant_id, const char *token_hash, void *ctx), void *ctx)
+void engine_each_live(void (*fn)(const char *grant_id, const char *token_hash, void *ctx), void *ctx)
 {
 	pthread_mutex_lock(&reg.lock);
-	for (struct proxy_xfer *x = reg.live; x; x = x->live_next) {
+	for (struct engine_xfer *x = reg.live; x; x = x->live_next) {
 		pthread_mutex_lock(&x->lock);
 		int ended = x->revoked;
 		pthread_mutex_unlock(&x->lock);
@@ -575,7 +568,7 @@ void proxy_each_live(void (*fn)(const char *grant_id, const char *token_hash, vo
 
 /* ---- the request side (libmicrohttpd threads) --------------------------- */
 
-void proxy_request_done(struct proxy_xfer *x)
+void engine_request_done(struct engine_xfer *x)
 {
 	if (!x)
 		return;
@@ -588,14 +581,11 @@ void proxy_request_done(struct proxy_xfer *x)
 	xfer_release(x);
 }
 
-struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
+/* A transfer for r's connection, holding the request's and the engine's
+ * references; NULL when memory or a curl handle is lacking. */
+static struct engine_xfer *xfer_new(struct http_req *r)
 {
-	pthread_mutex_lock(&eng.lock);
-	int stopping = eng.stop || !eng.running;
-	pthread_mutex_unlock(&eng.lock);
-	if (stopping)
-		return NULL; /* shutting down: nothing would ever drive the transfer */
-	struct proxy_xfer *x = calloc(1, sizeof(*x));
+	struct engine_xfer *x = calloc(1, sizeof(*x));
 	if (!x)
 		return NULL;
 	pthread_mutex_init(&x->lock, NULL);
@@ -603,32 +593,64 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 	x->conn = r->conn;
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	x->client_fd = ci ? (int)ci->connect_fd : -1;
-	buf_init(&x->out, PROXY_BUFFER + 64 * 1024);
+	buf_init(&x->out, ENGINE_BUFFER + 64 * 1024);
 	x->easy = curl_easy_init();
 	if (!x->easy) {
 		x->refs = 1;
 		xfer_release(x);
 		return NULL;
 	}
+	return x;
+}
+
+static void copy_id(char *dst, const char *src, size_t size)
+{
+	memcpy(dst, src, size);
+	dst[size - 1] = '\0';
+}
+
+/* Moves what pr owns into x and copies what a revocation may name. */
+static void xfer_take(struct engine_xfer *x, struct engine_request *pr, uint64_t start_ns)
+{
 	x->url = pr->url;
 	pr->url = NULL;
 	x->req_headers = pr->headers;
 	pr->headers = NULL;
 	x->body = pr->body;
 	buf_init(&pr->body, 0);
-	memcpy(x->grant_id, pr->grant_id, sizeof(x->grant_id));
-	x->grant_id[sizeof(x->grant_id) - 1] = '\0';
-	memcpy(x->token_hash, pr->token_hash, sizeof(x->token_hash));
-	x->token_hash[sizeof(x->token_hash) - 1] = '\0';
-	memcpy(x->client_id, pr->client_id, sizeof(x->client_id));
-	x->client_id[sizeof(x->client_id) - 1] = '\0';
-	memcpy(x->subject, pr->subject, sizeof(x->subject));
-	x->subject[sizeof(x->subject) - 1] = '\0';
-	memcpy(x->upstream, pr->upstream, sizeof(x->upstream));
-	x->upstream[sizeof(x->upstream) - 1] = '\0';
-	x->start_ns = r->start_ns;
+	copy_id(x->grant_id, pr->grant_id, sizeof(x->grant_id));
+	copy_id(x->token_hash, pr->token_hash, sizeof(x->token_hash));
+	copy_id(x->client_id, pr->client_id, sizeof(x->client_id));
+	copy_id(x->subject, pr->subject, sizeof(x->subject));
+	copy_id(x->upstream, pr->upstream, sizeof(x->upstream));
+	x->start_ns = start_ns;
 	x->resp_headers = pr->resp_headers;
 	x->n_resp_headers = pr->n_resp_headers;
+	/* The idle timeout is enforced by the engine (last byte received). */
+	x->idle_ms = pr->idle_timeout_ms;
+	x->last_rx_ms = now_ms();
+}
+
+static void set_method(CURL *h, const char *method, const struct buf *body)
+{
+	if (strcmp(method, "GET") == 0) {
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	} else if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+		if (body->len || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+		    strcmp(method, "PATCH") == 0) {
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->ptr ? body->ptr : "");
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
+		}
+	}
+}
+
+/* The downstream request: HTTP/1.1 over http or https only, no redirects,
+ * verified TLS (optionally mutual), x's headers and body. */
+static void set_options(struct engine_xfer *x, const struct engine_request *pr)
+{
 	CURL *h = x->easy;
 	curl_easy_setopt(h, CURLOPT_URL, x->url);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)x);
@@ -637,9 +659,6 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, pr->connect_timeout_ms);
-	/* The idle timeout is enforced by the engine (last byte received). */
-	x->idle_ms = pr->idle_timeout_ms;
-	x->last_rx_ms = now_ms();
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -654,19 +673,12 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-	if (strcmp(pr->method, "GET") == 0) {
-		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-	} else if (strcmp(pr->method, "HEAD") == 0) {
-		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-	} else {
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, pr->method);
-		if (x->body.len || strcmp(pr->method, "POST") == 0 || strcmp(pr->method, "PUT") == 0 ||
-		    strcmp(pr->method, "PATCH") == 0) {
-			curl_easy_setopt(h, CURLOPT_POSTFIELDS, x->body.ptr ? x->body.ptr : "");
-			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body.len);
-		}
-	}
-	__atomic_add_fetch(&eng.nactive, 1, __ATOMIC_RELAXED);
+	set_method(h, pr->method, &x->body);
+}
+
+/* Registers x for revocations, parks r and hands x to the engine thread. */
+static void hand_over(struct http_req *r, struct engine_xfer *x)
+{
 	/* Alive from now on for revocations; one that overtook the request
 	 * ends it before a byte reaches the downstream (the engine finishes a
 	 * revoked transfer before it performs). */
@@ -684,23 +696,38 @@ struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr)
 	eng.incoming = x;
 	pthread_mutex_unlock(&eng.lock);
 	curl_multi_wakeup(eng.multi);
+}
+
+struct engine_xfer *engine_begin(struct http_req *r, struct engine_request *pr)
+{
+	pthread_mutex_lock(&eng.lock);
+	int stopping = eng.stop || !eng.running;
+	pthread_mutex_unlock(&eng.lock);
+	if (stopping)
+		return NULL; /* shutting down: nothing would ever drive the transfer */
+	struct engine_xfer *x = xfer_new(r);
+	if (!x)
+		return NULL;
+	xfer_take(x, pr, r->start_ns);
+	set_options(x, pr);
+	hand_over(r, x);
 	return x;
 }
 
-enum proxy_state proxy_poll(struct http_req *r, struct proxy_xfer *x, CURLcode *curl_rc)
+enum engine_state engine_poll(struct http_req *r, struct engine_xfer *x, CURLcode *curl_rc)
 {
-	enum proxy_state st;
+	enum engine_state st;
 	pthread_mutex_lock(&x->lock);
 	if (x->revoked) {
-		st = PROXY_FAILED;
+		st = ENGINE_FAILED;
 		*curl_rc = CURLE_ABORTED_BY_CALLBACK;
 	} else if (x->headers_ready)
-		st = PROXY_HEADERS;
+		st = ENGINE_HEADERS;
 	else if (x->done) {
-		st = PROXY_FAILED;
+		st = ENGINE_FAILED;
 		*curl_rc = x->result;
 	} else {
-		st = PROXY_WAITING;
+		st = ENGINE_WAITING;
 		x->suspended = 1;
 		http_suspend(r);
 	}
@@ -710,7 +737,7 @@ enum proxy_state proxy_poll(struct http_req *r, struct proxy_xfer *x, CURLcode *
 
 static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 {
-	struct proxy_xfer *x = cls;
+	struct engine_xfer *x = cls;
 	(void)pos;
 	ssize_t rc;
 	int wake = 0;
@@ -749,12 +776,12 @@ static void reader_free(void *cls)
 	xfer_release(cls);
 }
 
-long proxy_status(struct proxy_xfer *x)
+long engine_status(struct engine_xfer *x)
 {
 	return x->status;
 }
 
-const char *proxy_response_header(struct proxy_xfer *x, const char *name)
+const char *engine_response_header(struct engine_xfer *x, const char *name)
 {
 	/* Headers are complete and no longer written once headers_ready. */
 	for (int i = 0; i < x->nhdrs; i++)
@@ -777,9 +804,9 @@ static int listed_in(const char *list, const char *name)
 	return 0;
 }
 
-void proxy_respond(struct http_req *r, struct proxy_xfer *x)
+void engine_respond(struct http_req *r, struct engine_xfer *x)
 {
-	const char *hdrs[2 * PROXY_MAX_HEADERS];
+	const char *hdrs[2 * ENGINE_MAX_HEADERS];
 	size_t n = 0;
 	pthread_mutex_lock(&x->lock);
 	x->refs++; /* the response's reference, dropped by reader_free */
@@ -796,7 +823,7 @@ void proxy_respond(struct http_req *r, struct proxy_xfer *x)
 	http_send_stream(r, (int)status, reader, x, reader_free, hdrs, n);
 }
 
-int proxy_wait_done(struct http_req *r, struct proxy_xfer *x)
+int engine_wait_done(struct http_req *r, struct engine_xfer *x)
 {
 	int done;
 	pthread_mutex_lock(&x->lock);
@@ -815,7 +842,7 @@ int proxy_wait_done(struct http_req *r, struct proxy_xfer *x)
 	return done;
 }
 
-struct buf proxy_take_body(struct proxy_xfer *x)
+struct buf engine_take_body(struct engine_xfer *x)
 {
 	struct buf b;
 	pthread_mutex_lock(&x->lock);

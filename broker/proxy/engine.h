@@ -1,4 +1,4 @@
-/* The streaming reverse proxy to downstream MCP servers.
+/* The engine of the streaming reverse proxy to downstream MCP servers.
  *
  * Design: one engine thread drives every downstream transfer through a
  * libcurl multi handle; client connections are suspended in libmicrohttpd
@@ -8,24 +8,24 @@
  * reader; a full buffer pauses the libcurl transfer (backpressure) and a
  * drained one unpauses it. A client disconnect aborts the downstream
  * transfer; a downstream disconnect ends the client's stream; a revocation
- * (proxy_end_matching) ends both, wherever the transfer is. */
-#ifndef MCPB_PROXY_H
-#define MCPB_PROXY_H
+ * (engine_end_matching) ends both, wherever the transfer is. */
+#ifndef MCPB_ENGINE_H
+#define MCPB_ENGINE_H
 #include <curl/curl.h>
 #include "buf.h"
 #include "http.h"
 #include "lim.h"
 
-struct proxy_xfer;
+struct engine_xfer;
 
-int proxy_start(void) WUR;
+int engine_start(void) WUR;
 /* Fails every transfer still running and stops the engine thread; new
  * transfers are refused from then on. */
-void proxy_stop(void);
+void engine_stop(void);
 /* Frees what the engine used; after the HTTP server has stopped. */
-void proxy_free(void);
+void engine_free(void);
 
-struct proxy_request {
+struct engine_request {
 	const char *method;
 	char *url;                  /* moved into the transfer */
 	struct curl_slist *headers; /* moved */
@@ -51,48 +51,45 @@ struct proxy_request {
 /* Starts a transfer for r and suspends r until the downstream's headers
  * (or a failure) are known. NULL on failure to start (nothing was sent).
  * The caller keeps the returned reference and gives it back with
- * proxy_request_done() when the request completes. */
-struct proxy_xfer *proxy_begin(struct http_req *r, struct proxy_request *pr);
-void proxy_request_done(struct proxy_xfer *x);
+ * engine_request_done() when the request completes. */
+struct engine_xfer *engine_begin(struct http_req *r, struct engine_request *pr) WUR;
+void engine_request_done(struct engine_xfer *x);
 
-enum proxy_state { PROXY_WAITING, PROXY_HEADERS, PROXY_FAILED };
+enum engine_state { ENGINE_WAITING, ENGINE_HEADERS, ENGINE_FAILED };
 /* On the handler's re-entry: what is known (WAITING suspends r again).
- * On PROXY_FAILED, *curl_rc says why. */
-enum proxy_state proxy_poll(struct http_req *r, struct proxy_xfer *x, CURLcode *curl_rc);
+ * On ENGINE_FAILED, *curl_rc says why. */
+enum engine_state engine_poll(struct http_req *r, struct engine_xfer *x, CURLcode *curl_rc);
 /* Sends the downstream's status and headers and streams the body. */
-void proxy_respond(struct http_req *r, struct proxy_xfer *x);
-/* Valid once proxy_poll said PROXY_HEADERS. */
-long proxy_status(struct proxy_xfer *x);
-const char *proxy_response_header(struct proxy_xfer *x, const char *name);
+void engine_respond(struct http_req *r, struct engine_xfer *x);
+/* Valid once engine_poll said ENGINE_HEADERS. */
+long engine_status(struct engine_xfer *x);
+const char *engine_response_header(struct engine_xfer *x, const char *name);
 
 /* Discards the rest of the answer and suspends r until the transfer has
  * finished; 1 when it has. */
-int proxy_wait_done(struct http_req *r, struct proxy_xfer *x);
+int engine_wait_done(struct http_req *r, struct engine_xfer *x) WUR;
 /* Moves the request body back out of a finished transfer (for a replay). */
-struct buf proxy_take_body(struct proxy_xfer *x);
-
-/* Transfers currently open (gauge). */
-long proxy_active(void);
+struct buf engine_take_body(struct engine_xfer *x);
 
 /* What a revocation covers: every field that is set must equal the
  * transfer's (NULL: any); with none set, every transfer. */
-struct proxy_match {
+struct engine_match {
 	const char *grant_id, *token_hash, *client_id, *subject, *upstream;
 };
 
 /* Ends every transfer m covers: the downstream transfer is aborted and the
  * client's answer ends with an error at once (nothing more of a stream is
  * sent, buffered bytes included; a client still waiting for the headers
- * gets PROXY_FAILED). A request that began before this call and starts its
+ * gets ENGINE_FAILED). A request that began before this call and starts its
  * transfer later (it was validated before the revocation reached this
  * node) is ended as it starts. Any thread; never blocks on I/O; costs
  * O(transfers alive on the node). */
-void proxy_end_matching(const struct proxy_match *m);
-/* 1 when x was ended by proxy_end_matching. */
-int proxy_revoked(struct proxy_xfer *x);
+void engine_end_matching(const struct engine_match *m);
+/* 1 when x was ended by engine_end_matching. */
+int engine_revoked(struct engine_xfer *x);
 /* Calls fn(grant_id, token_hash, ctx) for every transfer alive and not yet
  * ended, under the registry's lock: fn must not block or call back into
  * the proxy. */
-void proxy_each_live(void (*fn)(const char *grant_id, const char *token_hash, void *ctx), void *ctx);
+void engine_each_live(void (*fn)(const char *grant_id, const char *token_hash, void *ctx), void *ctx);
 
 #endif

@@ -1,0 +1,116 @@
+#include "bearer.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "lim.h"
+#include "num.h"
+#include "scope.h"
+#include "vault.h"
+
+#define DB_WAIT_MS 2000
+
+const char *bearer_token(const char *authorization)
+{
+	if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+		return NULL;
+	const char *t = authorization + 7;
+	size_t n = strlen(t);
+	return n == 0 || n > LIM_TOKEN ? NULL : t;
+}
+
+/* 1 valid (ti filled), 0 unknown/expired/revoked, -1 database error. */
+static int lookup(struct db_conn *c, const char *hash, struct token_info *ti)
+{
+	static struct db_stmt q = DB_STMT(
+		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
+		"g.user_id::text, u.subject, g.upstream, extract(epoch FROM t.expires_at)::bigint "
+		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
+		"JOIN users u ON u.id = g.user_id WHERE t.token_hash = $1::bytea AND t.kind = 'access' "
+		"AND t.revoked_at IS NULL AND t.expires_at > now() AND g.status = 'active'");
+	const char *p[] = { hash };
+	int rc = -1;
+	memset(ti, 0, sizeof(*ti));
+	PGresult *res = db_exec_ok(c, &q, 1, p);
+	if (!res)
+		goto out;
+	rc = 0;
+	if (PQntuples(res) != 1)
+		goto out;
+	if (num_parse(PQgetvalue(res, 0, 7), 0, LLONG_MAX, &ti->exp) < 0) {
+		rc = -1;
+		goto out;
+	}
+	snprintf(ti->grant_id, sizeof(ti->grant_id), "%s", PQgetvalue(res, 0, 0));
+	snprintf(ti->client_id, sizeof(ti->client_id), "%s", PQgetvalue(res, 0, 1));
+	snprintf(ti->resource, sizeof(ti->resource), "%s", PQgetvalue(res, 0, 2));
+	snprintf(ti->scope, sizeof(ti->scope), "%s", PQgetvalue(res, 0, 3));
+	snprintf(ti->user_id, sizeof(ti->user_id), "%s", PQgetvalue(res, 0, 4));
+	snprintf(ti->subject, sizeof(ti->subject), "%s", PQgetvalue(res, 0, 5));
+	snprintf(ti->upstream, sizeof(ti->upstream), "%s", PQgetvalue(res, 0, 6));
+	rc = 1;
+out:
+	PQclear(res);
+	return rc;
+}
+
+enum bearer_rc bearer_validate(struct app *app, struct db_conn **c, const char *token, struct token_info *ti,
+			       char hash[65])
+{
+	char full[67]; /* "\x" and the hex digits, as the database takes it */
+	hash[0] = '\0';
+	if (strncmp(token, TOKEN_PREFIX_ACCESS, strlen(TOKEN_PREFIX_ACCESS)) != 0 || strlen(token) > LIM_TOKEN)
+		return BEARER_INVALID;
+	vault_hash_hex(token, full);
+	memcpy(hash, full + 2, 65);
+	if (cache_get(hash, ti))
+		return BEARER_VALID;
+	if (!*c && db_acquire(app->db, c, DB_WAIT_MS) < 0)
+		return BEARER_UNAVAILABLE;
+	unsigned long gen = cache_generation();
+	int v = lookup(*c, full, ti);
+	if (v < 0)
+		return BEARER_UNAVAILABLE;
+	if (v == 0)
+		return BEARER_INVALID;
+	cache_put(hash, ti, gen);
+	return BEARER_VALID;
+}
+
+void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int status, const char *error,
+		      const char *scope)
+{
+	const struct config *cfg = r->app->cfg;
+	struct buf b;
+	buf_init(&b, 4096);
+	struct scopes all = { 0 };
+	char *joined = NULL;
+	if (!scope) {
+		/* Without a specific need, ask for the resource's default scopes. */
+		for (size_t i = 0; i < res->n_default_scopes; i++)
+			if (scopes_add(&all, res->default_scopes[i]) < 0)
+				break;
+		for (size_t i = 0; !res->n_default_scopes && i < res->n_scopes; i++)
+			if (scopes_add(&all, res->scopes[i].scope) < 0)
+				break;
+		joined = scopes_join(&all);
+		scope = joined;
+	}
+	int rc = buf_printf(&b, "Bearer resource_metadata=\"%s/.well-known/oauth-protected-resource%s\"",
+			    cfg->public_url, res->path);
+	if (rc == 0 && scope && *scope)
+		rc = buf_printf(&b, ", scope=\"%s\"", scope);
+	if (rc == 0 && error)
+		rc = buf_printf(&b, ", error=\"%s\"", error);
+	if (rc == 0)
+		(void)http_add_header(r, "WWW-Authenticate", b.ptr);
+	buf_free(&b);
+	free(joined);
+	scopes_free(&all);
+	const char *msg = status == 403 ? "insufficient_scope" : error ? error : "unauthorized";
+	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code",
+					    -32001, "message", msg, "id"));
+}
