@@ -179,71 +179,106 @@ static const char *parse_doc(const char *body, size_t len, json_t **doc)
 	return "the client metadata document is not a JSON object";
 }
 
-/* Fetches url; on success *doc is the parsed object and *ttl the cache
- * lifetime. Returns NULL or a fixed reason. */
-static const char *fetch_doc(const struct config *cfg, const char *url, json_t **doc, long *ttl)
+/* A handle that fetches url as the policy says (https only, no redirect,
+ * no proxy, bounded, connecting only to allowed addresses) into f and hc.
+ * NULL when out of memory; *resolve and *hdr (freed by the caller, even
+ * then) are the lists it uses. */
+static CURL *fetch_handle(const struct config *cfg, const char *url, struct fetch *f, struct header_cb *hc,
+			  struct curl_slist **resolve, struct curl_slist **hdr)
 {
-	struct fetch f = { .cfg = cfg };
-	struct header_cb hc = { "" };
-	struct curl_slist *resolve = NULL;
-	const char *why = NULL;
-	buf_init(&f.body, LIM_CIMD_BODY);
+	for (size_t i = 0; i < cfg->registration.n_cimd_resolve; i++) {
+		struct curl_slist *l = curl_slist_append(*resolve, cfg->registration.cimd_resolve[i]);
+		if (!l)
+			return NULL;
+		*resolve = l;
+	}
+	if (!(*hdr = curl_slist_append(NULL, "Accept: application/json")))
+		return NULL;
 	CURL *h = curl_easy_init();
 	if (!h)
-		return "out of memory";
-	for (size_t i = 0; i < cfg->registration.n_cimd_resolve; i++)
-		resolve = curl_slist_append(resolve, cfg->registration.cimd_resolve[i]);
+		return NULL;
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, cfg->registration.cimd_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cfg->registration.cimd_timeout_ms < 3000 ? cfg->registration.cimd_timeout_ms : 3000L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+			 cfg->registration.cimd_timeout_ms < 3000 ? cfg->registration.cimd_timeout_ms : 3000L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LIM_CIMD_BODY);
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &f);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, f);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &f);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, hc);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "mcp-broker/" MCPB_VERSION " (client metadata)");
 	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
-	if (resolve)
-		curl_easy_setopt(h, CURLOPT_RESOLVE, resolve);
+	if (*resolve)
+		curl_easy_setopt(h, CURLOPT_RESOLVE, *resolve);
 	if (cfg->registration.cimd_ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, cfg->registration.cimd_ca_file);
-	struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-	CURLcode rc = curl_easy_perform(h);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, *hdr);
+	return h;
+}
+
+/* What a finished transfer says of the document: NULL when it is a 200
+ * application/json answer within the limits, else a fixed reason. */
+static const char *fetch_verdict(const struct fetch *f, CURLcode rc, long status, const char *ctype)
+{
+	if (f->blocked)
+		return "the client_id host resolves to a forbidden address";
+	if (f->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		return "the client metadata document is too large";
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		return "the client metadata document did not arrive in time";
+	if (rc != CURLE_OK)
+		return "the client metadata document could not be fetched";
+	if (status >= 300 && status < 400)
+		return "the client metadata URL redirects";
+	if (status != 200)
+		return "the client metadata URL did not answer 200";
+	if (!is_json_type(ctype))
+		return "the client metadata document is not application/json";
+	return NULL;
+}
+
+/* The cache lifetime of a fetched document: its max-age (3600 s when it
+ * has none) within [cimd_min_ttl_s, cimd_max_ttl_s]. */
+static long cache_ttl(const struct config *cfg, const char *cache_control)
+{
+	long age = max_age(cache_control[0] ? cache_control : NULL);
+	long ttl = age < 0 ? 3600 : age;
+	if (ttl < cfg->registration.cimd_min_ttl_s)
+		ttl = cfg->registration.cimd_min_ttl_s;
+	if (ttl > cfg->registration.cimd_max_ttl_s)
+		ttl = cfg->registration.cimd_max_ttl_s;
+	return ttl;
+}
+
+/* Fetches url; on success *doc is the parsed object and *ttl the cache
+ * lifetime. Returns NULL or a fixed reason. */
+static const char *fetch_doc(const struct config *cfg, const char *url, json_t **doc, long *ttl)
+{
+	struct fetch f = { .cfg = cfg };
+	struct header_cb hc = { "" };
+	struct curl_slist *resolve = NULL, *hdr = NULL;
+	const char *why = "out of memory";
 	long status = 0;
-	char *ctype = NULL;
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ctype);
-	if (f.blocked)
-		why = "the client_id host resolves to a forbidden address";
-	else if (f.too_large || rc == CURLE_FILESIZE_EXCEEDED)
-		why = "the client metadata document is too large";
-	else if (rc == CURLE_OPERATION_TIMEDOUT)
-		why = "the client metadata document did not arrive in time";
-	else if (rc != CURLE_OK)
-		why = "the client metadata document could not be fetched";
-	else if (status >= 300 && status < 400)
-		why = "the client metadata URL redirects";
-	else if (status != 200)
-		why = "the client metadata URL did not answer 200";
-	else if (!is_json_type(ctype))
-		why = "the client metadata document is not application/json";
+	buf_init(&f.body, LIM_CIMD_BODY);
+	CURL *h = fetch_handle(cfg, url, &f, &hc, &resolve, &hdr);
+	if (h) {
+		CURLcode rc = curl_easy_perform(h);
+		char *ctype = NULL;
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ctype);
+		why = fetch_verdict(&f, rc, status, ctype);
+	}
 	if (!why) {
 		why = parse_doc(f.body.ptr ? f.body.ptr : "", f.body.len, doc);
-		long age = max_age(hc.cache_control[0] ? hc.cache_control : NULL);
-		*ttl = age < 0 ? 3600 : age;
-		if (*ttl < cfg->registration.cimd_min_ttl_s)
-			*ttl = cfg->registration.cimd_min_ttl_s;
-		if (*ttl > cfg->registration.cimd_max_ttl_s)
-			*ttl = cfg->registration.cimd_max_ttl_s;
+		*ttl = cache_ttl(cfg, hc.cache_control);
 	}
 	json_t *lf = json_pack("{s:s, s:i, s:s?}", "result", why ? "refused" : "ok", "status", (int)status, "why", why);
 	log_event(why ? LOG_WARN : LOG_INFO, "cimd.fetch", NULL, lf);
@@ -273,6 +308,45 @@ static int fetch_slot_take(const struct config *cfg)
 		return 0;
 	}
 	return 1;
+}
+
+/* The allow and deny lists on the client_id host (deny wins). NULL or a
+ * fixed reason. */
+static const char *host_policy(const struct config *cfg, const char *host)
+{
+	for (size_t i = 0; i < cfg->registration.n_cimd_deny_hosts; i++)
+		if (cimd_host_matches(cfg->registration.cimd_deny_hosts[i], host))
+			return "the client_id host is not allowed by policy";
+	if (!cfg->registration.n_cimd_allow_hosts)
+		return NULL;
+	for (size_t i = 0; i < cfg->registration.n_cimd_allow_hosts; i++)
+		if (cimd_host_matches(cfg->registration.cimd_allow_hosts[i], host))
+			return NULL;
+	return "the client_id host is not allowed by policy";
+}
+
+/* An IP literal host is checked now, without a connection attempt. NULL or
+ * a fixed reason. */
+static const char *ip_literal_check(const struct config *cfg, const char *host)
+{
+	struct sockaddr_in6 s6;
+	struct sockaddr_in s4;
+	char lit[64];
+	size_t hl = strlen(host);
+	memset(&s6, 0, sizeof(s6));
+	memset(&s4, 0, sizeof(s4));
+	if (host[0] == '[' && hl > 2 && hl - 2 < sizeof(lit)) {
+		memcpy(lit, host + 1, hl - 2);
+		lit[hl - 2] = '\0';
+		s6.sin6_family = AF_INET6;
+		if (inet_pton(AF_INET6, lit, &s6.sin6_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s6))
+			return "the client_id host resolves to a forbidden address";
+		return NULL;
+	}
+	s4.sin_family = AF_INET;
+	if (inet_pton(AF_INET, host, &s4.sin_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s4))
+		return "the client_id host resolves to a forbidden address";
+	return NULL;
 }
 
 /* The client_id URL itself: https, a host the policy allows, a path, no
@@ -314,38 +388,8 @@ static const char *check_url(const struct config *cfg, const char *url)
 		why = "the client_id URL has no host";
 	if (why)
 		goto out;
-	for (size_t i = 0; i < cfg->registration.n_cimd_deny_hosts; i++)
-		if (cimd_host_matches(cfg->registration.cimd_deny_hosts[i], host)) {
-			why = "the client_id host is not allowed by policy";
-			goto out;
-		}
-	if (cfg->registration.n_cimd_allow_hosts) {
-		int ok = 0;
-		for (size_t i = 0; i < cfg->registration.n_cimd_allow_hosts; i++)
-			ok |= cimd_host_matches(cfg->registration.cimd_allow_hosts[i], host);
-		if (!ok) {
-			why = "the client_id host is not allowed by policy";
-			goto out;
-		}
-	}
-	/* An IP literal is checked now, without a connection attempt. */
-	struct sockaddr_in6 s6;
-	struct sockaddr_in s4;
-	char lit[64];
-	size_t hl = strlen(host);
-	memset(&s6, 0, sizeof(s6));
-	memset(&s4, 0, sizeof(s4));
-	if (host[0] == '[' && hl > 2 && hl - 2 < sizeof(lit)) {
-		memcpy(lit, host + 1, hl - 2);
-		lit[hl - 2] = '\0';
-		s6.sin6_family = AF_INET6;
-		if (inet_pton(AF_INET6, lit, &s6.sin6_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s6))
-			why = "the client_id host resolves to a forbidden address";
-	} else {
-		s4.sin_family = AF_INET;
-		if (inet_pton(AF_INET, host, &s4.sin_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s4))
-			why = "the client_id host resolves to a forbidden address";
-	}
+	if (!(why = host_policy(cfg, host)))
+		why = ip_literal_check(cfg, host);
 out:
 	curl_free(scheme);
 	curl_free(host);

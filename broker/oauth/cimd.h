@@ -36,9 +36,9 @@ int cimd_host_matches(const char *pattern, const char *host);
  * (0 for no-store/no-cache, -1 when absent); a fetched document body for
  * client_id (NULL, out filled and *uris the redirect URIs, a new reference;
  * or a fixed reason). */
-const char *cimd_check_url(const struct config *cfg, const char *url);
+const char *cimd_check_url(const struct config *cfg, const char *url) WUR;
 long cimd_max_age(const char *cache_control);
 const char *cimd_check_document(const struct config *cfg, const char *client_id, const char *body, size_t len,
-				struct client *out, json_t **uris);
+				struct client *out, json_t **uris) WUR;
 
 #endif

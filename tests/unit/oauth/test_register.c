@@ -115,7 +115,8 @@ static void test_redirect_uris(void)
 	CHECK_STR(refusal("{\"redirect_uris\":[\"https://a.example/cb#f\"]}"),
 		  "redirect_uri must not contain a fragment");
 	CHECK_STR(why.error, URI_ERR);
-	CHECK_STR(refusal("{\"redirect_uris\":[\"javascript://x/%0aalert(1)\"]}"), "redirect_uri scheme is not allowed");
+	CHECK_STR(refusal("{\"redirect_uris\":[\"javascript://x/%0aalert(1)\"]}"),
+		  "redirect_uri scheme is not allowed");
 	CHECK_STR(refusal("{\"redirect_uris\":[\"https://u:p@a.example/cb\"]}"),
 		  "redirect_uri must not contain credentials");
 	CHECK_STR(refusal("{\"redirect_uris\":[\"cb\"]}"), "redirect_uri is not an absolute URI");
@@ -252,7 +253,8 @@ static void test_metadata(void)
 	register_request_free(&rq); /* twice is harmless */
 	CHECK_STR(refusal("{" RU ",\"client_uri\":\"ftp://app.example.com\"}"), infos);
 	CHECK_STR(why.error, META_ERR);
-	CHECK_STR(refusal("{" RU ",\"logo_uri\":\"HTTPS://app.example.com/l.png\"}"), infos); /* as today: case matters */
+	/* As today: the scheme's case matters here. */
+	CHECK_STR(refusal("{" RU ",\"logo_uri\":\"HTTPS://app.example.com/l.png\"}"), infos);
 	CHECK_STR(refusal("{" RU ",\"tos_uri\":\"javascript:alert(1)\"}"), infos);
 	CHECK_STR(refusal("{" RU ",\"policy_uri\":42}"), infos);
 	char *longu = long_member("{" RU ",\"client_uri\":\"https://", LIM_REDIRECT_URI - 8, "\"}");

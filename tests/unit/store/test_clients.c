@@ -70,7 +70,8 @@ static void test_dynamic(void)
 	CHECK(dynamic(NULL, "[\"https://a.example/cb\"]", HASH_HEX "00", "f", &cl) == CLIENT_UNAVAILABLE);
 	client_free(&cl);
 	CHECK(dynamic(NULL, "[\"https://a.example/cb\"]",
-		      "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", "f", &cl) == CLIENT_UNAVAILABLE);
+		      "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", "f",
+		      &cl) == CLIENT_UNAVAILABLE);
 	client_free(&cl);
 	CHECK(dynamic(NULL, "[]", NULL, "f", &cl) == CLIENT_UNAVAILABLE);
 	client_free(&cl);
