@@ -6,11 +6,11 @@
 
 #include "admin.h"
 #include "authorize.h"
-#include "clients.h"
 #include "health.h"
 #include "introspect.h"
 #include "metadata.h"
 #include "metrics_page.h"
+#include "register.h"
 #include "resource.h"
 #include "revoke.h"
 #include "token.h"
@@ -37,7 +37,7 @@ static const struct http_route static_routes[] = {
 	{ HM_OPTIONS, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
 	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
 	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
-	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, clients_register, "register", NULL, NULL },
+	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, register_endpoint, "register", NULL, NULL },
 	{ HM_OPTIONS, "/register", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
 	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL, NULL },
 	{ HM_POST, "/authorize", MATCH_EXACT, LIM_BODY_DEFAULT, authorize_post, "consent", NULL, NULL },

@@ -7,7 +7,7 @@
 
 #include "app.h"
 #include "audit.h"
-#include "clients.h"
+#include "client_resolve.h"
 #include "cookie.h"
 #include "crypto.h"
 #include "form.h"
@@ -136,13 +136,13 @@ static int validate(struct http_req *r, struct db_conn *c, const struct params *
 		html_error_page(r, 400, "Invalid request", "The request names no client.");
 		return -1;
 	}
-	int found = clients_lookup(r->app, c, client_id, &a->client);
-	if (found < 0) {
+	const char *why = NULL;
+	enum client_find found = client_resolve(r->app, c, client_id, &a->client, &why);
+	if (found == CLIENT_UNAVAILABLE) {
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
 		return -1;
 	}
-	if (!found || a->client.disabled) {
-		const char *why = clients_last_error();
+	if (found == CLIENT_UNKNOWN || a->client.disabled) {
 		html_error_page(r, 400, "Unknown client",
 				why ? why : "The application that sent you here is not registered.");
 		return -1;

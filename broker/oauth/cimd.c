@@ -9,9 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "jparse.h"
 #include "log.h"
-#include "netaddr.h"
 #include "metrics.h"
+#include "netaddr.h"
+#include "num.h"
 #include "uri.h"
 
 int cimd_is_url(const char *client_id)
@@ -126,7 +128,9 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 	return size * n;
 }
 
-/* max-age from Cache-Control (no-store/no-cache: 0); -1 when absent. */
+/* max-age from Cache-Control (no-store/no-cache: 0); -1 when absent or not
+ * delta-seconds (1*DIGIT). A value too large to hold is 2^31 (RFC 9111
+ * section 1.2.2); the caller clamps it to cimd_max_ttl_s anyway. */
 static long max_age(const char *cc)
 {
 	if (!cc)
@@ -136,9 +140,14 @@ static long max_age(const char *cc)
 	const char *m = strstr(cc, "max-age=");
 	if (!m)
 		return -1;
-	char *end = NULL;
-	long v = strtol(m + 8, &end, 10);
-	return end != m + 8 && v >= 0 ? v : -1;
+	m += 8;
+	size_t n = strspn(m, "0123456789");
+	long long v = 0;
+	if (n == 0)
+		return -1;
+	if (n > 10 || num_parse_n(m, n, 0, 2147483648LL, &v) < 0)
+		return 2147483648L;
+	return (long)v;
 }
 
 struct header_cb {
@@ -162,12 +171,91 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 /* The fetched bytes: one JSON object, no duplicate keys. */
 static const char *parse_doc(const char *body, size_t len, json_t **doc)
 {
-	*doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	*doc = jparse(body, len, 0, LIM_JSON_DEPTH);
 	if (json_is_object(*doc))
 		return NULL;
 	json_decref(*doc);
 	*doc = NULL;
 	return "the client metadata document is not a JSON object";
+}
+
+/* A handle that fetches url as the policy says (https only, no redirect,
+ * no proxy, bounded, connecting only to allowed addresses) into f and hc.
+ * NULL when out of memory; *resolve and *hdr (freed by the caller, even
+ * then) are the lists it uses. */
+static CURL *fetch_handle(const struct config *cfg, const char *url, struct fetch *f, struct header_cb *hc,
+			  struct curl_slist **resolve, struct curl_slist **hdr)
+{
+	for (size_t i = 0; i < cfg->registration.n_cimd_resolve; i++) {
+		struct curl_slist *l = curl_slist_append(*resolve, cfg->registration.cimd_resolve[i]);
+		if (!l)
+			return NULL;
+		*resolve = l;
+	}
+	if (!(*hdr = curl_slist_append(NULL, "Accept: application/json")))
+		return NULL;
+	CURL *h = curl_easy_init();
+	if (!h)
+		return NULL;
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, cfg->registration.cimd_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+			 cfg->registration.cimd_timeout_ms < 3000 ? cfg->registration.cimd_timeout_ms : 3000L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LIM_CIMD_BODY);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, f);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, hc);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "mcp-broker/" MCPB_VERSION " (client metadata)");
+	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+	if (*resolve)
+		curl_easy_setopt(h, CURLOPT_RESOLVE, *resolve);
+	if (cfg->registration.cimd_ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, cfg->registration.cimd_ca_file);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, *hdr);
+	return h;
+}
+
+/* What a finished transfer says of the document: NULL when it is a 200
+ * application/json answer within the limits, else a fixed reason. */
+static const char *fetch_verdict(const struct fetch *f, CURLcode rc, long status, const char *ctype)
+{
+	if (f->blocked)
+		return "the client_id host resolves to a forbidden address";
+	if (f->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		return "the client metadata document is too large";
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		return "the client metadata document did not arrive in time";
+	if (rc != CURLE_OK)
+		return "the client metadata document could not be fetched";
+	if (status >= 300 && status < 400)
+		return "the client metadata URL redirects";
+	if (status != 200)
+		return "the client metadata URL did not answer 200";
+	if (!is_json_type(ctype))
+		return "the client metadata document is not application/json";
+	return NULL;
+}
+
+/* The cache lifetime of a fetched document: its max-age (3600 s when it
+ * has none) within [cimd_min_ttl_s, cimd_max_ttl_s]. */
+static long cache_ttl(const struct config *cfg, const char *cache_control)
+{
+	long age = max_age(cache_control[0] ? cache_control : NULL);
+	long ttl = age < 0 ? 3600 : age;
+	if (ttl < cfg->registration.cimd_min_ttl_s)
+		ttl = cfg->registration.cimd_min_ttl_s;
+	if (ttl > cfg->registration.cimd_max_ttl_s)
+		ttl = cfg->registration.cimd_max_ttl_s;
+	return ttl;
 }
 
 /* Fetches url; on success *doc is the parsed object and *ttl the cache
@@ -176,65 +264,21 @@ static const char *fetch_doc(const struct config *cfg, const char *url, json_t *
 {
 	struct fetch f = { .cfg = cfg };
 	struct header_cb hc = { "" };
-	struct curl_slist *resolve = NULL;
-	const char *why = NULL;
-	buf_init(&f.body, LIM_CIMD_BODY);
-	CURL *h = curl_easy_init();
-	if (!h)
-		return "out of memory";
-	for (size_t i = 0; i < cfg->registration.n_cimd_resolve; i++)
-		resolve = curl_slist_append(resolve, cfg->registration.cimd_resolve[i]);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, cfg->registration.cimd_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cfg->registration.cimd_timeout_ms < 3000 ? cfg->registration.cimd_timeout_ms : 3000L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LIM_CIMD_BODY);
-	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &f);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &f);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "mcp-broker/" MCPB_VERSION " (client metadata)");
-	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
-	if (resolve)
-		curl_easy_setopt(h, CURLOPT_RESOLVE, resolve);
-	if (cfg->registration.cimd_ca_file)
-		curl_easy_setopt(h, CURLOPT_CAINFO, cfg->registration.cimd_ca_file);
-	struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-	CURLcode rc = curl_easy_perform(h);
+	struct curl_slist *resolve = NULL, *hdr = NULL;
+	const char *why = "out of memory";
 	long status = 0;
-	char *ctype = NULL;
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ctype);
-	if (f.blocked)
-		why = "the client_id host resolves to a forbidden address";
-	else if (f.too_large || rc == CURLE_FILESIZE_EXCEEDED)
-		why = "the client metadata document is too large";
-	else if (rc == CURLE_OPERATION_TIMEDOUT)
-		why = "the client metadata document did not arrive in time";
-	else if (rc != CURLE_OK)
-		why = "the client metadata document could not be fetched";
-	else if (status >= 300 && status < 400)
-		why = "the client metadata URL redirects";
-	else if (status != 200)
-		why = "the client metadata URL did not answer 200";
-	else if (!is_json_type(ctype))
-		why = "the client metadata document is not application/json";
+	buf_init(&f.body, LIM_CIMD_BODY);
+	CURL *h = fetch_handle(cfg, url, &f, &hc, &resolve, &hdr);
+	if (h) {
+		CURLcode rc = curl_easy_perform(h);
+		char *ctype = NULL;
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ctype);
+		why = fetch_verdict(&f, rc, status, ctype);
+	}
 	if (!why) {
 		why = parse_doc(f.body.ptr ? f.body.ptr : "", f.body.len, doc);
-		long age = max_age(hc.cache_control[0] ? hc.cache_control : NULL);
-		*ttl = age < 0 ? 3600 : age;
-		if (*ttl < cfg->registration.cimd_min_ttl_s)
-			*ttl = cfg->registration.cimd_min_ttl_s;
-		if (*ttl > cfg->registration.cimd_max_ttl_s)
-			*ttl = cfg->registration.cimd_max_ttl_s;
+		*ttl = cache_ttl(cfg, hc.cache_control);
 	}
 	json_t *lf = json_pack("{s:s, s:i, s:s?}", "result", why ? "refused" : "ok", "status", (int)status, "why", why);
 	log_event(why ? LOG_WARN : LOG_INFO, "cimd.fetch", NULL, lf);
@@ -264,6 +308,45 @@ static int fetch_slot_take(const struct config *cfg)
 		return 0;
 	}
 	return 1;
+}
+
+/* The allow and deny lists on the client_id host (deny wins). NULL or a
+ * fixed reason. */
+static const char *host_policy(const struct config *cfg, const char *host)
+{
+	for (size_t i = 0; i < cfg->registration.n_cimd_deny_hosts; i++)
+		if (cimd_host_matches(cfg->registration.cimd_deny_hosts[i], host))
+			return "the client_id host is not allowed by policy";
+	if (!cfg->registration.n_cimd_allow_hosts)
+		return NULL;
+	for (size_t i = 0; i < cfg->registration.n_cimd_allow_hosts; i++)
+		if (cimd_host_matches(cfg->registration.cimd_allow_hosts[i], host))
+			return NULL;
+	return "the client_id host is not allowed by policy";
+}
+
+/* An IP literal host is checked now, without a connection attempt. NULL or
+ * a fixed reason. */
+static const char *ip_literal_check(const struct config *cfg, const char *host)
+{
+	struct sockaddr_in6 s6;
+	struct sockaddr_in s4;
+	char lit[64];
+	size_t hl = strlen(host);
+	memset(&s6, 0, sizeof(s6));
+	memset(&s4, 0, sizeof(s4));
+	if (host[0] == '[' && hl > 2 && hl - 2 < sizeof(lit)) {
+		memcpy(lit, host + 1, hl - 2);
+		lit[hl - 2] = '\0';
+		s6.sin6_family = AF_INET6;
+		if (inet_pton(AF_INET6, lit, &s6.sin6_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s6))
+			return "the client_id host resolves to a forbidden address";
+		return NULL;
+	}
+	s4.sin_family = AF_INET;
+	if (inet_pton(AF_INET, host, &s4.sin_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s4))
+		return "the client_id host resolves to a forbidden address";
+	return NULL;
 }
 
 /* The client_id URL itself: https, a host the policy allows, a path, no
@@ -305,38 +388,8 @@ static const char *check_url(const struct config *cfg, const char *url)
 		why = "the client_id URL has no host";
 	if (why)
 		goto out;
-	for (size_t i = 0; i < cfg->registration.n_cimd_deny_hosts; i++)
-		if (cimd_host_matches(cfg->registration.cimd_deny_hosts[i], host)) {
-			why = "the client_id host is not allowed by policy";
-			goto out;
-		}
-	if (cfg->registration.n_cimd_allow_hosts) {
-		int ok = 0;
-		for (size_t i = 0; i < cfg->registration.n_cimd_allow_hosts; i++)
-			ok |= cimd_host_matches(cfg->registration.cimd_allow_hosts[i], host);
-		if (!ok) {
-			why = "the client_id host is not allowed by policy";
-			goto out;
-		}
-	}
-	/* An IP literal is checked now, without a connection attempt. */
-	struct sockaddr_in6 s6;
-	struct sockaddr_in s4;
-	char lit[64];
-	size_t hl = strlen(host);
-	memset(&s6, 0, sizeof(s6));
-	memset(&s4, 0, sizeof(s4));
-	if (host[0] == '[' && hl > 2 && hl - 2 < sizeof(lit)) {
-		memcpy(lit, host + 1, hl - 2);
-		lit[hl - 2] = '\0';
-		s6.sin6_family = AF_INET6;
-		if (inet_pton(AF_INET6, lit, &s6.sin6_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s6))
-			why = "the client_id host resolves to a forbidden address";
-	} else {
-		s4.sin_family = AF_INET;
-		if (inet_pton(AF_INET, host, &s4.sin_addr) == 1 && !cimd_address_allowed(cfg, (struct sockaddr *)&s4))
-			why = "the client_id host resolves to a forbidden address";
-	}
+	if (!(why = host_policy(cfg, host)))
+		why = ip_literal_check(cfg, host);
 out:
 	curl_free(scheme);
 	curl_free(host);
@@ -364,7 +417,7 @@ static const char *check_doc(const struct config *cfg, const char *client_id, js
 	const char *why = NULL;
 	json_array_foreach(ru, i, v) {
 		if (!json_is_string(v) || uri_redirect_allowed(json_string_value(v), &why) < 0 ||
-		    !clients_redirect_policy_ok(cfg, json_string_value(v)))
+		    !client_redirect_policy_ok(cfg, json_string_value(v)))
 			return "the document's redirect_uris are not acceptable";
 	}
 	const char *method = json_string_value(json_object_get(doc, "token_endpoint_auth_method"));
@@ -411,11 +464,62 @@ const char *cimd_check_document(const struct config *cfg, const char *client_id,
 	return why;
 }
 
-int cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out, const char **why)
+/* The cached row of client_id when a node fetched its document and it is
+ * still fresh: 1 (out's name, URIs and disabled filled), 0 none, -1 error. */
+static int cache_get(struct db_conn *c, const char *client_id, struct client *out)
 {
 	static struct db_stmt q_fresh = DB_STMT(
 		"SELECT client_name, array_to_json(redirect_uris), disabled_at IS NOT NULL FROM clients "
 		"WHERE client_id = $1 AND kind = 'cimd' AND cimd_expires_at > now()");
+	const char *p[] = { client_id };
+	json_t *uris = NULL;
+	int rc = -1;
+	PGresult *res = db_exec_ok(c, &q_fresh, 1, p);
+	if (!res)
+		return -1;
+	if (PQntuples(res) != 1) {
+		rc = 0;
+		goto out;
+	}
+	out->disabled = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	if (!PQgetisnull(res, 0, 0) && !(out->name = strdup(PQgetvalue(res, 0, 0))))
+		goto out;
+	uris = jparse_str(PQgetvalue(res, 0, 1), 0, LIM_JSON_DEPTH);
+	if (client_set_uris_json(out, uris) < 0)
+		goto out;
+	rc = 1;
+out:
+	json_decref(uris);
+	PQclear(res);
+	return rc;
+}
+
+/* Fetches client_id's document in one of the node's fetch slots and checks
+ * it: CLIENT_FOUND with *doc, *uris (new references) and *ttl set;
+ * CLIENT_UNKNOWN (refused) or CLIENT_UNAVAILABLE (no slot free) with *why. */
+static enum client_find fetch_checked(const struct config *cfg, const char *client_id, json_t **doc, json_t **uris,
+				      long *ttl, struct client *out, const char **why)
+{
+	if (!fetch_slot_take(cfg)) {
+		/* Busy, not invalid: the caller answers 503 as for a database
+		 * outage, and the client may simply retry. */
+		log_msg(LOG_WARN, "cimd.busy", NULL, "too many client metadata fetches in flight");
+		metrics_count("cimd_fetch_total", "busy", 1);
+		*why = "too many client metadata documents are being fetched; try again in a moment";
+		return CLIENT_UNAVAILABLE;
+	}
+	*why = fetch_doc(cfg, client_id, doc, ttl);
+	__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
+	if (!*why)
+		*why = check_doc(cfg, client_id, *doc, out, uris);
+	return *why ? CLIENT_UNKNOWN : CLIENT_FOUND;
+}
+
+/* Caches a checked document for every node and completes out from it.
+ * CLIENT_UNKNOWN (with *why) when the id belongs to a client of another kind. */
+static enum client_find cache_put(struct db_conn *c, const char *client_id, const json_t *doc, const json_t *uris,
+				  long ttl, struct client *out, const char **why)
+{
 	static struct db_stmt q_store = DB_STMT(
 		"INSERT INTO clients(client_id, kind, client_name, redirect_uris, token_endpoint_auth_method, "
 		"metadata, cimd_expires_at) VALUES ($1, 'cimd', $2, array(SELECT json_array_elements_text($3::json)), "
@@ -424,93 +528,58 @@ int cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struc
 		"redirect_uris = EXCLUDED.redirect_uris, metadata = EXCLUDED.metadata, "
 		"cimd_expires_at = EXCLUDED.cimd_expires_at WHERE clients.kind = 'cimd' "
 		"RETURNING disabled_at IS NOT NULL");
+	const char *name = json_string_value(json_object_get(doc, "client_name"));
+	char *uris_text = json_dumps(uris, JSON_COMPACT), *doc_text = json_dumps(doc, JSON_COMPACT);
+	char ttls[24];
+	enum client_find rc = CLIENT_UNAVAILABLE;
+	PGresult *res = NULL;
+	snprintf(ttls, sizeof(ttls), "%ld", ttl);
+	const char *p[] = { client_id, name, uris_text, doc_text, ttls };
+	if ((name && !(out->name = strdup(name))) || !uris_text || !doc_text)
+		goto out;
+	if (!(res = db_exec_ok(c, &q_store, 5, p)))
+		goto out;
+	if (PQntuples(res) != 1) {
+		*why = "the client_id is already registered otherwise";
+		rc = CLIENT_UNKNOWN;
+		goto out;
+	}
+	out->disabled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	if (client_set_uris_json(out, uris) == 0)
+		rc = CLIENT_FOUND;
+out:
+	PQclear(res);
+	free(uris_text);
+	free(doc_text);
+	return rc;
+}
+
+enum client_find cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out,
+			     const char **why)
+{
 	const struct config *cfg = app->cfg;
 	json_t *doc = NULL, *uris = NULL;
-	int rc = 0;
+	long ttl = 0;
+	enum client_find rc = CLIENT_UNKNOWN;
 	memset(out, 0, sizeof(*out));
 	*why = NULL;
 	if (!cfg->registration.client_id_metadata_documents) {
 		*why = "this server does not accept URL client identifiers";
-		return 0;
+		goto out;
 	}
 	if ((*why = check_url(cfg, client_id)))
-		return 0;
-	const char *p[] = { client_id };
-	PGresult *res = db_exec_ok(c, &q_fresh, 1, p);
-	if (!res)
-		return -1;
-	if (PQntuples(res) == 1) {
-		/* Cached by any node and still fresh. */
-		snprintf(out->client_id, sizeof(out->client_id), "%s", client_id);
-		snprintf(out->kind, sizeof(out->kind), "cimd");
-		out->name = PQgetisnull(res, 0, 0) ? NULL : strdup(PQgetvalue(res, 0, 0));
-		out->disabled = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
-		uris = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
-		PQclear(res);
-	} else {
-		PQclear(res);
-		long ttl = 0;
-		if (!fetch_slot_take(cfg)) {
-			/* Busy, not invalid: the caller answers 503 as for a database
-			 * outage (-1), and the client may simply retry. */
-			log_msg(LOG_WARN, "cimd.busy", NULL, "too many client metadata fetches in flight");
-			metrics_count("cimd_fetch_total", "busy", 1);
-			*why = "too many client metadata documents are being fetched; try again in a moment";
-			return -1;
-		}
-		*why = fetch_doc(cfg, client_id, &doc, &ttl);
-		__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
-		if (*why)
-			return 0;
-		if ((*why = check_doc(cfg, client_id, doc, out, &uris))) {
-			json_decref(doc);
-			client_free(out);
-			return 0;
-		}
-		const char *name = json_string_value(json_object_get(doc, "client_name"));
-		out->name = name ? strdup(name) : NULL;
-		char *uris_text = json_dumps(uris, JSON_COMPACT), *doc_text = json_dumps(doc, JSON_COMPACT);
-		char ttls[24];
-		snprintf(ttls, sizeof(ttls), "%ld", ttl);
-		const char *ps[] = { client_id, name, uris_text, doc_text, ttls };
-		res = uris_text && doc_text ? db_exec_ok(c, &q_store, 5, ps) : NULL;
-		free(uris_text);
-		free(doc_text);
-		json_decref(doc);
-		if (!res) {
-			json_decref(uris);
-			client_free(out);
-			return -1;
-		}
-		if (PQntuples(res) != 1) {
-			/* The id belongs to a registered client of another kind. */
-			PQclear(res);
-			json_decref(uris);
-			client_free(out);
-			*why = "the client_id is already registered otherwise";
-			return 0;
-		}
-		out->disabled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-		PQclear(res);
-	}
-	size_t n = json_array_size(uris), i;
-	json_t *v;
-	out->redirect_uris = calloc(n ? n : 1, sizeof(char *));
-	if (!out->redirect_uris) {
-		rc = -1;
-		goto done;
-	}
-	json_array_foreach(uris, i, v) {
-		if (!(out->redirect_uris[out->n_redirect_uris] = strdup(json_string_value(v)))) {
-			rc = -1;
-			goto done;
-		}
-		out->n_redirect_uris++;
-	}
-	rc = 1;
-done:
+		goto out;
+	snprintf(out->client_id, sizeof(out->client_id), "%s", client_id);
+	snprintf(out->kind, sizeof(out->kind), "cimd");
+	int hit = cache_get(c, client_id, out);
+	if (hit != 0)
+		rc = hit > 0 ? CLIENT_FOUND : CLIENT_UNAVAILABLE;
+	else if ((rc = fetch_checked(cfg, client_id, &doc, &uris, &ttl, out, why)) == CLIENT_FOUND)
+		rc = cache_put(c, client_id, doc, uris, ttl, out, why);
+out:
+	json_decref(doc);
 	json_decref(uris);
-	if (rc != 1)
+	if (rc != CLIENT_FOUND)
 		client_free(out);
 	return rc;
 }

@@ -9,17 +9,22 @@
  * 'cimd') honouring Cache-Control within [cimd_min_ttl_s, cimd_max_ttl_s]. */
 #ifndef MCPB_CIMD_H
 #define MCPB_CIMD_H
+#include <sys/socket.h>
+#include <jansson.h>
 #include "app.h"
-#include "clients.h"
+#include "client.h"
+#include "db.h"
 
 /* 1 when client_id looks like a URL client id (http:// or https://, any
  * case): such ids go to cimd_lookup, which refuses anything but https. */
 int cimd_is_url(const char *client_id);
 
-/* Resolves a CIMD client: 1 found (out filled), 0 not usable (*why is a
- * fixed, printable reason), -1 database error. */
-int cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out,
-		const char **why) WUR;
+/* Resolves a CIMD client into *out (cleared first), from the shared cache
+ * or by fetching its document: CLIENT_FOUND; CLIENT_UNKNOWN with *why a
+ * fixed, printable reason; CLIENT_UNAVAILABLE (database error, or every
+ * fetch slot busy: *why says so). */
+enum client_find cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out,
+			     const char **why) WUR;
 
 /* Exposed for unit tests: 1 when the address may be connected to. */
 int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa);
@@ -31,9 +36,9 @@ int cimd_host_matches(const char *pattern, const char *host);
  * (0 for no-store/no-cache, -1 when absent); a fetched document body for
  * client_id (NULL, out filled and *uris the redirect URIs, a new reference;
  * or a fixed reason). */
-const char *cimd_check_url(const struct config *cfg, const char *url);
+const char *cimd_check_url(const struct config *cfg, const char *url) WUR;
 long cimd_max_age(const char *cache_control);
 const char *cimd_check_document(const struct config *cfg, const char *client_id, const char *body, size_t len,
-				struct client *out, json_t **uris);
+				struct client *out, json_t **uris) WUR;
 
 #endif

@@ -5,7 +5,7 @@
 #include <strings.h>
 
 #include "app.h"
-#include "clients.h"
+#include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
 #include "vault.h"
@@ -59,14 +59,14 @@ void introspect_endpoint(struct http_req *r)
 	(void)http_add_header(r, "Cache-Control", "no-store");
 	/* Wrong resource server credentials count per (id, address) like
 	 * wrong client secrets; over the limit nothing is checked. */
-	clients_named_id(r, NULL, who);
-	if (clients_failures_check(r, who) < 0)
+	client_auth_named_id(r, NULL, who);
+	if (client_auth_failures_check(r, who) < 0)
 		return;
 	const struct cfg_resource_server *rs = rs_auth(r);
 	if (!rs) {
 		(void)http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
 		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
-		clients_failures_count(r, who);
+		client_auth_failures_count(r, who);
 		return;
 	}
 	const char *why = NULL;

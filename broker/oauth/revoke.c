@@ -8,7 +8,7 @@
 
 #include "audit.h"
 #include "cache.h"
-#include "clients.h"
+#include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
 #include "grant.h"
@@ -45,8 +45,8 @@ void revoke_endpoint(struct http_req *r)
 	}
 	/* The same failure buckets as /token: a client secret cannot be tried
 	 * on here instead (unknown tokens answer 200 and are no failure). */
-	clients_named_id(r, form, who);
-	if (clients_failures_check(r, who) < 0)
+	client_auth_named_id(r, form, who);
+	if (client_auth_failures_check(r, who) < 0)
 		goto out;
 	gated = 1;
 	const char *token = form_get(form, "token");
@@ -63,9 +63,9 @@ void revoke_endpoint(struct http_req *r)
 		http_send_oauth_unavailable(r);
 		goto out;
 	}
-	enum client_auth ca = clients_authenticate(r, c, form, &cl);
+	enum client_auth ca = client_auth_verify(r, c, form, &cl);
 	if (ca != CA_OK) {
-		clients_auth_error(r, ca);
+		client_auth_error(r, ca);
 		goto out;
 	}
 	if (strlen(token) > LIM_TOKEN) {
@@ -116,7 +116,7 @@ void revoke_endpoint(struct http_req *r)
 	http_send(r, 200, "application/json", "{}", 2);
 out:
 	if (gated)
-		clients_failures_count(r, who);
+		client_auth_failures_count(r, who);
 	form_free(&form);
 	client_free(&cl);
 	db_release(r->app->db, &c);

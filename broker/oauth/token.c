@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "audit.h"
-#include "clients.h"
+#include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
 #include "grant.h"
@@ -439,8 +439,8 @@ void token_endpoint(struct http_req *r)
 	/* Failures of this (client, address) or address over the limit: turned
 	 * away before anything is looked at, so neither secrets nor codes can
 	 * be tried on. */
-	clients_named_id(r, form, who);
-	if (clients_failures_check(r, who) < 0)
+	client_auth_named_id(r, form, who);
+	if (client_auth_failures_check(r, who) < 0)
 		goto out;
 	gated = 1;
 	if (dup) {
@@ -461,9 +461,9 @@ void token_endpoint(struct http_req *r)
 		http_send_oauth_unavailable(r);
 		goto out;
 	}
-	enum client_auth ca = clients_authenticate(r, c, form, &cl);
+	enum client_auth ca = client_auth_verify(r, c, form, &cl);
 	if (ca != CA_OK) {
-		clients_auth_error(r, ca);
+		client_auth_error(r, ca);
 		goto out;
 	}
 	if (cl.confidential && client_bucket(r, &cl, NULL) < 0)
@@ -486,7 +486,7 @@ out:
 	 * expired, reused or foreign code or refresh token, a wrong verifier,
 	 * a malformed request) counts against this (client, address). */
 	if (gated)
-		clients_failures_count(r, who);
+		client_auth_failures_count(r, who);
 	form_free(&form);
 	client_free(&cl);
 	db_release(r->app->db, &c);

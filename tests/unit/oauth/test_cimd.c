@@ -38,6 +38,17 @@ static void test_max_age(void)
 	CHECK(cimd_max_age("no-store") == 0);
 	CHECK(cimd_max_age("max-age=-5") == -1);
 	CHECK(cimd_max_age("max-age=") == -1);
+	CHECK(cimd_max_age("max-age=0") == 0);
+	CHECK(cimd_max_age("private, max-age=86400, must-revalidate") == 86400);
+	/* delta-seconds is 1*DIGIT: no sign, no space, no hex. */
+	CHECK(cimd_max_age("max-age=+5") == -1);
+	CHECK(cimd_max_age("max-age= 5") == -1);
+	CHECK(cimd_max_age("max-age=0x10") == 0);
+	/* Too large to hold: 2^31 (RFC 9111 section 1.2.2), clamped later. */
+	CHECK(cimd_max_age("max-age=2147483647") == 2147483647L);
+	CHECK(cimd_max_age("max-age=2147483648") == 2147483648L);
+	CHECK(cimd_max_age("max-age=9999999999") == 2147483648L);
+	CHECK(cimd_max_age("max-age=99999999999999999999999") == 2147483648L);
 }
 
 static const char *doc(const char *client_id, const char *text)
@@ -67,8 +78,20 @@ static void test_document(void)
 	CHECK(doc(id, "{" ID ",\"redirect_uris\":[\"https://x/cb\"],"
 		      "\"token_endpoint_auth_method\":\"client_secret_basic\"}") != NULL);
 	CHECK(doc(id, "{\"client_id\":\"x\"," ID ",\"redirect_uris\":[\"https://x/cb\"]}") != NULL); /* duplicate */
+	/* Outside JSON goes through jparse: a raw NUL after the object and
+	 * nesting beyond LIM_JSON_DEPTH are refused. */
+	{
+		static const char nul[] = "{" ID ",\"redirect_uris\":[\"https://x/cb\"]}\0";
+		struct client out;
+		json_t *uris = NULL;
+		memset(&out, 0, sizeof(out));
+		CHECK(cimd_check_document(&cfg, id, nul, sizeof(nul) - 1, &out, &uris) != NULL);
+		CHECK(uris == NULL);
+		client_free(&out);
+	}
+	CHECK(doc(id, "{" ID ",\"redirect_uris\":[\"https://x/cb\"],\"x\":[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]}") != NULL);
+	CHECK(doc(id, "{" ID ",\"redirect_uris\":[\"https://x/cb\"],\"x\":[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]}") == NULL);
 #undef ID
-	CHECK(doc(id, "[]") != NULL);
 	CHECK(doc(id, "") != NULL);
 }
 

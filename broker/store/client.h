@@ -1,0 +1,56 @@
+/* The OAuth client model: what the broker knows of one client, however it
+ * was registered (configuration, RFC 7591, a Client ID Metadata Document).
+ * Depends on core only: no database, no HTTP. */
+#ifndef MCPB_CLIENT_H
+#define MCPB_CLIENT_H
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "buf.h"
+#include "config.h"
+#include "crypto.h"
+#include "lim.h"
+
+struct client {
+	char client_id[LIM_CLIENT_ID + 1];
+	char kind[8];            /* static, dynamic, cimd */
+	char *name;              /* may be NULL */
+	char **redirect_uris;
+	size_t n_redirect_uris;
+	int confidential;
+	uint8_t secret_hash[CRYPTO_SHA256_LEN];
+	int disabled;
+};
+
+/* How a client lookup ended (store/clients.h, oauth/cimd.h,
+ * oauth/client_resolve.h). Anything but CLIENT_FOUND leaves the client
+ * all zero. */
+enum client_find {
+	CLIENT_FOUND = 0,   /* filled in, enabled or not: check ->disabled */
+	CLIENT_UNKNOWN,     /* no usable client by that id */
+	CLIENT_UNAVAILABLE, /* database error, allocation failure, fetches saturated: answer 503 */
+};
+
+/* Frees what cl owns, wipes the secret hash and zeroes *cl. An all-zero
+ * client may be freed, and freed again. */
+void client_free(struct client *cl);
+
+/* 1 when id can be a client_id at all: 1..LIM_CLIENT_ID bytes of VSCHAR
+ * (RFC 6749 appendix A.1). Anything else is nobody's id. */
+int client_id_ok(const char *id);
+
+/* Replaces cl's redirect URIs with copies of uris[0..n). 0, or -1 on
+ * allocation failure with cl holding none. */
+int client_set_uris(struct client *cl, const char *const *uris, size_t n) WUR;
+/* The same from a JSON array of 1..LIM_REDIRECT_URIS strings; -1 for
+ * anything else. */
+int client_set_uris_json(struct client *cl, const json_t *uris) WUR;
+
+/* 1 when uri is one of cl's redirect URIs (loopback: any port, RFC 8252 7.3). */
+int client_redirect_ok(const struct client *cl, const char *uri);
+
+/* 1 when the registration policy allows this kind of redirect URI: https
+ * always; loopback http and private-use schemes as configured. */
+int client_redirect_policy_ok(const struct config *cfg, const char *uri);
+
+#endif
