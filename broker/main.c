@@ -201,9 +201,8 @@ static int cmd_rotate_keys(int argc, char **argv)
 		fprintf(stderr, "mcp-broker rotate-keys: database unreachable or schema not current\n");
 		goto out;
 	}
-	long unreadable = 0;
-	long n = rotate_keys(cfg, pg, &unreadable);
-	if (n >= 0) {
+	long n = 0, unreadable = 0;
+	if (rotate_keys(cfg, pg, &n, &unreadable) == 0) {
 		printf("re-encrypted %ld grant%s under key \"%s\"; %ld unreadable\n", n, n == 1 ? "" : "s",
 		       cfg->encryption_keys[0].id, unreadable);
 		rc = unreadable ? 1 : 0;

@@ -12,12 +12,35 @@
 
 #define DB_WAIT_MS 2000
 
+/* Revokes the client's own token in one transaction: a refresh token
+ * stands for its whole grant, an access token for itself. hash is the
+ * token's bytea hex text. 0 committed; -1 the database failed. */
+static int revoke_owned(struct http_req *r, struct db_conn *c, const struct client *cl, const char *hash,
+			const char *grant_id, int refresh)
+{
+	static struct db_stmt q_one = DB_STMT(
+		"UPDATE tokens SET revoked_at = now() WHERE token_hash = $1::bytea AND revoked_at IS NULL");
+	char actor[LIM_CLIENT_ID + 8];
+	snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
+	int ok = db_begin(c) == 0;
+	if (ok && refresh) {
+		ok = grant_revoke(r->app, c, grant_id, "client_revoked", actor, r->id) >= 0;
+	} else if (ok) {
+		const char *p[] = { hash };
+		PGresult *u = db_exec_ok(c, &q_one, 1, p);
+		int changed = u && strcmp(PQcmdTuples(u), "0") != 0;
+		struct audit a = { "token.revoked", actor, NULL, cl->client_id, grant_id, r->id };
+		ok = u && (!changed || (notify_publish(c, &(struct revocation){ .token_hash = hash + 2 }) == 0 &&
+					audit_record(c, &a, json_pack("{s:s}", "kind", "access")) == 0));
+		PQclear(u);
+	}
+	return ok && db_commit(c) == 0 ? 0 : -1;
+}
+
 void revoke_endpoint(struct http_req *r)
 {
 	static struct db_stmt q_find = DB_STMT(
 		"SELECT kind, grant_id::text, client_id FROM tokens WHERE token_hash = $1::bytea");
-	static struct db_stmt q_one = DB_STMT(
-		"UPDATE tokens SET revoked_at = now() WHERE token_hash = $1::bytea AND revoked_at IS NULL");
 	struct db_conn *c = NULL;
 	struct client cl;
 	json_t *form = NULL;
@@ -80,21 +103,7 @@ void revoke_endpoint(struct http_req *r)
 		http_send(r, 200, "application/json", "{}", 2);
 		goto out;
 	}
-	char actor[LIM_CLIENT_ID + 8];
-	snprintf(actor, sizeof(actor), "client:%s", cl.client_id);
-	int ok = db_begin(c) == 0;
-	if (ok && refresh) {
-		/* A refresh token stands for the whole grant. */
-		ok = grant_revoke(r->app, c, grant_id, "client_revoked", actor, r->id) >= 0;
-	} else if (ok) {
-		PGresult *u = db_exec_ok(c, &q_one, 1, p);
-		int changed = u && strcmp(PQcmdTuples(u), "0") != 0;
-		struct audit a = { "token.revoked", actor, NULL, cl.client_id, grant_id, r->id };
-		ok = u && (!changed || (notify_publish(c, &(struct revocation){ .token_hash = hash + 2 }) == 0 &&
-					audit_record(c, &a, json_pack("{s:s}", "kind", "access")) == 0));
-		PQclear(u);
-	}
-	if (!ok || db_commit(c) < 0) {
+	if (revoke_owned(r, c, &cl, hash, grant_id, refresh) < 0) {
 		http_send_oauth_unavailable(r);
 		goto out;
 	}
