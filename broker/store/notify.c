@@ -268,7 +268,8 @@ static int resync(PGconn *pg)
 	if (l.failed || buf_adds(&l.grants, l.grants.len ? "}" : "{}") < 0 ||
 	    buf_adds(&l.tokens, l.tokens.len ? "}" : "{}") < 0) {
 		/* Too much to ask about: everything it serves may be revoked. */
-		log_msg(LOG_WARN, "cache.resync_overflow", NULL, "too many live transfers to check: ending them all");
+		log_msg(LOG_WARN, "cache.resync_overflow", NULL,
+			"too many live transfers to check: ending them all");
 		tell_everything();
 		rc = 0;
 		goto out;
@@ -395,7 +396,8 @@ static void *listen_loop(void *arg)
 		 * without an answer to the heartbeat it is deaf: cache off, live
 		 * transfers ended (fail closed), reconnect. */
 		if (sent && mono_ms() - sent > NOTIFY_SILENCE_MS) {
-			log_msg(LOG_WARN, "cache.listen_silent", NULL, "revocation listener silent: token cache off, live transfers ended");
+			log_msg(LOG_WARN, "cache.listen_silent", NULL,
+				"revocation listener silent: token cache off, live transfers ended");
 			tell_state(NOTIFY_DEAF);
 			tell_everything();
 			deaf = 1;

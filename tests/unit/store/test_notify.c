@@ -141,7 +141,8 @@ static void grammar(void)
 		big[NOTIFY_PAYLOAD_MAX - 2] = '"'; /* one byte shorter: fits */
 		big[NOTIFY_PAYLOAD_MAX - 1] = '}';
 		big[NOTIFY_PAYLOAD_MAX] = '\0';
-		CHECK(notify_parse(big, &m) == 0 && m.rv.client_id && strlen(m.rv.client_id) == NOTIFY_PAYLOAD_MAX - 18);
+		CHECK(notify_parse(big, &m) == 0 && m.rv.client_id &&
+		      strlen(m.rv.client_id) == NOTIFY_PAYLOAD_MAX - 18);
 		notify_msg_free(&m);
 		free(big);
 	}
