@@ -19,7 +19,8 @@
 #include "clients.h"
 #include "housekeeping.h"
 #include "engine.h"
-#include "revoke.h"
+#include "notify.h"
+#include "revoker.h"
 #include "rotate.h"
 #include "routes.h"
 
@@ -200,9 +201,8 @@ static int cmd_rotate_keys(int argc, char **argv)
 		fprintf(stderr, "mcp-broker rotate-keys: database unreachable or schema not current\n");
 		goto out;
 	}
-	long unreadable = 0;
-	long n = rotate_keys(cfg, pg, &unreadable);
-	if (n >= 0) {
+	long n = 0, unreadable = 0;
+	if (rotate_keys(cfg, pg, &n, &unreadable) == 0) {
 		printf("re-encrypted %ld grant%s under key \"%s\"; %ld unreadable\n", n, n == 1 ? "" : "s",
 		       cfg->encryption_keys[0].id, unreadable);
 		rc = unreadable ? 1 : 0;
@@ -240,16 +240,16 @@ static int check_schema(const struct config *cfg)
 	return 0;
 }
 
-/* The cache (store side) and the proxy (engine) know nothing of each
- * other: these adapters are the wiring. */
-static void end_transfers(const struct cache_revocation *rv, void *arg)
+/* The revocation announcements (store side) and the proxy (engine) know
+ * nothing of each other: these adapters are the wiring. */
+static void end_transfers(const struct revocation *rv, void *arg)
 {
 	(void)arg;
 	struct engine_match m = { rv->grant_id, rv->token_hash, rv->client_id, rv->subject, rv->upstream };
 	engine_end_matching(&m);
 }
 
-static void list_transfers(cache_emit_fn emit, void *ctx, void *arg)
+static void list_transfers(notify_emit_fn emit, void *ctx, void *arg)
 {
 	(void)arg;
 	engine_each_live(emit, ctx);
@@ -301,11 +301,13 @@ static int cmd_serve(int argc, char **argv)
 		log_msg(LOG_ERROR, "serve.clients", NULL, "cannot record the configured clients");
 		goto out;
 	}
-	/* Revocations end live transfers: the cache learns of them (its own
-	 * node's and, by NOTIFY, every node's) and tells the proxy. */
-	if (cache_on_revoke(end_transfers, NULL) < 0 || cache_on_resync(list_transfers, NULL) < 0 ||
-	    engine_start() < 0 || housekeeping_start(&app) < 0 || revoke_worker_start(&app) < 0 ||
-	    cache_start(&app) < 0 || audit_writer_start(&app) < 0) {
+	/* Revocations (this node's and, by NOTIFY, every node's) evict from the
+	 * cache first, then end live transfers and wake the revoker: notify
+	 * tells its subscribers in the order they registered, all before the
+	 * listener starts. */
+	if (cache_start() < 0 || notify_on_revoke(end_transfers, NULL) < 0 ||
+	    notify_on_resync(list_transfers, NULL) < 0 || engine_start() < 0 || housekeeping_start(&app) < 0 ||
+	    revoker_start(&app) < 0 || notify_start(&app) < 0 || audit_writer_start(&app) < 0) {
 		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
 		goto out;
 	}
@@ -341,7 +343,8 @@ out:
 	engine_free();
 	audit_writer_stop(); /* after the server: every request's records are queued */
 	housekeeping_stop();
-	revoke_worker_stop();
+	revoker_stop();
+	notify_stop();
 	cache_stop();
 	routes_free(&routes, nroutes);
 	db_close(&app.db);

@@ -5,20 +5,11 @@
 #define MCPB_TOKEN_H
 #include "app.h"
 #include "db.h"
+#include "grant.h"
 #include "http.h"
 #include "lim.h"
 
 void token_endpoint(struct http_req *r);
 
-struct token_info {
-	char grant_id[37];
-	char client_id[LIM_CLIENT_ID + 1];
-	char resource[2048];
-	char scope[LIM_SCOPE + 1];
-	char user_id[37];
-	char subject[300];
-	char upstream[65];
-	long long exp; /* expiry, seconds since the epoch */
-};
 
 #endif

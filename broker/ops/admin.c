@@ -6,10 +6,10 @@
 
 #include "app.h"
 #include "audit.h"
-#include "cache.h"
 #include "crypto.h"
 #include "grant.h"
 #include "log.h"
+#include "notify.h"
 
 #define DB_WAIT_MS 2000
 #define ADMIN_PAGE_MAX 500
@@ -222,8 +222,8 @@ void admin_revoke(struct http_req *r)
 		revoked += rc;
 	}
 	PQclear(res);
-	struct cache_revocation sel = { .client_id = client, .subject = user, .upstream = upstream };
-	if (!gid && revoked > 0 && grant_announce(c, &sel) < 0)
+	struct revocation sel = { .client_id = client, .subject = user, .upstream = upstream };
+	if (!gid && revoked > 0 && notify_publish(c, &sel) < 0)
 		goto fail;
 	if (disable) {
 		const char *pd[] = { client };

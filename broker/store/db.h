@@ -27,7 +27,7 @@ struct db_conn {
 };
 
 /* Builds the pool; connections are opened lazily. NULL on allocation failure. */
-struct db *db_open(const struct config *cfg);
+struct db *db_open(const struct config *cfg) WUR;
 void db_close(struct db **db);
 
 /* Takes a healthy connection, waiting at most timeout_ms for a free one and
@@ -39,9 +39,9 @@ void db_release(struct db *db, struct db_conn **c);
 /* Executes a prepared statement with text parameters (NULL = SQL NULL).
  * Returns the result (caller PQclear()s) or NULL after logging the failure;
  * a NULL result with db_conn_broken() true means the server went away. */
-PGresult *db_exec(struct db_conn *c, struct db_stmt *st, int n, const char *const *params);
+PGresult *db_exec(struct db_conn *c, struct db_stmt *st, int n, const char *const *params) WUR;
 /* Same, checking the result status is TUPLES_OK or COMMAND_OK. */
-PGresult *db_exec_ok(struct db_conn *c, struct db_stmt *st, int n, const char *const *params);
+PGresult *db_exec_ok(struct db_conn *c, struct db_stmt *st, int n, const char *const *params) WUR;
 /* Runs a parameterless command (BEGIN, COMMIT, ...): 0 or -1. */
 int db_command(struct db_conn *c, const char *sql) WUR;
 int db_begin(struct db_conn *c) WUR;
@@ -51,7 +51,7 @@ int db_conn_broken(const struct db_conn *c);
 
 /* Opens one standalone connection (migrations, LISTEN). NULL on failure,
  * with the reason logged. */
-PGconn *db_connect_one(const struct config *cfg, const char *application_name);
+PGconn *db_connect_one(const struct config *cfg, const char *application_name) WUR;
 
 /* Pool statistics for /metrics. */
 void db_stats(struct db *db, int *size, int *in_use, long *waits, long *reconnects);

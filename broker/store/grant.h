@@ -6,27 +6,24 @@
 #include <jansson.h>
 #include "app.h"
 #include "db.h"
+#include "lim.h"
 
 #define TOKEN_PREFIX_ACCESS  "mcpb_at_"
 #define TOKEN_PREFIX_REFRESH "mcpb_rt_"
 #define TOKEN_PREFIX_CODE    "mcpb_ac_"
 #define TOKEN_TEXT_MAX 64
 
-/* NOTIFY channel of revocations. Payloads (at most GRANT_NOTIFY_MAX bytes):
- *   g:<grant id>            one grant was revoked
- *   t:\x<64 hex>            one access token (its SHA-256) was revoked
- *   r:{"client_id"?, "subject"?, "upstream"?, "grant_id"?}
- *                           every grant matching all the fields given (the
- *                           operator API's selectors: one notification per
- *                           bulk revocation, however many grants it took)
- *   *                       everything was revoked
- *   u:<grant id>            the grant's upstream token changed (no revocation)
- * Every node evicts what it cached and ends the transfers the revocation
- * covers; a payload a node cannot read counts as "*". */
-#define GRANT_NOTIFY_CHANNEL "mcpb_revoke"
-#define GRANT_NOTIFY_MAX 7999 /* PostgreSQL refuses payloads of 8000 bytes */
-
-struct cache_revocation;
+/* What a valid access token stands for (token_validate, the token cache). */
+struct token_info {
+	char grant_id[37];
+	char client_id[LIM_CLIENT_ID + 1];
+	char resource[2048];
+	char scope[LIM_SCOPE + 1];
+	char user_id[37];
+	char subject[300];
+	char upstream[65];
+	long long exp; /* expiry, seconds since the epoch */
+};
 
 struct issued {
 	char access[TOKEN_TEXT_MAX];
@@ -38,22 +35,22 @@ struct issued {
 /* Issues a fresh pair for the grant with the given space-separated scope. */
 int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
 		const char *resource, const char *scope, struct issued *out) WUR;
-/* The RFC 6749 token response for out. */
-json_t *grant_token_response(const struct issued *out);
+/* The RFC 6749 token response for out; NULL when out of memory. */
+json_t *grant_token_response(const struct issued *out) WUR;
 void issued_wipe(struct issued *out);
 
-/* Marks the grant revoked with all its tokens, records the audit event and
- * notifies every node. 1 revoked, 0 already revoked or unknown, -1 error. */
-int grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
-		 const char *actor, const char *request_id) WUR;
+enum grant_revoke_rc {
+	GRANT_REVOKE_FAILED = -1, /* database error or out of memory: roll back */
+	GRANT_UNCHANGED = 0,      /* already revoked, or unknown */
+	GRANT_REVOKED = 1,
+};
+/* Marks the grant revoked with all its tokens, queues its upstream
+ * revocation, records the audit event and announces it (notify_publish). */
+enum grant_revoke_rc grant_revoke(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+				  const char *actor, const char *request_id) WUR;
 /* The same for one grant of a bulk revocation: the caller announces the
- * whole selection once with grant_announce(). */
-int grant_revoke_quiet(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
-		       const char *actor, const char *request_id) WUR;
-/* Announces a revocation made in the caller's transaction: this node evicts
- * and ends its transfers now, every node (this one again) when it commits
- * (NOTIFY), and the upstream revocation worker is woken. A selector whose
- * payload would not fit is announced as "*". -1 on a database error. */
-int grant_announce(struct db_conn *c, const struct cache_revocation *rv) WUR;
+ * whole selection once with notify_publish(). */
+enum grant_revoke_rc grant_revoke_quiet(struct app *app, struct db_conn *c, const char *grant_id,
+					const char *reason, const char *actor, const char *request_id) WUR;
 
 #endif

@@ -1,14 +1,17 @@
-#include "db.h"
 #include "housekeeping.h"
 
 #include <pthread.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <time.h>
 
+#include "db.h"
 #include "log.h"
+#include "num.h"
 
-#define HK_BATCH "500"
+#define HK_BATCH_ROWS 500
+#define HK_BATCH "500" /* HK_BATCH_ROWS in SQL */
+#define HK_ROUNDS 100  /* batches of one statement per pass */
+#define HK_DB_WAIT_MS 1000
 #define HK_LOCK_KEY "7881707912358893427"
 
 static pthread_t hk_thread;
@@ -46,50 +49,51 @@ static struct db_stmt purge_clients = DB_STMT(
 	" OR (c.kind = 'cimd' AND c.cimd_expires_at < now() - interval '7 days')) "
 	"AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.client_id = c.client_id) LIMIT " HK_BATCH ")");
 
-long housekeeping_run_once(struct app *app)
+/* Runs one purge statement; 0 with *n rows deleted, or -1. */
+static int purge_run(struct db_conn *c, struct db_stmt *st, int np, const char *const *p, long long *n)
+{
+	PGresult *r = db_exec_ok(c, st, np, p);
+	int rc = r && num_parse(PQcmdTuples(r), 0, HK_BATCH_ROWS, n) == 0 ? 0 : -1;
+	PQclear(r);
+	return rc;
+}
+
+/* One pass. A failure was logged where it happened (db.error, ...) and
+ * the next interval tries again: nothing to report beside the rows. */
+static void run_once(struct app *app)
 {
 	static struct db_stmt q_lock = DB_STMT("SELECT pg_try_advisory_lock(" HK_LOCK_KEY ")");
 	static struct db_stmt q_unlock = DB_STMT("SELECT pg_advisory_unlock(" HK_LOCK_KEY ")");
 	struct db_conn *c = NULL;
-	long total = 0;
-	if (db_acquire(app->db, &c, 1000) < 0)
-		return -1;
+	long long n = 0;
+	long deleted = 0;
+	if (db_acquire(app->db, &c, HK_DB_WAIT_MS) < 0)
+		return;
 	PGresult *r = db_exec_ok(c, &q_lock, 0, NULL);
 	int locked = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
 	PQclear(r);
-	if (!locked) {
-		db_release(app->db, &c);
-		return 0; /* another node is on it */
-	}
+	if (!locked)
+		goto out; /* another node is on it */
 	for (size_t i = 0; i < sizeof(purge) / sizeof(purge[0]); i++) {
-		for (int rounds = 0; rounds < 100; rounds++) {
-			r = db_exec_ok(c, &purge[i], 0, NULL);
-			if (!r) {
-				total = -1;
+		for (int rounds = 0; rounds < HK_ROUNDS; rounds++) {
+			if (purge_run(c, &purge[i], 0, NULL, &n) < 0)
 				goto out;
-			}
-			long n = strtol(PQcmdTuples(r), NULL, 10);
-			PQclear(r);
-			total += n;
-			if (n < 500)
+			deleted += (long)n;
+			if (n < HK_BATCH_ROWS)
 				break;
 		}
 	}
-	{
-		char days[16];
-		snprintf(days, sizeof(days), "%ld", app->cfg->registration.dynamic_client_ttl_days);
-		const char *p[] = { days };
-		r = db_exec_ok(c, &purge_clients, 1, p);
-		if (r)
-			total += strtol(PQcmdTuples(r), NULL, 10);
-		PQclear(r);
-	}
+	char days[24];
+	snprintf(days, sizeof(days), "%ld", app->cfg->registration.dynamic_client_ttl_days);
+	const char *p[] = { days };
+	if (purge_run(c, &purge_clients, 1, p, &n) == 0)
+		deleted += (long)n;
 out:
-	PQclear(db_exec_ok(c, &q_unlock, 0, NULL));
+	if (locked)
+		PQclear(db_exec_ok(c, &q_unlock, 0, NULL));
 	db_release(app->db, &c);
-	if (total > 0)
-		log_msg(LOG_INFO, "housekeeping.purged", NULL, "%ld expired rows deleted", total);
-	return total;
+	if (deleted > 0)
+		log_msg(LOG_INFO, "housekeeping.purged", NULL, "%ld expired rows deleted", deleted);
 }
 
 static void *loop(void *arg)
@@ -104,7 +108,7 @@ static void *loop(void *arg)
 		if (hk_stop)
 			break;
 		pthread_mutex_unlock(&hk_lock);
-		(void)housekeeping_run_once(app);
+		run_once(app);
 		pthread_mutex_lock(&hk_lock);
 	}
 	pthread_mutex_unlock(&hk_lock);

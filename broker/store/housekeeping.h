@@ -5,9 +5,9 @@
 #define MCPB_HOUSEKEEPING_H
 #include "app.h"
 
+/* Starts the thread: a pass every housekeeping_interval_s. -1 when the
+ * thread cannot be created. */
 int housekeeping_start(struct app *app) WUR;
 void housekeeping_stop(void);
-/* One pass (tests, and the thread's loop): rows deleted, or -1. */
-long housekeeping_run_once(struct app *app);
 
 #endif

@@ -1,10 +1,11 @@
 #include "migrate.h"
 
+#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "num.h"
 
 /* pg_advisory_lock key: "mcpb" "migr" */
 #define MIGRATE_LOCK_KEY "7881707912358893426"
@@ -36,19 +37,21 @@ static int exec_ok(PGconn *pg, const char *sql, const char *what)
 int migrate_current(PGconn *pg, int *version)
 {
 	PGresult *r = PQexec(pg, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+	long long v = 0;
+	int rc = -1;
 	if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-		*version = atoi(PQgetvalue(r, 0, 0)); /* database integer, not request data */
-		PQclear(r);
-		return 0;
+		if (num_parse(PQgetvalue(r, 0, 0), 0, INT_MAX, &v) < 0)
+			goto out;
+	} else {
+		const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+		if (!state || strcmp(state, "42P01") != 0) /* undefined_table: version 0 */
+			goto out;
 	}
-	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-	int missing = state && strcmp(state, "42P01") == 0; /* undefined_table */
+	*version = (int)v;
+	rc = 0;
+out:
 	PQclear(r);
-	if (missing) {
-		*version = 0;
-		return 0;
-	}
-	return -1;
+	return rc;
 }
 
 int migrate_run(PGconn *pg, int *applied)

@@ -3,10 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "log.h"
 #include "vault.h"
 
 #define ROTATE_BATCH "100"
+#define ROTATE_SKIP_BYTES (16 * 1024 * 1024) /* ids of unreadable grants, 37 bytes each */
 
 static int exec_cmd(PGconn *pg, const char *sql)
 {
@@ -16,20 +18,23 @@ static int exec_cmd(PGconn *pg, const char *sql)
 	return ok ? 0 : -1;
 }
 
-/* Re-seals one sealed value under the active key; NULL in -> NULL out. */
-static int reseal(const struct config *cfg, const char *key_id, const char *gid, const char *purpose,
-		  const char *in, char **out)
+enum reseal_rc { RESEAL_OK, RESEAL_UNREADABLE, RESEAL_FAILED };
+
+/* Re-seals one sealed value under the active key; NULL in -> NULL out.
+ * UNREADABLE: it does not open under the key its row names. */
+static enum reseal_rc reseal(const struct config *cfg, const char *key_id, const char *gid, const char *purpose,
+			     const char *in, char **out)
 {
 	*out = NULL;
 	if (!in)
-		return 0;
+		return RESEAL_OK;
 	char *pt = vault_open(cfg, key_id, gid, purpose, in);
 	if (!pt)
-		return -1;
+		return RESEAL_UNREADABLE;
 	const char *active = NULL;
 	*out = vault_seal(cfg, gid, purpose, pt, &active);
 	vault_free(pt);
-	return *out ? 0 : -1;
+	return *out ? RESEAL_OK : RESEAL_FAILED;
 }
 
 /* The sweep passes over rows another transaction holds, so that it never
@@ -40,7 +45,7 @@ static int reseal(const struct config *cfg, const char *key_id, const char *gid,
  * holds FOR KEY SHARE on its grant, which only FOR UPDATE conflicts with. */
 #define ROTATE_SELECT                                                   \
 	"SELECT id::text, key_id, up_access, up_refresh FROM grants "   \
-	"WHERE key_id <> $1 AND NOT (id = ANY($2::uuid[])) ORDER BY id "
+	"WHERE key_id <> $1 AND NOT (id = ANY(string_to_array($2, ',')::uuid[])) ORDER BY id "
 static const char q_sweep[] = ROTATE_SELECT "LIMIT " ROTATE_BATCH " FOR NO KEY UPDATE SKIP LOCKED";
 static const char q_wait[] = ROTATE_SELECT "LIMIT 1 FOR NO KEY UPDATE";
 
@@ -55,53 +60,68 @@ static long lock_wait_ms(const struct config *cfg)
 	return ms + 2 * cfg->database.statement_timeout_ms;
 }
 
-long rotate_keys(const struct config *cfg, PGconn *pg, long *unreadable)
+enum row_rc { ROW_OK, ROW_DB_FAILED, ROW_NO_MEMORY };
+
+/* Re-encrypts row i of r (*done), or counts it in *unreadable and adds its
+ * id to skip when it does not open. */
+static enum row_rc rotate_row(const struct config *cfg, PGconn *pg, PGresult *r, int i, struct buf *skip, long *done,
+		      long *unreadable)
+{
+	static const char q_update[] =
+		"UPDATE grants SET key_id = $2, up_access = $3::bytea, up_refresh = $4::bytea, "
+		"updated_at = now() WHERE id = $1::uuid";
+	const char *gid = PQgetvalue(r, i, 0), *kid = PQgetvalue(r, i, 1);
+	char *a = NULL, *b = NULL;
+	enum row_rc rc = ROW_NO_MEMORY;
+	enum reseal_rc ra = reseal(cfg, kid, gid, "access", PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2), &a);
+	enum reseal_rc rb = ra != RESEAL_OK ? ra
+			    : reseal(cfg, kid, gid, "refresh", PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), &b);
+	if (rb == RESEAL_FAILED)
+		goto out;
+	if (rb == RESEAL_UNREADABLE) {
+		(*unreadable)++;
+		log_msg(LOG_ERROR, "rotate.unreadable", NULL,
+			"grant %s: its key \"%s\" is not configured or the data is damaged", gid, kid);
+		/* Skipped by id from now on, so that the loop ends. */
+		if (buf_printf(skip, "%s%s", skip->len ? "," : "", gid) == 0)
+			rc = ROW_OK;
+		goto out;
+	}
+	const char *u[] = { gid, cfg->encryption_keys[0].id, a, b };
+	PGresult *w = PQexecParams(pg, q_update, 4, NULL, u, NULL, NULL, 0);
+	int ok = w && PQresultStatus(w) == PGRES_COMMAND_OK;
+	PQclear(w);
+	rc = ok ? ROW_OK : ROW_DB_FAILED;
+	*done += ok;
+out:
+	free(a);
+	free(b);
+	return rc;
+}
+
+int rotate_keys(const struct config *cfg, PGconn *pg, long *done, long *unreadable)
 {
 	const char *active = cfg->encryption_keys[0].id;
-	long done = 0, rc = -1;
-	int waiting = 0;
+	int waiting = 0, rc = -1, oom = 0;
 	char wait_sql[64];
+	struct buf skip;
 	PGresult *r = NULL;
+	*done = 0;
 	*unreadable = 0;
+	buf_init(&skip, ROTATE_SKIP_BYTES);
 	snprintf(wait_sql, sizeof(wait_sql), "SET LOCAL statement_timeout = %ld", lock_wait_ms(cfg));
-	/* Rows that fail to decrypt are skipped by id so the loop ends. */
-	char *skip = strdup("{}");
 	for (;;) {
-		if (!skip || exec_cmd(pg, "BEGIN") < 0 || (waiting && exec_cmd(pg, wait_sql) < 0))
+		if (exec_cmd(pg, "BEGIN") < 0 || (waiting && exec_cmd(pg, wait_sql) < 0))
 			goto out;
-		const char *p[] = { active, skip };
+		const char *p[] = { active, skip.ptr ? skip.ptr : "" };
 		r = PQexecParams(pg, waiting ? q_wait : q_sweep, 2, NULL, p, NULL, NULL, 0);
 		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
 			goto out;
 		int n = PQntuples(r);
 		for (int i = 0; i < n; i++) {
-			const char *gid = PQgetvalue(r, i, 0), *kid = PQgetvalue(r, i, 1);
-			char *a = NULL, *b = NULL;
-			int bad = reseal(cfg, kid, gid, "access", PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2), &a) < 0 ||
-				  reseal(cfg, kid, gid, "refresh", PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), &b) < 0;
-			int ok = 1;
-			if (bad) {
-				(*unreadable)++;
-				log_msg(LOG_ERROR, "rotate.unreadable", NULL,
-					"grant %s: its key \"%s\" is not configured or the data is damaged", gid, kid);
-				size_t len = strlen(skip) + 40;
-				char *ns = malloc(len);
-				if (ns)
-					snprintf(ns, len, "%.*s%s%s}", (int)(strlen(skip) - 1), skip, strlen(skip) > 2 ? "," : "", gid);
-				free(skip);
-				skip = ns;
-			} else {
-				const char *u[] = { gid, active, a, b };
-				PGresult *w = PQexecParams(pg,
-					"UPDATE grants SET key_id = $2, up_access = $3::bytea, up_refresh = $4::bytea, "
-					"updated_at = now() WHERE id = $1::uuid", 4, NULL, u, NULL, NULL, 0);
-				ok = w && PQresultStatus(w) == PGRES_COMMAND_OK;
-				PQclear(w);
-				done += ok;
-			}
-			free(a);
-			free(b);
-			if (!ok || !skip)
+			enum row_rc row = rotate_row(cfg, pg, r, i, &skip, done, unreadable);
+			oom = row == ROW_NO_MEMORY;
+			if (row != ROW_OK)
 				goto out;
 		}
 		PQclear(r);
@@ -113,13 +133,13 @@ long rotate_keys(const struct config *cfg, PGconn *pg, long *unreadable)
 		if (n == 0)
 			waiting = 1;
 	}
-	rc = done;
+	rc = 0;
 out:
 	PQclear(r);
 	if (rc < 0) {
-		log_msg(LOG_ERROR, "rotate.failed", NULL, "%s", skip ? PQerrorMessage(pg) : "out of memory");
+		log_msg(LOG_ERROR, "rotate.failed", NULL, "%s", oom ? "out of memory" : PQerrorMessage(pg));
 		exec_cmd(pg, "ROLLBACK");
 	}
-	free(skip);
+	buf_free(&skip);
 	return rc;
 }

@@ -6,8 +6,9 @@
 #include <libpq-fe.h>
 #include "config.h"
 
-/* Returns the number of grants re-encrypted, or -1 (logged). A grant whose
- * key is not configured any more is counted in *unreadable and left as is. */
-long rotate_keys(const struct config *cfg, PGconn *pg, long *unreadable);
+/* 0 with *done grants re-encrypted, or -1 (logged). A grant whose key is
+ * not configured any more (or whose data does not open) is counted in
+ * *unreadable and left as is. */
+int rotate_keys(const struct config *cfg, PGconn *pg, long *done, long *unreadable) WUR;
 
 #endif

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #define VAULT_VERSION 1
+#define VAULT_HEX_MAX (1024 * 1024) /* hex digits of one blob */
 
 static char *to_hex(const uint8_t *b, size_t n)
 {
@@ -42,7 +43,7 @@ static uint8_t *from_hex(const char *s, size_t *n)
 		return NULL;
 	s += 2;
 	size_t len = strlen(s);
-	if (len % 2 || len > 1024 * 1024)
+	if (len % 2 || len > VAULT_HEX_MAX)
 		return NULL;
 	uint8_t *out = malloc(len / 2 + 1);
 	if (!out)
@@ -87,8 +88,13 @@ char *vault_open_key(const uint8_t key[CRYPTO_KEY_LEN], const char *aad, const c
 	pt = malloc(n + 1);
 	if (!pt)
 		goto out;
+	/* A plaintext that does not authenticate may have been written before
+	 * the tag was checked; every sealed value is text, and vault_free wipes
+	 * up to its first NUL. */
 	if (crypto_aead_open(key, aad, strlen(aad), blob + 1, blob + 1 + CRYPTO_NONCE_LEN, n,
-			     blob + 1 + CRYPTO_NONCE_LEN + n, (uint8_t *)pt) < 0) {
+			     blob + 1 + CRYPTO_NONCE_LEN + n, (uint8_t *)pt) < 0 ||
+	    memchr(pt, '\0', n) != NULL) {
+		OPENSSL_cleanse(pt, n);
 		free(pt);
 		pt = NULL;
 		goto out;

@@ -12,18 +12,20 @@
 
 struct config;
 
-/* Seals pt under key with aad; returns malloc'd "\x<hex>" or NULL. */
-char *vault_seal_key(const uint8_t key[CRYPTO_KEY_LEN], const char *aad, const void *pt, size_t n);
+/* Seals pt under key with aad; returns malloc'd "\x<hex>" or NULL (out of
+ * memory, no randomness). */
+char *vault_seal_key(const uint8_t key[CRYPTO_KEY_LEN], const char *aad, const void *pt, size_t n) WUR;
 /* Opens a "\x<hex>" blob; returns malloc'd NUL-terminated plaintext (free
- * with vault_free) or NULL when it does not authenticate. */
-char *vault_open_key(const uint8_t key[CRYPTO_KEY_LEN], const char *aad, const char *hex, size_t *n);
+ * with vault_free), or NULL when it is malformed, longer than 1 MiB of hex,
+ * does not authenticate, holds a NUL byte, or memory ran out. */
+char *vault_open_key(const uint8_t key[CRYPTO_KEY_LEN], const char *aad, const char *hex, size_t *n) WUR;
 
 /* The same under the configuration's keys: seal with the active key (its id
  * in *key_id), open with the key named key_id. AAD = "<id>:<purpose>". */
 char *vault_seal(const struct config *cfg, const char *id, const char *purpose, const char *pt,
-		 const char **key_id);
+		 const char **key_id) WUR;
 char *vault_open(const struct config *cfg, const char *key_id, const char *id, const char *purpose,
-		 const char *hex);
+		 const char *hex) WUR;
 
 /* Wipes and frees a plaintext returned by vault_open*. */
 void vault_free(char *pt);

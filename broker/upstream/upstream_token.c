@@ -10,6 +10,7 @@
 #include "grant.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "upstream.h"
 #include "vault.h"
 
@@ -201,7 +202,7 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 	if (!r)
 		goto out;
 	PQclear(r);
-	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" GRANT_NOTIFY_CHANNEL "', 'u:' || $1)");
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" NOTIFY_CHANNEL "', 'u:' || $1)");
 	const char *pn[] = { grant_id };
 	if (!(r = db_exec_ok(c, &q_notify, 1, pn)))
 		goto out;

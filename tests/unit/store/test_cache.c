@@ -1,149 +1,141 @@
-/* Revocation announcements: what grant.c puts on GRANT_NOTIFY_CHANNEL and
- * what a node's cache makes of it (the revocation its subscribers, the
- * proxy among them, are told of). grant.c is included to reach the payload
- * encoder; a payload a node cannot read must count as "everything". */
+/* cache.c: the token, upstream and session tables of one node, driven the
+ * way the node drives them: off until notify says the node listens, every
+ * revocation notify delivers evicts what it covers (and only that), an
+ * upstream refresh evicts its grant, deafness turns the cache off and
+ * empty, and a put that raced an eviction is dropped. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "../../../broker/store/grant.c"
-#include "cache.h"
+#include "../../../broker/store/cache.c"
 #include "test.h"
 
-static struct {
-	int calls;
-	char grant_id[80], token_hash[80], client_id[9000], subject[400], upstream[80];
-	int has[5];
-} seen;
+#define G1 "0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b"
+#define G2 "7d1e2f3a-4b5c-4d6e-8f70-819a2b3c4d5e"
+#define H1 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+#define H2 "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
+#define H3 "fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13"
 
-static void keep(char *dst, size_t n, int *has, const char *src)
+static struct token_info info(const char *grant_id, const char *client_id, const char *subject,
+			      const char *upstream, long long exp)
 {
-	*has = src != NULL;
-	snprintf(dst, n, "%s", src ? src : "");
+	struct token_info ti;
+	memset(&ti, 0, sizeof(ti));
+	snprintf(ti.grant_id, sizeof(ti.grant_id), "%s", grant_id);
+	snprintf(ti.client_id, sizeof(ti.client_id), "%s", client_id);
+	snprintf(ti.subject, sizeof(ti.subject), "%s", subject);
+	snprintf(ti.upstream, sizeof(ti.upstream), "%s", upstream);
+	snprintf(ti.scope, sizeof(ti.scope), "read");
+	ti.exp = exp;
+	return ti;
 }
 
-static void on_revoke(const struct cache_revocation *rv, void *arg)
+static int has(const char *hash)
 {
-	(void)arg;
-	seen.calls++;
-	keep(seen.grant_id, sizeof(seen.grant_id), &seen.has[0], rv->grant_id);
-	keep(seen.token_hash, sizeof(seen.token_hash), &seen.has[1], rv->token_hash);
-	keep(seen.client_id, sizeof(seen.client_id), &seen.has[2], rv->client_id);
-	keep(seen.subject, sizeof(seen.subject), &seen.has[3], rv->subject);
-	keep(seen.upstream, sizeof(seen.upstream), &seen.has[4], rv->upstream);
+	struct token_info out;
+	return cache_get(hash, &out);
 }
 
-/* Delivers payload; 1 when the subscriber was told of exactly everything. */
-static int everything(const char *payload)
+/* Fills the table: H1, H2 of grant G1 (client a, subject s1, upstream gh),
+ * H3 of grant G2 (client b, subject s2, upstream gl); G1's upstream token. */
+static void fill(void)
 {
-	int before = seen.calls;
-	cache_handle_notify(payload);
-	return seen.calls == before + 1 && !seen.has[0] && !seen.has[1] && !seen.has[2] && !seen.has[3] &&
-	       !seen.has[4];
+	long long exp = (long long)time(NULL) + 3600;
+	struct token_info a1 = info(G1, "a", "s1", "gh", exp), b = info(G2, "b", "s2", "gl", exp);
+	cache_put(H1, &a1, cache_generation());
+	cache_put(H2, &a1, cache_generation());
+	cache_put(H3, &b, cache_generation());
+	cache_upstream_put(G1, "k1", "\\x0102", 0, cache_generation());
 }
 
-static void roundtrip(const struct cache_revocation *rv, const char *want_prefix)
+static int upstream_cached(const char *grant_id)
 {
-	char *p = notify_payload(rv);
-	CHECK(p != NULL);
-	if (!p)
-		return;
-	CHECK(strlen(p) <= GRANT_NOTIFY_MAX);
-	CHECK(strncmp(p, want_prefix, strlen(want_prefix)) == 0);
-	int before = seen.calls;
-	cache_handle_notify(p);
-	CHECK(seen.calls == before + 1);
-	CHECK(seen.has[0] == (rv->grant_id != NULL) && seen.has[1] == (rv->token_hash != NULL) &&
-	      seen.has[2] == (rv->client_id != NULL) && seen.has[3] == (rv->subject != NULL) &&
-	      seen.has[4] == (rv->upstream != NULL));
-	if (rv->grant_id)
-		CHECK_STR(seen.grant_id, rv->grant_id);
-	if (rv->token_hash)
-		CHECK_STR(seen.token_hash, rv->token_hash);
-	if (rv->client_id)
-		CHECK_STR(seen.client_id, rv->client_id);
-	if (rv->subject)
-		CHECK_STR(seen.subject, rv->subject);
-	if (rv->upstream)
-		CHECK_STR(seen.upstream, rv->upstream);
-	free(p);
+	char kid[65], *sealed = NULL;
+	long long exp = 0;
+	int hit = cache_upstream_get(grant_id, kid, &sealed, &exp);
+	free(sealed);
+	return hit;
 }
 
 int main(void)
 {
-	const char *gid = "0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b";
-	const char *hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
-	CHECK(cache_on_revoke(on_revoke, NULL) == 0);
+	CHECK(cache_start() == 0);
+	long long exp = (long long)time(NULL) + 3600;
+	struct token_info a1 = info(G1, "a", "s1", "gh", exp), out;
 
-	/* One grant, one token. */
-	cache_handle_notify("g:0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b");
-	CHECK(seen.calls == 1 && seen.has[0] && !seen.has[1] && !seen.has[2]);
-	CHECK_STR(seen.grant_id, gid);
-	cache_handle_notify("t:\\x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
-	CHECK(seen.calls == 2 && !seen.has[0] && seen.has[1]);
-	CHECK_STR(seen.token_hash, hash);
+	/* Off until the node listens: nothing is kept. */
+	CHECK(!cache_enabled());
+	cache_put(H1, &a1, cache_generation());
+	on_state(NOTIFY_LISTENING, NULL);
+	CHECK(cache_enabled());
+	CHECK(!has(H1));
 
-	/* An upstream token refresh is no revocation. */
-	cache_handle_notify("u:0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b");
-	CHECK(seen.calls == 2);
+	/* A hit returns what was put. */
+	cache_put(H1, &a1, cache_generation());
+	memset(&out, 0, sizeof(out));
+	CHECK(cache_get(H1, &out) == 1);
+	CHECK_STR(out.grant_id, G1);
+	CHECK_STR(out.client_id, "a");
+	CHECK(out.exp == exp);
+	CHECK(!has(H2));
 
-	/* Selectors. */
-	cache_handle_notify("r:{\"client_id\":\"https://app.example/cimd.json\"}");
-	CHECK(seen.calls == 3 && seen.has[2] && !seen.has[0] && !seen.has[3] && !seen.has[4]);
-	CHECK_STR(seen.client_id, "https://app.example/cimd.json");
-	cache_handle_notify("r:{\"subject\":\"1001\",\"upstream\":\"gh\"}");
-	CHECK(seen.calls == 4 && seen.has[3] && seen.has[4] && !seen.has[2]);
-	CHECK_STR(seen.subject, "1001");
-	CHECK_STR(seen.upstream, "gh");
+	/* A validation that raced an eviction is not cached. */
+	unsigned long gen = cache_generation();
+	notify_deliver("g:" G2);
+	CHECK(cache_generation() != gen);
+	cache_put(H2, &a1, gen);
+	CHECK(!has(H2));
 
-	/* What a node cannot read ends everything: never nothing. */
-	CHECK(everything("*"));
-	CHECK(everything(""));
-	CHECK(everything("g:not-a-grant"));
-	CHECK(everything("g:0B6F1C2E-8D4A-4F3B-9A51-2C7E6D5F4A3B"));
-	CHECK(everything("t:\\x9f86"));
-	CHECK(everything("t:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"));
-	CHECK(everything("r:"));
-	CHECK(everything("r:{\"client_id\":1}"));
-	CHECK(everything("r:{\"client_id\":null}"));
-	CHECK(everything("r:{\"evil\":\"x\"}"));
-	CHECK(everything("r:{\"client_id\":\"a\",\"client_id\":\"b\"}"));
-	CHECK(everything("r:[\"client_id\"]"));
-	CHECK(everything("r:{\"client_id\":\"a\"} trailing"));
-	CHECK(everything("x:whatever"));
+	/* An expired token is not cached. */
+	struct token_info old = info(G1, "a", "s1", "gh", (long long)time(NULL) - 1);
+	cache_put(H2, &old, cache_generation());
+	CHECK(!has(H2));
 
-	/* The encoder's payloads read back as what was revoked. */
-	roundtrip(&(struct cache_revocation){ .grant_id = gid }, "g:");
-	roundtrip(&(struct cache_revocation){ .token_hash = hash }, "t:\\x");
-	roundtrip(&(struct cache_revocation){ .client_id = "c\"l\\i\nent\x01\xc3\xa9" }, "r:{");
-	roundtrip(&(struct cache_revocation){ .subject = "carol", .upstream = "sentry" }, "r:{");
-	roundtrip(&(struct cache_revocation){ .upstream = "gh" }, "r:{");
-	roundtrip(&(struct cache_revocation){ 0 }, "*");
+	/* One grant: its tokens and its upstream token go, the other grant's stay. */
+	fill();
+	CHECK(has(H1) && has(H2) && has(H3) && upstream_cached(G1));
+	notify_deliver("g:" G1);
+	CHECK(!has(H1) && !has(H2) && has(H3) && !upstream_cached(G1));
 
-	/* A selector too long for a NOTIFY widens to everything, never to nothing. */
-	char *huge = malloc(LIM_CLIENT_ID * 20);
-	CHECK(huge != NULL);
-	if (huge) {
-		memset(huge, '\x01', LIM_CLIENT_ID * 20 - 1); /* each escapes to \u0001 */
-		huge[LIM_CLIENT_ID * 20 - 1] = '\0';
-		char *p = notify_payload(&(struct cache_revocation){ .client_id = huge });
-		CHECK_STR(p, "*");
-		free(p);
-		free(huge);
-	}
-	/* The longest selectors the operator API accepts do fit. */
-	char client[LIM_CLIENT_ID + 1], subject[301];
-	memset(client, '\x01', LIM_CLIENT_ID);
-	client[LIM_CLIENT_ID] = '\0';
-	memset(subject, '"', 300);
-	subject[300] = '\0';
-	char *p = notify_payload(&(struct cache_revocation){ .client_id = client, .subject = subject, .upstream = "u" });
-	CHECK(p && strncmp(p, "r:{", 3) == 0 && strlen(p) <= GRANT_NOTIFY_MAX);
-	free(p);
+	/* One token. */
+	fill();
+	notify_deliver("t:\\x" H2);
+	CHECK(has(H1) && !has(H2) && has(H3));
 
-	/* Subscribers are bounded. */
-	int refused = 0;
-	for (int i = 0; i < CACHE_SUBSCRIBERS + 1; i++)
-		refused += cache_on_revoke(on_revoke, NULL) < 0;
-	CHECK(refused == 2);
+	/* Selectors: only the entries matching every field given. */
+	fill();
+	notify_deliver("r:{\"client_id\":\"b\"}");
+	CHECK(has(H1) && has(H2) && !has(H3));
+	fill();
+	notify_deliver("r:{\"subject\":\"s1\",\"upstream\":\"gl\"}");
+	CHECK(has(H1) && has(H2) && has(H3));
+	notify_deliver("r:{\"subject\":\"s1\",\"upstream\":\"gh\"}");
+	CHECK(!has(H1) && !has(H2) && has(H3));
+
+	/* An upstream refresh evicts its grant; an unreadable payload everything. */
+	fill();
+	notify_deliver("u:" G1);
+	CHECK(!has(H1) && !has(H2) && has(H3) && !upstream_cached(G1));
+	fill();
+	notify_deliver("g:garbage");
+	CHECK(!has(H1) && !has(H2) && !has(H3));
+
+	/* Sessions age out only; bad keys are not kept. */
+	char user[37] = "";
+	cache_session_put(H1, "11111111-2222-4333-8444-555555555555");
+	CHECK(cache_session_get(H1, user) == 1);
+	CHECK_STR(user, "11111111-2222-4333-8444-555555555555");
+	cache_session_put("short", "11111111-2222-4333-8444-555555555555");
+	CHECK(cache_session_get("short", user) == 0);
+
+	/* Deaf: off and empty, and still empty once the node listens again. */
+	fill();
+	on_state(NOTIFY_DEAF, NULL);
+	CHECK(!cache_enabled() && !has(H1) && !upstream_cached(G1));
+	on_state(NOTIFY_LISTENING, NULL);
+	CHECK(cache_enabled() && !has(H1) && !has(H3) && !upstream_cached(G1));
+
+	cache_stop();
+	CHECK(!cache_enabled() && !has(H3));
 	TEST_DONE();
 }
