@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "hdr.h"
+#include "jparse.h"
 #include "lim.h"
 #include "netaddr.h"
 
@@ -225,13 +227,17 @@ __attribute__((format(printf, 3, 4))) static void cfg_err(struct cfg_errors *e, 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	char **n = realloc(e->msg, (e->n + 1) * sizeof(*n));
-	if (!n)
+	if (!n) {
+		e->lost++;
 		return;
+	}
 	e->msg = n;
 	size_t len = strlen(path) + strlen(msg) + 3;
 	char *line = malloc(len);
-	if (!line)
+	if (!line) {
+		e->lost++;
 		return;
+	}
 	snprintf(line, len, "%s: %s", path, msg);
 	e->msg[e->n++] = line;
 }
@@ -243,18 +249,45 @@ void config_errors_free(struct cfg_errors *e)
 	free(e->msg);
 	e->msg = NULL;
 	e->n = 0;
+	e->lost = 0;
 }
 
 /* ---- environment expansion --------------------------------------------- */
 
-char *config_expand_env(const char *in, const char **why)
+/* The variable name of "${name}" at d into name (LIM_ENV_NAME + 1 bytes);
+ * *end at its closing brace. -1 with why set when malformed. */
+static int env_name(const char *d, char *name, const char **end, char *why, size_t whycap)
 {
+	*end = strchr(d + 2, '}');
+	if (!*end) {
+		snprintf(why, whycap, "unterminated ${ in string");
+		return -1;
+	}
+	size_t n = (size_t)(*end - d - 2);
+	int ok = n > 0 && n <= LIM_ENV_NAME;
+	for (size_t i = 0; ok && i < n; i++) {
+		char c = d[2 + i];
+		ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
+	}
+	if (!ok) {
+		snprintf(why, whycap, "bad environment variable name in ${...}");
+		return -1;
+	}
+	memcpy(name, d + 2, n);
+	name[n] = '\0';
+	return 0;
+}
+
+int config_expand_env(const char *in, char **out, char *why, size_t whycap)
+{
+	int rc = -1;
 	struct buf b;
 	buf_init(&b, LIM_CONFIG_STRING);
 	b.secret = 1;
-	const char *p = in;
-	while (*p) {
-		const char *d = strstr(p, "${");
+	*out = NULL;
+	for (const char *p = in; *p;) {
+		const char *d = strstr(p, "${"), *end;
+		char name[LIM_ENV_NAME + 1];
 		if (!d) {
 			if (buf_adds(&b, p) < 0)
 				goto toolong;
@@ -262,44 +295,29 @@ char *config_expand_env(const char *in, const char **why)
 		}
 		if (buf_add(&b, p, (size_t)(d - p)) < 0)
 			goto toolong;
-		const char *end = strchr(d + 2, '}');
-		if (!end) {
-			*why = "unterminated ${ in string";
-			goto fail;
-		}
-		size_t n = (size_t)(end - d - 2);
-		char name[LIM_ENV_NAME + 1];
-		if (n == 0 || n > LIM_ENV_NAME) {
-			*why = "bad environment variable name in ${...}";
-			goto fail;
-		}
-		memcpy(name, d + 2, n);
-		name[n] = '\0';
-		for (size_t i = 0; i < n; i++) {
-			char c = name[i];
-			if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' ||
-			      (i > 0 && c >= '0' && c <= '9'))) {
-				*why = "bad environment variable name in ${...}";
-				goto fail;
-			}
-		}
+		if (env_name(d, name, &end, why, whycap) < 0)
+			goto out;
 		const char *val = getenv(name);
 		if (!val) {
-			static __thread char msg[LIM_ENV_NAME + 64];
-			snprintf(msg, sizeof(msg), "environment variable %s is not set", name);
-			*why = msg;
-			goto fail;
+			snprintf(why, whycap, "environment variable %s is not set", name);
+			goto out;
 		}
 		if (buf_adds(&b, val) < 0)
 			goto toolong;
 		p = end + 1;
 	}
-	return buf_take(&b, NULL);
+	*out = buf_take(&b, NULL);
+	if (!*out) {
+		snprintf(why, whycap, "out of memory");
+		goto out;
+	}
+	rc = 0;
+	goto out;
 toolong:
-	*why = "string too long (at most 8192 bytes, after ${...} expansion)";
-fail:
+	snprintf(why, whycap, "string too long (at most %d bytes, after ${...} expansion)", LIM_CONFIG_STRING);
+out:
 	buf_free(&b);
-	return NULL;
+	return rc;
 }
 
 /* ---- validators -------------------------------------------------------- */
@@ -404,24 +422,42 @@ static int listen_ok(const char *s, char *host, size_t hostcap, int *port, const
 	return 1;
 }
 
-/* ---- the walker -------------------------------------------------------- */
+/* ---- the walker: one handler per field type ------------------------------ */
 
-static const char *type_name(enum ftype t)
-{
-	switch (t) {
-	case F_INT: return "an integer";
-	case F_BOOL: return "true or false";
-	case F_STRLIST: case F_HASHLIST: return "an array of strings";
-	case F_OBJECT: case F_MAP: case F_SCOPEMAP: return "an object";
-	case F_ARRAY: return "an array of objects";
-	default: return "a string";
-	}
-}
+/* Reads JSON value v for field f of the struct at base (path names v in
+ * errors); f's storage is left unset after an error is reported. */
+typedef void (*walk_fn)(const json_t *v, const struct field *f, char *base, const char *path,
+			struct cfg_errors *e);
+/* Frees what walk stored for f in the struct at base. */
+typedef void (*release_fn)(const struct field *f, char *base);
+
+struct ftype_ops {
+	const char *expected; /* "expected %s" in errors and in config_describe */
+	walk_fn walk;
+	release_fn release;
+};
+
+static const struct ftype_ops *ops_of(enum ftype t);
 
 static void walk_object(const json_t *j, const struct schema *s, void *obj, const char *path,
 			struct cfg_errors *e);
+static void free_object(const struct schema *s, void *obj);
 
-/* Expands and length-checks one string; NULL after reporting an error. */
+static const char *type_name(enum ftype t)
+{
+	return ops_of(t)->expected;
+}
+
+/* Frees a string that may hold a secret. */
+static void free_string(char *s)
+{
+	if (s)
+		crypto_wipe(s, strlen(s));
+	free(s);
+}
+
+/* Expands and length-checks one string; NULL after reporting an error.
+ * (No NUL inside: jansson refuses \u0000 without JSON_ALLOW_NUL.) */
 static char *take_string(const json_t *v, const struct field *f, const char *path,
 			 struct cfg_errors *e)
 {
@@ -429,9 +465,9 @@ static char *take_string(const json_t *v, const struct field *f, const char *pat
 		cfg_err(e, path, "expected a string");
 		return NULL;
 	}
-	const char *why = NULL;
-	char *s = config_expand_env(json_string_value(v), &why);
-	if (!s) {
+	char why[CONFIG_WHY_LEN];
+	char *s;
+	if (config_expand_env(json_string_value(v), &s, why, sizeof(why)) < 0) {
 		cfg_err(e, path, "%s", why);
 		return NULL;
 	}
@@ -440,208 +476,372 @@ static char *take_string(const json_t *v, const struct field *f, const char *pat
 		cfg_err(e, path, "expected at most %ld characters", f->max);
 	} else if ((long)n < f->min) {
 		cfg_err(e, path, f->min == 1 ? "expected a non-empty string" : "expected at least %ld characters", f->min);
-	} else if (strlen(json_string_value(v)) != json_string_length(v)) {
-		cfg_err(e, path, "string contains a NUL byte");
 	} else {
 		return s;
 	}
-	crypto_wipe(s, n);
-	free(s);
+	free_string(s);
 	return NULL;
 }
 
-static void walk_field(const json_t *v, const struct field *f, char *base, const char *path,
+static void walk_string(const json_t *v, const struct field *f, char *base, const char *path,
+			struct cfg_errors *e)
+{
+	char *s = take_string(v, f, path, e);
+	if (s)
+		*(char **)(base + f->off) = s;
+}
+
+static void walk_url(const json_t *v, const struct field *f, char *base, const char *path,
+		     struct cfg_errors *e)
+{
+	const char *why = NULL;
+	char *s = take_string(v, f, path, e);
+	if (!s)
+		return;
+	if (!url_ok(s, &why)) {
+		cfg_err(e, path, "%s", why);
+		free(s);
+		return;
+	}
+	*(char **)(base + f->off) = s;
+}
+
+/* Only the top-level "listen": host and port go to struct config itself. */
+static void walk_listen(const json_t *v, const struct field *f, char *base, const char *path,
+			struct cfg_errors *e)
+{
+	const char *why = NULL;
+	struct config *c = (struct config *)base;
+	char *s = take_string(v, f, path, e);
+	if (!s)
+		return;
+	if (!listen_ok(s, c->listen_host, sizeof(c->listen_host), &c->listen_port, &why)) {
+		cfg_err(e, path, "%s", why);
+		free(s);
+		return;
+	}
+	*(char **)(base + f->off) = s;
+}
+
+static void walk_int(const json_t *v, const struct field *f, char *base, const char *path,
+		     struct cfg_errors *e)
+{
+	if (!json_is_integer(v)) {
+		cfg_err(e, path, "expected an integer");
+		return;
+	}
+	json_int_t n = json_integer_value(v);
+	if (n < f->min || n > f->max) {
+		cfg_err(e, path, "expected an integer between %ld and %ld", f->min, f->max);
+		return;
+	}
+	*(long *)(base + f->off) = (long)n;
+}
+
+static void walk_bool(const json_t *v, const struct field *f, char *base, const char *path,
+		      struct cfg_errors *e)
+{
+	if (!json_is_boolean(v)) {
+		cfg_err(e, path, "expected true or false");
+		return;
+	}
+	*(int *)(base + f->off) = json_is_true(v);
+}
+
+static void walk_key32(const json_t *v, const struct field *f, char *base, const char *path,
 		       struct cfg_errors *e)
 {
-	void *at = base + f->off;
+	char *s = take_string(v, f, path, e);
+	if (!s)
+		return;
+	uint8_t tmp[64];
+	long n = crypto_b64_decode(s, strlen(s), tmp, sizeof(tmp));
+	if (n != CRYPTO_KEY_LEN)
+		cfg_err(e, path, "expected base64 of exactly 32 bytes (mcp-broker keygen)");
+	else
+		memcpy(base + f->off, tmp, CRYPTO_KEY_LEN);
+	crypto_wipe(tmp, sizeof(tmp));
+	free_string(s);
+}
+
+static void walk_secret(const json_t *v, const struct field *f, char *base, const char *path,
+			struct cfg_errors *e)
+{
+	char *s = take_string(v, f, path, e);
+	if (!s)
+		return;
+	crypto_sha256(s, strlen(s), (uint8_t *)(base + f->off));
+	*(int *)(base + f->aux) = 1;
+	free_string(s);
+}
+
+/* The array of a list field, checked against f's count bounds, with room for
+ * every entry of elem bytes (stored at once, count 0); NULL after an error. */
+static void *list_alloc(size_t n, size_t elem, const struct field *f, char *base, const char *path,
+			struct cfg_errors *e)
+{
+	if ((long)n < f->min || (f->max && (long)n > f->max)) {
+		cfg_err(e, path, "expected between %ld and %ld entries", f->min, f->max);
+		return NULL;
+	}
+	void *arr = calloc(n ? n : 1, elem);
+	if (!arr) {
+		cfg_err(e, path, "out of memory");
+		return NULL;
+	}
+	*(void **)(base + f->off) = arr;
+	*(size_t *)(base + f->aux) = 0;
+	return arr;
+}
+
+/* Each string of array v, checked as a field of [min, max] characters, to
+ * keep(s, i, arr), which takes it; the entries kept are counted at f->aux. */
+static void walk_strings(const json_t *v, const struct field *f, char *base, const char *path, long min,
+			 long max, void (*keep)(char *s, size_t i, void *arr), void *arr, struct cfg_errors *e)
+{
 	char sub[512];
-	const char *why = NULL;
-	switch (f->type) {
-	case F_STRING:
-	case F_URL:
-	case F_LISTEN: {
-		char *s = take_string(v, f, path, e);
-		if (!s)
-			return;
-		if (f->type == F_URL && !url_ok(s, &why)) {
-			cfg_err(e, path, "%s", why);
-			free(s);
-			return;
-		}
-		if (f->type == F_LISTEN) {
-			struct config *c = (struct config *)base;
-			if (!listen_ok(s, c->listen_host, sizeof(c->listen_host), &c->listen_port, &why)) {
-				cfg_err(e, path, "%s", why);
-				free(s);
-				return;
-			}
-		}
-		*(char **)at = s;
+	struct field item = *f;
+	item.min = min;
+	item.max = max;
+	size_t got = 0;
+	for (size_t i = 0; i < json_array_size(v); i++) {
+		snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+		char *s = take_string(json_array_get(v, i), &item, sub, e);
+		if (s)
+			keep(s, got++, arr);
+	}
+	*(size_t *)(base + f->aux) = got;
+}
+
+static void keep_string(char *s, size_t i, void *arr)
+{
+	((char **)arr)[i] = s;
+}
+
+static void keep_hash(char *s, size_t i, void *arr)
+{
+	crypto_sha256(s, strlen(s), (uint8_t *)arr + i * CRYPTO_SHA256_LEN);
+	free_string(s);
+}
+
+static void walk_strlist(const json_t *v, const struct field *f, char *base, const char *path,
+			 struct cfg_errors *e)
+{
+	if (!json_is_array(v)) {
+		cfg_err(e, path, "expected an array of strings");
 		return;
 	}
-	case F_INT: {
-		if (!json_is_integer(v)) {
-			cfg_err(e, path, "expected an integer");
-			return;
-		}
-		json_int_t n = json_integer_value(v);
-		if (n < f->min || n > f->max) {
-			cfg_err(e, path, "expected an integer between %ld and %ld", f->min, f->max);
-			return;
-		}
-		*(long *)at = (long)n;
+	void *arr = list_alloc(json_array_size(v), sizeof(char *), f, base, path, e);
+	if (arr)
+		walk_strings(v, f, base, path, 1, LIM_REDIRECT_URI, keep_string, arr, e);
+}
+
+/* Secrets (admin tokens) kept as their SHA-256 only. */
+static void walk_hashlist(const json_t *v, const struct field *f, char *base, const char *path,
+			  struct cfg_errors *e)
+{
+	if (!json_is_array(v)) {
+		cfg_err(e, path, "expected an array of strings");
 		return;
 	}
-	case F_BOOL:
-		if (!json_is_boolean(v)) {
-			cfg_err(e, path, "expected true or false");
-			return;
-		}
-		*(int *)at = json_is_true(v);
-		return;
-	case F_KEY32: {
-		char *s = take_string(v, f, path, e);
-		if (!s)
-			return;
-		uint8_t tmp[64];
-		long n = crypto_b64_decode(s, strlen(s), tmp, sizeof(tmp));
-		if (n != CRYPTO_KEY_LEN)
-			cfg_err(e, path, "expected base64 of exactly 32 bytes (mcp-broker keygen)");
-		else
-			memcpy(at, tmp, CRYPTO_KEY_LEN);
-		crypto_wipe(tmp, sizeof(tmp));
-		crypto_wipe(s, strlen(s));
-		free(s);
+	void *arr = list_alloc(json_array_size(v), CRYPTO_SHA256_LEN, f, base, path, e);
+	if (arr)
+		walk_strings(v, f, base, path, 16, 512, keep_hash, arr, e);
+}
+
+static void walk_nested(const json_t *v, const struct field *f, char *base, const char *path,
+			struct cfg_errors *e)
+{
+	if (!json_is_object(v)) {
+		cfg_err(e, path, "expected an object");
 		return;
 	}
-	case F_SECRET: {
-		char *s = take_string(v, f, path, e);
-		if (!s)
-			return;
-		crypto_sha256(s, strlen(s), at);
-		*(int *)(base + f->aux) = 1;
-		crypto_wipe(s, strlen(s));
-		free(s);
+	walk_object(v, f->sub, base + f->off, path, e);
+}
+
+/* Entry n of an array or map field: an object walked against f->sub. */
+static void walk_entry(const json_t *item, const struct field *f, char *elem, const char *sub,
+		       struct cfg_errors *e)
+{
+	if (!json_is_object(item))
+		cfg_err(e, sub, "expected an object");
+	else
+		walk_object(item, f->sub, elem, sub, e);
+}
+
+static void walk_array(const json_t *v, const struct field *f, char *base, const char *path,
+		       struct cfg_errors *e)
+{
+	if (!json_is_array(v)) {
+		cfg_err(e, path, "expected an array of objects");
 		return;
 	}
-	case F_STRLIST:
-	case F_HASHLIST: {
-		if (!json_is_array(v)) {
-			cfg_err(e, path, "expected an array of strings");
-			return;
-		}
-		size_t n = json_array_size(v);
-		if ((long)n < f->min || (f->max && (long)n > f->max)) {
-			cfg_err(e, path, "expected between %ld and %ld entries", f->min, f->max);
-			return;
-		}
-		size_t elem = f->type == F_STRLIST ? sizeof(char *) : CRYPTO_SHA256_LEN;
-		void *arr = calloc(n ? n : 1, elem);
-		if (!arr) {
-			cfg_err(e, path, "out of memory");
-			return;
-		}
-		*(void **)at = arr;
-		size_t got = 0;
-		struct field item = *f;
-		item.max = f->type == F_HASHLIST ? 512 : LIM_REDIRECT_URI;
-		item.min = f->type == F_HASHLIST ? 16 : 1;
-		for (size_t i = 0; i < n; i++) {
-			snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
-			char *s = take_string(json_array_get(v, i), &item, sub, e);
-			if (!s)
-				continue;
-			if (f->type == F_STRLIST) {
-				((char **)arr)[got++] = s;
-			} else {
-				crypto_sha256(s, strlen(s), (uint8_t *)arr + got++ * CRYPTO_SHA256_LEN);
-				crypto_wipe(s, strlen(s));
-				free(s);
-			}
-		}
-		*(size_t *)(base + f->aux) = got;
+	size_t n = json_array_size(v);
+	char *arr = list_alloc(n, f->sub->size, f, base, path, e);
+	if (!arr)
+		return;
+	*(size_t *)(base + f->aux) = n;
+	char sub[512];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+		walk_entry(json_array_get(v, i), f, arr + i * f->sub->size, sub, e);
+	}
+}
+
+/* An object of objects: each entry's key goes to the struct's name_off. */
+static void walk_map(const json_t *v, const struct field *f, char *base, const char *path,
+		     struct cfg_errors *e)
+{
+	if (!json_is_object(v)) {
+		cfg_err(e, path, "expected an object");
 		return;
 	}
-	case F_OBJECT:
-		if (!json_is_object(v)) {
-			cfg_err(e, path, "expected an object");
-			return;
-		}
-		walk_object(v, f->sub, at, path, e);
+	size_t n = json_object_size(v);
+	char *arr = list_alloc(n, f->sub->size, f, base, path, e);
+	if (!arr)
 		return;
-	case F_ARRAY:
-	case F_MAP: {
-		int is_map = f->type == F_MAP;
-		if (is_map ? !json_is_object(v) : !json_is_array(v)) {
-			cfg_err(e, path, is_map ? "expected an object" : "expected an array of objects");
-			return;
-		}
-		size_t n = is_map ? json_object_size(v) : json_array_size(v);
-		if ((long)n < f->min || (f->max && (long)n > f->max)) {
-			cfg_err(e, path, "expected between %ld and %ld entries", f->min, f->max);
-			return;
-		}
-		char *arr = calloc(n ? n : 1, f->sub->size);
-		if (!arr) {
-			cfg_err(e, path, "out of memory");
-			return;
-		}
-		*(void **)at = arr;
-		*(size_t *)(base + f->aux) = n;
-		size_t i = 0;
-		const char *k;
-		json_t *item;
-		if (is_map) {
-			json_object_foreach((json_t *)v, k, item) {
-				snprintf(sub, sizeof(sub), "%s.%s", path, k);
-				char *elem = arr + i++ * f->sub->size;
-				*(char **)(elem + f->sub->name_off) = strdup(k);
-				if (!json_is_object(item))
-					cfg_err(e, sub, "expected an object");
-				else
-					walk_object(item, f->sub, elem, sub, e);
-			}
-		} else {
-			json_array_foreach(v, i, item) {
-				snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
-				if (!json_is_object(item))
-					cfg_err(e, sub, "expected an object");
-				else
-					walk_object(item, f->sub, arr + i * f->sub->size, sub, e);
-			}
-		}
+	*(size_t *)(base + f->aux) = n;
+	char sub[512];
+	size_t i = 0;
+	const char *k;
+	json_t *item;
+	json_object_foreach((json_t *)v, k, item) {
+		snprintf(sub, sizeof(sub), "%s.%s", path, k);
+		char *elem = arr + i++ * f->sub->size;
+		char *name = strdup(k);
+		*(char **)(elem + f->sub->name_off) = name;
+		if (!name)
+			cfg_err(e, sub, "out of memory");
+		walk_entry(item, f, elem, sub, e);
+	}
+}
+
+/* scope -> [tools]: an object of string lists. */
+static void walk_scopemap(const json_t *v, const struct field *f, char *base, const char *path,
+			  struct cfg_errors *e)
+{
+	static const struct field tools = { "tools", F_STRLIST, 0, O(struct cfg_scope_rule, tools),
+					    O(struct cfg_scope_rule, n_tools), 0, 1000, 0, NULL, 0, NULL };
+	if (!json_is_object(v)) {
+		cfg_err(e, path, "expected an object of scope -> [tools]");
 		return;
 	}
-	case F_SCOPEMAP: {
-		if (!json_is_object(v)) {
-			cfg_err(e, path, "expected an object of scope -> [tools]");
-			return;
-		}
-		size_t n = json_object_size(v);
-		if (f->max && (long)n > f->max) {
-			cfg_err(e, path, "expected at most %ld scopes", f->max);
-			return;
-		}
-		struct cfg_scope_rule *rules = calloc(n ? n : 1, sizeof(*rules));
-		if (!rules) {
-			cfg_err(e, path, "out of memory");
-			return;
-		}
-		*(void **)at = rules;
-		*(size_t *)(base + f->aux) = n;
-		const char *k;
-		json_t *item;
-		size_t i = 0;
-		static const struct field tools = { "tools", F_STRLIST, 0, O(struct cfg_scope_rule, tools), O(struct cfg_scope_rule, n_tools), 0, 1000, 0, NULL, 0, NULL };
-		json_object_foreach((json_t *)v, k, item) {
-			snprintf(sub, sizeof(sub), "%s.%s", path, k);
-			rules[i].scope = strdup(k);
-			walk_field(item, &tools, (char *)&rules[i], sub, e);
-			i++;
-		}
+	size_t n = json_object_size(v);
+	if (f->max && (long)n > f->max) {
+		cfg_err(e, path, "expected at most %ld scopes", f->max);
 		return;
 	}
+	struct cfg_scope_rule *rules = calloc(n ? n : 1, sizeof(*rules));
+	if (!rules) {
+		cfg_err(e, path, "out of memory");
+		return;
 	}
+	*(void **)(base + f->off) = rules;
+	*(size_t *)(base + f->aux) = n;
+	char sub[512];
+	const char *k;
+	json_t *item;
+	size_t i = 0;
+	json_object_foreach((json_t *)v, k, item) {
+		snprintf(sub, sizeof(sub), "%s.%s", path, k);
+		rules[i].scope = strdup(k);
+		if (!rules[i].scope)
+			cfg_err(e, sub, "out of memory");
+		walk_strlist(item, &tools, (char *)&rules[i], sub, e);
+		i++;
+	}
+}
+
+static void release_string(const struct field *f, char *base)
+{
+	char **at = (char **)(base + f->off);
+	if (f->secret)
+		free_string(*at);
+	else
+		free(*at);
+	*at = NULL;
+}
+
+static void release_strlist(const struct field *f, char *base)
+{
+	char **l = *(char ***)(base + f->off);
+	size_t n = *(size_t *)(base + f->aux);
+	for (size_t i = 0; l && i < n; i++)
+		free(l[i]);
+	free(l);
+	*(char ***)(base + f->off) = NULL;
+}
+
+static void release_hashlist(const struct field *f, char *base)
+{
+	void *l = *(void **)(base + f->off);
+	size_t n = *(size_t *)(base + f->aux);
+	if (l)
+		crypto_wipe(l, n * CRYPTO_SHA256_LEN);
+	free(l);
+	*(void **)(base + f->off) = NULL;
+}
+
+static void release_nested(const struct field *f, char *base)
+{
+	free_object(f->sub, base + f->off);
+}
+
+static void release_entries(const struct field *f, char *base)
+{
+	char *arr = *(char **)(base + f->off);
+	size_t n = *(size_t *)(base + f->aux);
+	for (size_t i = 0; arr && i < n; i++) {
+		char *elem = arr + i * f->sub->size;
+		if (f->sub->name_off >= 0)
+			free(*(char **)(elem + f->sub->name_off));
+		free_object(f->sub, elem);
+	}
+	if (arr)
+		crypto_wipe(arr, n * f->sub->size);
+	free(arr);
+	*(char **)(base + f->off) = NULL;
+}
+
+static void release_scopemap(const struct field *f, char *base)
+{
+	struct cfg_scope_rule *r = *(struct cfg_scope_rule **)(base + f->off);
+	size_t n = *(size_t *)(base + f->aux);
+	for (size_t i = 0; r && i < n; i++) {
+		free(r[i].scope);
+		for (size_t t = 0; t < r[i].n_tools; t++)
+			free(r[i].tools[t]);
+		free(r[i].tools);
+	}
+	free(r);
+	*(void **)(base + f->off) = NULL;
+}
+
+/* Values held inline (numbers, flags, hashed secrets) need no freeing. */
+static void release_inline(const struct field *f, char *base)
+{
+	(void)f;
+	(void)base;
+}
+
+static const struct ftype_ops *ops_of(enum ftype t)
+{
+	static const struct ftype_ops ops[] = {
+		[F_STRING] = { "a string", walk_string, release_string },
+		[F_URL] = { "a string", walk_url, release_string },
+		[F_INT] = { "an integer", walk_int, release_inline },
+		[F_BOOL] = { "true or false", walk_bool, release_inline },
+		[F_KEY32] = { "a string", walk_key32, release_inline },
+		[F_SECRET] = { "a string", walk_secret, release_inline },
+		[F_LISTEN] = { "a string", walk_listen, release_string },
+		[F_STRLIST] = { "an array of strings", walk_strlist, release_strlist },
+		[F_HASHLIST] = { "an array of strings", walk_hashlist, release_hashlist },
+		[F_OBJECT] = { "an object", walk_nested, release_nested },
+		[F_ARRAY] = { "an array of objects", walk_array, release_entries },
+		[F_MAP] = { "an object", walk_map, release_entries },
+		[F_SCOPEMAP] = { "an object", walk_scopemap, release_scopemap },
+	};
+	return &ops[t];
 }
 
 static void apply_defaults(const struct schema *s, void *obj)
@@ -677,7 +877,7 @@ static void walk_object(const json_t *j, const struct schema *s, void *obj, cons
 			cfg_err(e, sub, "expected %s, got null", type_name(f->type));
 			continue;
 		}
-		walk_field(v, f, obj, sub, e);
+		ops_of(f->type)->walk(v, f, obj, sub, e);
 	}
 	for (const struct field *f = s->fields; f->name; f++) {
 		if (f->required && !json_object_get(j, f->name)) {
@@ -689,69 +889,8 @@ static void walk_object(const json_t *j, const struct schema *s, void *obj, cons
 
 static void free_object(const struct schema *s, void *obj)
 {
-	for (const struct field *f = s->fields; f->name; f++) {
-		void *at = (char *)obj + f->off;
-		switch (f->type) {
-		case F_STRING: case F_URL: case F_LISTEN: {
-			char *p = *(char **)at;
-			if (p && f->secret)
-				crypto_wipe(p, strlen(p));
-			free(p);
-			*(char **)at = NULL;
-			break;
-		}
-		case F_STRLIST: {
-			char **l = *(char ***)at;
-			size_t n = *(size_t *)((char *)obj + f->aux);
-			for (size_t i = 0; l && i < n; i++)
-				free(l[i]);
-			free(l);
-			*(char ***)at = NULL;
-			break;
-		}
-		case F_HASHLIST: {
-			void *l = *(void **)at;
-			size_t n = *(size_t *)((char *)obj + f->aux);
-			crypto_wipe(l, n * CRYPTO_SHA256_LEN);
-			free(l);
-			*(void **)at = NULL;
-			break;
-		}
-		case F_OBJECT:
-			free_object(f->sub, at);
-			break;
-		case F_ARRAY: case F_MAP: {
-			char *arr = *(char **)at;
-			size_t n = *(size_t *)((char *)obj + f->aux);
-			for (size_t i = 0; arr && i < n; i++) {
-				char *elem = arr + i * f->sub->size;
-				if (f->sub->name_off >= 0)
-					free(*(char **)(elem + f->sub->name_off));
-				free_object(f->sub, elem);
-			}
-			if (arr)
-				crypto_wipe(arr, n * f->sub->size);
-			free(arr);
-			*(char **)at = NULL;
-			break;
-		}
-		case F_SCOPEMAP: {
-			struct cfg_scope_rule *r = *(struct cfg_scope_rule **)at;
-			size_t n = *(size_t *)((char *)obj + f->aux);
-			for (size_t i = 0; r && i < n; i++) {
-				free(r[i].scope);
-				for (size_t t = 0; t < r[i].n_tools; t++)
-					free(r[i].tools[t]);
-				free(r[i].tools);
-			}
-			free(r);
-			*(void **)at = NULL;
-			break;
-		}
-		default:
-			break;
-		}
-	}
+	for (const struct field *f = s->fields; f->name; f++)
+		ops_of(f->type)->release(f, obj);
 }
 
 /* ---- cross-field rules ------------------------------------------------- */
@@ -772,30 +911,38 @@ static int host_is_loopback(const char *url)
 
 static const char *const known_presets[] = { "github", "sentry", "google", "oidc" };
 
-static void check_semantics(struct config *c, struct cfg_errors *e)
+static void check_public_url(struct config *c, struct cfg_errors *e)
+{
+	if (!c->public_url)
+		return;
+	if (strncasecmp(c->public_url, "https://", 8) != 0 && !host_is_loopback(c->public_url))
+		cfg_err(e, "$.public_url", "expected an https URL (http only for a loopback host)");
+	if (strchr(c->public_url, '?'))
+		cfg_err(e, "$.public_url", "must not have a query");
+	const char *upath = strchr(c->public_url + 8, '/');
+	if (upath && strspn(upath, "/") != strlen(upath))
+		cfg_err(e, "$.public_url", "must be an origin without a path (https://host[:port])");
+	/* One canonical form: no trailing slash, so issuer == PRM entry. */
+	size_t n = strlen(c->public_url);
+	while (n > 8 && c->public_url[n - 1] == '/')
+		c->public_url[--n] = '\0';
+}
+
+static void check_log(const struct config *c, struct cfg_errors *e)
+{
+	static const char *const lv[] = { "debug", "info", "warn", "error" };
+	if (!c->log.level)
+		return;
+	int ok = 0;
+	for (size_t i = 0; i < 4; i++)
+		ok |= strcmp(c->log.level, lv[i]) == 0;
+	if (!ok)
+		cfg_err(e, "$.log.level", "expected one of debug, info, warn, error");
+}
+
+static void check_keys(const struct config *c, struct cfg_errors *e)
 {
 	char path[256];
-	if (c->public_url) {
-		if (strncasecmp(c->public_url, "https://", 8) != 0 && !host_is_loopback(c->public_url))
-			cfg_err(e, "$.public_url", "expected an https URL (http only for a loopback host)");
-		if (strchr(c->public_url, '?'))
-			cfg_err(e, "$.public_url", "must not have a query");
-		const char *upath = strchr(c->public_url + 8, '/');
-		if (upath && strspn(upath, "/") != strlen(upath))
-			cfg_err(e, "$.public_url", "must be an origin without a path (https://host[:port])");
-		/* One canonical form: no trailing slash, so issuer == PRM entry. */
-		size_t n = strlen(c->public_url);
-		while (n > 8 && c->public_url[n - 1] == '/')
-			c->public_url[--n] = '\0';
-	}
-	if (c->log.level) {
-		static const char *const lv[] = { "debug", "info", "warn", "error" };
-		int ok = 0;
-		for (size_t i = 0; i < 4; i++)
-			ok |= strcmp(c->log.level, lv[i]) == 0;
-		if (!ok)
-			cfg_err(e, "$.log.level", "expected one of debug, info, warn, error");
-	}
 	for (size_t i = 0; i < c->n_encryption_keys; i++)
 		for (size_t j = 0; j < i; j++)
 			if (c->encryption_keys[i].id && c->encryption_keys[j].id &&
@@ -803,88 +950,163 @@ static void check_semantics(struct config *c, struct cfg_errors *e)
 				snprintf(path, sizeof(path), "$.encryption_keys[%zu].id", i);
 				cfg_err(e, path, "duplicate key id");
 			}
-	for (size_t i = 0; i < c->n_clients; i++) {
+}
+
+static void check_clients(const struct config *c, struct cfg_errors *e)
+{
+	char path[256];
+	for (size_t i = 0; i < c->n_clients; i++)
 		for (size_t j = 0; j < i; j++)
 			if (c->clients[i].client_id && c->clients[j].client_id &&
 			    strcmp(c->clients[i].client_id, c->clients[j].client_id) == 0) {
 				snprintf(path, sizeof(path), "$.clients[%zu].client_id", i);
 				cfg_err(e, path, "duplicate client_id");
 			}
-	}
-	for (size_t i = 0; i < c->n_upstreams; i++) {
-		struct cfg_upstream *u = &c->upstreams[i];
-		snprintf(path, sizeof(path), "$.upstreams.%s", u->name);
-		int known = 0;
-		for (size_t k = 0; u->preset && k < 4; k++)
-			known |= strcmp(u->preset, known_presets[k]) == 0;
-		if (u->preset && !known)
-			cfg_err(e, path, "preset: expected one of github, sentry, google, oidc");
-		int needs_issuer = u->preset && (strcmp(u->preset, "oidc") == 0);
-		if (needs_issuer && !u->issuer)
-			cfg_err(e, path, "preset oidc needs an issuer");
-		if (!u->preset && !u->issuer && (!u->authorize_url || !u->token_url))
-			cfg_err(e, path, "without a preset or issuer, authorize_url and token_url are required");
-	}
-	for (size_t i = 0; i < c->n_resources; i++) {
-		struct cfg_resource *r = &c->resources[i];
-		snprintf(path, sizeof(path), "$.resources[%zu]", i);
-		if (r->path && (r->path[0] != '/' || strpbrk(r->path, "?#%") ||
-				(strlen(r->path) > 1 && r->path[strlen(r->path) - 1] == '/')))
-			cfg_err(e, path, "path: expected /segment[/segment...] without a trailing slash, query or %%");
-		if (r->path && (strncmp(r->path, "/.well-known", 12) == 0 || strcmp(r->path, "/") == 0))
-			cfg_err(e, path, "path: must not be / or under /.well-known");
-		for (size_t j = 0; j < i; j++)
-			if (r->path && c->resources[j].path && strcmp(r->path, c->resources[j].path) == 0)
-				cfg_err(e, path, "path: duplicate resource path");
-		if (r->upstream && c->n_upstreams && !config_upstream(c, r->upstream))
-			cfg_err(e, path, "upstream: no upstream named \"%s\"", r->upstream);
-		else if (r->upstream && !c->n_upstreams)
-			cfg_err(e, path, "upstream: no upstreams are configured");
-		for (size_t d = 0; d < r->n_default_scopes; d++) {
-			int found = 0;
-			for (size_t s = 0; s < r->n_scopes; s++)
-				found |= strcmp(r->scopes[s].scope, r->default_scopes[d]) == 0;
-			if (!found)
-				cfg_err(e, path, "default_scopes: \"%s\" is not one of the resource's scopes", r->default_scopes[d]);
-		}
+}
+
+static void check_upstream(const struct cfg_upstream *u, struct cfg_errors *e)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "$.upstreams.%s", u->name ? u->name : "");
+	int known = 0;
+	for (size_t k = 0; u->preset && k < 4; k++)
+		known |= strcmp(u->preset, known_presets[k]) == 0;
+	if (u->preset && !known)
+		cfg_err(e, path, "preset: expected one of github, sentry, google, oidc");
+	int needs_issuer = u->preset && (strcmp(u->preset, "oidc") == 0);
+	if (needs_issuer && !u->issuer)
+		cfg_err(e, path, "preset oidc needs an issuer");
+	if (!u->preset && !u->issuer && (!u->authorize_url || !u->token_url))
+		cfg_err(e, path, "without a preset or issuer, authorize_url and token_url are required");
+}
+
+/* resources[i].path: shape, reserved prefixes, unique among the first i. */
+static void check_resource_path(const struct config *c, size_t i, const char *path, struct cfg_errors *e)
+{
+	const struct cfg_resource *r = &c->resources[i];
+	if (!r->path)
+		return;
+	size_t n = strlen(r->path);
+	if (r->path[0] != '/' || strpbrk(r->path, "?#%") || (n > 1 && r->path[n - 1] == '/'))
+		cfg_err(e, path, "path: expected /segment[/segment...] without a trailing slash, query or %%");
+	if (strncmp(r->path, "/.well-known", 12) == 0 || strcmp(r->path, "/") == 0)
+		cfg_err(e, path, "path: must not be / or under /.well-known");
+	for (size_t j = 0; j < i; j++)
+		if (c->resources[j].path && strcmp(r->path, c->resources[j].path) == 0)
+			cfg_err(e, path, "path: duplicate resource path");
+}
+
+static void check_resource_scopes(const struct cfg_resource *r, const char *path, struct cfg_errors *e)
+{
+	for (size_t d = 0; d < r->n_default_scopes; d++) {
+		int found = 0;
 		for (size_t s = 0; s < r->n_scopes; s++)
-			if (strcmp(r->scopes[s].scope, "offline_access") == 0 || strpbrk(r->scopes[s].scope, " \"\\"))
-				cfg_err(e, path, "scopes: \"%s\" is not a valid scope name here", r->scopes[s].scope);
-		if (!r->inject.header)
-			r->inject.header = strdup("Authorization");
-		if (!r->inject.value)
-			r->inject.value = strdup("Bearer {upstream_token}");
-		if (r->inject.value && !strstr(r->inject.value, "{upstream_token}"))
-			cfg_err(e, path, "inject.value: expected a template containing {upstream_token}");
-		for (size_t h = 0; h < r->n_response_headers; h++) {
-			const char *name = r->response_headers[h];
-			if (!hdr_token_ok(name, strlen(name)) || strcasecmp(name, "set-cookie") == 0 ||
-			    strcasecmp(name, "set-cookie2") == 0 || hdr_hop_by_hop(name, strlen(name)))
-				cfg_err(e, path, "response_headers: \"%s\" is not a header name that may pass (never Set-Cookie or hop-by-hop)", name);
-		}
+			found |= strcmp(r->scopes[s].scope, r->default_scopes[d]) == 0;
+		if (!found)
+			cfg_err(e, path, "default_scopes: \"%s\" is not one of the resource's scopes",
+				r->default_scopes[d]);
 	}
+	for (size_t s = 0; s < r->n_scopes; s++)
+		if (strcmp(r->scopes[s].scope, "offline_access") == 0 || strpbrk(r->scopes[s].scope, " \"\\"))
+			cfg_err(e, path, "scopes: \"%s\" is not a valid scope name here", r->scopes[s].scope);
+}
+
+/* inject: the defaults (Authorization: Bearer {upstream_token}), then the template. */
+static void check_resource_inject(struct cfg_resource *r, const char *path, struct cfg_errors *e)
+{
+	if (!r->inject.header && !(r->inject.header = strdup("Authorization")))
+		cfg_err(e, path, "out of memory");
+	if (!r->inject.value && !(r->inject.value = strdup("Bearer {upstream_token}")))
+		cfg_err(e, path, "out of memory");
+	if (r->inject.value && !strstr(r->inject.value, "{upstream_token}"))
+		cfg_err(e, path, "inject.value: expected a template containing {upstream_token}");
+}
+
+static void check_resource_headers(const struct cfg_resource *r, const char *path, struct cfg_errors *e)
+{
+	for (size_t h = 0; h < r->n_response_headers; h++) {
+		const char *name = r->response_headers[h];
+		if (!hdr_token_ok(name, strlen(name)) || strcasecmp(name, "set-cookie") == 0 ||
+		    strcasecmp(name, "set-cookie2") == 0 || hdr_hop_by_hop(name, strlen(name)))
+			cfg_err(e, path, "response_headers: \"%s\" is not a header name that may pass "
+				"(never Set-Cookie or hop-by-hop)", name);
+	}
+}
+
+static void check_resource(struct config *c, size_t i, struct cfg_errors *e)
+{
+	struct cfg_resource *r = &c->resources[i];
+	char path[256];
+	snprintf(path, sizeof(path), "$.resources[%zu]", i);
+	check_resource_path(c, i, path, e);
+	if (r->upstream && c->n_upstreams && !config_upstream(c, r->upstream))
+		cfg_err(e, path, "upstream: no upstream named \"%s\"", r->upstream);
+	else if (r->upstream && !c->n_upstreams)
+		cfg_err(e, path, "upstream: no upstreams are configured");
+	check_resource_scopes(r, path, e);
+	check_resource_inject(r, path, e);
+	check_resource_headers(r, path, e);
+}
+
+/* Every entry of list must be a CIDR; one message for the list. */
+static void check_cidrs(char *const *list, size_t n, const char *path, const char *expected,
+			struct cfg_errors *e)
+{
 	struct cidr cd;
-	for (size_t i = 0; i < c->http.n_trusted_proxies; i++)
-		if (cidr_parse(c->http.trusted_proxies[i], &cd) < 0)
-			cfg_err(e, "$.http.trusted_proxies", "expected CIDRs like 10.0.0.0/8 or fd00::/8");
-	for (size_t i = 0; i < c->registration.n_cimd_allow_private_cidrs; i++)
-		if (cidr_parse(c->registration.cimd_allow_private_cidrs[i], &cd) < 0)
-			cfg_err(e, "$.registration.cimd_allow_private_cidrs", "expected CIDRs like 127.0.0.1/32");
-	if (!c->log.level)
-		c->log.level = strdup("info");
+	for (size_t i = 0; i < n; i++)
+		if (cidr_parse(list[i], &cd) < 0)
+			cfg_err(e, path, "%s", expected);
+}
+
+/* Rules across fields, in the order of the document; runs once every field
+ * has parsed, and completes the defaults that depend on other fields. */
+static void check_semantics(struct config *c, struct cfg_errors *e)
+{
+	check_public_url(c, e);
+	check_log(c, e);
+	check_keys(c, e);
+	check_clients(c, e);
+	for (size_t i = 0; i < c->n_upstreams; i++)
+		check_upstream(&c->upstreams[i], e);
+	for (size_t i = 0; i < c->n_resources; i++)
+		check_resource(c, i, e);
+	check_cidrs(c->http.trusted_proxies, c->http.n_trusted_proxies, "$.http.trusted_proxies",
+		    "expected CIDRs like 10.0.0.0/8 or fd00::/8", e);
+	check_cidrs(c->registration.cimd_allow_private_cidrs, c->registration.n_cimd_allow_private_cidrs,
+		    "$.registration.cimd_allow_private_cidrs", "expected CIDRs like 127.0.0.1/32", e);
+	if (!c->log.level && !(c->log.level = strdup("info")))
+		cfg_err(e, "$.log.level", "out of memory");
 }
 
 /* ---- entry points ------------------------------------------------------ */
 
-struct config *config_parse(const char *text, size_t len, struct cfg_errors *errs)
+/* Why jparse refused text: jansson's own message with its position, or
+ * the refusals jparse adds (a NUL byte, nesting past LIM_JSON_DEPTH). */
+static void report_invalid_json(const char *text, size_t len, struct cfg_errors *errs)
 {
 	json_error_t jerr;
-	memset(errs, 0, sizeof(*errs));
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
 		char where[64];
 		snprintf(where, sizeof(where), "line %d column %d", jerr.line, jerr.column);
 		cfg_err(errs, where, "invalid JSON: %s", jerr.text);
+		return;
+	}
+	json_decref(root);
+	if (memchr(text, '\0', len))
+		cfg_err(errs, "$", "invalid JSON: contains a NUL byte");
+	else if (jparse_depth(text, len, LIM_JSON_DEPTH) == SIZE_MAX)
+		cfg_err(errs, "$", "invalid JSON: nested deeper than %d levels", LIM_JSON_DEPTH);
+	else
+		cfg_err(errs, "$", "invalid JSON");
+}
+
+struct config *config_parse(const char *text, size_t len, struct cfg_errors *errs)
+{
+	memset(errs, 0, sizeof(*errs));
+	json_t *root = jparse(text, len, 0, LIM_JSON_DEPTH);
+	if (!root) {
+		report_invalid_json(text, len, errs);
 		return NULL;
 	}
 	struct config *c = calloc(1, sizeof(*c));
@@ -898,9 +1120,9 @@ struct config *config_parse(const char *text, size_t len, struct cfg_errors *err
 	else
 		walk_object(root, &config_schema, c, "$", errs);
 	json_decref(root);
-	if (errs->n == 0)
+	if (errs->n == 0 && errs->lost == 0)
 		check_semantics(c, errs);
-	if (errs->n) {
+	if (errs->n || errs->lost) {
 		config_free(&c);
 		return NULL;
 	}

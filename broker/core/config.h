@@ -151,19 +151,26 @@ struct config {
 struct cfg_errors {
 	char **msg;
 	size_t n;
+	size_t lost; /* problems that could not be recorded (out of memory) */
 };
 
-/* Loads and validates path. On failure returns NULL and fills errs with every
+/* Loads and validates path (at most LIM_CONFIG_BYTES; JSON nested at most
+ * LIM_JSON_DEPTH deep). On failure returns NULL and fills errs with every
  * problem found (not only the first). The caller frees errs. */
-struct config *config_load(const char *path, struct cfg_errors *errs);
+struct config *config_load(const char *path, struct cfg_errors *errs) WUR;
 /* Same from a JSON text (used by tests). */
-struct config *config_parse(const char *text, size_t len, struct cfg_errors *errs);
+struct config *config_parse(const char *text, size_t len, struct cfg_errors *errs) WUR;
 void config_free(struct config **cfg);
 void config_errors_free(struct cfg_errors *errs);
 
-/* Expands ${NAME} from the environment. Returns a malloc'd string or NULL
- * with *why set to a static explanation. */
-char *config_expand_env(const char *in, const char **why);
+/* Room for the explanation config_expand_env writes. */
+#define CONFIG_WHY_LEN 256
+
+/* Expands ${NAME} from the environment (names of at most LIM_ENV_NAME
+ * characters, results of at most LIM_CONFIG_STRING bytes). 0 with *out a
+ * malloc'd string (which may hold a secret: the caller wipes it); -1 with
+ * *out NULL and why (whycap bytes, CONFIG_WHY_LEN is enough) explaining. */
+int config_expand_env(const char *in, char **out, char *why, size_t whycap) WUR;
 
 /* Lookups; NULL when absent. */
 const struct cfg_upstream *config_upstream(const struct config *cfg, const char *name);

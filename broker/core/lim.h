@@ -11,9 +11,10 @@
 #define LIM_BODY_PROXY_INSPECT  (1024 * 1024) /* JSON-RPC bodies inspected by policy */
 #define LIM_FORM_FIELDS         32
 #define LIM_FORM_VALUE          4096
-#define LIM_QUERY_BYTES         8192
+#define LIM_QUERY_BYTES         8192          /* the raw query string of a request target */
 #define LIM_REQUEST_ID          64
 #define LIM_PATH                2048
+#define LIM_RESP_HEADERS        16            /* headers a handler adds to one response */
 
 /* OAuth values */
 #define LIM_CLIENT_ID           512

@@ -37,7 +37,8 @@ int cookie_set(struct http_req *r, const char *base, const char *value, long max
 	if ((size_t)snprintf(line, sizeof(line), "%s=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s",
 			     name, value, max_age, https(r) ? "; Secure" : "") >= sizeof(line))
 		return -1;
-	return http_add_header(r, "Set-Cookie", line);
+	http_add_header(r, "Set-Cookie", line); /* a failure sticks to r: the answer becomes a 500 */
+	return 0;
 }
 
 static int valid_b64url(const char *s, size_t min, size_t max)

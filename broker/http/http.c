@@ -319,20 +319,36 @@ int http_query_count(struct http_req *r, const char *name)
 	return c.n;
 }
 
-int http_add_header(struct http_req *r, const char *name, const char *value)
+/* Remembers the first header that could not be kept; the response becomes
+ * a 500 when it is sent. */
+static void header_failed(struct http_req *r, const char *name)
 {
-	if (r->nheaders >= HTTP_MAX_RESP_HEADERS)
-		return -1;
+	if (r->broken)
+		return;
+	r->broken = 1;
+	snprintf(r->broken_header, sizeof(r->broken_header), "%s", name ? name : "");
+}
+
+void http_add_header(struct http_req *r, const char *name, const char *value)
+{
+	if (r->broken)
+		return; /* the answer is a 500 anyway */
+	if (r->nheaders >= LIM_RESP_HEADERS || !name || !value) {
+		header_failed(r, name);
+		return;
+	}
 	char *n = strdup(name), *v = strdup(value);
 	if (!n || !v) {
 		free(n);
+		if (v)
+			crypto_wipe(v, strlen(v));
 		free(v);
-		return -1;
+		header_failed(r, name);
+		return;
 	}
 	r->headers[r->nheaders].name = n;
 	r->headers[r->nheaders].value = v;
 	r->nheaders++;
-	return 0;
 }
 
 static void free_headers(struct http_req *r)
@@ -358,59 +374,131 @@ static void free_wiped(void *p)
 	free(w);
 }
 
+/* The response object for a body (a wiped copy when it carries secrets). */
+static struct MHD_Response *body_response(const struct http_req *r, const char *body, size_t len)
+{
+	if (!r->secret_response)
+		return MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	/* A body with secrets (tokens, client secrets): our own copy, wiped
+	 * when libmicrohttpd is done with it. */
+	struct wiped *w = malloc(sizeof(*w) + len + 1);
+	if (!w)
+		return NULL;
+	w->len = len;
+	memcpy(w->data, body, len);
+	struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, w->data, free_wiped);
+	if (!resp)
+		free_wiped(w->data);
+	return resp;
+}
+
+/* An answer decided before a small body has arrived (a 401 at the headers)
+ * waits for that body, which is read and dropped, never buffered: answering
+ * and closing at once would leave it unread, and a close with unread data
+ * resets the connection, which can destroy the answer on its way to the
+ * client (RFC 9293 3.6). */
+static int waits_for_body(struct http_req *r)
+{
+	return r->body_unread && !r->must_close && r->announced <= HTTP_EARLY_ANSWER_WAIT &&
+	       !http_header(r, MHD_HTTP_HEADER_EXPECT); /* a client that asked first sent nothing */
+}
+
+/* Close after an answer sent before the body was read (what follows on the
+ * connection is not a request we have framed), when the framing was bad, or
+ * while draining. */
+static int closes_after(const struct http_req *r, int wait_body)
+{
+	return __atomic_load_n(&draining, __ATOMIC_ACQUIRE) || (r->body_unread && !wait_body) || r->must_close;
+}
+
+/* Adds the headers every answer carries, then r's own; -1 (the name
+ * recorded in r) when one of them cannot be added. */
+static int add_one(struct http_req *r, struct MHD_Response *resp, const char *name, const char *value)
+{
+	if (MHD_add_response_header(resp, name, value) == MHD_YES)
+		return 0;
+	header_failed(r, name);
+	return -1;
+}
+
+static int add_headers(struct http_req *r, struct MHD_Response *resp, const char *content_type, int close)
+{
+	if (content_type && add_one(r, resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) < 0)
+		return -1;
+	if (add_one(r, resp, "X-Request-Id", r->id) < 0 || add_one(r, resp, "X-Content-Type-Options", "nosniff") < 0)
+		return -1;
+	for (int i = 0; i < r->nheaders; i++)
+		if (add_one(r, resp, r->headers[i].name, r->headers[i].value) < 0)
+			return -1;
+	if (close && add_one(r, resp, MHD_HTTP_HEADER_CONNECTION, "close") < 0)
+		return -1;
+	return 0;
+}
+
+static void queue(struct http_req *r, int status, struct MHD_Response *resp)
+{
+	r->status = status;
+	if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
+		r->status = 500;
+	MHD_destroy_response(resp);
+}
+
+/* Queues resp now, or keeps it until the small body has arrived. */
+static void queue_or_keep(struct http_req *r, int status, struct MHD_Response *resp, int wait_body)
+{
+	if (wait_body) {
+		r->status = status;
+		r->pending = resp;
+		return;
+	}
+	queue(r, status, resp);
+}
+
+/* The answer to a response that could not be built whole: a bare 500 with
+ * none of the handler's headers. */
+static void send_broken(struct http_req *r)
+{
+	static const char body[] = "{\"error\":\"server_error\"}";
+	log_msg(LOG_ERROR, "http.response_incomplete", r->id, "response header %s could not be added: answering 500",
+		r->broken_header);
+	free_headers(r);
+	r->status = 500;
+	int wait_body = waits_for_body(r);
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(sizeof(body) - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return; /* MHD closes the connection */
+	if (add_headers(r, resp, "application/json", closes_after(r, wait_body)) < 0) {
+		MHD_destroy_response(resp);
+		return;
+	}
+	queue_or_keep(r, 500, resp, wait_body);
+}
+
 void http_send(struct http_req *r, int status, const char *content_type, const char *body,
 	       size_t len)
 {
 	if (r->responded)
 		return;
 	r->responded = 1;
-	struct MHD_Response *resp = NULL;
-	if (r->secret_response) {
-		/* A body with secrets (tokens, client secrets): our own copy,
-		 * wiped when libmicrohttpd is done with it. */
-		struct wiped *w = malloc(sizeof(*w) + len + 1);
-		if (w) {
-			w->len = len;
-			memcpy(w->data, body, len);
-			resp = MHD_create_response_from_buffer_with_free_callback(len, w->data, free_wiped);
-			if (!resp)
-				free_wiped(w->data);
-		}
-	} else {
-		resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (r->broken) {
+		send_broken(r);
+		return;
 	}
+	struct MHD_Response *resp = body_response(r, body, len);
 	if (!resp) {
 		r->status = 500;
 		free_headers(r);
 		return; /* MHD closes the connection */
 	}
-	if (content_type)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-	MHD_add_response_header(resp, "X-Request-Id", r->id);
-	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-	for (int i = 0; i < r->nheaders; i++)
-		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
-	/* An answer decided before a small body has arrived (a 401 at the
-	 * headers) waits for that body, which is read and dropped, never
-	 * buffered: answering and closing at once would leave it unread, and
-	 * a close with unread data resets the connection, which can destroy
-	 * the answer on its way to the client (RFC 9293 3.6). */
-	int wait_body = r->body_unread && !r->must_close && r->announced <= HTTP_EARLY_ANSWER_WAIT &&
-			!http_header(r, MHD_HTTP_HEADER_EXPECT); /* a client that asked first sent nothing */
-	/* Otherwise close after an answer sent before the body was read (what
-	 * follows on the connection is not a request we have framed) or when
-	 * the framing was bad. */
-	if (__atomic_load_n(&draining, __ATOMIC_ACQUIRE) || (r->body_unread && !wait_body) || r->must_close)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-	free_headers(r);
-	r->status = status;
-	if (wait_body) {
-		r->pending = resp;
+	int wait_body = waits_for_body(r);
+	if (add_headers(r, resp, content_type, closes_after(r, wait_body)) < 0) {
+		MHD_destroy_response(resp);
+		send_broken(r);
 		return;
 	}
-	if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
-		r->status = 500;
-	MHD_destroy_response(resp);
+	free_headers(r);
+	queue_or_keep(r, status, resp, wait_body);
 }
 
 /* The answer kept until the (dropped) body had arrived. */
@@ -437,9 +525,18 @@ void http_resume(struct http_req *r)
 void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback reader, void *cls,
 		      MHD_ContentReaderFreeCallback free_cls, const char *const *headers, size_t nheaders)
 {
-	if (r->responded)
+	if (r->responded) {
+		if (free_cls)
+			free_cls(cls);
 		return;
+	}
 	r->responded = 1;
+	if (r->broken) {
+		if (free_cls)
+			free_cls(cls);
+		send_broken(r);
+		return;
+	}
 	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader,
 								       cls, free_cls);
 	if (!resp) {
@@ -449,17 +546,17 @@ void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback 
 		free_headers(r);
 		return;
 	}
+	/* Passed-through headers are the downstream's: one libmicrohttpd
+	 * refuses is left out, as a proxy drops a malformed field. */
 	for (size_t i = 0; i + 1 < nheaders * 2; i += 2)
-		MHD_add_response_header(resp, headers[i], headers[i + 1]);
-	MHD_add_response_header(resp, "X-Request-Id", r->id);
-	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-	for (int i = 0; i < r->nheaders; i++)
-		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
+		(void)MHD_add_response_header(resp, headers[i], headers[i + 1]);
+	if (add_headers(r, resp, NULL, 0) < 0) {
+		MHD_destroy_response(resp); /* frees cls */
+		send_broken(r);
+		return;
+	}
 	free_headers(r);
-	r->status = status;
-	if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
-		r->status = 500;
-	MHD_destroy_response(resp);
+	queue(r, status, resp);
 }
 
 void http_send_json(struct http_req *r, int status, json_t *json)
@@ -481,8 +578,10 @@ void http_send_oauth_error(struct http_req *r, int status, const char *error,
 	(void)http_add_header(r, "Cache-Control", "no-store");
 	(void)http_add_header(r, "Pragma", "no-cache");
 	json_t *o = json_pack("{s:s}", "error", error);
-	if (o && description)
-		json_object_set_new(o, "error_description", json_string(description));
+	if (o && description && json_object_set_new(o, "error_description", json_string(description)) < 0) {
+		json_decref(o); /* not half an error: http_send_json answers 500 */
+		o = NULL;
+	}
 	json_t *f = json_pack("{s:s, s:i, s:s?}", "error", error, "status", status,
 			      "description", description);
 	log_event(LOG_INFO, "oauth.error", r->id, f);
@@ -516,6 +615,7 @@ struct framing {
 	char te[512];
 	size_t te_len;
 	int te_overflow;
+	size_t head_bytes; /* the header lines as sent: "name: value\r\n" each */
 };
 
 /* With sizes: a NUL inside a name or value (which the C-string accessors
@@ -528,6 +628,7 @@ static enum MHD_Result framing_iter(void *cls, enum MHD_ValueKind kind, const ch
 		f->bad_name = 1; /* "Name\t:", "Name :", empty names, control bytes */
 	if (value && !hdr_value_ok(value, value_size, 1))
 		f->bad_value = 1;
+	f->head_bytes += (key ? key_size : 0) + (value ? value_size : 0) + 4;
 	if (!key)
 		return MHD_YES;
 	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
@@ -568,6 +669,13 @@ static int framing_check(struct http_req *r, const char *version, uint64_t *cl, 
 	*cl = 0;
 	*cl_present = 0;
 	MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, framing_iter, &f);
+	if (f.head_bytes > LIM_HEADER_BYTES) {
+		/* libmicrohttpd's own bound is the connection's memory, twice this. */
+		r->must_close = 1;
+		log_msg(LOG_INFO, "http.headers_too_large", r->id, "request headers of %zu bytes", f.head_bytes);
+		http_send_error(r, 431, "request_header_fields_too_large");
+		return -1;
+	}
 	if (f.bad_name) {
 		framing_error(r, 400, "a header name is not a token (whitespace before the colon, control bytes?)");
 		return -1;
@@ -616,105 +724,146 @@ static int framing_check(struct http_req *r, const char *version, uint64_t *cl, 
 	return 0;
 }
 
-static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-				 const char *method, const char *version, const char *upload_data,
-				 size_t *upload_data_size, void **con_cls)
+/* The query string is measured on the raw request target, which only this
+ * callback sees (libmicrohttpd decodes the arguments in place before the
+ * access callback runs). Its answer becomes the request's *con_cls: NULL, or
+ * this marker for a query over LIM_QUERY_BYTES, answered 414 by
+ * request_start. */
+static const char query_too_long = 1;
+
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-	struct http_server *s = cls;
-	struct http_req *r = *con_cls;
-	if (!r) {
-		r = calloc(1, sizeof(*r));
-		if (!r)
+	(void)cls;
+	(void)conn;
+	const char *q = uri ? strchr(uri, '?') : NULL;
+	if (q && strnlen(q + 1, LIM_QUERY_BYTES + 1) > LIM_QUERY_BYTES)
+		return (void *)&query_too_long;
+	return NULL;
+}
+
+static int is_marker(const void *p)
+{
+	return p == (const void *)&query_too_long;
+}
+
+static struct http_req *request_new(struct http_server *s, struct MHD_Connection *conn, const char *url,
+				    const char *method)
+{
+	struct http_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	__atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
+	r->conn = conn;
+	r->app = s->app;
+	r->start_ns = http_now_ns();
+	r->method = method;
+	r->method_id = method_id(method);
+	r->path = url;
+	request_id(r);
+	client_ip(r);
+	forwarded_for(r);
+	return r;
+}
+
+/* 405 with Allow when the path is known for other methods, else 404. */
+static void answer_unrouted(struct http_req *r, unsigned known)
+{
+	if (!known) {
+		http_send_error(r, 404, "not_found");
+		return;
+	}
+	char allow[64] = "";
+	static const char *const names[] = { "GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH" };
+	for (unsigned i = 0; i < 7; i++)
+		if (known & (1u << i))
+			snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+				 allow[0] ? ", " : "", names[i]);
+	(void)http_add_header(r, "Allow", allow);
+	http_send_error(r, 405, "method_not_allowed");
+}
+
+/* Once the route is known: the announced body against the route's limit,
+ * the route's own look at the headers, then the node's body budget. Either
+ * answers r or readies its body buffer. */
+static void request_admit(struct http_req *r, uint64_t cl, int cl_present)
+{
+	r->body_expected = cl_present && cl > 0;
+	r->announced = cl;
+	r->body_unread = r->body_expected;
+	if (cl_present && cl > r->route->max_body) {
+		/* Answer before reading: the connection then closes. */
+		http_send_error(r, 413, "request_too_large");
+		return;
+	}
+	if (r->route->on_headers) {
+		r->route->on_headers(r);
+		if (r->responded)
+			return;
+	}
+	/* The node holds a bounded total of request bodies: a crowd of
+	 * uploads gets 503 instead of the node's memory. */
+	if (r->body_expected && budget_spent(r)) {
+		(void)http_add_header(r, "Retry-After", "1");
+		log_msg(LOG_WARN, "http.body_budget_spent", r->id, "body budget spent: %lld of %lld bytes",
+			__atomic_load_n(&budget_of(r)->used, __ATOMIC_RELAXED), budget_of(r)->cap);
+		http_send_error(r, 503, "busy");
+		return;
+	}
+	buf_init(&r->body, r->route->max_body);
+	r->body.secret = 1; /* bodies carry codes, secrets and tokens */
+}
+
+/* The first call for a request: its context, then every check that needs
+ * only the request line and headers, in order. */
+static enum MHD_Result request_start(struct http_server *s, struct MHD_Connection *conn, const char *url,
+				     const char *method, const char *version, void **con_cls)
+{
+	int long_query = is_marker(*con_cls);
+	struct http_req *r = request_new(s, conn, url, method);
+	*con_cls = r;
+	if (!r)
+		return MHD_NO;
+	uint64_t cl = 0;
+	int cl_present = 0;
+	if (framing_check(r, version, &cl, &cl_present) < 0)
+		return MHD_YES;
+	if (long_query || strlen(url) > LIM_PATH) {
+		http_send_error(r, 414, "uri_too_long");
+		return MHD_YES;
+	}
+	unsigned known = 0;
+	r->route = route_find(s, url, r->method_id, &known);
+	if (!r->route) {
+		answer_unrouted(r, known);
+		return MHD_YES;
+	}
+	request_admit(r, cl, cl_present);
+	return MHD_YES;
+}
+
+/* A piece of the body. Without a Content-Length the excess can only be seen
+ * as it comes: it is discarded and answered 413 at the end (libmicrohttpd
+ * cannot answer in the middle of an upload), up to a bound past which the
+ * connection is simply closed. */
+static enum MHD_Result request_body(struct http_req *r, const char *data, size_t *size)
+{
+	size_t n = *size;
+	*size = 0;
+	if (!r->body_too_large && budget_take(r, n) < 0)
+		return MHD_NO; /* past the node's budget mid-body: close */
+	if (!r->body_too_large && buf_add(&r->body, data, n) < 0)
+		r->body_too_large = 1;
+	if (r->body_too_large) {
+		r->discarded += n;
+		if (r->discarded > HTTP_DISCARD_MAX)
 			return MHD_NO;
-		__atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
-		*con_cls = r;
-		r->conn = conn;
-		r->app = s->app;
-		r->start_ns = http_now_ns();
-		r->method = method;
-		r->method_id = method_id(method);
-		r->path = url;
-		request_id(r);
-		client_ip(r);
-		forwarded_for(r);
-		uint64_t cl = 0;
-		int cl_present = 0;
-		if (framing_check(r, version, &cl, &cl_present) < 0)
-			return MHD_YES;
-		unsigned known = 0;
-		if (strlen(url) > LIM_PATH) {
-			http_send_error(r, 414, "uri_too_long");
-			return MHD_YES;
-		}
-		r->route = route_find(s, url, r->method_id, &known);
-		if (!r->route) {
-			if (known) {
-				char allow[64] = "";
-				static const char *const names[] = { "GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH" };
-				for (unsigned i = 0; i < 7; i++)
-					if (known & (1u << i))
-						snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
-							 allow[0] ? ", " : "", names[i]);
-				(void)http_add_header(r, "Allow", allow);
-				http_send_error(r, 405, "method_not_allowed");
-			} else {
-				http_send_error(r, 404, "not_found");
-			}
-			return MHD_YES;
-		}
-		r->body_expected = cl_present && cl > 0;
-		r->announced = cl;
-		r->body_unread = r->body_expected;
-		if (cl_present && cl > r->route->max_body) {
-			/* Answer before reading: the connection then closes. */
-			http_send_error(r, 413, "request_too_large");
-			return MHD_YES;
-		}
-		if (r->route->on_headers) {
-			r->route->on_headers(r);
-			if (r->responded)
-				return MHD_YES;
-		}
-		/* The node holds a bounded total of request bodies: a crowd of
-		 * uploads gets 503 instead of the node's memory. */
-		if (r->body_expected && budget_spent(r)) {
-			(void)http_add_header(r, "Retry-After", "1");
-			log_msg(LOG_WARN, "http.body_budget_spent", r->id, "body budget spent: %lld of %lld bytes", __atomic_load_n(&budget_of(r)->used, __ATOMIC_RELAXED), budget_of(r)->cap);
-			http_send_error(r, 503, "busy");
-			return MHD_YES;
-		}
-		buf_init(&r->body, r->route->max_body);
-		r->body.secret = 1; /* bodies carry codes, secrets and tokens */
-		return MHD_YES;
 	}
-	if (r->responded) {
-		/* Answered early: what follows is dropped; a kept answer goes out
-		 * once the body has all arrived. */
-		if (*upload_data_size == 0 && r->pending) {
-			r->body_unread = 0;
-			send_pending(r);
-		}
-		*upload_data_size = 0;
-		return MHD_YES;
-	}
-	if (*upload_data_size) {
-		/* Without a Content-Length the excess can only be seen as it comes:
-		 * it is discarded and answered 413 at the end (libmicrohttpd cannot
-		 * answer in the middle of an upload), up to a bound past which the
-		 * connection is simply closed. */
-		size_t n = *upload_data_size;
-		*upload_data_size = 0;
-		if (!r->body_too_large && budget_take(r, n) < 0)
-			return MHD_NO; /* past the node's budget mid-body: close */
-		if (!r->body_too_large && buf_add(&r->body, upload_data, n) < 0)
-			r->body_too_large = 1;
-		if (r->body_too_large) {
-			r->discarded += n;
-			if (r->discarded > HTTP_DISCARD_MAX)
-				return MHD_NO;
-		}
-		return MHD_YES;
-	}
+	return MHD_YES;
+}
+
+/* The whole body is in: the handler runs (or the 413 goes out). */
+static enum MHD_Result request_run(struct http_req *r)
+{
 	r->body_unread = 0;
 	if (r->body_too_large) {
 		http_send_error(r, 413, "request_too_large");
@@ -729,13 +878,35 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 	return MHD_YES;
 }
 
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+				 const char *method, const char *version, const char *upload_data,
+				 size_t *upload_data_size, void **con_cls)
+{
+	struct http_req *r = *con_cls;
+	if (!r || is_marker(r))
+		return request_start(cls, conn, url, method, version, con_cls);
+	if (r->responded) {
+		/* Answered early: what follows is dropped; a kept answer goes out
+		 * once the body has all arrived. */
+		if (*upload_data_size == 0 && r->pending) {
+			r->body_unread = 0;
+			send_pending(r);
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size)
+		return request_body(r, upload_data, upload_data_size);
+	return request_run(r);
+}
+
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
 	struct http_req *r = *con_cls;
-	if (!r)
-		return;
 	*con_cls = NULL;
+	if (!r || is_marker(r))
+		return; /* the connection ended before the request was taken in */
 	double secs = (double)(http_now_ns() - r->start_ns) / 1e9;
 	int status = r->status ? r->status : 499;
 	const char *label = r->route ? r->route->label : "unmatched";
@@ -808,6 +979,7 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 				 * required, no bare LF, ...); framing_check does the rest. */
 				MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
 				MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+				MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
 				MHD_OPTION_END);
 	if (!s->d)
 		goto fail;
@@ -825,69 +997,80 @@ int http_port(const struct http_server *s)
 	return s->port;
 }
 
-void http_drain(struct http_server *s, int timeout_s)
+/* Stops new handshakes first: a socket filter on the listener drops pure
+ * SYNs (clients retry them and, once the listener is closed, are refused,
+ * so a load balancer moves them elsewhere before sending anything), while
+ * handshakes already under way complete. Then the accept queue only holds
+ * connections that will be served. */
+static void drain_drop_syns(struct http_server *s)
 {
-	if (!s)
-		return;
-	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
-	/* Stop new handshakes first: a socket filter on the listener drops
-	 * pure SYNs (clients retry them and, once the listener is closed below,
-	 * are refused, so a load balancer moves them elsewhere before sending
-	 * anything), while handshakes already under way complete. Then the
-	 * accept queue only holds connections that will be served. */
 	const union MHD_DaemonInfo *li = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_LISTEN_FD);
-	if (li && li->listen_fd != MHD_INVALID_SOCKET) {
-		struct sock_filter drop_syn[] = {
-			BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),          /* TCP flags */
-			BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),       /* SYN | ACK */
-			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1), /* SYN alone: */
-			BPF_STMT(BPF_RET | BPF_K, 0),                    /* drop */
-			BPF_STMT(BPF_RET | BPF_K, 0xFFFFFFFF),           /* else pass */
-		};
-		struct sock_fprog prog = { .len = sizeof(drop_syn) / sizeof(drop_syn[0]), .filter = drop_syn };
-		if (setsockopt(li->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0)
-			usleep(HTTP_HANDSHAKE_SETTLE_US); /* in-flight handshakes land in the queue */
+	if (!li || li->listen_fd == MHD_INVALID_SOCKET)
+		return;
+	struct sock_filter drop_syn[] = {
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),          /* TCP flags */
+		BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),       /* SYN | ACK */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1), /* SYN alone: */
+		BPF_STMT(BPF_RET | BPF_K, 0),                    /* drop */
+		BPF_STMT(BPF_RET | BPF_K, 0xFFFFFFFF),           /* else pass */
+	};
+	struct sock_fprog prog = { .len = sizeof(drop_syn) / sizeof(drop_syn[0]), .filter = drop_syn };
+	if (setsockopt(li->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0)
+		usleep(HTTP_HANDSHAKE_SETTLE_US); /* in-flight handshakes land in the queue */
+}
+
+/* Takes in what the kernel already queued on the quiesced listener fd
+ * (connections whose handshake completed while the workers were busy):
+ * closing the listener would reset them after the client may have sent a
+ * request. libmicrohttpd serves them like any other. */
+static void drain_take_queued(struct http_server *s, MHD_socket fd)
+{
+	int fl = fcntl(fd, F_GETFL, 0);
+	if (fl >= 0)
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	for (int taken = 0; taken < 4096; taken++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int cfd = accept(fd, (struct sockaddr *)&ss, &sl);
+		if (cfd < 0)
+			break;
+		int cfl = fcntl(cfd, F_GETFL, 0);
+		if (cfl >= 0)
+			(void)fcntl(cfd, F_SETFL, cfl | O_NONBLOCK);
+		(void)fcntl(cfd, F_SETFD, FD_CLOEXEC);
+		(void)MHD_add_connection(s->d, cfd, (struct sockaddr *)&ss, sl);
 	}
+}
+
+/* Refuses new connections at once, so that a load balancer retries them
+ * elsewhere before sending anything: the listening socket is replaced
+ * (dup2) by an unbound one. The descriptor number stays taken, as
+ * libmicrohttpd's threads may still hold it in a poll set for a moment; it
+ * is closed after MHD_stop_daemon (http_stop). */
+static void drain_close_listener(struct http_server *s)
+{
 	MHD_socket fd = MHD_quiesce_daemon(s->d);
-	if (fd != MHD_INVALID_SOCKET) {
-		/* Refuse new connections at once, so that a load balancer retries
-		 * them elsewhere before sending anything: the listening socket is
-		 * replaced (dup2) by an unbound one. The descriptor number stays
-		 * taken, as libmicrohttpd's threads may still hold it in a poll set
-		 * for a moment; it is closed after MHD_stop_daemon (http_stop). */
-		/* First take in what the kernel already queued (connections whose
-		 * handshake completed while the workers were busy): closing the
-		 * listener would reset them after the client may have sent a
-		 * request. libmicrohttpd serves them like any other. */
-		int fl = fcntl(fd, F_GETFL, 0);
-		if (fl >= 0)
-			(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-		for (int taken = 0; taken < 4096; taken++) {
-			struct sockaddr_storage ss;
-			socklen_t sl = sizeof(ss);
-			int cfd = accept(fd, (struct sockaddr *)&ss, &sl);
-			if (cfd < 0)
-				break;
-			int cfl = fcntl(cfd, F_GETFL, 0);
-			if (cfl >= 0)
-				(void)fcntl(cfd, F_SETFL, cfl | O_NONBLOCK);
-			(void)fcntl(cfd, F_SETFD, FD_CLOEXEC);
-			(void)MHD_add_connection(s->d, cfd, (struct sockaddr *)&ss, sl);
-		}
-		int dummy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (dummy >= 0 && dup2(dummy, fd) >= 0) {
-			s->quiesced_fd = fd;
-		} else {
-			usleep(200000);
-			close(fd);
-		}
-		if (dummy >= 0)
-			close(dummy);
+	if (fd == MHD_INVALID_SOCKET)
+		return;
+	drain_take_queued(s, fd);
+	int dummy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (dummy >= 0 && dup2(dummy, fd) >= 0) {
+		s->quiesced_fd = fd;
+	} else {
+		usleep(200000);
+		close(fd);
 	}
-	/* Wait for in-flight requests, and for connections accepted before the
-	 * listener closed whose request has not fully arrived yet (they have
-	 * no request in flight, but a client already sent it): until no
-	 * connection is left, or none has had a request for a settle period. */
+	if (dummy >= 0)
+		close(dummy);
+}
+
+/* Waits for in-flight requests, and for connections accepted before the
+ * listener closed whose request has not fully arrived yet (they have no
+ * request in flight, but a client already sent it): until no connection is
+ * left, or none has had a request for a settle period. Returns the requests
+ * still in flight. */
+static long drain_wait(struct http_server *s, int timeout_s)
+{
 	uint64_t deadline = http_now_ns() + (uint64_t)timeout_s * 1000000000ull, quiet_since = 0;
 	long left;
 	for (;;) {
@@ -905,6 +1088,17 @@ void http_drain(struct http_server *s, int timeout_s)
 			break; /* only idle keep-alive connections remain */
 		usleep(10000);
 	}
+	return left;
+}
+
+void http_drain(struct http_server *s, int timeout_s)
+{
+	if (!s)
+		return;
+	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
+	drain_drop_syns(s);
+	drain_close_listener(s);
+	long left = drain_wait(s, timeout_s);
 	if (left > 0)
 		log_msg(LOG_WARN, "http.drain_timeout", NULL, "%ld requests still in flight", left);
 }

@@ -1,7 +1,18 @@
 /* The HTTP server: libmicrohttpd glue, a route table, request size limits,
  * request ids, response helpers, access log and metrics. Handlers run on
  * libmicrohttpd's worker threads, once per request, after the body (bounded
- * by the route's max_body) has been read. */
+ * by the route's max_body) has been read.
+ *
+ * Limits applied to every request before any handler runs: the framing
+ * rules (400/411/501), the header lines (LIM_HEADER_BYTES in all, 431), the
+ * path (LIM_PATH) and the raw query string (LIM_QUERY_BYTES), both 414
+ * uri_too_long, the route's max_body (413) and the node's body budget (503).
+ *
+ * Building a response cannot half-fail: a header that cannot be kept (more
+ * than LIM_RESP_HEADERS, out of memory, a value libmicrohttpd refuses)
+ * marks the response under construction as broken, and whatever the
+ * handler then sends goes out as a bare 500 server_error instead (logged
+ * with the header's name, never its value). */
 #ifndef MCPB_HTTP_H
 #define MCPB_HTTP_H
 #include <jansson.h>
@@ -36,7 +47,6 @@ struct http_route {
 	http_handler on_headers;
 };
 
-#define HTTP_MAX_RESP_HEADERS 16
 /* An oversized chunked body is read and dropped up to this many bytes (to
  * answer 413), then the connection is closed. */
 #define HTTP_DISCARD_MAX (8 * 1024 * 1024)
@@ -62,8 +72,12 @@ struct http_req {
 	char client_ip[48];
 	struct {
 		char *name, *value;
-	} headers[HTTP_MAX_RESP_HEADERS];
+	} headers[LIM_RESP_HEADERS];
 	int nheaders;
+	/* The first response header that could not be kept (its name, cut to
+	 * fit): the answer will be a 500 (see above). */
+	int broken;
+	char broken_header[64];
 	int deferred; /* the handler suspended the connection and will answer later */
 	int secret_response; /* the body carries secrets: its copies are wiped */
 	int body_expected;   /* the headers announce a body (Content-Length > 0 or chunked) */
@@ -82,7 +96,7 @@ struct http_server;
 /* Starts listening on host:port with the given routes (copied pointer: the
  * table must outlive the server). NULL on failure (logged). */
 struct http_server *http_start(struct app *app, const char *host, int port,
-			       const struct http_route *routes, size_t nroutes);
+			       const struct http_route *routes, size_t nroutes) WUR;
 /* Port actually bound (useful with port 0). */
 int http_port(const struct http_server *s);
 /* Stops accepting and waits for in-flight requests (at most timeout_s). */
@@ -104,9 +118,14 @@ int http_query_count(struct http_req *r, const char *name);
 /* How many times a request header appears (names compared case-insensitively). */
 int http_header_count(struct http_req *r, const char *name);
 
-/* Adds a response header (copied) to the response about to be sent. */
-int http_add_header(struct http_req *r, const char *name, const char *value);
-/* Sends a response; exactly one per request. Copies body. */
+/* Adds a response header (copied) to the response about to be sent. When it
+ * cannot be kept the failure sticks to r: the response sent will be a 500
+ * with none of the added headers. */
+void http_add_header(struct http_req *r, const char *name, const char *value);
+/* Sends a response; exactly one per request. Copies body. A 500 instead
+ * when a header could not be added (before or now); a response that cannot
+ * be built at all leaves r->status 500 and libmicrohttpd closes the
+ * connection. */
 void http_send(struct http_req *r, int status, const char *content_type, const char *body,
 	       size_t len);
 /* Sends json (stolen) as application/json. */
@@ -130,7 +149,11 @@ void http_suspend(struct http_req *r);
 void http_resume(struct http_req *r);
 
 /* Streams a response: reader is libmicrohttpd's content reader (it may
- * suspend the connection and return 0 when no data is ready yet). */
+ * suspend the connection and return 0 when no data is ready yet); free_cls
+ * (cls) is called in every case once the reader is no longer needed.
+ * headers holds nheaders name/value pairs passed through from elsewhere
+ * (the downstream), each added if libmicrohttpd accepts it; the headers of
+ * http_add_header follow the sticky rule above. */
 void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback reader, void *cls,
 		      MHD_ContentReaderFreeCallback free_cls, const char *const *headers, size_t nheaders);
 

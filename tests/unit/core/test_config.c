@@ -391,9 +391,22 @@ static void test_env(void)
 	unsetenv("MCPB_TEST_EMPTY");
 }
 
+/* config_expand_env through its contract: 0 with a string, or -1 with none
+ * and an explanation in why (which is "" before every call). */
+static char why[CONFIG_WHY_LEN];
+
+static char *expand(const char *in)
+{
+	char *out = (char *)1;
+	why[0] = '\0';
+	int rc = config_expand_env(in, &out, why, sizeof(why));
+	CHECK((rc == 0) == (out != NULL));
+	CHECK(rc == 0 ? why[0] == '\0' : why[0] != '\0');
+	return out;
+}
+
 static void test_expand_env_direct(void)
 {
-	const char *why = NULL;
 	char *s;
 	setenv("MCPB_X", "1", 1);
 	setenv("MCPB_Y", "two", 1);
@@ -417,8 +430,7 @@ static void test_expand_env_direct(void)
 	setenv("_u9", "underscore", 1);
 	ok[sizeof(ok) / sizeof(ok[0]) - 1].out = "underscore";
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-		why = NULL;
-		s = config_expand_env(ok[i].in, &why);
+		s = expand(ok[i].in);
 		CHECK_STR(s, ok[i].out);
 		free(s);
 	}
@@ -436,12 +448,11 @@ static void test_expand_env_direct(void)
 		{ "${MCPB_NOPE}", "environment variable MCPB_NOPE is not set" },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		why = NULL;
-		s = config_expand_env(bad[i].in, &why);
+		s = expand(bad[i].in);
 		CHECK(s == NULL);
-		CHECK(why != NULL && strstr(why, bad[i].why) != NULL);
-		if (!why || !strstr(why, bad[i].why))
-			fprintf(stderr, "  for \"%s\": %s\n", bad[i].in, why ? why : "(null)");
+		CHECK(strstr(why, bad[i].why) != NULL);
+		if (!strstr(why, bad[i].why))
+			fprintf(stderr, "  for \"%s\": %s\n", bad[i].in, why);
 		free(s);
 	}
 
@@ -450,20 +461,29 @@ static void test_expand_env_direct(void)
 	memset(name, 'A', 129);
 	name[129] = '\0';
 	snprintf(in, sizeof(in), "${%s}", name);
-	why = NULL;
-	CHECK(config_expand_env(in, &why) == NULL && why && strstr(why, "bad environment variable name"));
+	CHECK(expand(in) == NULL && strstr(why, "bad environment variable name"));
+	/* Exactly LIM_ENV_NAME: a name (unset here). */
+	name[128] = '\0';
+	snprintf(in, sizeof(in), "${%s}", name);
+	CHECK(expand(in) == NULL && strstr(why, "is not set"));
+	/* The explanation is cut to the caller's buffer, never overrun. */
+	char small[12];
+	char *out = NULL;
+	memset(small, 'x', sizeof(small));
+	CHECK(config_expand_env("${MCPB_NOPE}", &out, small, 8) < 0 && out == NULL);
+	CHECK(strlen(small) == 7 && small[8] == 'x');
 
 	/* Results: at most LIM_CONFIG_STRING bytes. */
 	char *big = malloc(6000);
 	memset(big, 'v', 5999);
 	big[5999] = '\0';
 	setenv("MCPB_BIG", big, 1);
-	why = NULL;
-	s = config_expand_env("${MCPB_BIG}", &why);
+	s = expand("${MCPB_BIG}");
 	CHECK(s != NULL && strlen(s) == 5999);
 	free(s);
-	s = config_expand_env("${MCPB_BIG}${MCPB_BIG}", &why);
-	CHECK(s == NULL && why && strstr(why, "too long"));
+	s = expand("${MCPB_BIG}${MCPB_BIG}");
+	CHECK_STR(why, "string too long (at most 8192 bytes, after ${...} expansion)");
+	CHECK(s == NULL);
 	free(s);
 	unsetenv("MCPB_BIG");
 	free(big);
@@ -506,6 +526,158 @@ static void test_invalid_json(void)
 
 	/* \u0000 inside a string is refused. */
 	FAILS(build((struct cfgt){ .database_url = "\"a\\u0000b\"" }), "");
+}
+
+/* Outside JSON is refused by jparse (core/jparse.h) with a reason: a raw
+ * NUL byte, nesting past LIM_JSON_DEPTH; jansson's own refusals keep their
+ * line and column. */
+static void test_jparse_refusals(void)
+{
+	struct cfg_errors e;
+	char deep[256];
+	size_t o = 0;
+	o += (size_t)snprintf(deep, sizeof(deep), "{\"x\":");
+	for (int i = 0; i < 16; i++)
+		deep[o++] = '[';
+	for (int i = 0; i < 16; i++)
+		deep[o++] = ']';
+	deep[o++] = '}';
+	deep[o] = '\0';
+	/* 17 levels: refused before jansson builds it. */
+	struct config *c = parse(deep, &e);
+	CHECK(c == NULL && e.n == 1);
+	if (e.n)
+		CHECK_STR(e.msg[0], "$: invalid JSON: nested deeper than 16 levels");
+	config_errors_free(&e);
+	/* 16 levels parse: the error is the schema's. */
+	memmove(deep + 5, deep + 6, o - 5);
+	memmove(deep + 5 + 15, deep + 5 + 16, o - 5 - 16);
+	c = parse(deep, &e);
+	CHECK(c == NULL && e.n >= 1 && has_err(&e, "$.x: unknown key in config"));
+	config_errors_free(&e);
+
+	/* A raw NUL after a literal, which jansson alone would skip. */
+	static const char nul[] = "{\"listen\":true\0}";
+	c = config_parse(nul, sizeof(nul) - 1, &e);
+	CHECK(c == NULL && e.n == 1);
+	if (e.n)
+		CHECK_STR(e.msg[0], "$: invalid JSON: contains a NUL byte");
+	config_errors_free(&e);
+	/* Where jansson refuses itself, its message stays. */
+	static const char tail[] = "{\"listen\":1}\0";
+	c = config_parse(tail, sizeof(tail) - 1, &e);
+	CHECK(c == NULL && e.n == 1);
+	if (e.n)
+		CHECK_STR(e.msg[0], "line 1 column 13: invalid JSON: end of file expected near end of file");
+	config_errors_free(&e);
+}
+
+/* Parsing s must fail with exactly the message msg among its errors. */
+static void fails_exactly_at(int line, const char *s, const char *msg)
+{
+	struct cfg_errors e;
+	struct config *c = parse(s, &e);
+	int found = 0;
+	for (size_t i = 0; i < e.n; i++)
+		found |= strcmp(e.msg[i], msg) == 0;
+	test_checks++;
+	if (c || !found) {
+		test_failures++;
+		fprintf(stderr, "%s:%d: expected the error \"%s\"\n", __FILE__, line, msg);
+		dump_errs(s, &e);
+	}
+	config_free(&c);
+	config_errors_free(&e);
+}
+#define FAILS_EXACTLY(s, msg) fails_exactly_at(__LINE__, (s), (msg))
+
+/* The full text of messages check-config prints, one per handler and rule
+ * (the tests above match most by prefix). */
+static void test_exact_messages(void)
+{
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"tokens\":{\"bogus\":1}" }),
+		      "$.tokens.bogus: unknown key in tokens");
+	FAILS_EXACTLY(build((struct cfgt){ .listen = OMIT }), "$.listen: missing required key (a string)");
+	FAILS_EXACTLY(build((struct cfgt){ .keys = OMIT }),
+		      "$.encryption_keys: missing required key (an array of objects)");
+	FAILS_EXACTLY(build((struct cfgt){ .keys = "{}" }), "$.encryption_keys: expected an array of objects");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"admin_tokens\":null" }),
+		      "$.admin_tokens: expected an array of strings, got null");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"upstreams\":null" }),
+		      "$.upstreams: expected an object, got null");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"registration\":{\"dynamic\":null}" }),
+		      "$.registration.dynamic: expected true or false, got null");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"housekeeping_interval_s\":null" }),
+		      "$.housekeeping_interval_s: expected an integer, got null");
+	/* \u0000 never reaches a field: jansson refuses it (no JSON_ALLOW_NUL). */
+	FAILS_EXACTLY(build((struct cfgt){ .database_url = "\"a\\u0000b\"" }),
+		      "line 1 column 94: invalid JSON: \\u0000 is not allowed without JSON_ALLOW_NUL "
+		      "near '\"a\\u0000b\"'");
+	FAILS_EXACTLY(build((struct cfgt){ .database_url = "\"${MCPB_TEST_DB\"" }),
+		      "$.database_url: unterminated ${ in string");
+	FAILS_EXACTLY(build((struct cfgt){ .database_url = "\"${1X}\"" }),
+		      "$.database_url: bad environment variable name in ${...}");
+	FAILS_EXACTLY(build((struct cfgt){ .cookie = "true" }), "$.cookie_secret: expected a string");
+	FAILS_EXACTLY(build((struct cfgt){ .cookie = KEY_16 }),
+		      "$.cookie_secret: expected base64 of exactly 32 bytes (mcp-broker keygen)");
+	FAILS_EXACTLY(build((struct cfgt){ .listen = "\"nohost\"" }), "$.listen: expected host:port");
+	FAILS_EXACTLY(build((struct cfgt){ .listen = "\"1.2.3.4:-0\"" }), "$.listen: expected a port number 0-65535");
+	FAILS_EXACTLY(build((struct cfgt){ .public_url = "\"ftp://x\"" }),
+		      "$.public_url: expected an http or https URL");
+	FAILS_EXACTLY(build((struct cfgt){ .public_url = "\"http://broker.example.com\"" }),
+		      "$.public_url: expected an https URL (http only for a loopback host)");
+	FAILS_EXACTLY(build((struct cfgt){ .public_url = "\"https://b.example.com/x\"" }),
+		      "$.public_url: must be an origin without a path (https://host[:port])");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"log\":{\"level\":\"loud\"}" }),
+		      "$.log.level: expected one of debug, info, warn, error");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"http\":{\"trusted_proxies\":[\"10.0.0.0/8\",\"bad/cidr\"]}" }),
+		      "$.http.trusted_proxies: expected CIDRs like 10.0.0.0/8 or fd00::/8");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"registration\":{\"cimd_allow_private_cidrs\":[\"x\"]}" }),
+		      "$.registration.cimd_allow_private_cidrs: expected CIDRs like 127.0.0.1/32");
+	FAILS_EXACTLY(build((struct cfgt){
+			      .extra = "\"upstreams\":{\"gh\":{\"client_id\":\"c\",\"client_secret\":\"s\"}}" }),
+		      "$.upstreams.gh: without a preset or issuer, authorize_url and token_url are required");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"x\",\"client_id\":\"c\","
+							 "\"client_secret\":\"s\",\"timeout_ms\":99}}" }),
+		      "$.upstreams.gh.timeout_ms: expected an integer between 100 and 120000");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"x\",\"client_id\":\"c\","
+							 "\"client_secret\":\"s\"}}" }),
+		      "$.upstreams.gh: preset: expected one of github, sentry, google, oidc");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"a\",\"redirect_uris\":[\"\"]}]" }),
+		      "$.clients[0].redirect_uris[0]: expected a non-empty string");
+#define RES(more) "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\"," \
+		  "\"downstream\":\"http://127.0.0.1:1/\"" more "}]"
+	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"scopes\":[\"read\"]") }),
+		      "$.resources[0].scopes: expected an object of scope -> [tools]");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"scopes\":{\"read\":[1]}") }),
+		      "$.resources[0].scopes.read[0]: expected a string");
+	char many[2048], ex[4096];
+	size_t o = (size_t)snprintf(many, sizeof(many), ",\"scopes\":{");
+	for (int i = 0; i < 33; i++)
+		o += (size_t)snprintf(many + o, sizeof(many) - o, "%s\"s%d\":[\"*\"]", i ? "," : "", i);
+	snprintf(many + o, sizeof(many) - o, "}");
+	snprintf(ex, sizeof(ex), RES("%s"), many);
+	FAILS_EXACTLY(build((struct cfgt){ .extra = ex }), "$.resources[0].scopes: expected at most 32 scopes");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"response_headers\":[\"X-Ok\",\"Set-Cookie\"]") }),
+		      "$.resources[0]: response_headers: \"Set-Cookie\" is not a header name that may pass "
+		      "(never Set-Cookie or hop-by-hop)");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"response_headers\":[\"Keep-Alive\"]") }),
+		      "$.resources[0]: response_headers: \"Keep-Alive\" is not a header name that may pass "
+		      "(never Set-Cookie or hop-by-hop)");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"scopes\":{\"a b\":[\"*\"]}") }),
+		      "$.resources[0]: scopes: \"a b\" is not a valid scope name here");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"inject\":{\"header\":\"\"}") }),
+		      "$.resources[0].inject.header: expected a non-empty string");
+#undef RES
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[{\"path\":\"/\","
+						    "\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"}]" }),
+		      "$.resources[0]: path: must not be / or under /.well-known");
+	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[{\"path\":\"/a/\","
+						    "\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"}]" }),
+		      "$.resources[0]: path: expected /segment[/segment...] without a trailing slash, query or %");
+	/* Every tools list is freed whatever else failed (run under ASan/valgrind). */
+	FAILS_EXACTLY(build((struct cfgt){ .listen = OMIT, .extra = "\"upstreams\":{" UPSTREAM_GH "},\"resources\":["
+						    RESOURCE_MCP "]" }), "$.listen: missing required key (a string)");
 }
 
 static void test_int_ranges(void)
@@ -739,6 +911,8 @@ int main(void)
 	test_env();
 	test_expand_env_direct();
 	test_invalid_json();
+	test_jparse_refusals();
+	test_exact_messages();
 	test_int_ranges();
 	test_multiple_errors();
 	test_resources_upstreams();

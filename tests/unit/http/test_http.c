@@ -1,7 +1,8 @@
 /* http.c in process: a server on 127.0.0.1:0 with a route table of test
  * handlers, driven by libcurl. Routing (exact, prefix, 404, 405), request
- * ids, body limits with and without Content-Length, query helpers, the
- * OAuth error shape, a handler that forgets to answer, draining. */
+ * ids, body limits with and without Content-Length, the query limit, query
+ * helpers, the OAuth error shape, a handler that forgets to answer, headers
+ * that cannot be kept (a 500 with none of them), draining. */
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -71,6 +72,61 @@ static void h_headers(struct http_req *r)
 	http_send(r, 500, "text/plain", "second", 6); /* ignored: one response only */
 }
 
+/* n response headers X-H0.. with values that must never reach the log. */
+static void add_numbered(struct http_req *r, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char name[16], value[32];
+		snprintf(name, sizeof(name), "X-H%d", i);
+		snprintf(value, sizeof(value), "hidden-value-%d", i);
+		(void)http_add_header(r, name, value);
+	}
+}
+
+static void h_16_headers(struct http_req *r)
+{
+	add_numbered(r, 16);
+	http_send(r, 200, "text/plain", "ok", 2);
+}
+
+static void h_17_headers(struct http_req *r)
+{
+	add_numbered(r, 17);
+	http_send(r, 200, "text/plain", "ok", 2);
+}
+
+/* libmicrohttpd refuses a value with a line break when the answer is built. */
+static void h_bad_value(struct http_req *r)
+{
+	(void)http_add_header(r, "X-H0", "fine");
+	(void)http_add_header(r, "X-Split", "a\r\nX-Injected: 1");
+	http_send_json(r, 200, json_pack("{s:s}", "route", "bad_value"));
+}
+
+static int stream_freed;
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)cls;
+	if (pos >= 2 || max < 2)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	memcpy(buf, "ok", 2);
+	return 2;
+}
+
+static void stream_free(void *cls)
+{
+	(void)cls;
+	__atomic_add_fetch(&stream_freed, 1, __ATOMIC_ACQ_REL);
+}
+
+static void h_stream_17(struct http_req *r)
+{
+	static const char *const pass[] = { "X-Passed", "yes" };
+	add_numbered(r, 17);
+	http_send_stream(r, 200, stream_reader, NULL, stream_free, pass, 1);
+}
+
 static int ctx_freed;
 
 static void ctx_release(void *p)
@@ -96,6 +152,10 @@ static const struct http_route routes[] = {
 	{ HM_GET, "/silent", MATCH_EXACT, 0, h_silent, "silent", NULL, NULL },
 	{ HM_GET, "/headers", MATCH_EXACT, 0, h_headers, "headers", NULL, NULL },
 	{ HM_GET, "/ctx", MATCH_EXACT, 0, h_ctx, "ctx", NULL, NULL },
+	{ HM_GET, "/h16", MATCH_EXACT, 0, h_16_headers, "h16", NULL, NULL },
+	{ HM_GET, "/h17", MATCH_EXACT, 0, h_17_headers, "h17", NULL, NULL },
+	{ HM_GET, "/bad-value", MATCH_EXACT, 0, h_bad_value, "bad_value", NULL, NULL },
+	{ HM_GET, "/stream17", MATCH_EXACT, 0, h_stream_17, "stream17", NULL, NULL },
 };
 
 /* ---- client ------------------------------------------------------------ */
@@ -113,6 +173,8 @@ struct resp {
 	char allow[64];
 	char nosniff[64];
 	char reply[64];
+	int n_numbered; /* X-H<n> headers received */
+	int injected;   /* an X-Injected or X-Passed header was received */
 	json_t *json;
 };
 
@@ -156,6 +218,10 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 	header_value(p, len, "Allow", r->allow, sizeof(r->allow));
 	header_value(p, len, "X-Content-Type-Options", r->nosniff, sizeof(r->nosniff));
 	header_value(p, len, "X-Reply", r->reply, sizeof(r->reply));
+	if (len > 3 && strncasecmp(p, "X-H", 3) == 0 && p[3] >= '0' && p[3] <= '9')
+		r->n_numbered++;
+	if ((len > 11 && strncasecmp(p, "X-Injected:", 11) == 0) || (len > 9 && strncasecmp(p, "X-Passed:", 9) == 0))
+		r->injected = 1;
 	return len;
 }
 
@@ -174,7 +240,7 @@ static size_t on_read(char *p, size_t sz, size_t n, void *ud)
 
 static void request(const char *path, struct reqopt o, struct resp *r)
 {
-	char url[4096];
+	char url[LIM_QUERY_BYTES * 2];
 	memset(r, 0, sizeof(*r));
 	buf_init(&r->body, 1024 * 1024);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
@@ -459,6 +525,120 @@ static void test_query(void)
 	resp_free(&r);
 }
 
+/* The raw query string is bounded by LIM_QUERY_BYTES (percent-escapes
+ * counted as sent), before any handler runs. */
+static void test_query_limit(void)
+{
+	char *path = malloc(LIM_QUERY_BYTES + 64);
+	struct resp r;
+	/* "/query?a=" then a value filling the query to exactly the limit. */
+	memcpy(path, "/query?a=", 9);
+	memset(path + 9, 'v', LIM_QUERY_BYTES - 2);
+	path[9 + LIM_QUERY_BYTES - 2] = '\0';
+	request(path, (struct reqopt){ 0 }, &r);
+	CHECK(r.status == 200 && jint(&r, "count") == 1);
+	resp_free(&r);
+	/* One byte more: 414, from the http layer. */
+	memcpy(path + 9 + LIM_QUERY_BYTES - 2, "v", 2);
+	request(path, (struct reqopt){ .headers = { "X-Request-Id: long-query" } }, &r);
+	CHECK(r.status == 414);
+	CHECK_STR(jstr(&r, "error"), "uri_too_long");
+	CHECK_STR(r.request_id, "long-query");
+	resp_free(&r);
+	/* Escapes count as sent: 2731 x "%41" decodes to 2731 bytes but is 8193 raw. */
+	memcpy(path, "/query?a=", 9);
+	size_t o = 9;
+	while (o - 7 <= LIM_QUERY_BYTES) {
+		memcpy(path + o, "%41", 3);
+		o += 3;
+	}
+	path[o] = '\0';
+	CHECK(strlen(strchr(path, '?') + 1) > LIM_QUERY_BYTES);
+	request(path, (struct reqopt){ 0 }, &r);
+	CHECK(r.status == 414);
+	resp_free(&r);
+	/* On a path no route has, the query limit still answers first. */
+	memcpy(path, "/nope?", 6);
+	memset(path + 6, 'q', LIM_QUERY_BYTES + 1);
+	path[6 + LIM_QUERY_BYTES + 1] = '\0';
+	request(path, (struct reqopt){ 0 }, &r);
+	CHECK(r.status == 414);
+	resp_free(&r);
+	/* The connection's next request is judged on its own. */
+	STATUS("/query?a=1", NULL, 200);
+	free(path);
+}
+
+/* The request's header lines: LIM_HEADER_BYTES in all ("name: value\r\n"
+ * each), 431 beyond, although libmicrohttpd would take twice as much. */
+static void test_header_limit(void)
+{
+	size_t fixed = strlen("Host: 127.0.0.1:00000\r\nAccept: */*\r\nX-Big: \r\n");
+	char *hdr = malloc(LIM_HEADER_BYTES + 64);
+	struct resp r;
+	memcpy(hdr, "X-Big: ", 7);
+	memset(hdr + 7, 'h', LIM_HEADER_BYTES - fixed - 64);
+	hdr[7 + LIM_HEADER_BYTES - fixed - 64] = '\0';
+	request("/exact", (struct reqopt){ .headers = { hdr } }, &r);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	memset(hdr + 7, 'h', LIM_HEADER_BYTES);
+	hdr[7 + LIM_HEADER_BYTES] = '\0';
+	request("/exact", (struct reqopt){ .headers = { hdr } }, &r);
+	CHECK(r.status == 431);
+	CHECK_STR(jstr(&r, "error"), "request_header_fields_too_large");
+	resp_free(&r);
+	/* Counted over all the lines: 3 x 4200 bytes pass, 4 do not. */
+	char line[LIM_HEADER_BYTES / 4 + 100];
+	memset(line, 'l', sizeof(line) - 1);
+	line[sizeof(line) - 1] = '\0';
+	memcpy(line, "X-Line: ", 8);
+	request("/exact", (struct reqopt){ .headers = { line, line, line } }, &r);
+	CHECK(r.status == 200);
+	resp_free(&r);
+	request("/exact", (struct reqopt){ .headers = { line, line, line, line } }, &r);
+	CHECK(r.status == 431);
+	resp_free(&r);
+	free(hdr);
+}
+
+/* A header that cannot be kept turns the whole answer into a 500 with none
+ * of the handler's headers; the log names the header, never a value. */
+static void test_sticky_header_failure(void)
+{
+	struct resp r;
+	request("/h16", (struct reqopt){ 0 }, &r);
+	CHECK(r.status == 200 && r.n_numbered == 16); /* LIM_RESP_HEADERS fit */
+	CHECK(r.body.len == 2 && memcmp(r.body.ptr, "ok", 2) == 0);
+	resp_free(&r);
+
+	request("/h17", (struct reqopt){ .headers = { "X-Request-Id: h17" } }, &r);
+	CHECK(r.status == 500);
+	CHECK(r.n_numbered == 0);
+	CHECK_STR(r.content_type, "application/json");
+	CHECK_STR(jstr(&r, "error"), "server_error");
+	CHECK_STR(r.request_id, "h17");
+	CHECK_STR(r.nosniff, "nosniff");
+	resp_free(&r);
+
+	/* Refused by libmicrohttpd when the response is built: the same. */
+	request("/bad-value", (struct reqopt){ 0 }, &r);
+	CHECK(r.status == 500);
+	CHECK(r.n_numbered == 0 && !r.injected);
+	CHECK_STR(jstr(&r, "error"), "server_error");
+	resp_free(&r);
+
+	/* A streamed answer too; the reader's state is freed all the same. */
+	int freed = __atomic_load_n(&stream_freed, __ATOMIC_ACQUIRE);
+	request("/stream17", (struct reqopt){ 0 }, &r);
+	CHECK(r.status == 500);
+	CHECK(r.n_numbered == 0 && !r.injected);
+	CHECK_STR(jstr(&r, "error"), "server_error");
+	CHECK(__atomic_load_n(&stream_freed, __ATOMIC_ACQUIRE) == freed + 1);
+	resp_free(&r);
+	STATUS("/exact", NULL, 200);
+}
+
 static void test_responses(void)
 {
 	struct resp r;
@@ -559,7 +739,10 @@ int main(void)
 		test_request_id();
 		test_body_limits();
 		test_query();
+		test_query_limit();
+		test_header_limit();
 		test_responses();
+		test_sticky_header_failure();
 		http_drain(s, 2);
 		CHECK(http_in_flight() == 0);
 		http_stop(&s);
@@ -580,6 +763,11 @@ int main(void)
 		CHECK(all && strstr(all, "\"event\":\"http.request\"") != NULL);
 		CHECK(all && strstr(all, "\"status\":413") != NULL);
 		CHECK(all && strstr(all, "http.no_response") != NULL);
+		/* Sticky header failures: logged with the name, never a value. */
+		CHECK(all && strstr(all, "\"event\":\"http.response_incomplete\"") != NULL);
+		CHECK(all && strstr(all, "response header X-H16 could not be added") != NULL);
+		CHECK(all && strstr(all, "response header X-Split could not be added") != NULL);
+		CHECK(all && strstr(all, "hidden-value") == NULL && strstr(all, "X-Injected") == NULL);
 		free(all);
 	}
 	log_init(LOG_INFO, NULL);
