@@ -187,8 +187,10 @@ static void test_resource(void)
 	CHECK(resource_check(&cfg, bound, bound, d, &why) == TK_OK);
 	/* Any canonical form of the bound resource. */
 	CHECK(resource_check(&cfg, "HTTPS://Broker.Example.com:443/mcp/github/", bound, d, &why) == TK_OK);
-	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/sentry", bound, d, &why), "invalid_target", d));
-	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/gitlab", bound, d, &why), "invalid_target", d));
+	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/sentry", bound, d, &why),
+		      "invalid_target", d));
+	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/gitlab", bound, d, &why),
+		      "invalid_target", d));
 	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/github?x=1", bound, d, &why),
 		      "invalid_target", d));
 	CHECK(refused(resource_check(&cfg, "", bound, d, &why), "invalid_target", d));
@@ -238,7 +240,8 @@ static void test_refresh_check(void)
 	row.client_id = "app2";
 	row.revoked = 1;
 	row.used = 1;
-	CHECK(refused(refresh_check(&row, &cl, &why), "invalid_grant", "the refresh token was issued to another client"));
+	CHECK(refused(refresh_check(&row, &cl, &why), "invalid_grant",
+		      "the refresh token was issued to another client"));
 	row = ok;
 	row.revoked = 1;
 	row.used = 1;
