@@ -1,5 +1,6 @@
 #include "introspect.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -8,6 +9,7 @@
 #include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
+#include "num.h"
 #include "vault.h"
 
 #define DB_WAIT_MS 2000
@@ -43,7 +45,61 @@ static const struct cfg_resource_server *rs_auth(struct http_req *r)
 	return ok;
 }
 
-void introspect_endpoint(struct http_req *r)
+/* What an introspection request came to. */
+enum ti_rc {
+	TI_OK = 0,       /* an active token this resource server may see */
+	TI_INACTIVE,     /* {"active": false}: unknown, expired, revoked, another audience */
+	TI_REFUSED,      /* 400: no form or no token */
+	TI_UNAUTHORIZED, /* 401: resource server authentication failed */
+	TI_UNAVAILABLE,  /* 503: the database */
+	TI_ANSWERED,     /* r was answered already (429 slow_down) */
+};
+
+/* A live token with its grant's user: views into the query result. */
+struct token_row {
+	const char *kind, *client_id, *aud, *scope, *sub;
+	long long exp, iat;
+};
+
+/* The token of an introspection request (RFC 7662 section 2.1); form may
+ * be NULL (no form body). TI_INACTIVE for one no broker token can be. */
+static enum ti_rc parse_request(const json_t *form, int dup, const char **token)
+{
+	enum ti_rc rc = TI_OK;
+	*token = form_get(form, "token");
+	if (!form || dup || !*token)
+		rc = TI_REFUSED;
+	else if (strlen(*token) > LIM_TOKEN)
+		rc = TI_INACTIVE;
+	return rc;
+}
+
+/* The token's audience is one of the resources this server is, or the
+ * server lists none. */
+static int audience_ok(const struct config *cfg, const struct cfg_resource_server *rs, const char *aud)
+{
+	int allowed = rs->n_resources == 0;
+	for (size_t i = 0; i < rs->n_resources; i++) {
+		char url[2048];
+		int n = snprintf(url, sizeof(url), "%s%s", cfg->public_url, rs->resources[i]);
+		allowed |= n >= 0 && (size_t)n < sizeof(url) && strcmp(url, aud) == 0;
+	}
+	return allowed;
+}
+
+/* The RFC 7662 section 2.2 answer for an active token. */
+static json_t *active_answer(const struct config *cfg, const struct token_row *row)
+{
+	int access = strcmp(row->kind, "access") == 0;
+	return json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "active", 1, "scope", row->scope,
+			 "client_id", row->client_id, "sub", row->sub, "aud", row->aud, "exp", (json_int_t)row->exp,
+			 "iat", (json_int_t)row->iat, "token_type", access ? "Bearer" : "refresh_token", "iss",
+			 cfg->public_url);
+}
+
+/* The live token whose hash is that of token; *res owns what row points into. */
+static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token, PGresult **res,
+			 struct token_row *row)
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.kind, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
@@ -52,68 +108,84 @@ void introspect_endpoint(struct http_req *r)
 		"FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id "
 		"WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL AND t.expires_at > now() "
 		"AND g.status = 'active' AND (t.kind = 'access' OR t.used_at IS NULL)");
+	char hash[67];
+	const char *p[] = { hash };
+	enum ti_rc rc;
+	vault_hash_hex(token, hash);
+	if (db_acquire(app->db, c, DB_WAIT_MS) < 0 || !(*res = db_exec_ok(*c, &q, 1, p))) {
+		rc = TI_UNAVAILABLE;
+	} else if (PQntuples(*res) != 1) {
+		rc = TI_INACTIVE;
+	} else if (num_parse(PQgetvalue(*res, 0, 5), 0, LLONG_MAX, &row->exp) < 0 ||
+		   num_parse(PQgetvalue(*res, 0, 6), 0, LLONG_MAX, &row->iat) < 0) {
+		rc = TI_UNAVAILABLE; /* not the bigints the query returns */
+	} else {
+		row->kind = PQgetvalue(*res, 0, 0);
+		row->client_id = PQgetvalue(*res, 0, 1);
+		row->aud = PQgetvalue(*res, 0, 2);
+		row->scope = PQgetvalue(*res, 0, 3);
+		row->sub = PQgetvalue(*res, 0, 4);
+		rc = TI_OK;
+	}
+	crypto_wipe(hash, sizeof(hash));
+	return rc;
+}
+
+static void respond(struct http_req *r, enum ti_rc rc, const struct token_row *row)
+{
+	switch (rc) {
+	case TI_OK:
+		http_send_json(r, 200, active_answer(r->app->cfg, row));
+		break;
+	case TI_INACTIVE:
+		http_send_json(r, 200, json_pack("{s:b}", "active", 0));
+		break;
+	case TI_REFUSED:
+		http_send_oauth_error(r, 400, "invalid_request", "token is required (form body)");
+		break;
+	case TI_UNAUTHORIZED:
+		(void)http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
+		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
+		break;
+	case TI_UNAVAILABLE:
+		http_send_oauth_unavailable(r);
+		break;
+	case TI_ANSWERED:
+		break;
+	}
+}
+
+void introspect_endpoint(struct http_req *r)
+{
 	struct db_conn *c = NULL;
 	json_t *form = NULL;
+	PGresult *res = NULL;
+	struct token_row row = { 0 };
+	const struct cfg_resource_server *rs = NULL;
+	const char *token = NULL, *why = NULL;
 	int dup = 0;
 	char who[LIM_CLIENT_ID + 1];
+	enum ti_rc rc;
 	(void)http_add_header(r, "Cache-Control", "no-store");
 	/* Wrong resource server credentials count per (id, address) like
 	 * wrong client secrets; over the limit nothing is checked. */
 	client_auth_named_id(r, NULL, who);
-	if (client_auth_failures_check(r, who) < 0)
-		return;
-	const struct cfg_resource_server *rs = rs_auth(r);
-	if (!rs) {
-		(void)http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
-		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
-		client_auth_failures_count(r, who);
-		return;
-	}
-	const char *why = NULL;
-	if (!(form = form_request(r, &dup, &why)) || dup || !form_get(form, "token")) {
-		http_send_oauth_error(r, 400, "invalid_request", "token is required (form body)");
-		goto out;
-	}
-	const char *token = form_get(form, "token");
-	if (strlen(token) > LIM_TOKEN) {
-		http_send_json(r, 200, json_pack("{s:b}", "active", 0));
-		goto out;
-	}
-	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	char hash[67];
-	vault_hash_hex(token, hash);
-	const char *p[] = { hash };
-	PGresult *res = db_exec_ok(c, &q, 1, p);
-	if (!res) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	json_t *out;
-	int allowed = PQntuples(res) == 1 && rs->n_resources == 0;
-	for (size_t i = 0; PQntuples(res) == 1 && i < rs->n_resources; i++) {
-		/* The token's audience is one of the resources this server is. */
-		char url[2048];
-		snprintf(url, sizeof(url), "%s%s", r->app->cfg->public_url, rs->resources[i]);
-		allowed |= strcmp(url, PQgetvalue(res, 0, 2)) == 0;
-	}
-	if (allowed) {
-		int access = strcmp(PQgetvalue(res, 0, 0), "access") == 0;
-		out = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "active", 1, "scope",
-				PQgetvalue(res, 0, 3), "client_id", PQgetvalue(res, 0, 1), "sub", PQgetvalue(res, 0, 4),
-				"aud", PQgetvalue(res, 0, 2), "exp", (json_int_t)strtoll(PQgetvalue(res, 0, 5), NULL, 10),
-				"iat", (json_int_t)strtoll(PQgetvalue(res, 0, 6), NULL, 10), "token_type",
-				access ? "Bearer" : "refresh_token");
-		if (out)
-			json_object_set_new(out, "iss", json_string(r->app->cfg->public_url));
+	if (client_auth_failures_check(r, who) < 0) {
+		rc = TI_ANSWERED;
+	} else if (!(rs = rs_auth(r))) {
+		rc = TI_UNAUTHORIZED;
 	} else {
-		out = json_pack("{s:b}", "active", 0);
+		form = form_request(r, &dup, &why);
+		rc = parse_request(form, dup, &token);
 	}
+	if (rc == TI_OK)
+		rc = lookup(r->app, &c, token, &res, &row);
+	if (rc == TI_OK && !audience_ok(r->app->cfg, rs, row.aud))
+		rc = TI_INACTIVE;
+	respond(r, rc, &row);
+	if (rc == TI_UNAUTHORIZED)
+		client_auth_failures_count(r, who);
 	PQclear(res);
-	http_send_json(r, 200, out);
-out:
 	form_free(&form);
 	db_release(r->app->db, &c);
 }

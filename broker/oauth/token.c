@@ -1,5 +1,6 @@
 #include "token.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -10,14 +11,40 @@
 #include "crypto.h"
 #include "form.h"
 #include "grant.h"
+#include "jparse.h"
 #include "log.h"
 #include "metadata.h"
+#include "num.h"
 #include "ratelimit.h"
 #include "scope.h"
 #include "uri.h"
 #include "vault.h"
 
 #define DB_WAIT_MS 2000
+
+/* What a step of a token request came to. Every step runs only while the
+ * previous ones came to TK_OK; respond() turns the last into the answer. */
+enum tk_rc {
+	TK_OK = 0,
+	TK_REFUSED,     /* 400 with the RFC 6749 section 5.2 refusal */
+	TK_REUSED,      /* the code or refresh token was redeemed before (a check's verdict) */
+	TK_REPLAYED,    /* tokens: the successor pair of a refresh retried within the grace window */
+	TK_UNAVAILABLE, /* 503: the database, or out of memory */
+	TK_ANSWERED,    /* r was answered already (client authentication, 429 slow_down) */
+};
+
+/* A refusal: fixed texts, never the request's own. */
+struct tk_refusal {
+	const char *error;
+	const char *description;
+};
+
+static enum tk_rc refuse(struct tk_refusal *why, const char *error, const char *description)
+{
+	why->error = error;
+	why->description = description;
+	return TK_REFUSED;
+}
 
 static void send_tokens(struct http_req *r, const struct issued *t)
 {
@@ -27,187 +54,225 @@ static void send_tokens(struct http_req *r, const struct issued *t)
 	http_send_json(r, 200, grant_token_response(t));
 }
 
-static int verifier_ok(const char *v)
+static void respond(struct http_req *r, enum tk_rc rc, const struct tk_refusal *why, const struct issued *t)
 {
-	size_t n = v ? strlen(v) : 0;
-	if (n < LIM_PKCE_VERIFIER_MIN || n > LIM_PKCE_VERIFIER_MAX)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = v[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-		      c == '.' || c == '_' || c == '~'))
-			return 0;
+	switch (rc) {
+	case TK_OK:
+	case TK_REPLAYED:
+		send_tokens(r, t);
+		break;
+	case TK_REFUSED:
+		http_send_oauth_error(r, 400, why->error, why->description);
+		break;
+	case TK_ANSWERED:
+		break;
+	case TK_REUSED: /* always resolved by the grant's step */
+	case TK_UNAVAILABLE:
+		http_send_oauth_unavailable(r);
+		break;
 	}
-	return 1;
 }
 
 /* The client's own bucket (limits.token_per_client_per_minute), charged
  * only by a request that proved something: a confidential client's
  * authentication, or a public client's valid code or refresh token. Anybody
  * can name a public client; nobody else can empty its bucket (DESIGN 3.5).
- * 0 go on; -1 when r was answered 429 slow_down. */
-static int client_bucket(struct http_req *r, const struct client *cl, const char *grant_id)
+ * TK_OK go on; TK_ANSWERED when r was answered 429 slow_down. */
+static enum tk_rc client_bucket(struct http_req *r, const struct client *cl, const char *grant_id)
 {
 	char key[LIM_CLIENT_ID + 40];
 	snprintf(key, sizeof(key), "%s\n%s", cl->client_id, cl->confidential || !grant_id ? "" : grant_id);
 	long per_min = r->app->cfg->limits.token_per_client_per_minute;
 	int retry = 1;
-	if (per_min <= 0 ||
-	    ratelimit_take("token", key, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry))
-		return 0;
-	http_send_slow_down(r, retry, "too many token requests for this client");
-	return -1;
+	enum tk_rc rc = TK_OK;
+	if (per_min > 0 &&
+	    !ratelimit_take("token", key, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry)) {
+		http_send_slow_down(r, retry, "too many token requests for this client");
+		rc = TK_ANSWERED;
+	}
+	return rc;
 }
 
-/* ---- authorization_code ----------------------------------------------- */
+/* ---- pure parsing and checks ------------------------------------------ */
 
-static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form,
-		       const struct client *cl)
+enum tk_grant { TG_CODE, TG_REFRESH };
+
+static const char *grant_type_name(enum tk_grant gt)
 {
-	static struct db_stmt q_code = DB_STMT(
-		"SELECT grant_id::text, client_id, redirect_uri, code_challenge, resource, "
-		"array_to_string(scopes, ' '), expires_at > now(), used_at IS NOT NULL "
-		"FROM auth_codes WHERE code_hash = $1::bytea FOR UPDATE");
-	static struct db_stmt q_use = DB_STMT("UPDATE auth_codes SET used_at = now() WHERE code_hash = $1::bytea");
-	static struct db_stmt q_client_used = DB_STMT("UPDATE clients SET last_used_at = now() WHERE client_id = $1");
-	static struct db_stmt q_grant = DB_STMT("SELECT status = 'active' FROM grants WHERE id = $1::uuid");
-	const char *code = form_get(form, "code");
-	const char *redirect_uri = form_get(form, "redirect_uri");
-	const char *verifier = form_get(form, "code_verifier");
-	const char *resource = form_get(form, "resource");
-	char hash[67];
-	PGresult *res = NULL;
-	struct issued t;
-	memset(&t, 0, sizeof(t));
-	if (!code || !*code || strlen(code) > LIM_TOKEN) {
-		http_send_oauth_error(r, 400, "invalid_request", "code is required");
-		return;
+	return gt == TG_CODE ? "authorization_code" : "refresh_token";
+}
+
+/* The grant type of a token request; dup: the form repeated a parameter. */
+static enum tk_rc parse_grant_type(const json_t *form, int dup, enum tk_grant *gt, struct tk_refusal *why)
+{
+	const char *s = form_get(form, "grant_type");
+	enum tk_rc rc = TK_OK;
+	if (dup)
+		rc = refuse(why, "invalid_request", "a parameter was given more than once");
+	else if (!s)
+		rc = refuse(why, "invalid_request", "grant_type is required");
+	else if (strcmp(s, grant_type_name(TG_CODE)) == 0)
+		*gt = TG_CODE;
+	else if (strcmp(s, grant_type_name(TG_REFRESH)) == 0)
+		*gt = TG_REFRESH;
+	else
+		rc = refuse(why, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
+	return rc;
+}
+
+/* RFC 7636 section 4.1: 43..128 unreserved characters. */
+static int verifier_ok(const char *v)
+{
+	size_t n = v ? strlen(v) : 0;
+	int ok = n >= LIM_PKCE_VERIFIER_MIN && n <= LIM_PKCE_VERIFIER_MAX;
+	for (size_t i = 0; ok && i < n; i++) {
+		char c = v[i];
+		ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+		     c == '.' || c == '_' || c == '~';
 	}
-	if (!verifier) {
-		http_send_oauth_error(r, 400, "invalid_request", "code_verifier is required");
-		return;
-	}
-	if (!verifier_ok(verifier)) {
-		http_send_oauth_error(r, 400, "invalid_grant", "code_verifier is malformed");
-		return;
-	}
-	vault_hash_hex(code, hash);
-	if (db_begin(c) < 0) {
-		http_send_oauth_unavailable(r);
-		return;
-	}
-	const char *p[] = { hash };
-	if (!(res = db_exec_ok(c, &q_code, 1, p))) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	if (PQntuples(res) != 1) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the code is unknown");
-		goto out;
-	}
-	char grant_id[37], resource_bound[2048], scope[LIM_SCOPE + 1];
-	snprintf(grant_id, sizeof(grant_id), "%s", PQgetvalue(res, 0, 0));
-	snprintf(resource_bound, sizeof(resource_bound), "%s", PQgetvalue(res, 0, 4));
-	snprintf(scope, sizeof(scope), "%s", PQgetvalue(res, 0, 5));
-	if (strcmp(PQgetvalue(res, 0, 7), "t") == 0) {
-		/* A replayed code: whoever holds it may be an attacker. Kill what
-		 * the first exchange issued (OAuth 2.1 section 4.1.3). */
-		char actor[LIM_CLIENT_ID + 8];
-		snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
-		if (grant_revoke(r->app, c, grant_id, "code_replay", actor, r->id) < 0 || db_commit(c) < 0) {
-			http_send_oauth_unavailable(r);
-			goto out;
-		}
-		http_send_oauth_error(r, 400, "invalid_grant", "the code was already used");
-		goto out;
-	}
-	if (strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the code has expired");
-		goto out;
-	}
-	if (strcmp(PQgetvalue(res, 0, 1), cl->client_id) != 0) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the code was issued to another client");
-		goto out;
-	}
-	/* redirect_uri may be left out only where the authorization request
-	 * could leave it out too (one registered URI, RFC 6749 section 3.1.2.3)
-	 * and the code is bound to exactly that URI: it cannot have been sent
-	 * anywhere else. */
-	const char *bound_uri = PQgetvalue(res, 0, 2);
-	if (!redirect_uri && !(cl->n_redirect_uris == 1 && strcmp(bound_uri, cl->redirect_uris[0]) == 0)) {
-		http_send_oauth_error(r, 400, "invalid_request", "redirect_uri is required");
-		goto out;
-	}
-	if (redirect_uri && strcmp(bound_uri, redirect_uri) != 0) {
-		http_send_oauth_error(r, 400, "invalid_grant", "redirect_uri does not match the authorization request");
-		goto out;
-	}
+	return ok;
+}
+
+/* RFC 8707 section 2.2: a resource named in a token request is the one the
+ * code or grant is bound to, in any canonical form; requested may be NULL. */
+static enum tk_rc resource_check(const struct config *cfg, const char *requested, const char *bound,
+				 const char *description, struct tk_refusal *why)
+{
+	const struct cfg_resource *named = requested ? metadata_find_resource(cfg, requested) : NULL;
+	char url[2048] = "";
+	enum tk_rc rc = TK_OK;
+	if (requested && (!named || metadata_resource_url(cfg, named, url, sizeof(url)) < 0 || strcmp(url, bound) != 0))
+		rc = refuse(why, "invalid_target", description);
+	return rc;
+}
+
+/* An authorization_code request: views into the form, which wipes them. */
+struct code_req {
+	const char *code, *redirect_uri, *verifier, *resource;
+};
+
+static enum tk_rc parse_code(const json_t *form, struct code_req *q, struct tk_refusal *why)
+{
+	enum tk_rc rc = TK_OK;
+	q->code = form_get(form, "code");
+	q->redirect_uri = form_get(form, "redirect_uri");
+	q->verifier = form_get(form, "code_verifier");
+	q->resource = form_get(form, "resource");
+	if (!q->code || !*q->code || strlen(q->code) > LIM_TOKEN)
+		rc = refuse(why, "invalid_request", "code is required");
+	else if (!q->verifier)
+		rc = refuse(why, "invalid_request", "code_verifier is required");
+	else if (!verifier_ok(q->verifier))
+		rc = refuse(why, "invalid_grant", "code_verifier is malformed");
+	return rc;
+}
+
+/* An auth_codes row: views into the query result. */
+struct code_row {
+	const char *grant_id, *client_id, *redirect_uri, *challenge, *resource, *scope;
+	int live, used;
+};
+
+/* PKCE S256 (RFC 7636 section 4.6), compared in constant time. */
+static int pkce_ok(const char *verifier, const char *challenge)
+{
 	uint8_t digest[CRYPTO_SHA256_LEN];
 	char computed[64];
 	crypto_sha256(verifier, strlen(verifier), digest);
 	crypto_b64url_encode(digest, sizeof(digest), computed);
-	const char *challenge = PQgetvalue(res, 0, 3);
-	if (!crypto_ct_equal(computed, strlen(computed), challenge, strlen(challenge))) {
-		http_send_oauth_error(r, 400, "invalid_grant", "code_verifier does not match the code_challenge");
-		goto out;
-	}
-	/* A valid code: now (and only now) a public client's bucket pays. A
-	 * limited exchange rolls back and the code stays usable. */
-	if (!cl->confidential && client_bucket(r, cl, grant_id) < 0)
-		goto out;
-	if (resource) {
-		const struct cfg_resource *named = metadata_find_resource(r->app->cfg, resource);
-		char url[2048] = "";
-		if (!named || metadata_resource_url(r->app->cfg, named, url, sizeof(url)) < 0 ||
-		    strcmp(url, resource_bound) != 0) {
-			http_send_oauth_error(r, 400, "invalid_target", "resource does not match the authorization request");
-			goto out;
-		}
-	}
-	PQclear(res);
-	res = NULL;
-	if (!(res = db_exec_ok(c, &q_use, 1, p))) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	PQclear(res);
-	const char *pg[] = { grant_id };
-	if (!(res = db_exec_ok(c, &q_grant, 1, pg)) || PQntuples(res) != 1) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the authorization was revoked");
-		goto out;
-	}
-	PQclear(res);
-	res = NULL;
-	const char *pcl[] = { cl->client_id };
-	if (!(res = db_exec_ok(c, &q_client_used, 1, pcl))) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	PQclear(res);
-	res = NULL;
-	if (grant_issue(r->app, c, grant_id, cl->client_id, resource_bound, scope, &t) < 0) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	struct audit a = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
-	if (audit_record(c, &a, json_pack("{s:s, s:s}", "grant_type", "authorization_code", "scope", scope)) < 0 ||
-	    db_commit(c) < 0) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	send_tokens(r, &t);
-out:
-	PQclear(res);
-	issued_wipe(&t);
-	if (c->in_tx)
-		db_rollback(c);
+	int ok = crypto_ct_equal(computed, strlen(computed), challenge, strlen(challenge));
+	crypto_wipe(digest, sizeof(digest));
+	crypto_wipe(computed, sizeof(computed));
+	return ok;
 }
 
-/* ---- refresh_token ---------------------------------------------------- */
+/* The stored code against the request and the authenticated client:
+ * TK_OK, TK_REUSED (redeemed before, whatever else), or TK_REFUSED. */
+static enum tk_rc code_check(const struct code_req *q, const struct code_row *row, const struct client *cl,
+			     struct tk_refusal *why)
+{
+	/* redirect_uri may be left out only where the authorization request
+	 * could leave it out too (one registered URI, RFC 6749 section 3.1.2.3)
+	 * and the code is bound to exactly that URI: it cannot have been sent
+	 * anywhere else. */
+	int implied = cl->n_redirect_uris == 1 && strcmp(row->redirect_uri, cl->redirect_uris[0]) == 0;
+	enum tk_rc rc = TK_OK;
+	if (row->used)
+		rc = TK_REUSED;
+	else if (!row->live)
+		rc = refuse(why, "invalid_grant", "the code has expired");
+	else if (strcmp(row->client_id, cl->client_id) != 0)
+		rc = refuse(why, "invalid_grant", "the code was issued to another client");
+	else if (!q->redirect_uri && !implied)
+		rc = refuse(why, "invalid_request", "redirect_uri is required");
+	else if (q->redirect_uri && strcmp(row->redirect_uri, q->redirect_uri) != 0)
+		rc = refuse(why, "invalid_grant", "redirect_uri does not match the authorization request");
+	else if (!pkce_ok(q->verifier, row->challenge))
+		rc = refuse(why, "invalid_grant", "code_verifier does not match the code_challenge");
+	return rc;
+}
+
+/* A refresh_token request: views into the form. */
+struct refresh_req {
+	const char *token, *scope, *resource;
+};
+
+static enum tk_rc parse_refresh(const json_t *form, struct refresh_req *q, struct tk_refusal *why)
+{
+	enum tk_rc rc = TK_OK;
+	q->token = form_get(form, "refresh_token");
+	q->scope = form_get(form, "scope");
+	q->resource = form_get(form, "resource");
+	/* An empty scope is an absent one, not a narrowing to nothing. */
+	if (q->scope && q->scope[strspn(q->scope, " ")] == '\0')
+		q->scope = NULL;
+	if (!q->token || !*q->token || strlen(q->token) > LIM_TOKEN)
+		rc = refuse(why, "invalid_request", "refresh_token is required");
+	return rc;
+}
+
+/* A tokens row of kind refresh with its grant: views into the query result. */
+struct refresh_row {
+	const char *grant_id, *client_id, *resource, *scope;
+	const char *successor; /* sealed successor pair, NULL when none */
+	int live, revoked, active, used, in_grace;
+};
+
+/* The stored refresh token against the authenticated client: TK_OK,
+ * TK_REUSED (rotated before), or TK_REFUSED. */
+static enum tk_rc refresh_check(const struct refresh_row *row, const struct client *cl, struct tk_refusal *why)
+{
+	enum tk_rc rc = TK_OK;
+	if (strcmp(row->client_id, cl->client_id) != 0)
+		rc = refuse(why, "invalid_grant", "the refresh token was issued to another client");
+	else if (row->revoked || !row->active)
+		rc = refuse(why, "invalid_grant", "the authorization was revoked");
+	else if (row->used)
+		rc = TK_REUSED;
+	else if (!row->live)
+		rc = refuse(why, "invalid_grant", "the refresh token has expired");
+	return rc;
+}
+
+/* Narrowing only (RFC 6749 section 6): out receives requested, normalised,
+ * when it is a subset of granted. TK_UNAVAILABLE when out of memory. */
+static enum tk_rc scope_narrow(const char *requested, const char *granted, char out[LIM_SCOPE + 1],
+			       struct tk_refusal *why)
+{
+	struct scopes want = { 0 }, have = { 0 };
+	char *joined = NULL;
+	enum tk_rc rc = TK_OK;
+	if (scopes_parse(requested, &want) < 0 || scopes_parse(granted, &have) < 0 || !scopes_subset(&want, &have))
+		rc = refuse(why, "invalid_scope", "scope may only be narrowed on refresh");
+	else if (!(joined = scopes_join(&want)) || (size_t)snprintf(out, LIM_SCOPE + 1, "%s", joined) > LIM_SCOPE)
+		rc = TK_UNAVAILABLE;
+	free(joined);
+	scopes_free(&want);
+	scopes_free(&have);
+	return rc;
+}
+
+/* ---- the successor pair of a rotated refresh token -------------------- */
 
 static int successor_key(const char *presented, uint8_t key[CRYPTO_KEY_LEN])
 {
@@ -215,6 +280,8 @@ static int successor_key(const char *presented, uint8_t key[CRYPTO_KEY_LEN])
 			   CRYPTO_KEY_LEN);
 }
 
+/* t sealed under a key derived from the presented refresh token (only its
+ * holder can read it back), AAD its hash; malloc'd hex, NULL on failure. */
 static char *seal_successor(const char *presented, const char *hash, const struct issued *t,
 			    time_t access_exp)
 {
@@ -223,7 +290,7 @@ static char *seal_successor(const char *presented, const char *hash, const struc
 			      (json_int_t)access_exp, "s", t->scope);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	char *out = NULL;
-	json_decref(j);
+	form_free(&j); /* the object holds token text: wiped before it is freed */
 	if (text && successor_key(presented, key) == 0)
 		out = vault_seal_key(key, hash, text, strlen(text));
 	crypto_wipe(key, sizeof(key));
@@ -234,6 +301,8 @@ static char *seal_successor(const char *presented, const char *hash, const struc
 	return out;
 }
 
+/* The pair seal_successor sealed into t: 0, or -1 when blob does not open
+ * under presented or does not hold a pair. */
 static int open_successor(const char *presented, const char *hash, const char *blob, struct issued *t)
 {
 	uint8_t key[CRYPTO_KEY_LEN];
@@ -242,7 +311,7 @@ static int open_successor(const char *presented, const char *hash, const char *b
 	if (successor_key(presented, key) == 0)
 		text = vault_open_key(key, hash, blob, NULL);
 	crypto_wipe(key, sizeof(key));
-	json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+	json_t *j = text ? jparse_str(text, 0, LIM_JSON_DEPTH) : NULL;
 	vault_free(text);
 	const char *a = json_string_value(json_object_get(j, "a"));
 	const char *rt = json_string_value(json_object_get(j, "r"));
@@ -258,235 +327,311 @@ static int open_successor(const char *presented, const char *hash, const char *b
 			t->expires_in = 0;
 		rc = 0;
 	}
-	if (j) {
-		/* the object holds token text: wipe before freeing */
-		if (a)
-			crypto_wipe((void *)a, strlen(a));
-		if (rt)
-			crypto_wipe((void *)rt, strlen(rt));
-	}
-	json_decref(j);
+	form_free(&j); /* wipes the token text */
 	return rc;
 }
 
-static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *form,
-			  const struct client *cl)
+/* ---- authorization_code ----------------------------------------------- */
+
+/* Opens the transaction and reads the code under its row lock; *res owns
+ * what row points into. */
+static enum tk_rc code_load(struct db_conn *c, const char *hash, PGresult **res, struct code_row *row,
+			    struct tk_refusal *why)
 {
-	static struct db_stmt q_tok = DB_STMT(
-		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
-		"t.expires_at > now(), t.revoked_at IS NOT NULL, g.status = 'active', t.used_at IS NOT NULL, "
-		"coalesce(extract(epoch FROM now() - t.used_at), 0)::float8, t.successor "
-		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
-		"WHERE t.token_hash = $1::bytea AND t.kind = 'refresh' FOR UPDATE OF t");
-	static struct db_stmt q_rotate = DB_STMT(
-		"UPDATE tokens SET used_at = now(), successor = $2::bytea WHERE token_hash = $1::bytea");
-	const struct config *cfg = r->app->cfg;
-	const char *presented = form_get(form, "refresh_token");
-	const char *scope_req = form_get(form, "scope");
-	const char *resource_req = form_get(form, "resource");
-	char hash[67], grant_id[37], resource[2048], scope[LIM_SCOPE + 1];
-	PGresult *res = NULL;
-	struct issued t;
-	char *successor = NULL;
-	memset(&t, 0, sizeof(t));
-	if (!presented || !*presented || strlen(presented) > LIM_TOKEN) {
-		http_send_oauth_error(r, 400, "invalid_request", "refresh_token is required");
-		return;
-	}
-	vault_hash_hex(presented, hash);
-	if (db_begin(c) < 0) {
-		http_send_oauth_unavailable(r);
-		return;
-	}
+	static struct db_stmt q = DB_STMT(
+		"SELECT grant_id::text, client_id, redirect_uri, code_challenge, resource, "
+		"array_to_string(scopes, ' '), expires_at > now(), used_at IS NOT NULL "
+		"FROM auth_codes WHERE code_hash = $1::bytea FOR UPDATE");
 	const char *p[] = { hash };
-	if (!(res = db_exec_ok(c, &q_tok, 1, p))) {
-		http_send_oauth_unavailable(r);
-		goto out;
+	enum tk_rc rc;
+	if (db_begin(c) < 0 || !(*res = db_exec_ok(c, &q, 1, p))) {
+		rc = TK_UNAVAILABLE;
+	} else if (PQntuples(*res) != 1) {
+		rc = refuse(why, "invalid_grant", "the code is unknown");
+	} else {
+		row->grant_id = PQgetvalue(*res, 0, 0);
+		row->client_id = PQgetvalue(*res, 0, 1);
+		row->redirect_uri = PQgetvalue(*res, 0, 2);
+		row->challenge = PQgetvalue(*res, 0, 3);
+		row->resource = PQgetvalue(*res, 0, 4);
+		row->scope = PQgetvalue(*res, 0, 5);
+		row->live = strcmp(PQgetvalue(*res, 0, 6), "t") == 0;
+		row->used = strcmp(PQgetvalue(*res, 0, 7), "t") == 0;
+		rc = TK_OK;
 	}
-	if (PQntuples(res) != 1) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token is unknown");
-		goto out;
-	}
-	snprintf(grant_id, sizeof(grant_id), "%s", PQgetvalue(res, 0, 0));
-	snprintf(resource, sizeof(resource), "%s", PQgetvalue(res, 0, 2));
-	snprintf(scope, sizeof(scope), "%s", PQgetvalue(res, 0, 3));
-	if (strcmp(PQgetvalue(res, 0, 1), cl->client_id) != 0) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token was issued to another client");
-		goto out;
-	}
-	if (strcmp(PQgetvalue(res, 0, 5), "t") == 0 || strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the authorization was revoked");
-		goto out;
-	}
-	if (strcmp(PQgetvalue(res, 0, 7), "t") == 0) {
-		double age = strtod(PQgetvalue(res, 0, 8), NULL);
-		if (age <= (double)cfg->tokens.refresh_grace && !PQgetisnull(res, 0, 9) &&
-		    open_successor(presented, hash, PQgetvalue(res, 0, 9), &t) == 0) {
-			/* A retry or a concurrent duplicate: the same successor pair. */
-			db_rollback(c);
-			if (!cl->confidential && client_bucket(r, cl, grant_id) < 0)
-				goto out;
-			log_msg(LOG_INFO, "token.refresh_replayed", r->id, "rotated refresh token replayed within grace");
-			send_tokens(r, &t);
-			goto out;
-		}
-		char actor[LIM_CLIENT_ID + 8];
-		snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
-		struct audit a = { "token.refresh_reuse", actor, NULL, cl->client_id, grant_id, r->id };
-		if (audit_record(c, &a, NULL) < 0 ||
-		    grant_revoke(r->app, c, grant_id, "refresh_reuse", actor, r->id) < 0 || db_commit(c) < 0) {
-			http_send_oauth_unavailable(r);
-			goto out;
-		}
-		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token was already used");
-		goto out;
-	}
-	if (strcmp(PQgetvalue(res, 0, 4), "t") != 0) {
-		http_send_oauth_error(r, 400, "invalid_grant", "the refresh token has expired");
-		goto out;
-	}
-	PQclear(res);
-	res = NULL;
-	/* A valid refresh token: a public client's bucket pays; a limited
-	 * refresh rolls back and the token is not rotated. */
-	if (!cl->confidential && client_bucket(r, cl, grant_id) < 0)
-		goto out;
-	if (resource_req) {
-		/* RFC 8707 section 2.2: the grant's one resource, in any canonical form. */
-		const struct cfg_resource *named = metadata_find_resource(cfg, resource_req);
-		char url[2048] = "";
-		if (!named || metadata_resource_url(cfg, named, url, sizeof(url)) < 0 || strcmp(url, resource) != 0) {
-			http_send_oauth_error(r, 400, "invalid_target", "resource does not match the authorization");
-			goto out;
-		}
-	}
-	/* An empty scope is an absent one, not a narrowing to nothing. */
-	if (scope_req && scope_req[strspn(scope_req, " ")] == '\0')
-		scope_req = NULL;
-	if (scope_req) {
-		/* Narrowing only (RFC 6749 section 6). */
-		struct scopes want = { 0 }, have = { 0 };
-		int ok = scopes_parse(scope_req, &want) == 0 && scopes_parse(scope, &have) == 0 &&
-			 scopes_subset(&want, &have);
-		char *joined = ok ? scopes_join(&want) : NULL;
-		scopes_free(&want);
-		scopes_free(&have);
-		if (!joined) {
-			http_send_oauth_error(r, 400, "invalid_scope", "scope may only be narrowed on refresh");
-			goto out;
-		}
-		snprintf(scope, sizeof(scope), "%s", joined);
-		free(joined);
-	}
-	if (grant_issue(r->app, c, grant_id, cl->client_id, resource, scope, &t) < 0) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	successor = seal_successor(presented, hash, &t, time(NULL) + t.expires_in);
-	const char *pr[] = { hash, successor };
-	if (!successor || !(res = db_exec_ok(c, &q_rotate, 2, pr))) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	PQclear(res);
-	res = NULL;
-	struct audit a = { "token.refreshed", "client", NULL, cl->client_id, grant_id, r->id };
-	if (audit_record(c, &a, json_pack("{s:s}", "scope", scope)) < 0 || db_commit(c) < 0) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	send_tokens(r, &t);
-out:
-	PQclear(res);
-	free(successor);
-	issued_wipe(&t);
-	if (c->in_tx)
-		db_rollback(c);
+	return rc;
 }
 
-/* 1 when the client registered grant type gt (RFC 7591 grant_types; static
- * clients have both), 0 when it did not, -1 on a database error. */
-static int grant_type_registered(struct db_conn *c, const char *client_id, const char *gt)
+/* A replayed code: whoever holds it may be an attacker. Kill what the
+ * first exchange issued (OAuth 2.1 section 4.1.3), committed. */
+static enum tk_rc code_replayed(struct http_req *r, struct db_conn *c, const struct client *cl,
+				const char *grant_id, struct tk_refusal *why)
+{
+	char actor[LIM_CLIENT_ID + 8];
+	snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
+	return grant_revoke(r->app, c, grant_id, "code_replay", actor, r->id) < 0 || db_commit(c) < 0
+		       ? TK_UNAVAILABLE
+		       : refuse(why, "invalid_grant", "the code was already used");
+}
+
+/* Marks the code used and issues the grant's first pair into t, committed
+ * with its audit record; refused when the grant was revoked meanwhile. */
+static enum tk_rc code_redeem(struct http_req *r, struct db_conn *c, const struct client *cl, const char *hash,
+			      const struct code_row *row, struct issued *t, struct tk_refusal *why)
+{
+	static struct db_stmt q_use = DB_STMT("UPDATE auth_codes SET used_at = now() WHERE code_hash = $1::bytea");
+	static struct db_stmt q_grant = DB_STMT("SELECT status = 'active' FROM grants WHERE id = $1::uuid");
+	static struct db_stmt q_client_used = DB_STMT("UPDATE clients SET last_used_at = now() WHERE client_id = $1");
+	const char *p[] = { hash }, *pg[] = { row->grant_id }, *pcl[] = { cl->client_id };
+	struct audit a = { "token.issued", "client", NULL, cl->client_id, row->grant_id, r->id };
+	PGresult *used = NULL, *grant = NULL, *touched = NULL;
+	enum tk_rc rc = TK_UNAVAILABLE;
+	if (!(used = db_exec_ok(c, &q_use, 1, p)) || !(grant = db_exec_ok(c, &q_grant, 1, pg)) ||
+	    PQntuples(grant) != 1)
+		rc = TK_UNAVAILABLE;
+	else if (strcmp(PQgetvalue(grant, 0, 0), "t") != 0)
+		rc = refuse(why, "invalid_grant", "the authorization was revoked");
+	else if ((touched = db_exec_ok(c, &q_client_used, 1, pcl)) &&
+		 grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, row->scope, t) == 0 &&
+		 audit_record(c, &a, json_pack("{s:s, s:s}", "grant_type", "authorization_code", "scope",
+					       row->scope)) == 0 &&
+		 db_commit(c) == 0)
+		rc = TK_OK;
+	PQclear(used);
+	PQclear(grant);
+	PQclear(touched);
+	return rc;
+}
+
+static enum tk_rc grant_code(struct http_req *r, struct db_conn *c, const json_t *form, const struct client *cl,
+			     struct issued *t, struct tk_refusal *why)
+{
+	struct code_req q;
+	struct code_row row = { 0 };
+	PGresult *res = NULL;
+	char hash[67] = "";
+	enum tk_rc rc = parse_code(form, &q, why);
+	if (rc == TK_OK) {
+		vault_hash_hex(q.code, hash);
+		rc = code_load(c, hash, &res, &row, why);
+	}
+	if (rc == TK_OK)
+		rc = code_check(&q, &row, cl, why);
+	if (rc == TK_REUSED)
+		rc = code_replayed(r, c, cl, row.grant_id, why);
+	/* A valid code: now (and only now) a public client's bucket pays. A
+	 * limited exchange rolls back and the code stays usable. */
+	if (rc == TK_OK && !cl->confidential)
+		rc = client_bucket(r, cl, row.grant_id);
+	if (rc == TK_OK)
+		rc = resource_check(r->app->cfg, q.resource, row.resource,
+				    "resource does not match the authorization request", why);
+	if (rc == TK_OK)
+		rc = code_redeem(r, c, cl, hash, &row, t, why);
+	PQclear(res);
+	crypto_wipe(hash, sizeof(hash));
+	return rc;
+}
+
+/* ---- refresh_token ---------------------------------------------------- */
+
+/* Opens the transaction and reads the refresh token and its grant under the
+ * token's row lock; *res owns what row points into. */
+static enum tk_rc refresh_load(struct db_conn *c, const char *hash, long grace, PGresult **res,
+			       struct refresh_row *row, struct tk_refusal *why)
+{
+	static struct db_stmt q = DB_STMT(
+		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
+		"t.expires_at > now(), t.revoked_at IS NOT NULL, g.status = 'active', t.used_at IS NOT NULL, "
+		"coalesce(now() - t.used_at <= make_interval(secs => $2::int), false), t.successor "
+		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
+		"WHERE t.token_hash = $1::bytea AND t.kind = 'refresh' FOR UPDATE OF t");
+	char graces[24];
+	snprintf(graces, sizeof(graces), "%ld", grace);
+	const char *p[] = { hash, graces };
+	enum tk_rc rc;
+	if (db_begin(c) < 0 || !(*res = db_exec_ok(c, &q, 2, p))) {
+		rc = TK_UNAVAILABLE;
+	} else if (PQntuples(*res) != 1) {
+		rc = refuse(why, "invalid_grant", "the refresh token is unknown");
+	} else {
+		row->grant_id = PQgetvalue(*res, 0, 0);
+		row->client_id = PQgetvalue(*res, 0, 1);
+		row->resource = PQgetvalue(*res, 0, 2);
+		row->scope = PQgetvalue(*res, 0, 3);
+		row->live = strcmp(PQgetvalue(*res, 0, 4), "t") == 0;
+		row->revoked = strcmp(PQgetvalue(*res, 0, 5), "t") == 0;
+		row->active = strcmp(PQgetvalue(*res, 0, 6), "t") == 0;
+		row->used = strcmp(PQgetvalue(*res, 0, 7), "t") == 0;
+		row->in_grace = strcmp(PQgetvalue(*res, 0, 8), "t") == 0;
+		row->successor = PQgetisnull(*res, 0, 9) ? NULL : PQgetvalue(*res, 0, 9);
+		rc = TK_OK;
+	}
+	return rc;
+}
+
+/* A rotated refresh token presented again. Within the grace window, with a
+ * successor that opens under it: a retry or a concurrent duplicate, given
+ * the same successor pair (TK_REPLAYED, the transaction rolled back).
+ * Otherwise reuse: the grant dies, committed. */
+static enum tk_rc refresh_reused(struct http_req *r, struct db_conn *c, const struct client *cl,
+				 const char *presented, const char *hash, const struct refresh_row *row,
+				 struct issued *t, struct tk_refusal *why)
+{
+	char actor[LIM_CLIENT_ID + 8];
+	struct audit a = { "token.refresh_reuse", actor, NULL, cl->client_id, row->grant_id, r->id };
+	enum tk_rc rc;
+	snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
+	if (row->in_grace && row->successor && open_successor(presented, hash, row->successor, t) == 0) {
+		db_rollback(c);
+		rc = cl->confidential ? TK_OK : client_bucket(r, cl, row->grant_id);
+		if (rc == TK_OK) {
+			log_msg(LOG_INFO, "token.refresh_replayed", r->id,
+				"rotated refresh token replayed within grace");
+			rc = TK_REPLAYED;
+		}
+	} else if (audit_record(c, &a, NULL) < 0 ||
+		   grant_revoke(r->app, c, row->grant_id, "refresh_reuse", actor, r->id) < 0 || db_commit(c) < 0) {
+		rc = TK_UNAVAILABLE;
+	} else {
+		rc = refuse(why, "invalid_grant", "the refresh token was already used");
+	}
+	return rc;
+}
+
+/* Issues the successor pair into t, keeps it sealed beside the presented
+ * token for the grace window, marks that one used, and commits with the
+ * audit record. */
+static enum tk_rc refresh_rotate(struct http_req *r, struct db_conn *c, const struct client *cl,
+				 const char *presented, const char *hash, const struct refresh_row *row,
+				 const char *scope, struct issued *t)
+{
+	static struct db_stmt q_rotate = DB_STMT(
+		"UPDATE tokens SET used_at = now(), successor = $2::bytea WHERE token_hash = $1::bytea");
+	struct audit a = { "token.refreshed", "client", NULL, cl->client_id, row->grant_id, r->id };
+	char *successor = NULL;
+	PGresult *res = NULL;
+	int ok = grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, scope, t) == 0 &&
+		 (successor = seal_successor(presented, hash, t, time(NULL) + t->expires_in)) != NULL;
+	const char *p[] = { hash, successor };
+	ok = ok && (res = db_exec_ok(c, &q_rotate, 2, p)) != NULL &&
+	     audit_record(c, &a, json_pack("{s:s}", "scope", scope)) == 0 && db_commit(c) == 0;
+	PQclear(res);
+	free(successor);
+	return ok ? TK_OK : TK_UNAVAILABLE;
+}
+
+static enum tk_rc grant_refresh(struct http_req *r, struct db_conn *c, const json_t *form, const struct client *cl,
+				struct issued *t, struct tk_refusal *why)
+{
+	const struct config *cfg = r->app->cfg;
+	struct refresh_req q;
+	struct refresh_row row = { 0 };
+	PGresult *res = NULL;
+	char hash[67] = "", narrowed[LIM_SCOPE + 1] = "";
+	enum tk_rc rc = parse_refresh(form, &q, why);
+	if (rc == TK_OK) {
+		vault_hash_hex(q.token, hash);
+		rc = refresh_load(c, hash, cfg->tokens.refresh_grace, &res, &row, why);
+	}
+	if (rc == TK_OK)
+		rc = refresh_check(&row, cl, why);
+	if (rc == TK_REUSED)
+		rc = refresh_reused(r, c, cl, q.token, hash, &row, t, why);
+	/* A valid refresh token: a public client's bucket pays; a limited
+	 * refresh rolls back and the token is not rotated. */
+	if (rc == TK_OK && !cl->confidential)
+		rc = client_bucket(r, cl, row.grant_id);
+	if (rc == TK_OK)
+		rc = resource_check(cfg, q.resource, row.resource, "resource does not match the authorization", why);
+	if (rc == TK_OK && q.scope)
+		rc = scope_narrow(q.scope, row.scope, narrowed, why);
+	if (rc == TK_OK)
+		rc = refresh_rotate(r, c, cl, q.token, hash, &row, q.scope ? narrowed : row.scope, t);
+	PQclear(res);
+	crypto_wipe(hash, sizeof(hash));
+	return rc;
+}
+
+/* ---- POST /token ------------------------------------------------------ */
+
+/* 0 with *registered 1 when the client registered grant type gt (RFC 7591
+ * grant_types; static clients have both); -1 on a database error. */
+static int grant_type_registered(struct db_conn *c, const char *client_id, const char *gt, int *registered)
 {
 	static struct db_stmt q = DB_STMT("SELECT $2 = ANY(grant_types) FROM clients WHERE client_id = $1");
 	const char *p[] = { client_id, gt };
 	PGresult *res = db_exec_ok(c, &q, 2, p);
-	if (!res)
-		return -1;
-	int ok = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	if (res)
+		*registered = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	PQclear(res);
-	return ok;
+	return res ? 0 : -1;
+}
+
+/* The client of the request, authenticated into *cl, a confidential
+ * client's bucket charged, and allowed grant type gt. */
+static enum tk_rc client_step(struct http_req *r, struct db_conn *c, const json_t *form, enum tk_grant gt,
+			      struct client *cl, struct tk_refusal *why)
+{
+	int registered = 0;
+	enum tk_rc rc = TK_OK;
+	enum client_auth ca = client_auth_verify(r, c, form, cl);
+	if (ca != CA_OK) {
+		client_auth_error(r, ca);
+		rc = TK_ANSWERED;
+	} else if (cl->confidential) {
+		rc = client_bucket(r, cl, NULL);
+	}
+	if (rc == TK_OK && grant_type_registered(c, cl->client_id, grant_type_name(gt), &registered) < 0)
+		rc = TK_UNAVAILABLE;
+	else if (rc == TK_OK && !registered)
+		rc = refuse(why, "unauthorized_client", "the client did not register this grant type");
+	return rc;
 }
 
 void token_endpoint(struct http_req *r)
 {
 	struct db_conn *c = NULL;
 	struct client cl;
+	struct issued t;
+	struct tk_refusal why = { NULL, NULL };
 	json_t *form = NULL;
-	int dup = 0;
+	enum tk_grant gt = TG_CODE;
+	enum tk_rc rc;
+	int dup = 0, gated = 0;
+	const char *bad_form = NULL;
+	char who[LIM_CLIENT_ID + 1] = "";
 	memset(&cl, 0, sizeof(cl));
+	memset(&t, 0, sizeof(t));
 	/* Browser-based clients call the token endpoint cross-origin; it uses
 	 * no cookies, so any origin may read its answers (server.c preflight). */
 	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
-	const char *why = NULL;
-	char who[LIM_CLIENT_ID + 1];
-	int gated = 0;
-	form = form_request(r, &dup, &why);
+	form = form_request(r, &dup, &bad_form);
 	if (!form) {
-		http_send_oauth_error(r, 400, "invalid_request", why);
-		return;
+		rc = refuse(&why, "invalid_request", bad_form);
+	} else {
+		/* Failures of this (client, address) or address over the limit:
+		 * turned away before anything is looked at, so neither secrets
+		 * nor codes can be tried on. */
+		client_auth_named_id(r, form, who);
+		gated = client_auth_failures_check(r, who) == 0;
+		rc = gated ? parse_grant_type(form, dup, &gt, &why) : TK_ANSWERED;
 	}
-	/* Failures of this (client, address) or address over the limit: turned
-	 * away before anything is looked at, so neither secrets nor codes can
-	 * be tried on. */
-	client_auth_named_id(r, form, who);
-	if (client_auth_failures_check(r, who) < 0)
-		goto out;
-	gated = 1;
-	if (dup) {
-		http_send_oauth_error(r, 400, "invalid_request", "a parameter was given more than once");
-		goto out;
-	}
-	const char *gt = form_get(form, "grant_type");
-	if (!gt) {
-		http_send_oauth_error(r, 400, "invalid_request", "grant_type is required");
-		goto out;
-	}
-	int is_code = strcmp(gt, "authorization_code") == 0, is_refresh = strcmp(gt, "refresh_token") == 0;
-	if (!is_code && !is_refresh) {
-		http_send_oauth_error(r, 400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
-		goto out;
-	}
-	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	enum client_auth ca = client_auth_verify(r, c, form, &cl);
-	if (ca != CA_OK) {
-		client_auth_error(r, ca);
-		goto out;
-	}
-	if (cl.confidential && client_bucket(r, &cl, NULL) < 0)
-		goto out;
-	int registered = grant_type_registered(c, cl.client_id, gt);
-	if (registered < 0) {
-		http_send_oauth_unavailable(r);
-		goto out;
-	}
-	if (!registered) {
-		http_send_oauth_error(r, 400, "unauthorized_client", "the client did not register this grant type");
-		goto out;
-	}
-	if (is_code)
-		grant_code(r, c, form, &cl);
-	else
-		grant_refresh(r, c, form, &cl);
-out:
+	if (rc == TK_OK && db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
+		rc = TK_UNAVAILABLE;
+	if (rc == TK_OK)
+		rc = client_step(r, c, form, gt, &cl, &why);
+	if (rc == TK_OK)
+		rc = gt == TG_CODE ? grant_code(r, c, form, &cl, &t, &why) : grant_refresh(r, c, form, &cl, &t, &why);
+	if (c && c->in_tx)
+		db_rollback(c);
+	respond(r, rc, &why, &t);
 	/* Every refusal after the gate (client authentication, an unknown,
 	 * expired, reused or foreign code or refresh token, a wrong verifier,
 	 * a malformed request) counts against this (client, address). */
 	if (gated)
 		client_auth_failures_count(r, who);
+	issued_wipe(&t);
 	form_free(&form);
 	client_free(&cl);
 	db_release(r->app->db, &c);

@@ -8,8 +8,10 @@
 #include "audit.h"
 #include "crypto.h"
 #include "grant.h"
+#include "jparse.h"
 #include "log.h"
 #include "notify.h"
+#include "num.h"
 
 #define DB_WAIT_MS 2000
 #define ADMIN_PAGE_MAX 500
@@ -51,15 +53,60 @@ static int audit_call(struct db_conn *c, struct http_req *r, const char *action,
 	return audit_record(c, &a, detail);
 }
 
-static const char *q_arg(struct http_req *r, const char *name, size_t max)
+/* ---- GET /admin/v1/grants ------------------------------------------- */
+
+/* The raw query parameters of a listing, NULL when absent. */
+struct grants_args {
+	const char *user, *client_id, *upstream, *status, *limit, *cursor;
+};
+
+/* A validated listing: filters (NULL: any), the page size, and the
+ * position after the previous page. */
+struct grants_query {
+	const char *user, *client_id, *upstream, *status;
+	long long limit;
+	int has_cursor;
+	char cur_ts[24], cur_id[37]; /* created_at in microseconds, grant id */
+};
+
+/* A filter value: NULL when absent, empty or over max bytes (then it does
+ * not filter). */
+static const char *filter(const char *v, size_t max)
 {
-	const char *v = http_query(r, name);
 	return v && *v && strlen(v) <= max ? v : NULL;
 }
 
-void admin_grants(struct http_req *r)
+/* NULL with *q filled, or the error text for a 400. */
+static const char *grants_parse(const struct grants_args *a, struct grants_query *q)
 {
-	static struct db_stmt q = DB_STMT(
+	const char *err = NULL;
+	memset(q, 0, sizeof(*q));
+	q->user = filter(a->user, 300);
+	q->client_id = filter(a->client_id, LIM_CLIENT_ID);
+	q->upstream = filter(a->upstream, 64);
+	q->status = filter(a->status, 16);
+	q->limit = ADMIN_PAGE_DEFAULT;
+	/* cursor = "<created_at microseconds>_<grant id>" from the previous page */
+	const char *us = a->cursor ? strchr(a->cursor, '_') : NULL;
+	size_t n = us ? (size_t)(us - a->cursor) : 0;
+	if (q->status && strcmp(q->status, "active") != 0 && strcmp(q->status, "revoked") != 0)
+		err = "status must be active or revoked";
+	else if (a->limit && num_parse(a->limit, 1, ADMIN_PAGE_MAX, &q->limit) < 0)
+		err = "limit must be 1..500";
+	else if (a->cursor && (!us || n == 0 || n >= sizeof(q->cur_ts) || strspn(a->cursor, "0123456789") != n ||
+			       strlen(us + 1) != 36 || strspn(us + 1, "0123456789abcdef-") != 36))
+		err = "malformed cursor";
+	if (!err && a->cursor) {
+		memcpy(q->cur_ts, a->cursor, n);
+		memcpy(q->cur_id, us + 1, 37);
+		q->has_cursor = 1;
+	}
+	return err;
+}
+
+static PGresult *grants_select(struct db_conn *c, const struct grants_query *q)
+{
+	static struct db_stmt st = DB_STMT(
 		"SELECT g.id::text, u.upstream, u.subject, u.login, g.client_id, g.resource, "
 		"array_to_json(g.scopes), g.status, to_char(g.created_at AT TIME ZONE 'UTC', "
 		"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), to_char(g.revoked_at AT TIME ZONE 'UTC', "
@@ -70,85 +117,132 @@ void admin_grants(struct http_req *r)
 		"AND ($3::text IS NULL OR g.upstream = $3) AND ($4::text IS NULL OR g.status = $4) "
 		"AND ($5::bigint IS NULL OR ((extract(epoch FROM g.created_at) * 1000000)::bigint, g.id) < ($5::bigint, $6::uuid)) "
 		"ORDER BY 12 DESC, g.id DESC LIMIT $7::int");
-	struct db_conn *c = NULL;
-	if (admin_auth(r) < 0)
-		return;
-	const char *user = q_arg(r, "user", 300), *client = q_arg(r, "client_id", LIM_CLIENT_ID);
-	const char *upstream = q_arg(r, "upstream", 64), *status = q_arg(r, "status", 16);
-	const char *limit_s = http_query(r, "limit"), *cursor = http_query(r, "cursor");
-	long limit = ADMIN_PAGE_DEFAULT;
-	if (status && strcmp(status, "active") != 0 && strcmp(status, "revoked") != 0) {
-		http_send_json(r, 400, json_pack("{s:s}", "error", "status must be active or revoked"));
-		return;
-	}
-	if (limit_s) {
-		char *end = NULL;
-		limit = strtol(limit_s, &end, 10);
-		if (!end || *end || limit < 1 || limit > ADMIN_PAGE_MAX) {
-			http_send_json(r, 400, json_pack("{s:s}", "error", "limit must be 1..500"));
-			return;
-		}
-	}
-	/* cursor = "<created_at microseconds>_<grant id>" from the previous page */
-	char cur_ts[24] = "", cur_id[37] = "";
-	if (cursor) {
-		const char *us = strchr(cursor, '_');
-		size_t n = us ? (size_t)(us - cursor) : 0;
-		if (!us || n == 0 || n >= sizeof(cur_ts) || strspn(cursor, "0123456789") != n ||
-		    strlen(us + 1) != 36 || strspn(us + 1, "0123456789abcdef-") != 36) {
-			http_send_json(r, 400, json_pack("{s:s}", "error", "malformed cursor"));
-			return;
-		}
-		memcpy(cur_ts, cursor, n);
-		memcpy(cur_id, us + 1, 37);
-	}
-	char lim[16];
-	snprintf(lim, sizeof(lim), "%ld", limit);
-	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
-		http_send_json(r, 503, json_pack("{s:s}", "error", "database unavailable"));
-		return;
-	}
-	const char *p[] = { user, client, upstream, status, cursor ? cur_ts : NULL, cursor ? cur_id : NULL, lim };
-	PGresult *res = db_exec_ok(c, &q, 7, p);
-	if (!res) {
-		db_release(r->app->db, &c);
-		http_send_json(r, 500, json_pack("{s:s}", "error", "query failed"));
-		return;
-	}
-	json_t *list = json_array();
-	int n = PQntuples(res);
-	for (int i = 0; i < n; i++) {
-		json_t *g = json_pack("{s:s, s:{s:s, s:s, s:s?}, s:s, s:s, s:o, s:s, s:s}", "grant_id",
-				      PQgetvalue(res, i, 0), "user", "upstream", PQgetvalue(res, i, 1), "subject",
-				      PQgetvalue(res, i, 2), "login", PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
-				      "client_id", PQgetvalue(res, i, 4), "resource", PQgetvalue(res, i, 5), "scopes",
-				      json_loads(PQgetvalue(res, i, 6), 0, NULL), "status", PQgetvalue(res, i, 7),
-				      "created_at", PQgetvalue(res, i, 8));
-		if (g && !PQgetisnull(res, i, 9)) {
-			json_object_set_new(g, "revoked_at", json_string(PQgetvalue(res, i, 9)));
-			json_object_set_new(g, "revoked_reason", json_string(PQgetvalue(res, i, 10)));
-		}
-		json_array_append_new(list, g);
-	}
-	json_t *out = json_pack("{s:o}", "grants", list);
-	if (n == limit) {
-		char next[80];
-		snprintf(next, sizeof(next), "%s_%s", PQgetvalue(res, n - 1, 11), PQgetvalue(res, n - 1, 0));
-		json_object_set_new(out, "next_cursor", json_string(next));
-	}
-	PQclear(res);
-	if (audit_call(c, r, "list_grants", json_pack("{s:s?, s:s?, s:s?, s:s?}", "user", user, "client_id", client,
-						       "upstream", upstream, "status", status)) < 0)
-		log_msg(LOG_WARN, "admin.audit_failed", r->id, "audit record not written");
-	db_release(r->app->db, &c);
-	http_send_json(r, 200, out);
+	char lim[24];
+	snprintf(lim, sizeof(lim), "%lld", q->limit);
+	const char *p[] = { q->user, q->client_id, q->upstream, q->status, q->has_cursor ? q->cur_ts : NULL,
+			    q->has_cursor ? q->cur_id : NULL, lim };
+	return db_exec_ok(c, &st, 7, p);
 }
 
-/* Revokes every active grant matched by the selector in one transaction,
- * announced once (one NOTIFY however many grants: every node matches the
- * selector against what it caches and serves). */
-void admin_revoke(struct http_req *r)
+/* One grant of a listing; NULL when out of memory. */
+static json_t *grant_json(const PGresult *res, int i)
+{
+	json_t *g = json_pack("{s:s, s:{s:s, s:s, s:s?}, s:s, s:s, s:o, s:s, s:s}", "grant_id",
+			      PQgetvalue(res, i, 0), "user", "upstream", PQgetvalue(res, i, 1), "subject",
+			      PQgetvalue(res, i, 2), "login", PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
+			      "client_id", PQgetvalue(res, i, 4), "resource", PQgetvalue(res, i, 5), "scopes",
+			      jparse_str(PQgetvalue(res, i, 6), 0, LIM_JSON_DEPTH), "status", PQgetvalue(res, i, 7),
+			      "created_at", PQgetvalue(res, i, 8));
+	if (g && !PQgetisnull(res, i, 9) &&
+	    (json_object_set_new(g, "revoked_at", json_string(PQgetvalue(res, i, 9))) < 0 ||
+	     json_object_set_new(g, "revoked_reason", json_string(PQgetvalue(res, i, 10))) < 0)) {
+		json_decref(g);
+		g = NULL;
+	}
+	return g;
+}
+
+/* {"grants": [...], "next_cursor"?}: the cursor when the page is full.
+ * NULL when out of memory. */
+static json_t *grants_page(const PGresult *res, long long limit)
+{
+	json_t *list = json_array(), *out = NULL;
+	int n = PQntuples(res), ok = list != NULL;
+	for (int i = 0; ok && i < n; i++)
+		ok = json_array_append_new(list, grant_json(res, i)) == 0;
+	if (ok && (out = json_pack("{s:o}", "grants", list)) && n == limit) {
+		char next[80];
+		snprintf(next, sizeof(next), "%s_%s", PQgetvalue(res, n - 1, 11), PQgetvalue(res, n - 1, 0));
+		if (json_object_set_new(out, "next_cursor", json_string(next)) < 0) {
+			json_decref(out);
+			out = NULL;
+		}
+	}
+	if (!ok)
+		json_decref(list);
+	return out;
+}
+
+void admin_grants(struct http_req *r)
+{
+	struct db_conn *c = NULL;
+	PGresult *res = NULL;
+	struct grants_args a;
+	struct grants_query q;
+	const char *err = NULL;
+	if (admin_auth(r) < 0)
+		goto out;
+	a = (struct grants_args){ http_query(r, "user"),   http_query(r, "client_id"), http_query(r, "upstream"),
+				  http_query(r, "status"), http_query(r, "limit"),     http_query(r, "cursor") };
+	if ((err = grants_parse(&a, &q))) {
+		http_send_json(r, 400, json_pack("{s:s}", "error", err));
+	} else if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
+		(void)http_add_header(r, "Retry-After", "1");
+		http_send_json(r, 503, json_pack("{s:s}", "error", "database unavailable"));
+	} else if (!(res = grants_select(c, &q))) {
+		http_send_json(r, 500, json_pack("{s:s}", "error", "query failed"));
+	} else {
+		json_t *page = grants_page(res, q.limit);
+		json_t *filters = json_pack("{s:s?, s:s?, s:s?, s:s?}", "user", q.user, "client_id", q.client_id,
+					    "upstream", q.upstream, "status", q.status);
+		if (audit_call(c, r, "list_grants", filters) < 0)
+			log_msg(LOG_WARN, "admin.audit_failed", r->id, "audit record not written");
+		http_send_json(r, 200, page); /* 500 when page is NULL */
+	}
+out:
+	PQclear(res);
+	db_release(r->app->db, &c);
+}
+
+/* ---- POST /admin/v1/revoke ------------------------------------------- */
+
+/* A revocation's selector: views into the request body. */
+struct revoke_sel {
+	const char *grant_id, *user, *client_id, *upstream;
+	int all, disable_client;
+};
+
+/* Exactly one selector: {grant_id}, {user[, upstream]},
+ * {client_id[, disable_client]}, {upstream} or {all: true}; nothing else.
+ * 0 with *sel filled, or -1. */
+static int revoke_parse(json_t *body, struct revoke_sel *sel)
+{
+	const char *k;
+	json_t *v;
+	int selectors = 0, bad = !json_is_object(body);
+	memset(sel, 0, sizeof(*sel));
+	json_object_foreach(body, k, v) {
+		const char *s = json_string_value(v);
+		size_t len = s ? strlen(s) : 0;
+		if (strcmp(k, "grant_id") == 0 && s && len == 36 && strspn(s, "0123456789abcdef-") == 36)
+			sel->grant_id = s, selectors++;
+		else if (strcmp(k, "user") == 0 && s && len && len <= 300)
+			sel->user = s, selectors++;
+		else if (strcmp(k, "client_id") == 0 && s && len && len <= LIM_CLIENT_ID)
+			sel->client_id = s, selectors++;
+		else if (strcmp(k, "upstream") == 0 && s && len && len <= 64)
+			sel->upstream = s;
+		else if (strcmp(k, "all") == 0 && json_is_true(v))
+			sel->all = 1, selectors++;
+		else if (strcmp(k, "disable_client") == 0 && json_is_boolean(v))
+			sel->disable_client = json_is_true(v);
+		else
+			bad = 1;
+	}
+	/* "upstream" alone is a selector, or narrows "user". */
+	if (sel->upstream && selectors == 0)
+		selectors = 1;
+	else if (sel->upstream && !sel->user)
+		bad = 1;
+	if (sel->disable_client && !sel->client_id)
+		bad = 1;
+	return bad || selectors != 1 ? -1 : 0;
+}
+
+/* Revokes every active grant the selector matches, announced once (one
+ * NOTIFY however many grants: every node matches the selector against what
+ * it caches and serves); one grant by id is announced by grant_revoke. */
+static int revoke_selected(struct http_req *r, struct db_conn *c, const struct revoke_sel *sel, long *revoked)
 {
 	static struct db_stmt q_select = DB_STMT(
 		"SELECT g.id::text FROM grants g JOIN users u ON u.id = g.user_id WHERE g.status = 'active' "
@@ -156,94 +250,79 @@ void admin_revoke(struct http_req *r)
 		"AND ($3::text IS NULL OR g.client_id = $3) AND ($4::text IS NULL OR g.upstream = $4) "
 		"AND ($1::uuid IS NOT NULL OR $2::text IS NOT NULL OR $3::text IS NOT NULL OR $4::text IS NOT NULL OR $5::bool) "
 		"ORDER BY g.id FOR UPDATE OF g");
+	const char *p[] = { sel->grant_id, sel->user, sel->client_id, sel->upstream, sel->all ? "true" : "false" };
+	struct revocation rv = { .client_id = sel->client_id, .subject = sel->user, .upstream = sel->upstream };
+	PGresult *res = db_exec_ok(c, &q_select, 5, p);
+	int rc = res ? 0 : -1;
+	*revoked = 0;
+	for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+		const char *gid = PQgetvalue(res, i, 0);
+		int n = sel->grant_id ? grant_revoke(r->app, c, gid, "operator", "admin", r->id)
+				      : grant_revoke_quiet(r->app, c, gid, "operator", "admin", r->id);
+		if (n < 0)
+			rc = -1;
+		else
+			*revoked += n;
+	}
+	PQclear(res);
+	if (rc == 0 && !sel->grant_id && *revoked > 0 && notify_publish(c, &rv) < 0)
+		rc = -1;
+	return rc;
+}
+
+static int disable_client(struct http_req *r, struct db_conn *c, const char *client_id)
+{
 	static struct db_stmt q_disable = DB_STMT(
 		"UPDATE clients SET disabled_at = coalesce(disabled_at, now()) WHERE client_id = $1");
+	const char *p[] = { client_id };
+	struct audit a = { "client.disabled", "admin", NULL, client_id, NULL, r->id };
+	PGresult *u = db_exec_ok(c, &q_disable, 1, p);
+	int rc = u && audit_record(c, &a, NULL) == 0 ? 0 : -1;
+	PQclear(u);
+	return rc;
+}
+
+/* The revocation in one transaction with its audit records (the body as
+ * given and the count): 0 committed, or -1 with nothing revoked. */
+static int revoke_store(struct http_req *r, struct db_conn *c, const struct revoke_sel *sel, const json_t *body,
+			long *revoked)
+{
+	json_t *detail = NULL;
+	int rc = -1;
+	if (db_begin(c) < 0 || revoke_selected(r, c, sel, revoked) < 0 ||
+	    (sel->disable_client && disable_client(r, c, sel->client_id) < 0))
+		goto out;
+	if (!(detail = json_deep_copy(body)) || json_object_set_new(detail, "revoked", json_integer(*revoked)) < 0)
+		goto out;
+	rc = audit_call(c, r, "revoke", detail) < 0 || db_commit(c) < 0 ? -1 : 0;
+	detail = NULL; /* stolen by audit_call */
+out:
+	json_decref(detail);
+	return rc;
+}
+
+void admin_revoke(struct http_req *r)
+{
 	struct db_conn *c = NULL;
 	json_t *body = NULL;
+	struct revoke_sel sel;
+	long revoked = 0;
 	if (admin_auth(r) < 0)
-		return;
-	body = json_loadb(r->body.ptr ? r->body.ptr : "", r->body.len, JSON_REJECT_DUPLICATES, NULL);
-	const char *gid = NULL, *user = NULL, *client = NULL, *upstream = NULL;
-	int all = 0, disable = 0, selectors = 0, bad = !json_is_object(body);
-	const char *k;
-	json_t *v;
-	if (!bad) {
-		json_object_foreach(body, k, v) {
-			const char *s = json_string_value(v);
-			size_t len = s ? strlen(s) : 0;
-			if (strcmp(k, "grant_id") == 0 && s && len == 36 && strspn(s, "0123456789abcdef-") == 36)
-				gid = s, selectors++;
-			else if (strcmp(k, "user") == 0 && s && len && len <= 300)
-				user = s, selectors++;
-			else if (strcmp(k, "client_id") == 0 && s && len && len <= LIM_CLIENT_ID)
-				client = s, selectors++;
-			else if (strcmp(k, "upstream") == 0 && s && len && len <= 64)
-				upstream = s;
-			else if (strcmp(k, "all") == 0 && json_is_true(v))
-				all = 1, selectors++;
-			else if (strcmp(k, "disable_client") == 0 && json_is_boolean(v))
-				disable = json_is_true(v);
-			else
-				bad = 1;
-		}
-	}
-	/* Exactly one selector; "upstream" alone is one, or narrows "user". */
-	if (upstream && selectors == 0)
-		selectors = 1;
-	else if (upstream && !user)
-		bad = 1;
-	if (disable && !client)
-		bad = 1;
-	if (bad || selectors != 1) {
+		goto out;
+	body = jparse(r->body.ptr ? r->body.ptr : "", r->body.len, 0, LIM_JSON_DEPTH);
+	if (revoke_parse(body, &sel) < 0) {
 		http_send_json(r, 400, json_pack("{s:s}", "error",
 						 "body must be exactly one of {grant_id}, {user[, upstream]}, "
 						 "{client_id[, disable_client]}, {upstream}, {all: true}"));
-		goto out;
-	}
-	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
+	} else if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
 		(void)http_add_header(r, "Retry-After", "1");
 		http_send_json(r, 503, json_pack("{s:s}", "error", "database unavailable"));
-		goto out;
+	} else if (revoke_store(r, c, &sel, body, &revoked) < 0) {
+		(void)http_add_header(r, "Retry-After", "1");
+		http_send_json(r, 503, json_pack("{s:s}", "error", "revocation failed; nothing was revoked"));
+	} else {
+		http_send_json(r, 200, json_pack("{s:I}", "revoked", (json_int_t)revoked));
 	}
-	if (db_begin(c) < 0)
-		goto fail;
-	const char *p[] = { gid, user, client, upstream, all ? "true" : "false" };
-	PGresult *res = db_exec_ok(c, &q_select, 5, p);
-	if (!res)
-		goto fail;
-	long revoked = 0;
-	for (int i = 0; i < PQntuples(res); i++) {
-		int rc = gid ? grant_revoke(r->app, c, PQgetvalue(res, i, 0), "operator", "admin", r->id)
-			     : grant_revoke_quiet(r->app, c, PQgetvalue(res, i, 0), "operator", "admin", r->id);
-		if (rc < 0) {
-			PQclear(res);
-			goto fail;
-		}
-		revoked += rc;
-	}
-	PQclear(res);
-	struct revocation sel = { .client_id = client, .subject = user, .upstream = upstream };
-	if (!gid && revoked > 0 && notify_publish(c, &sel) < 0)
-		goto fail;
-	if (disable) {
-		const char *pd[] = { client };
-		PGresult *u = db_exec_ok(c, &q_disable, 1, pd);
-		if (!u)
-			goto fail;
-		PQclear(u);
-		struct audit a = { "client.disabled", "admin", NULL, client, NULL, r->id };
-		if (audit_record(c, &a, NULL) < 0)
-			goto fail;
-	}
-	json_t *d = json_deep_copy(body);
-	json_object_set_new(d, "revoked", json_integer(revoked));
-	if (audit_call(c, r, "revoke", d) < 0 || db_commit(c) < 0)
-		goto fail;
-	http_send_json(r, 200, json_pack("{s:I}", "revoked", (json_int_t)revoked));
-	goto out;
-fail:
-	(void)http_add_header(r, "Retry-After", "1");
-	http_send_json(r, 503, json_pack("{s:s}", "error", "revocation failed; nothing was revoked"));
 out:
 	json_decref(body);
 	db_release(r->app->db, &c);

@@ -9,14 +9,17 @@
 
 #include "crypto.h"
 #include "form.h"
+#include "jparse.h"
 #include "lim.h"
 #include "log.h"
 #include "metrics.h"
+#include "num.h"
 
 #define UP_USER_AGENT "mcp-broker/" MCPB_VERSION
 #define UP_DISCOVERY_TTL_S 3600
 #define UP_MAX_SCOPE 2048
 #define UP_MAX_EXPIRES_IN (100L * 365 * 86400)
+#define UP_RATELIMIT_RESET_MAX 999999999999LL /* GitHub's X-RateLimit-Reset: at most 12 digits */
 
 struct preset {
 	const char *name;
@@ -144,23 +147,17 @@ static char *token_string(const json_t *v)
 	return strdup(s);
 }
 
-/* expires_in as a JSON integer or (GitHub's form answers) a decimal string. */
+/* expires_in as a JSON integer or (GitHub's form answers) a decimal string
+ * of at most 10 digits; -1 when absent or not in 1..UP_MAX_EXPIRES_IN. */
 static long expires_value(const json_t *v)
 {
-	if (json_is_integer(v)) {
-		json_int_t x = json_integer_value(v);
-		return x > 0 && x <= UP_MAX_EXPIRES_IN ? (long)x : -1;
-	}
 	const char *s = json_string_value(v);
-	if (!s || !*s || strlen(s) > 10)
-		return -1;
-	long x = 0;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		x = x * 10 + (*s - '0');
-	}
-	return x > 0 && x <= UP_MAX_EXPIRES_IN ? x : -1;
+	long long x = -1;
+	if (json_is_integer(v))
+		x = json_integer_value(v);
+	else if (s && strlen(s) <= 10 && num_parse(s, 1, UP_MAX_EXPIRES_IN, &x) < 0)
+		x = -1;
+	return x > 0 && x <= UP_MAX_EXPIRES_IN ? (long)x : -1;
 }
 
 static void error_code(const json_t *v, char error[UP_ERROR_MAX])
@@ -187,7 +184,7 @@ int upstream_parse_token_answer(const char *data, size_t size, int form, struct 
 	error[0] = '\0';
 	if (!data || size == 0 || size > LIM_UPSTREAM_BODY)
 		goto out;
-	j = form ? form_parse(data, size, &dup) : json_loadb(data, size, JSON_REJECT_DUPLICATES, NULL);
+	j = form ? form_parse(data, size, &dup) : jparse(data, size, 0, LIM_JSON_DEPTH);
 	if (!json_is_object(j) || dup)
 		goto out;
 	error_code(json_object_get(j, "error"), error);
@@ -259,7 +256,7 @@ int upstream_parse_userinfo(const char *data, size_t size, struct upstream_ident
 	memset(out, 0, sizeof(*out));
 	if (!data || size == 0 || size > LIM_UPSTREAM_BODY)
 		return -1;
-	json_t *doc = json_loadb(data, size, JSON_REJECT_DUPLICATES, NULL);
+	json_t *doc = jparse(data, size, 0, LIM_JSON_DEPTH);
 	int rc = identity_from_json(doc, out);
 	json_decref(doc);
 	if (rc < 0)
@@ -396,7 +393,7 @@ enum upstream_class upstream_classify(enum upstream_op op, long status, const ch
 	}
 	case UPOP_DISCOVERY: {
 		json_t *doc = ct_kind(content_type) == CT_JSON && body && len && len <= LIM_UPSTREAM_BODY
-				      ? json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL)
+				      ? jparse(body, len, 0, LIM_JSON_DEPTH)
 				      : NULL;
 		cls = discovery_class(status, json_is_object(doc));
 		json_decref(doc);
@@ -517,9 +514,9 @@ static long answer_wait(CURL *h)
 	long long now = (long long)time(NULL);
 	long s = upstream_parse_retry_after(header_value(h, "Retry-After"), now);
 	const char *left = header_value(h, "X-RateLimit-Remaining"), *reset = header_value(h, "X-RateLimit-Reset");
-	if (s == 0 && left && strcmp(left, "0") == 0 && reset && *reset && strlen(reset) <= 12 &&
-	    strspn(reset, "0123456789") == strlen(reset))
-		s = wait_until(strtoll(reset, NULL, 10), now);
+	long long at = 0;
+	if (s == 0 && left && strcmp(left, "0") == 0 && reset && num_parse(reset, 0, UP_RATELIMIT_RESET_MAX, &at) == 0)
+		s = wait_until(at, now);
 	return s;
 }
 
@@ -658,24 +655,72 @@ static void copy_str(char *dst, size_t cap, const char *src)
 	snprintf(dst, cap, "%s", src ? src : "");
 }
 
-static int discover(const struct cfg_upstream *up, struct discovered *out)
+/* The endpoints of an OIDC discovery document (OpenID Connect Discovery
+ * 1.0 section 4) into out: 0, or -1 when doc is not an object whose issuer
+ * is exactly the configured one (section 4.3). Absent endpoints are "". */
+static int discovery_parse(const json_t *doc, const struct cfg_upstream *up, struct discovered *out)
 {
+	const char *iss = json_string_value(json_object_get(doc, "issuer"));
+	int rc = -1;
+	memset(out, 0, sizeof(*out));
+	if (iss && strcmp(iss, up->issuer) == 0) {
+		copy_str(out->name, sizeof(out->name), up->name);
+		copy_str(out->issuer, sizeof(out->issuer), up->issuer);
+		copy_str(out->authorize, sizeof(out->authorize),
+			 json_string_value(json_object_get(doc, "authorization_endpoint")));
+		copy_str(out->token, sizeof(out->token), json_string_value(json_object_get(doc, "token_endpoint")));
+		copy_str(out->userinfo, sizeof(out->userinfo),
+			 json_string_value(json_object_get(doc, "userinfo_endpoint")));
+		copy_str(out->revoke, sizeof(out->revoke),
+			 json_string_value(json_object_get(doc, "revocation_endpoint")));
+		rc = 0;
+	}
+	return rc;
+}
+
+/* The cached discovery of up when it is fresh: 0, else -1. */
+static int disc_get(const struct cfg_upstream *up, struct discovered *out)
+{
+	int rc = -1;
 	pthread_mutex_lock(&disc_lock);
-	for (size_t i = 0; i < ndisc; i++)
+	for (size_t i = 0; rc < 0 && i < ndisc; i++)
 		if (strcmp(disc[i].name, up->name) == 0 && strcmp(disc[i].issuer, up->issuer) == 0 &&
 		    now_s() - disc[i].fetched < UP_DISCOVERY_TTL_S) {
 			*out = disc[i];
-			pthread_mutex_unlock(&disc_lock);
-			return 0;
+			rc = 0;
 		}
 	pthread_mutex_unlock(&disc_lock);
+	return rc;
+}
 
+/* Caches d in up's slot (replacing an older discovery) or a free one. */
+static void disc_put(const struct discovered *d)
+{
+	pthread_mutex_lock(&disc_lock);
+	size_t slot = ndisc;
+	for (size_t i = 0; i < ndisc; i++)
+		if (strcmp(disc[i].name, d->name) == 0)
+			slot = i;
+	if (slot < sizeof(disc) / sizeof(disc[0])) {
+		disc[slot] = *d;
+		if (slot == ndisc)
+			ndisc++;
+	}
+	pthread_mutex_unlock(&disc_lock);
+}
+
+static int discover(const struct cfg_upstream *up, struct discovered *out)
+{
 	char url[1200];
 	size_t n = strlen(up->issuer);
 	struct up_resp r;
 	json_t *doc = NULL;
 	int rc = -1;
 	resp_init(&r);
+	if (disc_get(up, out) == 0) {
+		rc = 0;
+		goto out;
+	}
 	if ((size_t)snprintf(url, sizeof(url), "%s%s.well-known/openid-configuration", up->issuer,
 			     n && up->issuer[n - 1] == '/' ? "" : "/") >= sizeof(url)) {
 		note(up, UPOP_DISCOVERY, UPC_INTERNAL, NULL, NULL, NULL);
@@ -683,41 +728,22 @@ static int discover(const struct cfg_upstream *up, struct discovered *out)
 	}
 	enum upstream_class cls = up_call(up, "GET", url, NULL, NULL, NULL, NULL, &r);
 	if (cls == UPC_OK) {
-		doc = ct_kind(r.content_type) == CT_JSON && r.body.len
-			      ? json_loadb(r.body.ptr, r.body.len, JSON_REJECT_DUPLICATES, NULL)
-			      : NULL;
+		if (ct_kind(r.content_type) == CT_JSON && r.body.len)
+			doc = jparse(r.body.ptr, r.body.len, 0, LIM_JSON_DEPTH);
 		cls = discovery_class(r.status, json_is_object(doc));
 	}
 	if (cls != UPC_OK) {
 		note(up, UPOP_DISCOVERY, cls, &r, NULL, NULL);
 		goto out;
 	}
-	const char *iss = json_string_value(json_object_get(doc, "issuer"));
-	if (!iss || strcmp(iss, up->issuer) != 0) {
+	if (discovery_parse(doc, up, out) < 0) {
 		log_msg(LOG_ERROR, "upstream.discovery_mismatch", NULL,
 			"upstream %s: discovery document issuer does not equal the configured issuer", up->name);
 		note(up, UPOP_DISCOVERY, UPC_GARBAGE, &r, NULL, NULL);
 		goto out;
 	}
-	memset(out, 0, sizeof(*out));
-	copy_str(out->name, sizeof(out->name), up->name);
-	copy_str(out->issuer, sizeof(out->issuer), up->issuer);
-	copy_str(out->authorize, sizeof(out->authorize), json_string_value(json_object_get(doc, "authorization_endpoint")));
-	copy_str(out->token, sizeof(out->token), json_string_value(json_object_get(doc, "token_endpoint")));
-	copy_str(out->userinfo, sizeof(out->userinfo), json_string_value(json_object_get(doc, "userinfo_endpoint")));
-	copy_str(out->revoke, sizeof(out->revoke), json_string_value(json_object_get(doc, "revocation_endpoint")));
 	out->fetched = now_s();
-	pthread_mutex_lock(&disc_lock);
-	size_t slot = ndisc;
-	for (size_t i = 0; i < ndisc; i++)
-		if (strcmp(disc[i].name, up->name) == 0)
-			slot = i;
-	if (slot < sizeof(disc) / sizeof(disc[0])) {
-		disc[slot] = *out;
-		if (slot == ndisc)
-			ndisc++;
-	}
-	pthread_mutex_unlock(&disc_lock);
+	disc_put(out);
 	rc = 0;
 out:
 	json_decref(doc);

@@ -144,7 +144,7 @@ int upstream_endpoints(const struct cfg_upstream *up, struct upstream_ep *ep) WU
 
 /* The URL to send the browser to; malloc'd. challenge may be NULL. */
 char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstream_ep *ep,
-			     const char *redirect_uri, const char *state, const char *challenge);
+			     const char *redirect_uri, const char *state, const char *challenge) WUR;
 
 /* The three calls below return the class of the upstream's answer; on UPC_OK
  * *out holds the result (free it with upstream_tokens_free /
@@ -155,21 +155,21 @@ char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstrea
 enum upstream_class upstream_exchange_code(const struct cfg_upstream *up, const struct upstream_ep *ep,
 					   const char *code, const char *redirect_uri, const char *verifier,
 					   const char *request_id, struct upstream_tokens *out,
-					   long *retry_after);
+					   long *retry_after) WUR;
 enum upstream_class upstream_refresh(const struct cfg_upstream *up, const struct upstream_ep *ep,
 				     const char *refresh_token, const char *request_id,
-				     struct upstream_tokens *out, long *retry_after);
+				     struct upstream_tokens *out, long *retry_after) WUR;
 /* The user's identity from tok: from the token answer itself where the
  * provider puts it there (sentry), else from the userinfo endpoint with
  * tok->access_token. Also the check of a token the downstream refused:
  * UPC_GRANT_DEAD means the upstream refuses the token (401). */
 enum upstream_class upstream_identity(const struct cfg_upstream *up, const struct upstream_ep *ep,
 				      const struct upstream_tokens *tok, const char *request_id,
-				      struct upstream_identity *out, long *retry_after);
+				      struct upstream_identity *out, long *retry_after) WUR;
 /* Revokes at the upstream where the provider has an endpoint; UP_OK when it
  * has none, and for GitHub's 404 (the token is already gone). */
 enum upstream_rc upstream_revoke(const struct cfg_upstream *up, const struct upstream_ep *ep,
-				 const char *access_token, const char *refresh_token);
+				 const char *access_token, const char *refresh_token) WUR;
 
 void upstream_tokens_free(struct upstream_tokens *t);
 void upstream_identity_free(struct upstream_identity *id);

@@ -1,5 +1,6 @@
 #include "upstream_token.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +12,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "num.h"
 #include "upstream.h"
 #include "vault.h"
 
@@ -29,16 +31,18 @@ static void row_free(struct grant_row *g)
 	memset(g, 0, sizeof(*g));
 }
 
-static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long skew, struct grant_row *g)
+/* Reads the grant's row into g: 0 with *found 1 (or 0 for no such grant),
+ * -1 on a database error (a lock timeout among them) or out of memory. */
+static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long skew, struct grant_row *g,
+		int *found)
 {
 	char skews[24];
 	snprintf(skews, sizeof(skews), "%ld", skew);
 	const char *p[] = { grant_id, skews };
 	PGresult *r = db_exec_ok(c, q, 2, p);
-	if (!r)
-		return -1;
-	int found = PQntuples(r) == 1;
-	if (found) {
+	int rc = r ? 0 : -1;
+	*found = r && PQntuples(r) == 1;
+	if (*found) {
 		snprintf(g->key_id, sizeof(g->key_id), "%s", PQgetvalue(r, 0, 0));
 		g->up_access = strdup(PQgetvalue(r, 0, 1));
 		g->up_refresh = PQgetisnull(r, 0, 2) ? NULL : strdup(PQgetvalue(r, 0, 2));
@@ -46,12 +50,12 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 		g->active = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
 		g->expires = strcmp(PQgetvalue(r, 0, 5), "t") == 0;
 		snprintf(g->upstream, sizeof(g->upstream), "%s", PQgetvalue(r, 0, 6));
-		g->exp = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
-		if (!g->up_access || (!PQgetisnull(r, 0, 2) && !g->up_refresh))
-			found = -1;
+		if (!g->up_access || (!PQgetisnull(r, 0, 2) && !g->up_refresh) ||
+		    num_parse(PQgetvalue(r, 0, 7), 0, LLONG_MAX, &g->exp) < 0)
+			rc = -1;
 	}
 	PQclear(r);
-	return found;
+	return rc;
 }
 
 #define GRANT_COLUMNS                                                                        \
@@ -118,109 +122,140 @@ out:
 	return rc;
 }
 
-static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id,
-					     int force, const char *request_id, char **token, long *retry_after)
+/* Opens the transaction and takes the grant's row lock (waiting at most
+ * tokens.upstream_lock_wait_ms) into g: UT_OK for an active grant. */
+static enum upstream_token_rc lock_row(const struct config *cfg, struct db_conn *c, const char *grant_id,
+				       struct grant_row *g)
 {
 	static struct db_stmt q_lock = DB_STMT(GRANT_COLUMNS " FOR UPDATE");
+	char lockwait[64];
+	int found = 0;
+	enum upstream_token_rc rc = UT_UNAVAILABLE; /* a lock timeout lands here too */
+	snprintf(lockwait, sizeof(lockwait), "SET LOCAL lock_timeout = %ld", cfg->tokens.upstream_lock_wait_ms);
+	if (db_begin(c) == 0 && db_command(c, lockwait) == 0 &&
+	    load(c, &q_lock, grant_id, cfg->tokens.upstream_refresh_skew, g, &found) == 0)
+		rc = found && g->active ? UT_OK : UT_REVOKED;
+	return rc;
+}
+
+/* The grant's current upstream access token, decrypted into *token. */
+static enum upstream_token_rc use_current(const struct config *cfg, const struct grant_row *g, const char *grant_id,
+					  char **token)
+{
+	*token = vault_open(cfg, g->key_id, grant_id, "access", g->up_access);
+	return *token ? UT_OK : UT_UNAVAILABLE;
+}
+
+/* The upstream's definitive refusal of the refresh token (the user revoked
+ * the app upstream, or the token died): the grant goes, committed. */
+static enum upstream_token_rc refresh_dead(struct app *app, struct db_conn *c, const struct grant_row *g,
+					   const char *grant_id, const char *request_id, enum upstream_class cls)
+{
+	struct audit a = { "upstream.refresh_failed", "system", NULL, NULL, grant_id, request_id };
+	json_t *detail = json_pack("{s:s, s:s}", "upstream", g->upstream, "result", upstream_class_name(cls));
+	enum upstream_token_rc rc = UT_REVOKED;
+	if (audit_record(c, &a, detail) < 0 ||
+	    grant_revoke(app, c, grant_id, "upstream_invalid_grant", "system", request_id) < 0 || db_commit(c) < 0)
+		rc = UT_UNAVAILABLE;
+	return rc;
+}
+
+/* Stores what the upstream answered t, sealed under the active key, with
+ * exactly one copy of the upstream refresh token: the new one, or old_refresh
+ * kept when the answer had none. Every node drops its cached copy; commits;
+ * *token receives a copy of the new access token. */
+static enum upstream_token_rc store_refreshed(struct app *app, struct db_conn *c, const struct grant_row *g,
+					      const char *grant_id, const char *request_id, int force,
+					      const struct upstream_tokens *t, const char *old_refresh, char **token)
+{
 	static struct db_stmt q_store = DB_STMT(
 		"UPDATE grants SET key_id = $2, up_access = $3::bytea, up_refresh = $4::bytea, "
 		"up_expires_at = CASE WHEN $5::int > 0 THEN now() + make_interval(secs => $5::int) END, "
 		"up_scope = coalesce($6, up_scope), updated_at = now() WHERE id = $1::uuid");
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" NOTIFY_CHANNEL "', 'u:' || $1)");
 	const struct config *cfg = app->cfg;
+	const char *key_id = NULL;
+	char *enc_a = vault_seal(cfg, grant_id, "access", t->access_token, &key_id);
+	char *enc_r = vault_seal(cfg, grant_id, "refresh", t->refresh_token ? t->refresh_token : old_refresh, &key_id);
+	char exp[24];
+	snprintf(exp, sizeof(exp), "%ld", t->expires_in);
+	const char *p[] = { grant_id, key_id, enc_a, enc_r, exp, t->scope }, *pn[] = { grant_id };
+	struct audit a = { "upstream.refreshed", "system", NULL, NULL, grant_id, request_id };
+	PGresult *stored = NULL, *notified = NULL;
+	enum upstream_token_rc rc = UT_UNAVAILABLE;
+	if (enc_a && enc_r && (stored = db_exec_ok(c, &q_store, 6, p)) &&
+	    (notified = db_exec_ok(c, &q_notify, 1, pn))) {
+		cache_evict_grant(grant_id);
+		if (audit_record(c, &a, json_pack("{s:s, s:b, s:b}", "upstream", g->upstream, "rotated",
+						  t->refresh_token != NULL, "forced", force)) == 0 &&
+		    db_commit(c) == 0 && (*token = strdup(t->access_token)) != NULL)
+			rc = UT_OK;
+	}
+	PQclear(stored);
+	PQclear(notified);
+	free(enc_a);
+	free(enc_r);
+	return rc;
+}
+
+/* Under the grant's row lock: the token another request may have refreshed
+ * meanwhile, or one upstream refresh (or, without a refresh token, the
+ * upstream's verdict on the current one). */
+static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id,
+					     int force, const char *request_id, char **token, long *retry_after)
+{
+	const struct config *cfg = app->cfg;
+	const struct cfg_upstream *up = NULL;
 	struct grant_row g = { 0 };
 	struct upstream_tokens t = { 0 };
 	struct upstream_ep ep;
-	char *old_refresh = NULL, *enc_a = NULL, *enc_r = NULL, lockwait[64];
-	enum upstream_token_rc rc = UT_UNAVAILABLE;
-	const char *key_id = NULL;
+	char *old_refresh = NULL;
+	enum upstream_class cls = UPC_INTERNAL;
 	t.expires_in = -1;
-	snprintf(lockwait, sizeof(lockwait), "SET LOCAL lock_timeout = %ld", cfg->tokens.upstream_lock_wait_ms);
-	if (db_begin(c) < 0 || db_command(c, lockwait) < 0)
+	enum upstream_token_rc rc = lock_row(cfg, c, grant_id, &g);
+	if (rc != UT_OK)
 		goto out;
-	int found = load(c, &q_lock, grant_id, cfg->tokens.upstream_refresh_skew, &g);
-	if (found <= 0) {
-		rc = found == 0 ? UT_REVOKED : UT_UNAVAILABLE; /* a lock timeout lands here too */
-		goto out;
-	}
-	if (!g.active) {
-		rc = UT_REVOKED;
-		goto out;
-	}
 	/* Another request (on any node) may have refreshed while we waited. */
 	if (!g.stale && !force) {
-		*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
-		rc = *token ? UT_OK : UT_UNAVAILABLE;
+		rc = use_current(cfg, &g, grant_id, token);
 		goto out;
 	}
 	if (g.up_refresh && !(old_refresh = vault_open(cfg, g.key_id, grant_id, "refresh", g.up_refresh))) {
-		log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream refresh token of grant %s does not decrypt",
-			grant_id);
+		log_msg(LOG_ERROR, "vault.open_failed", request_id,
+			"upstream refresh token of grant %s does not decrypt", grant_id);
+		rc = UT_UNAVAILABLE;
 		goto out;
 	}
 	if (!old_refresh && !force) {
 		/* Nothing to refresh with: use the token until the upstream refuses it. */
-		*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
-		rc = *token ? UT_OK : UT_UNAVAILABLE;
+		rc = use_current(cfg, &g, grant_id, token);
 		goto out;
 	}
-	const struct cfg_upstream *up = config_upstream(cfg, g.upstream);
-	if (!up || upstream_endpoints(up, &ep) < 0) {
-		log_msg(LOG_ERROR, "upstream.unavailable", request_id, "upstream of grant %s is not configured or not discoverable",
-			grant_id);
+	if (!(up = config_upstream(cfg, g.upstream)) || upstream_endpoints(up, &ep) < 0) {
+		log_msg(LOG_ERROR, "upstream.unavailable", request_id,
+			"upstream of grant %s is not configured or not discoverable", grant_id);
+		rc = UT_UNAVAILABLE;
 		goto out;
 	}
 	if (!old_refresh) {
 		rc = check_unrenewable(app, c, &g, up, &ep, grant_id, request_id, token, retry_after);
 		goto out;
 	}
-	enum upstream_class cls = upstream_refresh(up, &ep, old_refresh, request_id, &t, retry_after);
+	cls = upstream_refresh(up, &ep, old_refresh, request_id, &t, retry_after);
 	metrics_count("upstream_refresh_total", upstream_class_name(cls), 1);
-	if (cls == UPC_GRANT_DEAD) {
-		/* The user revoked the app upstream (or the refresh token died). */
-		rc = UT_REVOKED;
-		struct audit a = { "upstream.refresh_failed", "system", NULL, NULL, grant_id, request_id };
-		if (audit_record(c, &a, json_pack("{s:s, s:s}", "upstream", g.upstream, "result", upstream_class_name(cls))) < 0 ||
-		    grant_revoke(app, c, grant_id, "upstream_invalid_grant", "system", request_id) < 0 ||
-		    db_commit(c) < 0)
-			rc = UT_UNAVAILABLE;
-		goto out;
-	}
-	if (cls != UPC_OK) {
-		/* Anything else says nothing about the grant: keep it as it is
-		 * (the answer is logged and counted by upstream_refresh). */
+	/* Only a definitive refusal says something about the grant; anything
+	 * else keeps it as it is (the answer is logged and counted by
+	 * upstream_refresh). */
+	if (cls == UPC_GRANT_DEAD)
+		rc = refresh_dead(app, c, &g, grant_id, request_id, cls);
+	else if (cls != UPC_OK)
 		rc = ut_of(cls);
-		goto out;
-	}
-	/* Exactly one copy of the upstream refresh token: the new one, or the
-	 * old one kept when the answer had none, both sealed under the active key. */
-	enc_a = vault_seal(cfg, grant_id, "access", t.access_token, &key_id);
-	enc_r = vault_seal(cfg, grant_id, "refresh", t.refresh_token ? t.refresh_token : old_refresh, &key_id);
-	char exp[24];
-	snprintf(exp, sizeof(exp), "%ld", t.expires_in);
-	const char *p[] = { grant_id, key_id, enc_a, enc_r, exp, t.scope };
-	PGresult *r = enc_a && enc_r ? db_exec_ok(c, &q_store, 6, p) : NULL;
-	if (!r)
-		goto out;
-	PQclear(r);
-	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" NOTIFY_CHANNEL "', 'u:' || $1)");
-	const char *pn[] = { grant_id };
-	if (!(r = db_exec_ok(c, &q_notify, 1, pn)))
-		goto out;
-	PQclear(r);
-	cache_evict_grant(grant_id);
-	struct audit a = { "upstream.refreshed", "system", NULL, NULL, grant_id, request_id };
-	if (audit_record(c, &a, json_pack("{s:s, s:b, s:b}", "upstream", g.upstream, "rotated",
-					  t.refresh_token != NULL, "forced", force)) < 0 ||
-	    db_commit(c) < 0)
-		goto out;
-	*token = strdup(t.access_token);
-	rc = *token ? UT_OK : UT_UNAVAILABLE;
+	else
+		rc = store_refreshed(app, c, &g, grant_id, request_id, force, &t, old_refresh, token);
 out:
 	if (c->in_tx)
 		db_rollback(c);
 	vault_free(old_refresh);
-	free(enc_a);
-	free(enc_r);
 	upstream_tokens_free(&t);
 	row_free(&g);
 	return rc;
@@ -247,32 +282,26 @@ enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, co
 	static struct db_stmt q = DB_STMT(GRANT_COLUMNS);
 	const struct config *cfg = app->cfg;
 	struct grant_row g = { 0 };
+	int found = 0, refresh = 0;
 	*token = NULL;
 	if (retry_after)
 		*retry_after = 0;
-	if (!force && upstream_token_cached(app, grant_id, token) == UT_OK)
-		return UT_OK;
+	enum upstream_token_rc rc = force ? UT_UNAVAILABLE : upstream_token_cached(app, grant_id, token);
 	unsigned long gen = cache_generation();
-	int found = load(c, &q, grant_id, cfg->tokens.upstream_refresh_skew, &g);
-	if (found <= 0) {
-		row_free(&g);
-		return found == 0 ? UT_REVOKED : UT_UNAVAILABLE;
-	}
-	if (!g.active) {
-		row_free(&g);
-		return UT_REVOKED;
-	}
-	if (!g.stale && !force) {
-		*token = vault_open(cfg, g.key_id, grant_id, "access", g.up_access);
-		if (*token)
-			cache_upstream_put(grant_id, g.key_id, g.up_access, g.exp, gen);
-		row_free(&g);
-		if (!*token) {
-			log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream token of grant %s does not decrypt", grant_id);
-			return UT_UNAVAILABLE;
-		}
-		return UT_OK;
-	}
+	if (rc == UT_OK)
+		goto out; /* this node's cache */
+	if (load(c, &q, grant_id, cfg->tokens.upstream_refresh_skew, &g, &found) < 0)
+		rc = UT_UNAVAILABLE;
+	else if (!found || !g.active)
+		rc = UT_REVOKED;
+	else if (g.stale || force)
+		refresh = 1;
+	else if ((rc = use_current(cfg, &g, grant_id, token)) == UT_OK)
+		cache_upstream_put(grant_id, g.key_id, g.up_access, g.exp, gen);
+	else
+		log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream token of grant %s does not decrypt",
+			grant_id);
+out:
 	row_free(&g);
-	return refresh_locked(app, c, grant_id, force, request_id, token, retry_after);
+	return refresh ? refresh_locked(app, c, grant_id, force, request_id, token, retry_after) : rc;
 }

@@ -26,13 +26,13 @@ enum upstream_token_rc {
  * wait, 0 when it did not. */
 enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
 					  int force, const char *request_id, char **token,
-					  long *retry_after);
+					  long *retry_after) WUR;
 
 /* The HTTP status to answer a client for rc: 200, 401, 502, 503 or 504. */
 int upstream_token_http_status(enum upstream_token_rc rc);
 
 /* The same from this node's cache only (no database): UT_OK, or
  * UT_UNAVAILABLE when the cache has no fresh entry. */
-enum upstream_token_rc upstream_token_cached(struct app *app, const char *grant_id, char **token);
+enum upstream_token_rc upstream_token_cached(struct app *app, const char *grant_id, char **token) WUR;
 
 #endif

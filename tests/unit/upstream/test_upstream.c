@@ -1,7 +1,9 @@
 /* upstream.c: the classification of upstream answers (only a definitive
  * "this grant is dead" is UPC_GRANT_DEAD), the pure parsers of token and
  * userinfo answers on (data, size), Retry-After, the status a client gets
- * for each class, and the mcpb_upstream_errors_total counter. */
+ * for each class, the OIDC discovery document, and the
+ * mcpb_upstream_errors_total counter. upstream.c is included to reach its
+ * statics. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +11,8 @@
 
 #include "buf.h"
 #include "metrics.h"
+#include "../../../broker/upstream/upstream.c"
 #include "test.h"
-#include "upstream.h"
 
 #define JSON "application/json; charset=utf-8"
 #define FORM "application/x-www-form-urlencoded; charset=utf-8"
@@ -413,6 +415,116 @@ static void test_any_bytes(void)
 	}
 }
 
+/* expires_in: a JSON integer or a decimal string of at most 10 digits
+ * (num_parse: no sign, no space), 1..UP_MAX_EXPIRES_IN. */
+static long expires(const char *doc)
+{
+	struct upstream_tokens t;
+	char err[UP_ERROR_MAX];
+	long e = -2;
+	if (upstream_parse_token_answer(doc, strlen(doc), 0, &t, err) == 0)
+		e = t.expires_in;
+	upstream_tokens_free(&t);
+	return e;
+}
+
+static void test_expires(void)
+{
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":\"28800\"}") == 28800);
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":\"0000000005\"}") == 5);
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":\"00000000005\"}") == -1); /* 11 digits */
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":\"3153600000\"}") == UP_MAX_EXPIRES_IN);
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":\"3153600001\"}") == -1);
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":3153600000}") == UP_MAX_EXPIRES_IN);
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":3153600001}") == -1);
+	static const char *const bad[] = { "+5", " 5", "5 ", "-0", "0", "5s", "0x10", "1e3" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char doc[128];
+		snprintf(doc, sizeof(doc), "{\"access_token\":\"a\",\"expires_in\":\"%s\"}", bad[i]);
+		CHECK(expires(doc) == -1);
+	}
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":true}") == -1);
+	CHECK(expires("{\"access_token\":\"a\",\"expires_in\":null}") == -1);
+}
+
+/* Nesting deeper than LIM_JSON_DEPTH, or a NUL byte, is not an answer. */
+static void test_json_bounds(void)
+{
+	char doc[256];
+	struct upstream_tokens t;
+	struct upstream_identity id;
+	char err[UP_ERROR_MAX];
+	size_t n = 0;
+	n += (size_t)snprintf(doc + n, sizeof(doc) - n, "{\"access_token\":\"a\",\"x\":");
+	for (int i = 0; i < LIM_JSON_DEPTH; i++)
+		doc[n++] = '[';
+	for (int i = 0; i < LIM_JSON_DEPTH; i++)
+		doc[n++] = ']';
+	doc[n++] = '}';
+	doc[n] = '\0';
+	/* depth LIM_JSON_DEPTH + 1 */
+	CHECK(upstream_parse_token_answer(doc, n, 0, &t, err) == -1);
+	upstream_tokens_free(&t);
+	CHECK(REFRESH(200, JSON, doc) == UPC_GARBAGE);
+	CHECK(cls(UPOP_DISCOVERY, 200, JSON, doc) == UPC_GARBAGE);
+	const char *shallow = "{\"access_token\":\"a\",\"x\":[[[[{\"y\":[1]}]]]]}";
+	CHECK(upstream_parse_token_answer(shallow, strlen(shallow), 0, &t, err) == 0);
+	upstream_tokens_free(&t);
+	const char nul[] = "{\"access_token\":\"a\"}\0";
+	CHECK(upstream_parse_token_answer(nul, sizeof(nul) - 1, 0, &t, err) == -1);
+	upstream_tokens_free(&t);
+	const char unul[] = "{\"sub\":\"a\",\"n\":1\0}";
+	CHECK(upstream_parse_userinfo(unul, sizeof(unul) - 1, &id) == -1);
+	snprintf(doc, sizeof(doc), "{\"sub\":\"a\",\"x\":%s}", "[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]");
+	CHECK(upstream_parse_userinfo(doc, strlen(doc), &id) == -1);
+	upstream_identity_free(&id);
+}
+
+static int discovered(const char *text, const struct cfg_upstream *up, struct discovered *d)
+{
+	json_t *doc = jparse_str(text, 0, LIM_JSON_DEPTH);
+	int rc = discovery_parse(doc, up, d);
+	json_decref(doc);
+	return rc;
+}
+
+static void test_discovery_parse(void)
+{
+	struct cfg_upstream up;
+	struct discovered d;
+	memset(&up, 0, sizeof(up));
+	up.name = "corp";
+	up.issuer = "https://idp.example.com";
+	CHECK(discovered("{\"issuer\":\"https://idp.example.com\","
+			 "\"authorization_endpoint\":\"https://idp.example.com/a\","
+			 "\"token_endpoint\":\"https://idp.example.com/t\","
+			 "\"userinfo_endpoint\":\"https://idp.example.com/u\","
+			 "\"revocation_endpoint\":\"https://idp.example.com/r\","
+			 "\"jwks_uri\":\"https://idp.example.com/k\"}",
+			 &up, &d) == 0);
+	CHECK_STR(d.name, "corp");
+	CHECK_STR(d.issuer, "https://idp.example.com");
+	CHECK_STR(d.authorize, "https://idp.example.com/a");
+	CHECK_STR(d.token, "https://idp.example.com/t");
+	CHECK_STR(d.userinfo, "https://idp.example.com/u");
+	CHECK_STR(d.revoke, "https://idp.example.com/r");
+	/* Endpoints left out (or not strings) are empty; upstream_endpoints decides. */
+	CHECK(discovered("{\"issuer\":\"https://idp.example.com\",\"token_endpoint\":5}", &up, &d) == 0);
+	CHECK(d.authorize[0] == '\0' && d.token[0] == '\0' && d.userinfo[0] == '\0' && d.revoke[0] == '\0');
+	/* The issuer must be exactly the configured one (Discovery 1.0 section 4.3). */
+	static const char *const other[] = {
+		"{\"issuer\":\"https://idp.example.com/\"}", "{\"issuer\":\"https://IDP.example.com\"}",
+		"{\"issuer\":\"https://evil.example.com\"}",  "{\"issuer\":\"https://idp.example.co\"}",
+		"{\"issuer\":null}",                           "{\"token_endpoint\":\"https://idp.example.com/t\"}",
+		"[\"https://idp.example.com\"]",                "\"https://idp.example.com\"",
+	};
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+		CHECK(discovered(other[i], &up, &d) == -1);
+		CHECK(d.authorize[0] == '\0' && d.name[0] == '\0');
+	}
+	CHECK(discovery_parse(NULL, &up, &d) == -1);
+}
+
 int main(void)
 {
 	test_token_definitive();
@@ -427,5 +539,8 @@ int main(void)
 	test_status_and_names();
 	test_metric();
 	test_any_bytes();
+	test_expires();
+	test_json_bounds();
+	test_discovery_parse();
 	TEST_DONE();
 }
