@@ -286,7 +286,14 @@ int db_begin(struct db_conn *c)
 int db_commit(struct db_conn *c)
 {
 	c->in_tx = 0;
-	return db_command(c, "COMMIT");
+	/* COMMIT of a transaction that already failed succeeds as a command
+	 * and answers "ROLLBACK": nothing was written, so that is a failure. */
+	PGresult *r = PQexec(c->pg, "COMMIT");
+	int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+	if (!ok)
+		log_failure("COMMIT", c->pg, r);
+	PQclear(r);
+	return ok ? 0 : -1;
 }
 
 void db_rollback(struct db_conn *c)
