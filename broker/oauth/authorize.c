@@ -14,7 +14,8 @@
 #include "grant.h"
 #include "html.h"
 #include "log.h"
-#include "metadata.h"
+#include "reqform.h"
+#include "resources.h"
 #include "scope.h"
 #include "upstream.h"
 #include "uri.h"
@@ -214,7 +215,7 @@ static int validate(struct http_req *r, struct db_conn *c, const struct params *
 
 	const char *resource = param(p, "resource");
 	if (resource)
-		a->res = metadata_find_resource(cfg, resource);
+		a->res = resources_find(cfg, resource);
 	else if (cfg->n_resources == 1)
 		a->res = &cfg->resources[0];
 	if (!a->res) {
@@ -224,7 +225,7 @@ static int validate(struct http_req *r, struct db_conn *c, const struct params *
 			       state);
 		return -1;
 	}
-	if (metadata_resource_url(cfg, a->res, a->resource_url, sizeof(a->resource_url)) < 0) {
+	if (resources_url(cfg, a->res, a->resource_url, sizeof(a->resource_url)) < 0) {
 		html_error_page(r, 500, "Server error", "The request could not be completed.");
 		return -1;
 	}
@@ -451,7 +452,7 @@ void authorize_post(struct http_req *r)
 	int dup = 0;
 	memset(&a, 0, sizeof(a));
 	const char *why = NULL;
-	if (!(form = form_request(r, &dup, &why)) || dup) {
+	if (!(form = reqform_body(r, &dup, &why)) || dup) {
 		html_error_page(r, 400, "Invalid request", "The consent form could not be read.");
 		goto out;
 	}

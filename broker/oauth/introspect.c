@@ -8,6 +8,7 @@
 #include "clients.h"
 #include "crypto.h"
 #include "form.h"
+#include "reqform.h"
 #include "vault.h"
 
 #define DB_WAIT_MS 2000
@@ -70,7 +71,7 @@ void introspect_endpoint(struct http_req *r)
 		return;
 	}
 	const char *why = NULL;
-	if (!(form = form_request(r, &dup, &why)) || dup || !form_get(form, "token")) {
+	if (!(form = reqform_body(r, &dup, &why)) || dup || !form_get(form, "token")) {
 		http_send_oauth_error(r, 400, "invalid_request", "token is required (form body)");
 		goto out;
 	}

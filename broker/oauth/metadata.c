@@ -4,33 +4,8 @@
 #include <string.h>
 
 #include "app.h"
+#include "resources.h"
 #include "scope.h"
-#include "uri.h"
-
-int metadata_resource_url(const struct config *cfg, const struct cfg_resource *res, char *out,
-			  size_t cap)
-{
-	return (size_t)snprintf(out, cap, "%s%s", cfg->public_url, res->path) < cap ? 0 : -1;
-}
-
-const struct cfg_resource *metadata_find_resource(const struct config *cfg, const char *resource)
-{
-	char *want = uri_canonical_resource(resource);
-	const struct cfg_resource *found = NULL;
-	if (!want)
-		return NULL;
-	for (size_t i = 0; i < cfg->n_resources && !found; i++) {
-		char url[2048];
-		if (metadata_resource_url(cfg, &cfg->resources[i], url, sizeof(url)) < 0)
-			continue;
-		char *have = uri_canonical_resource(url);
-		if (have && strcmp(have, want) == 0)
-			found = &cfg->resources[i];
-		free(have);
-	}
-	free(want);
-	return found;
-}
 
 static json_t *resource_scopes(const struct cfg_resource *res)
 {
@@ -122,7 +97,7 @@ void metadata_protected_resource(struct http_req *r)
 		}
 		res = &cfg->resources[0];
 	}
-	if (metadata_resource_url(cfg, res, url, sizeof(url)) < 0) {
+	if (resources_url(cfg, res, url, sizeof(url)) < 0) {
 		http_send_error(r, 500, "server_error");
 		return;
 	}

@@ -10,13 +10,6 @@ void metadata_authorization_server(struct http_req *r);
 /* route data = the resource; NULL data = the root form (only resource). */
 void metadata_protected_resource(struct http_req *r);
 
-/* The exact public URL of a resource into out (cap bytes). */
-int metadata_resource_url(const struct config *cfg, const struct cfg_resource *res, char *out,
-			  size_t cap) WUR;
-/* The configured resource named by a `resource` parameter (compared after
- * canonicalisation), or NULL. */
-const struct cfg_resource *metadata_find_resource(const struct config *cfg, const char *resource);
-
 /* Sends 401 (or 403 for insufficient_scope) with the Bearer challenge:
  * resource_metadata, scope, and error when given. */
 void metadata_challenge(struct http_req *r, const struct cfg_resource *res, int status,

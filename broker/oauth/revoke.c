@@ -11,6 +11,7 @@
 #include "clients.h"
 #include "crypto.h"
 #include "form.h"
+#include "reqform.h"
 #include "grant.h"
 #include "log.h"
 #include "upstream.h"
@@ -39,7 +40,7 @@ void revoke_endpoint(struct http_req *r)
 	const char *why = NULL;
 	char who[LIM_CLIENT_ID + 1];
 	int gated = 0;
-	if (!(form = form_request(r, &dup, &why))) {
+	if (!(form = reqform_body(r, &dup, &why))) {
 		http_send_oauth_error(r, 400, "invalid_request", why);
 		return;
 	}

@@ -9,9 +9,10 @@
 #include "clients.h"
 #include "crypto.h"
 #include "form.h"
+#include "reqform.h"
 #include "grant.h"
 #include "log.h"
-#include "metadata.h"
+#include "resources.h"
 #include "ratelimit.h"
 #include "scope.h"
 #include "uri.h"
@@ -156,9 +157,9 @@ static void grant_code(struct http_req *r, struct db_conn *c, const json_t *form
 	if (!cl->confidential && client_bucket(r, cl, grant_id) < 0)
 		goto out;
 	if (resource) {
-		const struct cfg_resource *named = metadata_find_resource(r->app->cfg, resource);
+		const struct cfg_resource *named = resources_find(r->app->cfg, resource);
 		char url[2048] = "";
-		if (!named || metadata_resource_url(r->app->cfg, named, url, sizeof(url)) < 0 ||
+		if (!named || resources_url(r->app->cfg, named, url, sizeof(url)) < 0 ||
 		    strcmp(url, resource_bound) != 0) {
 			http_send_oauth_error(r, 400, "invalid_target", "resource does not match the authorization request");
 			goto out;
@@ -353,9 +354,9 @@ static void grant_refresh(struct http_req *r, struct db_conn *c, const json_t *f
 		goto out;
 	if (resource_req) {
 		/* RFC 8707 section 2.2: the grant's one resource, in any canonical form. */
-		const struct cfg_resource *named = metadata_find_resource(cfg, resource_req);
+		const struct cfg_resource *named = resources_find(cfg, resource_req);
 		char url[2048] = "";
-		if (!named || metadata_resource_url(cfg, named, url, sizeof(url)) < 0 || strcmp(url, resource) != 0) {
+		if (!named || resources_url(cfg, named, url, sizeof(url)) < 0 || strcmp(url, resource) != 0) {
 			http_send_oauth_error(r, 400, "invalid_target", "resource does not match the authorization");
 			goto out;
 		}
@@ -431,7 +432,7 @@ void token_endpoint(struct http_req *r)
 	const char *why = NULL;
 	char who[LIM_CLIENT_ID + 1];
 	int gated = 0;
-	form = form_request(r, &dup, &why);
+	form = reqform_body(r, &dup, &why);
 	if (!form) {
 		http_send_oauth_error(r, 400, "invalid_request", why);
 		return;

@@ -15,6 +15,7 @@
 #include "metadata.h"
 #include "proxy.h"
 #include "ratelimit.h"
+#include "resources.h"
 #include "rpc.h"
 #include "scope.h"
 #include "token.h"
@@ -767,7 +768,7 @@ void resource_headers(struct http_req *r)
 		return;
 	}
 	rc = calloc(1, sizeof(*rc));
-	if (!rc || metadata_resource_url(app->cfg, res, rc->resource_url, sizeof(rc->resource_url)) < 0) {
+	if (!rc || resources_url(app->cfg, res, rc->resource_url, sizeof(rc->resource_url)) < 0) {
 		free(rc);
 		jsonrpc_error(r, 500, -32603, "internal error");
 		return;
