@@ -13,6 +13,6 @@ int resources_url(const struct config *cfg, const struct cfg_resource *res, char
 /* The configured resource that resource names, both compared after
  * uri_canonical_resource (scheme and host case, default port, trailing
  * slash); NULL when none does or resource is not an http(s) URL. */
-const struct cfg_resource *resources_find(const struct config *cfg, const char *resource);
+const struct cfg_resource *resources_find(const struct config *cfg, const char *resource) WUR;
 
 #endif
