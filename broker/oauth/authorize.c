@@ -562,7 +562,8 @@ static int consent_form_ok(struct http_req *r, const json_t *form, const json_t 
 	const char *client_id = json_string_value(json_object_get(req, "client_id"));
 	const char *bound = json_string_value(json_object_get(req, "browser"));
 	if (!req || !client_id || !json_is_integer(json_object_get(req, "exp"))) {
-		html_error_page(r, 400, "Invalid request", "The consent form is damaged. Start again from your application.");
+		html_error_page(r, 400, "Invalid request",
+				"The consent form is damaged. Start again from your application.");
 		return -1;
 	}
 	if (!cookie_csrf_ok(r, client_id, form_get(form, "csrf")) || !browser || !bound ||
@@ -572,7 +573,8 @@ static int consent_form_ok(struct http_req *r, const json_t *form, const json_t 
 		return -1;
 	}
 	if (json_integer_value(json_object_get(req, "exp")) < (json_int_t)time(NULL)) {
-		html_error_page(r, 400, "Request expired", "The consent page expired. Start again from your application.");
+		html_error_page(r, 400, "Request expired",
+				"The consent page expired. Start again from your application.");
 		return -1;
 	}
 	return 0;

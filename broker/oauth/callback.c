@@ -214,18 +214,21 @@ static const char *upstream_code(struct http_req *r, const struct cfg_upstream *
 		/* RFC 9207: an answer naming another issuer is a mix-up attempt. */
 		json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "client_id", pd->client_id);
 		log_event(LOG_WARN, "callback.issuer_mismatch", r->id, f);
-		authorize_redirect_error(r, pd->redirect_uri, "server_error", "the upstream answer came from another issuer", st);
+		authorize_redirect_error(r, pd->redirect_uri, "server_error",
+					 "the upstream answer came from another issuer", st);
 		return NULL;
 	}
 	if (http_query(r, "error")) {
 		json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "client_id", pd->client_id);
 		log_event(LOG_INFO, "callback.upstream_denied", r->id, f);
-		authorize_redirect_error(r, pd->redirect_uri, "access_denied", "the upstream sign-in was not completed", st);
+		authorize_redirect_error(r, pd->redirect_uri, "access_denied",
+					 "the upstream sign-in was not completed", st);
 		return NULL;
 	}
 	const char *upcode = http_query(r, "code");
 	if (!upcode || !*upcode || strlen(upcode) > UPCODE_MAX) {
-		authorize_redirect_error(r, pd->redirect_uri, "server_error", "the upstream answered without a code", st);
+		authorize_redirect_error(r, pd->redirect_uri, "server_error",
+					 "the upstream answered without a code", st);
 		return NULL;
 	}
 	return upcode;
@@ -283,7 +286,8 @@ void callback_get(struct http_req *r)
 	}
 	if (store_grant(r, c, &pd, &tok, &id, code) < 0) {
 		discard_upstream_tokens(r, up, &ep, &tok);
-		authorize_redirect_error(r, pd.redirect_uri, "server_error", "the authorization could not be stored", st);
+		authorize_redirect_error(r, pd.redirect_uri, "server_error",
+					 "the authorization could not be stored", st);
 		goto out;
 	}
 	authorize_redirect_code(r, pd.redirect_uri, code, st);

@@ -121,7 +121,8 @@ void metadata_protected_resource(struct http_req *r)
 	}
 	json_t *scopes = resource_scopes(res);
 	json_t *m = scopes ? json_pack("{s:s, s:[s], s:o, s:[s]}", "resource", url, "authorization_servers",
-				       cfg->public_url, "scopes_supported", scopes, "bearer_methods_supported", "header")
+				       cfg->public_url, "scopes_supported", scopes, "bearer_methods_supported",
+				       "header")
 			   : NULL;
 	send_document(r, m, 0);
 }

@@ -136,8 +136,8 @@ static void test_redirect_uri(void)
 	p.v[AUTHZ_P_REDIRECT_URI] = "http://127.0.0.1:5173/cb"; /* RFC 8252: any loopback port */
 	CHECK(parse(&p) == 0);
 	CHECK_STR(req.redirect_uri, "http://127.0.0.1:5173/cb");
-	const char *bad[] = { "https://app.example.com/cb/", "https://app.example.com/cb?x=1", "https://evil.example/cb",
-			      "HTTPS://app.example.com/cb", "http://localhost/cb", "" };
+	const char *bad[] = { "https://app.example.com/cb/", "https://app.example.com/cb?x=1",
+			      "https://evil.example/cb", "HTTPS://app.example.com/cb", "http://localhost/cb", "" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		p.v[AUTHZ_P_REDIRECT_URI] = bad[i];
 		CHECK(page(&p, 400, "The redirect URI is not registered for this application."));
@@ -236,7 +236,8 @@ static void test_code_flow(void)
 	CHECK(parse(&p) == 0);
 	ch[LIM_PKCE_VERIFIER_MIN - 1] = '\0';
 	CHECK(back(&p, "invalid_request", "code_challenge is malformed"));
-	const char *bad[] = { "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM=",
+	const char *bad[] = { "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM",
+			      "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM=",
 			      "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw cM" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		p.v[AUTHZ_P_CODE_CHALLENGE] = bad[i];
