@@ -3,9 +3,7 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <string.h>
-#include <strings.h>
 
-#include "http.h"
 #include "lim.h"
 
 static char *decode(const char *s, size_t n, size_t *outlen)
@@ -70,20 +68,6 @@ json_t *form_parse(const char *s, size_t len, int *duplicate)
 bad:
 	json_decref(o);
 	return NULL;
-}
-
-json_t *form_request(struct http_req *r, int *duplicate, const char **why)
-{
-	const char *ct = http_header(r, "Content-Type");
-	*duplicate = 0;
-	if (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0) {
-		*why = "the body must be application/x-www-form-urlencoded";
-		return NULL;
-	}
-	json_t *f = form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, duplicate);
-	if (!f)
-		*why = "the body is not a valid form";
-	return f;
 }
 
 int form_add(struct buf *b, const char *name, const char *value)

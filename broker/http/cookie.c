@@ -1,5 +1,6 @@
 #include "cookie.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -7,6 +8,8 @@
 
 #include "app.h"
 #include "crypto.h"
+#include "jparse.h"
+#include "num.h"
 
 #define CONSENT_MAX COOKIE_CONSENT_MAX
 #define CONSENT_TTL (30L * 86400)
@@ -17,25 +20,29 @@ static int https(const struct http_req *r)
 	return strncasecmp(r->app->cfg->public_url, "https://", 8) == 0;
 }
 
-static void cookie_name(const struct http_req *r, const char *base, char *out, size_t cap)
+static int cookie_name(const struct http_req *r, const char *base, char *out, size_t cap)
 {
-	snprintf(out, cap, "%s%s", https(r) ? "__Host-" : "", base);
+	int n = snprintf(out, cap, "%s%s", https(r) ? "__Host-" : "", base);
+	return n >= 0 && (size_t)n < cap ? 0 : -1;
 }
 
 const char *cookie_get(struct http_req *r, const char *base)
 {
 	char name[64];
-	cookie_name(r, base, name, sizeof(name));
+	if (cookie_name(r, base, name, sizeof(name)) < 0)
+		return NULL;
 	const char *v = MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, name);
-	return v && strlen(v) <= 2048 ? v : NULL;
+	return v && strlen(v) <= COOKIE_VALUE_MAX ? v : NULL;
 }
 
 int cookie_set(struct http_req *r, const char *base, const char *value, long max_age)
 {
-	char name[64], line[2300];
-	cookie_name(r, base, name, sizeof(name));
-	if ((size_t)snprintf(line, sizeof(line), "%s=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s",
-			     name, value, max_age, https(r) ? "; Secure" : "") >= sizeof(line))
+	char name[64], line[COOKIE_VALUE_MAX + 256];
+	if (cookie_name(r, base, name, sizeof(name)) < 0)
+		return -1;
+	int n = snprintf(line, sizeof(line), "%s=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s", name, value,
+			 max_age, https(r) ? "; Secure" : "");
+	if (n < 0 || (size_t)n >= sizeof(line))
 		return -1;
 	http_add_header(r, "Set-Cookie", line); /* a failure sticks to r: the answer becomes a 500 */
 	return 0;
@@ -121,10 +128,9 @@ int cookie_csrf_ok(struct http_req *r, const char *client_id, const char *token)
 
 /* Consent cookie: "<exp>.<h1>,<h2>,...,<hN>.<mac>" where each h is the hex
  * of 12 bytes of SHA-256(key) and mac covers everything before it. */
-static int consent_parse(struct http_req *r, char entries[CONSENT_MAX][25], size_t *n)
+static void consent_parse(struct http_req *r, char entries[CONSENT_MAX][25], size_t *n)
 {
 	cookie_consent_parse(r->app->cfg->cookie_secret, cookie_get(r, COOKIE_CONSENT), time(NULL), entries, n);
-	return 0;
 }
 
 void cookie_consent_parse(const uint8_t secret[CRYPTO_KEY_LEN], const char *v, time_t now,
@@ -149,7 +155,8 @@ void cookie_consent_parse(const uint8_t secret[CRYPTO_KEY_LEN], const char *v, t
 	if (!sep)
 		return;
 	*sep = '\0';
-	if (strtol(p, NULL, 10) < (long)now)
+	long long exp;
+	if (num_parse(p, 0, LLONG_MAX, &exp) < 0 || exp < (long long)now)
 		return;
 	p = sep + 1;
 	while (*p && *n < CONSENT_MAX) {
@@ -186,23 +193,33 @@ int cookie_consent_has(struct http_req *r, const char *key)
 	return 0;
 }
 
-int cookie_consent_add(struct http_req *r, const char *key)
+int cookie_consent_build(const uint8_t secret[CRYPTO_KEY_LEN], const char entries[CONSENT_MAX][25], size_t n,
+			 const char *key, time_t now, struct buf *out)
 {
-	char entries[CONSENT_MAX][25], h[25], mac[64];
-	size_t n;
-	consent_parse(r, entries, &n);
+	char h[25], mac[64];
 	consent_hash(key, h);
-	struct buf b;
-	buf_init(&b, CONSENT_MAX * 26 + 128);
-	int rc = buf_printf(&b, "%ld.%s", (long)time(NULL) + CONSENT_TTL, h);
+	int rc = buf_printf(out, "%lld.%s", (long long)now + CONSENT_TTL, h);
 	/* Newest first; drop the oldest beyond the bound. */
 	for (size_t i = 0; rc == 0 && i < n && i < CONSENT_MAX - 1; i++)
 		if (strcmp(entries[i], h) != 0)
-			rc = buf_printf(&b, ",%s", entries[i]);
-	if (rc == 0 && cookie_derive(r, "consent", b.ptr, mac) == 0 && buf_printf(&b, ".%s", mac) == 0)
+			rc = buf_printf(out, ",%s", entries[i]);
+	if (rc == 0)
+		rc = cookie_derive_with(secret, "consent", out->ptr, mac);
+	if (rc == 0)
+		rc = buf_printf(out, ".%s", mac);
+	return rc;
+}
+
+int cookie_consent_add(struct http_req *r, const char *key)
+{
+	char entries[CONSENT_MAX][25];
+	size_t n;
+	struct buf b;
+	consent_parse(r, entries, &n);
+	buf_init(&b, CONSENT_MAX * 26 + 128);
+	int rc = cookie_consent_build(r->app->cfg->cookie_secret, entries, n, key, time(NULL), &b);
+	if (rc == 0)
 		rc = cookie_set(r, COOKIE_CONSENT, b.ptr, CONSENT_TTL);
-	else
-		rc = -1;
 	buf_free(&b);
 	return rc;
 }
@@ -222,7 +239,9 @@ char *cookie_seal_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose
 	uint8_t key[CRYPTO_KEY_LEN];
 	char *text = json_dumps(obj, JSON_COMPACT);
 	char *out = NULL;
-	if (!text || seal_key(secret, purpose, key) < 0)
+	/* Never sealed deeper than cookie_open_with opens. */
+	if (!text || jparse_depth(text, strlen(text), LIM_JSON_DEPTH) > LIM_JSON_DEPTH ||
+	    seal_key(secret, purpose, key) < 0)
 		goto done;
 	size_t n = strlen(text), total = CRYPTO_NONCE_LEN + n + CRYPTO_TAG_LEN;
 	uint8_t *blob = malloc(total);
@@ -253,27 +272,23 @@ json_t *cookie_open_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpo
 {
 	uint8_t key[CRYPTO_KEY_LEN];
 	size_t slen = sealed ? strlen(sealed) : 0;
-	if (slen < 40 || slen > 16384 || seal_key(secret, purpose, key) < 0)
-		return NULL;
-	uint8_t *blob = malloc(slen);
+	uint8_t *blob = NULL;
+	char *text = NULL;
 	json_t *obj = NULL;
-	if (!blob)
+	if (slen < 40 || slen > COOKIE_SEALED_MAX || seal_key(secret, purpose, key) < 0 || !(blob = malloc(slen)))
 		goto done;
 	long total = crypto_b64url_decode(sealed, slen, blob, slen);
 	if (total < CRYPTO_NONCE_LEN + CRYPTO_TAG_LEN + 2)
 		goto done;
 	size_t n = (size_t)total - CRYPTO_NONCE_LEN - CRYPTO_TAG_LEN;
-	char *text = malloc(n + 1);
-	if (!text)
+	if (!(text = malloc(n)))
 		goto done;
 	if (crypto_aead_open(key, purpose, strlen(purpose), blob, blob + CRYPTO_NONCE_LEN, n,
-			     blob + CRYPTO_NONCE_LEN + n, (uint8_t *)text) == 0) {
-		text[n] = '\0';
-		obj = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
-		crypto_wipe(text, n);
-	}
-	free(text);
+			     blob + CRYPTO_NONCE_LEN + n, (uint8_t *)text) == 0)
+		obj = jparse(text, n, 0, LIM_JSON_DEPTH);
+	crypto_wipe(text, n);
 done:
+	free(text);
 	free(blob);
 	crypto_wipe(key, sizeof(key));
 	return obj;

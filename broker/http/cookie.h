@@ -14,6 +14,8 @@
 
 #define COOKIE_BROWSER "mcpb_browser"
 #define COOKIE_CONSENT "mcpb_consent"
+#define COOKIE_VALUE_MAX 2048   /* a longer cookie of ours is ignored */
+#define COOKIE_SEALED_MAX 16384 /* characters of a sealed blob that is opened */
 
 /* Value of our cookie base name (prefix added as configured), or NULL. */
 const char *cookie_get(struct http_req *r, const char *base);
@@ -34,10 +36,12 @@ int cookie_consent_has(struct http_req *r, const char *key);
 /* Adds key to the consent cookie (bounded, oldest dropped). */
 int cookie_consent_add(struct http_req *r, const char *key) WUR;
 
-/* Seals obj (JSON) for a form field; malloc'd base64url. purpose separates
- * uses. Opening checks integrity; NULL when forged or damaged. */
-char *cookie_seal(struct http_req *r, const char *purpose, const json_t *obj);
-json_t *cookie_open(struct http_req *r, const char *purpose, const char *sealed);
+/* Seals obj (JSON, nested at most LIM_JSON_DEPTH) for a form field;
+ * malloc'd base64url, NULL on failure. purpose separates uses. Opening
+ * checks integrity: NULL when forged, damaged, sealed for another purpose or
+ * over COOKIE_SEALED_MAX characters. */
+char *cookie_seal(struct http_req *r, const char *purpose, const json_t *obj) WUR;
+json_t *cookie_open(struct http_req *r, const char *purpose, const char *sealed) WUR;
 
 /* A value derived from the cookie secret (e.g. the upstream PKCE verifier
  * for a state): base64url(HMAC(cookie_secret, purpose "|" input)); out[64]. */
@@ -49,11 +53,17 @@ int cookie_derive(struct http_req *r, const char *purpose, const char *input, ch
 int cookie_derive_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *input,
 		       char out[64]) WUR;
 /* Entries (24 hex characters each, at most COOKIE_CONSENT_MAX) of a consent
- * cookie value v that is intact (its MAC checks) and unexpired at now;
- * *n = 0 otherwise (v may be NULL). */
+ * cookie value v that is intact (its MAC checks) and unexpired at now (its
+ * expiry a decimal not before now); *n = 0 otherwise (v may be NULL). */
 void cookie_consent_parse(const uint8_t secret[CRYPTO_KEY_LEN], const char *v, time_t now,
 			  char entries[COOKIE_CONSENT_MAX][25], size_t *n);
-char *cookie_seal_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const json_t *obj);
-json_t *cookie_open_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *sealed);
+/* Appends to out the consent cookie value that remembers key first, then
+ * the n entries of the current cookie (without key's, at most
+ * COOKIE_CONSENT_MAX in all), expiring 30 days after now, MAC'd. -1 when out
+ * overflows or the MAC fails. */
+int cookie_consent_build(const uint8_t secret[CRYPTO_KEY_LEN], const char entries[COOKIE_CONSENT_MAX][25],
+			 size_t n, const char *key, time_t now, struct buf *out) WUR;
+char *cookie_seal_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const json_t *obj) WUR;
+json_t *cookie_open_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *sealed) WUR;
 
 #endif

@@ -38,20 +38,25 @@ void html_send(struct http_req *r, int status, struct buf *b)
 	http_send(r, status, "text/html; charset=utf-8", b->ptr ? b->ptr : "", b->len);
 }
 
+int html_error_build(struct buf *b, const char *title, const char *message)
+{
+	if (buf_adds(b, "<!doctype html><html><head><meta charset=\"utf-8\"><title>") < 0 ||
+	    html_escape(b, title) < 0 ||
+	    buf_adds(b, "</title><style>body{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;"
+			"padding:0 1em}</style></head><body><h1>") < 0 ||
+	    html_escape(b, title) < 0 || buf_adds(b, "</h1><p>") < 0 || html_escape(b, message) < 0 ||
+	    buf_adds(b, "</p><p>You can close this window and try again from your application.</p></body></html>") < 0)
+		return -1;
+	return 0;
+}
+
 void html_error_page(struct http_req *r, int status, const char *title, const char *message)
 {
 	struct buf b;
 	buf_init(&b, 8192);
-	if (buf_adds(&b, "<!doctype html><html><head><meta charset=\"utf-8\"><title>") < 0 ||
-	    html_escape(&b, title) < 0 ||
-	    buf_adds(&b, "</title><style>body{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}</style>"
-			 "</head><body><h1>") < 0 ||
-	    html_escape(&b, title) < 0 || buf_adds(&b, "</h1><p>") < 0 || html_escape(&b, message) < 0 ||
-	    buf_adds(&b, "</p><p>You can close this window and try again from your application.</p></body></html>") < 0) {
-		buf_free(&b);
+	if (html_error_build(&b, title, message) < 0)
 		http_send_error(r, 500, "server_error");
-		return;
-	}
-	html_send(r, status, &b);
+	else
+		html_send(r, status, &b);
 	buf_free(&b);
 }

@@ -9,6 +9,7 @@
 #include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
+#include "reqform.h"
 #include "num.h"
 #include "vault.h"
 
@@ -175,7 +176,7 @@ void introspect_endpoint(struct http_req *r)
 	} else if (!(rs = rs_auth(r))) {
 		rc = TI_UNAUTHORIZED;
 	} else {
-		form = form_request(r, &dup, &why);
+		form = reqform_body(r, &dup, &why);
 		rc = parse_request(form, dup, &token);
 	}
 	if (rc == TI_OK)

@@ -4,101 +4,94 @@
 #include <string.h>
 
 #include "app.h"
+#include "resources.h"
 #include "scope.h"
-#include "uri.h"
 
-int metadata_resource_url(const struct config *cfg, const struct cfg_resource *res, char *out,
-			  size_t cap)
-{
-	return (size_t)snprintf(out, cap, "%s%s", cfg->public_url, res->path) < cap ? 0 : -1;
-}
-
-const struct cfg_resource *metadata_find_resource(const struct config *cfg, const char *resource)
-{
-	char *want = uri_canonical_resource(resource);
-	const struct cfg_resource *found = NULL;
-	if (!want)
-		return NULL;
-	for (size_t i = 0; i < cfg->n_resources && !found; i++) {
-		char url[2048];
-		if (metadata_resource_url(cfg, &cfg->resources[i], url, sizeof(url)) < 0)
-			continue;
-		char *have = uri_canonical_resource(url);
-		if (have && strcmp(have, want) == 0)
-			found = &cfg->resources[i];
-		free(have);
-	}
-	free(want);
-	return found;
-}
-
+/* The scopes res offers; NULL on allocation failure. */
 static json_t *resource_scopes(const struct cfg_resource *res)
 {
 	json_t *a = json_array();
-	for (size_t i = 0; i < res->n_scopes; i++)
-		json_array_append_new(a, json_string(res->scopes[i].scope));
+	for (size_t i = 0; a && i < res->n_scopes; i++)
+		if (json_array_append_new(a, json_string(res->scopes[i].scope)) < 0) {
+			json_decref(a);
+			a = NULL;
+		}
 	return a;
 }
 
-static char *endpoint(const struct config *cfg, const char *path)
+/* Every scope some resource offers, once each; NULL on allocation failure. */
+static json_t *all_scopes(const struct config *cfg)
 {
-	size_t n = strlen(cfg->public_url) + strlen(path) + 1;
-	char *s = malloc(n);
-	if (s)
-		snprintf(s, n, "%s%s", cfg->public_url, path);
-	return s;
-}
-
-static json_t *endpoint_json(const struct config *cfg, const char *path)
-{
-	char *s = endpoint(cfg, path);
-	json_t *j = s ? json_string(s) : NULL;
-	free(s);
-	return j;
-}
-
-void metadata_authorization_server(struct http_req *r)
-{
-	const struct config *cfg = r->app->cfg;
 	json_t *scopes = json_array();
-	for (size_t i = 0; i < cfg->n_resources; i++) {
+	for (size_t i = 0; scopes && i < cfg->n_resources; i++) {
 		const struct cfg_resource *res = &cfg->resources[i];
-		for (size_t s = 0; s < res->n_scopes; s++) {
+		for (size_t s = 0; scopes && s < res->n_scopes; s++) {
 			int seen = 0;
 			size_t k;
 			json_t *v;
 			json_array_foreach(scopes, k, v)
 				seen |= strcmp(json_string_value(v), res->scopes[s].scope) == 0;
-			if (!seen)
-				json_array_append_new(scopes, json_string(res->scopes[s].scope));
+			if (!seen && json_array_append_new(scopes, json_string(res->scopes[s].scope)) < 0) {
+				json_decref(scopes);
+				scopes = NULL;
+			}
 		}
 	}
-	json_t *m = json_object();
-	json_object_set_new(m, "issuer", json_string(cfg->public_url));
-	json_object_set_new(m, "authorization_endpoint", endpoint_json(cfg, "/authorize"));
-	json_object_set_new(m, "token_endpoint", endpoint_json(cfg, "/token"));
-	if (cfg->registration.dynamic)
-		json_object_set_new(m, "registration_endpoint", endpoint_json(cfg, "/register"));
-	json_object_set_new(m, "revocation_endpoint", endpoint_json(cfg, "/revoke"));
-	json_object_set_new(m, "revocation_endpoint_auth_methods_supported",
-			    json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post"));
-	if (cfg->n_resource_servers) {
-		json_object_set_new(m, "introspection_endpoint", endpoint_json(cfg, "/introspect"));
-		json_object_set_new(m, "introspection_endpoint_auth_methods_supported", json_pack("[s]", "client_secret_basic"));
+	return scopes;
+}
+
+static json_t *endpoint_json(const struct config *cfg, const char *path)
+{
+	struct buf b;
+	buf_init(&b, LIM_PATH + 1024);
+	json_t *j = buf_printf(&b, "%s%s", cfg->public_url, path) == 0 ? json_string(b.ptr) : NULL;
+	buf_free(&b);
+	return j;
+}
+
+/* Sends m (stolen) as a public, cacheable discovery document; any member
+ * that could not be built (bad) makes it a 500 rather than a partial one. */
+static void send_document(struct http_req *r, json_t *m, int bad)
+{
+	if (bad || !m) {
+		json_decref(m);
+		http_send_error(r, 500, "server_error");
+		return;
 	}
-	json_object_set_new(m, "scopes_supported", scopes);
-	json_object_set_new(m, "response_types_supported", json_pack("[s]", "code"));
-	json_object_set_new(m, "response_modes_supported", json_pack("[s]", "query"));
-	json_object_set_new(m, "grant_types_supported", json_pack("[s,s]", "authorization_code", "refresh_token"));
-	json_object_set_new(m, "token_endpoint_auth_methods_supported",
-			    json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post"));
-	json_object_set_new(m, "code_challenge_methods_supported", json_pack("[s]", "S256"));
-	json_object_set_new(m, "client_id_metadata_document_supported",
-			    json_boolean(cfg->registration.client_id_metadata_documents));
-	json_object_set_new(m, "authorization_response_iss_parameter_supported", json_true());
 	(void)http_add_header(r, "Cache-Control", "public, max-age=300");
 	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
 	http_send_json(r, 200, m);
+}
+
+void metadata_authorization_server(struct http_req *r)
+{
+	const struct config *cfg = r->app->cfg;
+	json_t *m = json_object();
+	int bad = json_object_set_new(m, "issuer", json_string(cfg->public_url)) < 0;
+	bad |= json_object_set_new(m, "authorization_endpoint", endpoint_json(cfg, "/authorize")) < 0;
+	bad |= json_object_set_new(m, "token_endpoint", endpoint_json(cfg, "/token")) < 0;
+	if (cfg->registration.dynamic)
+		bad |= json_object_set_new(m, "registration_endpoint", endpoint_json(cfg, "/register")) < 0;
+	bad |= json_object_set_new(m, "revocation_endpoint", endpoint_json(cfg, "/revoke")) < 0;
+	bad |= json_object_set_new(m, "revocation_endpoint_auth_methods_supported",
+				   json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post")) < 0;
+	if (cfg->n_resource_servers) {
+		bad |= json_object_set_new(m, "introspection_endpoint", endpoint_json(cfg, "/introspect")) < 0;
+		bad |= json_object_set_new(m, "introspection_endpoint_auth_methods_supported",
+					   json_pack("[s]", "client_secret_basic")) < 0;
+	}
+	bad |= json_object_set_new(m, "scopes_supported", all_scopes(cfg)) < 0;
+	bad |= json_object_set_new(m, "response_types_supported", json_pack("[s]", "code")) < 0;
+	bad |= json_object_set_new(m, "response_modes_supported", json_pack("[s]", "query")) < 0;
+	bad |= json_object_set_new(m, "grant_types_supported",
+				   json_pack("[s,s]", "authorization_code", "refresh_token")) < 0;
+	bad |= json_object_set_new(m, "token_endpoint_auth_methods_supported",
+				   json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post")) < 0;
+	bad |= json_object_set_new(m, "code_challenge_methods_supported", json_pack("[s]", "S256")) < 0;
+	bad |= json_object_set_new(m, "client_id_metadata_document_supported",
+				   json_boolean(cfg->registration.client_id_metadata_documents)) < 0;
+	bad |= json_object_set_new(m, "authorization_response_iss_parameter_supported", json_true()) < 0;
+	send_document(r, m, bad);
 }
 
 void metadata_protected_resource(struct http_req *r)
@@ -122,14 +115,14 @@ void metadata_protected_resource(struct http_req *r)
 		}
 		res = &cfg->resources[0];
 	}
-	if (metadata_resource_url(cfg, res, url, sizeof(url)) < 0) {
+	if (resources_url(cfg, res, url, sizeof(url)) < 0) {
 		http_send_error(r, 500, "server_error");
 		return;
 	}
-	json_t *m = json_pack("{s:s, s:[s], s:o, s:[s]}", "resource", url, "authorization_servers",
-			      cfg->public_url, "scopes_supported", resource_scopes(res),
-			      "bearer_methods_supported", "header");
-	(void)http_add_header(r, "Cache-Control", "public, max-age=300");
-	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
-	http_send_json(r, 200, m);
+	json_t *scopes = resource_scopes(res);
+	json_t *m = scopes ? json_pack("{s:s, s:[s], s:o, s:[s]}", "resource", url, "authorization_servers",
+				       cfg->public_url, "scopes_supported", scopes, "bearer_methods_supported",
+				       "header")
+			   : NULL;
+	send_document(r, m, 0);
 }

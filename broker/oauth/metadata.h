@@ -10,11 +10,4 @@ void metadata_authorization_server(struct http_req *r);
 /* route data = the resource; NULL data = the root form (only resource). */
 void metadata_protected_resource(struct http_req *r);
 
-/* The exact public URL of a resource into out (cap bytes). */
-int metadata_resource_url(const struct config *cfg, const struct cfg_resource *res, char *out,
-			  size_t cap) WUR;
-/* The configured resource named by a `resource` parameter (compared after
- * canonicalisation), or NULL. */
-const struct cfg_resource *metadata_find_resource(const struct config *cfg, const char *resource);
-
 #endif

@@ -7,6 +7,7 @@
 #include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
+#include "reqform.h"
 #include "grant.h"
 #include "notify.h"
 #include "vault.h"
@@ -51,7 +52,7 @@ void revoke_endpoint(struct http_req *r)
 	const char *why = NULL;
 	char who[LIM_CLIENT_ID + 1];
 	int gated = 0;
-	if (!(form = form_request(r, &dup, &why))) {
+	if (!(form = reqform_body(r, &dup, &why))) {
 		http_send_oauth_error(r, 400, "invalid_request", why);
 		return;
 	}

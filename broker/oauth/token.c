@@ -10,10 +10,11 @@
 #include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
+#include "reqform.h"
 #include "grant.h"
 #include "jparse.h"
 #include "log.h"
-#include "metadata.h"
+#include "resources.h"
 #include "num.h"
 #include "ratelimit.h"
 #include "scope.h"
@@ -138,10 +139,10 @@ static int verifier_ok(const char *v)
 static enum tk_rc resource_check(const struct config *cfg, const char *requested, const char *bound,
 				 const char *description, struct tk_refusal *why)
 {
-	const struct cfg_resource *named = requested ? metadata_find_resource(cfg, requested) : NULL;
+	const struct cfg_resource *named = requested ? resources_find(cfg, requested) : NULL;
 	char url[2048] = "";
 	enum tk_rc rc = TK_OK;
-	if (requested && (!named || metadata_resource_url(cfg, named, url, sizeof(url)) < 0 || strcmp(url, bound) != 0))
+	if (requested && (!named || resources_url(cfg, named, url, sizeof(url)) < 0 || strcmp(url, bound) != 0))
 		rc = refuse(why, "invalid_target", description);
 	return rc;
 }
@@ -606,7 +607,7 @@ void token_endpoint(struct http_req *r)
 	/* Browser-based clients call the token endpoint cross-origin; it uses
 	 * no cookies, so any origin may read its answers (server.c preflight). */
 	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
-	form = form_request(r, &dup, &bad_form);
+	form = reqform_body(r, &dup, &bad_form);
 	if (!form) {
 		rc = refuse(&why, "invalid_request", bad_form);
 	} else {

@@ -80,37 +80,48 @@ enum bearer_rc bearer_validate(struct app *app, struct db_conn **c, const char *
 	return BEARER_VALID;
 }
 
+/* The resource's default scopes, or all it offers, space-joined; malloc'd,
+ * NULL on allocation failure. */
+static char *challenge_scope(const struct cfg_resource *res)
+{
+	struct scopes all = { 0 };
+	int bad = 0;
+	for (size_t i = 0; i < res->n_default_scopes && !bad; i++)
+		bad = scopes_add(&all, res->default_scopes[i]) < 0;
+	for (size_t i = 0; !res->n_default_scopes && i < res->n_scopes && !bad; i++)
+		bad = scopes_add(&all, res->scopes[i].scope) < 0;
+	char *joined = bad ? NULL : scopes_join(&all);
+	scopes_free(&all);
+	return joined;
+}
+
 void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int status, const char *error,
 		      const char *scope)
 {
 	const struct config *cfg = r->app->cfg;
 	struct buf b;
 	buf_init(&b, 4096);
-	struct scopes all = { 0 };
-	char *joined = NULL;
-	if (!scope) {
-		/* Without a specific need, ask for the resource's default scopes. */
-		for (size_t i = 0; i < res->n_default_scopes; i++)
-			if (scopes_add(&all, res->default_scopes[i]) < 0)
-				break;
-		for (size_t i = 0; !res->n_default_scopes && i < res->n_scopes; i++)
-			if (scopes_add(&all, res->scopes[i].scope) < 0)
-				break;
-		joined = scopes_join(&all);
+	/* Without a specific need, ask for the resource's default scopes. */
+	char *joined = scope ? NULL : challenge_scope(res);
+	int rc = scope || joined ? 0 : -1;
+	if (rc == 0)
+		rc = buf_printf(&b, "Bearer resource_metadata=\"%s/.well-known/oauth-protected-resource%s\"",
+				cfg->public_url, res->path);
+	if (!scope)
 		scope = joined;
-	}
-	int rc = buf_printf(&b, "Bearer resource_metadata=\"%s/.well-known/oauth-protected-resource%s\"",
-			    cfg->public_url, res->path);
 	if (rc == 0 && scope && *scope)
 		rc = buf_printf(&b, ", scope=\"%s\"", scope);
 	if (rc == 0 && error)
 		rc = buf_printf(&b, ", error=\"%s\"", error);
-	if (rc == 0)
+	if (rc == 0) {
 		(void)http_add_header(r, "WWW-Authenticate", b.ptr);
+		const char *msg = status == 403 ? "insufficient_scope" : error ? error : "unauthorized";
+		http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code",
+						    -32001, "message", msg, "id"));
+	} else {
+		/* A 401 without its challenge would send the client nowhere. */
+		http_send_error(r, 500, "server_error");
+	}
 	buf_free(&b);
 	free(joined);
-	scopes_free(&all);
-	const char *msg = status == 403 ? "insufficient_scope" : error ? error : "unauthorized";
-	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code",
-					    -32001, "message", msg, "id"));
 }

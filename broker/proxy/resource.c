@@ -14,7 +14,7 @@
 #include "forward.h"
 #include "hdr.h"
 #include "log.h"
-#include "metadata.h"
+#include "resources.h"
 #include "policy.h"
 #include "ratelimit.h"
 #include "rpc.h"
@@ -97,7 +97,7 @@ static struct resource_ctx *ctx_new(struct http_req *r, const struct cfg_resourc
 	rc->res = res;
 	rc->started = r->start_ns;
 	snprintf(rc->request_id, sizeof(rc->request_id), "%s", r->id);
-	if (metadata_resource_url(r->app->cfg, res, rc->resource_url, sizeof(rc->resource_url)) < 0 ||
+	if (resources_url(r->app->cfg, res, rc->resource_url, sizeof(rc->resource_url)) < 0 ||
 	    !(rc->tools = json_array())) {
 		ctx_free(rc);
 		return NULL;

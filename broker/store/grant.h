@@ -13,7 +13,7 @@
 #define TOKEN_PREFIX_CODE    "mcpb_ac_"
 #define TOKEN_TEXT_MAX 64
 
-/* What a valid access token stands for (token_validate, the token cache). */
+/* What a valid access token stands for (proxy/bearer, the token cache). */
 struct token_info {
 	char grant_id[37];
 	char client_id[LIM_CLIENT_ID + 1];
