@@ -23,13 +23,13 @@ int html_escape(struct buf *b, const char *s)
 
 void html_headers(struct http_req *r)
 {
-	(void)http_add_header(r, "Content-Security-Policy",
+	http_add_header(r, "Content-Security-Policy",
 			      "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
 			      "frame-ancestors 'none'; base-uri 'none'");
-	(void)http_add_header(r, "X-Frame-Options", "DENY");
-	(void)http_add_header(r, "Cache-Control", "no-store");
-	(void)http_add_header(r, "Pragma", "no-cache");
-	(void)http_add_header(r, "Referrer-Policy", "no-referrer");
+	http_add_header(r, "X-Frame-Options", "DENY");
+	http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Pragma", "no-cache");
+	http_add_header(r, "Referrer-Policy", "no-referrer");
 }
 
 void html_send(struct http_req *r, int status, struct buf *b)

@@ -575,8 +575,8 @@ void http_send_json(struct http_req *r, int status, json_t *json)
 void http_send_oauth_error(struct http_req *r, int status, const char *error,
 			   const char *description)
 {
-	(void)http_add_header(r, "Cache-Control", "no-store");
-	(void)http_add_header(r, "Pragma", "no-cache");
+	http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Pragma", "no-cache");
 	json_t *o = json_pack("{s:s}", "error", error);
 	if (o && description && json_object_set_new(o, "error_description", json_string(description)) < 0) {
 		json_decref(o); /* not half an error: http_send_json answers 500 */
@@ -590,7 +590,7 @@ void http_send_oauth_error(struct http_req *r, int status, const char *error,
 
 void http_send_oauth_unavailable(struct http_req *r)
 {
-	(void)http_add_header(r, "Retry-After", "1");
+	http_add_header(r, "Retry-After", "1");
 	http_send_oauth_error(r, 503, "temporarily_unavailable", "try again later");
 }
 
@@ -598,7 +598,7 @@ void http_send_slow_down(struct http_req *r, int retry_after_s, const char *desc
 {
 	char ra[16];
 	snprintf(ra, sizeof(ra), "%d", retry_after_s > 0 ? retry_after_s : 1);
-	(void)http_add_header(r, "Retry-After", ra);
+	http_add_header(r, "Retry-After", ra);
 	http_send_oauth_error(r, 429, "slow_down", description);
 }
 
@@ -778,7 +778,7 @@ static void answer_unrouted(struct http_req *r, unsigned known)
 		if (known & (1u << i))
 			snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
 				 allow[0] ? ", " : "", names[i]);
-	(void)http_add_header(r, "Allow", allow);
+	http_add_header(r, "Allow", allow);
 	http_send_error(r, 405, "method_not_allowed");
 }
 
@@ -803,7 +803,7 @@ static void request_admit(struct http_req *r, uint64_t cl, int cl_present)
 	/* The node holds a bounded total of request bodies: a crowd of
 	 * uploads gets 503 instead of the node's memory. */
 	if (r->body_expected && budget_spent(r)) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		log_msg(LOG_WARN, "http.body_budget_spent", r->id, "body budget spent: %lld of %lld bytes",
 			__atomic_load_n(&budget_of(r)->used, __ATOMIC_RELAXED), budget_of(r)->cap);
 		http_send_error(r, 503, "busy");

@@ -39,14 +39,14 @@ static const char *const param_names[AUTHZ_P_N] = {
 
 static void no_store(struct http_req *r)
 {
-	(void)http_add_header(r, "Cache-Control", "no-store");
-	(void)http_add_header(r, "Pragma", "no-cache");
+	http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Pragma", "no-cache");
 }
 
 static void redirect_to(struct http_req *r, const char *location)
 {
 	no_store(r);
-	(void)http_add_header(r, "Location", location);
+	http_add_header(r, "Location", location);
 	http_send(r, 302, "text/plain", "", 0);
 }
 
@@ -532,7 +532,7 @@ void authorize_get(struct http_req *r)
 	memset(&cl, 0, sizeof(cl));
 	memset(&a, 0, sizeof(a));
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
 		goto out;
 	}
@@ -601,7 +601,7 @@ void authorize_post(struct http_req *r)
 	if (consent_form_ok(r, form, req, browser) < 0)
 		goto out;
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
 		goto out;
 	}

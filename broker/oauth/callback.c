@@ -247,7 +247,7 @@ void callback_get(struct http_req *r)
 	if (!state)
 		goto out;
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
 		goto out;
 	}

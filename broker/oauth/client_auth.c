@@ -161,7 +161,7 @@ void client_auth_error(struct http_req *r, enum client_auth rc)
 		break;
 	default:
 		if (http_header(r, "Authorization"))
-			(void)http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
+			http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
 		http_send_oauth_error(r, 401, "invalid_client", "client authentication failed");
 		break;
 	}

@@ -145,7 +145,7 @@ static void respond(struct http_req *r, enum ti_rc rc, const struct token_row *r
 		http_send_oauth_error(r, 400, "invalid_request", "token is required (form body)");
 		break;
 	case TI_UNAUTHORIZED:
-		(void)http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
+		http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
 		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
 		break;
 	case TI_UNAVAILABLE:
@@ -167,7 +167,7 @@ void introspect_endpoint(struct http_req *r)
 	int dup = 0;
 	char who[LIM_CLIENT_ID + 1];
 	enum ti_rc rc;
-	(void)http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Cache-Control", "no-store");
 	/* Wrong resource server credentials count per (id, address) like
 	 * wrong client secrets; over the limit nothing is checked. */
 	client_auth_named_id(r, NULL, who);

@@ -58,8 +58,8 @@ static void send_document(struct http_req *r, json_t *m, int bad)
 		http_send_error(r, 500, "server_error");
 		return;
 	}
-	(void)http_add_header(r, "Cache-Control", "public, max-age=300");
-	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
+	http_add_header(r, "Cache-Control", "public, max-age=300");
+	http_add_header(r, "Access-Control-Allow-Origin", "*");
 	http_send_json(r, 200, m);
 }
 
@@ -99,10 +99,10 @@ void metadata_protected_resource(struct http_req *r)
 	const struct config *cfg = r->app->cfg;
 	if (r->method_id == HM_OPTIONS) {
 		/* CORS preflight of a browser-based client. */
-		(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
-		(void)http_add_header(r, "Access-Control-Allow-Methods", "GET, OPTIONS");
-		(void)http_add_header(r, "Access-Control-Allow-Headers", "MCP-Protocol-Version");
-		(void)http_add_header(r, "Access-Control-Max-Age", "600");
+		http_add_header(r, "Access-Control-Allow-Origin", "*");
+		http_add_header(r, "Access-Control-Allow-Methods", "GET, OPTIONS");
+		http_add_header(r, "Access-Control-Allow-Headers", "MCP-Protocol-Version");
+		http_add_header(r, "Access-Control-Max-Age", "600");
 		http_send(r, 204, NULL, "", 0);
 		return;
 	}

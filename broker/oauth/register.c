@@ -197,7 +197,7 @@ static int initial_token_check(struct http_req *r)
 	const char *auth = http_header(r, "Authorization");
 	uint8_t h[CRYPTO_SHA256_LEN];
 	if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) > LIM_TOKEN) {
-		(void)http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\"");
+		http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\"");
 		http_send_oauth_error(r, 401, "invalid_token", "an initial access token is required");
 		return -1;
 	}
@@ -205,7 +205,7 @@ static int initial_token_check(struct http_req *r)
 	int ok = crypto_ct_equal(h, sizeof(h), cfg->registration.initial_access_token_hash, sizeof(h));
 	crypto_wipe(h, sizeof(h));
 	if (!ok) {
-		(void)http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\", error=\"invalid_token\"");
+		http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker\", error=\"invalid_token\"");
 		http_send_oauth_error(r, 401, "invalid_token", "the initial access token is not valid");
 		return -1;
 	}
@@ -334,8 +334,8 @@ void register_endpoint(struct http_req *r)
 	json_t *resp = NULL;
 	memset(&rq, 0, sizeof(rq));
 	memset(&cr, 0, sizeof(cr));
-	(void)http_add_header(r, "Cache-Control", "no-store");
-	(void)http_add_header(r, "Access-Control-Allow-Origin", "*"); /* cross-origin browser clients */
+	http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Access-Control-Allow-Origin", "*"); /* cross-origin browser clients */
 	if (!cfg->registration.dynamic) {
 		http_send_oauth_error(r, 403, "access_denied", "dynamic client registration is disabled");
 		goto out;

@@ -48,7 +48,7 @@ void revoke_endpoint(struct http_req *r)
 	json_t *form = NULL;
 	int dup = 0;
 	memset(&cl, 0, sizeof(cl));
-	(void)http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Cache-Control", "no-store");
 	const char *why = NULL;
 	char who[LIM_CLIENT_ID + 1];
 	int gated = 0;

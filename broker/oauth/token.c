@@ -50,8 +50,8 @@ static enum tk_rc refuse(struct tk_refusal *why, const char *error, const char *
 static void send_tokens(struct http_req *r, const struct issued *t)
 {
 	r->secret_response = 1;
-	(void)http_add_header(r, "Cache-Control", "no-store");
-	(void)http_add_header(r, "Pragma", "no-cache");
+	http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Pragma", "no-cache");
 	http_send_json(r, 200, grant_token_response(t));
 }
 
@@ -606,7 +606,7 @@ void token_endpoint(struct http_req *r)
 	memset(&t, 0, sizeof(t));
 	/* Browser-based clients call the token endpoint cross-origin; it uses
 	 * no cookies, so any origin may read its answers (server.c preflight). */
-	(void)http_add_header(r, "Access-Control-Allow-Origin", "*");
+	http_add_header(r, "Access-Control-Allow-Origin", "*");
 	form = reqform_body(r, &dup, &bad_form);
 	if (!form) {
 		rc = refuse(&why, "invalid_request", bad_form);

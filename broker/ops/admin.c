@@ -22,9 +22,9 @@ static int admin_auth(struct http_req *r)
 {
 	const struct config *cfg = r->app->cfg;
 	const char *h = http_header(r, "Authorization");
-	(void)http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Cache-Control", "no-store");
 	if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !h[7] || strlen(h + 7) > LIM_TOKEN) {
-		(void)http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker-admin\"");
+		http_add_header(r, "WWW-Authenticate", "Bearer realm=\"mcp-broker-admin\"");
 		http_send_json(r, 401, json_pack("{s:s}", "error", "unauthorized"));
 		return -1;
 	}
@@ -177,7 +177,7 @@ void admin_grants(struct http_req *r)
 	if ((err = grants_parse(&a, &q))) {
 		http_send_json(r, 400, json_pack("{s:s}", "error", err));
 	} else if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		http_send_json(r, 503, json_pack("{s:s}", "error", "database unavailable"));
 	} else if (!(res = grants_select(c, &q))) {
 		http_send_json(r, 500, json_pack("{s:s}", "error", "query failed"));
@@ -315,10 +315,10 @@ void admin_revoke(struct http_req *r)
 						 "body must be exactly one of {grant_id}, {user[, upstream]}, "
 						 "{client_id[, disable_client]}, {upstream}, {all: true}"));
 	} else if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		http_send_json(r, 503, json_pack("{s:s}", "error", "database unavailable"));
 	} else if (revoke_store(r, c, &sel, body, &revoked) < 0) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		http_send_json(r, 503, json_pack("{s:s}", "error", "revocation failed; nothing was revoked"));
 	} else {
 		http_send_json(r, 200, json_pack("{s:I}", "revoked", (json_int_t)revoked));

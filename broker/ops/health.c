@@ -13,7 +13,7 @@
 
 void health_healthz(struct http_req *r)
 {
-	(void)http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Cache-Control", "no-store");
 	http_send_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 
@@ -24,7 +24,7 @@ void health_readyz(struct http_req *r)
 	struct db_conn *c = NULL;
 	const char *why = NULL;
 	int version = -1;
-	(void)http_add_header(r, "Cache-Control", "no-store");
+	http_add_header(r, "Cache-Control", "no-store");
 	if (__atomic_load_n(&app->draining, __ATOMIC_ACQUIRE)) {
 		why = "draining";
 		goto out;
@@ -52,7 +52,7 @@ void health_readyz(struct http_req *r)
 out:
 	db_release(app->db, &c);
 	if (why) {
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 		http_send_json(r, 503, json_pack("{s:s, s:s, s:i, s:i}", "status", "unavailable", "reason", why,
 						 "schema", version, "expected", migrate_latest()));
 	} else {

@@ -114,7 +114,7 @@ void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int st
 	if (rc == 0 && error)
 		rc = buf_printf(&b, ", error=\"%s\"", error);
 	if (rc == 0) {
-		(void)http_add_header(r, "WWW-Authenticate", b.ptr);
+		http_add_header(r, "WWW-Authenticate", b.ptr);
 		const char *msg = status == 403 ? "insufficient_scope" : error ? error : "unauthorized";
 		http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code",
 						    -32001, "message", msg, "id"));

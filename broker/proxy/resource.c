@@ -48,7 +48,7 @@ struct resource_ctx {
 static void jsonrpc_error(struct http_req *r, int status, int code, const char *message)
 {
 	if (status == 503)
-		(void)http_add_header(r, "Retry-After", "1");
+		http_add_header(r, "Retry-After", "1");
 	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", code,
 					    "message", message, "id"));
 }
@@ -126,16 +126,16 @@ static enum step cors(struct http_req *r, const struct cfg_resource *res)
 		jsonrpc_error(r, 403, -32001, "origin not allowed");
 		return STEP_ANSWERED;
 	}
-	(void)http_add_header(r, "Access-Control-Allow-Origin", origin);
-	(void)http_add_header(r, "Vary", "Origin");
-	(void)http_add_header(r, "Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version");
+	http_add_header(r, "Access-Control-Allow-Origin", origin);
+	http_add_header(r, "Vary", "Origin");
+	http_add_header(r, "Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version");
 	if (r->method_id != HM_OPTIONS)
 		return STEP_CONTINUE;
-	(void)http_add_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
-	(void)http_add_header(r, "Access-Control-Allow-Headers",
+	http_add_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+	http_add_header(r, "Access-Control-Allow-Headers",
 			      "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, "
 			      "Last-Event-ID, Mcp-Method, Mcp-Name");
-	(void)http_add_header(r, "Access-Control-Max-Age", "600");
+	http_add_header(r, "Access-Control-Max-Age", "600");
 	http_send(r, 204, NULL, "", 0);
 	return STEP_ANSWERED;
 }
@@ -207,7 +207,7 @@ static enum step media_type(struct http_req *r)
 	if (hdr_json_content_type(http_header(r, "Content-Type")) &&
 	    hdr_identity_encoding(http_header(r, "Content-Encoding")))
 		return STEP_CONTINUE;
-	(void)http_add_header(r, "Accept-Encoding", "identity");
+	http_add_header(r, "Accept-Encoding", "identity");
 	jsonrpc_error(r, 415, -32600, "the body must be application/json (charset utf-8) without content coding");
 	return STEP_ANSWERED;
 }
@@ -224,7 +224,7 @@ static enum step rate_limit(struct http_req *r, const struct resource_ctx *rc)
 	    (per_grant > 0 && !ratelimit_take("grant", ti->grant_id, (double)per_grant, (double)per_grant * 2, &retry))) {
 		char ra[16];
 		snprintf(ra, sizeof(ra), "%d", retry);
-		(void)http_add_header(r, "Retry-After", ra);
+		http_add_header(r, "Retry-After", ra);
 		jsonrpc_error(r, 429, -32000, "rate limit exceeded");
 		return STEP_ANSWERED;
 	}
@@ -348,7 +348,7 @@ static void upstream_token_failed(struct http_req *r, const struct cfg_resource 
 	}
 	if (status == 503) {
 		snprintf(ra, sizeof(ra), "%ld", retry_after > 0 ? retry_after : 1L);
-		(void)http_add_header(r, "Retry-After", ra);
+		http_add_header(r, "Retry-After", ra);
 	}
 	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", -32603,
 					    "message", status == 502 ? "the upstream identity provider failed; try again later"
