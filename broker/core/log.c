@@ -67,26 +67,33 @@ static int too_deep(const json_t *v, int depth)
 	return depth >= LOG_REDACT_DEPTH && (json_is_object(v) || json_is_array(v));
 }
 
-static void redact(json_t *obj, int depth)
+/* -1 when a value could not be replaced (no memory for the string): it is
+ * still in obj, which must not be printed. */
+static int redact(json_t *obj, int depth)
 {
 	const char *k;
 	json_t *v;
 	size_t i;
 	if (json_is_object(obj)) {
 		json_object_foreach(obj, k, v) {
-			if (log_is_secret_key(k) || too_deep(v, depth))
-				json_object_set_new(obj, k, json_string("[redacted]"));
-			else
-				redact(v, depth + 1);
+			if (log_is_secret_key(k) || too_deep(v, depth)) {
+				if (json_object_set_new(obj, k, json_string("[redacted]")) < 0)
+					return -1;
+			} else if (redact(v, depth + 1) < 0) {
+				return -1;
+			}
 		}
 	} else if (json_is_array(obj)) {
 		json_array_foreach(obj, i, v) {
-			if (too_deep(v, depth))
-				json_array_set_new(obj, i, json_string("[redacted]"));
-			else
-				redact(v, depth + 1);
+			if (too_deep(v, depth)) {
+				if (json_array_set_new(obj, i, json_string("[redacted]")) < 0)
+					return -1;
+			} else if (redact(v, depth + 1) < 0) {
+				return -1;
+			}
 		}
 	}
+	return 0;
 }
 
 void log_event(enum log_level lvl, const char *event, const char *request_id, json_t *obj)
@@ -114,12 +121,17 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 	json_object_set_new(line, "event", json_string(event));
 	if (request_id)
 		json_object_set_new(line, "request_id", json_string(request_id));
+	/* A line whose fields could not all be redacted is dropped whole. */
+	int printable = 1;
 	if (json_is_object(obj)) {
-		redact(obj, 0);
-		json_object_update_missing(line, obj);
+		printable = redact(obj, 0) == 0;
+		if (printable)
+			json_object_update_missing(line, obj);
 	}
 	json_decref(obj);
-	char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
+	char *text = NULL;
+	if (printable)
+		text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
 	json_decref(line);
 	if (!text)
 		return;

@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "jparse.h"
+
 /* Depth of nested arrays/objects, stopping once past max. */
 static int too_deep(json_t *v, int depth)
 {
@@ -26,13 +28,14 @@ static int too_deep(json_t *v, int depth)
 int rpc_parse(const char *body, size_t len, json_t **out)
 {
 	*out = NULL;
-	/* A NUL byte is never valid JSON, but jansson 2.14 skips one right after
-	 * a number or literal ("[1\0,2]" reads as [1,2]). */
-	if (!body || len == 0 || memchr(body, '\0', len))
+	if (!body || len == 0)
 		return -1;
-	/* jansson refuses invalid UTF-8, a BOM, "\u0000" (no JSON_ALLOW_NUL),
-	 * trailing bytes and integers past json_int_t; duplicates on request. */
-	json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	/* jparse refuses a NUL byte (jansson 2.14 skips one after a number or
+	 * literal: "[1\0,2]" reads as [1,2]), duplicates, and nesting past
+	 * RPC_MAX_DEPTH + 1 (a batch's array) before jansson builds anything;
+	 * jansson refuses invalid UTF-8, a BOM, "\u0000" (no JSON_ALLOW_NUL),
+	 * trailing bytes and integers past json_int_t. */
+	json_t *j = jparse(body, len, 0, RPC_MAX_DEPTH + 1);
 	int ok = json_is_object(j) || (json_is_array(j) && json_array_size(j) > 0);
 	for (size_t i = 0; ok && json_is_array(j) && i < json_array_size(j); i++)
 		ok = json_is_object(json_array_get(j, i));

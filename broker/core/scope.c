@@ -96,7 +96,9 @@ char *scopes_join(const struct scopes *s)
 
 void scopes_free(struct scopes *s)
 {
-	for (size_t i = 0; i < s->n; i++)
+	for (size_t i = 0; i < s->n; i++) {
 		free(s->v[i]);
+		s->v[i] = NULL;
+	}
 	s->n = 0;
 }

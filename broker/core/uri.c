@@ -25,6 +25,14 @@ static void parts_free(struct parts *p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* One part into *out (NULL when the URL has none): -1 on any other error,
+ * out of memory above all, which must not read as "no query here". */
+static int get_part(CURLU *u, CURLUPart what, char **out, unsigned flags)
+{
+	CURLUcode c = curl_url_get(u, what, out, flags);
+	return c == CURLUE_OK || (c >= CURLUE_NO_SCHEME && c <= CURLUE_NO_FRAGMENT) ? 0 : -1;
+}
+
 static int parse(const char *s, struct parts *p, unsigned flags)
 {
 	memset(p, 0, sizeof(*p));
@@ -36,14 +44,12 @@ static int parse(const char *s, struct parts *p, unsigned flags)
 	int rc = -1;
 	if (curl_url_set(u, CURLUPART_URL, s, flags) != CURLUE_OK)
 		goto out;
-	curl_url_get(u, CURLUPART_SCHEME, &p->scheme, 0);
-	curl_url_get(u, CURLUPART_USER, &p->user, 0);
-	curl_url_get(u, CURLUPART_PASSWORD, &p->password, 0);
-	curl_url_get(u, CURLUPART_HOST, &p->host, 0);
-	curl_url_get(u, CURLUPART_PORT, &p->port, CURLU_NO_DEFAULT_PORT);
-	curl_url_get(u, CURLUPART_PATH, &p->path, 0);
-	curl_url_get(u, CURLUPART_QUERY, &p->query, 0);
-	curl_url_get(u, CURLUPART_FRAGMENT, &p->fragment, 0);
+	if (get_part(u, CURLUPART_SCHEME, &p->scheme, 0) < 0 || get_part(u, CURLUPART_USER, &p->user, 0) < 0 ||
+	    get_part(u, CURLUPART_PASSWORD, &p->password, 0) < 0 || get_part(u, CURLUPART_HOST, &p->host, 0) < 0 ||
+	    get_part(u, CURLUPART_PORT, &p->port, CURLU_NO_DEFAULT_PORT) < 0 ||
+	    get_part(u, CURLUPART_PATH, &p->path, 0) < 0 || get_part(u, CURLUPART_QUERY, &p->query, 0) < 0 ||
+	    get_part(u, CURLUPART_FRAGMENT, &p->fragment, 0) < 0)
+		goto out;
 	rc = p->scheme ? 0 : -1;
 out:
 	curl_url_cleanup(u);
@@ -62,10 +68,17 @@ static char *canonical_once(const char *s)
 {
 	struct parts p;
 	char *out = NULL;
-	if (parse(s, &p, 0) < 0)
+	/* curl reports no fragment for an empty one ("/mcp#"): RFC 8707 wants
+	 * none at all. */
+	if ((s && strchr(s, '#')) || parse(s, &p, 0) < 0)
 		return NULL;
 	if ((strcmp(p.scheme, "https") != 0 && strcmp(p.scheme, "http") != 0) || !p.host ||
 	    p.query || p.fragment || p.user || p.password)
+		goto out;
+	/* Exactly "scheme://host", as for redirect URIs: curl also reads
+	 * https:///host and https:/host, which name no host to other parsers. */
+	size_t sl = strlen(p.scheme);
+	if (strncmp(s + sl, "://", 3) != 0 || s[sl + 3] == '/')
 		goto out;
 	for (char *h = p.host; *h; h++)
 		*h = (char)tolower((unsigned char)*h);

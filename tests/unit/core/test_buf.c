@@ -59,10 +59,10 @@ static void test_growth(void)
 		total += sizeof(chunk);
 	}
 	CHECK(b.len == total);
-	CHECK(b.ptr[b.len] == '\0');
+	CHECK(b.ptr && b.ptr[b.len] == '\0');
 	CHECK(b.cap <= 100001);
 	size_t i;
-	for (i = 0; i < b.len && b.ptr[i] == 'x'; i++)
+	for (i = 0; b.ptr && i < b.len && b.ptr[i] == 'x'; i++)
 		;
 	CHECK(i == total);
 	buf_free(&b);
@@ -134,9 +134,9 @@ static void test_secret(void)
 	for (int i = 0; i < 100; i++)
 		CHECK(buf_printf(&b, "tok_%08d;", i) == 0);
 	CHECK(b.len == 1300);
-	CHECK(strncmp(b.ptr, "tok_00000000;tok_00000001;", 26) == 0);
+	CHECK(b.ptr && strncmp(b.ptr, "tok_00000000;tok_00000001;", 26) == 0);
 	buf_reset(&b);
-	CHECK(b.len == 0 && b.ptr[0] == '\0');
+	CHECK(b.len == 0 && b.ptr && b.ptr[0] == '\0');
 	CHECK(buf_adds(&b, "client_secret=abc") == 0);
 	buf_free(&b);
 	CHECK(b.ptr == NULL);

@@ -115,8 +115,101 @@ static void test_recycling(void)
 	CHECK(ratelimit_take("rc", keys[RL_PROBE + 1], 0.01, 2.0, &ra) == 1);
 }
 
+/* The bucket of (space, key), or NULL; with the lock, as ratelimit.c does. */
+static struct bucket *bucket_of(const char *space, const char *key)
+{
+	uint8_t k[16];
+	size_t slot;
+	bucket_key(space, key, k, &slot);
+	pthread_mutex_lock(&lock);
+	struct bucket *b = find(k, slot, 0, 0, 0, now_s());
+	pthread_mutex_unlock(&lock);
+	return b;
+}
+
+static void test_refill_and_burst(void)
+{
+	int ra = 0;
+	/* Spent, then 2 s pass at 1 token/s: two tokens, no more. */
+	for (int i = 0; i < 3; i++)
+		CHECK(ratelimit_take("rf", "a", 1.0, 3.0, &ra) == 1);
+	CHECK(ratelimit_take("rf", "a", 1.0, 3.0, &ra) == 0);
+	struct bucket *b = bucket_of("rf", "a");
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	b->last -= 2.0;
+	CHECK(ratelimit_take("rf", "a", 1.0, 3.0, &ra) == 1);
+	CHECK(ratelimit_take("rf", "a", 1.0, 3.0, &ra) == 1);
+	CHECK(ratelimit_take("rf", "a", 1.0, 3.0, &ra) == 0);
+	/* A long idle time refills to burst, never past it. */
+	b->last -= 1e6;
+	for (int i = 0; i < 3; i++)
+		CHECK(ratelimit_take("rf", "a", 1.0, 3.0, &ra) == 1);
+	CHECK(ratelimit_take("rf", "a", 1.0, 3.0, &ra) == 0);
+	/* A debt is paid back at the rate: -2 tokens at 1/s need 3 s for one. */
+	for (int i = 0; i < 5; i++)
+		ratelimit_charge("rf", "debt", 1.0, 2.0);
+	CHECK(ratelimit_peek("rf", "debt", 1.0, 2.0, &ra) == 0 && ra == 3);
+	b = bucket_of("rf", "debt");
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	b->last -= 3.0;
+	CHECK(ratelimit_peek("rf", "debt", 1.0, 2.0, &ra) == 1);
+	/* The rate and burst of the latest call apply to a known bucket. */
+	CHECK(ratelimit_take("rf", "debt", 1.0, 2.0, &ra) == 1);
+	CHECK(b->burst == 2.0);
+	CHECK(ratelimit_peek("rf", "debt", 5.0, 10.0, &ra) == 0 && b->burst == 10.0 && b->rate == 5.0);
+}
+
+static void test_retry_after(void)
+{
+	/* The wait for one whole token, in whole seconds, 1 to RL_RETRY_MAX_S. */
+	CHECK(retry_after(0.0, 1.0) == 1);
+	CHECK(retry_after(0.0, 0.25) == 4);
+	CHECK(retry_after(0.5, 0.1) == 5);
+	CHECK(retry_after(-2.0, 1.0) == 3);
+	CHECK(retry_after(0.99, 1000.0) == 1);
+	CHECK(retry_after(0.0, 0.3) == 4); /* 3.33 s rounds up */
+	CHECK(retry_after(0.0, 1e-9) == RL_RETRY_MAX_S);
+	CHECK(retry_after(-1e12, 1.0) == RL_RETRY_MAX_S);
+}
+
+static void test_eviction_order(void)
+{
+	char keys[RL_PROBE + 1][32];
+	memset(table, 0, sizeof(table));
+	same_window("ev", keys, RL_PROBE + 1);
+	/* Empty slots are taken first: RL_PROBE keys of one window all keep
+	 * their buckets. */
+	for (int i = 0; i < RL_PROBE; i++)
+		ratelimit_charge("ev", keys[i], 0.0, 2.0);
+	for (int i = 0; i < RL_PROBE; i++)
+		CHECK(bucket_of("ev", keys[i]) != NULL);
+	/* All equally full (rate 0: no refill): the oldest is recycled. */
+	struct bucket *old = bucket_of("ev", keys[3]);
+	CHECK(old != NULL);
+	if (!old)
+		return;
+	old->last -= 100.0;
+	ratelimit_charge("ev", keys[RL_PROBE], 0.0, 2.0);
+	CHECK(bucket_of("ev", keys[3]) == NULL);
+	CHECK(bucket_of("ev", keys[RL_PROBE]) == old);
+	for (int i = 0; i < RL_PROBE; i++)
+		if (i != 3)
+			CHECK(bucket_of("ev", keys[i]) != NULL);
+	/* A peek finds no bucket for a recycled key and creates none: it reads
+	 * as full. */
+	int ra = 0;
+	CHECK(ratelimit_peek("ev", keys[3], 0.0, 2.0, &ra) == 1 && bucket_of("ev", keys[3]) == NULL);
+}
+
 int main(void)
 {
+	test_refill_and_burst();
+	test_retry_after();
+	test_eviction_order();
 	test_peek_take_charge();
 	test_failure_buckets();
 	test_recycling();

@@ -63,6 +63,15 @@ static void test_parse(void)
 	char deeper[600];
 	snprintf(deeper, sizeof(deeper), "{\"x\":[%s]}", deep);
 	CHECK(!parses(deeper));
+	/* Brackets inside strings are no nesting: the deepest message beside a
+	 * string of brackets still parses. */
+	char strings[700];
+	snprintf(strings, sizeof(strings), "[%s,{\"s\":\"[[[[{{{{\\\"[[[\"}]", deep);
+	CHECK(parses(strings));
+	/* A bracket bomb is refused before jansson builds anything. */
+	static char bomb[100001];
+	memset(bomb, '[', sizeof(bomb) - 1);
+	CHECK(rpc_parse(bomb, sizeof(bomb) - 1, &j) == -1 && j == NULL);
 }
 
 static void test_tool_calls(void)
