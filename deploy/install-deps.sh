@@ -4,7 +4,8 @@
 #   install-deps.sh --demo   also node and npm (the demo upstream and MCP server)
 #   install-deps.sh --test   also what the tests use (node, npm, nginx, wrk, and clang
 #                            with libclang-rt-14-dev, whose libclang_rt.fuzzer the
-#                            fuzz targets link)
+#                            fuzz targets link) and what tools/check uses
+#                            (clang-format-14, clang-tidy-14, nm from binutils, python3)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libpq-dev libssl-dev libjansson-dev
 	libcurl4-openssl-dev postgresql postgresql-client curl ca-certificates openssl)
@@ -13,7 +14,7 @@ if [ "${1:-}" = --test ] || [ "${1:-}" = --demo ]; then
 	command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 fi
 if [ "${1:-}" = --test ]; then
-	pkgs+=(nginx-light wrk clang libclang-rt-14-dev)
+	pkgs+=(nginx-light wrk clang libclang-rt-14-dev clang-format-14 clang-tidy-14 binutils python3)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

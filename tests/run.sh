@@ -5,23 +5,31 @@
 #   tests/run.sh            build in build/ and run the whole suite
 #   tests/run.sh --asan     the same with AddressSanitizer + UBSan (build-asan/)
 #   tests/run.sh -R regex   only the ctest entries matching regex
+#   tests/run.sh --lint     only the habit checks (tools/check: banned functions,
+#                           layers and cycles, clang-tidy; MCPB_CHECK_FORMAT=1
+#                           adds the clang-format check)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 build=build
+lint=0
 cmake_args=()
 ctest_args=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--asan) build=build-asan; cmake_args+=(-DMCPB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug) ;;
+	--lint) lint=1 ;;
 	-R | -L | -E) ctest_args+=("$1" "$2"); shift ;;
-	*) echo "usage: tests/run.sh [--asan] [-R regex] [-L label] [-E regex]" >&2; exit 2 ;;
+	*) echo "usage: tests/run.sh [--asan|--lint] [-R regex] [-L label] [-E regex]" >&2; exit 2 ;;
 	esac
 	shift
 done
 
 "$root/deploy/install-deps.sh" --test
+if [ $lint = 1 ]; then
+	exec "$root/tools/check"
+fi
 
 start=$(date +%s)
 cmake -S . -B "$build" -DMCPB_TESTS=ON -DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE:-RelWithDebInfo} "${cmake_args[@]}" >/dev/null
