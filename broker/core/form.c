@@ -11,8 +11,10 @@ static char *decode(const char *s, size_t n, size_t *outlen)
 	char tmp[LIM_FORM_VALUE * 3 + 1];
 	if (n >= sizeof(tmp))
 		return NULL;
+	memcpy(tmp, s, n);
 	for (size_t i = 0; i < n; i++)
-		tmp[i] = s[i] == '+' ? ' ' : s[i];
+		if (tmp[i] == '+')
+			tmp[i] = ' ';
 	tmp[n] = '\0';
 	int len = 0;
 	char *out = curl_easy_unescape(NULL, tmp, (int)n, &len);

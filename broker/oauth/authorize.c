@@ -20,7 +20,6 @@
 #include "uri.h"
 #include "vault.h"
 
-#define DB_WAIT_MS 2000
 #define PENDING_TTL_S 600     /* upstream state lifetime: <= 10 minutes */
 #define CONSENT_REQUEST_TTL_S 600
 
@@ -372,7 +371,7 @@ static char *seal_request(struct http_req *r, const struct authorize_request *a,
 				"client_id", a->client->client_id,
 				"redirect_uri", a->redirect_uri, "code_challenge", a->challenge,
 				"code_challenge_method", "S256", "resource", a->resource_url, "exp",
-				(json_int_t)(time(NULL) + CONSENT_REQUEST_TTL_S));
+				(json_int_t)time(NULL) + CONSENT_REQUEST_TTL_S);
 	char *sealed = NULL;
 	if (req && (!a->has_state || json_object_set_new(req, "state", json_string(a->state)) == 0) &&
 	    (!*a->scope || json_object_set_new(req, "scope", json_string(a->scope)) == 0) &&

@@ -16,7 +16,6 @@
 #include "upstream.h"
 #include "vault.h"
 
-#define DB_WAIT_MS 2000
 #define STATE_MAX 128   /* the state the broker sends upstream is 43 characters */
 #define UPCODE_MAX 2048 /* an upstream authorization code */
 

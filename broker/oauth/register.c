@@ -15,7 +15,6 @@
 #include "lim.h"
 #include "uri.h"
 
-#define DB_WAIT_MS 2000
 /* The failure key of /register's initial access token (per address). */
 #define REGISTER_FAILURE_KEY "/register"
 #define INVALID_METADATA "invalid_client_metadata"

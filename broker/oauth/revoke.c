@@ -12,7 +12,6 @@
 #include "notify.h"
 #include "vault.h"
 
-#define DB_WAIT_MS 2000
 
 /* Revokes the client's own token in one transaction: a refresh token
  * stands for its whole grant, an access token for itself. hash is the

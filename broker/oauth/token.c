@@ -21,7 +21,6 @@
 #include "uri.h"
 #include "vault.h"
 
-#define DB_WAIT_MS 2000
 
 /* What a step of a token request came to. Every step runs only while the
  * previous ones came to TK_OK; respond() turns the last into the answer. */

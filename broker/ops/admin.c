@@ -13,7 +13,6 @@
 #include "notify.h"
 #include "num.h"
 
-#define DB_WAIT_MS 2000
 #define ADMIN_PAGE_MAX 500
 #define ADMIN_PAGE_DEFAULT 100
 

@@ -11,7 +11,6 @@
 #include "scope.h"
 #include "vault.h"
 
-#define DB_WAIT_MS 2000
 
 const char *bearer_token(const char *authorization)
 {

@@ -38,7 +38,7 @@ static char *step_up(const struct scopes *have, const struct scopes *allow)
 		bad = scopes_add(&want, have->v[k]) < 0;
 	if (allow->n && !bad)
 		bad = scopes_add(&want, allow->v[0]) < 0;
-	char *joined = scopes_join(&want);
+	char *joined = bad ? NULL : scopes_join(&want);
 	scopes_free(&want);
 	return joined;
 }

@@ -21,7 +21,6 @@
 #include "session.h"
 #include "upstream_token.h"
 
-#define DB_WAIT_MS 2000
 
 /* What one step of the handler did: the request goes on to the next, or
  * the step has answered it (a refusal or an error). */

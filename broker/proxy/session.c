@@ -9,7 +9,6 @@
 #include "log.h"
 #include "vault.h"
 
-#define DB_WAIT_MS 2000
 
 /* The cache key of a binding: SHA-256 hex of "<id>|<downstream>" (an id is
  * the downstream's: the same id elsewhere is another session). */

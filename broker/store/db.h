@@ -19,6 +19,9 @@ struct db_stmt {
 #define DB_STMT(sql_text) { sql_text, -1 }
 #define DB_MAX_STMTS 256
 
+/* How long a request waits for a pooled connection before it answers 503. */
+#define DB_WAIT_MS 2000
+
 struct db_conn {
 	PGconn *pg;
 	unsigned char prepared[DB_MAX_STMTS / 8];
