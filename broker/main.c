@@ -29,18 +29,17 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: mcp-broker <command> [options]\n"
-		"\n"
-		"commands:\n"
-		"  serve --config FILE [--no-migrate]  run a node (migrates first)\n"
-		"  migrate --config FILE               apply schema migrations and exit\n"
-		"  check-config --config FILE          validate a configuration, print every problem\n"
-		"  keygen                              print a fresh base64 256-bit key\n"
-		"  rotate-keys --config FILE           re-encrypt stored upstream tokens under the first key\n"
-		"  --help, --version\n"
-		"\n"
-		"Every command accepts --help. Configuration keys (check-config --help):\n");
+	fprintf(f, "usage: mcp-broker <command> [options]\n"
+		   "\n"
+		   "commands:\n"
+		   "  serve --config FILE [--no-migrate]  run a node (migrates first)\n"
+		   "  migrate --config FILE               apply schema migrations and exit\n"
+		   "  check-config --config FILE          validate a configuration, print every problem\n"
+		   "  keygen                              print a fresh base64 256-bit key\n"
+		   "  rotate-keys --config FILE           re-encrypt stored upstream tokens under the first key\n"
+		   "  --help, --version\n"
+		   "\n"
+		   "Every command accepts --help. Configuration keys (check-config --help):\n");
 }
 
 static int has_flag(int argc, char **argv, const char *flag)
@@ -131,8 +130,8 @@ static int cmd_check_config(int argc, char **argv)
 	struct config *cfg = load_or_report(path);
 	if (!cfg)
 		return 1;
-	printf("%s: ok (%zu clients, %zu upstreams, %zu resources)\n", path, cfg->n_clients,
-	       cfg->n_upstreams, cfg->n_resources);
+	printf("%s: ok (%zu clients, %zu upstreams, %zu resources)\n", path, cfg->n_clients, cfg->n_upstreams,
+	       cfg->n_resources);
 	config_free(&cfg);
 	return 0;
 }
@@ -175,8 +174,7 @@ static int cmd_migrate(int argc, char **argv)
 	config_free(&cfg);
 	if (rc < 0)
 		return 1;
-	printf("applied %d migration%s; schema version %d\n", applied, applied == 1 ? "" : "s",
-	       migrate_latest());
+	printf("applied %d migration%s; schema version %d\n", applied, applied == 1 ? "" : "s", migrate_latest());
 	return 0;
 }
 
@@ -314,9 +312,9 @@ static int cmd_serve(int argc, char **argv)
 	srv = http_start(&app, app.cfg->listen_host, app.cfg->listen_port, routes, nroutes);
 	if (!srv)
 		goto out;
-	json_t *f = json_pack("{s:s, s:i, s:s, s:s, s:i, s:i}", "version", MCPB_VERSION, "port",
-			      http_port(srv), "host", app.cfg->listen_host, "public_url",
-			      app.cfg->public_url, "schema", migrate_latest(), "migrations_applied", applied);
+	json_t *f = json_pack("{s:s, s:i, s:s, s:s, s:i, s:i}", "version", MCPB_VERSION, "port", http_port(srv), "host",
+			      app.cfg->listen_host, "public_url", app.cfg->public_url, "schema", migrate_latest(),
+			      "migrations_applied", applied);
 	log_event(LOG_INFO, "node.started", NULL, f);
 
 	for (;;) {

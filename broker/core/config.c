@@ -18,19 +18,19 @@
 /* ---- the schema tables ------------------------------------------------ */
 
 enum ftype {
-	F_STRING,    /* char * */
-	F_URL,       /* char *, http(s) URL parsed by curl */
-	F_INT,       /* long, within [min,max] */
-	F_BOOL,      /* int 0/1 (or -1 when unset and def is -1) */
-	F_KEY32,     /* uint8_t[32] from base64 */
-	F_SECRET,    /* uint8_t[32] SHA-256 of the string; int flag at aux */
-	F_LISTEN,    /* char *, "host:port" */
-	F_STRLIST,   /* char **, count (size_t) at aux */
-	F_HASHLIST,  /* uint8_t (*)[32] SHA-256 of each string, count at aux */
-	F_OBJECT,    /* nested struct at offset (inline) */
-	F_ARRAY,     /* struct sub * array, count at aux */
-	F_MAP,       /* object of objects -> array of struct sub, count at aux */
-	F_SCOPEMAP,  /* object of string lists -> struct cfg_scope_rule *, count at aux */
+	F_STRING,   /* char * */
+	F_URL,      /* char *, http(s) URL parsed by curl */
+	F_INT,      /* long, within [min,max] */
+	F_BOOL,     /* int 0/1 (or -1 when unset and def is -1) */
+	F_KEY32,    /* uint8_t[32] from base64 */
+	F_SECRET,   /* uint8_t[32] SHA-256 of the string; int flag at aux */
+	F_LISTEN,   /* char *, "host:port" */
+	F_STRLIST,  /* char **, count (size_t) at aux */
+	F_HASHLIST, /* uint8_t (*)[32] SHA-256 of each string, count at aux */
+	F_OBJECT,   /* nested struct at offset (inline) */
+	F_ARRAY,    /* struct sub * array, count at aux */
+	F_MAP,      /* object of objects -> array of struct sub, count at aux */
+	F_SCOPEMAP, /* object of string lists -> struct cfg_scope_rule *, count at aux */
 };
 
 struct schema;
@@ -55,171 +55,260 @@ struct schema {
 	ssize_t name_off; /* F_MAP entries: where the key goes, or -1 */
 };
 
-#define END { NULL, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL }
+#define END                                              \
+	{                                                \
+		NULL, 0, 0, 0, 0, 0, 0, 0, NULL, 0, NULL \
+	}
 #define O(type, member) offsetof(type, member)
 
-static const struct field key_fields[] = {
-	{ "id", F_STRING, 1, O(struct cfg_key, id), 0, 1, 64, 0, NULL, 0, "key identifier stored beside each ciphertext" },
-	{ "key", F_KEY32, 1, O(struct cfg_key, key), 0, 0, 0, 0, NULL, 0, "base64 of 32 random bytes (mcp-broker keygen)" },
-	END
-};
+static const struct field key_fields[] = { { "id", F_STRING, 1, O(struct cfg_key, id), 0, 1, 64, 0, NULL, 0,
+					     "key identifier stored beside each ciphertext" },
+					   { "key", F_KEY32, 1, O(struct cfg_key, key), 0, 0, 0, 0, NULL, 0,
+					     "base64 of 32 random bytes (mcp-broker keygen)" },
+					   END };
 static const struct schema key_schema = { "encryption key", sizeof(struct cfg_key), key_fields, -1 };
 
 static const struct field client_fields[] = {
-	{ "client_id", F_STRING, 1, O(struct cfg_client, client_id), 0, 1, LIM_CLIENT_ID, 0, NULL, 0, "client identifier" },
-	{ "client_name", F_STRING, 0, O(struct cfg_client, client_name), 0, 0, LIM_CLIENT_NAME, 0, NULL, 0, "name shown on the consent page" },
-	{ "client_secret", F_SECRET, 0, O(struct cfg_client, secret_hash), O(struct cfg_client, has_secret), 16, 512, 0, NULL, 1, "makes the client confidential; stored hashed" },
-	{ "redirect_uris", F_STRLIST, 1, O(struct cfg_client, redirect_uris), O(struct cfg_client, n_redirect_uris), 1, LIM_REDIRECT_URIS, 0, NULL, 0, "exact redirect URIs (loopback: any port)" },
+	{ "client_id", F_STRING, 1, O(struct cfg_client, client_id), 0, 1, LIM_CLIENT_ID, 0, NULL, 0,
+	  "client identifier" },
+	{ "client_name", F_STRING, 0, O(struct cfg_client, client_name), 0, 0, LIM_CLIENT_NAME, 0, NULL, 0,
+	  "name shown on the consent page" },
+	{ "client_secret", F_SECRET, 0, O(struct cfg_client, secret_hash), O(struct cfg_client, has_secret), 16, 512, 0,
+	  NULL, 1, "makes the client confidential; stored hashed" },
+	{ "redirect_uris", F_STRLIST, 1, O(struct cfg_client, redirect_uris), O(struct cfg_client, n_redirect_uris), 1,
+	  LIM_REDIRECT_URIS, 0, NULL, 0, "exact redirect URIs (loopback: any port)" },
 	END
 };
 static const struct schema client_schema = { "client", sizeof(struct cfg_client), client_fields, -1 };
 
 static const struct field upstream_fields[] = {
-	{ "preset", F_STRING, 0, O(struct cfg_upstream, preset), 0, 1, 32, 0, NULL, 0, "github, sentry, google or oidc" },
+	{ "preset", F_STRING, 0, O(struct cfg_upstream, preset), 0, 1, 32, 0, NULL, 0,
+	  "github, sentry, google or oidc" },
 	{ "issuer", F_URL, 0, O(struct cfg_upstream, issuer), 0, 0, 2048, 0, NULL, 0, "OIDC issuer (discovery)" },
-	{ "authorize_url", F_URL, 0, O(struct cfg_upstream, authorize_url), 0, 0, 2048, 0, NULL, 0, "overrides the preset" },
+	{ "authorize_url", F_URL, 0, O(struct cfg_upstream, authorize_url), 0, 0, 2048, 0, NULL, 0,
+	  "overrides the preset" },
 	{ "token_url", F_URL, 0, O(struct cfg_upstream, token_url), 0, 0, 2048, 0, NULL, 0, "overrides the preset" },
-	{ "userinfo_url", F_URL, 0, O(struct cfg_upstream, userinfo_url), 0, 0, 2048, 0, NULL, 0, "overrides the preset" },
+	{ "userinfo_url", F_URL, 0, O(struct cfg_upstream, userinfo_url), 0, 0, 2048, 0, NULL, 0,
+	  "overrides the preset" },
 	{ "revoke_url", F_URL, 0, O(struct cfg_upstream, revoke_url), 0, 0, 2048, 0, NULL, 0, "overrides the preset" },
-	{ "timeout_ms", F_INT, 0, O(struct cfg_upstream, timeout_ms), 0, 100, 120000, 10000, NULL, 0, "total timeout of one upstream call" },
-	{ "client_id", F_STRING, 1, O(struct cfg_upstream, client_id), 0, 1, 512, 0, NULL, 0, "the broker's client id at the upstream" },
-	{ "client_secret", F_STRING, 1, O(struct cfg_upstream, client_secret), 0, 1, 1024, 0, NULL, 1, "the broker's client secret at the upstream" },
-	{ "scopes", F_STRLIST, 0, O(struct cfg_upstream, scopes), O(struct cfg_upstream, n_scopes), 0, LIM_SCOPES, 0, NULL, 0, "scopes requested upstream" },
-	{ "pkce", F_BOOL, 0, O(struct cfg_upstream, pkce), 0, 0, 0, -1, NULL, 0, "send PKCE S256 upstream (default: preset)" },
-	{ "ca_file", F_STRING, 0, O(struct cfg_upstream, ca_file), 0, 1, 4096, 0, NULL, 0, "CA bundle for the upstream's TLS (tests)" },
+	{ "timeout_ms", F_INT, 0, O(struct cfg_upstream, timeout_ms), 0, 100, 120000, 10000, NULL, 0,
+	  "total timeout of one upstream call" },
+	{ "client_id", F_STRING, 1, O(struct cfg_upstream, client_id), 0, 1, 512, 0, NULL, 0,
+	  "the broker's client id at the upstream" },
+	{ "client_secret", F_STRING, 1, O(struct cfg_upstream, client_secret), 0, 1, 1024, 0, NULL, 1,
+	  "the broker's client secret at the upstream" },
+	{ "scopes", F_STRLIST, 0, O(struct cfg_upstream, scopes), O(struct cfg_upstream, n_scopes), 0, LIM_SCOPES, 0,
+	  NULL, 0, "scopes requested upstream" },
+	{ "pkce", F_BOOL, 0, O(struct cfg_upstream, pkce), 0, 0, 0, -1, NULL, 0,
+	  "send PKCE S256 upstream (default: preset)" },
+	{ "ca_file", F_STRING, 0, O(struct cfg_upstream, ca_file), 0, 1, 4096, 0, NULL, 0,
+	  "CA bundle for the upstream's TLS (tests)" },
 	END
 };
-static const struct schema upstream_schema = { "upstream", sizeof(struct cfg_upstream), upstream_fields, O(struct cfg_upstream, name) };
+static const struct schema upstream_schema = { "upstream", sizeof(struct cfg_upstream), upstream_fields,
+					       O(struct cfg_upstream, name) };
 
-static const struct field inject_fields[] = {
-	{ "header", F_STRING, 0, O(struct cfg_inject, header), 0, 1, 128, 0, NULL, 0, "header injected downstream (default Authorization)" },
-	{ "value", F_STRING, 0, O(struct cfg_inject, value), 0, 1, 512, 0, NULL, 0, "template; {upstream_token} is replaced" },
-	END
-};
+static const struct field inject_fields[] = { { "header", F_STRING, 0, O(struct cfg_inject, header), 0, 1, 128, 0, NULL,
+						0, "header injected downstream (default Authorization)" },
+					      { "value", F_STRING, 0, O(struct cfg_inject, value), 0, 1, 512, 0, NULL,
+						0, "template; {upstream_token} is replaced" },
+					      END };
 static const struct schema inject_schema = { "inject", sizeof(struct cfg_inject), inject_fields, -1 };
 
 static const struct field resource_fields[] = {
-	{ "path", F_STRING, 1, O(struct cfg_resource, path), 0, 1, 256, 0, NULL, 0, "path prefix under public_url, e.g. /mcp" },
-	{ "upstream", F_STRING, 1, O(struct cfg_resource, upstream), 0, 1, 64, 0, NULL, 0, "name of an entry in upstreams" },
-	{ "downstream", F_URL, 1, O(struct cfg_resource, downstream), 0, 1, 2048, 0, NULL, 0, "URL of the MCP server behind the broker" },
-	{ "inject", F_OBJECT, 0, O(struct cfg_resource, inject), 0, 0, 0, 0, &inject_schema, 0, "how the upstream token is injected" },
-	{ "scopes", F_SCOPEMAP, 0, O(struct cfg_resource, scopes), O(struct cfg_resource, n_scopes), 0, LIM_SCOPES, 0, NULL, 0, "scope -> tools it allows (\"*\" = any)" },
-	{ "default_scopes", F_STRLIST, 0, O(struct cfg_resource, default_scopes), O(struct cfg_resource, n_default_scopes), 0, LIM_SCOPES, 0, NULL, 0, "scopes granted when a request names none" },
-	{ "allowed_origins", F_STRLIST, 0, O(struct cfg_resource, allowed_origins), O(struct cfg_resource, n_allowed_origins), 0, 64, 0, NULL, 0, "browser Origins allowed to call the resource" },
-	{ "connect_timeout_ms", F_INT, 0, O(struct cfg_resource, connect_timeout_ms), 0, 100, 60000, 5000, NULL, 0, "downstream connect timeout" },
-	{ "idle_timeout_ms", F_INT, 0, O(struct cfg_resource, idle_timeout_ms), 0, 1000, 86400000, 300000, NULL, 0, "downstream idle timeout (no bytes for this long)" },
-	{ "identity_headers", F_BOOL, 0, O(struct cfg_resource, identity_headers), 0, 0, 0, 1, NULL, 0, "send X-MCP-User, X-MCP-Client, X-MCP-Scopes downstream" },
-	{ "audit_arguments", F_BOOL, 0, O(struct cfg_resource, audit_arguments), 0, 0, 0, 0, NULL, 0, "tool audit records include arguments" },
-	{ "client_cert", F_STRING, 0, O(struct cfg_resource, client_cert), 0, 1, 4096, 0, NULL, 0, "PEM client certificate for mutual TLS downstream" },
-	{ "client_key", F_STRING, 0, O(struct cfg_resource, client_key), 0, 1, 4096, 0, NULL, 0, "PEM private key for mutual TLS downstream" },
-	{ "ca_file", F_STRING, 0, O(struct cfg_resource, ca_file), 0, 1, 4096, 0, NULL, 0, "CA bundle verifying the downstream" },
-	{ "response_headers", F_STRLIST, 0, O(struct cfg_resource, response_headers), O(struct cfg_resource, n_response_headers), 0, 32, 0, NULL, 0, "downstream response headers passed to the client beside the built-in allow-list (never Set-Cookie or hop-by-hop)" },
-	{ "rate_per_grant", F_INT, 0, O(struct cfg_resource, rate_per_grant), 0, 0, 1000000, 0, NULL, 0, "requests/s per grant (0: limits.proxy_per_grant_per_second)" },
-	{ "rate_per_client", F_INT, 0, O(struct cfg_resource, rate_per_client), 0, 0, 1000000, 0, NULL, 0, "requests/s per client across its grants (0 disables)" },
+	{ "path", F_STRING, 1, O(struct cfg_resource, path), 0, 1, 256, 0, NULL, 0,
+	  "path prefix under public_url, e.g. /mcp" },
+	{ "upstream", F_STRING, 1, O(struct cfg_resource, upstream), 0, 1, 64, 0, NULL, 0,
+	  "name of an entry in upstreams" },
+	{ "downstream", F_URL, 1, O(struct cfg_resource, downstream), 0, 1, 2048, 0, NULL, 0,
+	  "URL of the MCP server behind the broker" },
+	{ "inject", F_OBJECT, 0, O(struct cfg_resource, inject), 0, 0, 0, 0, &inject_schema, 0,
+	  "how the upstream token is injected" },
+	{ "scopes", F_SCOPEMAP, 0, O(struct cfg_resource, scopes), O(struct cfg_resource, n_scopes), 0, LIM_SCOPES, 0,
+	  NULL, 0, "scope -> tools it allows (\"*\" = any)" },
+	{ "default_scopes", F_STRLIST, 0, O(struct cfg_resource, default_scopes),
+	  O(struct cfg_resource, n_default_scopes), 0, LIM_SCOPES, 0, NULL, 0,
+	  "scopes granted when a request names none" },
+	{ "allowed_origins", F_STRLIST, 0, O(struct cfg_resource, allowed_origins),
+	  O(struct cfg_resource, n_allowed_origins), 0, 64, 0, NULL, 0,
+	  "browser Origins allowed to call the resource" },
+	{ "connect_timeout_ms", F_INT, 0, O(struct cfg_resource, connect_timeout_ms), 0, 100, 60000, 5000, NULL, 0,
+	  "downstream connect timeout" },
+	{ "idle_timeout_ms", F_INT, 0, O(struct cfg_resource, idle_timeout_ms), 0, 1000, 86400000, 300000, NULL, 0,
+	  "downstream idle timeout (no bytes for this long)" },
+	{ "identity_headers", F_BOOL, 0, O(struct cfg_resource, identity_headers), 0, 0, 0, 1, NULL, 0,
+	  "send X-MCP-User, X-MCP-Client, X-MCP-Scopes downstream" },
+	{ "audit_arguments", F_BOOL, 0, O(struct cfg_resource, audit_arguments), 0, 0, 0, 0, NULL, 0,
+	  "tool audit records include arguments" },
+	{ "client_cert", F_STRING, 0, O(struct cfg_resource, client_cert), 0, 1, 4096, 0, NULL, 0,
+	  "PEM client certificate for mutual TLS downstream" },
+	{ "client_key", F_STRING, 0, O(struct cfg_resource, client_key), 0, 1, 4096, 0, NULL, 0,
+	  "PEM private key for mutual TLS downstream" },
+	{ "ca_file", F_STRING, 0, O(struct cfg_resource, ca_file), 0, 1, 4096, 0, NULL, 0,
+	  "CA bundle verifying the downstream" },
+	{ "response_headers", F_STRLIST, 0, O(struct cfg_resource, response_headers),
+	  O(struct cfg_resource, n_response_headers), 0, 32, 0, NULL, 0,
+	  "downstream response headers passed to the client beside the built-in allow-list (never Set-Cookie or hop-by-hop)" },
+	{ "rate_per_grant", F_INT, 0, O(struct cfg_resource, rate_per_grant), 0, 0, 1000000, 0, NULL, 0,
+	  "requests/s per grant (0: limits.proxy_per_grant_per_second)" },
+	{ "rate_per_client", F_INT, 0, O(struct cfg_resource, rate_per_client), 0, 0, 1000000, 0, NULL, 0,
+	  "requests/s per client across its grants (0 disables)" },
 	END
 };
 static const struct schema resource_schema = { "resource", sizeof(struct cfg_resource), resource_fields, -1 };
 
-static const struct field rs_fields[] = {
-	{ "client_id", F_STRING, 1, O(struct cfg_resource_server, client_id), 0, 1, LIM_CLIENT_ID, 0, NULL, 0, "resource server identifier" },
-	{ "client_secret", F_SECRET, 1, O(struct cfg_resource_server, secret_hash), O(struct cfg_resource_server, has_secret), 16, 512, 0, NULL, 1, "its secret (HTTP Basic at /introspect); stored hashed" },
-	{ "resources", F_STRLIST, 0, O(struct cfg_resource_server, resources), O(struct cfg_resource_server, n_resources), 0, 64, 0, NULL, 0, "resource paths whose tokens it may introspect (default: all)" },
-	END
-};
+static const struct field rs_fields[] = { { "client_id", F_STRING, 1, O(struct cfg_resource_server, client_id), 0, 1,
+					    LIM_CLIENT_ID, 0, NULL, 0, "resource server identifier" },
+					  { "client_secret", F_SECRET, 1, O(struct cfg_resource_server, secret_hash),
+					    O(struct cfg_resource_server, has_secret), 16, 512, 0, NULL, 1,
+					    "its secret (HTTP Basic at /introspect); stored hashed" },
+					  { "resources", F_STRLIST, 0, O(struct cfg_resource_server, resources),
+					    O(struct cfg_resource_server, n_resources), 0, 64, 0, NULL, 0,
+					    "resource paths whose tokens it may introspect (default: all)" },
+					  END };
 static const struct schema rs_schema = { "resource server", sizeof(struct cfg_resource_server), rs_fields, -1 };
 
 #define C(member) O(struct config, member)
 static const struct field tokens_fields[] = {
-	{ "access_ttl", F_INT, 0, C(tokens.access_ttl) - C(tokens), 0, 30, 86400, 300, NULL, 0, "access token lifetime, seconds" },
-	{ "refresh_ttl", F_INT, 0, C(tokens.refresh_ttl) - C(tokens), 0, 300, 31536000, 2592000, NULL, 0, "refresh token lifetime, seconds" },
-	{ "code_ttl", F_INT, 0, C(tokens.code_ttl) - C(tokens), 0, 5, 60, 60, NULL, 0, "authorization code lifetime, seconds (<= 60)" },
-	{ "refresh_grace", F_INT, 0, C(tokens.refresh_grace) - C(tokens), 0, 0, 300, 10, NULL, 0, "seconds a rotated refresh token replays its successor" },
-	{ "upstream_refresh_skew", F_INT, 0, C(tokens.upstream_refresh_skew) - C(tokens), 0, 0, 3600, 60, NULL, 0, "refresh upstream tokens this many seconds before they expire" },
-	{ "upstream_lock_wait_ms", F_INT, 0, C(tokens.upstream_lock_wait_ms) - C(tokens), 0, 100, 60000, 15000, NULL, 0, "how long a request waits for another node's upstream refresh" },
+	{ "access_ttl", F_INT, 0, C(tokens.access_ttl) - C(tokens), 0, 30, 86400, 300, NULL, 0,
+	  "access token lifetime, seconds" },
+	{ "refresh_ttl", F_INT, 0, C(tokens.refresh_ttl) - C(tokens), 0, 300, 31536000, 2592000, NULL, 0,
+	  "refresh token lifetime, seconds" },
+	{ "code_ttl", F_INT, 0, C(tokens.code_ttl) - C(tokens), 0, 5, 60, 60, NULL, 0,
+	  "authorization code lifetime, seconds (<= 60)" },
+	{ "refresh_grace", F_INT, 0, C(tokens.refresh_grace) - C(tokens), 0, 0, 300, 10, NULL, 0,
+	  "seconds a rotated refresh token replays its successor" },
+	{ "upstream_refresh_skew", F_INT, 0, C(tokens.upstream_refresh_skew) - C(tokens), 0, 0, 3600, 60, NULL, 0,
+	  "refresh upstream tokens this many seconds before they expire" },
+	{ "upstream_lock_wait_ms", F_INT, 0, C(tokens.upstream_lock_wait_ms) - C(tokens), 0, 100, 60000, 15000, NULL, 0,
+	  "how long a request waits for another node's upstream refresh" },
 	END
 };
 static const struct schema tokens_schema = { "tokens", sizeof(((struct config *)0)->tokens), tokens_fields, -1 };
 
 static const struct field registration_fields[] = {
-	{ "dynamic", F_BOOL, 0, C(registration.dynamic) - C(registration), 0, 0, 0, 1, NULL, 0, "RFC 7591 dynamic registration" },
-	{ "client_id_metadata_documents", F_BOOL, 0, C(registration.client_id_metadata_documents) - C(registration), 0, 0, 0, 0, NULL, 0, "URL client ids (CIMD)" },
-	{ "initial_access_token", F_SECRET, 0, C(registration.initial_access_token_hash) - C(registration), C(registration.has_initial_access_token) - C(registration), 16, 512, 0, NULL, 1, "required bearer token for /register" },
-	{ "dynamic_client_ttl_days", F_INT, 0, C(registration.dynamic_client_ttl_days) - C(registration), 0, 0, 3650, 30, NULL, 0, "purge dynamic clients that never completed a flow after this many days (0: never)" },
-	{ "allow_loopback_redirects", F_BOOL, 0, C(registration.allow_loopback_redirects) - C(registration), 0, 0, 0, 1, NULL, 0, "allow http redirect URIs on 127.0.0.1, [::1], localhost" },
-	{ "allow_private_schemes", F_BOOL, 0, C(registration.allow_private_schemes) - C(registration), 0, 0, 0, 1, NULL, 0, "allow private-use scheme redirect URIs (cursor://...)" },
-	{ "cimd_allow_hosts", F_STRLIST, 0, C(registration.cimd_allow_hosts) - C(registration), C(registration.n_cimd_allow_hosts) - C(registration), 0, 256, 0, NULL, 0, "CIMD client_id hosts allowed (\"*.example.com\"); empty: any" },
-	{ "cimd_deny_hosts", F_STRLIST, 0, C(registration.cimd_deny_hosts) - C(registration), C(registration.n_cimd_deny_hosts) - C(registration), 0, 256, 0, NULL, 0, "CIMD client_id hosts refused (wins over allow)" },
-	{ "cimd_allow_private_cidrs", F_STRLIST, 0, C(registration.cimd_allow_private_cidrs) - C(registration), C(registration.n_cimd_allow_private_cidrs) - C(registration), 0, 16, 0, NULL, 0, "testing only: private CIDRs a CIMD fetch may connect to" },
-	{ "cimd_resolve", F_STRLIST, 0, C(registration.cimd_resolve) - C(registration), C(registration.n_cimd_resolve) - C(registration), 0, 16, 0, NULL, 0, "testing only: host:port:address pins for CIMD fetches" },
-	{ "cimd_ca_file", F_STRING, 0, C(registration.cimd_ca_file) - C(registration), 0, 1, 4096, 0, NULL, 0, "testing only: CA bundle for CIMD fetches" },
-	{ "cimd_timeout_ms", F_INT, 0, C(registration.cimd_timeout_ms) - C(registration), 0, 500, 30000, 5000, NULL, 0, "total time of one CIMD fetch" },
-	{ "cimd_min_ttl_s", F_INT, 0, C(registration.cimd_min_ttl_s) - C(registration), 0, 0, 86400, 60, NULL, 0, "cache a CIMD document at least this long" },
-	{ "cimd_max_ttl_s", F_INT, 0, C(registration.cimd_max_ttl_s) - C(registration), 0, 60, 604800, 86400, NULL, 0, "cache a CIMD document at most this long" },
+	{ "dynamic", F_BOOL, 0, C(registration.dynamic) - C(registration), 0, 0, 0, 1, NULL, 0,
+	  "RFC 7591 dynamic registration" },
+	{ "client_id_metadata_documents", F_BOOL, 0, C(registration.client_id_metadata_documents) - C(registration), 0,
+	  0, 0, 0, NULL, 0, "URL client ids (CIMD)" },
+	{ "initial_access_token", F_SECRET, 0, C(registration.initial_access_token_hash) - C(registration),
+	  C(registration.has_initial_access_token) - C(registration), 16, 512, 0, NULL, 1,
+	  "required bearer token for /register" },
+	{ "dynamic_client_ttl_days", F_INT, 0, C(registration.dynamic_client_ttl_days) - C(registration), 0, 0, 3650,
+	  30, NULL, 0, "purge dynamic clients that never completed a flow after this many days (0: never)" },
+	{ "allow_loopback_redirects", F_BOOL, 0, C(registration.allow_loopback_redirects) - C(registration), 0, 0, 0, 1,
+	  NULL, 0, "allow http redirect URIs on 127.0.0.1, [::1], localhost" },
+	{ "allow_private_schemes", F_BOOL, 0, C(registration.allow_private_schemes) - C(registration), 0, 0, 0, 1, NULL,
+	  0, "allow private-use scheme redirect URIs (cursor://...)" },
+	{ "cimd_allow_hosts", F_STRLIST, 0, C(registration.cimd_allow_hosts) - C(registration),
+	  C(registration.n_cimd_allow_hosts) - C(registration), 0, 256, 0, NULL, 0,
+	  "CIMD client_id hosts allowed (\"*.example.com\"); empty: any" },
+	{ "cimd_deny_hosts", F_STRLIST, 0, C(registration.cimd_deny_hosts) - C(registration),
+	  C(registration.n_cimd_deny_hosts) - C(registration), 0, 256, 0, NULL, 0,
+	  "CIMD client_id hosts refused (wins over allow)" },
+	{ "cimd_allow_private_cidrs", F_STRLIST, 0, C(registration.cimd_allow_private_cidrs) - C(registration),
+	  C(registration.n_cimd_allow_private_cidrs) - C(registration), 0, 16, 0, NULL, 0,
+	  "testing only: private CIDRs a CIMD fetch may connect to" },
+	{ "cimd_resolve", F_STRLIST, 0, C(registration.cimd_resolve) - C(registration),
+	  C(registration.n_cimd_resolve) - C(registration), 0, 16, 0, NULL, 0,
+	  "testing only: host:port:address pins for CIMD fetches" },
+	{ "cimd_ca_file", F_STRING, 0, C(registration.cimd_ca_file) - C(registration), 0, 1, 4096, 0, NULL, 0,
+	  "testing only: CA bundle for CIMD fetches" },
+	{ "cimd_timeout_ms", F_INT, 0, C(registration.cimd_timeout_ms) - C(registration), 0, 500, 30000, 5000, NULL, 0,
+	  "total time of one CIMD fetch" },
+	{ "cimd_min_ttl_s", F_INT, 0, C(registration.cimd_min_ttl_s) - C(registration), 0, 0, 86400, 60, NULL, 0,
+	  "cache a CIMD document at least this long" },
+	{ "cimd_max_ttl_s", F_INT, 0, C(registration.cimd_max_ttl_s) - C(registration), 0, 60, 604800, 86400, NULL, 0,
+	  "cache a CIMD document at most this long" },
 	END
 };
-static const struct schema registration_schema = { "registration", sizeof(((struct config *)0)->registration), registration_fields, -1 };
+static const struct schema registration_schema = { "registration", sizeof(((struct config *)0)->registration),
+						   registration_fields, -1 };
 
 static const struct field limits_fields[] = {
-	{ "register_per_ip_per_hour", F_INT, 0, C(limits.register_per_ip_per_hour) - C(limits), 0, 0, 1000000, 20, NULL, 0, "0 disables" },
-	{ "token_per_client_per_minute", F_INT, 0, C(limits.token_per_client_per_minute) - C(limits), 0, 0, 1000000, 600, NULL, 0, "0 disables" },
-	{ "proxy_per_grant_per_second", F_INT, 0, C(limits.proxy_per_grant_per_second) - C(limits), 0, 0, 1000000, 0, NULL, 0, "0 disables" },
-	{ "token_failures_per_client_address_per_minute", F_INT, 0, C(limits.token_failures_per_client_address_per_minute) - C(limits), 0, 0, 1000000, 30, NULL, 0, "failed client authentications and invalid codes/refresh tokens per (client, address) at /token, /revoke, /introspect; beyond it that pair gets 429 (0 disables)" },
-	{ "token_failures_per_address_per_minute", F_INT, 0, C(limits.token_failures_per_address_per_minute) - C(limits), 0, 0, 1000000, 120, NULL, 0, "the same failures per client address across all client ids (IPv6 per /64; 0 disables)" },
+	{ "register_per_ip_per_hour", F_INT, 0, C(limits.register_per_ip_per_hour) - C(limits), 0, 0, 1000000, 20, NULL,
+	  0, "0 disables" },
+	{ "token_per_client_per_minute", F_INT, 0, C(limits.token_per_client_per_minute) - C(limits), 0, 0, 1000000,
+	  600, NULL, 0, "0 disables" },
+	{ "proxy_per_grant_per_second", F_INT, 0, C(limits.proxy_per_grant_per_second) - C(limits), 0, 0, 1000000, 0,
+	  NULL, 0, "0 disables" },
+	{ "token_failures_per_client_address_per_minute", F_INT, 0,
+	  C(limits.token_failures_per_client_address_per_minute) - C(limits), 0, 0, 1000000, 30, NULL, 0,
+	  "failed client authentications and invalid codes/refresh tokens per (client, address) at /token, /revoke, /introspect; beyond it that pair gets 429 (0 disables)" },
+	{ "token_failures_per_address_per_minute", F_INT, 0,
+	  C(limits.token_failures_per_address_per_minute) - C(limits), 0, 0, 1000000, 120, NULL, 0,
+	  "the same failures per client address across all client ids (IPv6 per /64; 0 disables)" },
 	END
 };
 static const struct schema limits_schema = { "limits", sizeof(((struct config *)0)->limits), limits_fields, -1 };
 
 static const struct field database_fields[] = {
-	{ "pool_size", F_INT, 0, C(database.pool_size) - C(database), 0, 1, 256, 8, NULL, 0, "PostgreSQL connections per node" },
-	{ "statement_timeout_ms", F_INT, 0, C(database.statement_timeout_ms) - C(database), 0, 100, 600000, 5000, NULL, 0, "server-side statement timeout" },
-	{ "connect_timeout_s", F_INT, 0, C(database.connect_timeout_s) - C(database), 0, 1, 60, 3, NULL, 0, "connect timeout" },
+	{ "pool_size", F_INT, 0, C(database.pool_size) - C(database), 0, 1, 256, 8, NULL, 0,
+	  "PostgreSQL connections per node" },
+	{ "statement_timeout_ms", F_INT, 0, C(database.statement_timeout_ms) - C(database), 0, 100, 600000, 5000, NULL,
+	  0, "server-side statement timeout" },
+	{ "connect_timeout_s", F_INT, 0, C(database.connect_timeout_s) - C(database), 0, 1, 60, 3, NULL, 0,
+	  "connect timeout" },
 	END
 };
-static const struct schema database_schema = { "database", sizeof(((struct config *)0)->database), database_fields, -1 };
+static const struct schema database_schema = { "database", sizeof(((struct config *)0)->database), database_fields,
+					       -1 };
 
 static const struct field http_fields[] = {
 	{ "threads", F_INT, 0, C(http.threads) - C(http), 0, 1, 256, 8, NULL, 0, "HTTP worker threads" },
-	{ "max_connections", F_INT, 0, C(http.max_connections) - C(http), 0, 1, 100000, 4096, NULL, 0, "concurrent connections" },
-	{ "drain_timeout_s", F_INT, 0, C(http.drain_timeout_s) - C(http), 0, 0, 600, 25, NULL, 0, "SIGTERM: wait this long for in-flight requests" },
-	{ "connection_timeout_s", F_INT, 0, C(http.connection_timeout_s) - C(http), 0, 1, 3600, 60, NULL, 0, "idle client connection timeout" },
-	{ "max_body_bytes_in_flight", F_INT, 0, C(http.max_body_bytes_in_flight) - C(http), 0, 65536, 1L << 34, 64L * 1024 * 1024, NULL, 0, "request body bytes buffered on the node in total; beyond it new bodies get 503" },
-	{ "trusted_proxies", F_STRLIST, 0, C(http.trusted_proxies) - C(http), C(http.n_trusted_proxies) - C(http), 0, 64, 0, NULL, 0, "load balancer CIDRs whose X-Forwarded-For names the client" },
+	{ "max_connections", F_INT, 0, C(http.max_connections) - C(http), 0, 1, 100000, 4096, NULL, 0,
+	  "concurrent connections" },
+	{ "drain_timeout_s", F_INT, 0, C(http.drain_timeout_s) - C(http), 0, 0, 600, 25, NULL, 0,
+	  "SIGTERM: wait this long for in-flight requests" },
+	{ "connection_timeout_s", F_INT, 0, C(http.connection_timeout_s) - C(http), 0, 1, 3600, 60, NULL, 0,
+	  "idle client connection timeout" },
+	{ "max_body_bytes_in_flight", F_INT, 0, C(http.max_body_bytes_in_flight) - C(http), 0, 65536, 1L << 34,
+	  64L * 1024 * 1024, NULL, 0,
+	  "request body bytes buffered on the node in total; beyond it new bodies get 503" },
+	{ "trusted_proxies", F_STRLIST, 0, C(http.trusted_proxies) - C(http), C(http.n_trusted_proxies) - C(http), 0,
+	  64, 0, NULL, 0, "load balancer CIDRs whose X-Forwarded-For names the client" },
 	END
 };
 static const struct schema http_schema = { "http", sizeof(((struct config *)0)->http), http_fields, -1 };
 
-static const struct field log_fields[] = {
-	{ "level", F_STRING, 0, C(log.level) - C(log), 0, 1, 8, 0, NULL, 0, "debug, info, warn or error (default info)" },
-	END
-};
+static const struct field log_fields[] = { { "level", F_STRING, 0, C(log.level) - C(log), 0, 1, 8, 0, NULL, 0,
+					     "debug, info, warn or error (default info)" },
+					   END };
 static const struct schema log_schema = { "log", sizeof(((struct config *)0)->log), log_fields, -1 };
 
 static const struct field config_fields[] = {
 	{ "listen", F_LISTEN, 1, C(listen), 0, 1, 128, 0, NULL, 0, "address:port to listen on" },
 	{ "public_url", F_URL, 1, C(public_url), 0, 1, 1024, 0, NULL, 0, "external https URL (the OAuth issuer)" },
 	{ "database_url", F_STRING, 1, C(database_url), 0, 1, 4096, 0, NULL, 1, "libpq connection string or URI" },
-	{ "encryption_keys", F_ARRAY, 1, C(encryption_keys), C(n_encryption_keys), 1, 16, 0, &key_schema, 0, "first encrypts, all decrypt" },
-	{ "cookie_secret", F_KEY32, 1, C(cookie_secret), 0, 0, 0, 0, NULL, 0, "base64 of 32 bytes signing cookies and state" },
-	{ "admin_tokens", F_HASHLIST, 0, C(admin_token_hashes), C(n_admin_tokens), 0, 16, 0, NULL, 1, "bearer tokens of the operator API (>= 16 chars)" },
+	{ "encryption_keys", F_ARRAY, 1, C(encryption_keys), C(n_encryption_keys), 1, 16, 0, &key_schema, 0,
+	  "first encrypts, all decrypt" },
+	{ "cookie_secret", F_KEY32, 1, C(cookie_secret), 0, 0, 0, 0, NULL, 0,
+	  "base64 of 32 bytes signing cookies and state" },
+	{ "admin_tokens", F_HASHLIST, 0, C(admin_token_hashes), C(n_admin_tokens), 0, 16, 0, NULL, 1,
+	  "bearer tokens of the operator API (>= 16 chars)" },
 	{ "tokens", F_OBJECT, 0, C(tokens), 0, 0, 0, 0, &tokens_schema, 0, "token lifetimes" },
-	{ "registration", F_OBJECT, 0, C(registration), 0, 0, 0, 0, &registration_schema, 0, "client registration policy" },
+	{ "registration", F_OBJECT, 0, C(registration), 0, 0, 0, 0, &registration_schema, 0,
+	  "client registration policy" },
 	{ "clients", F_ARRAY, 0, C(clients), C(n_clients), 0, 1000, 0, &client_schema, 0, "pre-registered clients" },
-	{ "upstreams", F_MAP, 0, C(upstreams), C(n_upstreams), 0, 64, 0, &upstream_schema, 0, "upstream identity providers by name" },
-	{ "resources", F_ARRAY, 0, C(resources), C(n_resources), 0, 64, 0, &resource_schema, 0, "protected MCP resources" },
-	{ "resource_servers", F_ARRAY, 0, C(resource_servers), C(n_resource_servers), 0, 64, 0, &rs_schema, 0, "credentials allowed to call /introspect" },
+	{ "upstreams", F_MAP, 0, C(upstreams), C(n_upstreams), 0, 64, 0, &upstream_schema, 0,
+	  "upstream identity providers by name" },
+	{ "resources", F_ARRAY, 0, C(resources), C(n_resources), 0, 64, 0, &resource_schema, 0,
+	  "protected MCP resources" },
+	{ "resource_servers", F_ARRAY, 0, C(resource_servers), C(n_resource_servers), 0, 64, 0, &rs_schema, 0,
+	  "credentials allowed to call /introspect" },
 	{ "limits", F_OBJECT, 0, C(limits), 0, 0, 0, 0, &limits_schema, 0, "rate limits" },
 	{ "database", F_OBJECT, 0, C(database), 0, 0, 0, 0, &database_schema, 0, "PostgreSQL pool" },
 	{ "http", F_OBJECT, 0, C(http), 0, 0, 0, 0, &http_schema, 0, "HTTP server" },
 	{ "log", F_OBJECT, 0, C(log), 0, 0, 0, 0, &log_schema, 0, "logging" },
-	{ "housekeeping_interval_s", F_INT, 0, C(housekeeping_interval_s), 0, 1, 86400, 60, NULL, 0, "seconds between purges of expired rows" },
+	{ "housekeeping_interval_s", F_INT, 0, C(housekeeping_interval_s), 0, 1, 86400, 60, NULL, 0,
+	  "seconds between purges of expired rows" },
 	END
 };
 static const struct schema config_schema = { "config", sizeof(struct config), config_fields, -1 };
 
 /* ---- errors ------------------------------------------------------------ */
 
-__attribute__((format(printf, 3, 4))) static void cfg_err(struct cfg_errors *e, const char *path,
-							  const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void cfg_err(struct cfg_errors *e, const char *path, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -426,8 +515,7 @@ static int listen_ok(const char *s, char *host, size_t hostcap, int *port, const
 
 /* Reads JSON value v for field f of the struct at base (path names v in
  * errors); f's storage is left unset after an error is reported. */
-typedef void (*walk_fn)(const json_t *v, const struct field *f, char *base, const char *path,
-			struct cfg_errors *e);
+typedef void (*walk_fn)(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e);
 /* Frees what walk stored for f in the struct at base. */
 typedef void (*release_fn)(const struct field *f, char *base);
 
@@ -439,8 +527,7 @@ struct ftype_ops {
 
 static const struct ftype_ops *ops_of(enum ftype t);
 
-static void walk_object(const json_t *j, const struct schema *s, void *obj, const char *path,
-			struct cfg_errors *e);
+static void walk_object(const json_t *j, const struct schema *s, void *obj, const char *path, struct cfg_errors *e);
 static void free_object(const struct schema *s, void *obj);
 
 static const char *type_name(enum ftype t)
@@ -458,8 +545,7 @@ static void free_string(char *s)
 
 /* Expands and length-checks one string; NULL after reporting an error.
  * (No NUL inside: jansson refuses \u0000 without JSON_ALLOW_NUL.) */
-static char *take_string(const json_t *v, const struct field *f, const char *path,
-			 struct cfg_errors *e)
+static char *take_string(const json_t *v, const struct field *f, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_string(v)) {
 		cfg_err(e, path, "expected a string");
@@ -475,7 +561,8 @@ static char *take_string(const json_t *v, const struct field *f, const char *pat
 	if (f->max && n > (size_t)f->max) {
 		cfg_err(e, path, "expected at most %ld characters", f->max);
 	} else if ((long)n < f->min) {
-		cfg_err(e, path, f->min == 1 ? "expected a non-empty string" : "expected at least %ld characters", f->min);
+		cfg_err(e, path, f->min == 1 ? "expected a non-empty string" : "expected at least %ld characters",
+			f->min);
 	} else {
 		return s;
 	}
@@ -483,16 +570,14 @@ static char *take_string(const json_t *v, const struct field *f, const char *pat
 	return NULL;
 }
 
-static void walk_string(const json_t *v, const struct field *f, char *base, const char *path,
-			struct cfg_errors *e)
+static void walk_string(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	char *s = take_string(v, f, path, e);
 	if (s)
 		*(char **)(base + f->off) = s;
 }
 
-static void walk_url(const json_t *v, const struct field *f, char *base, const char *path,
-		     struct cfg_errors *e)
+static void walk_url(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	const char *why = NULL;
 	char *s = take_string(v, f, path, e);
@@ -507,8 +592,7 @@ static void walk_url(const json_t *v, const struct field *f, char *base, const c
 }
 
 /* Only the top-level "listen": host and port go to struct config itself. */
-static void walk_listen(const json_t *v, const struct field *f, char *base, const char *path,
-			struct cfg_errors *e)
+static void walk_listen(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	const char *why = NULL;
 	struct config *c = (struct config *)base;
@@ -523,8 +607,7 @@ static void walk_listen(const json_t *v, const struct field *f, char *base, cons
 	*(char **)(base + f->off) = s;
 }
 
-static void walk_int(const json_t *v, const struct field *f, char *base, const char *path,
-		     struct cfg_errors *e)
+static void walk_int(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_integer(v)) {
 		cfg_err(e, path, "expected an integer");
@@ -538,8 +621,7 @@ static void walk_int(const json_t *v, const struct field *f, char *base, const c
 	*(long *)(base + f->off) = (long)n;
 }
 
-static void walk_bool(const json_t *v, const struct field *f, char *base, const char *path,
-		      struct cfg_errors *e)
+static void walk_bool(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_boolean(v)) {
 		cfg_err(e, path, "expected true or false");
@@ -548,8 +630,7 @@ static void walk_bool(const json_t *v, const struct field *f, char *base, const 
 	*(int *)(base + f->off) = json_is_true(v);
 }
 
-static void walk_key32(const json_t *v, const struct field *f, char *base, const char *path,
-		       struct cfg_errors *e)
+static void walk_key32(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	char *s = take_string(v, f, path, e);
 	if (!s)
@@ -564,8 +645,7 @@ static void walk_key32(const json_t *v, const struct field *f, char *base, const
 	free_string(s);
 }
 
-static void walk_secret(const json_t *v, const struct field *f, char *base, const char *path,
-			struct cfg_errors *e)
+static void walk_secret(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	char *s = take_string(v, f, path, e);
 	if (!s)
@@ -596,8 +676,8 @@ static void *list_alloc(size_t n, size_t elem, const struct field *f, char *base
 
 /* Each string of array v, checked as a field of [min, max] characters, to
  * keep(s, i, arr), which takes it; the entries kept are counted at f->aux. */
-static void walk_strings(const json_t *v, const struct field *f, char *base, const char *path, long min,
-			 long max, void (*keep)(char *s, size_t i, void *arr), void *arr, struct cfg_errors *e)
+static void walk_strings(const json_t *v, const struct field *f, char *base, const char *path, long min, long max,
+			 void (*keep)(char *s, size_t i, void *arr), void *arr, struct cfg_errors *e)
 {
 	char sub[512];
 	struct field item = *f;
@@ -624,8 +704,7 @@ static void keep_hash(char *s, size_t i, void *arr)
 	free_string(s);
 }
 
-static void walk_strlist(const json_t *v, const struct field *f, char *base, const char *path,
-			 struct cfg_errors *e)
+static void walk_strlist(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_array(v)) {
 		cfg_err(e, path, "expected an array of strings");
@@ -637,8 +716,7 @@ static void walk_strlist(const json_t *v, const struct field *f, char *base, con
 }
 
 /* Secrets (admin tokens) kept as their SHA-256 only. */
-static void walk_hashlist(const json_t *v, const struct field *f, char *base, const char *path,
-			  struct cfg_errors *e)
+static void walk_hashlist(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_array(v)) {
 		cfg_err(e, path, "expected an array of strings");
@@ -649,8 +727,7 @@ static void walk_hashlist(const json_t *v, const struct field *f, char *base, co
 		walk_strings(v, f, base, path, 16, 512, keep_hash, arr, e);
 }
 
-static void walk_nested(const json_t *v, const struct field *f, char *base, const char *path,
-			struct cfg_errors *e)
+static void walk_nested(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_object(v)) {
 		cfg_err(e, path, "expected an object");
@@ -660,8 +737,7 @@ static void walk_nested(const json_t *v, const struct field *f, char *base, cons
 }
 
 /* Entry n of an array or map field: an object walked against f->sub. */
-static void walk_entry(const json_t *item, const struct field *f, char *elem, const char *sub,
-		       struct cfg_errors *e)
+static void walk_entry(const json_t *item, const struct field *f, char *elem, const char *sub, struct cfg_errors *e)
 {
 	if (!json_is_object(item))
 		cfg_err(e, sub, "expected an object");
@@ -669,8 +745,7 @@ static void walk_entry(const json_t *item, const struct field *f, char *elem, co
 		walk_object(item, f->sub, elem, sub, e);
 }
 
-static void walk_array(const json_t *v, const struct field *f, char *base, const char *path,
-		       struct cfg_errors *e)
+static void walk_array(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_array(v)) {
 		cfg_err(e, path, "expected an array of objects");
@@ -689,8 +764,7 @@ static void walk_array(const json_t *v, const struct field *f, char *base, const
 }
 
 /* An object of objects: each entry's key goes to the struct's name_off. */
-static void walk_map(const json_t *v, const struct field *f, char *base, const char *path,
-		     struct cfg_errors *e)
+static void walk_map(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
 	if (!json_is_object(v)) {
 		cfg_err(e, path, "expected an object");
@@ -705,7 +779,8 @@ static void walk_map(const json_t *v, const struct field *f, char *base, const c
 	size_t i = 0;
 	const char *k;
 	json_t *item;
-	json_object_foreach((json_t *)v, k, item) {
+	json_object_foreach((json_t *)v, k, item)
+	{
 		snprintf(sub, sizeof(sub), "%s.%s", path, k);
 		char *elem = arr + i++ * f->sub->size;
 		char *name = strdup(k);
@@ -717,11 +792,12 @@ static void walk_map(const json_t *v, const struct field *f, char *base, const c
 }
 
 /* scope -> [tools]: an object of string lists. */
-static void walk_scopemap(const json_t *v, const struct field *f, char *base, const char *path,
-			  struct cfg_errors *e)
+static void walk_scopemap(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
-	static const struct field tools = { "tools", F_STRLIST, 0, O(struct cfg_scope_rule, tools),
-					    O(struct cfg_scope_rule, n_tools), 0, 1000, 0, NULL, 0, NULL };
+	static const struct field tools = {
+		"tools", F_STRLIST, 0,   O(struct cfg_scope_rule, tools), O(struct cfg_scope_rule, n_tools), 0, 1000, 0,
+		NULL,    0,         NULL
+	};
 	if (!json_is_object(v)) {
 		cfg_err(e, path, "expected an object of scope -> [tools]");
 		return;
@@ -742,7 +818,8 @@ static void walk_scopemap(const json_t *v, const struct field *f, char *base, co
 	const char *k;
 	json_t *item;
 	size_t i = 0;
-	json_object_foreach((json_t *)v, k, item) {
+	json_object_foreach((json_t *)v, k, item)
+	{
 		snprintf(sub, sizeof(sub), "%s.%s", path, k);
 		rules[i].scope = strdup(k);
 		if (!rules[i].scope)
@@ -856,14 +933,14 @@ static void apply_defaults(const struct schema *s, void *obj)
 	}
 }
 
-static void walk_object(const json_t *j, const struct schema *s, void *obj, const char *path,
-			struct cfg_errors *e)
+static void walk_object(const json_t *j, const struct schema *s, void *obj, const char *path, struct cfg_errors *e)
 {
 	char sub[512];
 	const char *k;
 	json_t *v;
 	apply_defaults(s, obj);
-	json_object_foreach((json_t *)j, k, v) {
+	json_object_foreach((json_t *)j, k, v)
+	{
 		const struct field *f;
 		for (f = s->fields; f->name; f++)
 			if (strcmp(f->name, k) == 0)
@@ -1028,8 +1105,10 @@ static void check_resource_headers(const struct cfg_resource *r, const char *pat
 		const char *name = r->response_headers[h];
 		if (!hdr_token_ok(name, strlen(name)) || strcasecmp(name, "set-cookie") == 0 ||
 		    strcasecmp(name, "set-cookie2") == 0 || hdr_hop_by_hop(name, strlen(name)))
-			cfg_err(e, path, "response_headers: \"%s\" is not a header name that may pass "
-				"(never Set-Cookie or hop-by-hop)", name);
+			cfg_err(e, path,
+				"response_headers: \"%s\" is not a header name that may pass "
+				"(never Set-Cookie or hop-by-hop)",
+				name);
 	}
 }
 
@@ -1049,8 +1128,7 @@ static void check_resource(struct config *c, size_t i, struct cfg_errors *e)
 }
 
 /* Every entry of list must be a CIDR; one message for the list. */
-static void check_cidrs(char *const *list, size_t n, const char *path, const char *expected,
-			struct cfg_errors *e)
+static void check_cidrs(char *const *list, size_t n, const char *path, const char *expected, struct cfg_errors *e)
 {
 	struct cidr cd;
 	for (size_t i = 0; i < n; i++)
@@ -1190,15 +1268,22 @@ static void describe(FILE *f, const struct schema *s, const char *prefix)
 	for (const struct field *fl = s->fields; fl->name; fl++) {
 		snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", fl->name);
 		if (fl->type == F_INT)
-			fprintf(f, "  %-44s integer %ld..%ld, default %ld: %s\n", path, fl->min, fl->max, fl->def, fl->doc);
+			fprintf(f, "  %-44s integer %ld..%ld, default %ld: %s\n", path, fl->min, fl->max, fl->def,
+				fl->doc);
 		else if (fl->type == F_BOOL)
-			fprintf(f, "  %-44s boolean%s: %s\n", path, fl->def == 1 ? ", default true" : fl->def == 0 ? ", default false" : "", fl->doc);
+			fprintf(f, "  %-44s boolean%s: %s\n", path,
+				fl->def == 1   ? ", default true"
+				: fl->def == 0 ? ", default false"
+					       : "",
+				fl->doc);
 		else
-			fprintf(f, "  %-44s %s%s: %s\n", path, type_name(fl->type), fl->required ? " (required)" : "", fl->doc);
+			fprintf(f, "  %-44s %s%s: %s\n", path, type_name(fl->type), fl->required ? " (required)" : "",
+				fl->doc);
 		if (fl->type == F_OBJECT) {
 			describe(f, fl->sub, path);
 		} else if (fl->type == F_ARRAY || fl->type == F_MAP) {
-			snprintf(path + strlen(path), sizeof(path) - strlen(path), fl->type == F_MAP ? ".<name>" : "[]");
+			snprintf(path + strlen(path), sizeof(path) - strlen(path),
+				 fl->type == F_MAP ? ".<name>" : "[]");
 			describe(f, fl->sub, path);
 		}
 	}

@@ -73,13 +73,13 @@ struct cfg_resource {
 	size_t n_allowed_origins;
 	long connect_timeout_ms;
 	long idle_timeout_ms;
-	int identity_headers;  /* add X-MCP-User / X-MCP-Client / X-MCP-Scopes */
-	int audit_arguments;   /* tool audit records carry the call's arguments */
-	char *client_cert;     /* mutual TLS to the downstream */
+	int identity_headers; /* add X-MCP-User / X-MCP-Client / X-MCP-Scopes */
+	int audit_arguments;  /* tool audit records carry the call's arguments */
+	char *client_cert;    /* mutual TLS to the downstream */
 	char *client_key;
 	char *ca_file;
-	long rate_per_grant;   /* proxied requests per second per grant (0: limits default) */
-	long rate_per_client;  /* proxied requests per second per client (0: unlimited) */
+	long rate_per_grant;     /* proxied requests per second per grant (0: limits default) */
+	long rate_per_client;    /* proxied requests per second per client (0: unlimited) */
 	char **response_headers; /* downstream response headers passed beside the built-in allow-list */
 	size_t n_response_headers;
 };
@@ -103,18 +103,18 @@ struct config {
 		int client_id_metadata_documents;
 		uint8_t initial_access_token_hash[CRYPTO_SHA256_LEN];
 		int has_initial_access_token;
-		long dynamic_client_ttl_days;  /* purge DCR clients that never completed a flow */
-		int allow_loopback_redirects;  /* http://127.0.0.1, [::1], localhost */
-		int allow_private_schemes;     /* cursor://..., com.example.app:/cb */
-		char **cimd_allow_hosts;       /* wildcards "*.example.com"; empty = any */
+		long dynamic_client_ttl_days; /* purge DCR clients that never completed a flow */
+		int allow_loopback_redirects; /* http://127.0.0.1, [::1], localhost */
+		int allow_private_schemes;    /* cursor://..., com.example.app:/cb */
+		char **cimd_allow_hosts;      /* wildcards "*.example.com"; empty = any */
 		size_t n_cimd_allow_hosts;
 		char **cimd_deny_hosts;
 		size_t n_cimd_deny_hosts;
 		char **cimd_allow_private_cidrs; /* testing: private ranges allowed */
 		size_t n_cimd_allow_private_cidrs;
-		char **cimd_resolve;           /* testing: "host:port:address" pins */
+		char **cimd_resolve; /* testing: "host:port:address" pins */
 		size_t n_cimd_resolve;
-		char *cimd_ca_file;            /* testing: CA bundle */
+		char *cimd_ca_file; /* testing: CA bundle */
 		long cimd_timeout_ms, cimd_min_ttl_s, cimd_max_ttl_s;
 	} registration;
 	struct cfg_client *clients;
@@ -138,7 +138,7 @@ struct config {
 	struct {
 		long threads, max_connections, drain_timeout_s, connection_timeout_s;
 		long max_body_bytes_in_flight; /* request bodies buffered on the node, in total */
-		char **trusted_proxies; /* CIDRs whose X-Forwarded-For is believed */
+		char **trusted_proxies;        /* CIDRs whose X-Forwarded-For is believed */
 		size_t n_trusted_proxies;
 	} http;
 	long housekeeping_interval_s;

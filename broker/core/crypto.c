@@ -42,15 +42,12 @@ void crypto_sha256_hex(const void *data, size_t n, char out[65])
 	out[64] = '\0';
 }
 
-int crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n,
-		       uint8_t out[CRYPTO_SHA256_LEN])
+int crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n, uint8_t out[CRYPTO_SHA256_LEN])
 {
 	unsigned int len = 0;
 	if (keylen > INT32_MAX)
 		return -1;
-	return HMAC(EVP_sha256(), key, (int)keylen, data, n, out, &len) && len == CRYPTO_SHA256_LEN
-		       ? 0
-		       : -1;
+	return HMAC(EVP_sha256(), key, (int)keylen, data, n, out, &len) && len == CRYPTO_SHA256_LEN ? 0 : -1;
 }
 
 size_t crypto_b64url_len(size_t n)
@@ -113,8 +110,8 @@ long crypto_b64_decode(const char *in, size_t inlen, void *out, size_t outcap)
 {
 	for (size_t i = 0; i < inlen; i++) {
 		char c = in[i];
-		int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			 c == '+' || c == '/' || (c == '=' && i + 2 >= inlen);
+		int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+			 c == '/' || (c == '=' && i + 2 >= inlen);
 		if (!ok)
 			return -1;
 	}
@@ -190,9 +187,8 @@ int crypto_token_new(const char *prefix, char *out, size_t outcap)
 	return 0;
 }
 
-int crypto_aead_seal(const uint8_t key[CRYPTO_KEY_LEN], const void *aad, size_t aadlen,
-		     const void *pt, size_t n, uint8_t nonce[CRYPTO_NONCE_LEN], uint8_t *ct,
-		     uint8_t tag[CRYPTO_TAG_LEN])
+int crypto_aead_seal(const uint8_t key[CRYPTO_KEY_LEN], const void *aad, size_t aadlen, const void *pt, size_t n,
+		     uint8_t nonce[CRYPTO_NONCE_LEN], uint8_t *ct, uint8_t tag[CRYPTO_TAG_LEN])
 {
 	int rc = -1, len = 0;
 	if (n > INT32_MAX || aadlen > INT32_MAX)
@@ -244,8 +240,8 @@ out:
 	return rc;
 }
 
-int crypto_hkdf(const void *ikm, size_t ikmlen, const void *salt, size_t saltlen,
-		const char *info, uint8_t *out, size_t outlen)
+int crypto_hkdf(const void *ikm, size_t ikmlen, const void *salt, size_t saltlen, const char *info, uint8_t *out,
+		size_t outlen)
 {
 	int rc = -1;
 	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);

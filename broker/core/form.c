@@ -48,8 +48,8 @@ json_t *form_parse(const char *s, size_t len, int *duplicate)
 		size_t klen = 0, vlen = 0;
 		char *k = decode(ks, kn, &klen);
 		char *v = decode(vs, vn, &vlen);
-		int ok = k && v && klen > 0 && klen <= 128 && vlen <= LIM_FORM_VALUE &&
-			 strlen(k) == klen && strlen(v) == vlen;
+		int ok = k && v && klen > 0 && klen <= 128 && vlen <= LIM_FORM_VALUE && strlen(k) == klen &&
+			 strlen(v) == vlen;
 		json_t *js = ok ? json_stringn(v, vlen) : NULL; /* NULL for invalid UTF-8 */
 		if (js && json_object_get(o, k)) {
 			*duplicate = 1;
@@ -77,8 +77,8 @@ int form_add(struct buf *b, const char *name, const char *value)
 	char *k = curl_easy_escape(NULL, name, 0);
 	char *v = curl_easy_escape(NULL, value, 0);
 	int rc = -1;
-	if (k && v && (b->len == 0 || buf_add(b, "&", 1) == 0) && buf_adds(b, k) == 0 &&
-	    buf_add(b, "=", 1) == 0 && buf_adds(b, v) == 0)
+	if (k && v && (b->len == 0 || buf_add(b, "&", 1) == 0) && buf_adds(b, k) == 0 && buf_add(b, "=", 1) == 0 &&
+	    buf_adds(b, v) == 0)
 		rc = 0;
 	if (v)
 		OPENSSL_cleanse(v, strlen(v));
@@ -93,8 +93,7 @@ void form_free(json_t **form)
 		return;
 	const char *k;
 	json_t *v;
-	json_object_foreach(*form, k, v)
-		OPENSSL_cleanse((void *)json_string_value(v), json_string_length(v));
+	json_object_foreach(*form, k, v) OPENSSL_cleanse((void *)json_string_value(v), json_string_length(v));
 	json_decref(*form);
 	*form = NULL;
 }

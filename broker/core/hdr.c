@@ -32,9 +32,16 @@ int hdr_value_ok(const char *s, size_t n, int allow_obs_text)
 
 int hdr_hop_by_hop(const char *name, size_t n)
 {
-	static const char *const hop[] = { "connection", "keep-alive", "proxy-authenticate",
-					   "proxy-authorization", "proxy-connection", "te", "trailer",
-					   "transfer-encoding", "upgrade", "content-length" };
+	static const char *const hop[] = { "connection",
+					   "keep-alive",
+					   "proxy-authenticate",
+					   "proxy-authorization",
+					   "proxy-connection",
+					   "te",
+					   "trailer",
+					   "transfer-encoding",
+					   "upgrade",
+					   "content-length" };
 	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
 		if (strlen(hop[i]) == n && strncasecmp(name, hop[i], n) == 0)
 			return 1;

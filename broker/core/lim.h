@@ -4,40 +4,40 @@
 #define MCPB_LIM_H
 
 /* HTTP */
-#define LIM_HEADER_BYTES        (16 * 1024)   /* all request headers of one request */
-#define LIM_BODY_DEFAULT        (16 * 1024)   /* POST bodies of OAuth endpoints */
-#define LIM_BODY_REGISTER       (16 * 1024)   /* RFC 7591 registration documents */
-#define LIM_BODY_ADMIN          (8 * 1024)
-#define LIM_BODY_PROXY_INSPECT  (1024 * 1024) /* JSON-RPC bodies inspected by policy */
-#define LIM_FORM_FIELDS         32
-#define LIM_FORM_VALUE          4096
-#define LIM_QUERY_BYTES         8192          /* the raw query string of a request target */
-#define LIM_REQUEST_ID          64
-#define LIM_PATH                2048
-#define LIM_RESP_HEADERS        16            /* headers a handler adds to one response */
+#define LIM_HEADER_BYTES (16 * 1024)  /* all request headers of one request */
+#define LIM_BODY_DEFAULT (16 * 1024)  /* POST bodies of OAuth endpoints */
+#define LIM_BODY_REGISTER (16 * 1024) /* RFC 7591 registration documents */
+#define LIM_BODY_ADMIN (8 * 1024)
+#define LIM_BODY_PROXY_INSPECT (1024 * 1024) /* JSON-RPC bodies inspected by policy */
+#define LIM_FORM_FIELDS 32
+#define LIM_FORM_VALUE 4096
+#define LIM_QUERY_BYTES 8192 /* the raw query string of a request target */
+#define LIM_REQUEST_ID 64
+#define LIM_PATH 2048
+#define LIM_RESP_HEADERS 16 /* headers a handler adds to one response */
 
 /* OAuth values */
-#define LIM_CLIENT_ID           512
-#define LIM_CLIENT_NAME         200
-#define LIM_REDIRECT_URI        2000
-#define LIM_REDIRECT_URIS       10
-#define LIM_STATE               1024
-#define LIM_SCOPE               1024
-#define LIM_SCOPES              32
-#define LIM_TOKEN               256
-#define LIM_PKCE_VERIFIER_MIN   43
-#define LIM_PKCE_VERIFIER_MAX   128
+#define LIM_CLIENT_ID 512
+#define LIM_CLIENT_NAME 200
+#define LIM_REDIRECT_URI 2000
+#define LIM_REDIRECT_URIS 10
+#define LIM_STATE 1024
+#define LIM_SCOPE 1024
+#define LIM_SCOPES 32
+#define LIM_TOKEN 256
+#define LIM_PKCE_VERIFIER_MIN 43
+#define LIM_PKCE_VERIFIER_MAX 128
 
 /* Upstream answers */
-#define LIM_UPSTREAM_BODY       (64 * 1024)
-#define LIM_CIMD_BODY           (5 * 1024)
+#define LIM_UPSTREAM_BODY (64 * 1024)
+#define LIM_CIMD_BODY (5 * 1024)
 
 /* JSON */
-#define LIM_JSON_DEPTH          16
-#define LIM_CONFIG_BYTES        (1024 * 1024)
+#define LIM_JSON_DEPTH 16
+#define LIM_CONFIG_BYTES (1024 * 1024)
 
 /* Environment expansion in config strings */
-#define LIM_ENV_NAME            128
-#define LIM_CONFIG_STRING       8192
+#define LIM_ENV_NAME 128
+#define LIM_CONFIG_STRING 8192
 
 #endif

@@ -37,9 +37,8 @@ int log_enabled(enum log_level lvl)
 
 int log_is_secret_key(const char *key)
 {
-	static const char *const parts[] = { "token", "secret", "password", "passwd", "verifier",
-					     "authorization", "cookie", "credential", "assertion",
-					     "nonce", "csrf" };
+	static const char *const parts[] = { "token",  "secret",     "password",  "passwd", "verifier", "authorization",
+					     "cookie", "credential", "assertion", "nonce",  "csrf" };
 	char low[64];
 	size_t n = strlen(key);
 	if (n >= sizeof(low))
@@ -75,7 +74,8 @@ static int redact(json_t *obj, int depth)
 	json_t *v;
 	size_t i;
 	if (json_is_object(obj)) {
-		json_object_foreach(obj, k, v) {
+		json_object_foreach(obj, k, v)
+		{
 			if (log_is_secret_key(k) || too_deep(v, depth)) {
 				if (json_object_set_new(obj, k, json_string("[redacted]")) < 0)
 					return -1;
@@ -84,7 +84,8 @@ static int redact(json_t *obj, int depth)
 			}
 		}
 	} else if (json_is_array(obj)) {
-		json_array_foreach(obj, i, v) {
+		json_array_foreach(obj, i, v)
+		{
 			if (too_deep(v, depth)) {
 				if (json_array_set_new(obj, i, json_string("[redacted]")) < 0)
 					return -1;
@@ -131,7 +132,8 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 	json_decref(obj);
 	char *text = NULL;
 	if (printable)
-		text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
+		text = json_dumps(line,
+				  JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
 	json_decref(line);
 	if (!text)
 		return;

@@ -4,8 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const double bucket_le[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-				    0.25,  0.5,    1,     2.5,  5,     10 };
+static const double bucket_le[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
 #define NBUCKETS (sizeof(bucket_le) / sizeof(bucket_le[0]))
 #define MAX_SERIES 512
 #define MAX_COUNTERS 128
@@ -120,8 +119,8 @@ static int add_label_value(struct buf *out, const char *v)
 {
 	int rc = 0;
 	for (; *v && rc == 0; v++)
-		rc = *v == '\\' ? buf_adds(out, "\\\\")
-		     : *v == '"' ? buf_adds(out, "\\\"")
+		rc = *v == '\\'   ? buf_adds(out, "\\\\")
+		     : *v == '"'  ? buf_adds(out, "\\\"")
 		     : *v == '\n' ? buf_adds(out, "\\n")
 				  : buf_add(out, v, 1);
 	return rc;
@@ -129,8 +128,9 @@ static int add_label_value(struct buf *out, const char *v)
 
 static int render_upstream_errors(struct buf *out)
 {
-	int rc = buf_adds(out, "# HELP mcpb_upstream_errors_total Failed upstream calls by upstream, operation and class.\n"
-			       "# TYPE mcpb_upstream_errors_total counter\n");
+	int rc = buf_adds(out,
+			  "# HELP mcpb_upstream_errors_total Failed upstream calls by upstream, operation and class.\n"
+			  "# TYPE mcpb_upstream_errors_total counter\n");
 	for (size_t i = 0; i < n_up_errors && rc == 0; i++)
 		rc = buf_adds(out, "mcpb_upstream_errors_total{upstream=\"") < 0 ||
 				     add_label_value(out, up_errors[i].upstream) < 0 ||
@@ -148,20 +148,23 @@ int metrics_render(struct buf *out)
 	rc |= buf_adds(out, "# HELP mcpb_http_requests_total HTTP requests by route and status.\n"
 			    "# TYPE mcpb_http_requests_total counter\n");
 	for (size_t i = 0; i < nseries && rc == 0; i++)
-		rc |= buf_printf(out, "mcpb_http_requests_total{route=\"%s\",status=\"%d\"} %lu\n",
-				 series[i].route, series[i].status, series[i].count);
+		rc |= buf_printf(out, "mcpb_http_requests_total{route=\"%s\",status=\"%d\"} %lu\n", series[i].route,
+				 series[i].status, series[i].count);
 	rc |= buf_adds(out, "# HELP mcpb_http_request_duration_seconds HTTP request latency.\n"
 			    "# TYPE mcpb_http_request_duration_seconds histogram\n");
 	for (size_t i = 0; i < nseries && rc == 0; i++) {
 		struct series *s = &series[i];
 		for (size_t b = 0; b < NBUCKETS && rc == 0; b++)
-			rc |= buf_printf(out, "mcpb_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\",le=\"%g\"} %lu\n",
-					 s->route, s->status, bucket_le[b], s->buckets[b]);
-		rc |= buf_printf(out, "mcpb_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\",le=\"+Inf\"} %lu\n"
-				      "mcpb_http_request_duration_seconds_sum{route=\"%s\",status=\"%d\"} %.6f\n"
-				      "mcpb_http_request_duration_seconds_count{route=\"%s\",status=\"%d\"} %lu\n",
-				 s->route, s->status, s->count, s->route, s->status, s->sum, s->route,
-				 s->status, s->count);
+			rc |= buf_printf(
+				out,
+				"mcpb_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\",le=\"%g\"} %lu\n",
+				s->route, s->status, bucket_le[b], s->buckets[b]);
+		rc |= buf_printf(
+			out,
+			"mcpb_http_request_duration_seconds_bucket{route=\"%s\",status=\"%d\",le=\"+Inf\"} %lu\n"
+			"mcpb_http_request_duration_seconds_sum{route=\"%s\",status=\"%d\"} %.6f\n"
+			"mcpb_http_request_duration_seconds_count{route=\"%s\",status=\"%d\"} %lu\n",
+			s->route, s->status, s->count, s->route, s->status, s->sum, s->route, s->status, s->count);
 	}
 	const char *last = NULL;
 	for (size_t i = 0; i < ncounters && rc == 0; i++) {

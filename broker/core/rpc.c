@@ -12,15 +12,11 @@ static int too_deep(json_t *v, int depth)
 	if (json_is_object(v)) {
 		const char *k;
 		json_t *e;
-		json_object_foreach(v, k, e)
-			if (too_deep(e, depth + 1))
-				return 1;
+		json_object_foreach(v, k, e) if (too_deep(e, depth + 1)) return 1;
 	} else if (json_is_array(v)) {
 		size_t i;
 		json_t *e;
-		json_array_foreach(v, i, e)
-			if (too_deep(e, depth + 1))
-				return 1;
+		json_array_foreach(v, i, e) if (too_deep(e, depth + 1)) return 1;
 	}
 	return 0;
 }

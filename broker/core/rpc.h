@@ -7,8 +7,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define RPC_MAX_DEPTH    64  /* arrays and objects nested in one message */
-#define RPC_MAX_TOOL     256 /* bytes of a tools/call params.name */
+#define RPC_MAX_DEPTH 64 /* arrays and objects nested in one message */
+#define RPC_MAX_TOOL 256 /* bytes of a tools/call params.name */
 
 /* Parses body[0..len) as exactly one JSON-RPC message (an object) or a
  * non-empty batch (an array of objects): strict UTF-8 JSON without a BOM,

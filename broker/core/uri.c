@@ -60,8 +60,8 @@ out:
 
 int uri_host_is_loopback(const char *host)
 {
-	return host && (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "[::1]") == 0 ||
-			strcasecmp(host, "localhost") == 0);
+	return host &&
+	       (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "[::1]") == 0 || strcasecmp(host, "localhost") == 0);
 }
 
 static char *canonical_once(const char *s)
@@ -72,8 +72,8 @@ static char *canonical_once(const char *s)
 	 * none at all. */
 	if ((s && strchr(s, '#')) || parse(s, &p, 0) < 0)
 		return NULL;
-	if ((strcmp(p.scheme, "https") != 0 && strcmp(p.scheme, "http") != 0) || !p.host ||
-	    p.query || p.fragment || p.user || p.password)
+	if ((strcmp(p.scheme, "https") != 0 && strcmp(p.scheme, "http") != 0) || !p.host || p.query || p.fragment ||
+	    p.user || p.password)
 		goto out;
 	/* Exactly "scheme://host", as for redirect URIs: curl also reads
 	 * https:///host and https:/host, which name no host to other parsers. */
@@ -111,8 +111,8 @@ char *uri_canonical_resource(const char *s)
 
 static int scheme_forbidden(const char *scheme)
 {
-	static const char *const bad[] = { "javascript", "data", "file", "vbscript", "blob", "about",
-					   "filesystem", "mailto", "ftp", "ws", "wss" };
+	static const char *const bad[] = { "javascript", "data",   "file", "vbscript", "blob", "about",
+					   "filesystem", "mailto", "ftp",  "ws",       "wss" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (strcasecmp(scheme, bad[i]) == 0)
 			return 1;
@@ -201,9 +201,9 @@ int uri_redirect_matches(const char *registered, const char *requested)
 	}
 	/* Only loopback IP literals get a variable port; the rest of the URI
 	 * must be identical. localhost is included: clients register it. */
-	ok = strcmp(a.scheme, "http") == 0 && strcmp(b.scheme, "http") == 0 &&
-	     uri_host_is_loopback(a.host) && streq(a.host, b.host) && streq(a.path, b.path) &&
-	     streq(a.query, b.query) && !a.fragment && !b.fragment && !b.user && !b.password;
+	ok = strcmp(a.scheme, "http") == 0 && strcmp(b.scheme, "http") == 0 && uri_host_is_loopback(a.host) &&
+	     streq(a.host, b.host) && streq(a.path, b.path) && streq(a.query, b.query) && !a.fragment && !b.fragment &&
+	     !b.user && !b.password;
 	parts_free(&a);
 	parts_free(&b);
 	return ok;

@@ -82,8 +82,7 @@ int cookie_derive(struct http_req *r, const char *purpose, const char *input, ch
 	return cookie_derive_with(r->app->cfg->cookie_secret, purpose, input, out);
 }
 
-int cookie_derive_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *input,
-		       char out[64])
+int cookie_derive_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *input, char out[64])
 {
 	struct buf b;
 	uint8_t mac[CRYPTO_SHA256_LEN];

@@ -50,8 +50,7 @@ int cookie_derive(struct http_req *r, const char *purpose, const char *input, ch
 /* The same over the cookie secret itself, without a request: pure, for unit
  * tests and fuzzing (tests/fuzz/fuzz_cookie.c). */
 #define COOKIE_CONSENT_MAX 16
-int cookie_derive_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *input,
-		       char out[64]) WUR;
+int cookie_derive_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *input, char out[64]) WUR;
 /* Entries (24 hex characters each, at most COOKIE_CONSENT_MAX) of a consent
  * cookie value v that is intact (its MAC checks) and unexpired at now (its
  * expiry a decimal not before now); *n = 0 otherwise (v may be NULL). */
@@ -61,8 +60,8 @@ void cookie_consent_parse(const uint8_t secret[CRYPTO_KEY_LEN], const char *v, t
  * the n entries of the current cookie (without key's, at most
  * COOKIE_CONSENT_MAX in all), expiring 30 days after now, MAC'd. -1 when out
  * overflows or the MAC fails. */
-int cookie_consent_build(const uint8_t secret[CRYPTO_KEY_LEN], const char entries[COOKIE_CONSENT_MAX][25],
-			 size_t n, const char *key, time_t now, struct buf *out) WUR;
+int cookie_consent_build(const uint8_t secret[CRYPTO_KEY_LEN], const char entries[COOKIE_CONSENT_MAX][25], size_t n,
+			 const char *key, time_t now, struct buf *out) WUR;
 char *cookie_seal_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const json_t *obj) WUR;
 json_t *cookie_open_with(const uint8_t secret[CRYPTO_KEY_LEN], const char *purpose, const char *sealed) WUR;
 

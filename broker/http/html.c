@@ -24,8 +24,8 @@ int html_escape(struct buf *b, const char *s)
 void html_headers(struct http_req *r)
 {
 	http_add_header(r, "Content-Security-Policy",
-			      "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
-			      "frame-ancestors 'none'; base-uri 'none'");
+			"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+			"frame-ancestors 'none'; base-uri 'none'");
 	http_add_header(r, "X-Frame-Options", "DENY");
 	http_add_header(r, "Cache-Control", "no-store");
 	http_add_header(r, "Pragma", "no-cache");

@@ -98,8 +98,11 @@ long http_in_flight(void)
 
 static enum http_method method_id(const char *m)
 {
-	static const struct { const char *name; enum http_method id; } tab[] = {
-		{ "GET", HM_GET }, { "POST", HM_POST }, { "PUT", HM_PUT }, { "DELETE", HM_DELETE },
+	static const struct {
+		const char *name;
+		enum http_method id;
+	} tab[] = {
+		{ "GET", HM_GET },         { "POST", HM_POST }, { "PUT", HM_PUT },     { "DELETE", HM_DELETE },
 		{ "OPTIONS", HM_OPTIONS }, { "HEAD", HM_HEAD }, { "PATCH", HM_PATCH },
 	};
 	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
@@ -110,8 +113,8 @@ static enum http_method method_id(const char *m)
 
 /* Finds the route for path and method. *path_known collects the methods of
  * routes that had the path (so the answer is 405 rather than 404). */
-static const struct http_route *route_find(const struct http_server *s, const char *path,
-					   enum http_method m, unsigned *path_known)
+static const struct http_route *route_find(const struct http_server *s, const char *path, enum http_method m,
+					   unsigned *path_known)
 {
 	*path_known = 0;
 	enum http_method want = m == HM_HEAD ? HM_GET : m;
@@ -138,8 +141,8 @@ static void request_id(struct http_req *r)
 		int ok = n > 0 && n <= LIM_REQUEST_ID;
 		for (size_t i = 0; ok && i < n; i++) {
 			char c = given[i];
-			ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-			     c == '-' || c == '_' || c == '.';
+			ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+			     c == '_' || c == '.';
 		}
 		if (ok) {
 			memcpy(r->id, given, n + 1);
@@ -258,18 +261,17 @@ static void client_from_xff(struct http_req *r, const char *xff, size_t len)
 
 static void client_ip(struct http_req *r)
 {
-	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	snprintf(r->client_ip, sizeof(r->client_ip), "unknown");
 	if (!ci || !ci->client_addr)
 		return;
 	const struct sockaddr *sa = ci->client_addr;
 	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-			  r->client_ip, sizeof(r->client_ip));
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, r->client_ip,
+			  sizeof(r->client_ip));
 	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-			  r->client_ip, sizeof(r->client_ip));
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->client_ip,
+			  sizeof(r->client_ip));
 }
 
 const char *http_header(struct http_req *r, const char *name)
@@ -287,8 +289,7 @@ struct count_ctx {
 	int n;
 };
 
-static enum MHD_Result count_iter(void *cls, enum MHD_ValueKind kind, const char *key,
-				  const char *value)
+static enum MHD_Result count_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
 	struct count_ctx *c = cls;
 	if (key && strcmp(key, c->name) == 0)
@@ -296,8 +297,7 @@ static enum MHD_Result count_iter(void *cls, enum MHD_ValueKind kind, const char
 	return MHD_YES;
 }
 
-static enum MHD_Result count_iter_ci(void *cls, enum MHD_ValueKind kind, const char *key,
-				     const char *value)
+static enum MHD_Result count_iter_ci(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
 	struct count_ctx *c = cls;
 	if (key && strcasecmp(key, c->name) == 0)
@@ -464,8 +464,8 @@ static void send_broken(struct http_req *r)
 	free_headers(r);
 	r->status = 500;
 	int wait_body = waits_for_body(r);
-	struct MHD_Response *resp =
-		MHD_create_response_from_buffer(sizeof(body) - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(sizeof(body) - 1, (void *)body,
+								    MHD_RESPMEM_PERSISTENT);
 	if (!resp)
 		return; /* MHD closes the connection */
 	if (add_headers(r, resp, "application/json", closes_after(r, wait_body)) < 0) {
@@ -475,8 +475,7 @@ static void send_broken(struct http_req *r)
 	queue_or_keep(r, 500, resp, wait_body);
 }
 
-void http_send(struct http_req *r, int status, const char *content_type, const char *body,
-	       size_t len)
+void http_send(struct http_req *r, int status, const char *content_type, const char *body, size_t len)
 {
 	if (r->responded)
 		return;
@@ -537,8 +536,8 @@ void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback 
 		send_broken(r);
 		return;
 	}
-	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader,
-								       cls, free_cls);
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, cls,
+								      free_cls);
 	if (!resp) {
 		if (free_cls)
 			free_cls(cls);
@@ -572,8 +571,7 @@ void http_send_json(struct http_req *r, int status, json_t *json)
 	free(text);
 }
 
-void http_send_oauth_error(struct http_req *r, int status, const char *error,
-			   const char *description)
+void http_send_oauth_error(struct http_req *r, int status, const char *error, const char *description)
 {
 	http_add_header(r, "Cache-Control", "no-store");
 	http_add_header(r, "Pragma", "no-cache");
@@ -582,8 +580,7 @@ void http_send_oauth_error(struct http_req *r, int status, const char *error,
 		json_decref(o); /* not half an error: http_send_json answers 500 */
 		o = NULL;
 	}
-	json_t *f = json_pack("{s:s, s:i, s:s?}", "error", error, "status", status,
-			      "description", description);
+	json_t *f = json_pack("{s:s, s:i, s:s?}", "error", error, "status", status, "description", description);
 	log_event(LOG_INFO, "oauth.error", r->id, f);
 	http_send_json(r, status, o);
 }
@@ -776,8 +773,8 @@ static void answer_unrouted(struct http_req *r, unsigned known)
 	static const char *const names[] = { "GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH" };
 	for (unsigned i = 0; i < 7; i++)
 		if (known & (1u << i))
-			snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
-				 allow[0] ? ", " : "", names[i]);
+			snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s", allow[0] ? ", " : "",
+				 names[i]);
 	http_add_header(r, "Allow", allow);
 	http_send_error(r, 405, "method_not_allowed");
 }
@@ -878,9 +875,8 @@ static enum MHD_Result request_run(struct http_req *r)
 	return MHD_YES;
 }
 
-static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-				 const char *method, const char *version, const char *upload_data,
-				 size_t *upload_data_size, void **con_cls)
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				 const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct http_req *r = *con_cls;
 	if (!r || is_marker(r))
@@ -900,8 +896,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 	return request_run(r);
 }
 
-static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	struct http_req *r = *con_cls;
 	*con_cls = NULL;
@@ -914,9 +909,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (log_enabled(LOG_INFO)) {
 		char path[257];
 		snprintf(path, sizeof(path), "%s", r->path ? r->path : "");
-		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", r->method, "route", label,
-				      "path", path, "status", status, "duration_ms", secs * 1000.0,
-				      "client", r->client_ip);
+		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", r->method, "route", label, "path",
+				      path, "status", status, "duration_ms", secs * 1000.0, "client", r->client_ip);
 		if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 			json_object_set_new(f, "terminated", json_integer(toe));
 		log_event(status >= 500 ? LOG_WARN : LOG_INFO, "http.request", r->id, f);
@@ -932,8 +926,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	__atomic_sub_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
 }
 
-struct http_server *http_start(struct app *app, const char *host, int port,
-			       const struct http_route *routes, size_t nroutes)
+struct http_server *http_start(struct app *app, const char *host, int port, const struct http_route *routes,
+			       size_t nroutes)
 {
 	struct http_server *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -947,8 +941,8 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 	memset(&ss, 0, sizeof(ss));
 	/* poll(), not epoll: libmicrohttpd 0.9.75 can abort when a thread-pool
 	 * epoll daemon is quiesced (listen FD removal races the workers). */
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
-			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
+			 MHD_USE_ERROR_LOG;
 	if (strchr(host, ':')) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
 		a->sin6_family = AF_INET6;
@@ -968,19 +962,16 @@ struct http_server *http_start(struct app *app, const char *host, int port,
 		authed.cap = cfg->http.max_body_bytes_in_flight;
 		anon.cap = authed.cap / 4;
 	}
-	s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, s,
-				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-				MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
+	s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR,
+				(struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http.connection_timeout_s,
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 2),
 				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
 				/* Strict request syntax where libmicrohttpd has it (Host
 				 * required, no bare LF, ...); framing_check does the rest. */
-				MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-				MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
-				MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
-				MHD_OPTION_END);
+				MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+				MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s, MHD_OPTION_END);
 	if (!s->d)
 		goto fail;
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);

@@ -27,8 +27,14 @@ struct http_req;
 typedef void (*http_handler)(struct http_req *r);
 
 enum http_method {
-	HM_GET = 1, HM_POST = 2, HM_PUT = 4, HM_DELETE = 8, HM_OPTIONS = 16, HM_HEAD = 32,
-	HM_PATCH = 64, HM_ANY = 127
+	HM_GET = 1,
+	HM_POST = 2,
+	HM_PUT = 4,
+	HM_DELETE = 8,
+	HM_OPTIONS = 16,
+	HM_HEAD = 32,
+	HM_PATCH = 64,
+	HM_ANY = 127
 };
 enum http_match { MATCH_EXACT, MATCH_PREFIX };
 
@@ -78,13 +84,13 @@ struct http_req {
 	 * fit): the answer will be a 500 (see above). */
 	int broken;
 	char broken_header[64];
-	int deferred; /* the handler suspended the connection and will answer later */
-	int secret_response; /* the body carries secrets: its copies are wiped */
-	int body_expected;   /* the headers announce a body (Content-Length > 0 or chunked) */
-	int body_unread;     /* ... of which not all has been read: an answer now closes */
-	size_t reserved;     /* bytes of the node-wide body budget this request holds */
-	int must_close;      /* the framing cannot be trusted: close after answering */
-	uint64_t announced;  /* Content-Length given (0: none) */
+	int deferred;                 /* the handler suspended the connection and will answer later */
+	int secret_response;          /* the body carries secrets: its copies are wiped */
+	int body_expected;            /* the headers announce a body (Content-Length > 0 or chunked) */
+	int body_unread;              /* ... of which not all has been read: an answer now closes */
+	size_t reserved;              /* bytes of the node-wide body budget this request holds */
+	int must_close;               /* the framing cannot be trusted: close after answering */
+	uint64_t announced;           /* Content-Length given (0: none) */
 	struct MHD_Response *pending; /* an early answer kept until the small body is in */
 	/* Handler-owned state, freed by ctx_free when the request completes. */
 	void *ctx;
@@ -95,8 +101,8 @@ struct http_server;
 
 /* Starts listening on host:port with the given routes (copied pointer: the
  * table must outlive the server). NULL on failure (logged). */
-struct http_server *http_start(struct app *app, const char *host, int port,
-			       const struct http_route *routes, size_t nroutes) WUR;
+struct http_server *http_start(struct app *app, const char *host, int port, const struct http_route *routes,
+			       size_t nroutes) WUR;
 /* Port actually bound (useful with port 0). */
 int http_port(const struct http_server *s);
 /* Stops accepting and waits for in-flight requests (at most timeout_s). */
@@ -126,13 +132,11 @@ void http_add_header(struct http_req *r, const char *name, const char *value);
  * when a header could not be added (before or now); a response that cannot
  * be built at all leaves r->status 500 and libmicrohttpd closes the
  * connection. */
-void http_send(struct http_req *r, int status, const char *content_type, const char *body,
-	       size_t len);
+void http_send(struct http_req *r, int status, const char *content_type, const char *body, size_t len);
 /* Sends json (stolen) as application/json. */
 void http_send_json(struct http_req *r, int status, json_t *json);
 /* RFC 6749 JSON error {"error","error_description"} with no-store. */
-void http_send_oauth_error(struct http_req *r, int status, const char *error,
-			   const char *description);
+void http_send_oauth_error(struct http_req *r, int status, const char *error, const char *description);
 /* 503 temporarily_unavailable with Retry-After (database or upstream trouble). */
 void http_send_oauth_unavailable(struct http_req *r);
 /* 429 slow_down with Retry-After (a rate limit of an OAuth endpoint). */

@@ -20,7 +20,7 @@
 #include "uri.h"
 #include "vault.h"
 
-#define PENDING_TTL_S 600     /* upstream state lifetime: <= 10 minutes */
+#define PENDING_TTL_S 600 /* upstream state lifetime: <= 10 minutes */
 #define CONSENT_REQUEST_TTL_S 600
 
 static const char *const param_names[AUTHZ_P_N] = {
@@ -55,14 +55,13 @@ int authorize_callback_url(const struct config *cfg, char *out, size_t cap)
 	return n >= 0 && (size_t)n < cap ? 0 : -1;
 }
 
-void authorize_redirect_error(struct http_req *r, const char *redirect_uri, const char *error,
-			      const char *desc, const char *state)
+void authorize_redirect_error(struct http_req *r, const char *redirect_uri, const char *error, const char *desc,
+			      const char *state)
 {
 	struct buf q;
 	buf_init(&q, 8192);
 	if (form_add(&q, "error", error) < 0 || (desc && form_add(&q, "error_description", desc) < 0) ||
-	    (state && form_add(&q, "state", state) < 0) ||
-	    form_add(&q, "iss", r->app->cfg->public_url) < 0) {
+	    (state && form_add(&q, "state", state) < 0) || form_add(&q, "iss", r->app->cfg->public_url) < 0) {
 		buf_free(&q);
 		html_error_page(r, 500, "Server error", "The request could not be completed.");
 		return;
@@ -79,8 +78,7 @@ void authorize_redirect_error(struct http_req *r, const char *redirect_uri, cons
 	free(loc);
 }
 
-void authorize_redirect_code(struct http_req *r, const char *redirect_uri, const char *code,
-			     const char *state)
+void authorize_redirect_code(struct http_req *r, const char *redirect_uri, const char *code, const char *state)
 {
 	struct buf q;
 	char *loc = NULL;
@@ -120,8 +118,8 @@ static int pkce_challenge_ok(const char *c)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		char ch = c[i];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-		      ch == '-' || ch == '.' || ch == '_' || ch == '~'))
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+		      ch == '.' || ch == '_' || ch == '~'))
 			return 0;
 	}
 	return 1;
@@ -136,8 +134,7 @@ static int vschar_only(const char *s)
 	return 1;
 }
 
-int authorize_parse_client(const struct authorize_params *p, const char **client_id,
-			   struct authorize_error *err)
+int authorize_parse_client(const struct authorize_params *p, const char **client_id, struct authorize_error *err)
 {
 	const char *id = p->v[AUTHZ_P_CLIENT_ID];
 	*client_id = NULL;
@@ -149,8 +146,8 @@ int authorize_parse_client(const struct authorize_params *p, const char **client
 	return 0;
 }
 
-static int parse_redirect_uri(const struct client *cl, const struct authorize_params *p,
-			      struct authorize_request *out, struct authorize_error *err)
+static int parse_redirect_uri(const struct client *cl, const struct authorize_params *p, struct authorize_request *out,
+			      struct authorize_error *err)
 {
 	const char *uri = p->v[AUTHZ_P_REDIRECT_URI];
 	if (!uri) {
@@ -169,8 +166,7 @@ static int parse_redirect_uri(const struct client *cl, const struct authorize_pa
 
 /* From here on refusals go back to the verified redirect URI; state only
  * once it is known to travel back intact. */
-static int parse_state(const struct authorize_params *p, struct authorize_request *out,
-		       struct authorize_error *err)
+static int parse_state(const struct authorize_params *p, struct authorize_request *out, struct authorize_error *err)
 {
 	const char *state = p->v[AUTHZ_P_STATE];
 	if (!state)
@@ -199,8 +195,7 @@ static int parse_repeats(const struct authorize_params *p, struct authorize_erro
 	return 0;
 }
 
-static int parse_code_flow(const struct authorize_params *p, struct authorize_request *out,
-			   struct authorize_error *err)
+static int parse_code_flow(const struct authorize_params *p, struct authorize_request *out, struct authorize_error *err)
 {
 	const char *rt = p->v[AUTHZ_P_RESPONSE_TYPE];
 	const char *ch = p->v[AUTHZ_P_CODE_CHALLENGE], *method = p->v[AUTHZ_P_CODE_CHALLENGE_METHOD];
@@ -218,8 +213,8 @@ static int parse_code_flow(const struct authorize_params *p, struct authorize_re
 	return 0;
 }
 
-static int parse_resource(const struct config *cfg, const struct authorize_params *p,
-			  struct authorize_request *out, struct authorize_error *err)
+static int parse_resource(const struct config *cfg, const struct authorize_params *p, struct authorize_request *out,
+			  struct authorize_error *err)
 {
 	const char *resource = p->v[AUTHZ_P_RESOURCE];
 	if (resource)
@@ -238,8 +233,8 @@ static int parse_resource(const struct config *cfg, const struct authorize_param
 /* The scopes asked for (none: the resource's defaults, or all it offers),
  * each offered by the resource; offline_access is dropped, as refresh
  * tokens are always issued. */
-static int parse_scope(const struct cfg_resource *res, const struct authorize_params *p,
-		       struct authorize_request *out, struct authorize_error *err)
+static int parse_scope(const struct cfg_resource *res, const struct authorize_params *p, struct authorize_request *out,
+		       struct authorize_error *err)
 {
 	struct scopes want = { 0 }, allowed = { 0 };
 	char *joined = NULL;
@@ -281,9 +276,9 @@ int authorize_parse(const struct config *cfg, const struct client *cl, const str
 {
 	memset(out, 0, sizeof(*out));
 	out->client = cl;
-	if (parse_redirect_uri(cl, p, out, err) < 0 || parse_state(p, out, err) < 0 ||
-	    parse_repeats(p, err) < 0 || parse_code_flow(p, out, err) < 0 ||
-	    parse_resource(cfg, p, out, err) < 0 || parse_scope(out->res, p, out, err) < 0)
+	if (parse_redirect_uri(cl, p, out, err) < 0 || parse_state(p, out, err) < 0 || parse_repeats(p, err) < 0 ||
+	    parse_code_flow(p, out, err) < 0 || parse_resource(cfg, p, out, err) < 0 ||
+	    parse_scope(out->res, p, out, err) < 0)
 		return -1;
 	return 0;
 }
@@ -314,8 +309,8 @@ static void params_from_sealed(const json_t *req, struct authorize_params *p)
 
 /* Parses p, looking up the client it names into *cl. -1 when the request is
  * refused (the error page or error redirect has been sent). */
-static int validate(struct http_req *r, struct db_conn *c, const struct authorize_params *p,
-		    struct client *cl, struct authorize_request *a)
+static int validate(struct http_req *r, struct db_conn *c, const struct authorize_params *p, struct client *cl,
+		    struct authorize_request *a)
 {
 	struct authorize_error err;
 	const char *client_id;
@@ -340,8 +335,7 @@ static int validate(struct http_req *r, struct db_conn *c, const struct authoriz
 	goto out;
 refused:
 	if (err.redirect)
-		authorize_redirect_error(r, a->redirect_uri, err.code, err.description,
-					 a->has_state ? a->state : NULL);
+		authorize_redirect_error(r, a->redirect_uri, err.code, err.description, a->has_state ? a->state : NULL);
 	else
 		html_error_page(r, err.status, err.code, err.description);
 out:
@@ -367,9 +361,8 @@ static char *consent_key(const struct authorize_request *a)
  * browser and expiring; malloc'd, NULL on failure. */
 static char *seal_request(struct http_req *r, const struct authorize_request *a, const char *browser)
 {
-	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "response_type", "code",
-				"client_id", a->client->client_id,
-				"redirect_uri", a->redirect_uri, "code_challenge", a->challenge,
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "response_type", "code", "client_id",
+				a->client->client_id, "redirect_uri", a->redirect_uri, "code_challenge", a->challenge,
 				"code_challenge_method", "S256", "resource", a->resource_url, "exp",
 				(json_int_t)time(NULL) + CONSENT_REQUEST_TTL_S);
 	char *sealed = NULL;
@@ -383,15 +376,15 @@ static char *seal_request(struct http_req *r, const struct authorize_request *a,
 
 /* What the consent page shows; every value is escaped. */
 struct consent_view {
-	const char *client_name;   /* the client's name, or its id */
+	const char *client_name; /* the client's name, or its id */
 	const char *client_id;
-	const char *cimd_host;     /* the host of the client's metadata document, or NULL */
+	const char *cimd_host; /* the host of the client's metadata document, or NULL */
 	const char *resource_url;
 	const char *upstream;
 	const char *redirect_host; /* where the browser goes back to */
 	const struct scopes *scopes;
 	const char *public_url;
-	const char *sealed;        /* the sealed request */
+	const char *sealed; /* the sealed request */
 	const char *csrf;
 };
 
@@ -448,8 +441,10 @@ static void consent_page(struct http_req *r, const struct authorize_request *a, 
 	char *host = uri_display_host(a->redirect_uri);
 	char *chost = cimd ? uri_display_host(cl->client_id) : NULL;
 	char *sealed = seal_request(r, a, browser);
-	const struct consent_view v = { client_display_name(cl), cl->client_id, chost, a->resource_url,
-					a->res->upstream, host, &sc, r->app->cfg->public_url, sealed, csrf };
+	const struct consent_view v = {
+		client_display_name(cl), cl->client_id, chost, a->resource_url, a->res->upstream, host, &sc,
+		r->app->cfg->public_url, sealed,        csrf
+	};
 	if (!host || (cimd && !chost) || !sealed || cookie_csrf(r, browser, cl->client_id, csrf) < 0 ||
 	    scopes_parse(a->scope, &sc) < 0 || consent_html(&b, &v) < 0)
 		html_error_page(r, 500, "Server error", "The request could not be completed.");
@@ -496,8 +491,9 @@ static void start_upstream(struct http_req *r, struct db_conn *c, const struct a
 	vault_hash_hex(state, state_hash);
 	vault_hash_hex(browser, browser_hash);
 	snprintf(ttl, sizeof(ttl), "%d", PENDING_TTL_S);
-	const char *p[] = { state_hash, browser_hash, a->client->client_id, a->redirect_uri, client_state,
-			    a->challenge, a->resource_url, a->scope, up->name, ttl };
+	const char *p[] = { state_hash,   browser_hash, a->client->client_id, a->redirect_uri,
+			    client_state, a->challenge, a->resource_url,      a->scope,
+			    up->name,     ttl };
 	if (!(res = db_exec_ok(c, &q, 10, p))) {
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
 		goto out;

@@ -59,8 +59,7 @@ struct authorize_request {
 /* The parse step, pure, in two halves around the client lookup. First the
  * client_id: 0 and *client_id (borrowed from p), or -1 and *err when it is
  * missing or it or redirect_uri is repeated. */
-int authorize_parse_client(const struct authorize_params *p, const char **client_id,
-			   struct authorize_error *err) WUR;
+int authorize_parse_client(const struct authorize_params *p, const char **client_id, struct authorize_error *err) WUR;
 /* Then everything else, for the enabled client cl that p names: redirect
  * URI, state, repeats, response_type, PKCE (S256), resource, scope. 0 and
  * *out valid (release it with authorize_request_free); -1 and *err, *out
@@ -74,12 +73,11 @@ void authorize_request_free(struct authorize_request *a);
 int authorize_callback_url(const struct config *cfg, char *out, size_t cap) WUR;
 /* Sends the browser back to the verified redirect_uri with an error (desc
  * and state may be NULL) and iss; logs authorize.error. */
-void authorize_redirect_error(struct http_req *r, const char *redirect_uri, const char *error,
-			      const char *desc, const char *state);
+void authorize_redirect_error(struct http_req *r, const char *redirect_uri, const char *error, const char *desc,
+			      const char *state);
 /* Sends the browser back to the verified redirect_uri with the one-time
  * code, state (may be NULL) and iss; the Location is wiped after sending. */
-void authorize_redirect_code(struct http_req *r, const char *redirect_uri, const char *code,
-			     const char *state);
+void authorize_redirect_code(struct http_req *r, const char *redirect_uri, const char *code, const char *state);
 
 void authorize_get(struct http_req *r);
 void authorize_post(struct http_req *r);

@@ -78,8 +78,7 @@ out:
 /* Stores user, grant (upstream tokens sealed), consent and code in one
  * transaction. code receives the broker's one-time code. */
 static int store_grant(struct http_req *r, struct db_conn *c, const struct pending *pd,
-		       const struct upstream_tokens *tok, const struct upstream_identity *id,
-		       char code[TOKEN_TEXT_MAX])
+		       const struct upstream_tokens *tok, const struct upstream_identity *id, char code[TOKEN_TEXT_MAX])
 {
 	static struct db_stmt q_user = DB_STMT(
 		"INSERT INTO users(id, upstream, subject, login, email, name) VALUES ($1::uuid, $2, $3, $4, $5, $6) "
@@ -120,8 +119,8 @@ static int store_grant(struct http_req *r, struct db_conn *c, const struct pendi
 	snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, 0));
 	PQclear(res);
 	snprintf(exp, sizeof(exp), "%ld", tok->expires_in);
-	const char *pg[] = { grant_id, user_id, pd->client_id, pd->resource, pd->upstream, pd->scope,
-			     key_id, enc_access, enc_refresh, exp, tok->scope };
+	const char *pg[] = { grant_id, user_id,    pd->client_id, pd->resource, pd->upstream, pd->scope,
+			     key_id,   enc_access, enc_refresh,   exp,          tok->scope };
 	if (!(res = db_exec_ok(c, &q_grant, 11, pg)))
 		goto out;
 	PQclear(res);
@@ -131,16 +130,16 @@ static int store_grant(struct http_req *r, struct db_conn *c, const struct pendi
 	PQclear(res);
 	vault_hash_hex(code, code_hash);
 	snprintf(ttl, sizeof(ttl), "%ld", cfg->tokens.code_ttl);
-	const char *pk[] = { code_hash, grant_id, pd->client_id, pd->redirect_uri, pd->challenge,
-			     pd->resource, pd->scope, ttl };
+	const char *pk[] = { code_hash,     grant_id,     pd->client_id, pd->redirect_uri,
+			     pd->challenge, pd->resource, pd->scope,     ttl };
 	if (!(res = db_exec_ok(c, &q_code, 8, pk)))
 		goto out;
 	PQclear(res);
 	res = NULL;
 	struct audit a = { "grant.created", "user", user_id, pd->client_id, grant_id, r->id };
-	if (audit_record(c, &a, json_pack("{s:s, s:s, s:s, s:b}", "upstream", pd->upstream, "resource",
-					  pd->resource, "scope", pd->scope, "upstream_refreshable",
-					  tok->refresh_token != NULL)) < 0)
+	if (audit_record(c, &a,
+			 json_pack("{s:s, s:s, s:s, s:b}", "upstream", pd->upstream, "resource", pd->resource, "scope",
+				   pd->scope, "upstream_refreshable", tok->refresh_token != NULL)) < 0)
 		goto out;
 	if (db_commit(c) < 0)
 		goto out;
@@ -159,8 +158,8 @@ out:
 /* The upstream issued tokens that no grant will hold (identity or storage
  * failed): revoke them upstream now, best effort, rather than leave live
  * credentials nobody can revoke later. */
-static void discard_upstream_tokens(struct http_req *r, const struct cfg_upstream *up,
-				    const struct upstream_ep *ep, const struct upstream_tokens *tok)
+static void discard_upstream_tokens(struct http_req *r, const struct cfg_upstream *up, const struct upstream_ep *ep,
+				    const struct upstream_tokens *tok)
 {
 	if (!tok->access_token || ep->github)
 		return; /* GitHub's grant API would take the user's other sessions too */
@@ -220,14 +219,14 @@ static const char *upstream_code(struct http_req *r, const struct cfg_upstream *
 	if (http_query(r, "error")) {
 		json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "client_id", pd->client_id);
 		log_event(LOG_INFO, "callback.upstream_denied", r->id, f);
-		authorize_redirect_error(r, pd->redirect_uri, "access_denied",
-					 "the upstream sign-in was not completed", st);
+		authorize_redirect_error(r, pd->redirect_uri, "access_denied", "the upstream sign-in was not completed",
+					 st);
 		return NULL;
 	}
 	const char *upcode = http_query(r, "code");
 	if (!upcode || !*upcode || strlen(upcode) > UPCODE_MAX) {
-		authorize_redirect_error(r, pd->redirect_uri, "server_error",
-					 "the upstream answered without a code", st);
+		authorize_redirect_error(r, pd->redirect_uri, "server_error", "the upstream answered without a code",
+					 st);
 		return NULL;
 	}
 	return upcode;
@@ -270,8 +269,8 @@ void callback_get(struct http_req *r)
 	}
 	/* Each failed call is classified, counted and logged by upstream.c;
 	 * nothing is stored before both succeed. */
-	enum upstream_class urc =
-		upstream_exchange_code(up, &ep, upcode, redirect, ep.pkce ? verifier : NULL, r->id, &tok, NULL);
+	enum upstream_class urc = upstream_exchange_code(up, &ep, upcode, redirect, ep.pkce ? verifier : NULL, r->id,
+							 &tok, NULL);
 	if (urc == UPC_OK)
 		urc = upstream_identity(up, &ep, &tok, r->id, &id, NULL);
 	if (urc != UPC_OK) {
@@ -285,8 +284,8 @@ void callback_get(struct http_req *r)
 	}
 	if (store_grant(r, c, &pd, &tok, &id, code) < 0) {
 		discard_upstream_tokens(r, up, &ep, &tok);
-		authorize_redirect_error(r, pd.redirect_uri, "server_error",
-					 "the authorization could not be stored", st);
+		authorize_redirect_error(r, pd.redirect_uri, "server_error", "the authorization could not be stored",
+					 st);
 		goto out;
 	}
 	authorize_redirect_code(r, pd.redirect_uri, code, st);

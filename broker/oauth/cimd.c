@@ -36,13 +36,13 @@ static int is_json_type(const char *ctype)
 
 /* Ranges never fetched from: RFC 6890 special-purpose and private space. */
 static const char *const blocked_v4[] = {
-	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-	"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-	"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+	"0.0.0.0/8",     "10.0.0.0/8",      "100.64.0.0/10",  "127.0.0.0/8",    "169.254.0.0/16",
+	"172.16.0.0/12", "192.0.0.0/24",    "192.0.2.0/24",   "192.88.99.0/24", "192.168.0.0/16",
+	"198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",    "240.0.0.0/4",
 };
 static const char *const blocked_v6[] = {
-	"::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "fc00::/7",
-	"fe80::/10", "fec0::/10", "ff00::/8",
+	"::/128",        "::1/128",  "64:ff9b:1::/48", "100::/64",  "2001::/23",
+	"2001:db8::/32", "fc00::/7", "fe80::/10",      "fec0::/10", "ff00::/8",
 };
 
 static int v4_blocked(const struct config *cfg, const uint8_t a[4])
@@ -76,7 +76,8 @@ int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa)
 		return !v4_blocked(cfg, a + 12);
 	struct cidr c;
 	for (size_t i = 0; i < cfg->registration.n_cimd_allow_private_cidrs; i++)
-		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 && cidr_contains(&c, AF_INET6, a))
+		if (cidr_parse(cfg->registration.cimd_allow_private_cidrs[i], &c) == 0 &&
+		    cidr_contains(&c, AF_INET6, a))
 			return 1;
 	for (size_t i = 0; i < sizeof(blocked_v6) / sizeof(blocked_v6[0]); i++)
 		if (cidr_parse(blocked_v6[i], &c) == 0 && cidr_contains(&c, AF_INET6, a))
@@ -415,7 +416,8 @@ static const char *check_doc(const struct config *cfg, const char *client_id, js
 	size_t i;
 	json_t *v;
 	const char *why = NULL;
-	json_array_foreach(ru, i, v) {
+	json_array_foreach(ru, i, v)
+	{
 		if (!json_is_string(v) || uri_redirect_allowed(json_string_value(v), &why) < 0 ||
 		    !client_redirect_policy_ok(cfg, json_string_value(v)))
 			return "the document's redirect_uris are not acceptable";
@@ -427,7 +429,8 @@ static const char *check_doc(const struct config *cfg, const char *client_id, js
 	if (gt) {
 		if (!json_is_array(gt))
 			return "the document's grant_types are not acceptable";
-		json_array_foreach(gt, i, v) {
+		json_array_foreach(gt, i, v)
+		{
 			const char *g = json_string_value(v);
 			if (!g || (strcmp(g, "authorization_code") != 0 && strcmp(g, "refresh_token") != 0))
 				return "the document's grant_types are not acceptable";
@@ -452,8 +455,8 @@ long cimd_max_age(const char *cache_control)
 	return max_age(cache_control);
 }
 
-const char *cimd_check_document(const struct config *cfg, const char *client_id, const char *body,
-				size_t len, struct client *out, json_t **uris)
+const char *cimd_check_document(const struct config *cfg, const char *client_id, const char *body, size_t len,
+				struct client *out, json_t **uris)
 {
 	json_t *doc = NULL;
 	const char *why = parse_doc(body, len, &doc);

@@ -78,8 +78,7 @@ out:
 	if (o) {
 		const char *k;
 		json_t *v;
-		json_object_foreach(o, k, v)
-			crypto_wipe((void *)json_string_value(v), json_string_length(v));
+		json_object_foreach(o, k, v) crypto_wipe((void *)json_string_value(v), json_string_length(v));
 	}
 	json_decref(o);
 	crypto_wipe(raw, sizeof(raw));
@@ -156,9 +155,7 @@ void client_auth_error(struct http_req *r, enum client_auth rc)
 	case CA_INVALID_REQUEST:
 		http_send_oauth_error(r, 400, "invalid_request", "use exactly one client authentication method");
 		break;
-	case CA_ERROR:
-		http_send_oauth_unavailable(r);
-		break;
+	case CA_ERROR: http_send_oauth_unavailable(r); break;
 	default:
 		if (http_header(r, "Authorization"))
 			http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");

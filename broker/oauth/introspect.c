@@ -13,7 +13,6 @@
 #include "num.h"
 #include "vault.h"
 
-
 /* HTTP Basic of a configured resource server: the server, or NULL. */
 static const struct cfg_resource_server *rs_auth(struct http_req *r)
 {
@@ -91,15 +90,14 @@ static int audience_ok(const struct config *cfg, const struct cfg_resource_serve
 static json_t *active_answer(const struct config *cfg, const struct token_row *row)
 {
 	int access = strcmp(row->kind, "access") == 0;
-	return json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "active", 1, "scope", row->scope,
-			 "client_id", row->client_id, "sub", row->sub, "aud", row->aud, "exp", (json_int_t)row->exp,
-			 "iat", (json_int_t)row->iat, "token_type", access ? "Bearer" : "refresh_token", "iss",
+	return json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "active", 1, "scope", row->scope, "client_id",
+			 row->client_id, "sub", row->sub, "aud", row->aud, "exp", (json_int_t)row->exp, "iat",
+			 (json_int_t)row->iat, "token_type", access ? "Bearer" : "refresh_token", "iss",
 			 cfg->public_url);
 }
 
 /* The live token whose hash is that of token; *res owns what row points into. */
-static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token, PGresult **res,
-			 struct token_row *row)
+static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token, PGresult **res, struct token_row *row)
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.kind, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
@@ -136,24 +134,15 @@ static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token,
 static void respond(struct http_req *r, enum ti_rc rc, const struct token_row *row)
 {
 	switch (rc) {
-	case TI_OK:
-		http_send_json(r, 200, active_answer(r->app->cfg, row));
-		break;
-	case TI_INACTIVE:
-		http_send_json(r, 200, json_pack("{s:b}", "active", 0));
-		break;
-	case TI_REFUSED:
-		http_send_oauth_error(r, 400, "invalid_request", "token is required (form body)");
-		break;
+	case TI_OK: http_send_json(r, 200, active_answer(r->app->cfg, row)); break;
+	case TI_INACTIVE: http_send_json(r, 200, json_pack("{s:b}", "active", 0)); break;
+	case TI_REFUSED: http_send_oauth_error(r, 400, "invalid_request", "token is required (form body)"); break;
 	case TI_UNAUTHORIZED:
 		http_add_header(r, "WWW-Authenticate", "Basic realm=\"mcp-broker\"");
 		http_send_oauth_error(r, 401, "invalid_client", "resource server authentication failed");
 		break;
-	case TI_UNAVAILABLE:
-		http_send_oauth_unavailable(r);
-		break;
-	case TI_ANSWERED:
-		break;
+	case TI_UNAVAILABLE: http_send_oauth_unavailable(r); break;
+	case TI_ANSWERED: break;
 	}
 }
 

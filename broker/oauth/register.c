@@ -36,8 +36,7 @@ static int optional_string(const json_t *doc, const char *k, size_t max, const c
 	*out = NULL;
 	if (!v || json_is_null(v))
 		return 0;
-	if (!json_is_string(v) || json_string_length(v) > max ||
-	    strlen(json_string_value(v)) != json_string_length(v))
+	if (!json_is_string(v) || json_string_length(v) > max || strlen(json_string_value(v)) != json_string_length(v))
 		return -1;
 	*out = json_string_value(v);
 	return 0;
@@ -45,8 +44,7 @@ static int optional_string(const json_t *doc, const char *k, size_t max, const c
 
 /* redirect_uris: required, 1..LIM_REDIRECT_URIS, each a URI the broker
  * accepts (uri_redirect_allowed) of a kind the policy allows. */
-static enum register_parse check_redirect_uris(const struct config *cfg, const json_t *ru,
-					       struct register_refusal *why)
+static enum register_parse check_redirect_uris(const struct config *cfg, const json_t *ru, struct register_refusal *why)
 {
 	if (!json_is_array(ru) || json_array_size(ru) == 0 || json_array_size(ru) > LIM_REDIRECT_URIS)
 		return refuse(why, "invalid_redirect_uri", "redirect_uris must be an array of 1 to 10 URIs");
@@ -303,14 +301,9 @@ static int store(struct http_req *r, const struct register_request *rq, const st
 		goto out;
 	}
 	switch (clients_create_dynamic(c, &n, r->app->cfg->limits.register_per_ip_per_hour, &issued)) {
-	case CLIENTS_CREATED:
-		break;
-	case CLIENTS_OVER_LIMIT:
-		http_send_slow_down(r, 3600, "too many registrations from this address");
-		goto out;
-	default:
-		http_send_error(r, 500, "server_error");
-		goto out;
+	case CLIENTS_CREATED: break;
+	case CLIENTS_OVER_LIMIT: http_send_slow_down(r, 3600, "too many registrations from this address"); goto out;
+	default: http_send_error(r, 500, "server_error"); goto out;
 	}
 	if (json_integer_set(json_object_get(resp, "client_id_issued_at"), (json_int_t)issued) < 0 ||
 	    audit_record(c, &a, json_pack("{s:s, s:s?}", "ip", r->client_ip, "name", rq->name)) < 0 ||
@@ -341,8 +334,8 @@ void register_endpoint(struct http_req *r)
 	}
 	if (initial_access_ok(r) < 0)
 		goto out;
-	enum register_parse parsed =
-		register_parse(cfg, http_header(r, "Content-Type"), r->body.ptr, r->body.len, &rq, &why);
+	enum register_parse parsed = register_parse(cfg, http_header(r, "Content-Type"), r->body.ptr, r->body.len, &rq,
+						    &why);
 	if (parsed == REGISTER_INVALID) {
 		http_send_oauth_error(r, 400, why.error, why.description);
 		goto out;

@@ -12,7 +12,6 @@
 #include "notify.h"
 #include "vault.h"
 
-
 /* Revokes the client's own token in one transaction: a refresh token
  * stands for its whole grant, an access token for itself. hash is the
  * token's bytea hex text. 0 committed; -1 the database failed. */
@@ -64,11 +63,13 @@ void revoke_endpoint(struct http_req *r)
 	const char *token = form_get(form, "token");
 	const char *hint = form_get(form, "token_type_hint");
 	if (dup || !token || !*token) {
-		http_send_oauth_error(r, 400, "invalid_request", dup ? "a parameter was given more than once" : "token is required");
+		http_send_oauth_error(r, 400, "invalid_request",
+				      dup ? "a parameter was given more than once" : "token is required");
 		goto out;
 	}
 	if (hint && strcmp(hint, "access_token") != 0 && strcmp(hint, "refresh_token") != 0) {
-		http_send_oauth_error(r, 400, "unsupported_token_type", "token_type_hint must be access_token or refresh_token");
+		http_send_oauth_error(r, 400, "unsupported_token_type",
+				      "token_type_hint must be access_token or refresh_token");
 		goto out;
 	}
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {

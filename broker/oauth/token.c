@@ -21,7 +21,6 @@
 #include "uri.h"
 #include "vault.h"
 
-
 /* What a step of a token request came to. Every step runs only while the
  * previous ones came to TK_OK; respond() turns the last into the answer. */
 enum tk_rc {
@@ -58,18 +57,11 @@ static void respond(struct http_req *r, enum tk_rc rc, const struct tk_refusal *
 {
 	switch (rc) {
 	case TK_OK:
-	case TK_REPLAYED:
-		send_tokens(r, t);
-		break;
-	case TK_REFUSED:
-		http_send_oauth_error(r, 400, why->error, why->description);
-		break;
-	case TK_ANSWERED:
-		break;
+	case TK_REPLAYED: send_tokens(r, t); break;
+	case TK_REFUSED: http_send_oauth_error(r, 400, why->error, why->description); break;
+	case TK_ANSWERED: break;
 	case TK_REUSED: /* always resolved by the grant's step */
-	case TK_UNAVAILABLE:
-		http_send_oauth_unavailable(r);
-		break;
+	case TK_UNAVAILABLE: http_send_oauth_unavailable(r); break;
 	}
 }
 
@@ -85,8 +77,7 @@ static enum tk_rc client_bucket(struct http_req *r, const struct client *cl, con
 	long per_min = r->app->cfg->limits.token_per_client_per_minute;
 	int retry = 1;
 	enum tk_rc rc = TK_OK;
-	if (per_min > 0 &&
-	    !ratelimit_take("token", key, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry)) {
+	if (per_min > 0 && !ratelimit_take("token", key, (double)per_min / 60.0, (double)per_min / 6.0 + 1, &retry)) {
 		http_send_slow_down(r, retry, "too many token requests for this client");
 		rc = TK_ANSWERED;
 	}
@@ -276,18 +267,16 @@ static enum tk_rc scope_narrow(const char *requested, const char *granted, char 
 
 static int successor_key(const char *presented, uint8_t key[CRYPTO_KEY_LEN])
 {
-	return crypto_hkdf(presented, strlen(presented), "mcp-broker", 10, "refresh-successor", key,
-			   CRYPTO_KEY_LEN);
+	return crypto_hkdf(presented, strlen(presented), "mcp-broker", 10, "refresh-successor", key, CRYPTO_KEY_LEN);
 }
 
 /* t sealed under a key derived from the presented refresh token (only its
  * holder can read it back), AAD its hash; malloc'd hex, NULL on failure. */
-static char *seal_successor(const char *presented, const char *hash, const struct issued *t,
-			    time_t access_exp)
+static char *seal_successor(const char *presented, const char *hash, const struct issued *t, time_t access_exp)
 {
 	uint8_t key[CRYPTO_KEY_LEN];
-	json_t *j = json_pack("{s:s, s:s, s:I, s:s}", "a", t->access, "r", t->refresh, "e",
-			      (json_int_t)access_exp, "s", t->scope);
+	json_t *j = json_pack("{s:s, s:s, s:I, s:s}", "a", t->access, "r", t->refresh, "e", (json_int_t)access_exp, "s",
+			      t->scope);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	char *out = NULL;
 	form_free(&j); /* the object holds token text: wiped before it is freed */
@@ -338,10 +327,9 @@ static int open_successor(const char *presented, const char *hash, const char *b
 static enum tk_rc code_load(struct db_conn *c, const char *hash, PGresult **res, struct code_row *row,
 			    struct tk_refusal *why)
 {
-	static struct db_stmt q = DB_STMT(
-		"SELECT grant_id::text, client_id, redirect_uri, code_challenge, resource, "
-		"array_to_string(scopes, ' '), expires_at > now(), used_at IS NOT NULL "
-		"FROM auth_codes WHERE code_hash = $1::bytea FOR UPDATE");
+	static struct db_stmt q = DB_STMT("SELECT grant_id::text, client_id, redirect_uri, code_challenge, resource, "
+					  "array_to_string(scopes, ' '), expires_at > now(), used_at IS NOT NULL "
+					  "FROM auth_codes WHERE code_hash = $1::bytea FOR UPDATE");
 	const char *p[] = { hash };
 	enum tk_rc rc;
 	if (db_begin(c) < 0 || !(*res = db_exec_ok(c, &q, 1, p))) {
@@ -364,8 +352,8 @@ static enum tk_rc code_load(struct db_conn *c, const char *hash, PGresult **res,
 
 /* A replayed code: whoever holds it may be an attacker. Kill what the
  * first exchange issued (OAuth 2.1 section 4.1.3), committed. */
-static enum tk_rc code_replayed(struct http_req *r, struct db_conn *c, const struct client *cl,
-				const char *grant_id, struct tk_refusal *why)
+static enum tk_rc code_replayed(struct http_req *r, struct db_conn *c, const struct client *cl, const char *grant_id,
+				struct tk_refusal *why)
 {
 	char actor[LIM_CLIENT_ID + 8];
 	snprintf(actor, sizeof(actor), "client:%s", cl->client_id);
@@ -386,15 +374,14 @@ static enum tk_rc code_redeem(struct http_req *r, struct db_conn *c, const struc
 	struct audit a = { "token.issued", "client", NULL, cl->client_id, row->grant_id, r->id };
 	PGresult *used = NULL, *grant = NULL, *touched = NULL;
 	enum tk_rc rc = TK_UNAVAILABLE;
-	if (!(used = db_exec_ok(c, &q_use, 1, p)) || !(grant = db_exec_ok(c, &q_grant, 1, pg)) ||
-	    PQntuples(grant) != 1)
+	if (!(used = db_exec_ok(c, &q_use, 1, p)) || !(grant = db_exec_ok(c, &q_grant, 1, pg)) || PQntuples(grant) != 1)
 		rc = TK_UNAVAILABLE;
 	else if (strcmp(PQgetvalue(grant, 0, 0), "t") != 0)
 		rc = refuse(why, "invalid_grant", "the authorization was revoked");
 	else if ((touched = db_exec_ok(c, &q_client_used, 1, pcl)) &&
 		 grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, row->scope, t) == 0 &&
-		 audit_record(c, &a, json_pack("{s:s, s:s}", "grant_type", "authorization_code", "scope",
-					       row->scope)) == 0 &&
+		 audit_record(c, &a,
+			      json_pack("{s:s, s:s}", "grant_type", "authorization_code", "scope", row->scope)) == 0 &&
 		 db_commit(c) == 0)
 		rc = TK_OK;
 	PQclear(used);
@@ -437,8 +424,8 @@ static enum tk_rc grant_code(struct http_req *r, struct db_conn *c, const json_t
 
 /* Opens the transaction and reads the refresh token and its grant under the
  * token's row lock; *res owns what row points into. */
-static enum tk_rc refresh_load(struct db_conn *c, const char *hash, long grace, PGresult **res,
-			       struct refresh_row *row, struct tk_refusal *why)
+static enum tk_rc refresh_load(struct db_conn *c, const char *hash, long grace, PGresult **res, struct refresh_row *row,
+			       struct tk_refusal *why)
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
@@ -474,9 +461,9 @@ static enum tk_rc refresh_load(struct db_conn *c, const char *hash, long grace, 
  * successor that opens under it: a retry or a concurrent duplicate, given
  * the same successor pair (TK_REPLAYED, the transaction rolled back).
  * Otherwise reuse: the grant dies, committed. */
-static enum tk_rc refresh_reused(struct http_req *r, struct db_conn *c, const struct client *cl,
-				 const char *presented, const char *hash, const struct refresh_row *row,
-				 struct issued *t, struct tk_refusal *why)
+static enum tk_rc refresh_reused(struct http_req *r, struct db_conn *c, const struct client *cl, const char *presented,
+				 const char *hash, const struct refresh_row *row, struct issued *t,
+				 struct tk_refusal *why)
 {
 	char actor[LIM_CLIENT_ID + 8];
 	struct audit a = { "token.refresh_reuse", actor, NULL, cl->client_id, row->grant_id, r->id };
@@ -502,9 +489,8 @@ static enum tk_rc refresh_reused(struct http_req *r, struct db_conn *c, const st
 /* Issues the successor pair into t, keeps it sealed beside the presented
  * token for the grace window, marks that one used, and commits with the
  * audit record. */
-static enum tk_rc refresh_rotate(struct http_req *r, struct db_conn *c, const struct client *cl,
-				 const char *presented, const char *hash, const struct refresh_row *row,
-				 const char *scope, struct issued *t)
+static enum tk_rc refresh_rotate(struct http_req *r, struct db_conn *c, const struct client *cl, const char *presented,
+				 const char *hash, const struct refresh_row *row, const char *scope, struct issued *t)
 {
 	static struct db_stmt q_rotate = DB_STMT(
 		"UPDATE tokens SET used_at = now(), successor = $2::bytea WHERE token_hash = $1::bytea");

@@ -11,5 +11,4 @@
 
 void token_endpoint(struct http_req *r);
 
-
 #endif

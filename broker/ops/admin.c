@@ -118,18 +118,23 @@ static PGresult *grants_select(struct db_conn *c, const struct grants_query *q)
 		"ORDER BY 12 DESC, g.id DESC LIMIT $7::int");
 	char lim[24];
 	snprintf(lim, sizeof(lim), "%lld", q->limit);
-	const char *p[] = { q->user, q->client_id, q->upstream, q->status, q->has_cursor ? q->cur_ts : NULL,
-			    q->has_cursor ? q->cur_id : NULL, lim };
+	const char *p[] = { q->user,
+			    q->client_id,
+			    q->upstream,
+			    q->status,
+			    q->has_cursor ? q->cur_ts : NULL,
+			    q->has_cursor ? q->cur_id : NULL,
+			    lim };
 	return db_exec_ok(c, &st, 7, p);
 }
 
 /* One grant of a listing; NULL when out of memory. */
 static json_t *grant_json(const PGresult *res, int i)
 {
-	json_t *g = json_pack("{s:s, s:{s:s, s:s, s:s?}, s:s, s:s, s:o, s:s, s:s}", "grant_id",
-			      PQgetvalue(res, i, 0), "user", "upstream", PQgetvalue(res, i, 1), "subject",
-			      PQgetvalue(res, i, 2), "login", PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
-			      "client_id", PQgetvalue(res, i, 4), "resource", PQgetvalue(res, i, 5), "scopes",
+	json_t *g = json_pack("{s:s, s:{s:s, s:s, s:s?}, s:s, s:s, s:o, s:s, s:s}", "grant_id", PQgetvalue(res, i, 0),
+			      "user", "upstream", PQgetvalue(res, i, 1), "subject", PQgetvalue(res, i, 2), "login",
+			      PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3), "client_id", PQgetvalue(res, i, 4),
+			      "resource", PQgetvalue(res, i, 5), "scopes",
 			      jparse_str(PQgetvalue(res, i, 6), 0, LIM_JSON_DEPTH), "status", PQgetvalue(res, i, 7),
 			      "created_at", PQgetvalue(res, i, 8));
 	if (g && !PQgetisnull(res, i, 9) &&
@@ -210,7 +215,8 @@ static int revoke_parse(json_t *body, struct revoke_sel *sel)
 	json_t *v;
 	int selectors = 0, bad = !json_is_object(body);
 	memset(sel, 0, sizeof(*sel));
-	json_object_foreach(body, k, v) {
+	json_object_foreach(body, k, v)
+	{
 		const char *s = json_string_value(v);
 		size_t len = s ? strlen(s) : 0;
 		if (strcmp(k, "grant_id") == 0 && s && len == 36 && strspn(s, "0123456789abcdef-") == 36)
@@ -310,9 +316,10 @@ void admin_revoke(struct http_req *r)
 		goto out;
 	body = jparse(r->body.ptr ? r->body.ptr : "", r->body.len, 0, LIM_JSON_DEPTH);
 	if (revoke_parse(body, &sel) < 0) {
-		http_send_json(r, 400, json_pack("{s:s}", "error",
-						 "body must be exactly one of {grant_id}, {user[, upstream]}, "
-						 "{client_id[, disable_client]}, {upstream}, {all: true}"));
+		http_send_json(r, 400,
+			       json_pack("{s:s}", "error",
+					 "body must be exactly one of {grant_id}, {user[, upstream]}, "
+					 "{client_id[, disable_client]}, {upstream}, {all: true}"));
 	} else if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
 		http_add_header(r, "Retry-After", "1");
 		http_send_json(r, 503, json_pack("{s:s}", "error", "database unavailable"));

@@ -53,8 +53,9 @@ out:
 	db_release(app->db, &c);
 	if (why) {
 		http_add_header(r, "Retry-After", "1");
-		http_send_json(r, 503, json_pack("{s:s, s:s, s:i, s:i}", "status", "unavailable", "reason", why,
-						 "schema", version, "expected", migrate_latest()));
+		http_send_json(r, 503,
+			       json_pack("{s:s, s:s, s:i, s:i}", "status", "unavailable", "reason", why, "schema",
+					 version, "expected", migrate_latest()));
 	} else {
 		http_send_json(r, 200, json_pack("{s:s, s:i}", "status", "ready", "schema", version));
 	}

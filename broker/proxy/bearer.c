@@ -11,7 +11,6 @@
 #include "scope.h"
 #include "vault.h"
 
-
 const char *bearer_token(const char *authorization)
 {
 	if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
@@ -115,8 +114,9 @@ void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int st
 	if (rc == 0) {
 		http_add_header(r, "WWW-Authenticate", b.ptr);
 		const char *msg = status == 403 ? "insufficient_scope" : error ? error : "unauthorized";
-		http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code",
-						    -32001, "message", msg, "id"));
+		http_send_json(r, status,
+			       json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", -32001,
+					 "message", msg, "id"));
 	} else {
 		/* A 401 without its challenge would send the client nowhere. */
 		http_send_error(r, 500, "server_error");

@@ -13,7 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 
-#define ENGINE_BUFFER (256 * 1024)  /* downstream bytes held per transfer */
+#define ENGINE_BUFFER (256 * 1024) /* downstream bytes held per transfer */
 #define ENGINE_MAX_HEADERS 48
 #define ENGINE_HEADER_BYTES (32 * 1024)
 #define ENGINE_WATCH_MAX 4096 /* parked client sockets watched for hang-up */
@@ -45,7 +45,7 @@ struct engine_xfer {
 	int suspended;
 	int client_gone;
 	int in_multi;
-	int discard; /* the answer is not wanted (replay after a 401) */
+	int discard;   /* the answer is not wanted (replay after a 401) */
 	int client_fd; /* watched while the connection is parked */
 	int hangup;    /* the client closed its side while parked */
 	long idle_ms;  /* abort when nothing arrives from the downstream this long */
@@ -158,12 +158,21 @@ static void wake_client(struct engine_xfer *x)
  * broker's CORS or authentication, or pass hop-by-hop fields along. */
 static int resp_header_allowed(const struct engine_xfer *x, const char *name, size_t n)
 {
-	static const char *const allow[] = { "content-type", "cache-control", "mcp-session-id",
-					     "mcp-protocol-version", "retry-after", "vary", "etag",
-					     "last-modified", "content-language" };
-	static const char *const never[] = { "set-cookie", "set-cookie2", "connection", "keep-alive",
-					     "proxy-authenticate", "proxy-authorization", "te", "trailer",
-					     "transfer-encoding", "upgrade", "content-length",
+	static const char *const allow[] = {
+		"content-type", "cache-control", "mcp-session-id", "mcp-protocol-version", "retry-after",
+		"vary",         "etag",          "last-modified",  "content-language"
+	};
+	static const char *const never[] = { "set-cookie",
+					     "set-cookie2",
+					     "connection",
+					     "keep-alive",
+					     "proxy-authenticate",
+					     "proxy-authorization",
+					     "te",
+					     "trailer",
+					     "transfer-encoding",
+					     "upgrade",
+					     "content-length",
 					     "proxy-connection" };
 	for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
 		if (strlen(never[i]) == n && strncasecmp(name, never[i], n) == 0)
@@ -218,7 +227,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 				end--;
 			free(x->connection);
 			x->connection = strndup(v, (size_t)(end - v));
-		} else if (colon && x->nhdrs < ENGINE_MAX_HEADERS && resp_header_allowed(x, data, (size_t)(colon - data))) {
+		} else if (colon && x->nhdrs < ENGINE_MAX_HEADERS &&
+			   resp_header_allowed(x, data, (size_t)(colon - data))) {
 			const char *v = colon + 1;
 			const char *end = data + len;
 			while (v < end && (*v == ' ' || *v == '\t'))
@@ -348,7 +358,8 @@ static void *engine_thread(void *arg)
 			struct engine_xfer *x = *pp;
 			pthread_mutex_lock(&x->lock);
 			int revoked = x->revoked;
-			int gone = x->client_gone || x->hangup || stop || revoked, unpause = x->want_unpause && x->paused;
+			int gone = x->client_gone || x->hangup || stop || revoked,
+			    unpause = x->want_unpause && x->paused;
 			/* Idle: nothing from the downstream for idle_ms (a paused
 			 * transfer waits on the client, not the downstream). */
 			int idle = !gone && !x->paused && now_ms() - x->last_rx_ms > x->idle_ms;
@@ -357,8 +368,9 @@ static void *engine_thread(void *arg)
 			pthread_mutex_unlock(&x->lock);
 			if (gone || idle) {
 				*pp = x->next;
-				finish(x, idle ? CURLE_OPERATION_TIMEDOUT
-					       : revoked || stop ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
+				finish(x, idle              ? CURLE_OPERATION_TIMEDOUT
+					  : revoked || stop ? CURLE_ABORTED_BY_CALLBACK
+							    : CURLE_WRITE_ERROR);
 				continue;
 			}
 			if (unpause)

@@ -33,7 +33,7 @@ struct engine_request {
 	long connect_timeout_ms;
 	long idle_timeout_ms;
 	const char *client_cert, *client_key, *ca_file;
-	char grant_id[37];          /* the grant the transfer serves (revocation ends it) */
+	char grant_id[37]; /* the grant the transfer serves (revocation ends it) */
 	/* Beside the grant, what else a revocation may name (as in struct
 	 * token_info; "" when unknown): the access token's SHA-256 hex, the
 	 * client, the user's subject and the grant's upstream. */

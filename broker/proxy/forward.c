@@ -9,7 +9,7 @@
 #include "crypto.h"
 #include "hdr.h"
 
-#define URL_MAX   16384
+#define URL_MAX 16384
 #define QUERY_MAX 8192
 #define INJECT_PLACEHOLDER "{upstream_token}"
 
@@ -81,27 +81,68 @@ static int connection_lists(const char *connection, const char *name)
 int forward_dropped(const char *name, const char *inject_header, const char *connection)
 {
 	static const char *const drop[] = {
-		"authorization", "cookie", "host", "connection", "keep-alive", "proxy-authenticate",
-		"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
-		"expect", "accept-encoding", "proxy-connection", "x-mcp-user", "x-mcp-client",
-		"x-mcp-scopes", "x-mcp-grant", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-		"forwarded", "x-request-id", "content-type", "content-encoding",
+		"authorization",
+		"cookie",
+		"host",
+		"connection",
+		"keep-alive",
+		"proxy-authenticate",
+		"proxy-authorization",
+		"te",
+		"trailer",
+		"transfer-encoding",
+		"upgrade",
+		"content-length",
+		"expect",
+		"accept-encoding",
+		"proxy-connection",
+		"x-mcp-user",
+		"x-mcp-client",
+		"x-mcp-scopes",
+		"x-mcp-grant",
+		"x-forwarded-for",
+		"x-forwarded-host",
+		"x-forwarded-proto",
+		"forwarded",
+		"x-request-id",
+		"content-type",
+		"content-encoding",
 		/* What the broker decided must not be re-decided downstream: who the
 		 * client is (what only a trusted proxy may say), which URL and which
 		 * method the request has (override headers some frameworks honour). */
-		"x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip",
-		"x-forwarded-port", "x-forwarded-server", "x-forwarded-prefix", "x-forwarded-uri",
-		"x-original-url", "x-rewrite-url", "x-original-uri", "x-original-method",
-		"x-http-method-override", "x-http-method", "x-method-override",
+		"x-real-ip",
+		"x-client-ip",
+		"true-client-ip",
+		"cf-connecting-ip",
+		"x-cluster-client-ip",
+		"x-forwarded-port",
+		"x-forwarded-server",
+		"x-forwarded-prefix",
+		"x-forwarded-uri",
+		"x-original-url",
+		"x-rewrite-url",
+		"x-original-uri",
+		"x-original-method",
+		"x-http-method-override",
+		"x-http-method",
+		"x-method-override",
 	};
 	/* Families of names through which front proxies and frameworks say who
 	 * the user is or where the request came from (oauth2-proxy, ALB, IAP,
 	 * Cloudflare, Envoy, ...): none is the client's to say. */
 	static const char *const drop_prefix[] = {
-		"x-forwarded-", "x-mcp-", "x-auth-request-", "x-remote-", "remote-", "x-real-",
-		"true-client-", "cf-", "x-original-", "x-rewrite-", "x-amzn-oidc-", "x-goog-authenticated-",
-		"x-goog-iap-", "x-ms-client-principal", "x-pomerium-", "x-envoy-", "x-client-", "client-ip",
-		"x-cluster-client-", "x-http-method", "x-method-override", "x-userinfo", "x-authenticated-",
+		"x-forwarded-",      "x-mcp-",
+		"x-auth-request-",   "x-remote-",
+		"remote-",           "x-real-",
+		"true-client-",      "cf-",
+		"x-original-",       "x-rewrite-",
+		"x-amzn-oidc-",      "x-goog-authenticated-",
+		"x-goog-iap-",       "x-ms-client-principal",
+		"x-pomerium-",       "x-envoy-",
+		"x-client-",         "client-ip",
+		"x-cluster-client-", "x-http-method",
+		"x-method-override", "x-userinfo",
+		"x-authenticated-",
 	};
 	/* CGI/WSGI servers map '_' and '-' to the same variable
 	 * (X_MCP_User is HTTP_X_MCP_USER): names with '_' are dropped, as
@@ -131,8 +172,7 @@ static enum MHD_Result copy_arg(void *cls, enum MHD_ValueKind kind, const char *
 	(void)kind;
 	char *k = curl_easy_escape(NULL, key, 0);
 	char *v = value ? curl_easy_escape(NULL, value, 0) : NULL;
-	if (!k || (value && !v) ||
-	    buf_adds(q->b, q->b->len ? "&" : "?") < 0 || buf_adds(q->b, k) < 0 ||
+	if (!k || (value && !v) || buf_adds(q->b, q->b->len ? "&" : "?") < 0 || buf_adds(q->b, k) < 0 ||
 	    (v && (buf_add(q->b, "=", 1) < 0 || buf_adds(q->b, v) < 0)))
 		q->failed = 1;
 	curl_free(k);
@@ -247,9 +287,8 @@ out:
 }
 
 /* The lines the broker adds after the client's. */
-static int add_broker_lines(struct curl_slist **l, const struct cfg_resource *res,
-			    const struct forward_identity *id, const char *upstream, const char *client_ip,
-			    const char *request_id, int has_body)
+static int add_broker_lines(struct curl_slist **l, const struct cfg_resource *res, const struct forward_identity *id,
+			    const char *upstream, const char *client_ip, const char *request_id, int has_body)
 {
 	if (!field_ok(id->subject) || add_credential(l, &res->inject, upstream) < 0)
 		return -1;

@@ -21,7 +21,6 @@
 #include "session.h"
 #include "upstream_token.h"
 
-
 /* What one step of the handler did: the request goes on to the next, or
  * the step has answered it (a refusal or an error). */
 enum step { STEP_CONTINUE, STEP_ANSWERED };
@@ -36,7 +35,7 @@ struct resource_ctx {
 	char resource_url[2048];
 	char request_id[LIM_REQUEST_ID + 1];
 	json_t *tools;
-	int has_body; /* a JSON-RPC body is forwarded (as application/json) */
+	int has_body;     /* a JSON-RPC body is forwarded (as application/json) */
 	int drop_session; /* the request's Mcp-Session-Id is not forwarded */
 	uint64_t started;
 	long status;
@@ -48,8 +47,9 @@ static void jsonrpc_error(struct http_req *r, int status, int code, const char *
 {
 	if (status == 503)
 		http_add_header(r, "Retry-After", "1");
-	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", code,
-					    "message", message, "id"));
+	http_send_json(r, status,
+		       json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", code, "message",
+				 message, "id"));
 }
 
 static void wipe_free(char **s)
@@ -74,12 +74,14 @@ static void ctx_free(void *p)
 		snprintf(actor, sizeof(actor), "client:%s", rc->ti.client_id);
 		size_t i;
 		json_t *t;
-		json_array_foreach(rc->tools, i, t) {
-			struct audit a = { "tool.called", actor, rc->ti.user_id, rc->ti.client_id, rc->ti.grant_id,
-					   rc->request_id };
-			audit_enqueue(&a, json_pack("{s:s, s:s, s:i, s:s, s:f}", "tool", json_string_value(t), "resource",
-						    rc->resource_url, "status", (int)rc->status, "outcome",
-						    rc->status >= 200 && rc->status < 300 ? "ok" : "error", "latency_ms", ms));
+		json_array_foreach(rc->tools, i, t)
+		{
+			struct audit a = { "tool.called",    actor,           rc->ti.user_id,
+					   rc->ti.client_id, rc->ti.grant_id, rc->request_id };
+			audit_enqueue(&a, json_pack("{s:s, s:s, s:i, s:s, s:f}", "tool", json_string_value(t),
+						    "resource", rc->resource_url, "status", (int)rc->status, "outcome",
+						    rc->status >= 200 && rc->status < 300 ? "ok" : "error",
+						    "latency_ms", ms));
 		}
 	}
 	json_decref(rc->tools);
@@ -132,8 +134,8 @@ static enum step cors(struct http_req *r, const struct cfg_resource *res)
 		return STEP_CONTINUE;
 	http_add_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
 	http_add_header(r, "Access-Control-Allow-Headers",
-			      "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, "
-			      "Last-Event-ID, Mcp-Method, Mcp-Name");
+			"Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, "
+			"Last-Event-ID, Mcp-Method, Mcp-Name");
 	http_add_header(r, "Access-Control-Max-Age", "600");
 	http_send(r, 204, NULL, "", 0);
 	return STEP_ANSWERED;
@@ -144,9 +146,9 @@ static enum step cors(struct http_req *r, const struct cfg_resource *res)
  * segment in the path. */
 static enum step screen(struct http_req *r, const struct cfg_resource *res)
 {
-	static const char *const single[] = { "Authorization", "Mcp-Session-Id", "Mcp-Method", "Mcp-Name",
-					       "MCP-Protocol-Version", "Content-Type", "Content-Encoding",
-					       "Last-Event-ID" };
+	static const char *const single[] = { "Authorization",    "Mcp-Session-Id",       "Mcp-Method",
+					      "Mcp-Name",         "MCP-Protocol-Version", "Content-Type",
+					      "Content-Encoding", "Last-Event-ID" };
 	for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
 		if (http_header_count(r, single[i]) > 1) {
 			jsonrpc_error(r, 400, -32600, "a header the broker checks was given more than once");
@@ -218,9 +220,10 @@ static enum step rate_limit(struct http_req *r, const struct resource_ctx *rc)
 	long per_grant = res->rate_per_grant ? res->rate_per_grant : r->app->cfg->limits.proxy_per_grant_per_second;
 	int retry = 1;
 	/* The client's bucket first: a request it refuses costs the grant nothing. */
-	if ((res->rate_per_client > 0 &&
-	     !ratelimit_take("client", ti->client_id, (double)res->rate_per_client, (double)res->rate_per_client * 2, &retry)) ||
-	    (per_grant > 0 && !ratelimit_take("grant", ti->grant_id, (double)per_grant, (double)per_grant * 2, &retry))) {
+	if ((res->rate_per_client > 0 && !ratelimit_take("client", ti->client_id, (double)res->rate_per_client,
+							 (double)res->rate_per_client * 2, &retry)) ||
+	    (per_grant > 0 &&
+	     !ratelimit_take("grant", ti->grant_id, (double)per_grant, (double)per_grant * 2, &retry))) {
 		char ra[16];
 		snprintf(ra, sizeof(ra), "%d", retry);
 		http_add_header(r, "Retry-After", ra);
@@ -237,24 +240,16 @@ static enum step apply_policy(struct http_req *r, struct resource_ctx *rc, json_
 	struct policy_verdict v;
 	enum step st = STEP_ANSWERED;
 	switch (policy_check(rc->res, rc->ti.scope, body, rc->tools, &v)) {
-	case POLICY_ALLOW:
-		st = STEP_CONTINUE;
-		break;
-	case POLICY_NO_NAME:
-		jsonrpc_error(r, 400, -32602, "tools/call needs params.name");
-		break;
-	case POLICY_TOO_MANY:
-		jsonrpc_error(r, 400, -32600, "too many tools/call in one batch");
-		break;
+	case POLICY_ALLOW: st = STEP_CONTINUE; break;
+	case POLICY_NO_NAME: jsonrpc_error(r, 400, -32602, "tools/call needs params.name"); break;
+	case POLICY_TOO_MANY: jsonrpc_error(r, 400, -32600, "too many tools/call in one batch"); break;
 	case POLICY_INSUFFICIENT:
 		log_event(LOG_INFO, "proxy.insufficient_scope", r->id,
 			  json_pack("{s:s, s:s, s:s}", "tool", v.tool, "grant_id", rc->ti.grant_id, "client_id",
 				    rc->ti.client_id));
 		bearer_challenge(r, rc->res, 403, "insufficient_scope", v.want);
 		break;
-	case POLICY_ERROR:
-		jsonrpc_error(r, 500, -32603, "internal error");
-		break;
+	case POLICY_ERROR: jsonrpc_error(r, 500, -32603, "internal error"); break;
 	}
 	policy_verdict_free(&v);
 	return st;
@@ -306,12 +301,8 @@ static enum step bind_session(struct http_req *r, struct db_conn **c, struct res
 	case SESSION_DROP:
 		rc->drop_session = 1;
 		/* fall through */
-	case SESSION_PASS:
-		st = STEP_CONTINUE;
-		break;
-	case SESSION_BAD_ID:
-		jsonrpc_error(r, 400, -32600, "Mcp-Session-Id is empty or too long");
-		break;
+	case SESSION_PASS: st = STEP_CONTINUE; break;
+	case SESSION_BAD_ID: jsonrpc_error(r, 400, -32600, "Mcp-Session-Id is empty or too long"); break;
 	case SESSION_FOREIGN:
 	case SESSION_UNKNOWN: {
 		int known = s == SESSION_FOREIGN;
@@ -322,12 +313,8 @@ static enum step bind_session(struct http_req *r, struct db_conn **c, struct res
 		jsonrpc_error(r, 404, -32001, "session not found");
 		break;
 	}
-	case SESSION_UNAVAILABLE:
-		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
-		break;
-	case SESSION_ERROR:
-		jsonrpc_error(r, 500, -32603, "internal error");
-		break;
+	case SESSION_UNAVAILABLE: jsonrpc_error(r, 503, -32603, "service temporarily unavailable"); break;
+	case SESSION_ERROR: jsonrpc_error(r, 500, -32603, "internal error"); break;
 	}
 	return st;
 }
@@ -349,10 +336,11 @@ static void upstream_token_failed(struct http_req *r, const struct cfg_resource 
 		snprintf(ra, sizeof(ra), "%ld", retry_after > 0 ? retry_after : 1L);
 		http_add_header(r, "Retry-After", ra);
 	}
-	http_send_json(r, status, json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", -32603,
-					    "message", status == 502 ? "the upstream identity provider failed; try again later"
-							  : "the upstream identity provider is unavailable; try again",
-					    "id"));
+	http_send_json(r, status,
+		       json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", -32603, "message",
+				 status == 502 ? "the upstream identity provider failed; try again later"
+					       : "the upstream identity provider is unavailable; try again",
+				 "id"));
 }
 
 /* The grant's upstream token into *upstream (malloc'd; the caller wipes
@@ -542,8 +530,8 @@ void resource_headers(struct http_req *r)
 		jsonrpc_error(r, 500, -32603, "internal error");
 		goto out;
 	}
-	if (authenticate(r, &c, rc, token) == STEP_ANSWERED ||
-	    (r->body_expected && media_type(r) == STEP_ANSWERED) || rate_limit(r, rc) == STEP_ANSWERED)
+	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || (r->body_expected && media_type(r) == STEP_ANSWERED) ||
+	    rate_limit(r, rc) == STEP_ANSWERED)
 		goto out;
 	r->ctx = rc;
 	r->ctx_free = ctx_free;

@@ -9,7 +9,6 @@
 #include "log.h"
 #include "vault.h"
 
-
 /* The cache key of a binding: SHA-256 hex of "<id>|<downstream>" (an id is
  * the downstream's: the same id elsewhere is another session). */
 static int binding_key(const struct str *sid, const char *downstream, char key[65])
@@ -24,8 +23,8 @@ static int binding_key(const struct str *sid, const char *downstream, char key[6
 }
 
 /* Who opened the session: 1 and bound filled, 0 nobody, -1 no answer. */
-static int bound_user(struct app *app, struct db_conn **c, const char *downstream, const char *sid,
-		      const char *key, char bound[37])
+static int bound_user(struct app *app, struct db_conn **c, const char *downstream, const char *sid, const char *key,
+		      char bound[37])
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT user_id::text FROM mcp_session_bindings WHERE downstream = $1 AND session_hash = $2::bytea");

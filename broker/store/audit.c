@@ -20,8 +20,8 @@ int audit_record(struct db_conn *c, const struct audit *a, json_t *detail)
 	 * (the caller rolls back what it describes). */
 	PGresult *r = detail && !text ? NULL : db_exec_ok(c, &q, 7, p);
 	free(text);
-	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject,
-			      "client_id", a->client_id, "grant_id", a->grant_id);
+	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject, "client_id",
+			      a->client_id, "grant_id", a->grant_id);
 	if (f && detail)
 		json_object_set(f, "detail", detail);
 	log_event(LOG_INFO, a->event, a->request_id, f);
@@ -317,8 +317,8 @@ void audit_enqueue(const struct audit *a, json_t *detail)
 	gmtime_r(&ts.tv_sec, &tm);
 	size_t w = strftime(q.at, sizeof(q.at), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(q.at + w, sizeof(q.at) - w, ".%06ldZ", ts.tv_nsec / 1000);
-	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject,
-			      "client_id", a->client_id, "grant_id", a->grant_id);
+	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject, "client_id",
+			      a->client_id, "grant_id", a->grant_id);
 	if (f && detail)
 		json_object_set(f, "detail", detail);
 	log_event(LOG_INFO, a->event, a->request_id, f);

@@ -8,8 +8,8 @@
 
 struct audit {
 	const char *event;
-	const char *actor;     /* "client:<id>", "admin", "user:<id>", "system" */
-	const char *subject;   /* user id or other object */
+	const char *actor;   /* "client:<id>", "admin", "user:<id>", "system" */
+	const char *subject; /* user id or other object */
 	const char *client_id;
 	const char *grant_id;
 	const char *request_id;

@@ -182,8 +182,7 @@ int cache_upstream_get(const char *grant_id, char key_id[65], char **sealed, lon
 	return hit;
 }
 
-void cache_upstream_put(const char *grant_id, const char *key_id, const char *sealed, long long exp,
-			unsigned long gen)
+void cache_upstream_put(const char *grant_id, const char *key_id, const char *sealed, long long exp, unsigned long gen)
 {
 	if (!cache_enabled() || !up_slots || strlen(grant_id) != 36 || strlen(key_id) > 64)
 		return;
@@ -286,9 +285,9 @@ static void evict_covered(const struct revocation *rv)
 	up_evict(NULL);
 	for (size_t i = 0; i < CACHE_SLOTS; i++) {
 		const struct entry *e = &slots[i];
-		if (e->hash[0] && field_covers(rv->grant_id, e->info.grant_id) && field_covers(rv->token_hash, e->hash) &&
-		    field_covers(rv->client_id, e->info.client_id) && field_covers(rv->subject, e->info.subject) &&
-		    field_covers(rv->upstream, e->info.upstream))
+		if (e->hash[0] && field_covers(rv->grant_id, e->info.grant_id) &&
+		    field_covers(rv->token_hash, e->hash) && field_covers(rv->client_id, e->info.client_id) &&
+		    field_covers(rv->subject, e->info.subject) && field_covers(rv->upstream, e->info.upstream))
 			slots[i].hash[0] = '\0';
 	}
 	pthread_rwlock_unlock(&lock);

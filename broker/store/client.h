@@ -13,8 +13,8 @@
 
 struct client {
 	char client_id[LIM_CLIENT_ID + 1];
-	char kind[8];            /* static, dynamic, cimd */
-	char *name;              /* may be NULL */
+	char kind[8]; /* static, dynamic, cimd */
+	char *name;   /* may be NULL */
 	char **redirect_uris;
 	size_t n_redirect_uris;
 	int confidential;

@@ -165,8 +165,8 @@ enum clients_create clients_create_dynamic(struct db_conn *c, const struct clien
 	meta = json_dumps(n->metadata, JSON_COMPACT);
 	if (!uris || !grants || !meta)
 		goto out;
-	const char *p[] = { n->client_id, n->name, uris, n->secret_hash_hex, n->auth_method, grants, meta,
-			    n->registration_ip };
+	const char *p[] = { n->client_id,   n->name, uris, n->secret_hash_hex,
+			    n->auth_method, grants,  meta, n->registration_ip };
 	if (!(res = db_exec_ok(c, &q_insert, 8, p)))
 		goto out;
 	if (PQntuples(res) == 1 && num_parse(PQgetvalue(res, 0, 0), 0, LLONG_MAX, issued_at) == 0)

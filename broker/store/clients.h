@@ -12,8 +12,7 @@
 /* Looks up a static or dynamically registered client into *out (cleared
  * first). CLIENT_UNKNOWN for an id that client_id_ok refuses or that no
  * usable row has; CLIENT_UNAVAILABLE on a database or allocation failure. */
-enum client_find clients_lookup(struct app *app, struct db_conn *c, const char *client_id,
-				struct client *out) WUR;
+enum client_find clients_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out) WUR;
 
 /* Upserts the configured clients (kind static) so the database knows them. */
 int clients_sync_static(struct app *app) WUR;

@@ -37,11 +37,16 @@ PGconn *db_connect_one(const struct config *cfg, const char *application_name)
 	snprintf(timeout, sizeof(timeout), "%ld", cfg->database.connect_timeout_s);
 	snprintf(options, sizeof(options), "-c statement_timeout=%ld", cfg->database.statement_timeout_ms);
 	/* The URL comes first so that our safety settings override it. */
-	const char *const keys[] = { "dbname", "connect_timeout", "options", "application_name",
-				     "keepalives", "keepalives_idle", "keepalives_interval",
-				     "keepalives_count", NULL };
-	const char *const vals[] = { cfg->database_url, timeout, options, application_name,
-				     "1", "10", "5", "3", NULL };
+	const char *const keys[] = { "dbname",
+				     "connect_timeout",
+				     "options",
+				     "application_name",
+				     "keepalives",
+				     "keepalives_idle",
+				     "keepalives_interval",
+				     "keepalives_count",
+				     NULL };
+	const char *const vals[] = { cfg->database_url, timeout, options, application_name, "1", "10", "5", "3", NULL };
 	PGconn *pg = PQconnectdbParams(keys, vals, 1);
 	if (!pg)
 		return NULL;

@@ -16,7 +16,10 @@ struct db_stmt {
 	const char *sql;
 	int id;
 };
-#define DB_STMT(sql_text) { sql_text, -1 }
+#define DB_STMT(sql_text)    \
+	{                    \
+		sql_text, -1 \
+	}
 #define DB_MAX_STMTS 256
 
 /* How long a request waits for a pooled connection before it answers 503. */

@@ -27,8 +27,8 @@ static int insert_token(struct db_conn *c, const char *token, const char *kind, 
 	return 0;
 }
 
-int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
-		const char *resource, const char *scope, struct issued *out)
+int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
+		const char *scope, struct issued *out)
 {
 	const struct config *cfg = app->cfg;
 	memset(out, 0, sizeof(*out));
@@ -38,10 +38,9 @@ int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const 
 	out->expires_in = cfg->tokens.access_ttl;
 	if (crypto_token_new(TOKEN_PREFIX_ACCESS, out->access, sizeof(out->access)) < 0 ||
 	    crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0 ||
-	    insert_token(c, out->access, "access", grant_id, client_id, resource, scope,
-			 cfg->tokens.access_ttl) < 0 ||
-	    insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope,
-			 cfg->tokens.refresh_ttl) < 0) {
+	    insert_token(c, out->access, "access", grant_id, client_id, resource, scope, cfg->tokens.access_ttl) < 0 ||
+	    insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope, cfg->tokens.refresh_ttl) <
+		    0) {
 		issued_wipe(out);
 		return -1;
 	}
@@ -50,8 +49,8 @@ int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const 
 
 json_t *grant_token_response(const struct issued *out)
 {
-	json_t *j = json_pack("{s:s, s:s, s:i, s:s}", "access_token", out->access, "token_type", "Bearer",
-			      "expires_in", (int)out->expires_in, "refresh_token", out->refresh);
+	json_t *j = json_pack("{s:s, s:s, s:i, s:s}", "access_token", out->access, "token_type", "Bearer", "expires_in",
+			      (int)out->expires_in, "refresh_token", out->refresh);
 	if (j && out->scope[0] && json_object_set_new(j, "scope", json_string(out->scope)) < 0) {
 		json_decref(j);
 		j = NULL;
@@ -64,8 +63,8 @@ void issued_wipe(struct issued *out)
 	crypto_wipe(out, sizeof(*out));
 }
 
-static enum grant_revoke_rc revoke_one(struct app *app, struct db_conn *c, const char *grant_id,
-				       const char *reason, const char *actor, const char *request_id, int announce)
+static enum grant_revoke_rc revoke_one(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+				       const char *actor, const char *request_id, int announce)
 {
 	static struct db_stmt q_grant = DB_STMT(
 		"UPDATE grants SET status = 'revoked', revoked_at = now(), revoked_reason = $2, "
@@ -122,8 +121,8 @@ enum grant_revoke_rc grant_revoke(struct app *app, struct db_conn *c, const char
 	return revoke_one(app, c, grant_id, reason, actor, request_id, 1);
 }
 
-enum grant_revoke_rc grant_revoke_quiet(struct app *app, struct db_conn *c, const char *grant_id,
-					const char *reason, const char *actor, const char *request_id)
+enum grant_revoke_rc grant_revoke_quiet(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+					const char *actor, const char *request_id)
 {
 	return revoke_one(app, c, grant_id, reason, actor, request_id, 0);
 }

@@ -8,9 +8,9 @@
 #include "db.h"
 #include "lim.h"
 
-#define TOKEN_PREFIX_ACCESS  "mcpb_at_"
+#define TOKEN_PREFIX_ACCESS "mcpb_at_"
 #define TOKEN_PREFIX_REFRESH "mcpb_rt_"
-#define TOKEN_PREFIX_CODE    "mcpb_ac_"
+#define TOKEN_PREFIX_CODE "mcpb_ac_"
 #define TOKEN_TEXT_MAX 64
 
 /* What a valid access token stands for (proxy/bearer, the token cache). */
@@ -33,8 +33,8 @@ struct issued {
 };
 
 /* Issues a fresh pair for the grant with the given space-separated scope. */
-int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
-		const char *resource, const char *scope, struct issued *out) WUR;
+int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
+		const char *scope, struct issued *out) WUR;
 /* The RFC 6749 token response for out; NULL when out of memory. */
 json_t *grant_token_response(const struct issued *out) WUR;
 void issued_wipe(struct issued *out);
@@ -50,7 +50,7 @@ enum grant_revoke_rc grant_revoke(struct app *app, struct db_conn *c, const char
 				  const char *actor, const char *request_id) WUR;
 /* The same for one grant of a bulk revocation: the caller announces the
  * whole selection once with notify_publish(). */
-enum grant_revoke_rc grant_revoke_quiet(struct app *app, struct db_conn *c, const char *grant_id,
-					const char *reason, const char *actor, const char *request_id) WUR;
+enum grant_revoke_rc grant_revoke_quiet(struct app *app, struct db_conn *c, const char *grant_id, const char *reason,
+					const char *actor, const char *request_id) WUR;
 
 #endif

@@ -61,16 +61,18 @@ int migrate_run(PGconn *pg, int *applied)
 	if (exec_ok(pg, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", "lock") < 0)
 		return -1;
 	if (exec_ok(pg, "SET client_min_messages = warning", "setup") < 0 ||
-	    exec_ok(pg, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-			"version integer PRIMARY KEY, name text NOT NULL, "
-			"applied_at timestamptz NOT NULL DEFAULT now())", "schema table") < 0)
+	    exec_ok(pg,
+		    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+		    "version integer PRIMARY KEY, name text NOT NULL, "
+		    "applied_at timestamptz NOT NULL DEFAULT now())",
+		    "schema table") < 0)
 		goto out;
 	if (migrate_current(pg, &current) < 0)
 		goto out;
 	if (current > migrate_latest()) {
 		log_msg(LOG_ERROR, "migrate.newer_schema", NULL,
-			"database schema version %d is newer than this binary knows (%d): refusing",
-			current, migrate_latest());
+			"database schema version %d is newer than this binary knows (%d): refusing", current,
+			migrate_latest());
 		goto out;
 	}
 	for (size_t i = 0; i < migrations_count; i++) {
@@ -86,8 +88,8 @@ int migrate_run(PGconn *pg, int *applied)
 		char v[16];
 		snprintf(v, sizeof(v), "%d", m->version);
 		const char *params[] = { v, m->name };
-		PGresult *r = PQexecParams(pg, "INSERT INTO schema_migrations(version, name) VALUES ($1::int, $2)",
-					   2, NULL, params, NULL, NULL, 0);
+		PGresult *r = PQexecParams(pg, "INSERT INTO schema_migrations(version, name) VALUES ($1::int, $2)", 2,
+					   NULL, params, NULL, NULL, 0);
 		int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
 		PQclear(r);
 		if (!ok || exec_ok(pg, "COMMIT", "commit") < 0) {

@@ -36,13 +36,13 @@ static struct {
 } live_subs[NOTIFY_SUBSCRIBERS];
 static size_t n_live_subs;
 
-#define SUBSCRIBE(list, n, f, a)                 \
-	do {                                     \
-		if ((n) == NOTIFY_SUBSCRIBERS)   \
-			return -1;               \
-		(list)[n].fn = (f);              \
-		(list)[(n)++].arg = (a);         \
-		return 0;                        \
+#define SUBSCRIBE(list, n, f, a)               \
+	do {                                   \
+		if ((n) == NOTIFY_SUBSCRIBERS) \
+			return -1;             \
+		(list)[n].fn = (f);            \
+		(list)[(n)++].arg = (a);       \
+		return 0;                      \
 	} while (0)
 
 int notify_on_revoke(notify_revoke_fn fn, void *arg)
@@ -143,7 +143,8 @@ static int selector_parse(json_t *sel, struct revocation *rv)
 	json_t *v;
 	if (!json_is_object(sel))
 		return -1;
-	json_object_foreach(sel, k, v) {
+	json_object_foreach(sel, k, v)
+	{
 		const char *s = json_string_value(v);
 		if (!s)
 			return -1;
@@ -252,11 +253,10 @@ static void live_emit(const char *grant_id, const char *token_hash, void *ctx)
 /* 0 done; -1 the database failed (the caller reconnects and tries again). */
 static int resync(PGconn *pg)
 {
-	static const char *q =
-		"SELECT 'g', id::text FROM grants WHERE id = ANY($1::uuid[]) AND status = 'revoked' "
-		"UNION ALL SELECT 't', encode(token_hash, 'hex') FROM tokens "
-		"WHERE token_hash = ANY(ARRAY(SELECT decode(h, 'hex') FROM unnest($2::text[]) h)) "
-		"AND revoked_at IS NOT NULL";
+	static const char *q = "SELECT 'g', id::text FROM grants WHERE id = ANY($1::uuid[]) AND status = 'revoked' "
+			       "UNION ALL SELECT 't', encode(token_hash, 'hex') FROM tokens "
+			       "WHERE token_hash = ANY(ARRAY(SELECT decode(h, 'hex') FROM unnest($2::text[]) h)) "
+			       "AND revoked_at IS NOT NULL";
 	struct live_list l;
 	PGresult *res = NULL;
 	int rc = -1;
@@ -268,8 +268,7 @@ static int resync(PGconn *pg)
 	if (l.failed || buf_adds(&l.grants, l.grants.len ? "}" : "{}") < 0 ||
 	    buf_adds(&l.tokens, l.tokens.len ? "}" : "{}") < 0) {
 		/* Too much to ask about: everything it serves may be revoked. */
-		log_msg(LOG_WARN, "cache.resync_overflow", NULL,
-			"too many live transfers to check: ending them all");
+		log_msg(LOG_WARN, "cache.resync_overflow", NULL, "too many live transfers to check: ending them all");
 		tell_everything();
 		rc = 0;
 		goto out;
@@ -364,7 +363,7 @@ static void *listen_loop(void *arg)
 {
 	(void)arg;
 	PGconn *pg = NULL;
-	int deaf = 1; /* no revocation from other nodes reached this one */
+	int deaf = 1;                  /* no revocation from other nodes reached this one */
 	long long heard = 0, sent = 0; /* last answer to a heartbeat; heartbeat in flight since */
 	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
 		if (!pg) {

@@ -25,9 +25,9 @@
 #include "db.h"
 
 #define NOTIFY_CHANNEL "mcpb_revoke"
-#define NOTIFY_PAYLOAD_MAX 7999 /* PostgreSQL refuses payloads of 8000 bytes */
-#define NOTIFY_HEARTBEAT_MS 500  /* the listener asks PostgreSQL this often */
-#define NOTIFY_SILENCE_MS   3000 /* without an answer this long, the node is deaf */
+#define NOTIFY_PAYLOAD_MAX 7999               /* PostgreSQL refuses payloads of 8000 bytes */
+#define NOTIFY_HEARTBEAT_MS 500               /* the listener asks PostgreSQL this often */
+#define NOTIFY_SILENCE_MS 3000                /* without an answer this long, the node is deaf */
 #define NOTIFY_RESYNC_BYTES (8 * 1024 * 1024) /* ids of live transfers asked about after deafness */
 #define NOTIFY_SUBSCRIBERS 4
 
@@ -89,9 +89,9 @@ void notify_stop(void);
 enum notify_kind { NOTIFY_REVOKED, NOTIFY_REFRESHED };
 struct notify_msg {
 	enum notify_kind kind;
-	struct revocation rv;   /* NOTIFY_REVOKED; points into the payload or sel */
-	const char *grant_id;   /* NOTIFY_REFRESHED; points into the payload */
-	json_t *sel;            /* owned: the parsed "r:" selector */
+	struct revocation rv; /* NOTIFY_REVOKED; points into the payload or sel */
+	const char *grant_id; /* NOTIFY_REFRESHED; points into the payload */
+	json_t *sel;          /* owned: the parsed "r:" selector */
 };
 
 /* Parses one payload. 0 with *m filled (free it with notify_msg_free, which

@@ -43,8 +43,8 @@ static enum reseal_rc reseal(const struct config *cfg, const char *key_id, const
  * UPDATE for the length of one upstream call, and rolls back if that call
  * fails). FOR NO KEY UPDATE: the foreign key check of a token being issued
  * holds FOR KEY SHARE on its grant, which only FOR UPDATE conflicts with. */
-#define ROTATE_SELECT                                                   \
-	"SELECT id::text, key_id, up_access, up_refresh FROM grants "   \
+#define ROTATE_SELECT                                                 \
+	"SELECT id::text, key_id, up_access, up_refresh FROM grants " \
 	"WHERE key_id <> $1 AND NOT (id = ANY(string_to_array($2, ',')::uuid[])) ORDER BY id "
 static const char q_sweep[] = ROTATE_SELECT "LIMIT " ROTATE_BATCH " FOR NO KEY UPDATE SKIP LOCKED";
 static const char q_wait[] = ROTATE_SELECT "LIMIT 1 FOR NO KEY UPDATE";
@@ -65,17 +65,17 @@ enum row_rc { ROW_OK, ROW_DB_FAILED, ROW_NO_MEMORY };
 /* Re-encrypts row i of r (*done), or counts it in *unreadable and adds its
  * id to skip when it does not open. */
 static enum row_rc rotate_row(const struct config *cfg, PGconn *pg, PGresult *r, int i, struct buf *skip, long *done,
-		      long *unreadable)
+			      long *unreadable)
 {
-	static const char q_update[] =
-		"UPDATE grants SET key_id = $2, up_access = $3::bytea, up_refresh = $4::bytea, "
-		"updated_at = now() WHERE id = $1::uuid";
+	static const char q_update[] = "UPDATE grants SET key_id = $2, up_access = $3::bytea, up_refresh = $4::bytea, "
+				       "updated_at = now() WHERE id = $1::uuid";
 	const char *gid = PQgetvalue(r, i, 0), *kid = PQgetvalue(r, i, 1);
 	char *a = NULL, *b = NULL;
 	enum row_rc rc = ROW_NO_MEMORY;
 	enum reseal_rc ra = reseal(cfg, kid, gid, "access", PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2), &a);
 	enum reseal_rc rb = ra != RESEAL_OK ? ra
-			    : reseal(cfg, kid, gid, "refresh", PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), &b);
+					    : reseal(cfg, kid, gid, "refresh",
+						     PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), &b);
 	if (rb == RESEAL_FAILED)
 		goto out;
 	if (rb == RESEAL_UNREADABLE) {

@@ -107,8 +107,7 @@ out:
 	return pt;
 }
 
-char *vault_seal(const struct config *cfg, const char *id, const char *purpose, const char *pt,
-		 const char **key_id)
+char *vault_seal(const struct config *cfg, const char *id, const char *purpose, const char *pt, const char **key_id)
 {
 	char aad[128];
 	if ((size_t)snprintf(aad, sizeof(aad), "%s:%s", id, purpose) >= sizeof(aad))
@@ -117,8 +116,7 @@ char *vault_seal(const struct config *cfg, const char *id, const char *purpose, 
 	return vault_seal_key(cfg->encryption_keys[0].key, aad, pt, strlen(pt));
 }
 
-char *vault_open(const struct config *cfg, const char *key_id, const char *id, const char *purpose,
-		 const char *hex)
+char *vault_open(const struct config *cfg, const char *key_id, const char *id, const char *purpose, const char *hex)
 {
 	char aad[128];
 	if ((size_t)snprintf(aad, sizeof(aad), "%s:%s", id, purpose) >= sizeof(aad))
@@ -151,8 +149,7 @@ int vault_uuid(char out[37])
 		return -1;
 	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
 	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-		 b[13], b[14], b[15]);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+		 b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 	return 0;
 }

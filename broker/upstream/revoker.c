@@ -38,9 +38,8 @@ static void wake(const struct revocation *rv, void *arg)
 
 /* Revokes one grant upstream. Returns the outcome label; *retry when a
  * later attempt may succeed. */
-static const char *revoke_one(struct app *app, const char *grant_id, const char *upstream,
-			      const char *key_id, const char *enc_access, const char *enc_refresh, int others,
-			      int *retry)
+static const char *revoke_one(struct app *app, const char *grant_id, const char *upstream, const char *key_id,
+			      const char *enc_access, const char *enc_refresh, int others, int *retry)
 {
 	const struct config *cfg = app->cfg;
 	const struct cfg_upstream *up = config_upstream(cfg, upstream);
@@ -132,8 +131,8 @@ int revoker_run_once(struct app *app, int *handled)
 						 PQgetisnull(due, i, 5) ? NULL : PQgetvalue(due, i, 5), others, &retry);
 		if (settle(c, gid, outcome, attempt, retry) < 0)
 			goto out;
-		json_t *f = json_pack("{s:s, s:s, s:i, s:b}", "grant_id", gid, "outcome", outcome, "attempt",
-				      attempt, "retry", retry && attempt < REVOKE_MAX_ATTEMPTS);
+		json_t *f = json_pack("{s:s, s:s, s:i, s:b}", "grant_id", gid, "outcome", outcome, "attempt", attempt,
+				      "retry", retry && attempt < REVOKE_MAX_ATTEMPTS);
 		log_event(retry ? LOG_WARN : LOG_INFO, "upstream.revocation", NULL, f);
 		n++;
 	}

@@ -29,14 +29,13 @@ struct preset {
 };
 
 static const struct preset presets[] = {
-	{ "github", "https://github.com/login/oauth/authorize",
-	  "https://github.com/login/oauth/access_token", "https://api.github.com/user",
-	  "https://api.github.com/applications/{client_id}/grant", 1, 0, 1, NULL },
-	{ "sentry", "https://sentry.io/oauth/authorize/", "https://sentry.io/oauth/token/",
-	  "https://sentry.io/api/0/", NULL, 0, 1, 0, NULL },
+	{ "github", "https://github.com/login/oauth/authorize", "https://github.com/login/oauth/access_token",
+	  "https://api.github.com/user", "https://api.github.com/applications/{client_id}/grant", 1, 0, 1, NULL },
+	{ "sentry", "https://sentry.io/oauth/authorize/", "https://sentry.io/oauth/token/", "https://sentry.io/api/0/",
+	  NULL, 0, 1, 0, NULL },
 	{ "google", "https://accounts.google.com/o/oauth2/v2/auth", "https://oauth2.googleapis.com/token",
-	  "https://openidconnect.googleapis.com/v1/userinfo", "https://oauth2.googleapis.com/revoke", 1, 0,
-	  0, "access_type=offline&prompt=consent" },
+	  "https://openidconnect.googleapis.com/v1/userinfo", "https://oauth2.googleapis.com/revoke", 1, 0, 0,
+	  "access_type=offline&prompt=consent" },
 	{ "oidc", NULL, NULL, NULL, NULL, 1, 0, 0, NULL },
 };
 
@@ -210,9 +209,8 @@ static char *id_string(const json_t *v)
 	char tmp[32];
 	const char *s = json_string_value(v);
 	if (s)
-		return strlen(s) == json_string_length(v) && chars_in(s, 1, UP_MAX_ID_FIELD, 0x21, 0x7e)
-			       ? strdup(s)
-			       : NULL;
+		return strlen(s) == json_string_length(v) && chars_in(s, 1, UP_MAX_ID_FIELD, 0x21, 0x7e) ? strdup(s)
+													 : NULL;
 	if (json_is_integer(v)) {
 		snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
 		return strdup(tmp);
@@ -364,8 +362,8 @@ static int parse_token_body(const char *ct, const char *body, size_t len, struct
 	return upstream_parse_token_answer(body, len, k == CT_FORM, t, error);
 }
 
-enum upstream_class upstream_classify(enum upstream_op op, long status, const char *content_type,
-				      const char *body, size_t len)
+enum upstream_class upstream_classify(enum upstream_op op, long status, const char *content_type, const char *body,
+				      size_t len)
 {
 	struct upstream_tokens t = { 0 };
 	struct upstream_identity id = { 0 };
@@ -441,10 +439,10 @@ long upstream_parse_retry_after(const char *value, long long now)
 /* ---- one bounded HTTP exchange ---------------------------------------- */
 
 struct up_resp {
-	long status;           /* 0 when no answer arrived */
-	struct buf body;       /* secret: token answers */
+	long status;     /* 0 when no answer arrived */
+	struct buf body; /* secret: token answers */
 	char content_type[128];
-	long retry_after;      /* seconds, 0 when the upstream asked for no wait */
+	long retry_after; /* seconds, 0 when the upstream asked for no wait */
 	int too_large;
 	const char *transport; /* curl's static text of a failed transfer, or NULL */
 };
@@ -536,9 +534,9 @@ static enum upstream_class transport_class(CURLcode cc, int too_large)
 /* method: "GET", "POST" (form body) or "DELETE" (JSON body). UPC_OK when an
  * answer (any status) arrived whole; out is filled in any case and the
  * caller frees out->body. */
-static enum upstream_class up_call(const struct cfg_upstream *up, const char *method, const char *url,
-				   const char *body, const char *content_type, const char *auth_header,
-				   const char *userpwd, struct up_resp *out)
+static enum upstream_class up_call(const struct cfg_upstream *up, const char *method, const char *url, const char *body,
+				   const char *content_type, const char *auth_header, const char *userpwd,
+				   struct up_resp *out)
 {
 	CURL *h = thread_handle();
 	struct curl_slist *hdr = NULL;
@@ -615,8 +613,8 @@ out:
 
 /* One line and one count per failed call. Never a token: only the class,
  * the status, a validated OAuth error code and curl's own text. */
-static void note(const struct cfg_upstream *up, enum upstream_op op, enum upstream_class cls,
-		 const struct up_resp *r, const char *error, const char *request_id)
+static void note(const struct cfg_upstream *up, enum upstream_op op, enum upstream_class cls, const struct up_resp *r,
+		 const char *error, const char *request_id)
 {
 	metrics_upstream_error(up->name, upstream_op_name(op), upstream_class_name(cls));
 	json_t *f = json_pack("{s:s, s:s, s:s, s:i}", "upstream", up->name, "op", upstream_op_name(op), "class",
@@ -797,8 +795,8 @@ int upstream_endpoints(const struct cfg_upstream *up, struct upstream_ep *ep)
 	return 0;
 }
 
-char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstream_ep *ep,
-			     const char *redirect_uri, const char *state, const char *challenge)
+char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstream_ep *ep, const char *redirect_uri,
+			     const char *state, const char *challenge)
 {
 	struct buf q;
 	buf_init(&q, 8192);
@@ -813,11 +811,10 @@ char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstrea
 	    form_add(&q, "redirect_uri", redirect_uri) < 0 || form_add(&q, "state", state) < 0 ||
 	    (scope[0] && form_add(&q, "scope", scope) < 0))
 		goto fail;
-	if (challenge && (form_add(&q, "code_challenge", challenge) < 0 ||
-			  form_add(&q, "code_challenge_method", "S256") < 0))
+	if (challenge &&
+	    (form_add(&q, "code_challenge", challenge) < 0 || form_add(&q, "code_challenge_method", "S256") < 0))
 		goto fail;
-	if (ep->extra_authorize_params &&
-	    (buf_add(&q, "&", 1) < 0 || buf_adds(&q, ep->extra_authorize_params) < 0))
+	if (ep->extra_authorize_params && (buf_add(&q, "&", 1) < 0 || buf_adds(&q, ep->extra_authorize_params) < 0))
 		goto fail;
 	free(scope);
 	char *query = buf_take(&q, NULL);
@@ -844,9 +841,9 @@ static void set_wait(long *retry_after, const struct up_resp *r)
 		*retry_after = r->retry_after;
 }
 
-static enum upstream_class token_call(const struct cfg_upstream *up, const struct upstream_ep *ep,
-				      enum upstream_op op, struct buf *form, const char *request_id,
-				      struct upstream_tokens *out, long *retry_after)
+static enum upstream_class token_call(const struct cfg_upstream *up, const struct upstream_ep *ep, enum upstream_op op,
+				      struct buf *form, const char *request_id, struct upstream_tokens *out,
+				      long *retry_after)
 {
 	struct up_resp r;
 	char error[UP_ERROR_MAX] = "";
@@ -854,8 +851,8 @@ static enum upstream_class token_call(const struct cfg_upstream *up, const struc
 	resp_init(&r);
 	if (form_add(form, "client_id", up->client_id) < 0 || form_add(form, "client_secret", up->client_secret) < 0)
 		goto out;
-	cls = up_call(up, "POST", ep->token, form->ptr, "Content-Type: application/x-www-form-urlencoded", NULL,
-		      NULL, &r);
+	cls = up_call(up, "POST", ep->token, form->ptr, "Content-Type: application/x-www-form-urlencoded", NULL, NULL,
+		      &r);
 	if (cls == UPC_OK) {
 		int parsed = parse_token_body(r.content_type, r.body.ptr, r.body.len, out, error) == 0;
 		cls = token_class(r.status, parsed, error, out->access_token != NULL);
@@ -873,8 +870,7 @@ out:
 
 enum upstream_class upstream_exchange_code(const struct cfg_upstream *up, const struct upstream_ep *ep,
 					   const char *code, const char *redirect_uri, const char *verifier,
-					   const char *request_id, struct upstream_tokens *out,
-					   long *retry_after)
+					   const char *request_id, struct upstream_tokens *out, long *retry_after)
 {
 	struct buf f;
 	buf_init(&f, 16384);
@@ -894,8 +890,8 @@ enum upstream_class upstream_exchange_code(const struct cfg_upstream *up, const 
 }
 
 enum upstream_class upstream_refresh(const struct cfg_upstream *up, const struct upstream_ep *ep,
-				     const char *refresh_token, const char *request_id,
-				     struct upstream_tokens *out, long *retry_after)
+				     const char *refresh_token, const char *request_id, struct upstream_tokens *out,
+				     long *retry_after)
 {
 	struct buf f;
 	buf_init(&f, 16384);
@@ -990,9 +986,9 @@ static enum upstream_class revoke_github(const struct cfg_upstream *up, const st
 		goto out;
 	cls = up_call(up, "DELETE", url, body, "Content-Type: application/json", NULL, userpwd, r);
 	if (cls == UPC_OK)
-		cls = r->status == 404 ? UPC_OK /* already gone */
-				       : upstream_classify(UPOP_REVOKE, r->status, r->content_type, r->body.ptr,
-							   r->body.len);
+		cls = r->status == 404
+			      ? UPC_OK /* already gone */
+			      : upstream_classify(UPOP_REVOKE, r->status, r->content_type, r->body.ptr, r->body.len);
 out:
 	if (body) {
 		crypto_wipe(body, strlen(body));
@@ -1023,8 +1019,8 @@ out:
 	return cls;
 }
 
-enum upstream_rc upstream_revoke(const struct cfg_upstream *up, const struct upstream_ep *ep,
-				 const char *access_token, const char *refresh_token)
+enum upstream_rc upstream_revoke(const struct cfg_upstream *up, const struct upstream_ep *ep, const char *access_token,
+				 const char *refresh_token)
 {
 	struct up_resp r;
 	enum upstream_class cls;

@@ -49,20 +49,20 @@ enum upstream_rc {
 	UP_REJECTED = -1,    /* a final refusal (garbage, an OAuth error): retrying will not help */
 	UP_UNAVAILABLE = -2, /* may succeed later: 5xx, 429/403, connection failure, our credentials */
 	UP_TIMEOUT = -3,
-	UP_INTERNAL = -4,    /* out of memory, misconfiguration */
+	UP_INTERNAL = -4, /* out of memory, misconfiguration */
 };
 
-#define UP_ERROR_MAX 64          /* an OAuth "error" code kept from an answer, with its NUL */
-#define UP_MAX_TOKEN 8192        /* an upstream access or refresh token */
-#define UP_MAX_ID_FIELD 255      /* subject, login, email, name */
-#define UP_RETRY_AFTER_MAX 3600  /* longest wait the broker passes on */
+#define UP_ERROR_MAX 64         /* an OAuth "error" code kept from an answer, with its NUL */
+#define UP_MAX_TOKEN 8192       /* an upstream access or refresh token */
+#define UP_MAX_ID_FIELD 255     /* subject, login, email, name */
+#define UP_RETRY_AFTER_MAX 3600 /* longest wait the broker passes on */
 
 struct upstream_tokens {
 	char *access_token;
 	char *refresh_token; /* NULL when the answer had none */
 	char *scope;
-	long expires_in;     /* seconds; -1 when the token does not expire */
-	json_t *user;        /* identity carried in the token answer (sentry), or NULL */
+	long expires_in; /* seconds; -1 when the token does not expire */
+	json_t *user;    /* identity carried in the token answer (sentry), or NULL */
 };
 
 struct upstream_identity {
@@ -76,8 +76,8 @@ struct upstream_identity {
 struct upstream_ep {
 	char authorize[1024], token[1024], userinfo[1024], revoke[1024];
 	int pkce;
-	int identity_from_token; /* sentry */
-	int github;              /* GitHub quirks: form answers, grant revocation API */
+	int identity_from_token;            /* sentry */
+	int github;                         /* GitHub quirks: form answers, grant revocation API */
 	const char *extra_authorize_params; /* google: offline access */
 };
 
@@ -112,8 +112,8 @@ int upstream_parse_userinfo(const char *data, size_t size, struct upstream_ident
  * (HTTP 200, 400 or 401), and 401 from userinfo. Never UPC_TIMEOUT for a
  * status other than 408, never UPC_UNREACHABLE or UPC_INTERNAL. For
  * UPOP_REVOKE, 200 and 204 are UPC_OK (GitHub's 404 is its caller's call). */
-enum upstream_class upstream_classify(enum upstream_op op, long status, const char *content_type,
-				      const char *body, size_t len);
+enum upstream_class upstream_classify(enum upstream_op op, long status, const char *content_type, const char *body,
+				      size_t len);
 
 /* The class an OAuth "error" code stands for at the token endpoint
  * (UPC_REFUSED for codes it does not know, and for NULL or ""). */
@@ -143,8 +143,8 @@ const char *upstream_op_name(enum upstream_op op);
 int upstream_endpoints(const struct cfg_upstream *up, struct upstream_ep *ep) WUR;
 
 /* The URL to send the browser to; malloc'd. challenge may be NULL. */
-char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstream_ep *ep,
-			     const char *redirect_uri, const char *state, const char *challenge) WUR;
+char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstream_ep *ep, const char *redirect_uri,
+			     const char *state, const char *challenge) WUR;
 
 /* The three calls below return the class of the upstream's answer; on UPC_OK
  * *out holds the result (free it with upstream_tokens_free /
@@ -154,11 +154,10 @@ char *upstream_authorize_url(const struct cfg_upstream *up, const struct upstrea
  * goes on the log line of a failure. */
 enum upstream_class upstream_exchange_code(const struct cfg_upstream *up, const struct upstream_ep *ep,
 					   const char *code, const char *redirect_uri, const char *verifier,
-					   const char *request_id, struct upstream_tokens *out,
-					   long *retry_after) WUR;
+					   const char *request_id, struct upstream_tokens *out, long *retry_after) WUR;
 enum upstream_class upstream_refresh(const struct cfg_upstream *up, const struct upstream_ep *ep,
-				     const char *refresh_token, const char *request_id,
-				     struct upstream_tokens *out, long *retry_after) WUR;
+				     const char *refresh_token, const char *request_id, struct upstream_tokens *out,
+				     long *retry_after) WUR;
 /* The user's identity from tok: from the token answer itself where the
  * provider puts it there (sentry), else from the userinfo endpoint with
  * tok->access_token. Also the check of a token the downstream refused:
@@ -168,8 +167,8 @@ enum upstream_class upstream_identity(const struct cfg_upstream *up, const struc
 				      struct upstream_identity *out, long *retry_after) WUR;
 /* Revokes at the upstream where the provider has an endpoint; UP_OK when it
  * has none, and for GitHub's 404 (the token is already gone). */
-enum upstream_rc upstream_revoke(const struct cfg_upstream *up, const struct upstream_ep *ep,
-				 const char *access_token, const char *refresh_token) WUR;
+enum upstream_rc upstream_revoke(const struct cfg_upstream *up, const struct upstream_ep *ep, const char *access_token,
+				 const char *refresh_token) WUR;
 
 void upstream_tokens_free(struct upstream_tokens *t);
 void upstream_identity_free(struct upstream_identity *id);

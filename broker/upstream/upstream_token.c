@@ -33,8 +33,7 @@ static void row_free(struct grant_row *g)
 
 /* Reads the grant's row into g: 0 with *found 1 (or 0 for no such grant),
  * -1 on a database error (a lock timeout among them) or out of memory. */
-static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long skew, struct grant_row *g,
-		int *found)
+static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long skew, struct grant_row *g, int *found)
 {
 	char skews[24];
 	snprintf(skews, sizeof(skews), "%ld", skew);
@@ -58,10 +57,10 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 	return rc;
 }
 
-#define GRANT_COLUMNS                                                                        \
-	"SELECT key_id, up_access, up_refresh, "                                             \
+#define GRANT_COLUMNS                                                                            \
+	"SELECT key_id, up_access, up_refresh, "                                                 \
 	"up_expires_at IS NOT NULL AND up_expires_at < now() + make_interval(secs => $2::int), " \
-	"status = 'active', up_expires_at IS NOT NULL, upstream, "                          \
+	"status = 'active', up_expires_at IS NOT NULL, upstream, "                               \
 	"coalesce(extract(epoch FROM up_expires_at)::bigint, 0) FROM grants WHERE id = $1::uuid"
 
 static enum upstream_token_rc ut_of(enum upstream_class cls)
@@ -91,9 +90,9 @@ int upstream_token_http_status(enum upstream_token_rc rc)
  * misbehaving downstream, or an upstream in trouble, must not revoke users).
  * Runs inside the caller's transaction, which holds the grant's row lock. */
 static enum upstream_token_rc check_unrenewable(struct app *app, struct db_conn *c, const struct grant_row *g,
-						 const struct cfg_upstream *up, const struct upstream_ep *ep,
-						 const char *grant_id, const char *request_id, char **token,
-						 long *retry_after)
+						const struct cfg_upstream *up, const struct upstream_ep *ep,
+						const char *grant_id, const char *request_id, char **token,
+						long *retry_after)
 {
 	struct upstream_tokens cur = { 0 };
 	struct upstream_identity who = { 0 };
@@ -101,7 +100,8 @@ static enum upstream_token_rc check_unrenewable(struct app *app, struct db_conn 
 	cur.expires_in = -1;
 	cur.access_token = vault_open(app->cfg, g->key_id, grant_id, "access", g->up_access);
 	if (!cur.access_token) {
-		log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream token of grant %s does not decrypt", grant_id);
+		log_msg(LOG_ERROR, "vault.open_failed", request_id, "upstream token of grant %s does not decrypt",
+			grant_id);
 		goto out;
 	}
 	enum upstream_class v = upstream_identity(up, ep, &cur, request_id, &who, retry_after);
@@ -186,8 +186,9 @@ static enum upstream_token_rc store_refreshed(struct app *app, struct db_conn *c
 	if (enc_a && enc_r && (stored = db_exec_ok(c, &q_store, 6, p)) &&
 	    (notified = db_exec_ok(c, &q_notify, 1, pn))) {
 		cache_evict_grant(grant_id);
-		if (audit_record(c, &a, json_pack("{s:s, s:b, s:b}", "upstream", g->upstream, "rotated",
-						  t->refresh_token != NULL, "forced", force)) == 0 &&
+		if (audit_record(c, &a,
+				 json_pack("{s:s, s:b, s:b}", "upstream", g->upstream, "rotated",
+					   t->refresh_token != NULL, "forced", force)) == 0 &&
 		    db_commit(c) == 0 && (*token = strdup(t->access_token)) != NULL)
 			rc = UT_OK;
 	}
@@ -201,8 +202,8 @@ static enum upstream_token_rc store_refreshed(struct app *app, struct db_conn *c
 /* Under the grant's row lock: the token another request may have refreshed
  * meanwhile, or one upstream refresh (or, without a refresh token, the
  * upstream's verdict on the current one). */
-static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id,
-					     int force, const char *request_id, char **token, long *retry_after)
+static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id, int force,
+					     const char *request_id, char **token, long *retry_after)
 {
 	const struct config *cfg = app->cfg;
 	const struct cfg_upstream *up = NULL;
@@ -276,8 +277,8 @@ enum upstream_token_rc upstream_token_cached(struct app *app, const char *grant_
 	return *token ? UT_OK : UT_UNAVAILABLE;
 }
 
-enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
-					  int force, const char *request_id, char **token, long *retry_after)
+enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id, int force,
+					  const char *request_id, char **token, long *retry_after)
 {
 	static struct db_stmt q = DB_STMT(GRANT_COLUMNS);
 	const struct config *cfg = app->cfg;

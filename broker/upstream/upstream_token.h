@@ -24,9 +24,8 @@ enum upstream_token_rc {
  * the grant (UT_REVOKED); every other failure keeps it unchanged.
  * retry_after (may be NULL) receives the seconds the upstream asked to
  * wait, 0 when it did not. */
-enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id,
-					  int force, const char *request_id, char **token,
-					  long *retry_after) WUR;
+enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, const char *grant_id, int force,
+					  const char *request_id, char **token, long *retry_after) WUR;
 
 /* The HTTP status to answer a client for rc: 200, 401, 502, 503 or 504. */
 int upstream_token_http_status(enum upstream_token_rc rc);

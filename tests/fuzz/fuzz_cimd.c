@@ -78,7 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t n = json_array_size(uris), i;
 		json_t *v;
 		FUZZ_CHECK(n >= 1 && n <= LIM_REDIRECT_URIS);
-		json_array_foreach(uris, i, v) {
+		json_array_foreach(uris, i, v)
+		{
 			const char *why = NULL;
 			FUZZ_CHECK(json_is_string(v) && uri_redirect_allowed(json_string_value(v), &why) == 0);
 		}

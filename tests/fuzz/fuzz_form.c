@@ -32,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	buf_init(&b, 1 << 20);
 	const char *k;
 	json_t *v;
-	json_object_foreach(f, k, v) {
+	json_object_foreach(f, k, v)
+	{
 		FUZZ_CHECK(json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v));
 		FUZZ_CHECK(form_add(&b, k, json_string_value(v)) == 0);
 	}

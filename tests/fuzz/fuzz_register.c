@@ -31,7 +31,8 @@ static void check_accepted(const struct config *cfg, const struct register_reque
 	json_t *v;
 	const char *k;
 	FUZZ_CHECK(n >= 1 && n <= LIM_REDIRECT_URIS);
-	json_array_foreach(rq->redirect_uris, i, v) {
+	json_array_foreach(rq->redirect_uris, i, v)
+	{
 		const char *why = NULL;
 		FUZZ_CHECK(json_is_string(v) && uri_redirect_allowed(json_string_value(v), &why) == 0);
 		FUZZ_CHECK(client_redirect_policy_ok(cfg, json_string_value(v)));
@@ -42,12 +43,12 @@ static void check_accepted(const struct config *cfg, const struct register_reque
 	FUZZ_CHECK(!rq->name || strlen(rq->name) <= LIM_CLIENT_NAME);
 	n = json_array_size(rq->grant_types);
 	FUZZ_CHECK(n >= 1 && n <= 4);
-	json_array_foreach(rq->grant_types, i, v) {
+	json_array_foreach(rq->grant_types, i, v)
+	{
 		const char *g = json_string_value(v);
 		FUZZ_CHECK(g && (strcmp(g, "authorization_code") == 0 || strcmp(g, "refresh_token") == 0));
 	}
-	json_object_foreach(rq->metadata, k, v)
-		FUZZ_CHECK(metadata_key_ok(k) && json_is_string(v));
+	json_object_foreach(rq->metadata, k, v) FUZZ_CHECK(metadata_key_ok(k) && json_is_string(v));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -59,8 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	cfg.registration.allow_loopback_redirects = data[0] & 1;
 	cfg.registration.allow_private_schemes = (data[0] >> 1) & 1;
-	enum register_parse rc =
-		register_parse(&cfg, "application/json", (const char *)data + 1, size - 1, &rq, &why);
+	enum register_parse rc = register_parse(&cfg, "application/json", (const char *)data + 1, size - 1, &rq, &why);
 	if (rc == REGISTER_OK) {
 		check_accepted(&cfg, &rq);
 	} else if (rc == REGISTER_INVALID) {

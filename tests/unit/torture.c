@@ -27,7 +27,7 @@ struct torture_state {
 };
 
 static struct torture_state single, *st; /* NULL: not torturing */
-static __thread int paused;                 /* inside a parse (see __wrap_json_loadb) */
+static __thread int paused;              /* inside a parse (see __wrap_json_loadb) */
 
 static int torture_fail(void)
 {

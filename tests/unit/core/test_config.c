@@ -16,7 +16,7 @@
 #define OMIT "\x01" /* leave the key out */
 
 #define UPSTREAM_GH "\"gh\":{\"preset\":\"github\",\"client_id\":\"cid\",\"client_secret\":\"csecret\"}"
-#define RESOURCE_MCP                                                                      \
+#define RESOURCE_MCP                                                                           \
 	"{\"path\":\"/mcp\",\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:9000/mcp\"," \
 	"\"scopes\":{\"read\":[\"*\"],\"write\":[\"create_issue\"]},\"default_scopes\":[\"read\"]}"
 
@@ -46,8 +46,7 @@ static const char *build(struct cfgt t)
 		const char *v = f[i].val ? f[i].val : f[i].def;
 		if (strcmp(v, OMIT) == 0)
 			continue;
-		o += (size_t)snprintf(text + o, sizeof(text) - o, "%s\"%s\":%s", first ? "" : ",",
-				      f[i].name, v);
+		o += (size_t)snprintf(text + o, sizeof(text) - o, "%s\"%s\":%s", first ? "" : ",", f[i].name, v);
 		first = 0;
 	}
 	if (t.extra)
@@ -184,9 +183,8 @@ static void test_unknown_keys(void)
 	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"bogus\":1}" }), "$.tokens.bogus: unknown key");
 	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\",\"key\":" KEY_A ",\"bogus\":true}]" }),
 	      "$.encryption_keys[0].bogus: unknown key");
-	FAILS(build((struct cfgt){
-		      .extra = "\"upstreams\":{\"gh\":{\"preset\":\"github\",\"client_id\":\"c\","
-			       "\"client_secret\":\"s\",\"bogus\":1}}" }),
+	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"github\",\"client_id\":\"c\","
+					    "\"client_secret\":\"s\",\"bogus\":1}}" }),
 	      "$.upstreams.gh.bogus: unknown key");
 	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{" UPSTREAM_GH "},"
 					    "\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\","
@@ -234,10 +232,8 @@ static void test_missing_required(void)
 	FAILS(build((struct cfgt){ .database_url = OMIT }), "$.database_url: missing required key");
 	FAILS(build((struct cfgt){ .cookie = OMIT }), "$.cookie_secret: missing required key");
 	FAILS(build((struct cfgt){ .keys = OMIT }), "$.encryption_keys: missing required key");
-	FAILS(build((struct cfgt){ .keys = "[{\"key\":" KEY_A "}]" }),
-	      "$.encryption_keys[0].id: missing required key");
-	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\"}]" }),
-	      "$.encryption_keys[0].key: missing required key");
+	FAILS(build((struct cfgt){ .keys = "[{\"key\":" KEY_A "}]" }), "$.encryption_keys[0].id: missing required key");
+	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\"}]" }), "$.encryption_keys[0].key: missing required key");
 	FAILS(build((struct cfgt){ .keys = "[]" }), "$.encryption_keys: expected between 1 and 16 entries");
 	FAILS(build((struct cfgt){ .database_url = "\"\"" }), "$.database_url: expected a non-empty string");
 	FAILS(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"github\"}}" }),
@@ -249,9 +245,8 @@ static void test_missing_required(void)
 	struct config *c = parse("{}", &e);
 	CHECK(c == NULL);
 	CHECK(e.n == 5);
-	CHECK(has_err(&e, "$.listen:") && has_err(&e, "$.public_url:") &&
-	      has_err(&e, "$.database_url:") && has_err(&e, "$.encryption_keys:") &&
-	      has_err(&e, "$.cookie_secret:"));
+	CHECK(has_err(&e, "$.listen:") && has_err(&e, "$.public_url:") && has_err(&e, "$.database_url:") &&
+	      has_err(&e, "$.encryption_keys:") && has_err(&e, "$.cookie_secret:"));
 	config_errors_free(&e);
 	CHECK(e.n == 0 && e.msg == NULL);
 }
@@ -273,8 +268,7 @@ static void test_urls(void)
 	      "$.public_url: expected an https URL");
 	FAILS(build((struct cfgt){ .public_url = "\"http://broker.example.com\"" }),
 	      "$.public_url: expected an https URL");
-	FAILS(build((struct cfgt){ .public_url = "\"http://10.0.0.1:8080\"" }),
-	      "$.public_url: expected an https URL");
+	FAILS(build((struct cfgt){ .public_url = "\"http://10.0.0.1:8080\"" }), "$.public_url: expected an https URL");
 	FAILS(build((struct cfgt){ .public_url = "\"http://localhost.example.com\"" }),
 	      "$.public_url: expected an https URL");
 	/* http is fine on loopback. */
@@ -309,8 +303,8 @@ static void test_keys(void)
 	FAILS(build((struct cfgt){ .keys = "[{\"id\":\"k1\",\"key\":" KEY_A "},{\"id\":\"k1\",\"key\":" KEY_B "}]" }),
 	      "$.encryption_keys[1].id: duplicate key id");
 	/* Two keys: both kept in order. */
-	struct config *c = PASSES(build((struct cfgt){
-		.keys = "[{\"id\":\"new\",\"key\":" KEY_B "},{\"id\":\"old\",\"key\":" KEY_A "}]" }));
+	struct config *c = PASSES(build(
+		(struct cfgt){ .keys = "[{\"id\":\"new\",\"key\":" KEY_B "},{\"id\":\"old\",\"key\":" KEY_A "}]" }));
 	if (c) {
 		CHECK(c->n_encryption_keys == 2);
 		CHECK_STR(c->encryption_keys[0].id, "new");
@@ -322,9 +316,9 @@ static void test_keys(void)
 
 static void test_listen(void)
 {
-	static const char *const bad[] = { "\"nohost\"",        "\"1.2.3.4:99999\"", "\"[::1]8080\"",
-					   "\"example.com:80\"", "\"1.2.3.4:\"",      "\":80\"",
-					   "\"1.2.3.4:8o\"",     "\"1.2.3.4:-1\"",    "\"[::1\"",
+	static const char *const bad[] = { "\"nohost\"",         "\"1.2.3.4:99999\"",  "\"[::1]8080\"",
+					   "\"example.com:80\"", "\"1.2.3.4:\"",       "\":80\"",
+					   "\"1.2.3.4:8o\"",     "\"1.2.3.4:-1\"",     "\"[::1\"",
 					   "\"[nothex]:80\"",    "\"1.2.3.4:123456\"", "\"::1:80\"",
 					   "\"256.1.1.1:80\"",   "\"1.2.3.4: 80\"" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -334,10 +328,8 @@ static void test_listen(void)
 		const char *json, *host;
 		int port;
 	} good[] = {
-		{ "\"127.0.0.1:0\"", "127.0.0.1", 0 },
-		{ "\"[::1]:8080\"", "::1", 8080 },
-		{ "\"localhost:80\"", "127.0.0.1", 80 },
-		{ "\"0.0.0.0:65535\"", "0.0.0.0", 65535 },
+		{ "\"127.0.0.1:0\"", "127.0.0.1", 0 },   { "\"[::1]:8080\"", "::1", 8080 },
+		{ "\"localhost:80\"", "127.0.0.1", 80 }, { "\"0.0.0.0:65535\"", "0.0.0.0", 65535 },
 		{ "\"[::]:443\"", "::", 443 },
 	};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
@@ -358,8 +350,8 @@ static void test_env(void)
 	unsetenv("MCPB_TEST_UNSET_VAR");
 
 	struct config *c = PASSES(build((struct cfgt){ .listen = "\"127.0.0.1:${MCPB_TEST_PORT}\"",
-						      .database_url = "\"${MCPB_TEST_DB}\"",
-						      .cookie = "\"${MCPB_TEST_KEY}\"" }));
+						       .database_url = "\"${MCPB_TEST_DB}\"",
+						       .cookie = "\"${MCPB_TEST_KEY}\"" }));
 	if (c) {
 		CHECK_STR(c->database_url, "postgres://from-env/db");
 		CHECK(c->listen_port == 9090);
@@ -637,15 +629,16 @@ static void test_exact_messages(void)
 			      .extra = "\"upstreams\":{\"gh\":{\"client_id\":\"c\",\"client_secret\":\"s\"}}" }),
 		      "$.upstreams.gh: without a preset or issuer, authorize_url and token_url are required");
 	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"x\",\"client_id\":\"c\","
-							 "\"client_secret\":\"s\",\"timeout_ms\":99}}" }),
+						    "\"client_secret\":\"s\",\"timeout_ms\":99}}" }),
 		      "$.upstreams.gh.timeout_ms: expected an integer between 100 and 120000");
 	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"upstreams\":{\"gh\":{\"preset\":\"x\",\"client_id\":\"c\","
-							 "\"client_secret\":\"s\"}}" }),
+						    "\"client_secret\":\"s\"}}" }),
 		      "$.upstreams.gh: preset: expected one of github, sentry, google, oidc");
 	FAILS_EXACTLY(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"a\",\"redirect_uris\":[\"\"]}]" }),
 		      "$.clients[0].redirect_uris[0]: expected a non-empty string");
-#define RES(more) "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\"," \
-		  "\"downstream\":\"http://127.0.0.1:1/\"" more "}]"
+#define RES(more)                                                                                \
+	"\"upstreams\":{" UPSTREAM_GH "},\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\"," \
+	"\"downstream\":\"http://127.0.0.1:1/\"" more "}]"
 	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"scopes\":[\"read\"]") }),
 		      "$.resources[0].scopes: expected an object of scope -> [tools]");
 	FAILS_EXACTLY(build((struct cfgt){ .extra = RES(",\"scopes\":{\"read\":[1]}") }),
@@ -675,8 +668,10 @@ static void test_exact_messages(void)
 						    "\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"}]" }),
 		      "$.resources[0]: path: expected /segment[/segment...] without a trailing slash, query or %");
 	/* Every tools list is freed whatever else failed (run under ASan/valgrind). */
-	FAILS_EXACTLY(build((struct cfgt){ .listen = OMIT, .extra = "\"upstreams\":{" UPSTREAM_GH "},\"resources\":["
-						    RESOURCE_MCP "]" }), "$.listen: missing required key (a string)");
+	FAILS_EXACTLY(build((struct cfgt){ .listen = OMIT,
+					   .extra = "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[" RESOURCE_MCP
+						    "]" }),
+		      "$.listen: missing required key (a string)");
 }
 
 static void test_int_ranges(void)
@@ -696,8 +691,8 @@ static void test_int_ranges(void)
 	FAILS(build((struct cfgt){ .extra = "\"http\":{\"threads\":-9223372036854775807}" }),
 	      "$.http.threads: expected an integer between 1 and 256");
 	/* Bounds are inclusive. */
-	struct config *c = PASSES(build((struct cfgt){
-		.extra = "\"tokens\":{\"code_ttl\":5,\"access_ttl\":86400,\"refresh_grace\":0}" }));
+	struct config *c = PASSES(build(
+		(struct cfgt){ .extra = "\"tokens\":{\"code_ttl\":5,\"access_ttl\":86400,\"refresh_grace\":0}" }));
 	if (c)
 		CHECK(c->tokens.code_ttl == 5 && c->tokens.access_ttl == 86400 && c->tokens.refresh_grace == 0);
 	config_free(&c);
@@ -707,19 +702,18 @@ static void test_int_ranges(void)
 	      "$.encryption_keys[0].id: expected at most 64 characters");
 	FAILS(build((struct cfgt){ .extra = "\"admin_tokens\":[\"short\"]" }),
 	      "$.admin_tokens[0]: expected at least 16 characters");
-	FAILS(build((struct cfgt){ .extra = "\"log\":{\"level\":\"verbose\"}" }),
-	      "$.log.level: expected one of");
+	FAILS(build((struct cfgt){ .extra = "\"log\":{\"level\":\"verbose\"}" }), "$.log.level: expected one of");
 }
 
 static void test_multiple_errors(void)
 {
 	struct cfg_errors e;
-	struct config *c = parse(build((struct cfgt){
-		.listen = "\"nohost\"",
-		.cookie = OMIT,
-		.keys = "[{\"id\":\"k1\",\"key\":" KEY_16 "}]",
-		.extra = "\"bogus\":1,\"tokens\":{\"code_ttl\":600,\"other\":1},"
-			 "\"database\":{\"pool_size\":\"8\"}" }), &e);
+	struct config *c = parse(build((struct cfgt){ .listen = "\"nohost\"",
+						      .cookie = OMIT,
+						      .keys = "[{\"id\":\"k1\",\"key\":" KEY_16 "}]",
+						      .extra = "\"bogus\":1,\"tokens\":{\"code_ttl\":600,\"other\":1},"
+							       "\"database\":{\"pool_size\":\"8\"}" }),
+				 &e);
 	CHECK(c == NULL);
 	CHECK(e.n >= 7);
 	CHECK(has_err(&e, "$.listen: "));
@@ -735,10 +729,12 @@ static void test_multiple_errors(void)
 	config_errors_free(&e);
 
 	/* Cross-checks also report every problem. */
-	c = parse(build((struct cfgt){
-		.extra = "\"upstreams\":{\"gh\":{\"preset\":\"bogus\",\"client_id\":\"c\",\"client_secret\":\"s\"}},"
-			 "\"resources\":[{\"path\":\"mcp\",\"upstream\":\"nope\",\"downstream\":\"http://127.0.0.1:1/\"}]" }),
-		  &e);
+	c = parse(
+		build((struct cfgt){
+			.extra =
+				"\"upstreams\":{\"gh\":{\"preset\":\"bogus\",\"client_id\":\"c\",\"client_secret\":\"s\"}},"
+				"\"resources\":[{\"path\":\"mcp\",\"upstream\":\"nope\",\"downstream\":\"http://127.0.0.1:1/\"}]" }),
+		&e);
 	CHECK(c == NULL);
 	CHECK(e.n >= 3);
 	CHECK(has_err(&e, "$.upstreams.gh: preset"));
@@ -808,17 +804,19 @@ static void test_resources_upstreams(void)
 						    "\"downstream\":\"http://127.0.0.1:1/\","
 						    "\"scopes\":{\"read\":[\"*\"]},\"default_scopes\":[\"admin\"]}") }),
 	      "$.resources[0]: default_scopes: \"admin\"");
-	FAILS(build((struct cfgt){ .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gh\","
-						    "\"downstream\":\"http://127.0.0.1:1/\",\"default_scopes\":[\"read\"]}") }),
+	FAILS(build((struct cfgt){
+		      .extra = WITH_GH("{\"path\":\"/mcp\",\"upstream\":\"gh\","
+				       "\"downstream\":\"http://127.0.0.1:1/\",\"default_scopes\":[\"read\"]}") }),
 	      "$.resources[0]: default_scopes: ");
 	FAILS(build((struct cfgt){ .extra = WITH_GH(RESOURCE_MCP "," RESOURCE_MCP) }),
 	      "$.resources[1]: path: duplicate resource path");
-	static const char *const bad_paths[] = { "mcp", "/mcp/", "/mcp?x", "/mcp#x", "/m%63p", "/",
-						 "/.well-known/oauth" };
+	static const char *const bad_paths[] = {
+		"mcp", "/mcp/", "/mcp?x", "/mcp#x", "/m%63p", "/", "/.well-known/oauth"
+	};
 	for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
 		char res[512], ex[1024];
-		snprintf(res, sizeof(res), "{\"path\":\"%s\",\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"}",
-			 bad_paths[i]);
+		snprintf(res, sizeof(res),
+			 "{\"path\":\"%s\",\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"}", bad_paths[i]);
 		snprintf(ex, sizeof(ex), "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[%s]", res);
 		FAILS(build((struct cfgt){ .extra = ex }), "$.resources[0]: path: ");
 	}
@@ -849,8 +847,9 @@ static void test_resources_upstreams(void)
 	PASSES_FREE(build((struct cfgt){ .extra = "\"upstreams\":{\"x\":{\"client_id\":\"c\",\"client_secret\":\"s\","
 						  "\"authorize_url\":\"https://idp.example.com/authorize\","
 						  "\"token_url\":\"https://idp.example.com/token\"}}" }));
-	FAILS(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"a\",\"redirect_uris\":[\"http://127.0.0.1/\"]},"
-					    "{\"client_id\":\"a\",\"redirect_uris\":[\"http://127.0.0.1/\"]}]" }),
+	FAILS(build((struct cfgt){
+		      .extra = "\"clients\":[{\"client_id\":\"a\",\"redirect_uris\":[\"http://127.0.0.1/\"]},"
+			       "{\"client_id\":\"a\",\"redirect_uris\":[\"http://127.0.0.1/\"]}]" }),
 	      "$.clients[1].client_id: duplicate client_id");
 	FAILS(build((struct cfgt){ .extra = "\"clients\":[{\"client_id\":\"a\",\"redirect_uris\":[]}]" }),
 	      "$.clients[0].redirect_uris: expected between 1 and 10 entries");

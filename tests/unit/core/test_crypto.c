@@ -32,8 +32,8 @@ static void hex_of(const uint8_t *p, size_t n, char *out)
 static int url_alphabet_only(const char *s)
 {
 	for (; *s; s++)
-		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
-		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+		      *s == '_'))
 			return 0;
 	return 1;
 }
@@ -80,9 +80,8 @@ static void test_b64url_vectors(void)
 	static const struct {
 		const char *plain, *enc;
 	} v[] = {
-		{ "", "" },           { "f", "Zg" },          { "fo", "Zm8" },
-		{ "foo", "Zm9v" },    { "foob", "Zm9vYg" },   { "fooba", "Zm9vYmE" },
-		{ "foobar", "Zm9vYmFy" },
+		{ "", "" },           { "f", "Zg" },          { "fo", "Zm8" },          { "foo", "Zm9v" },
+		{ "foob", "Zm9vYg" }, { "fooba", "Zm9vYmE" }, { "foobar", "Zm9vYmFy" },
 	};
 	char enc[32];
 	uint8_t dec[32];
@@ -94,7 +93,7 @@ static void test_b64url_vectors(void)
 		CHECK(memcmp(dec, v[i].plain, n) == 0);
 	}
 	/* Bytes whose standard encoding uses '+' and '/'. */
-	static const uint8_t plus[] = { 0xfb, 0xef, 0xbe }; /* std "++++" */
+	static const uint8_t plus[] = { 0xfb, 0xef, 0xbe };  /* std "++++" */
 	static const uint8_t slash[] = { 0xff, 0xff, 0xff }; /* std "////" */
 	static const uint8_t mixed[] = { 0xfb, 0xff };       /* std "+/8=" */
 	crypto_b64url_encode(plus, sizeof(plus), enc);
@@ -113,12 +112,34 @@ static void test_b64url_rejects(void)
 	uint8_t out[64];
 	/* Padding, the standard alphabet, whitespace, other bytes. */
 	static const char *const bad[] = {
-		"Zg==", "Zm8=", "Zg=",  "Zm9v=",    "+/8",      "Zm+v",  "Zm/v", "Zm9v YmFy",
-		" Zm9v", "Zm9v\n", "Zm9v\t", "Zm9\r", "Zm.v", "Zm9v*", "Zm9v\xc3\xa9", "Zm,v",
+		"Zg==",
+		"Zm8=",
+		"Zg=",
+		"Zm9v=",
+		"+/8",
+		"Zm+v",
+		"Zm/v",
+		"Zm9v YmFy",
+		" Zm9v",
+		"Zm9v\n",
+		"Zm9v\t",
+		"Zm9\r",
+		"Zm.v",
+		"Zm9v*",
+		"Zm9v\xc3\xa9",
+		"Zm,v",
 		/* length % 4 == 1 can never be base64 */
-		"Z", "Zm9vY", "Zm9vYmFyZ",
+		"Z",
+		"Zm9vY",
+		"Zm9vYmFyZ",
 		/* non-canonical: unused low bits set in the last character */
-		"QR", "QT", "Qf", "QUJ", "QUK", "Zh", "Zm9",
+		"QR",
+		"QT",
+		"Qf",
+		"QUJ",
+		"QUK",
+		"Zh",
+		"Zm9",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		long got = url_dec(bad[i], out, sizeof(out));
@@ -168,8 +189,7 @@ static void test_b64_std(void)
 	static const char *const bad[] = {
 		"Zm9vYg",  /* unpadded */
 		"Zm9vYg=", /* short padding */
-		"Zg==Zg==", "AB=C", "A===", "====",
-		"Zm9v YmFy", "Zm9v\nYmFy", "-_8=", "Zm9v!", "Zm9",
+		"Zg==Zg==", "AB=C", "A===", "====", "Zm9v YmFy", "Zm9v\nYmFy", "-_8=", "Zm9v!", "Zm9",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		long got = crypto_b64_decode(bad[i], strlen(bad[i]), back, sizeof(back));

@@ -32,7 +32,7 @@ static void test_parse(void)
 	CHECK((j = jparse(deep + 1, 32, 0, 16)) != NULL);
 	json_decref(j);
 	CHECK(jparse("{\"a\":1,\"a\":2}", 13, 0, 16) == NULL); /* duplicates always refused */
-	CHECK(jparse("[1\0,2]", 6, 0, 16) == NULL);              /* jansson would read [1,2] */
+	CHECK(jparse("[1\0,2]", 6, 0, 16) == NULL);            /* jansson would read [1,2] */
 	CHECK(jparse(NULL, 0, 0, 16) == NULL);
 	CHECK(jparse_str(NULL, 0, 16) == NULL);
 	CHECK((j = jparse_str("[true]", 0, 16)) != NULL);

@@ -30,19 +30,41 @@ static char *drain(void)
 static void test_secret_keys(void)
 {
 	static const char *const secret[] = {
-		"access_token", "refresh_token", "client_secret", "code", "code_verifier",
-		"Authorization", "cookie", "password", "key", "state", "csrf_token",
+		"access_token",
+		"refresh_token",
+		"client_secret",
+		"code",
+		"code_verifier",
+		"Authorization",
+		"cookie",
+		"password",
+		"key",
+		"state",
+		"csrf_token",
 		/* and the families they stand for */
-		"id_token", "upstream_token", "Set-Cookie", "COOKIE", "Proxy-Authorization",
-		"initial_access_token", "passwd", "client_assertion", "nonce", "api_key",
-		"auth_code", "device_code", "credentials", "KEY", "State",
+		"id_token",
+		"upstream_token",
+		"Set-Cookie",
+		"COOKIE",
+		"Proxy-Authorization",
+		"initial_access_token",
+		"passwd",
+		"client_assertion",
+		"nonce",
+		"api_key",
+		"auth_code",
+		"device_code",
+		"credentials",
+		"KEY",
+		"State",
 		"a_name_far_too_long_to_be_one_of_ours_so_it_is_hidden_just_in_case_x",
 	};
 	static const char *const plain[] = {
-		"route", "status", "client_id", "path", "event", "method", "duration_ms",
-		"request_id", "error", "error_description", "scope", "redirect_uri",
-		"grant_type", "msg", "client", "keyboard", "monkey", "codec", "statement",
-		"", "upstream", "resource",
+		"route",    "status",       "client_id",  "path",      "event",
+		"method",   "duration_ms",  "request_id", "error",     "error_description",
+		"scope",    "redirect_uri", "grant_type", "msg",       "client",
+		"keyboard", "monkey",       "codec",      "statement", "",
+		"upstream", "resource",
 	};
 	for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++) {
 		if (!log_is_secret_key(secret[i]))
@@ -61,9 +83,8 @@ static void test_secret_keys(void)
  * mode too (torture.h), where a failed CHECK is allowed and this is not. */
 static void check_no_secrets(const char *text)
 {
-	static const char *const planted[] = { "S3CR3T", "SECRET_1", "SECRET_2", "SECRET_3",
-					       "SECRET_4", "SECRET_5", "SECRET_6", "SECRET_7",
-					       "SECRET_8" };
+	static const char *const planted[] = { "S3CR3T",   "SECRET_1", "SECRET_2", "SECRET_3", "SECRET_4",
+					       "SECRET_5", "SECRET_6", "SECRET_7", "SECRET_8" };
 	for (size_t i = 0; i < sizeof(planted) / sizeof(planted[0]); i++) {
 		if (strstr(text, planted[i])) {
 			fprintf(stderr, "  secret %s leaked in: %s\n", planted[i], text);
@@ -75,17 +96,11 @@ static void check_no_secrets(const char *text)
 static void test_redaction(void)
 {
 	log_init(LOG_DEBUG, out);
-	json_t *f = json_pack(
-		"{s:s, s:s, s:{s:s, s:{s:s, s:s}}, s:[{s:s}, {s:s}, s], s:{s:s}, s:{s:s}, s:i}",
-		"route", "token",
-		"access_token", "SECRET_1",
-		"nested",
-			"refresh_token", "SECRET_2",
-			"inner", "client_secret", "SECRET_3", "ok", "visible",
-		"list", "code", "SECRET_4", "Authorization", "Bearer SECRET_5", "plain-array-item",
-		"headers", "Cookie", "sid=SECRET_6",
-		"password", "an", "object SECRET_7",
-		"status", 200);
+	json_t *f = json_pack("{s:s, s:s, s:{s:s, s:{s:s, s:s}}, s:[{s:s}, {s:s}, s], s:{s:s}, s:{s:s}, s:i}", "route",
+			      "token", "access_token", "SECRET_1", "nested", "refresh_token", "SECRET_2", "inner",
+			      "client_secret", "SECRET_3", "ok", "visible", "list", "code", "SECRET_4", "Authorization",
+			      "Bearer SECRET_5", "plain-array-item", "headers", "Cookie", "sid=SECRET_6", "password",
+			      "an", "object SECRET_7", "status", 200);
 	CHECK(f != NULL);
 	log_event(LOG_INFO, "oauth.token", "req-123", f);
 	char *text = drain();
@@ -117,11 +132,9 @@ static void test_redaction(void)
 		json_t *list = json_object_get(line, "list");
 		CHECK(json_array_size(list) == 3);
 		CHECK_STR(json_string_value(json_object_get(json_array_get(list, 0), "code")), "[redacted]");
-		CHECK_STR(json_string_value(json_object_get(json_array_get(list, 1), "Authorization")),
-			  "[redacted]");
+		CHECK_STR(json_string_value(json_object_get(json_array_get(list, 1), "Authorization")), "[redacted]");
 		CHECK_STR(json_string_value(json_array_get(list, 2)), "plain-array-item");
-		CHECK_STR(json_string_value(json_object_get(json_object_get(line, "headers"), "Cookie")),
-			  "[redacted]");
+		CHECK_STR(json_string_value(json_object_get(json_object_get(line, "headers"), "Cookie")), "[redacted]");
 		/* A secret-named object is replaced whole. */
 		CHECK_STR(json_string_value(json_object_get(line, "password")), "[redacted]");
 		json_decref(line);
@@ -159,8 +172,8 @@ static void test_reserved_fields(void)
 {
 	log_init(LOG_DEBUG, out);
 	/* Fields cannot masquerade as the line's own time, level, event or id. */
-	json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:s}", "level", "error", "event", "forged",
-			      "time", "1970", "request_id", "forged-id", "extra", "kept");
+	json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:s}", "level", "error", "event", "forged", "time", "1970",
+			      "request_id", "forged-id", "extra", "kept");
 	log_event(LOG_DEBUG, "real.event", "real-id", f);
 	char *text = drain();
 	json_t *line = text ? json_loads(text, 0, NULL) : NULL;

@@ -76,9 +76,23 @@ static void test_ipv6_forms(void)
 	CHECK(ip_parse("64:ff9b::192.0.2.1", &fam, a) == 0 && fam == AF_INET6 && a[12] == 192);
 	/* Junk: zone ids, brackets, two "::", too many groups, a 5-digit
 	 * group, a prefix, spaces, empty. */
-	static const char *const junk[] = { "fe80::1%eth0", "[::1]", "1::2::3", "1:2:3:4:5:6:7:8:9", "12345::",
-					    "::1/128", "::1 ", "", ":", ":::", "::ffff:256.0.0.1", "g::1",
-					    "1.2.3.4.5", "1.2.3", "256.1.1.1", "1.2.3.-4", "localhost" };
+	static const char *const junk[] = { "fe80::1%eth0",
+					    "[::1]",
+					    "1::2::3",
+					    "1:2:3:4:5:6:7:8:9",
+					    "12345::",
+					    "::1/128",
+					    "::1 ",
+					    "",
+					    ":",
+					    ":::",
+					    "::ffff:256.0.0.1",
+					    "g::1",
+					    "1.2.3.4.5",
+					    "1.2.3",
+					    "256.1.1.1",
+					    "1.2.3.-4",
+					    "localhost" };
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
 		if (ip_parse(junk[i], &fam, a) != -1)
 			fprintf(stderr, "  ip_parse accepted \"%s\"\n", junk[i]);
@@ -95,8 +109,7 @@ static void test_prefix_edges(void)
 	/* Bits of the prefix address past /0 do not matter. */
 	CHECK(in("10.1.2.3/0", "192.0.2.1"));
 	/* /32 and /128: exactly one address. */
-	CHECK(in("192.0.2.1/32", "192.0.2.1") && !in("192.0.2.1/32", "192.0.2.0") &&
-	      !in("192.0.2.1/32", "192.0.2.3"));
+	CHECK(in("192.0.2.1/32", "192.0.2.1") && !in("192.0.2.1/32", "192.0.2.0") && !in("192.0.2.1/32", "192.0.2.3"));
 	CHECK(in("2001:db8::1/128", "2001:db8::1") && !in("2001:db8::1/128", "2001:db8::"));
 	CHECK(in("2001:db8::1", "2001:db8::1") && !in("2001:db8::1", "2001:db8::2"));
 	/* Prefixes off a byte boundary, on both sides of the edge. */
@@ -113,8 +126,9 @@ static void test_prefix_edges(void)
 	CHECK(in("::ffff:0:0/96", "::ffff:127.0.0.1") && !in("::ffff:0:0/96", "::1"));
 	CHECK(!in("::ffff:0:0/96", "127.0.0.1"));
 	/* Junk CIDRs. */
-	static const char *const junk[] = { "/8", "10.0.0.0//8", "10.0.0.0/8/8", "10.0.0.0/0x8", "10.0.0.0/8 ",
-					    "::/1280", "::/-1", "", "/", "10.0.0/8", "[::]/0", "fe80::%1/64" };
+	static const char *const junk[] = { "/8",          "10.0.0.0//8", "10.0.0.0/8/8", "10.0.0.0/0x8",
+					    "10.0.0.0/8 ", "::/1280",     "::/-1",        "",
+					    "/",           "10.0.0/8",    "[::]/0",       "fe80::%1/64" };
 	struct cidr c;
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
 		if (cidr_parse(junk[i], &c) != -1)

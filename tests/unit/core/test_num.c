@@ -18,8 +18,19 @@ static void test_accepts(void)
 
 static void test_refuses(void)
 {
-	const char *bad[] = { "", "-", "+1", " 1", "1 ", "0x10", "1e3", "١", "12a", "--1",
-			      "9223372036854775808", "-9223372036854775809", "99999999999999999999" };
+	const char *bad[] = { "",
+			      "-",
+			      "+1",
+			      " 1",
+			      "1 ",
+			      "0x10",
+			      "1e3",
+			      "١",
+			      "12a",
+			      "--1",
+			      "9223372036854775808",
+			      "-9223372036854775809",
+			      "99999999999999999999" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		long long v = 77;
 		CHECK(num_parse(bad[i], LLONG_MIN, LLONG_MAX, &v) == -1 && v == 77);

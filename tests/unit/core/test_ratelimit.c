@@ -52,7 +52,7 @@ static void test_failure_buckets(void)
 		ratelimit_failure("client-a", "198.51.100.7", 5, 8);
 	}
 	CHECK(ratelimit_failures_ok("client-a", "198.51.100.7", 5, 8, &ra) == 0);
-	CHECK(ra >= 11 && ra <= 12);                                            /* 5/min: one per 12 s */
+	CHECK(ra >= 11 && ra <= 12);                                              /* 5/min: one per 12 s */
 	CHECK(ratelimit_failures_ok("client-a", "198.51.100.8", 5, 8, &ra) == 1); /* another address */
 	CHECK(ratelimit_failures_ok("client-b", "198.51.100.7", 5, 8, &ra) == 1); /* another client */
 	for (int i = 0; i < 3; i++)
@@ -94,8 +94,7 @@ static void test_recycling(void)
 	same_window("rc", keys, RL_PROBE + 2);
 	/* A window of RL_PROBE buckets: RL_PROBE - 1 exhausted, one only
 	 * touched (nearly full). */
-	for (int i = 0; i < RL_PROBE - 1; i++)
-	{
+	for (int i = 0; i < RL_PROBE - 1; i++) {
 		ratelimit_charge("rc", keys[i], 0.01, 2.0);
 		ratelimit_charge("rc", keys[i], 0.01, 2.0);
 	}

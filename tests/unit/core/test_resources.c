@@ -47,13 +47,13 @@ static void test_find(void)
 		{ "https://broker.example.com/docs/v1", 1 },
 		{ "https://broker.example.com/docs/v1/", 1 },
 		{ "https://broker.example.com/mcp2", 2 },
-		{ "https://broker.example.com/MCP", -1 },     /* paths are case-sensitive */
-		{ "https://broker.example.com/mc", -1 },      /* no prefix match */
+		{ "https://broker.example.com/MCP", -1 }, /* paths are case-sensitive */
+		{ "https://broker.example.com/mc", -1 },  /* no prefix match */
 		{ "https://broker.example.com/mcp/x", -1 },
 		{ "https://broker.example.com/docs", -1 },
 		{ "https://broker.example.com", -1 },
 		{ "https://broker.example.com/", -1 },
-		{ "http://broker.example.com/mcp", -1 },      /* another scheme */
+		{ "http://broker.example.com/mcp", -1 },       /* another scheme */
 		{ "https://broker.example.com:8443/mcp", -1 }, /* another port */
 		{ "https://other.example.com/mcp", -1 },
 		{ "https://broker.example.com.evil.example/mcp", -1 },

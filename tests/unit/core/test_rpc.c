@@ -28,11 +28,11 @@ static void test_parse(void)
 	CHECK(!parses("null"));
 	CHECK(!parses("{\"method\":\"a\",\"method\":\"tools/call\"}"));
 	CHECK(!parses("{\"params\":{\"name\":\"a\",\"name\":\"b\"}}"));
-	CHECK(!parses("\xef\xbb\xbf{\"a\":1}"));         /* UTF-8 BOM */
+	CHECK(!parses("\xef\xbb\xbf{\"a\":1}"));              /* UTF-8 BOM */
 	CHECK(!parses("\xff\xfe{\0\"\0a\0\"\0:\0\x31\0}\0")); /* UTF-16 */
 	CHECK(!parses("{\"a\":\"\\u0000\"}"));
-	CHECK(!parses("{\"a\":\"\xc3\"}"));               /* truncated UTF-8 */
-	CHECK(!parses("{\"a\":\"\xed\xa0\x80\"}"));       /* encoded surrogate */
+	CHECK(!parses("{\"a\":\"\xc3\"}"));         /* truncated UTF-8 */
+	CHECK(!parses("{\"a\":\"\xed\xa0\x80\"}")); /* encoded surrogate */
 	CHECK(!parses("{\"a\":1} x"));
 	CHECK(!parses("{\"a\":1}{\"b\":2}"));
 	CHECK(!parses("{\"id\":123456789012345678901234567890}"));
@@ -78,13 +78,14 @@ static void test_tool_calls(void)
 {
 	json_t *j = NULL;
 	const char *tool = NULL;
-	CHECK(rpc_parse("[{\"method\":\"tools/call\",\"params\":{\"name\":\"a\"}},{\"method\":\"tools\\u002fcall\","
-			"\"params\":{\"name\":\"del\\u0065te\"}},{\"method\":\"tools/list\"},{\"method\":\"tools/call\"},"
-			"{\"method\":\"tools/call\",\"params\":{\"name\":7}},{\"method\":\"Tools/Call\",\"params\":{\"name\":\"x\"}}]",
-			strlen("[{\"method\":\"tools/call\",\"params\":{\"name\":\"a\"}},{\"method\":\"tools\\u002fcall\","
-			       "\"params\":{\"name\":\"del\\u0065te\"}},{\"method\":\"tools/list\"},{\"method\":\"tools/call\"},"
-			       "{\"method\":\"tools/call\",\"params\":{\"name\":7}},{\"method\":\"Tools/Call\",\"params\":{\"name\":\"x\"}}]"),
-			&j) == 0);
+	CHECK(rpc_parse(
+		      "[{\"method\":\"tools/call\",\"params\":{\"name\":\"a\"}},{\"method\":\"tools\\u002fcall\","
+		      "\"params\":{\"name\":\"del\\u0065te\"}},{\"method\":\"tools/list\"},{\"method\":\"tools/call\"},"
+		      "{\"method\":\"tools/call\",\"params\":{\"name\":7}},{\"method\":\"Tools/Call\",\"params\":{\"name\":\"x\"}}]",
+		      strlen("[{\"method\":\"tools/call\",\"params\":{\"name\":\"a\"}},{\"method\":\"tools\\u002fcall\","
+			     "\"params\":{\"name\":\"del\\u0065te\"}},{\"method\":\"tools/list\"},{\"method\":\"tools/call\"},"
+			     "{\"method\":\"tools/call\",\"params\":{\"name\":7}},{\"method\":\"Tools/Call\",\"params\":{\"name\":\"x\"}}]"),
+		      &j) == 0);
 	CHECK(rpc_count(j) == 6);
 	CHECK(rpc_tool_call(rpc_message(j, 0), &tool) == 1 && strcmp(tool, "a") == 0);
 	/* Escapes are decoded before the policy reads them, as the SDK does. */

@@ -44,7 +44,8 @@ static void test_parse(void)
 	check_rt("  read   write  ", "read write");
 	check_rt("b a b a c", "b a c");
 	check_rt("Read read", "Read read");
-	check_rt("repo:status user:email https://x.example/s?a=[1]", "repo:status user:email https://x.example/s?a=[1]");
+	check_rt("repo:status user:email https://x.example/s?a=[1]",
+		 "repo:status user:email https://x.example/s?a=[1]");
 	/* Only space separates: a tab, CR or LF is a byte no token may hold. */
 	check_rt("read\twrite", "-");
 	check_rt("read\nwrite", "-");

@@ -172,8 +172,7 @@ static void test_display_and_query(void)
 	CHECK(uri_with_query(NULL, "code=a") == NULL);
 	CHECK(uri_with_query("https://c.example/cb", NULL) == NULL);
 
-	CHECK(uri_host_is_loopback("127.0.0.1") && uri_host_is_loopback("[::1]") &&
-	      uri_host_is_loopback("LocalHost"));
+	CHECK(uri_host_is_loopback("127.0.0.1") && uri_host_is_loopback("[::1]") && uri_host_is_loopback("LocalHost"));
 	CHECK(!uri_host_is_loopback("127.0.0.2") && !uri_host_is_loopback("::1") &&
 	      !uri_host_is_loopback("localhost.") && !uri_host_is_loopback(NULL));
 }

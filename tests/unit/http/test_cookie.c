@@ -145,7 +145,7 @@ static void test_consent_expiry_format(void)
 {
 	char entries[COOKIE_CONSENT_MAX][25], mac[64], v[256];
 	const char *bad[] = { "99999999999999999999", "+2000000000", "2000000000abc", " 2000000000", "", "-1",
-			      "0x7fffffff", "2e9" };
+			      "0x7fffffff",           "2e9" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char payload[128];
 		snprintf(payload, sizeof(payload), "%s.0123456789abcdef01234567", bad[i]);
@@ -185,8 +185,8 @@ static json_t *nested(int depth)
 
 static void test_seal(void)
 {
-	json_t *obj = json_pack("{s:s, s:s, s:I, s:s}", "client_id", "app", "state", "\"<x>\"", "exp",
-				(json_int_t)NOW, "browser", "caf\xc3\xa9");
+	json_t *obj = json_pack("{s:s, s:s, s:I, s:s}", "client_id", "app", "state", "\"<x>\"", "exp", (json_int_t)NOW,
+				"browser", "caf\xc3\xa9");
 	char *a = cookie_seal_with(secret, "consent-request", obj);
 	char *b = cookie_seal_with(secret, "consent-request", obj);
 	CHECK(a && b && strcmp(a, b) != 0); /* a fresh nonce each time */
@@ -244,12 +244,10 @@ static void test_open_contents(void)
 		size_t n;
 		int opens;
 	} cases[] = {
-		{ "{\"a\":1}", 7, 1 },
-		{ "{\"a\":1}\0", 8, 0 },          /* a NUL byte after the document */
-		{ "{\"a\":\"x\0y\"}", 11, 0 },     /* a NUL byte in a string */
-		{ "{\"a\":1,\"a\":2}", 13, 0 },    /* a repeated member */
-		{ "{\"a\":1} x", 9, 0 },
-		{ "[1,2]", 5, 1 },
+		{ "{\"a\":1}", 7, 1 },          { "{\"a\":1}\0", 8, 0 }, /* a NUL byte after the document */
+		{ "{\"a\":\"x\0y\"}", 11, 0 },                           /* a NUL byte in a string */
+		{ "{\"a\":1,\"a\":2}", 13, 0 },                          /* a repeated member */
+		{ "{\"a\":1} x", 9, 0 },        { "[1,2]", 5, 1 },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *s = raw_seal("p", cases[i].text, cases[i].n);

@@ -45,8 +45,9 @@ static void h_echo(struct http_req *r)
 static void h_query(struct http_req *r)
 {
 	const char *a = http_query(r, "a");
-	http_send_json(r, 200, json_pack("{s:i, s:i, s:s?}", "count", http_query_count(r, "a"),
-					 "count_b", http_query_count(r, "b"), "a", a));
+	http_send_json(r, 200,
+		       json_pack("{s:i, s:i, s:s?}", "count", http_query_count(r, "a"), "count_b",
+				 http_query_count(r, "b"), "a", a));
 }
 
 static void h_oauth_error(struct http_req *r)
@@ -179,11 +180,11 @@ struct resp {
 };
 
 struct reqopt {
-	const char *method;    /* default GET, or POST when a body is given */
+	const char *method; /* default GET, or POST when a body is given */
 	const char *body;
 	size_t body_len;
-	size_t chunked_len;    /* > 0: stream this many bytes chunked, no Content-Length */
-	int no_expect;         /* suppress Expect: 100-continue */
+	size_t chunked_len; /* > 0: stream this many bytes chunked, no Content-Length */
+	int no_expect;      /* suppress Expect: 100-continue */
 	const char *headers[4];
 };
 
@@ -310,8 +311,8 @@ static void expect_status(int line, const char *path, const char *method, long s
 	test_checks++;
 	if (r.rc != CURLE_OK || r.status != status) {
 		test_failures++;
-		fprintf(stderr, "%s:%d: %s %s: got %ld (curl %d), want %ld\n", __FILE__, line,
-			method ? method : "GET", path, r.status, (int)r.rc, status);
+		fprintf(stderr, "%s:%d: %s %s: got %ld (curl %d), want %ld\n", __FILE__, line, method ? method : "GET",
+			path, r.status, (int)r.rc, status);
 	}
 	resp_free(&r);
 }
@@ -471,15 +472,13 @@ static void test_body_limits(void)
 	CHECK_STR(jstr(&r, "error"), "request_too_large");
 	resp_free(&r);
 	/* The same with Expect: 100-continue, so the body is never sent. */
-	request("/echo", (struct reqopt){ .body = body, .body_len = 1025,
-					  .headers = { "Expect: 100-continue" } }, &r);
+	request("/echo", (struct reqopt){ .body = body, .body_len = 1025, .headers = { "Expect: 100-continue" } }, &r);
 	CHECK(r.status == 413);
 	resp_free(&r);
 	STATUS("/exact", NULL, 200);
 
 	/* A body on a route that takes none. */
-	request("/mcp", (struct reqopt){ .method = "POST", .body = body, .body_len = 1024, .no_expect = 1 },
-		&r);
+	request("/mcp", (struct reqopt){ .method = "POST", .body = body, .body_len = 1024, .no_expect = 1 }, &r);
 	CHECK(r.status == 200);
 	resp_free(&r);
 	request("/exact", (struct reqopt){ .method = "GET", .body = body, .body_len = 5 }, &r);

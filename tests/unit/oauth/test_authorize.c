@@ -24,10 +24,15 @@ static struct client cl;
 static void setup(size_t n_resources)
 {
 	memset(resources, 0, sizeof(resources));
-	resources[0] = (struct cfg_resource){ .path = "/mcp", .upstream = "github", .scopes = mcp_scopes,
-					      .n_scopes = 2, .default_scopes = mcp_defaults, .n_default_scopes = 1 };
-	resources[1] = (struct cfg_resource){ .path = "/docs", .upstream = "google", .scopes = docs_scopes,
-					      .n_scopes = 2 };
+	resources[0] = (struct cfg_resource){ .path = "/mcp",
+					      .upstream = "github",
+					      .scopes = mcp_scopes,
+					      .n_scopes = 2,
+					      .default_scopes = mcp_defaults,
+					      .n_default_scopes = 1 };
+	resources[1] = (struct cfg_resource){
+		.path = "/docs", .upstream = "google", .scopes = docs_scopes, .n_scopes = 2
+	};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.public_url = PUB;
 	cfg.resources = resources;
@@ -137,7 +142,8 @@ static void test_redirect_uri(void)
 	CHECK(parse(&p) == 0);
 	CHECK_STR(req.redirect_uri, "http://127.0.0.1:5173/cb");
 	const char *bad[] = { "https://app.example.com/cb/", "https://app.example.com/cb?x=1",
-			      "https://evil.example/cb", "HTTPS://app.example.com/cb", "http://localhost/cb", "" };
+			      "https://evil.example/cb",     "HTTPS://app.example.com/cb",
+			      "http://localhost/cb",         "" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		p.v[AUTHZ_P_REDIRECT_URI] = bad[i];
 		CHECK(page(&p, 400, "The redirect URI is not registered for this application."));
@@ -256,8 +262,9 @@ static void test_resource(void)
 		CHECK(parse(&p) == 0 && req.res == &resources[0]);
 		CHECK_STR(req.resource_url, PUB "/mcp"); /* the configured form, whatever was asked */
 	}
-	const char *other[] = { PUB "/MCP", PUB "/mcp/x", "http://broker.example.com/mcp", PUB ":8443/mcp", "/mcp",
-				PUB "/docs", "" };
+	const char *other[] = {
+		PUB "/MCP", PUB "/mcp/x", "http://broker.example.com/mcp", PUB ":8443/mcp", "/mcp", PUB "/docs", ""
+	};
 	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
 		p.v[AUTHZ_P_RESOURCE] = other[i];
 		CHECK(back(&p, "invalid_target", "the resource is not served by this authorization server"));
@@ -268,7 +275,7 @@ static void test_resource(void)
 	p.v[AUTHZ_P_RESOURCE] = PUB "/docs";
 	CHECK(parse(&p) == 0 && req.res == &resources[1]);
 	CHECK_STR(req.scope, "docs:read docs:write"); /* no defaults: all it offers */
-	p.v[AUTHZ_P_SCOPE] = "issues:read"; /* another resource's scope */
+	p.v[AUTHZ_P_SCOPE] = "issues:read";           /* another resource's scope */
 	CHECK(back(&p, "invalid_scope", "a requested scope is not offered by this resource"));
 	setup(1);
 }
@@ -331,8 +338,16 @@ static void test_consent_html(void)
 {
 	struct scopes sc = { 0 };
 	CHECK(scopes_parse("issues:read", &sc) == 0);
-	struct consent_view v = { "<script>alert(1)</script>", "a\"b'c", "evil.example&<", PUB "/mcp",
-				  "git<hub>", "app.example.com\" onload=\"x", &sc, PUB, "sealed\"><x", "csrf'" };
+	struct consent_view v = { "<script>alert(1)</script>",
+				  "a\"b'c",
+				  "evil.example&<",
+				  PUB "/mcp",
+				  "git<hub>",
+				  "app.example.com\" onload=\"x",
+				  &sc,
+				  PUB,
+				  "sealed\"><x",
+				  "csrf'" };
 	struct buf b;
 	buf_init(&b, 64 * 1024);
 	CHECK(consent_html(&b, &v) == 0 && b.ptr);
@@ -352,8 +367,9 @@ static void test_consent_html(void)
 	v.cimd_host = NULL;
 	buf_init(&b, 64 * 1024);
 	CHECK(consent_html(&b, &v) == 0);
-	CHECK(b.ptr && !strstr(b.ptr, "described by") && strstr(b.ptr, "</code></p><h2>Requested permissions</h2>"
-									"<ul><li>basic access</li></ul>"));
+	CHECK(b.ptr && !strstr(b.ptr, "described by") &&
+	      strstr(b.ptr, "</code></p><h2>Requested permissions</h2>"
+			    "<ul><li>basic access</li></ul>"));
 	buf_free(&b);
 
 	/* A page over its buffer's cap is an error, not a cut page. */

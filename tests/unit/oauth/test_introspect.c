@@ -54,8 +54,9 @@ static void test_answer(void)
 	struct config cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.public_url = "https://broker.example.com";
-	struct token_row row = { "access", "app", "https://broker.example.com/mcp/github", "read write",
-				 "github:1001", 1700000600, 1700000000 };
+	struct token_row row = { "access",     "app",         "https://broker.example.com/mcp/github",
+				 "read write", "github:1001", 1700000600,
+				 1700000000 };
 	json_t *a = active_answer(&cfg, &row);
 	CHECK(json_is_true(json_object_get(a, "active")));
 	CHECK_STR(json_string_value(json_object_get(a, "scope")), "read write");

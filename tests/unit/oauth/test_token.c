@@ -41,8 +41,10 @@ static void test_grant_type(void)
 	f = json_pack("{s:s}", "code", "x");
 	CHECK(refused(parse_grant_type(f, 0, &gt, &why), "invalid_request", "grant_type is required"));
 	json_decref(f);
-	static const char *const other[] = { "password", "client_credentials", "", "Authorization_Code",
-					     "authorization_code ", "urn:ietf:params:oauth:grant-type:device_code" };
+	static const char *const other[] = {
+		"password",           "client_credentials",  "",
+		"Authorization_Code", "authorization_code ", "urn:ietf:params:oauth:grant-type:device_code"
+	};
 	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
 		f = json_pack("{s:s}", "grant_type", other[i]);
 		CHECK(refused(parse_grant_type(f, 0, &gt, &why), "unsupported_grant_type",
@@ -105,8 +107,11 @@ static void test_parse_code(void)
 		v[50] = '\0';
 		CHECK(refused(code_form("c", v, &q), "invalid_grant", "code_verifier is malformed"));
 	}
-	CHECK(refused(code_form("c", "caf\xc3\xa9" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &q), "invalid_grant",
-		      "code_verifier is malformed"));
+	CHECK(refused(code_form("c",
+				"caf\xc3\xa9"
+				"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+				&q),
+		      "invalid_grant", "code_verifier is malformed"));
 }
 
 static char *one_uri[] = { CB }, *two_uris[] = { CB, "https://app.example.com/other" };
@@ -187,10 +192,10 @@ static void test_resource(void)
 	CHECK(resource_check(&cfg, bound, bound, d, &why) == TK_OK);
 	/* Any canonical form of the bound resource. */
 	CHECK(resource_check(&cfg, "HTTPS://Broker.Example.com:443/mcp/github/", bound, d, &why) == TK_OK);
-	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/sentry", bound, d, &why),
-		      "invalid_target", d));
-	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/gitlab", bound, d, &why),
-		      "invalid_target", d));
+	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/sentry", bound, d, &why), "invalid_target",
+		      d));
+	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/gitlab", bound, d, &why), "invalid_target",
+		      d));
 	CHECK(refused(resource_check(&cfg, "https://broker.example.com/mcp/github?x=1", bound, d, &why),
 		      "invalid_target", d));
 	CHECK(refused(resource_check(&cfg, "", bound, d, &why), "invalid_target", d));

@@ -29,10 +29,10 @@ static void test_grants_parse(void)
 	static const char *const bad_status[] = { "Active", "expired", "active ", "revoked\n" };
 	for (size_t i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++)
 		CHECK_STR(list(bad_status[i], NULL, NULL, &q), "status must be active or revoked");
-	CHECK(list("", NULL, NULL, &q) == NULL && q.status == NULL);          /* empty: no filter */
+	CHECK(list("", NULL, NULL, &q) == NULL && q.status == NULL);                   /* empty: no filter */
 	CHECK(list("activeactiveactive", NULL, NULL, &q) == NULL && q.status == NULL); /* over 16 bytes */
-	static const char *const bad_limit[] = { "0", "501", "-1", "", " 5", "+5", "5x", "0x10", "1e2",
-						 "99999999999999999999" };
+	static const char *const bad_limit[] = { "0",  "501", "-1",   "",    " 5",
+						 "+5", "5x",  "0x10", "1e2", "99999999999999999999" };
 	for (size_t i = 0; i < sizeof(bad_limit) / sizeof(bad_limit[0]); i++)
 		CHECK_STR(list(NULL, bad_limit[i], NULL, &q), "limit must be 1..500");
 	/* The status is checked before the limit, the limit before the cursor. */
@@ -43,9 +43,16 @@ static void test_grants_parse(void)
 	CHECK_STR(q.cur_ts, "1700000000123456");
 	CHECK_STR(q.cur_id, GID);
 	static const char *const bad_cursor[] = {
-		"", "_", "1700000000123456", "_" GID, "17x_" GID, "1700000000123456_" GID "0",
-		"1700000000123456_0B8E4A4E-1F0C-4D1E-9B6A-3C2D1E0F9A8B", "123456789012345678901234_" GID,
-		"-5_" GID, "1700000000123456 " GID,
+		"",
+		"_",
+		"1700000000123456",
+		"_" GID,
+		"17x_" GID,
+		"1700000000123456_" GID "0",
+		"1700000000123456_0B8E4A4E-1F0C-4D1E-9B6A-3C2D1E0F9A8B",
+		"123456789012345678901234_" GID,
+		"-5_" GID,
+		"1700000000123456 " GID,
 	};
 	for (size_t i = 0; i < sizeof(bad_cursor) / sizeof(bad_cursor[0]); i++)
 		CHECK_STR(list(NULL, NULL, bad_cursor[i], &q), "malformed cursor");
@@ -81,20 +88,27 @@ static void test_revoke_parse(void)
 	CHECK(sel("{\"upstream\":\"github\"}", &s) == 0 && s.upstream && !s.user);
 	CHECK(sel("{\"all\":true}", &s) == 0 && s.all);
 	static const char *const bad[] = {
-		"", "[]", "null", "\"all\"", "{}",
-		"{\"all\":false}", "{\"all\":1}",
-		"{\"grant_id\":\"" GID "\",\"user\":\"1001\"}",       /* two selectors */
+		"",
+		"[]",
+		"null",
+		"\"all\"",
+		"{}",
+		"{\"all\":false}",
+		"{\"all\":1}",
+		"{\"grant_id\":\"" GID "\",\"user\":\"1001\"}", /* two selectors */
 		"{\"client_id\":\"app\",\"all\":true}",
-		"{\"client_id\":\"app\",\"upstream\":\"github\"}",      /* upstream narrows only user */
+		"{\"client_id\":\"app\",\"upstream\":\"github\"}", /* upstream narrows only user */
 		"{\"grant_id\":\"" GID "\",\"upstream\":\"github\"}",
-		"{\"disable_client\":true}",                            /* nothing to disable */
+		"{\"disable_client\":true}", /* nothing to disable */
 		"{\"user\":\"1001\",\"disable_client\":true}",
 		"{\"client_id\":\"app\",\"disable_client\":\"yes\"}",
 		"{\"grant_id\":\"0B8E4A4E-1F0C-4D1E-9B6A-3C2D1E0F9A8B\"}", /* ids are lower-case */
 		"{\"grant_id\":\"" GID "0\"}",
-		"{\"user\":\"\"}", "{\"user\":5}", "{\"upstream\":\"\"}",
-		"{\"user\":\"1001\",\"reason\":\"x\"}",                 /* unknown member */
-		"{\"user\":\"1001\",\"user\":\"1002\"}",                /* duplicate: not parsed */
+		"{\"user\":\"\"}",
+		"{\"user\":5}",
+		"{\"upstream\":\"\"}",
+		"{\"user\":\"1001\",\"reason\":\"x\"}",  /* unknown member */
+		"{\"user\":\"1001\",\"user\":\"1002\"}", /* duplicate: not parsed */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		CHECK(sel(bad[i], &s) == -1);

@@ -9,7 +9,7 @@ static void test_token(void)
 {
 	char t[LIM_TOKEN + 9];
 	CHECK_STR(bearer_token("Bearer mcpb_at_x"), "mcpb_at_x");
-	CHECK_STR(bearer_token("bearer abc"), "abc"); /* the scheme is case-insensitive */
+	CHECK_STR(bearer_token("bearer abc"), "abc");   /* the scheme is case-insensitive */
 	CHECK_STR(bearer_token("BEARER  abc"), " abc"); /* one space is the separator; the rest is the token's */
 	CHECK(bearer_token(NULL) == NULL);
 	CHECK(bearer_token("Bearer ") == NULL);

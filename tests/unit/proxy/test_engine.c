@@ -9,7 +9,7 @@
 #include "test.h"
 
 static struct engine_xfer *fake(const char *grant, const char *token, const char *client, const char *subject,
-			       const char *upstream, uint64_t start_ns)
+				const char *upstream, uint64_t start_ns)
 {
 	struct engine_xfer *x = calloc(1, sizeof(*x));
 	if (!x)
@@ -96,11 +96,11 @@ int main(void)
 	/* Late starters: a request that began before a revocation covering it is
 	 * ended as it registers; one that began after it is not (its validation
 	 * saw the revocation), nor one the revocation does not cover. */
-	uint64_t before = t0; /* began before every revocation above */
-	CHECK(enlist(fake("g1", "t9", "c9", "s9", "x", before)) == 1);    /* grant g1 */
-	CHECK(enlist(fake("g8", "t4", "c9", "s9", "x", before)) == 1);    /* token t4 */
-	CHECK(enlist(fake("g8", "t8", "c1", "s9", "x", before)) == 1);    /* client c1 */
-	CHECK(enlist(fake("g8", "t8", "c8", "s1", "gh", before)) == 1);   /* subject s1 */
+	uint64_t before = t0;                                           /* began before every revocation above */
+	CHECK(enlist(fake("g1", "t9", "c9", "s9", "x", before)) == 1);  /* grant g1 */
+	CHECK(enlist(fake("g8", "t4", "c9", "s9", "x", before)) == 1);  /* token t4 */
+	CHECK(enlist(fake("g8", "t8", "c1", "s9", "x", before)) == 1);  /* client c1 */
+	CHECK(enlist(fake("g8", "t8", "c8", "s1", "gh", before)) == 1); /* subject s1 */
 	uint64_t later = http_now_ns() + 1;
 	CHECK(enlist(fake("g1", "t1", "c1", "s1", "sentry", later)) == 0);
 	/* The "everything" revocation covered any request of its time, so step

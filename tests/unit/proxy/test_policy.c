@@ -20,8 +20,8 @@ static struct cfg_resource res = { .path = "/mcp", .scopes = rules, .n_scopes = 
 static char *call(const char *tool, int id)
 {
 	static char b[256];
-	snprintf(b, sizeof(b),
-		 "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\"}}", id, tool);
+	snprintf(b, sizeof(b), "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\"}}",
+		 id, tool);
 	return b;
 }
 

@@ -16,8 +16,8 @@
 #define H2 "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
 #define H3 "fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13"
 
-static struct token_info info(const char *grant_id, const char *client_id, const char *subject,
-			      const char *upstream, long long exp)
+static struct token_info info(const char *grant_id, const char *client_id, const char *subject, const char *upstream,
+			      long long exp)
 {
 	struct token_info ti;
 	memset(&ti, 0, sizeof(ti));

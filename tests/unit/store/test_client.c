@@ -49,7 +49,11 @@ static void test_uris(void)
 	CHECK_STR(cl.redirect_uris[1], "cursor://cb");
 	json_decref(a);
 	static const char *const bad[] = {
-		"[]", "{}", "\"https://a.example/cb\"", "[\"https://a.example/cb\", 1]", "[null]",
+		"[]",
+		"{}",
+		"\"https://a.example/cb\"",
+		"[\"https://a.example/cb\", 1]",
+		"[null]",
 		"[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\"]",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -78,7 +82,7 @@ static void test_free(void)
 	client_free(&cl);
 	static const struct client zero;
 	CHECK(memcmp(&cl, &zero, sizeof(cl)) == 0); /* secret hash wiped, pointers cleared */
-	client_free(&cl); /* again */
+	client_free(&cl);                           /* again */
 }
 
 static void test_policy(void)

@@ -84,8 +84,11 @@ static void test_dynamic(void)
 static void test_static(void)
 {
 	char *uris[] = { "https://ops.example.com/cb", "http://127.0.0.1/callback" };
-	struct cfg_client sc = { .client_id = "ops-cli", .client_name = "Ops CLI", .has_secret = 1,
-				 .redirect_uris = uris, .n_redirect_uris = 2 };
+	struct cfg_client sc = { .client_id = "ops-cli",
+				 .client_name = "Ops CLI",
+				 .has_secret = 1,
+				 .redirect_uris = uris,
+				 .n_redirect_uris = 2 };
 	memset(sc.secret_hash, 0x5a, sizeof(sc.secret_hash));
 	struct client cl;
 

@@ -9,7 +9,7 @@
 #include "notify.h"
 #include "test.h"
 
-#define GID  "0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b"
+#define GID "0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b"
 #define HASH "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 static struct {

@@ -43,8 +43,8 @@ static void with_key(void)
 	CHECK(again && strcmp(again, blob) != 0);
 	free(again);
 
-	CHECK(opens_to(k2, GID ":access", blob, NULL));   /* wrong key */
-	CHECK(opens_to(k1, GID ":refresh", blob, NULL));  /* another purpose */
+	CHECK(opens_to(k2, GID ":access", blob, NULL));                                 /* wrong key */
+	CHECK(opens_to(k1, GID ":refresh", blob, NULL));                                /* another purpose */
 	CHECK(opens_to(k1, "7d1e2f3a-4b5c-4d6e-8f70-819a2b3c4d5e:access", blob, NULL)); /* another row */
 
 	/* Every byte matters: version, nonce, ciphertext, tag. */
@@ -65,9 +65,9 @@ static void with_key(void)
 	CHECK(opens_to(k1, GID ":access", blob, NULL));
 	blob[len - 1] = '\0';
 	CHECK(opens_to(k1, GID ":access", blob + 2, NULL)); /* no \x */
-	CHECK(opens_to(k1, GID ":access", "\\x01", NULL));   /* too short for nonce and tag */
-	CHECK(opens_to(k1, GID ":access", "\\x0", NULL));    /* odd digits */
-	CHECK(opens_to(k1, GID ":access", "\\xzz", NULL));   /* not hex */
+	CHECK(opens_to(k1, GID ":access", "\\x01", NULL));  /* too short for nonce and tag */
+	CHECK(opens_to(k1, GID ":access", "\\x0", NULL));   /* odd digits */
+	CHECK(opens_to(k1, GID ":access", "\\xzz", NULL));  /* not hex */
 	CHECK(opens_to(k1, GID ":access", "", NULL));
 	CHECK(vault_open_key(k1, GID ":access", NULL, NULL) == NULL);
 	free(blob);
@@ -115,7 +115,7 @@ static void rotation(void)
 	/* The key is found by its id, not tried in turn. */
 	CHECK(vault_open(&cfg, "new", GID, "refresh", under_old) == NULL);
 	CHECK(vault_open(&cfg, "older", GID, "refresh", under_old) == NULL); /* not configured */
-	CHECK(vault_open(&cfg, "old", GID, "access", under_old) == NULL);   /* wrong purpose */
+	CHECK(vault_open(&cfg, "old", GID, "access", under_old) == NULL);    /* wrong purpose */
 	/* The old key dropped from the configuration: its blobs are unreadable. */
 	cfg.n_encryption_keys = 1;
 	CHECK(vault_open(&cfg, "old", GID, "refresh", under_old) == NULL);

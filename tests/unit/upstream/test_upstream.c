@@ -47,7 +47,8 @@ static void test_token_not_definitive(void)
 	CHECK(REFRESH(401, JSON, "{\"error\":\"invalid_client\"}") == UPC_INVALID_CLIENT);
 	CHECK(REFRESH(400, JSON, "{\"error\":\"invalid_client\"}") == UPC_INVALID_CLIENT);
 	CHECK(REFRESH(200, JSON, "{\"error\":\"incorrect_client_credentials\"}") == UPC_INVALID_CLIENT);
-	CHECK(REFRESH(200, FORM, "error=incorrect_client_credentials&error_uri=https%3A%2F%2Fdocs") == UPC_INVALID_CLIENT);
+	CHECK(REFRESH(200, FORM, "error=incorrect_client_credentials&error_uri=https%3A%2F%2Fdocs") ==
+	      UPC_INVALID_CLIENT);
 	CHECK(REFRESH(401, HTML, "<html>Unauthorized</html>") == UPC_INVALID_CLIENT);
 	CHECK(REFRESH(401, NULL, "") == UPC_INVALID_CLIENT);
 	CHECK(REFRESH(400, JSON, "{\"error\":\"unauthorized_client\"}") == UPC_UNAUTHORIZED_CLIENT);
@@ -215,10 +216,14 @@ static void test_parse_token_answer(void)
 
 	/* Invalid expiries and scopes are dropped, not fatal. */
 	static const char *const bad_exp[] = {
-		"{\"access_token\":\"a\",\"expires_in\":-5}",       "{\"access_token\":\"a\",\"expires_in\":0}",
-		"{\"access_token\":\"a\",\"expires_in\":\"12x\"}",  "{\"access_token\":\"a\",\"expires_in\":\"\"}",
-		"{\"access_token\":\"a\",\"expires_in\":1e9}",      "{\"access_token\":\"a\",\"expires_in\":99999999999}",
-		"{\"access_token\":\"a\",\"expires_in\":\"-1\"}",   "{\"access_token\":\"a\",\"expires_in\":\"99999999999\"}",
+		"{\"access_token\":\"a\",\"expires_in\":-5}",
+		"{\"access_token\":\"a\",\"expires_in\":0}",
+		"{\"access_token\":\"a\",\"expires_in\":\"12x\"}",
+		"{\"access_token\":\"a\",\"expires_in\":\"\"}",
+		"{\"access_token\":\"a\",\"expires_in\":1e9}",
+		"{\"access_token\":\"a\",\"expires_in\":99999999999}",
+		"{\"access_token\":\"a\",\"expires_in\":\"-1\"}",
+		"{\"access_token\":\"a\",\"expires_in\":\"99999999999\"}",
 	};
 	for (size_t i = 0; i < sizeof(bad_exp) / sizeof(bad_exp[0]); i++) {
 		CHECK(upstream_parse_token_answer(bad_exp[i], strlen(bad_exp[i]), 0, &t, err) == 0);
@@ -285,7 +290,8 @@ static void test_parse_userinfo(void)
 	CHECK_STR(id.name, "Bob \xc3\xa9");
 	upstream_identity_free(&id);
 
-	const char *sentry = "{\"version\":\"0\",\"user\":{\"id\":\"1003\",\"username\":\"carol\",\"email\":\"c\\u0007@x\"}}";
+	const char *sentry =
+		"{\"version\":\"0\",\"user\":{\"id\":\"1003\",\"username\":\"carol\",\"email\":\"c\\u0007@x\"}}";
 	CHECK(upstream_parse_userinfo(sentry, strlen(sentry), &id) == 0);
 	CHECK_STR(id.subject, "1003");
 	CHECK_STR(id.login, "carol");
@@ -304,8 +310,9 @@ static void test_parse_userinfo(void)
 	CHECK(upstream_parse_userinfo(longname, strlen(longname), &id) == 0);
 	upstream_identity_free(&id);
 
-	static const char *const junk[] = { "", "{}", "[]", "{\"id\":null}", "{\"user\":{}}", "{\"id\":1}x",
-					    "{\"sub\":\"a\\u0000b\"}" };
+	static const char *const junk[] = {
+		"", "{}", "[]", "{\"id\":null}", "{\"user\":{}}", "{\"id\":1}x", "{\"sub\":\"a\\u0000b\"}"
+	};
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
 		CHECK(upstream_parse_userinfo(junk[i], strlen(junk[i]), &id) == -1);
 		CHECK(id.subject == NULL && id.login == NULL);
@@ -335,8 +342,8 @@ static void test_retry_after(void)
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	CHECK(upstream_parse_retry_after(date, now) == 0);
-	static const char *const junk[] = { "", " ", "-1", "1.5", "12s", "abc", "0x10", "+5", "5 5",
-					    "Sun, 99 Foo 1994 08:49:37 GMT" };
+	static const char *const junk[] = { "",    " ",    "-1", "1.5", "12s",
+					    "abc", "0x10", "+5", "5 5", "Sun, 99 Foo 1994 08:49:37 GMT" };
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++)
 		CHECK(upstream_parse_retry_after(junk[i], now) == 0);
 	CHECK(upstream_parse_retry_after("1700000030", now) == UP_RETRY_AFTER_MAX); /* an epoch is capped */
@@ -381,8 +388,10 @@ static void test_metric(void)
 	metrics_upstream_error("we\"ird\\\nname", "refresh", "timeout");
 	CHECK(metrics_render(&b) == 0);
 	CHECK(b.ptr && strstr(b.ptr, "# TYPE mcpb_upstream_errors_total counter\n") != NULL);
-	CHECK(b.ptr && strstr(b.ptr, "mcpb_upstream_errors_total{upstream=\"gh\",op=\"refresh\",class=\"invalid_client\"} 2\n"));
-	CHECK(b.ptr && strstr(b.ptr, "mcpb_upstream_errors_total{upstream=\"gh\",op=\"userinfo\",class=\"rate_limited\"} 1\n"));
+	CHECK(b.ptr &&
+	      strstr(b.ptr, "mcpb_upstream_errors_total{upstream=\"gh\",op=\"refresh\",class=\"invalid_client\"} 2\n"));
+	CHECK(b.ptr &&
+	      strstr(b.ptr, "mcpb_upstream_errors_total{upstream=\"gh\",op=\"userinfo\",class=\"rate_limited\"} 1\n"));
 	CHECK(b.ptr && strstr(b.ptr, "{upstream=\"we\\\"ird\\\\\\nname\",op=\"refresh\",class=\"timeout\"} 1\n"));
 	buf_free(&b);
 }
@@ -404,7 +413,8 @@ static void test_any_bytes(void)
 			seed = seed * 1103515245u + 12345u;
 			body[k] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
 		}
-		enum upstream_class c = upstream_classify((enum upstream_op)(i % 5), statuses[i % 6], cts[i % 4], body, n);
+		enum upstream_class c = upstream_classify((enum upstream_op)(i % 5), statuses[i % 6], cts[i % 4], body,
+							  n);
 		CHECK(c >= UPC_OK && c <= UPC_INTERNAL && c != UPC_UNREACHABLE && c != UPC_INTERNAL);
 		if (upstream_parse_token_answer(body, n, i & 1, &t, err) == 0)
 			CHECK(strlen(err) < UP_ERROR_MAX);
@@ -513,10 +523,14 @@ static void test_discovery_parse(void)
 	CHECK(d.authorize[0] == '\0' && d.token[0] == '\0' && d.userinfo[0] == '\0' && d.revoke[0] == '\0');
 	/* The issuer must be exactly the configured one (Discovery 1.0 section 4.3). */
 	static const char *const other[] = {
-		"{\"issuer\":\"https://idp.example.com/\"}", "{\"issuer\":\"https://IDP.example.com\"}",
-		"{\"issuer\":\"https://evil.example.com\"}",  "{\"issuer\":\"https://idp.example.co\"}",
-		"{\"issuer\":null}",                           "{\"token_endpoint\":\"https://idp.example.com/t\"}",
-		"[\"https://idp.example.com\"]",                "\"https://idp.example.com\"",
+		"{\"issuer\":\"https://idp.example.com/\"}",
+		"{\"issuer\":\"https://IDP.example.com\"}",
+		"{\"issuer\":\"https://evil.example.com\"}",
+		"{\"issuer\":\"https://idp.example.co\"}",
+		"{\"issuer\":null}",
+		"{\"token_endpoint\":\"https://idp.example.com/t\"}",
+		"[\"https://idp.example.com\"]",
+		"\"https://idp.example.com\"",
 	};
 	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
 		CHECK(discovered(other[i], &up, &d) == -1);
