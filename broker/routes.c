@@ -32,9 +32,12 @@ static const struct http_route static_routes[] = {
 	{ HM_GET, "/healthz", MATCH_EXACT, 0, health_healthz, "healthz", NULL, NULL },
 	{ HM_GET, "/readyz", MATCH_EXACT, 0, health_readyz, "readyz", NULL, NULL },
 	{ HM_GET, "/metrics", MATCH_EXACT, 0, metrics_page_get, "metrics", NULL, NULL },
-	{ HM_GET, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL, NULL },
-	{ HM_GET, "/.well-known/openid-configuration", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata", NULL, NULL },
-	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", NULL, NULL },
+	{ HM_GET, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, metadata_authorization_server,
+	  "as_metadata", NULL, NULL },
+	{ HM_GET, "/.well-known/openid-configuration", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata",
+	  NULL, NULL },
+	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata",
+	  NULL, NULL },
 	{ HM_OPTIONS, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
 	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
 	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
@@ -74,14 +77,25 @@ int routes_build(const struct app *app, struct http_route **out, size_t *n)
 			return -1;
 		}
 		snprintf(path, len, "%s%s", PRM_PREFIX, res->path);
-		r[k++] = (struct http_route){ HM_GET | HM_OPTIONS, path, MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata", res, NULL };
+		r[k++] = (struct http_route){ .methods = HM_GET | HM_OPTIONS,
+					      .path = path,
+					      .match = MATCH_EXACT,
+					      .handler = metadata_protected_resource,
+					      .label = "pr_metadata",
+					      .data = res };
 	}
 	memcpy(r + k, static_routes, sizeof(static_routes));
 	k += ns;
 	for (size_t i = 0; i < cfg->n_resources; i++) {
 		const struct cfg_resource *res = &cfg->resources[i];
-		r[k++] = (struct http_route){ HM_ANY, res->path, MATCH_PREFIX, LIM_BODY_PROXY_INSPECT,
-					      resource_handler, "resource", res, resource_headers };
+		r[k++] = (struct http_route){ .methods = HM_ANY,
+					      .path = res->path,
+					      .match = MATCH_PREFIX,
+					      .max_body = LIM_BODY_PROXY_INSPECT,
+					      .handler = resource_handler,
+					      .label = "resource",
+					      .data = res,
+					      .on_headers = resource_headers };
 	}
 	*out = r;
 	*n = k;
