@@ -6,8 +6,7 @@
 #   tests/run.sh --asan     the same with AddressSanitizer + UBSan (build-asan/)
 #   tests/run.sh -R regex   only the ctest entries matching regex
 #   tests/run.sh --lint     only the habit checks (tools/check: banned functions,
-#                           layers and cycles, clang-tidy; MCPB_CHECK_FORMAT=1
-#                           adds the clang-format check)
+#                           layers and cycles, clang-tidy, clang-format)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
