@@ -1,5 +1,6 @@
 #include "admin.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -68,11 +69,14 @@ struct grants_query {
 	char cur_ts[24], cur_id[37]; /* created_at in microseconds, grant id */
 };
 
-/* A filter value: NULL when absent, empty or over max bytes (then it does
- * not filter). */
-static const char *filter(const char *v, size_t max)
+/* A filter value: NULL when absent or empty (then it does not filter);
+ * *too_long set when it is over max bytes: a filter that cannot match must
+ * not widen the listing to every grant. */
+static const char *filter(const char *v, size_t max, int *too_long)
 {
-	return v && *v && strlen(v) <= max ? v : NULL;
+	if (v && strlen(v) > max)
+		*too_long = 1;
+	return v && *v ? v : NULL;
 }
 
 /* NULL with *q filled, or the error text for a 400. */
@@ -80,21 +84,26 @@ static const char *grants_parse(const struct grants_args *a, struct grants_query
 {
 	const char *err = NULL;
 	memset(q, 0, sizeof(*q));
-	q->user = filter(a->user, 300);
-	q->client_id = filter(a->client_id, LIM_CLIENT_ID);
-	q->upstream = filter(a->upstream, 64);
-	q->status = filter(a->status, 16);
+	int too_long = 0;
+	q->user = filter(a->user, 300, &too_long);
+	q->client_id = filter(a->client_id, LIM_CLIENT_ID, &too_long);
+	q->upstream = filter(a->upstream, 64, &too_long);
+	q->status = filter(a->status, 16, &too_long);
 	q->limit = ADMIN_PAGE_DEFAULT;
 	/* cursor = "<created_at microseconds>_<grant id>" from the previous page */
 	const char *us = a->cursor ? strchr(a->cursor, '_') : NULL;
 	size_t n = us ? (size_t)(us - a->cursor) : 0;
-	if (q->status && strcmp(q->status, "active") != 0 && strcmp(q->status, "revoked") != 0)
+	long long ts;
+	if (too_long)
+		err = "a filter is too long";
+	else if (q->status && strcmp(q->status, "active") != 0 && strcmp(q->status, "revoked") != 0)
 		err = "status must be active or revoked";
 	else if (a->limit && num_parse(a->limit, 1, ADMIN_PAGE_MAX, &q->limit) < 0)
 		err = "limit must be 1..500";
 	else if (a->cursor && (!us || n == 0 || n >= sizeof(q->cur_ts) || strspn(a->cursor, "0123456789") != n ||
-			       strlen(us + 1) != 36 || strspn(us + 1, "0123456789abcdef-") != 36))
-		err = "malformed cursor";
+			       num_parse_n(a->cursor, n, 0, LLONG_MAX, &ts) < 0 || strlen(us + 1) != 36 ||
+			       strspn(us + 1, "0123456789abcdef-") != 36))
+		err = "malformed cursor"; /* the timestamp must fit the bigint it is compared with */
 	if (!err && a->cursor) {
 		memcpy(q->cur_ts, a->cursor, n);
 		memcpy(q->cur_id, us + 1, 37);

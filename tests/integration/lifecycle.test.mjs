@@ -257,6 +257,10 @@ test('operator API: authentication, validation, listing with filters and paginat
   assert.equal((await list('?status=weird')).status, 400);
   assert.equal((await list('?limit=0')).status, 400);
   assert.equal((await list('?cursor=zzz')).status, 400);
+  // A filter that cannot match is refused, not dropped (that would list every grant);
+  // a cursor past bigint is malformed, not a database error.
+  assert.equal((await list(`?user=${'u'.repeat(301)}`)).status, 400);
+  assert.equal((await list(`?cursor=${'9'.repeat(20)}_0b8e4a4e-1f0c-4d1e-9b6a-3c2d1e0f9a8b`)).status, 400);
   // Three grants of carol, one of dave.
   const c1 = await flow({ login: 'carol' });
   await flow({ login: 'carol' });

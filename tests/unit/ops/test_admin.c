@@ -30,7 +30,7 @@ static void test_grants_parse(void)
 	for (size_t i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++)
 		CHECK_STR(list(bad_status[i], NULL, NULL, &q), "status must be active or revoked");
 	CHECK(list("", NULL, NULL, &q) == NULL && q.status == NULL);                   /* empty: no filter */
-	CHECK(list("activeactiveactive", NULL, NULL, &q) == NULL && q.status == NULL); /* over 16 bytes */
+	CHECK_STR(list("activeactiveactive", NULL, NULL, &q), "a filter is too long"); /* over 16 bytes */
 	static const char *const bad_limit[] = { "0",  "501", "-1",   "",    " 5",
 						 "+5", "5x",  "0x10", "1e2", "99999999999999999999" };
 	for (size_t i = 0; i < sizeof(bad_limit) / sizeof(bad_limit[0]); i++)
@@ -56,16 +56,20 @@ static void test_grants_parse(void)
 	};
 	for (size_t i = 0; i < sizeof(bad_cursor) / sizeof(bad_cursor[0]); i++)
 		CHECK_STR(list(NULL, NULL, bad_cursor[i], &q), "malformed cursor");
-	CHECK(list(NULL, NULL, "12345678901234567890123_" GID, &q) == NULL); /* 23 digits fit */
+	/* The timestamp is compared with a bigint: past it, the cursor is malformed (not a 500). */
+	CHECK(list(NULL, NULL, "9223372036854775807_" GID, &q) == NULL);
+	CHECK_STR(list(NULL, NULL, "9223372036854775808_" GID, &q), "malformed cursor");
+	CHECK_STR(list(NULL, NULL, "12345678901234567890123_" GID, &q), "malformed cursor");
 
-	/* Filters that are empty or too long do not filter. */
+	/* An empty filter does not filter; a too-long one is refused (it would
+	 * otherwise widen the listing to every grant). */
 	char longuser[302];
 	memset(longuser, 'u', 301);
 	longuser[301] = '\0';
 	struct grants_args a = { longuser, "", NULL, NULL, NULL, NULL };
-	CHECK(grants_parse(&a, &q) == NULL && q.user == NULL && q.client_id == NULL);
+	CHECK_STR(grants_parse(&a, &q), "a filter is too long");
 	longuser[300] = '\0';
-	CHECK(grants_parse(&a, &q) == NULL && q.user != NULL);
+	CHECK(grants_parse(&a, &q) == NULL && q.user != NULL && q.client_id == NULL);
 }
 
 static int sel(const char *text, struct revoke_sel *s)
