@@ -89,7 +89,10 @@ static struct config *load_or_report(const char *path)
 	if (!cfg) {
 		for (size_t i = 0; i < errs.n; i++)
 			fprintf(stderr, "%s: %s\n", path, errs.msg[i]);
-		fprintf(stderr, "%s: %zu problem%s\n", path, errs.n, errs.n == 1 ? "" : "s");
+		if (errs.lost)
+			fprintf(stderr, "%s: out of memory: %zu more problem%s not reported\n", path, errs.lost,
+				errs.lost == 1 ? "" : "s");
+		fprintf(stderr, "%s: %zu problem%s\n", path, errs.n + errs.lost, errs.n + errs.lost == 1 ? "" : "s");
 	}
 	config_errors_free(&errs);
 	return cfg;

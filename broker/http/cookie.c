@@ -6,6 +6,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "app.h"
 #include "crypto.h"
 #include "jparse.h"
@@ -42,10 +44,11 @@ int cookie_set(struct http_req *r, const char *base, const char *value, long max
 		return -1;
 	int n = snprintf(line, sizeof(line), "%s=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s", name, value,
 			 max_age, https(r) ? "; Secure" : "");
-	if (n < 0 || (size_t)n >= sizeof(line))
-		return -1;
-	http_add_header(r, "Set-Cookie", line); /* a failure sticks to r: the answer becomes a 500 */
-	return 0;
+	int rc = n >= 0 && (size_t)n < sizeof(line) ? 0 : -1;
+	if (rc == 0)
+		http_add_header(r, "Set-Cookie", line); /* a failure sticks to r: the answer becomes a 500 */
+	OPENSSL_cleanse(line, sizeof(line)); /* the value is sealed state of the flow: no copy left on the stack */
+	return rc;
 }
 
 static int valid_b64url(const char *s, size_t min, size_t max)
