@@ -110,6 +110,8 @@ struct config {
 		size_t n_cimd_allow_hosts;
 		char **cimd_deny_hosts;
 		size_t n_cimd_deny_hosts;
+		char **cimd_trusted_hosts; /* wildcards as above: consent shows no unverified warning */
+		size_t n_cimd_trusted_hosts;
 		char **cimd_allow_private_cidrs; /* testing: private ranges allowed */
 		size_t n_cimd_allow_private_cidrs;
 		char **cimd_resolve; /* testing: "host:port:address" pins */

@@ -1,11 +1,14 @@
 #include "authorize.h"
 
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "app.h"
+#include "app_type.h"
+#include "cimd.h"
 #include "client_resolve.h"
 #include "cookie.h"
 #include "crypto.h"
@@ -386,7 +389,39 @@ struct consent_view {
 	const char *public_url;
 	const char *sealed; /* the sealed request */
 	const char *csrf;
+	int unverified;    /* the operator does not vouch for the client's identity */
+	int loopback_only; /* every redirect URI of the client is on localhost */
 };
+
+/* 1 when the client's identity is nobody's word but its own: registered by
+ * anyone at /register, or described by a document on a host that is not in
+ * registration.cimd_trusted_hosts. Configured clients are the operator's. */
+static int client_unverified(const struct config *cfg, const struct client *cl)
+{
+	if (strcmp(cl->kind, "static") == 0)
+		return 0;
+	if (strcmp(cl->kind, "cimd") != 0)
+		return 1;
+	CURLU *u = curl_url();
+	char *host = NULL;
+	int unverified = 1;
+	if (u && curl_url_set(u, CURLUPART_URL, cl->client_id, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host)
+		for (size_t i = 0; unverified && i < cfg->registration.n_cimd_trusted_hosts; i++)
+			unverified = !cimd_host_matches(cfg->registration.cimd_trusted_hosts[i], host);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return unverified;
+}
+
+/* 1 when every redirect URI of cl is on 127.0.0.1, [::1] or localhost. */
+static int client_loopback_only(const struct client *cl)
+{
+	for (size_t i = 0; i < cl->n_redirect_uris; i++)
+		if (app_type_uri_kind(cl->redirect_uris[i]) != APP_URI_LOOPBACK)
+			return 0;
+	return cl->n_redirect_uris > 0;
+}
 
 static int consent_html(struct buf *b, const struct consent_view *v)
 {
@@ -397,7 +432,8 @@ static int consent_html(struct buf *b, const struct consent_view *v)
 	rc = rc || buf_adds(b, "</title><style>body{font-family:system-ui,sans-serif;max-width:34em;margin:3em auto;"
 			       "padding:0 1em;color:#222}.host{font-size:1.25em;font-weight:600;padding:.4em .6em;"
 			       "background:#f3f3f3;border-radius:4px;display:inline-block}button{font-size:1em;"
-			       "padding:.5em 1.4em;margin-right:.6em}code{word-break:break-all}</style></head><body>"
+			       "padding:.5em 1.4em;margin-right:.6em}code{word-break:break-all}.warn{padding:.5em .7em;"
+			       "background:#fff4e5;border-left:4px solid #e69500}</style></head><body>"
 			       "<h1>Authorize access</h1><p><strong>") < 0;
 	rc = rc || html_escape(b, v->client_name) < 0;
 	rc = rc || buf_adds(b, "</strong> wants to use <code>") < 0 || html_escape(b, v->resource_url) < 0;
@@ -412,6 +448,12 @@ static int consent_html(struct buf *b, const struct consent_view *v)
 		rc = rc || buf_adds(b, "<p>This application is described by <span class=\"host\">") < 0 ||
 		     html_escape(b, v->cimd_host) < 0 ||
 		     buf_adds(b, "</span>; its name above is what that site claims.</p>") < 0;
+	if (v->unverified)
+		rc = rc || buf_adds(b, "<p class=\"warn\"><strong>Unverified application.</strong> This application's "
+				       "identity has not been verified by the operator of this service.</p>") < 0;
+	if (v->loopback_only)
+		rc = rc || buf_adds(b, "<p class=\"warn\">This application will receive the authorization on this "
+				       "computer only (localhost).</p>") < 0;
 	rc = rc || buf_adds(b, "<h2>Requested permissions</h2><ul>") < 0;
 	for (size_t i = 0; !rc && i < v->scopes->n; i++)
 		rc = buf_adds(b, "<li>") < 0 || html_escape(b, v->scopes->v[i]) < 0 || buf_adds(b, "</li>") < 0;
@@ -441,10 +483,18 @@ static void consent_page(struct http_req *r, const struct authorize_request *a, 
 	char *host = uri_display_host(a->redirect_uri);
 	char *chost = cimd ? uri_display_host(cl->client_id) : NULL;
 	char *sealed = seal_request(r, a, browser);
-	const struct consent_view v = {
-		client_display_name(cl), cl->client_id, chost, a->resource_url, a->res->upstream, host, &sc,
-		r->app->cfg->public_url, sealed,        csrf
-	};
+	const struct consent_view v = { client_display_name(cl),
+					cl->client_id,
+					chost,
+					a->resource_url,
+					a->res->upstream,
+					host,
+					&sc,
+					r->app->cfg->public_url,
+					sealed,
+					csrf,
+					client_unverified(r->app->cfg, cl),
+					client_loopback_only(cl) };
 	if (!host || (cimd && !chost) || !sealed || cookie_csrf(r, browser, cl->client_id, csrf) < 0 ||
 	    scopes_parse(a->scope, &sc) < 0 || consent_html(&b, &v) < 0)
 		html_error_page(r, 500, "Server error", "The request could not be completed.");

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "app_type.h"
 #include "jparse.h"
 #include "log.h"
 #include "metrics.h"
@@ -421,6 +422,12 @@ static const char *check_doc(const struct config *cfg, const char *client_id, js
 		if (!json_is_string(v) || uri_redirect_allowed(json_string_value(v), &why) < 0 ||
 		    !client_redirect_policy_ok(cfg, json_string_value(v)))
 			return "the document's redirect_uris are not acceptable";
+	}
+	const char *app_type = NULL;
+	switch (app_type_check(json_object_get(doc, "application_type"), ru, &app_type)) {
+	case APP_TYPE_OK: break;
+	case APP_TYPE_BAD_VALUE: return "the document's application_type must be web or native";
+	default: return "the document's application_type does not allow its redirect_uris";
 	}
 	const char *method = json_string_value(json_object_get(doc, "token_endpoint_auth_method"));
 	if (json_object_get(doc, "token_endpoint_auth_method") && (!method || strcmp(method, "none") != 0))

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "app_type.h"
 #include "audit.h"
 #include "client.h"
 #include "client_auth.h"
@@ -59,6 +60,20 @@ static enum register_parse check_redirect_uris(const struct config *cfg, const j
 				      "this redirect_uri kind is disabled by the server's registration policy");
 	}
 	return REGISTER_OK;
+}
+
+/* application_type (SEP-837): "web" or "native", each with the redirect
+ * URIs it allows (app_type.h); inferred from them when absent. */
+static enum register_parse check_application_type(const json_t *doc, const json_t *uris, const char **type,
+						  struct register_refusal *why)
+{
+	switch (app_type_check(json_object_get(doc, "application_type"), uris, type)) {
+	case APP_TYPE_OK: return REGISTER_OK;
+	case APP_TYPE_BAD_VALUE: return refuse(why, INVALID_METADATA, "application_type must be web or native");
+	default:
+		return refuse(why, "invalid_redirect_uri",
+			      "a web application_type allows only https redirect_uris that are not on localhost");
+	}
 }
 
 /* token_endpoint_auth_method: RFC 7591 section 2's default when absent. */
@@ -165,11 +180,14 @@ enum register_parse register_parse(const struct config *cfg, const char *content
 			    "client_name, scope and token_endpoint_auth_method must be short strings");
 		goto out;
 	}
-	if ((rc = check_auth_method(method, out, why)) != REGISTER_OK ||
+	if ((rc = check_application_type(out->doc, out->redirect_uris, &out->application_type, why)) != REGISTER_OK ||
+	    (rc = check_auth_method(method, out, why)) != REGISTER_OK ||
 	    (rc = take_grant_types(out->doc, &out->grant_types, why)) != REGISTER_OK ||
-	    (rc = check_response_types(out->doc, why)) != REGISTER_OK)
+	    (rc = check_response_types(out->doc, why)) != REGISTER_OK ||
+	    (rc = take_metadata(out->doc, scope, &out->metadata, why)) != REGISTER_OK)
 		goto out;
-	rc = take_metadata(out->doc, scope, &out->metadata, why);
+	if (json_object_set_new(out->metadata, "application_type", json_string(out->application_type)) < 0)
+		rc = REGISTER_NOMEM;
 out:
 	if (rc != REGISTER_OK)
 		register_request_free(out);

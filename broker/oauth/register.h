@@ -9,13 +9,14 @@
 
 /* A registration request, checked. */
 struct register_request {
-	json_t *doc;             /* the parsed body, which the borrowed pointers below point into */
-	json_t *redirect_uris;   /* in doc: 1..LIM_REDIRECT_URIS URIs the policy allows */
-	const char *name;        /* client_name, or NULL */
-	const char *auth_method; /* none, client_secret_basic (the default) or client_secret_post */
-	int confidential;        /* auth_method is not "none" */
-	json_t *grant_types;     /* owned: as asked, or the default */
-	json_t *metadata;        /* owned: client_uri, logo_uri, tos_uri, policy_uri and scope, as given */
+	json_t *doc;                  /* the parsed body, which the borrowed pointers below point into */
+	json_t *redirect_uris;        /* in doc: 1..LIM_REDIRECT_URIS URIs the policy allows */
+	const char *name;             /* client_name, or NULL */
+	const char *auth_method;      /* none, client_secret_basic (the default) or client_secret_post */
+	const char *application_type; /* "web" or "native" (static), also in metadata */
+	int confidential;             /* auth_method is not "none" */
+	json_t *grant_types;          /* owned: as asked, or the default */
+	json_t *metadata; /* owned: client_uri, logo_uri, tos_uri, policy_uri, scope as given; application_type */
 };
 
 /* Why a request was refused: an RFC 7591 section 3.2.2 error code and a

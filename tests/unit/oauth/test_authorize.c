@@ -347,7 +347,9 @@ static void test_consent_html(void)
 				  &sc,
 				  PUB,
 				  "sealed\"><x",
-				  "csrf'" };
+				  "csrf'",
+				  1,
+				  1 };
 	struct buf b;
 	buf_init(&b, 64 * 1024);
 	CHECK(consent_html(&b, &v) == 0 && b.ptr);
@@ -356,18 +358,38 @@ static void test_consent_html(void)
 	CHECK(b.ptr && strstr(b.ptr, "<title>Authorize &lt;script&gt;alert(1)&lt;/script&gt;</title>"));
 	CHECK(b.ptr && strstr(b.ptr, "Client ID: <code>a&quot;b&#39;c</code></p>"));
 	CHECK(b.ptr && strstr(b.ptr, "<span class=\"host\">evil.example&amp;&lt;</span>; its name above is what that "
-				     "site claims.</p><h2>"));
+				     "site claims.</p>"));
 	CHECK(b.ptr && strstr(b.ptr, "name=\"request\" value=\"sealed&quot;&gt;&lt;x\""));
 	CHECK(b.ptr && strstr(b.ptr, "<ul><li>issues:read</li></ul>"));
 	CHECK(b.ptr && strstr(b.ptr, "action=\"" PUB "/authorize\""));
+
+	/* Both warnings, fixed sentences, after the client's identity. */
+	CHECK(b.ptr && strstr(b.ptr, "site claims.</p><p class=\"warn\"><strong>Unverified application.</strong> "
+				     "This application's identity has not been verified by the operator of this "
+				     "service.</p><p class=\"warn\">This application will receive the authorization "
+				     "on this computer only (localhost).</p><h2>"));
 	buf_free(&b);
 
-	/* No CIMD host, no scope: no such paragraph, basic access. */
-	scopes_free(&sc);
-	v.cimd_host = NULL;
+	/* Each warning alone. */
+	v.loopback_only = 0;
 	buf_init(&b, 64 * 1024);
 	CHECK(consent_html(&b, &v) == 0);
-	CHECK(b.ptr && !strstr(b.ptr, "described by") &&
+	CHECK(b.ptr && strstr(b.ptr, "Unverified application.") && !strstr(b.ptr, "(localhost)"));
+	buf_free(&b);
+	v.unverified = 0;
+	v.loopback_only = 1;
+	buf_init(&b, 64 * 1024);
+	CHECK(consent_html(&b, &v) == 0);
+	CHECK(b.ptr && !strstr(b.ptr, "Unverified") && strstr(b.ptr, "computer only (localhost).</p><h2>"));
+	buf_free(&b);
+
+	/* No CIMD host, no scope, no warning: no such paragraphs, basic access. */
+	scopes_free(&sc);
+	v.cimd_host = NULL;
+	v.loopback_only = 0;
+	buf_init(&b, 64 * 1024);
+	CHECK(consent_html(&b, &v) == 0);
+	CHECK(b.ptr && !strstr(b.ptr, "described by") && !strstr(b.ptr, "class=\"warn\"") &&
 	      strstr(b.ptr, "</code></p><h2>Requested permissions</h2>"
 			    "<ul><li>basic access</li></ul>"));
 	buf_free(&b);
@@ -376,6 +398,75 @@ static void test_consent_html(void)
 	buf_init(&b, 512);
 	CHECK(consent_html(&b, &v) < 0);
 	buf_free(&b);
+}
+
+/* Who is unverified: dynamic clients, and CIMD clients whose client_id host
+ * is not in registration.cimd_trusted_hosts; configured clients never. */
+static void test_client_unverified(void)
+{
+	char *trusted[] = { "*.trusted.example", "apps.example.com" };
+	struct client c;
+	memset(&c, 0, sizeof(c));
+	memcpy(c.kind, "static", 7);
+	memcpy(c.client_id, "cli", 4);
+	CHECK(client_unverified(&cfg, &c) == 0);
+	memcpy(c.kind, "dynamic", 8);
+	CHECK(client_unverified(&cfg, &c) == 1);
+	memcpy(c.kind, "cimd", 5);
+	snprintf(c.client_id, sizeof(c.client_id), "https://apps.example.com/client.json");
+	CHECK(client_unverified(&cfg, &c) == 1); /* no trusted hosts: every document is unverified */
+	cfg.registration.cimd_trusted_hosts = trusted;
+	cfg.registration.n_cimd_trusted_hosts = 2;
+	CHECK(client_unverified(&cfg, &c) == 0);
+	snprintf(c.client_id, sizeof(c.client_id), "https://APPS.example.com:8443/client.json");
+	CHECK(client_unverified(&cfg, &c) == 0);
+	snprintf(c.client_id, sizeof(c.client_id), "https://x.trusted.example/c.json");
+	CHECK(client_unverified(&cfg, &c) == 0);
+	snprintf(c.client_id, sizeof(c.client_id), "https://trusted.example/c.json");
+	CHECK(client_unverified(&cfg, &c) == 1); /* "*." is subdomains only */
+	snprintf(c.client_id, sizeof(c.client_id), "https://apps.example.com.evil.example/c.json");
+	CHECK(client_unverified(&cfg, &c) == 1);
+	snprintf(c.client_id, sizeof(c.client_id), "https://evil.example/apps.example.com");
+	CHECK(client_unverified(&cfg, &c) == 1);
+	snprintf(c.client_id, sizeof(c.client_id), "https://apps.example.com@evil.example/c.json");
+	CHECK(client_unverified(&cfg, &c) == 1);
+	snprintf(c.client_id, sizeof(c.client_id), "not a url");
+	CHECK(client_unverified(&cfg, &c) == 1);
+	memcpy(c.kind, "dynamic", 8);
+	snprintf(c.client_id, sizeof(c.client_id), "https://apps.example.com/client.json");
+	CHECK(client_unverified(&cfg, &c) == 1); /* trust is for documents, not registrations */
+	cfg.registration.cimd_trusted_hosts = NULL;
+	cfg.registration.n_cimd_trusted_hosts = 0;
+}
+
+/* Localhost only: every redirect URI on 127.0.0.1, [::1] or localhost. */
+static void test_client_loopback_only(void)
+{
+	char *loop[] = { "http://127.0.0.1:9000/cb", "http://[::1]/cb", "http://localhost:3000/cb" };
+	char *mixed[] = { "http://127.0.0.1/cb", "https://app.example.com/cb" };
+	char *priv[] = { "cursor://localhost/cb" };
+	char *near[] = { "https://localhost.example.com/cb" };
+	struct client c;
+	memset(&c, 0, sizeof(c));
+	c.redirect_uris = loop;
+	c.n_redirect_uris = 3;
+	CHECK(client_loopback_only(&c) == 1);
+	c.n_redirect_uris = 1;
+	CHECK(client_loopback_only(&c) == 1);
+	c.redirect_uris = mixed;
+	c.n_redirect_uris = 2;
+	CHECK(client_loopback_only(&c) == 0);
+	c.n_redirect_uris = 1;
+	CHECK(client_loopback_only(&c) == 1);
+	c.redirect_uris = priv;
+	CHECK(client_loopback_only(&c) == 0); /* goes to whichever app claimed the scheme */
+	c.redirect_uris = near;
+	CHECK(client_loopback_only(&c) == 0);
+	c.redirect_uris = two_uris;
+	c.n_redirect_uris = 2;
+	CHECK(client_loopback_only(&c) == 0);
+	c.n_redirect_uris = 0;
+	CHECK(client_loopback_only(&c) == 0);
 }
 
 int main(void)
@@ -391,6 +482,8 @@ int main(void)
 	test_scope();
 	test_order();
 	test_consent_html();
+	test_client_unverified();
+	test_client_loopback_only();
 	authorize_request_free(&req);
 	TEST_DONE();
 }

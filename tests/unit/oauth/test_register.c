@@ -243,10 +243,13 @@ static void test_metadata(void)
 			"\"software_id\":\"x\",\"jwks\":{\"keys\":[]},\"tos_uri\":null}";
 	CHECK(parse_ct(JSON, b, strlen(b), &rq) == NULL);
 	CHECK_STR(rq.name, "App");
-	/* Only the informational URIs and scope are kept; unknown members are ignored. */
+	/* Only the informational URIs, scope and application_type are kept;
+	 * unknown members are ignored. */
 	char *t = json_dumps(rq.metadata, JSON_COMPACT | JSON_SORT_KEYS);
-	CHECK_STR(t, "{\"client_uri\":\"https://app.example.com\",\"logo_uri\":\"http://app.example.com/l.png\","
-		     "\"scope\":\"repo:read\"}");
+	CHECK_STR(
+		t,
+		"{\"application_type\":\"web\",\"client_uri\":\"https://app.example.com\",\"logo_uri\":\"http://app.example.com/l.png\","
+		"\"scope\":\"repo:read\"}");
 	free(t);
 	register_request_free(&rq);
 	CHECK(rq.doc == NULL && rq.metadata == NULL);
@@ -265,6 +268,86 @@ static void test_metadata(void)
 	free(longu);
 }
 
+/* The application_type a body is accepted with (NULL when refused). */
+static const char *app_type_of(const char *body)
+{
+	static char got[16];
+	struct register_request rq;
+	if (parse_ct(JSON, body, strlen(body), &rq) != NULL)
+		return NULL;
+	const char *stored = json_string_value(json_object_get(rq.metadata, "application_type"));
+	CHECK(stored && rq.application_type && strcmp(stored, rq.application_type) == 0);
+	snprintf(got, sizeof(got), "%s", stored ? stored : "?");
+	register_request_free(&rq);
+	return got;
+}
+
+/* application_type (SEP-837) x every redirect URI kind: web allows https
+ * off localhost only; native allows loopback, private-use schemes and
+ * https; absent (or null) infers the type from the URIs. */
+static void test_application_type(void)
+{
+	static const struct {
+		const char *uris;
+		const char *absent, *web, *native; /* the recorded type, NULL: refused */
+	} cases[] = {
+		{ "\"https://app.example.com/cb\"", "web", "web", "native" },
+		{ "\"http://127.0.0.1:5000/cb\"", "native", NULL, "native" },
+		{ "\"http://[::1]:5000/cb\"", "native", NULL, "native" },
+		{ "\"http://localhost:5000/cb\"", "native", NULL, "native" },
+		{ "\"http://LOCALHOST/cb\"", "native", NULL, "native" },
+		{ "\"https://localhost/cb\"", "native", NULL, "native" },
+		{ "\"https://127.0.0.1:8443/cb\"", "native", NULL, "native" },
+		{ "\"cursor://anysphere.cursor-retrieval/cb\"", "native", NULL, "native" },
+		{ "\"com.example.app:/oauth2redirect\"", "native", NULL, "native" },
+		{ "\"https://a.example.com/cb\",\"http://127.0.0.1/cb\"", "native", NULL, "native" },
+		{ "\"https://a.example.com/cb\",\"https://b.example.com/cb\"", "web", "web", "native" },
+		{ "\"https://a.example.com/cb\",\"cursor://cb\"", "native", NULL, "native" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *want[] = { cases[i].absent, cases[i].absent, cases[i].web, cases[i].native };
+		const char *member[] = { "", ",\"application_type\":null", ",\"application_type\":\"web\"",
+					 ",\"application_type\":\"native\"" };
+		for (size_t m = 0; m < 4; m++) {
+			char body[512] = "{\"redirect_uris\":[";
+			append(body, sizeof(body), cases[i].uris);
+			append(body, sizeof(body), "]");
+			append(body, sizeof(body), member[m]);
+			append(body, sizeof(body), "}");
+			const char *got = app_type_of(body);
+			if (want[m]) {
+				CHECK_STR(got, want[m]);
+			} else {
+				CHECK(got == NULL);
+				CHECK_STR(why.error, URI_ERR);
+				CHECK_STR(why.description, "a web application_type allows only https redirect_uris "
+							   "that are not on localhost");
+			}
+		}
+	}
+	/* Any other value, whatever the URIs. */
+	static const char *const bad[] = { "\"Web\"", "\"NATIVE\"", "\"\"", "\"browser\"", "42",
+					   "true",    "[\"web\"]",  "{}",   "\"web \"" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char body[256] = "{" RU ",\"application_type\":";
+		append(body, sizeof(body), bad[i]);
+		append(body, sizeof(body), "}");
+		CHECK_STR(refusal(body), "application_type must be web or native");
+		CHECK_STR(why.error, META_ERR);
+	}
+	/* The registration policy still applies to a native client. */
+	cfg.registration.allow_loopback_redirects = 0;
+	CHECK_STR(refusal("{\"redirect_uris\":[\"http://127.0.0.1/cb\"],\"application_type\":\"native\"}"),
+		  "this redirect_uri kind is disabled by the server's registration policy");
+	cfg.registration.allow_loopback_redirects = 1;
+	cfg.registration.allow_private_schemes = 0;
+	CHECK_STR(refusal("{\"redirect_uris\":[\"cursor://cb\"],\"application_type\":\"native\"}"),
+		  "this redirect_uri kind is disabled by the server's registration policy");
+	cfg.registration.allow_private_schemes = 1;
+	/* An explicit type is echoed as given, not inferred. */
+	CHECK_STR(app_type_of("{" RU ",\"application_type\":\"native\"}"), "native");
+}
+
 int main(void)
 {
 	cfg.registration.dynamic = 1;
@@ -276,5 +359,6 @@ int main(void)
 	test_auth_method();
 	test_grant_and_response_types();
 	test_metadata();
+	test_application_type();
 	TEST_DONE();
 }
