@@ -104,8 +104,8 @@ static void test_redirect_uris(void)
 	char many[1024] = "{\"redirect_uris\":[\"https://a.example/cb\"";
 	for (int i = 1; i < LIM_REDIRECT_URIS; i++)
 		append(many, sizeof(many), ",\"https://a.example/cb\"");
-	char ten[1024];
-	snprintf(ten, sizeof(ten), "%s]}", many);
+	char ten[sizeof(many) + 2];
+	CHECK(snprintf(ten, sizeof(ten), "%s]}", many) < (int)sizeof(ten));
 	CHECK(refusal(ten) == NULL);
 	append(many, sizeof(many), ",\"https://a.example/cb\"]}");
 	CHECK_STR(refusal(many), count);
