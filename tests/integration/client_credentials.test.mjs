@@ -104,10 +104,17 @@ test('a machine client gets an access token only, and its tool calls carry the u
   assert.match(r.json.access_token, /^mcpb_at_/);
   assert.equal(r.json.refresh_token, undefined, 'no refresh token for client_credentials');
   assert.equal(r.json.scope, 'repo:read');
-  assert.equal(r.json.expires_in, (await token({}, { auth: 'post' })).json.expires_in);
-  assert.equal((await control(idp, 'stats'))['oidc.token.client_credentials'], s0 + 2);
+  assert.equal(r.json.expires_in, 300, 'tokens.access_ttl, as every access token');
+  assert.equal((await control(idp, 'stats'))['oidc.token.client_credentials'], s0 + 1);
   assert.equal(await psql(db, `SELECT login || '|' || name FROM users WHERE upstream = 'oidc' AND subject = 'client:${MACHINE.id}'`), `${MACHINE.id}|Nightly job`);
-  assert.equal(await psql(db, `SELECT count(*) FROM grants WHERE client_id = '${MACHINE.id}' AND up_refresh IS NULL AND up_access IS NOT NULL`), '2');
+  assert.equal(await psql(db, `SELECT count(*) FROM grants WHERE client_id = '${MACHINE.id}' AND up_refresh IS NULL AND up_access IS NOT NULL`), '1');
+  // The next request (client_secret_post this time) gets a new access token
+  // under the same grant: no new grant, no upstream call.
+  const again = await token({}, { auth: 'post' });
+  assert.equal(again.status, 200, again.text);
+  assert.notEqual(again.json.access_token, r.json.access_token);
+  assert.equal((await control(idp, 'stats'))['oidc.token.client_credentials'], s0 + 1);
+  assert.equal(await psql(db, `SELECT count(DISTINCT grant_id) FROM tokens WHERE client_id = '${MACHINE.id}'`), '1');
 
   const n = ds.requests.length;
   const ok = await mcp(r.json.access_token, call('list_issues', 1));
@@ -127,6 +134,7 @@ test('a machine client gets an access token only, and its tool calls carry the u
 
 test('the upstream token is renewed by running the client_credentials grant again', T, async () => {
   await control(idp, 'config', { oidc: { access_ttl: 2 } });
+  await psql(db, `UPDATE grants SET status = 'revoked', revoked_at = now() WHERE client_id = '${MACHINE.id}'`);
   try {
     const r = await token({});
     assert.equal(r.status, 200, r.text);
@@ -140,6 +148,13 @@ test('the upstream token is renewed by running the client_credentials grant agai
     assert.notEqual(second, first, 'a fresh upstream token');
     assert.equal((await control(idp, 'stats'))['oidc.token.client_credentials'], s0 + 1);
     assert.equal((await control(idp, 'stats'))['oidc.token.refresh'], 0, 'no refresh_token grant upstream');
+    // A renewal the upstream fails is a 503 that keeps the grant; the next one works.
+    await sleep(2500);
+    await setFault(idp, 'oidc.token.client_credentials', { mode: 'status', status: 500, count: 1 });
+    const failed = await mcp(r.json.access_token, call('list_issues', 3));
+    assert.equal(failed.status, 503, failed.text);
+    assert.equal(ds.requests.length, n + 2, 'nothing forwarded without an upstream token');
+    assert.equal((await mcp(r.json.access_token, call('list_issues', 4))).status, 200);
   } finally {
     await control(idp, 'config', { oidc: { access_ttl: 3600 } });
   }
@@ -166,6 +181,8 @@ test('revocation ends it: /revoke of its access token, admin revoke by client', 
 });
 
 test('bad inputs: the RFC error, nothing written, the node healthy', T, async () => {
+  // No machine grant to reuse: every request below reaches the upstream.
+  await psql(db, `UPDATE grants SET status = 'revoked', revoked_at = now() WHERE client_id = '${MACHINE.id}'`);
   await refused({}, { id: 'public-app', auth: 'none' }, 400, 'unauthorized_client');
   await refused({}, { id: 'web-app', secret: 'web-secret-0123456789' }, 400, 'unauthorized_client');
   await refused({}, { secret: 'wrong-secret-0123456789' }, 401, 'invalid_client');
