@@ -75,8 +75,14 @@ static const struct field client_fields[] = {
 	  "name shown on the consent page" },
 	{ "client_secret", F_SECRET, 0, O(struct cfg_client, secret_hash), O(struct cfg_client, has_secret), 16, 512, 0,
 	  NULL, 1, "makes the client confidential; stored hashed" },
-	{ "redirect_uris", F_STRLIST, 1, O(struct cfg_client, redirect_uris), O(struct cfg_client, n_redirect_uris), 1,
-	  LIM_REDIRECT_URIS, 0, NULL, 0, "exact redirect URIs (loopback: any port)" },
+	{ "redirect_uris", F_STRLIST, 0, O(struct cfg_client, redirect_uris), O(struct cfg_client, n_redirect_uris), 1,
+	  LIM_REDIRECT_URIS, 0, NULL, 0, "exact redirect URIs (loopback: any port); none for client_credentials" },
+	{ "grant_types", F_STRLIST, 0, O(struct cfg_client, grant_types), O(struct cfg_client, n_grant_types), 1, 2, 0,
+	  NULL, 0, "authorization_code and refresh_token (default), or client_credentials alone" },
+	{ "resources", F_STRLIST, 0, O(struct cfg_client, resources), O(struct cfg_client, n_resources), 1,
+	  LIM_CLIENT_RESOURCES, 0, NULL, 0, "client_credentials: resource paths it may get tokens for" },
+	{ "scopes", F_STRLIST, 0, O(struct cfg_client, scopes), O(struct cfg_client, n_scopes), 0, LIM_SCOPES, 0, NULL,
+	  0, "client_credentials: scopes it may get (the default of a request naming none)" },
 	END
 };
 static const struct schema client_schema = { "client", sizeof(struct cfg_client), client_fields, -1 };
@@ -103,6 +109,8 @@ static const struct field upstream_fields[] = {
 	  "send PKCE S256 upstream (default: preset)" },
 	{ "ca_file", F_STRING, 0, O(struct cfg_upstream, ca_file), 0, 1, 4096, 0, NULL, 0,
 	  "CA bundle for the upstream's TLS (tests)" },
+	{ "client_credentials", F_BOOL, 0, O(struct cfg_upstream, client_credentials), 0, 0, 0, 0, NULL, 0,
+	  "the upstream grants client_credentials to the broker's client (needed by machine clients)" },
 	END
 };
 static const struct schema upstream_schema = { "upstream", sizeof(struct cfg_upstream), upstream_fields,
@@ -1032,16 +1040,86 @@ static void check_keys(const struct config *c, struct cfg_errors *e)
 			}
 }
 
-static void check_clients(const struct config *c, struct cfg_errors *e)
+/* A client_credentials client's resources[] and scopes[]: each resource a
+ * configured path whose upstream grants client credentials (GitHub has no
+ * such grant), each scope valid. */
+static void check_machine_client(const struct config *c, const struct cfg_client *cl, const char *path,
+				 struct cfg_errors *e)
+{
+	if (!cl->has_secret)
+		cfg_err(e, path, "client_credentials needs a client_secret (a confidential client)");
+	if (cl->n_redirect_uris)
+		cfg_err(e, path, "a client_credentials client has no redirect_uris");
+	if (!cl->n_resources)
+		cfg_err(e, path, "client_credentials needs resources (the resource paths it may get tokens for)");
+	for (size_t i = 0; i < cl->n_resources; i++) {
+		const struct cfg_resource *r = NULL;
+		for (size_t k = 0; k < c->n_resources; k++)
+			if (c->resources[k].path && strcmp(c->resources[k].path, cl->resources[i]) == 0)
+				r = &c->resources[k];
+		const struct cfg_upstream *up = r && r->upstream ? config_upstream(c, r->upstream) : NULL;
+		if (!r)
+			cfg_err(e, path, "resources: no resource with path \"%s\"", cl->resources[i]);
+		else if (up && up->preset && strcmp(up->preset, "github") == 0)
+			cfg_err(e, path,
+				"resources: the upstream of \"%s\" is GitHub, which has no client_credentials grant",
+				cl->resources[i]);
+		else if (up && !up->client_credentials)
+			cfg_err(e, path, "resources: the upstream of \"%s\" needs \"client_credentials\": true",
+				cl->resources[i]);
+	}
+	for (size_t i = 0; i < cl->n_scopes; i++) {
+		int found = 0;
+		for (size_t k = 0; k < c->n_resources; k++)
+			for (size_t j = 0; j < cl->n_resources; j++)
+				if (c->resources[k].path && strcmp(c->resources[k].path, cl->resources[j]) == 0)
+					for (size_t s = 0; s < c->resources[k].n_scopes; s++)
+						found |= strcmp(c->resources[k].scopes[s].scope, cl->scopes[i]) == 0;
+		if (!found)
+			cfg_err(e, path, "scopes: \"%s\" is not a scope of any of its resources", cl->scopes[i]);
+	}
+}
+
+/* grant_types: absent (the code flow), a subset of authorization_code and
+ * refresh_token with the first, or client_credentials alone. */
+static void check_client(const struct config *c, struct cfg_client *cl, const char *path, struct cfg_errors *e)
+{
+	char uris_path[300];
+	int code = cl->n_grant_types == 0, machine = 0, bad = 0;
+	snprintf(uris_path, sizeof(uris_path), "%s.redirect_uris", path);
+	for (size_t i = 0; i < cl->n_grant_types; i++) {
+		const char *g = cl->grant_types[i];
+		code |= strcmp(g, "authorization_code") == 0;
+		machine |= strcmp(g, "client_credentials") == 0;
+		bad |= strcmp(g, "authorization_code") != 0 && strcmp(g, "refresh_token") != 0 &&
+		       strcmp(g, "client_credentials") != 0;
+	}
+	cl->client_credentials = machine;
+	if (bad || (machine && cl->n_grant_types != 1) || (!machine && !code))
+		cfg_err(e, path,
+			"grant_types: expected [\"authorization_code\", \"refresh_token\"] or "
+			"[\"client_credentials\"]");
+	else if (machine)
+		check_machine_client(c, cl, path, e);
+	else if (!cl->n_redirect_uris)
+		cfg_err(e, uris_path, "missing required key");
+	else if (cl->n_resources || cl->n_scopes)
+		cfg_err(e, path, "resources and scopes are for client_credentials clients");
+}
+
+static void check_clients(struct config *c, struct cfg_errors *e)
 {
 	char path[256];
-	for (size_t i = 0; i < c->n_clients; i++)
+	for (size_t i = 0; i < c->n_clients; i++) {
+		snprintf(path, sizeof(path), "$.clients[%zu]", i);
+		check_client(c, &c->clients[i], path, e);
 		for (size_t j = 0; j < i; j++)
 			if (c->clients[i].client_id && c->clients[j].client_id &&
 			    strcmp(c->clients[i].client_id, c->clients[j].client_id) == 0) {
 				snprintf(path, sizeof(path), "$.clients[%zu].client_id", i);
 				cfg_err(e, path, "duplicate client_id");
 			}
+	}
 }
 
 static void check_upstream(const struct cfg_upstream *u, struct cfg_errors *e)

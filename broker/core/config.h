@@ -21,6 +21,13 @@ struct cfg_client {
 	int has_secret;
 	char **redirect_uris;
 	size_t n_redirect_uris;
+	char **grant_types; /* absent: authorization_code, refresh_token */
+	size_t n_grant_types;
+	char **resources; /* client_credentials: resource paths it may get tokens for */
+	size_t n_resources;
+	char **scopes; /* client_credentials: scopes it may get */
+	size_t n_scopes;
+	int client_credentials; /* grant_types is ["client_credentials"] (set by the checks) */
 };
 
 /* Resource servers allowed to call /introspect (RFC 7662). */
@@ -47,6 +54,7 @@ struct cfg_upstream {
 	size_t n_scopes;
 	int pkce; /* -1: preset decides */
 	char *ca_file;
+	int client_credentials; /* the upstream grants the broker's client credentials (machine clients) */
 };
 
 struct cfg_scope_rule {

@@ -83,8 +83,14 @@ void metadata_authorization_server(struct http_req *r)
 	bad |= json_object_set_new(m, "scopes_supported", all_scopes(cfg)) < 0;
 	bad |= json_object_set_new(m, "response_types_supported", json_pack("[s]", "code")) < 0;
 	bad |= json_object_set_new(m, "response_modes_supported", json_pack("[s]", "query")) < 0;
+	/* client_credentials (SEP-1046) is offered once a machine client is configured. */
+	int machines = 0;
+	for (size_t i = 0; i < cfg->n_clients; i++)
+		machines |= cfg->clients[i].client_credentials;
 	bad |= json_object_set_new(m, "grant_types_supported",
-				   json_pack("[s,s]", "authorization_code", "refresh_token")) < 0;
+				   machines ? json_pack("[s,s,s]", "authorization_code", "refresh_token",
+							"client_credentials")
+					    : json_pack("[s,s]", "authorization_code", "refresh_token")) < 0;
 	bad |= json_object_set_new(m, "token_endpoint_auth_methods_supported",
 				   json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post")) < 0;
 	bad |= json_object_set_new(m, "code_challenge_methods_supported", json_pack("[s]", "S256")) < 0;

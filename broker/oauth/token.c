@@ -18,6 +18,7 @@
 #include "num.h"
 #include "ratelimit.h"
 #include "scope.h"
+#include "upstream.h"
 #include "uri.h"
 #include "vault.h"
 
@@ -86,11 +87,15 @@ static enum tk_rc client_bucket(struct http_req *r, const struct client *cl, con
 
 /* ---- pure parsing and checks ------------------------------------------ */
 
-enum tk_grant { TG_CODE, TG_REFRESH };
+enum tk_grant { TG_CODE, TG_REFRESH, TG_CLIENT_CREDENTIALS };
 
 static const char *grant_type_name(enum tk_grant gt)
 {
-	return gt == TG_CODE ? "authorization_code" : "refresh_token";
+	switch (gt) {
+	case TG_CODE: return "authorization_code";
+	case TG_REFRESH: return "refresh_token";
+	default: return "client_credentials";
+	}
 }
 
 /* The grant type of a token request; dup: the form repeated a parameter. */
@@ -106,8 +111,11 @@ static enum tk_rc parse_grant_type(const json_t *form, int dup, enum tk_grant *g
 		*gt = TG_CODE;
 	else if (strcmp(s, grant_type_name(TG_REFRESH)) == 0)
 		*gt = TG_REFRESH;
+	else if (strcmp(s, grant_type_name(TG_CLIENT_CREDENTIALS)) == 0)
+		*gt = TG_CLIENT_CREDENTIALS;
 	else
-		rc = refuse(why, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
+		rc = refuse(why, "unsupported_grant_type",
+			    "grant_type must be authorization_code, refresh_token or client_credentials");
 	return rc;
 }
 
@@ -260,6 +268,79 @@ static enum tk_rc scope_narrow(const char *requested, const char *granted, char 
 	free(joined);
 	scopes_free(&want);
 	scopes_free(&have);
+	return rc;
+}
+
+/* A client_credentials request (RFC 6749 section 4.4) of the machine
+ * client mc, checked against the configuration: the resource it names (or
+ * its only one) and the scope, normalised (default: every scope it may get
+ * that the resource defines). */
+struct cc_req {
+	const struct cfg_resource *res;
+	char url[2048]; /* res's public URL: the tokens' audience */
+	char scope[LIM_SCOPE + 1];
+};
+
+/* The configured resource with path, when mc may get tokens for it. */
+static const struct cfg_resource *cc_resource(const struct config *cfg, const struct cfg_client *mc, const char *path)
+{
+	const struct cfg_resource *res = NULL;
+	for (size_t i = 0; path && i < mc->n_resources; i++)
+		if (strcmp(mc->resources[i], path) == 0)
+			for (size_t k = 0; k < cfg->n_resources; k++)
+				if (strcmp(cfg->resources[k].path, path) == 0)
+					res = &cfg->resources[k];
+	return res;
+}
+
+/* The scopes mc may get at res into *allowed. -1 when out of memory. */
+static int cc_allowed(const struct cfg_client *mc, const struct cfg_resource *res, struct scopes *allowed)
+{
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < mc->n_scopes; i++)
+		for (size_t k = 0; rc == 0 && k < res->n_scopes; k++)
+			if (strcmp(mc->scopes[i], res->scopes[k].scope) == 0 && !scopes_has(allowed, mc->scopes[i]))
+				rc = scopes_add(allowed, mc->scopes[i]);
+	return rc;
+}
+
+/* s space-joined into out; TK_UNAVAILABLE when out of memory (a list of
+ * scopes the configuration allows always fits). */
+static enum tk_rc cc_scope_text(const struct scopes *s, char out[LIM_SCOPE + 1])
+{
+	char *joined = scopes_join(s);
+	enum tk_rc rc = joined && (size_t)snprintf(out, LIM_SCOPE + 1, "%s", joined) <= LIM_SCOPE ? TK_OK
+												  : TK_UNAVAILABLE;
+	free(joined);
+	return rc;
+}
+
+static enum tk_rc parse_client_credentials(const struct config *cfg, const json_t *form, const struct cfg_client *mc,
+					   struct cc_req *q, struct tk_refusal *why)
+{
+	const char *resource = form_get(form, "resource");
+	const char *scope = form_get(form, "scope");
+	const struct cfg_resource *named = resource ? resources_find(cfg, resource) : NULL;
+	struct scopes want = { 0 }, allowed = { 0 };
+	enum tk_rc rc = TK_OK;
+	if (scope && scope[strspn(scope, " ")] == '\0')
+		scope = NULL; /* an empty scope is an absent one */
+	if (resource)
+		q->res = named ? cc_resource(cfg, mc, named->path) : NULL;
+	else
+		q->res = mc->n_resources == 1 ? cc_resource(cfg, mc, mc->resources[0]) : NULL;
+	if (!resource && mc->n_resources != 1)
+		rc = refuse(why, "invalid_request", "resource is required");
+	else if (!q->res)
+		rc = refuse(why, "invalid_target", "the client may not get tokens for this resource");
+	else if (resources_url(cfg, q->res, q->url, sizeof(q->url)) < 0 || cc_allowed(mc, q->res, &allowed) < 0)
+		rc = TK_UNAVAILABLE;
+	else if (scope && (scopes_parse(scope, &want) < 0 || !scopes_subset(&want, &allowed)))
+		rc = refuse(why, "invalid_scope", "scope is not one the client may get");
+	else
+		rc = cc_scope_text(scope ? &want : &allowed, q->scope);
+	scopes_free(&want);
+	scopes_free(&allowed);
 	return rc;
 }
 
@@ -539,6 +620,154 @@ static enum tk_rc grant_refresh(struct http_req *r, struct db_conn *c, const jso
 	return rc;
 }
 
+/* ---- client_credentials ----------------------------------------------- */
+
+/* The upstream's own client_credentials grant at up for the machine
+ * client's grant into *tok. An upstream in trouble is a 503 to try again
+ * later; a refusal (of the broker's credentials, or of the grant) is
+ * invalid_grant, as a refused code is at /callback. */
+static enum tk_rc cc_upstream(struct http_req *r, const struct cfg_upstream *up, const struct upstream_ep *ep,
+			      struct upstream_tokens *tok, struct tk_refusal *why)
+{
+	enum tk_rc rc = TK_UNAVAILABLE;
+	switch (upstream_client_credentials(up, ep, r->id, tok, NULL)) {
+	case UPC_OK: rc = TK_OK; break;
+	case UPC_GRANT_DEAD:
+	case UPC_INVALID_CLIENT:
+	case UPC_UNAUTHORIZED_CLIENT:
+	case UPC_REFUSED: rc = refuse(why, "invalid_grant", "the upstream refused the client credentials grant"); break;
+	default: rc = TK_UNAVAILABLE; break;
+	}
+	return rc;
+}
+
+/* The upstream issued a token no grant will hold (the database failed):
+ * revoke it upstream now, best effort, rather than leave a live credential
+ * nobody can revoke later. */
+static void cc_discard(struct http_req *r, const struct cfg_upstream *up, const struct upstream_ep *ep,
+		       const struct upstream_tokens *tok)
+{
+	enum upstream_rc rc = upstream_revoke(up, ep, tok->access_token, tok->refresh_token);
+	json_t *f = json_pack("{s:s, s:s}", "upstream", up->name, "result", upstream_rc_name(rc));
+	log_event(LOG_INFO, "token.upstream_tokens_discarded", r->id, f);
+}
+
+/* The machine's users row (subject "client:<client_id>" under the
+ * upstream's name) and a new grant holding the sealed upstream token, its
+ * access token issued into t: one transaction, committed. */
+static enum tk_rc cc_store(struct http_req *r, struct db_conn *c, const struct client *cl, const struct cc_req *q,
+			   const struct upstream_tokens *tok, struct issued *t)
+{
+	static struct db_stmt q_user = DB_STMT(
+		"INSERT INTO users(id, upstream, subject, login, name) VALUES ($1::uuid, $2, $3, $4, $5) "
+		"ON CONFLICT (upstream, subject) DO UPDATE SET login = EXCLUDED.login, name = EXCLUDED.name, "
+		"last_login_at = now() RETURNING id::text");
+	static struct db_stmt q_grant = DB_STMT(
+		"INSERT INTO grants(id, user_id, client_id, resource, upstream, scopes, key_id, up_access, "
+		"up_refresh, up_expires_at, up_scope) VALUES ($1::uuid, $2::uuid, $3, $4, $5, "
+		"string_to_array($6, ' '), $7, $8::bytea, NULL, "
+		"CASE WHEN $9::int > 0 THEN now() + make_interval(secs => $9::int) END, $10)");
+	static struct db_stmt q_client_used = DB_STMT("UPDATE clients SET last_used_at = now() WHERE client_id = $1");
+	const struct config *cfg = r->app->cfg;
+	char user_uuid[37], grant_id[37], user_id[40], exp[24], subject[LIM_CLIENT_ID + 8];
+	const char *key_id = NULL;
+	char *enc = NULL;
+	PGresult *user = NULL, *grant = NULL, *touched = NULL;
+	enum tk_rc rc = TK_UNAVAILABLE;
+	snprintf(subject, sizeof(subject), "client:%s", cl->client_id);
+	snprintf(exp, sizeof(exp), "%ld", tok->expires_in);
+	if (vault_uuid(user_uuid) < 0 || vault_uuid(grant_id) < 0 ||
+	    !(enc = vault_seal(cfg, grant_id, "access", tok->access_token, &key_id)) || db_begin(c) < 0)
+		goto out;
+	const char *pu[] = { user_uuid, q->res->upstream, subject, cl->client_id, cl->name };
+	if (!(user = db_exec_ok(c, &q_user, 5, pu)) || PQntuples(user) != 1)
+		goto out;
+	snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(user, 0, 0));
+	const char *pg[] = { grant_id, user_id, cl->client_id, q->url, q->res->upstream,
+			     q->scope, key_id,  enc,           exp,    tok->scope };
+	const char *pcl[] = { cl->client_id };
+	struct audit ag = { "grant.created", subject, user_id, cl->client_id, grant_id, r->id };
+	struct audit at = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
+	if ((grant = db_exec_ok(c, &q_grant, 10, pg)) && (touched = db_exec_ok(c, &q_client_used, 1, pcl)) &&
+	    grant_issue_access(r->app, c, grant_id, cl->client_id, q->url, q->scope, t) == 0 &&
+	    audit_record(c, &ag,
+			 json_pack("{s:s, s:s, s:s}", "upstream", q->res->upstream, "resource", q->url, "scope",
+				   q->scope)) == 0 &&
+	    audit_record(c, &at, json_pack("{s:s, s:s}", "grant_type", "client_credentials", "scope", q->scope)) == 0 &&
+	    db_commit(c) == 0)
+		rc = TK_OK;
+out:
+	PQclear(user);
+	PQclear(grant);
+	PQclear(touched);
+	free(enc);
+	return rc;
+}
+
+/* The machine client's active grant for this resource and scope, when it
+ * has one: a new access token is issued under it into t (*reused 1),
+ * committed, with no upstream call (its upstream token is renewed when
+ * stale, as any grant's). A grant revoked meanwhile is caught by the
+ * bearer check, which needs the grant active. */
+static enum tk_rc cc_reuse(struct http_req *r, struct db_conn *c, const struct client *cl, const struct cc_req *q,
+			   struct issued *t, int *reused)
+{
+	static struct db_stmt q_grant = DB_STMT(
+		"SELECT id::text FROM grants WHERE client_id = $1 AND resource = $2 AND status = 'active' "
+		"AND scopes = string_to_array($3, ' ') ORDER BY created_at DESC LIMIT 1");
+	const char *p[] = { cl->client_id, q->url, q->scope };
+	PGresult *res = NULL;
+	enum tk_rc rc = TK_UNAVAILABLE;
+	*reused = 0;
+	if (db_begin(c) == 0 && (res = db_exec_ok(c, &q_grant, 3, p)) && PQntuples(res) == 0) {
+		rc = TK_OK; /* none: the caller makes one */
+	} else if (res && PQntuples(res) == 1) {
+		const char *grant_id = PQgetvalue(res, 0, 0);
+		struct audit a = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
+		if (grant_issue_access(r->app, c, grant_id, cl->client_id, q->url, q->scope, t) == 0 &&
+		    audit_record(c, &a,
+				 json_pack("{s:s, s:s}", "grant_type", "client_credentials", "scope", q->scope)) == 0 &&
+		    db_commit(c) == 0) {
+			*reused = 1;
+			rc = TK_OK;
+		}
+	}
+	if (c->in_tx)
+		db_rollback(c);
+	PQclear(res);
+	return rc;
+}
+
+/* A machine client's token: only a pre-registered confidential client
+ * whose grant_types is ["client_credentials"] (a public client, or one
+ * registered for the code flow, is unauthorized_client). */
+static enum tk_rc grant_client_credentials(struct http_req *r, struct db_conn *c, const json_t *form,
+					   const struct client *cl, struct issued *t, struct tk_refusal *why)
+{
+	const struct cfg_client *mc = config_client(r->app->cfg, cl->client_id);
+	const struct cfg_upstream *up = NULL;
+	struct upstream_tokens tok = { 0 };
+	struct upstream_ep ep;
+	struct cc_req q = { 0 };
+	int reused = 0;
+	enum tk_rc rc = TK_OK;
+	if (!cl->confidential || !mc || !mc->client_credentials)
+		rc = refuse(why, "unauthorized_client", "the client may not use the client_credentials grant");
+	if (rc == TK_OK)
+		rc = parse_client_credentials(r->app->cfg, form, mc, &q, why);
+	if (rc == TK_OK)
+		rc = cc_reuse(r, c, cl, &q, t, &reused);
+	if (rc == TK_OK && !reused &&
+	    (!(up = config_upstream(r->app->cfg, q.res->upstream)) || upstream_endpoints(up, &ep) < 0))
+		rc = TK_UNAVAILABLE;
+	if (rc == TK_OK && !reused)
+		rc = cc_upstream(r, up, &ep, &tok, why);
+	if (rc == TK_OK && !reused && (rc = cc_store(r, c, cl, &q, &tok, t)) != TK_OK)
+		cc_discard(r, up, &ep, &tok);
+	upstream_tokens_free(&tok);
+	return rc;
+}
+
 /* ---- POST /token ------------------------------------------------------ */
 
 /* 0 with *registered 1 when the client registered grant type gt (RFC 7591
@@ -608,7 +837,9 @@ void token_endpoint(struct http_req *r)
 	if (rc == TK_OK)
 		rc = client_step(r, c, form, gt, &cl, &why);
 	if (rc == TK_OK)
-		rc = gt == TG_CODE ? grant_code(r, c, form, &cl, &t, &why) : grant_refresh(r, c, form, &cl, &t, &why);
+		rc = gt == TG_CODE      ? grant_code(r, c, form, &cl, &t, &why)
+		     : gt == TG_REFRESH ? grant_refresh(r, c, form, &cl, &t, &why)
+					: grant_client_credentials(r, c, form, &cl, &t, &why);
 	if (c && c->in_tx)
 		db_rollback(c);
 	respond(r, rc, &why, &t);

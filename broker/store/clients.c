@@ -81,30 +81,41 @@ out:
 	return rc;
 }
 
+/* list[0..n) as a compact JSON array, malloc'd; NULL when out of memory. */
+static char *strlist_json(char *const *list, size_t n)
+{
+	json_t *a = json_array();
+	int bad = !a;
+	for (size_t i = 0; !bad && i < n; i++)
+		bad = json_array_append_new(a, json_string(list[i])) < 0;
+	char *text = bad ? NULL : json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return text;
+}
+
 int clients_sync_static(struct app *app)
 {
 	static struct db_stmt q = DB_STMT(
-		"INSERT INTO clients(client_id, kind, client_name, redirect_uris, token_endpoint_auth_method) "
-		"SELECT $1, 'static', $2, array(SELECT json_array_elements_text($3::json)), $4 "
+		"INSERT INTO clients(client_id, kind, client_name, redirect_uris, token_endpoint_auth_method, grant_types) "
+		"SELECT $1, 'static', $2, array(SELECT json_array_elements_text($3::json)), $4, "
+		"array(SELECT json_array_elements_text($5::json)) "
 		"ON CONFLICT (client_id) DO UPDATE SET kind = 'static', client_name = EXCLUDED.client_name, "
 		"redirect_uris = EXCLUDED.redirect_uris, "
-		"token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method");
+		"token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method, grant_types = EXCLUDED.grant_types");
 	struct db_conn *c = NULL;
 	int rc = -1;
 	if (db_acquire(app->db, &c, 10000) < 0)
 		return -1;
 	for (size_t i = 0; i < app->cfg->n_clients; i++) {
 		const struct cfg_client *cc = &app->cfg->clients[i];
-		json_t *uris = json_array();
-		int bad = !uris;
-		for (size_t u = 0; !bad && u < cc->n_redirect_uris; u++)
-			bad = json_array_append_new(uris, json_string(cc->redirect_uris[u])) < 0;
-		char *text = bad ? NULL : json_dumps(uris, JSON_COMPACT);
-		json_decref(uris);
+		char *text = strlist_json(cc->redirect_uris, cc->n_redirect_uris);
+		char *grants = cc->n_grant_types ? strlist_json(cc->grant_types, cc->n_grant_types)
+						 : strdup("[\"authorization_code\", \"refresh_token\"]");
 		const char *p[] = { cc->client_id, cc->client_name, text,
-				    cc->has_secret ? "client_secret_basic" : "none" };
-		PGresult *res = text ? db_exec_ok(c, &q, 4, p) : NULL;
+				    cc->has_secret ? "client_secret_basic" : "none", grants };
+		PGresult *res = text && grants ? db_exec_ok(c, &q, 5, p) : NULL;
 		free(text);
+		free(grants);
 		if (!res)
 			goto out;
 		PQclear(res);

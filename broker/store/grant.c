@@ -27,8 +27,8 @@ static int insert_token(struct db_conn *c, const char *token, const char *kind, 
 	return 0;
 }
 
-int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
-		const char *scope, struct issued *out)
+static int issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
+		 const char *scope, int with_refresh, struct issued *out)
 {
 	const struct config *cfg = app->cfg;
 	memset(out, 0, sizeof(*out));
@@ -37,20 +37,36 @@ int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const 
 	snprintf(out->scope, sizeof(out->scope), "%s", scope);
 	out->expires_in = cfg->tokens.access_ttl;
 	if (crypto_token_new(TOKEN_PREFIX_ACCESS, out->access, sizeof(out->access)) < 0 ||
-	    crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0 ||
 	    insert_token(c, out->access, "access", grant_id, client_id, resource, scope, cfg->tokens.access_ttl) < 0 ||
-	    insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope, cfg->tokens.refresh_ttl) <
-		    0) {
+	    (with_refresh && (crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0 ||
+			      insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope,
+					   cfg->tokens.refresh_ttl) < 0))) {
 		issued_wipe(out);
 		return -1;
 	}
 	return 0;
 }
 
+int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
+		const char *scope, struct issued *out)
+{
+	return issue(app, c, grant_id, client_id, resource, scope, 1, out);
+}
+
+int grant_issue_access(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
+		       const char *resource, const char *scope, struct issued *out)
+{
+	return issue(app, c, grant_id, client_id, resource, scope, 0, out);
+}
+
 json_t *grant_token_response(const struct issued *out)
 {
-	json_t *j = json_pack("{s:s, s:s, s:i, s:s}", "access_token", out->access, "token_type", "Bearer", "expires_in",
-			      (int)out->expires_in, "refresh_token", out->refresh);
+	json_t *j = json_pack("{s:s, s:s, s:i}", "access_token", out->access, "token_type", "Bearer", "expires_in",
+			      (int)out->expires_in);
+	if (j && out->refresh[0] && json_object_set_new(j, "refresh_token", json_string(out->refresh)) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
 	if (j && out->scope[0] && json_object_set_new(j, "scope", json_string(out->scope)) < 0) {
 		json_decref(j);
 		j = NULL;

@@ -35,7 +35,12 @@ struct issued {
 /* Issues a fresh pair for the grant with the given space-separated scope. */
 int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
 		const char *scope, struct issued *out) WUR;
-/* The RFC 6749 token response for out; NULL when out of memory. */
+/* An access token only (client_credentials: no refresh token, RFC 6749
+ * section 4.4.3); out->refresh stays empty. */
+int grant_issue_access(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
+		       const char *resource, const char *scope, struct issued *out) WUR;
+/* The RFC 6749 token response for out (refresh_token only when out has
+ * one); NULL when out of memory. */
 json_t *grant_token_response(const struct issued *out) WUR;
 void issued_wipe(struct issued *out);
 

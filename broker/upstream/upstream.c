@@ -65,6 +65,7 @@ const char *upstream_op_name(enum upstream_op op)
 	case UPOP_REFRESH: return "refresh";
 	case UPOP_USERINFO: return "userinfo";
 	case UPOP_REVOKE: return "revoke";
+	case UPOP_CLIENT_CREDENTIALS: return "client_credentials";
 	default: return "discovery";
 	}
 }
@@ -371,7 +372,8 @@ enum upstream_class upstream_classify(enum upstream_op op, long status, const ch
 	enum upstream_class cls = UPC_GARBAGE;
 	switch (op) {
 	case UPOP_EXCHANGE:
-	case UPOP_REFRESH: {
+	case UPOP_REFRESH:
+	case UPOP_CLIENT_CREDENTIALS: {
 		int parsed = parse_token_body(content_type, body, len, &t, error) == 0;
 		cls = token_class(status, parsed, error, t.access_token != NULL);
 		upstream_tokens_free(&t);
@@ -906,6 +908,33 @@ enum upstream_class upstream_refresh(const struct cfg_upstream *up, const struct
 		return UPC_INTERNAL;
 	}
 	return token_call(up, ep, UPOP_REFRESH, &f, request_id, out, retry_after);
+}
+
+enum upstream_class upstream_client_credentials(const struct cfg_upstream *up, const struct upstream_ep *ep,
+						const char *request_id, struct upstream_tokens *out, long *retry_after)
+{
+	struct buf f, s;
+	buf_init(&f, 16384);
+	buf_init(&s, 4096);
+	f.secret = 1;
+	memset(out, 0, sizeof(*out));
+	out->expires_in = -1;
+	if (retry_after)
+		*retry_after = 0;
+	int bad = 0;
+	for (size_t i = 0; !bad && i < up->n_scopes; i++)
+		bad = (i && buf_add(&s, " ", 1) < 0) || buf_adds(&s, up->scopes[i]) < 0;
+	char *scope = bad ? NULL : buf_take(&s, NULL);
+	bad = !scope || form_add(&f, "grant_type", "client_credentials") < 0 ||
+	      (scope[0] && form_add(&f, "scope", scope) < 0);
+	free(scope);
+	buf_free(&s);
+	if (bad) {
+		buf_free(&f);
+		note(up, UPOP_CLIENT_CREDENTIALS, UPC_INTERNAL, NULL, NULL, request_id);
+		return UPC_INTERNAL;
+	}
+	return token_call(up, ep, UPOP_CLIENT_CREDENTIALS, &f, request_id, out, retry_after);
 }
 
 enum upstream_class upstream_identity(const struct cfg_upstream *up, const struct upstream_ep *ep,

@@ -36,11 +36,12 @@ enum upstream_class {
 
 /* The kind of call, for classification, the metric and the log. */
 enum upstream_op {
-	UPOP_EXCHANGE,  /* authorization code grant at /callback */
-	UPOP_REFRESH,   /* refresh_token grant */
-	UPOP_USERINFO,  /* userinfo / GitHub /user / Sentry /api/0/, at /callback or to check a token */
-	UPOP_REVOKE,    /* RFC 7009 or GitHub's grant API */
-	UPOP_DISCOVERY, /* OIDC discovery document */
+	UPOP_EXCHANGE,           /* authorization code grant at /callback */
+	UPOP_REFRESH,            /* refresh_token grant */
+	UPOP_USERINFO,           /* userinfo / GitHub /user / Sentry /api/0/, at /callback or to check a token */
+	UPOP_REVOKE,             /* RFC 7009 or GitHub's grant API */
+	UPOP_DISCOVERY,          /* OIDC discovery document */
+	UPOP_CLIENT_CREDENTIALS, /* client_credentials grant with the broker's own credentials (machine clients) */
 };
 
 /* Coarse result of upstream_revoke, kept for its retrying caller. */
@@ -133,7 +134,7 @@ int upstream_class_http_status(enum upstream_class cls);
 /* Metric/log label of a class ("ok", "grant_dead", "invalid_client",
  * "unauthorized_client", "rate_limited", "server_error", "timeout",
  * "unreachable", "garbage", "refused", "internal") and of an op
- * ("exchange", "refresh", "userinfo", "revoke", "discovery"). Static. */
+ * ("exchange", "refresh", "userinfo", "revoke", "discovery", "client_credentials"). Static. */
 const char *upstream_class_name(enum upstream_class cls);
 const char *upstream_op_name(enum upstream_op op);
 
@@ -158,6 +159,13 @@ enum upstream_class upstream_exchange_code(const struct cfg_upstream *up, const 
 enum upstream_class upstream_refresh(const struct cfg_upstream *up, const struct upstream_ep *ep,
 				     const char *refresh_token, const char *request_id, struct upstream_tokens *out,
 				     long *retry_after) WUR;
+/* The upstream's own client_credentials grant (RFC 6749 section 4.4) with
+ * the broker's client id and secret at up (and up's scopes, when it has
+ * any), for a machine client's grant: its first upstream token and every
+ * renewal. Classified as a token endpoint answer. */
+enum upstream_class upstream_client_credentials(const struct cfg_upstream *up, const struct upstream_ep *ep,
+						const char *request_id, struct upstream_tokens *out,
+						long *retry_after) WUR;
 /* The user's identity from tok: from the token answer itself where the
  * provider puts it there (sentry), else from the userinfo endpoint with
  * tok->access_token. Also the check of a token the downstream refused:

@@ -22,6 +22,7 @@ struct grant_row {
 	int stale, active, expires;
 	long long exp; /* epoch seconds, 0 when the token does not expire */
 	char upstream[65];
+	char client_id[LIM_CLIENT_ID + 1];
 };
 
 static void row_free(struct grant_row *g)
@@ -49,6 +50,7 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 		g->active = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
 		g->expires = strcmp(PQgetvalue(r, 0, 5), "t") == 0;
 		snprintf(g->upstream, sizeof(g->upstream), "%s", PQgetvalue(r, 0, 6));
+		snprintf(g->client_id, sizeof(g->client_id), "%s", PQgetvalue(r, 0, 8));
 		if (!g->up_access || (!PQgetisnull(r, 0, 2) && !g->up_refresh) ||
 		    num_parse(PQgetvalue(r, 0, 7), 0, LLONG_MAX, &g->exp) < 0)
 			rc = -1;
@@ -61,7 +63,7 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 	"SELECT key_id, up_access, up_refresh, "                                                 \
 	"up_expires_at IS NOT NULL AND up_expires_at < now() + make_interval(secs => $2::int), " \
 	"status = 'active', up_expires_at IS NOT NULL, upstream, "                               \
-	"coalesce(extract(epoch FROM up_expires_at)::bigint, 0) FROM grants WHERE id = $1::uuid"
+	"coalesce(extract(epoch FROM up_expires_at)::bigint, 0), client_id FROM grants WHERE id = $1::uuid"
 
 static enum upstream_token_rc ut_of(enum upstream_class cls)
 {
@@ -176,14 +178,15 @@ static enum upstream_token_rc store_refreshed(struct app *app, struct db_conn *c
 	const struct config *cfg = app->cfg;
 	const char *key_id = NULL;
 	char *enc_a = vault_seal(cfg, grant_id, "access", t->access_token, &key_id);
-	char *enc_r = vault_seal(cfg, grant_id, "refresh", t->refresh_token ? t->refresh_token : old_refresh, &key_id);
+	const char *refresh = t->refresh_token ? t->refresh_token : old_refresh;
+	char *enc_r = refresh ? vault_seal(cfg, grant_id, "refresh", refresh, &key_id) : NULL;
 	char exp[24];
 	snprintf(exp, sizeof(exp), "%ld", t->expires_in);
 	const char *p[] = { grant_id, key_id, enc_a, enc_r, exp, t->scope }, *pn[] = { grant_id };
 	struct audit a = { "upstream.refreshed", "system", NULL, NULL, grant_id, request_id };
 	PGresult *stored = NULL, *notified = NULL;
 	enum upstream_token_rc rc = UT_UNAVAILABLE;
-	if (enc_a && enc_r && (stored = db_exec_ok(c, &q_store, 6, p)) &&
+	if (enc_a && (enc_r || !refresh) && (stored = db_exec_ok(c, &q_store, 6, p)) &&
 	    (notified = db_exec_ok(c, &q_notify, 1, pn))) {
 		cache_evict_grant(grant_id);
 		if (audit_record(c, &a,
@@ -199,9 +202,20 @@ static enum upstream_token_rc store_refreshed(struct app *app, struct db_conn *c
 	return rc;
 }
 
+/* 1 when the grant is a machine client's (config clients[].grant_types
+ * ["client_credentials"]): such a client has no redirect URI, so every
+ * grant it holds came from the client_credentials grant, and its upstream
+ * token is renewed by the upstream's own client_credentials grant. */
+static int machine_grant(const struct config *cfg, const struct grant_row *g)
+{
+	const struct cfg_client *cl = config_client(cfg, g->client_id);
+	return cl && cl->client_credentials;
+}
+
 /* Under the grant's row lock: the token another request may have refreshed
  * meanwhile, or one upstream refresh (or, without a refresh token, the
- * upstream's verdict on the current one). */
+ * upstream's verdict on the current one; for a machine grant, the
+ * upstream's client_credentials grant run again). */
 static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c, const char *grant_id, int force,
 					     const char *request_id, char **token, long *retry_after)
 {
@@ -221,13 +235,14 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 		rc = use_current(cfg, &g, grant_id, token);
 		goto out;
 	}
-	if (g.up_refresh && !(old_refresh = vault_open(cfg, g.key_id, grant_id, "refresh", g.up_refresh))) {
+	int machine = machine_grant(cfg, &g);
+	if (!machine && g.up_refresh && !(old_refresh = vault_open(cfg, g.key_id, grant_id, "refresh", g.up_refresh))) {
 		log_msg(LOG_ERROR, "vault.open_failed", request_id,
 			"upstream refresh token of grant %s does not decrypt", grant_id);
 		rc = UT_UNAVAILABLE;
 		goto out;
 	}
-	if (!old_refresh && !force) {
+	if (!machine && !old_refresh && !force) {
 		/* Nothing to refresh with: use the token until the upstream refuses it. */
 		rc = use_current(cfg, &g, grant_id, token);
 		goto out;
@@ -238,11 +253,12 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 		rc = UT_UNAVAILABLE;
 		goto out;
 	}
-	if (!old_refresh) {
+	if (!machine && !old_refresh) {
 		rc = check_unrenewable(app, c, &g, up, &ep, grant_id, request_id, token, retry_after);
 		goto out;
 	}
-	cls = upstream_refresh(up, &ep, old_refresh, request_id, &t, retry_after);
+	cls = machine ? upstream_client_credentials(up, &ep, request_id, &t, retry_after)
+		      : upstream_refresh(up, &ep, old_refresh, request_id, &t, retry_after);
 	metrics_count("upstream_refresh_total", upstream_class_name(cls), 1);
 	/* Only a definitive refusal says something about the grant; anything
 	 * else keeps it as it is (the answer is logged and counted by

@@ -61,16 +61,16 @@ const BRAND = {
 
 export const ENDPOINT_KEYS = [
   'github.authorize', 'github.token', 'github.token.refresh', 'github.user', 'github.revoke',
-  'sentry.authorize', 'sentry.token', 'sentry.token.refresh', 'sentry.user', 'sentry.revoke',
-  'oidc.discovery', 'oidc.jwks', 'oidc.authorize', 'oidc.token', 'oidc.token.refresh',
+  'sentry.authorize', 'sentry.token', 'sentry.token.refresh', 'sentry.token.client_credentials', 'sentry.user', 'sentry.revoke',
+  'oidc.discovery', 'oidc.jwks', 'oidc.authorize', 'oidc.token', 'oidc.token.refresh', 'oidc.token.client_credentials',
   'oidc.userinfo', 'oidc.revoke',
 ];
 
 const FAULT_MODES = ['error', 'invalid_grant', 'status', 'timeout', 'garbage', 'huge', 'reset',
   'invalid_client', 'unauthorized_client', 'bad_refresh_token', 'rate_limited', 'incomplete', 'bad_json', 'wrong_type'];
-// Modes that only make sense for a token endpoint (<p>.token, <p>.token.refresh).
+// Modes that only make sense for a token endpoint (<p>.token, <p>.token.refresh, <p>.token.client_credentials).
 const TOKEN_ONLY_MODES = new Set(['invalid_client', 'unauthorized_client', 'bad_refresh_token']);
-const isTokenKey = (key) => /^[a-z]+\.token(\.refresh)?$/.test(key);
+const isTokenKey = (key) => /^[a-z]+\.token(\.refresh|\.client_credentials)?$/.test(key);
 const FAULT_FIELDS = ['mode', 'status', 'count', 'delay_ms', 'retry_after', 'error'];
 
 // Times are seconds; a ttl of 0 means "never expires".
@@ -522,6 +522,14 @@ function refreshGrant(st, p, creds, b) {
   return { grant, access, refresh, refreshed: true };
 }
 
+// RFC 6749 section 4.4 (sentry and oidc; GitHub has no such grant): the
+// client itself is the subject; an access token only, config.<p>.access_ttl.
+function clientCredentialsGrant(st, p, creds, b) {
+  if (p === 'github') return fail('unsupported_grant_type', 'unsupported grant_type');
+  const grant = { id: st.nextGrant++, user: null, user_id: null, client_id: creds.id, scope: b.scope ?? '', machine: true };
+  return { grant, access: issueToken(st, p, 'access', grant, st.config[p].access_ttl) };
+}
+
 function tokenError(ctx, req, res, p, e, creds) {
   if (p === 'github') {
     const error = e.error === 'invalid_client' ? 'incorrect_client_credentials' : (e.gh ?? e.error);
@@ -552,10 +560,14 @@ async function hToken(ctx, req, res, r) {
   let out;
   if (gt === 'authorization_code') out = codeGrant(st, p, creds, params);
   else if (gt === 'refresh_token') out = refreshGrant(st, p, creds, params);
+  else if (gt === 'client_credentials') out = clientCredentialsGrant(st, p, creds, params);
   else out = fail(gt ? 'unsupported_grant_type' : 'invalid_request', gt ? 'unsupported grant_type' : 'grant_type is required');
   if (out.error) return tokenError(ctx, req, res, p, out, creds);
 
   const { access, refresh, grant } = out;
+  if (grant.machine) {
+    return sendJson(res, 200, { access_token: access.token, token_type: 'Bearer', expires_in: expiresIn(access), scope: access.scope || undefined }, NO_STORE);
+  }
   const user = findUser(st, grant.user);
   if (p === 'github') {
     return sendGithub(req, res, 200, {
@@ -625,6 +637,7 @@ async function hUser(ctx, req, res, r) {
   const rec = liveAccess(st, p, t);
   if (!rec) return apiUnauthorized(res, p, Boolean(t));
   const u = findUser(st, rec.user);
+  if (!u) return sendJson(res, 200, p === 'sentry' ? { version: '0', auth: { scopes: scopeList(p, rec.scope) }, user: null } : { sub: `client:${rec.client_id}` });
   if (p === 'github') {
     return sendJson(res, 200, { id: u.id, login: u.login, name: u.name, email: u.email }, { 'x-oauth-scopes': rec.scope });
   }
@@ -718,7 +731,11 @@ async function hJwks(ctx, req, res) {
 
 // ---------------------------------------------------------------- routes
 
-const tokenKey = (p) => (body) => (body.params.grant_type === 'refresh_token' ? `${p}.token.refresh` : `${p}.token`);
+const tokenKey = (p) => (body) => {
+  const gt = body.params.grant_type;
+  if (gt === 'refresh_token') return `${p}.token.refresh`;
+  return gt === 'client_credentials' && p !== 'github' ? `${p}.token.client_credentials` : `${p}.token`;
+};
 
 const ROUTES = [
   { path: AUTH_PATH.github, methods: ['GET', 'POST'], p: 'github', kind: 'authorize', key: 'github.authorize', h: hAuthorize },

@@ -263,7 +263,7 @@ test('malformed token requests: the right RFC 6749 error, nothing written', asyn
     assertOAuthError(await post(`${body}&code=${encodeURIComponent(f.code)}`), 400, 'invalid_request');
     assertOAuthError(await post(`${body}&client_id=x`), 400, 'invalid_request');
     assertOAuthError(await post(`${body}&grant_type=refresh_token`), 400, 'invalid_request');
-    assertOAuthError(await post(body.replace('grant_type=authorization_code', 'grant_type=client_credentials')), 400, 'unsupported_grant_type');
+    assertOAuthError(await post(body.replace('grant_type=authorization_code', 'grant_type=client_credentials')), 400, 'unauthorized_client');
     assertOAuthError(await post(body.replace('grant_type=authorization_code', 'grant_type=password')), 400, 'unsupported_grant_type');
     assertOAuthError(await post(body.replace('grant_type=authorization_code&', '')), 400, 'invalid_request');
     assertOAuthError(await post(`${body}&bad=%C3%28`), 400, 'invalid_request');

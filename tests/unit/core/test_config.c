@@ -859,6 +859,87 @@ static void test_resources_upstreams(void)
 #undef WITH_GH
 }
 
+/* clients[].grant_types/resources/scopes and upstreams.*.client_credentials:
+ * a machine client (client_credentials alone) is confidential, has no
+ * redirect URIs, and names resources whose upstream grants client
+ * credentials (never GitHub) and scopes they define. */
+#define CC_UPSTREAMS                                                                                          \
+	"\"upstreams\":{" UPSTREAM_GH ",\"corp\":{\"preset\":\"oidc\",\"issuer\":\"https://id.example.com\"," \
+	"\"client_id\":\"c2\",\"client_secret\":\"s2\",\"client_credentials\":true}},"
+#define CC_RESOURCES                                                                                \
+	"\"resources\":[" RESOURCE_MCP ",{\"path\":\"/corp\",\"upstream\":\"corp\",\"downstream\":" \
+	"\"http://127.0.0.1:9000/corp\",\"scopes\":{\"read\":[\"list\"],\"admin\":[\"*\"]}}],"
+#define CC_SECRET "\"client_secret\":\"0123456789abcdef-secret\","
+
+static void machine_fails(int line, const char *client, const char *msg)
+{
+	char extra[4096];
+	snprintf(extra, sizeof(extra), CC_UPSTREAMS CC_RESOURCES "\"clients\":[%s]", client);
+	fails_at(line, build((struct cfgt){ .extra = extra }), msg);
+}
+
+static void test_machine_clients(void)
+{
+	char extra[4096];
+	snprintf(extra, sizeof(extra),
+		 CC_UPSTREAMS CC_RESOURCES
+		 "\"clients\":[{\"client_id\":\"job\"," CC_SECRET
+		 "\"grant_types\":[\"client_credentials\"],\"resources\":[\"/corp\"],"
+		 "\"scopes\":[\"read\"]},{\"client_id\":\"web\",\"redirect_uris\":[\"http://127.0.0.1/"
+		 "cb\"],\"grant_types\":[\"authorization_code\"]}]");
+	struct config *c = PASSES(build((struct cfgt){ .extra = extra }));
+	if (c) {
+		const struct cfg_client *job = config_client(c, "job"), *web = config_client(c, "web");
+		CHECK(job && job->client_credentials && job->n_resources == 1 && job->n_scopes == 1 &&
+		      job->n_redirect_uris == 0);
+		CHECK(web && !web->client_credentials && web->n_grant_types == 1);
+		CHECK(config_upstream(c, "corp")->client_credentials == 1 &&
+		      config_upstream(c, "gh")->client_credentials == 0);
+		config_free(&c);
+	}
+	const char *cc = "\"client_id\":\"job\",\"grant_types\":[\"client_credentials\"],";
+	char buf[1024];
+#define MACHINE(fmt, msg)                                      \
+	do {                                                   \
+		snprintf(buf, sizeof(buf), "{%s" fmt "}", cc); \
+		machine_fails(__LINE__, buf, msg);             \
+	} while (0)
+	MACHINE("\"resources\":[\"/corp\"]", "$.clients[0]: client_credentials needs a client_secret");
+	MACHINE(CC_SECRET "\"resources\":[\"/corp\"],\"redirect_uris\":[\"http://127.0.0.1/cb\"]",
+		"$.clients[0]: a client_credentials client has no redirect_uris");
+	MACHINE(CC_SECRET "\"scopes\":[\"read\"]", "$.clients[0]: client_credentials needs resources");
+	MACHINE(CC_SECRET "\"resources\":[\"/nope\"]", "$.clients[0]: resources: no resource with path \"/nope\"");
+	MACHINE(CC_SECRET "\"resources\":[\"/mcp\"]",
+		"$.clients[0]: resources: the upstream of \"/mcp\" is GitHub, which has no client_credentials grant");
+	MACHINE(CC_SECRET "\"resources\":[\"/corp\"],\"scopes\":[\"write\"]",
+		"$.clients[0]: scopes: \"write\" is not a scope of any of its resources");
+#undef MACHINE
+	machine_fails(__LINE__,
+		      "{\"client_id\":\"job\"," CC_SECRET
+		      "\"grant_types\":[\"client_credentials\",\"refresh_token\"],\"resources\":[\"/corp\"]}",
+		      "$.clients[0]: grant_types: expected");
+	machine_fails(
+		__LINE__,
+		"{\"client_id\":\"web\",\"grant_types\":[\"password\"],\"redirect_uris\":[\"http://127.0.0.1/cb\"]}",
+		"$.clients[0]: grant_types: expected");
+	machine_fails(
+		__LINE__,
+		"{\"client_id\":\"web\",\"grant_types\":[\"refresh_token\"],\"redirect_uris\":[\"http://127.0.0.1/cb\"]}",
+		"$.clients[0]: grant_types: expected");
+	machine_fails(__LINE__,
+		      "{\"client_id\":\"web\",\"redirect_uris\":[\"http://127.0.0.1/cb\"],\"resources\":[\"/corp\"]}",
+		      "$.clients[0]: resources and scopes are for client_credentials clients");
+	/* An upstream without the grant. */
+	snprintf(extra, sizeof(extra),
+		 "\"upstreams\":{\"corp\":{\"preset\":\"oidc\",\"issuer\":\"https://id.example.com\","
+		 "\"client_id\":\"c2\",\"client_secret\":\"s2\"}}," CC_RESOURCES "\"clients\":[{%s" CC_SECRET
+		 "\"resources\":[\"/corp\"]}]",
+		 cc);
+	/* (/mcp's upstream gh is absent here too: an error of its own.) */
+	FAILS(build((struct cfgt){ .extra = extra }),
+	      "$.clients[0]: resources: the upstream of \"/corp\" needs \"client_credentials\": true");
+}
+
 static void test_load_and_describe(void)
 {
 	struct cfg_errors e;
@@ -914,6 +995,7 @@ int main(void)
 	test_int_ranges();
 	test_multiple_errors();
 	test_resources_upstreams();
+	test_machine_clients();
 	test_load_and_describe();
 	TEST_DONE();
 }

@@ -38,17 +38,20 @@ static void test_grant_type(void)
 	f = json_pack("{s:s}", "grant_type", "refresh_token");
 	CHECK(parse_grant_type(f, 0, &gt, &why) == TK_OK && gt == TG_REFRESH);
 	json_decref(f);
+	f = json_pack("{s:s}", "grant_type", "client_credentials");
+	CHECK(parse_grant_type(f, 0, &gt, &why) == TK_OK && gt == TG_CLIENT_CREDENTIALS);
+	json_decref(f);
 	f = json_pack("{s:s}", "code", "x");
 	CHECK(refused(parse_grant_type(f, 0, &gt, &why), "invalid_request", "grant_type is required"));
 	json_decref(f);
 	static const char *const other[] = {
-		"password",           "client_credentials",  "",
+		"password",           "Client_Credentials",  "",
 		"Authorization_Code", "authorization_code ", "urn:ietf:params:oauth:grant-type:device_code"
 	};
 	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
 		f = json_pack("{s:s}", "grant_type", other[i]);
 		CHECK(refused(parse_grant_type(f, 0, &gt, &why), "unsupported_grant_type",
-			      "grant_type must be authorization_code or refresh_token"));
+			      "grant_type must be authorization_code, refresh_token or client_credentials"));
 		json_decref(f);
 	}
 }
@@ -204,6 +207,71 @@ static void test_resource(void)
 		      d));
 }
 
+/* A client_credentials request with resource and scope (either may be NULL). */
+static enum tk_rc cc_form(const struct config *cfg, const struct cfg_client *mc, const char *resource,
+			  const char *scope, struct cc_req *q)
+{
+	json_t *f = json_object();
+	if (resource)
+		json_object_set_new(f, "resource", json_string(resource));
+	if (scope)
+		json_object_set_new(f, "scope", json_string(scope));
+	memset(q, 0, sizeof(*q));
+	enum tk_rc rc = parse_client_credentials(cfg, f, mc, q, &why);
+	json_decref(f);
+	return rc;
+}
+
+static void test_client_credentials(void)
+{
+	struct cfg_scope_rule gh_scopes[] = { { "repo:read", NULL, 0 }, { "repo:write", NULL, 0 } };
+	struct cfg_scope_rule se_scopes[] = { { "events:read", NULL, 0 } };
+	struct cfg_resource res[3];
+	struct config cfg;
+	struct cc_req q;
+	char *one[] = { "/mcp/github" }, *two[] = { "/mcp/github", "/mcp/sentry" };
+	char *allowed[] = { "repo:read", "events:read", "unknown:scope" };
+	struct cfg_client mc = { .resources = one, .n_resources = 1, .scopes = allowed, .n_scopes = 3 };
+	const char *target = "the client may not get tokens for this resource";
+	memset(res, 0, sizeof(res));
+	memset(&cfg, 0, sizeof(cfg));
+	res[0] = (struct cfg_resource){ .path = "/mcp/github", .scopes = gh_scopes, .n_scopes = 2 };
+	res[1] = (struct cfg_resource){ .path = "/mcp/sentry", .scopes = se_scopes, .n_scopes = 1 };
+	res[2] = (struct cfg_resource){ .path = "/mcp/gitlab", .scopes = gh_scopes, .n_scopes = 2 };
+	cfg.public_url = "https://broker.example.com";
+	cfg.resources = res;
+	cfg.n_resources = 3;
+	/* Its only resource is the default; the default scope is what it may
+	 * get there (scopes the resource does not define are not granted). */
+	CHECK(cc_form(&cfg, &mc, NULL, NULL, &q) == TK_OK && q.res == &res[0] && strcmp(q.scope, "repo:read") == 0);
+	CHECK(cc_form(&cfg, &mc, "HTTPS://Broker.Example.com/mcp/github/", "", &q) == TK_OK && q.res == &res[0] &&
+	      strcmp(q.scope, "repo:read") == 0);
+	CHECK(cc_form(&cfg, &mc, NULL, " repo:read  repo:read ", &q) == TK_OK && strcmp(q.scope, "repo:read") == 0);
+	/* A scope outside what the client may get, or that the resource lacks. */
+	CHECK(refused(cc_form(&cfg, &mc, NULL, "repo:write", &q), "invalid_scope",
+		      "scope is not one the client may get"));
+	CHECK(refused(cc_form(&cfg, &mc, NULL, "events:read", &q), "invalid_scope",
+		      "scope is not one the client may get"));
+	CHECK(refused(cc_form(&cfg, &mc, NULL, "unknown:scope", &q), "invalid_scope",
+		      "scope is not one the client may get"));
+	CHECK(refused(cc_form(&cfg, &mc, NULL, "bad\"scope", &q), "invalid_scope",
+		      "scope is not one the client may get"));
+	/* A resource it was not given, unknown, or not a URL of this broker. */
+	CHECK(refused(cc_form(&cfg, &mc, "https://broker.example.com/mcp/gitlab", NULL, &q), "invalid_target", target));
+	CHECK(refused(cc_form(&cfg, &mc, "https://broker.example.com/mcp/nope", NULL, &q), "invalid_target", target));
+	CHECK(refused(cc_form(&cfg, &mc, "https://evil.example.com/mcp/github", NULL, &q), "invalid_target", target));
+	CHECK(refused(cc_form(&cfg, &mc, "/mcp/github", NULL, &q), "invalid_target", target));
+	/* With two resources the request must name one. */
+	mc.resources = two;
+	mc.n_resources = 2;
+	CHECK(refused(cc_form(&cfg, &mc, NULL, NULL, &q), "invalid_request", "resource is required"));
+	CHECK(cc_form(&cfg, &mc, "https://broker.example.com/mcp/sentry", NULL, &q) == TK_OK && q.res == &res[1] &&
+	      strcmp(q.scope, "events:read") == 0);
+	/* No scope it may get there: an empty grant, not a refusal. */
+	mc.n_scopes = 0;
+	CHECK(cc_form(&cfg, &mc, "https://broker.example.com/mcp/sentry", NULL, &q) == TK_OK && q.scope[0] == '\0');
+}
+
 static enum tk_rc refresh_form(const char *token, const char *scope, struct refresh_req *q)
 {
 	json_t *f = json_object();
@@ -320,6 +388,7 @@ int main(void)
 	test_parse_code();
 	test_code_check();
 	test_resource();
+	test_client_credentials();
 	test_parse_refresh();
 	test_refresh_check();
 	test_scope_narrow();
