@@ -135,8 +135,8 @@ static int long_name(size_t n)
 	memset(body + b, 'A', n);
 	snprintf(body + b + n, sizeof(body) - b - n, "\"}}");
 	size_t h = (size_t)snprintf(hdr, sizeof(hdr), "=?base64?");
-	for (size_t i = 0; i < n / 3; i++)
-		memcpy(hdr + h + 4 * i, "QUFB", 4); /* "AAA" */
+	for (size_t i = 0; i < 4 * (n / 3); i++)
+		hdr[h + i] = "QUFB"[i % 4]; /* "AAA" */
 	snprintf(hdr + h + 4 * (n / 3), 3, "?=");
 	return agree(body, "resources/read", hdr, 1, &id);
 }
