@@ -72,19 +72,31 @@ int rpc_tool_call(json_t *msg, const char **tool)
 	return 1;
 }
 
+/* SEP-2243's table (tools/call, prompts/get, resources/read) and SEP-2663's
+ * tasks rows require Mcp-Name on the 2026-07-28 wire; resources/subscribe
+ * and unsubscribe are checked when a client sends it (the SDK 2.4 client
+ * does not). */
+static const struct name_source {
+	const char *method, *field;
+	int required;
+} name_sources[] = {
+	{ "tools/call", "name", 1 },         { "prompts/get", "name", 1 },          { "resources/read", "uri", 1 },
+	{ "resources/subscribe", "uri", 0 }, { "resources/unsubscribe", "uri", 0 }, { "tasks/get", "taskId", 1 },
+	{ "tasks/update", "taskId", 1 },     { "tasks/cancel", "taskId", 1 },
+};
+
+static const struct name_source *name_source(const char *method)
+{
+	for (size_t i = 0; method && i < sizeof(name_sources) / sizeof(name_sources[0]); i++)
+		if (strcmp(method, name_sources[i].method) == 0)
+			return &name_sources[i];
+	return NULL;
+}
+
 const char *rpc_name_field(const char *method)
 {
-	static const struct {
-		const char *method, *field;
-	} table[] = {
-		{ "tools/call", "name" },         { "prompts/get", "name" },          { "resources/read", "uri" },
-		{ "resources/subscribe", "uri" }, { "resources/unsubscribe", "uri" }, { "tasks/get", "taskId" },
-		{ "tasks/update", "taskId" },     { "tasks/cancel", "taskId" },
-	};
-	for (size_t i = 0; method && i < sizeof(table) / sizeof(table[0]); i++)
-		if (strcmp(method, table[i].method) == 0)
-			return table[i].field;
-	return NULL;
+	const struct name_source *src = name_source(method);
+	return src ? src->field : NULL;
 }
 
 int rpc_wire_requires_headers(const char *v)
@@ -162,15 +174,15 @@ static int name_matches(const char *h, const char *want, size_t wlen)
 static int message_agrees(json_t *msg, const char *hm, const char *hn, int required)
 {
 	const char *method = json_string_value(json_object_get(msg, "method"));
-	const char *field = rpc_name_field(method);
-	json_t *v = field ? json_object_get(json_object_get(msg, "params"), field) : NULL;
+	const struct name_source *src = name_source(method);
+	json_t *v = src ? json_object_get(json_object_get(msg, "params"), src->field) : NULL;
 	const char *value = json_string_value(v);
-	int request = json_object_get(msg, "id") != NULL;
+	int request = json_object_get(msg, "id") != NULL, name_required = src && src->required;
 	if (hm && (!method || strcmp(hm, method) != 0))
 		return 0;
 	if (hn && (!value || !name_matches(hn, value, json_string_length(v))))
 		return 0;
-	if (required && request && method && (!hm || (value && !hn)))
+	if (required && request && method && (!hm || (value && !hn && name_required)))
 		return 0;
 	return 1;
 }

@@ -45,7 +45,8 @@ int rpc_wire_requires_headers(const char *protocol_version);
  * message without one disagrees with any Mcp-Name). required: the request is
  * on a wire that requires the headers, so a request (a message with an id)
  * without Mcp-Method, or without Mcp-Name where its body has the mirrored
- * field, disagrees too; notifications are exempt. 1 yes (or no headers on a
+ * field (resources/subscribe and unsubscribe excepted: the SEP does not
+ * require it of them), disagrees too; notifications are exempt. 1 yes (or no headers on a
  * wire that does not require them), 0 no and *bad is the first message that
  * disagrees (a view into body). */
 int rpc_headers_agree(json_t *body, const char *mcp_method, const char *mcp_name, int required, json_t **bad);
