@@ -15,6 +15,7 @@
 #define LIM_REQUEST_ID 64
 #define LIM_PATH 2048
 #define LIM_RESP_HEADERS 16 /* headers a handler adds to one response */
+#define LIM_MCP_NAME 8192   /* decoded bytes of a base64 Mcp-Name header (SEP-2243) */
 
 /* OAuth values */
 #define LIM_CLIENT_ID 512

@@ -7,8 +7,9 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define RPC_MAX_DEPTH 64 /* arrays and objects nested in one message */
-#define RPC_MAX_TOOL 256 /* bytes of a tools/call params.name */
+#define RPC_MAX_DEPTH 64             /* arrays and objects nested in one message */
+#define RPC_MAX_TOOL 256             /* bytes of a tools/call params.name */
+#define RPC_HEADER_MISMATCH (-32020) /* SEP-2243 HeaderMismatch: headers disagree with the body */
 
 /* Parses body[0..len) as exactly one JSON-RPC message (an object) or a
  * non-empty batch (an array of objects): strict UTF-8 JSON without a BOM,
@@ -25,8 +26,29 @@ json_t *rpc_message(json_t *body, size_t i);
  * a tools/call; -1 when it is one without a usable name. */
 int rpc_tool_call(json_t *msg, const char **tool);
 
+/* SEP-2243 (and SEP-2663's tasks binding): the params field the Mcp-Name
+ * header mirrors for method ("name", "uri" or "taskId"), or NULL when the
+ * method has none. resources/subscribe and resources/unsubscribe mirror uri
+ * (clients of other SDKs send it); the SEP requires it only of the table's
+ * tools/call, prompts/get, resources/read and tasks/get|update|cancel. */
+const char *rpc_name_field(const char *method);
+
+/* 1 when an MCP-Protocol-Version header value (NULL: none) names the
+ * 2026-07-28 revision or a later one, where SEP-2243's headers are required. */
+int rpc_wire_requires_headers(const char *protocol_version);
+
 /* The Mcp-Method / Mcp-Name request headers (either may be NULL) agree with
- * the body: 1 yes (or no headers), 0 no. */
-int rpc_headers_agree(json_t *body, const char *mcp_method, const char *mcp_name);
+ * every message of the body, a batch's included, by SEP-2243: Mcp-Method
+ * equals the method; Mcp-Name, without the SP/HTAB around it and decoded
+ * when it is an "=?base64?...?=" value (of at most LIM_MCP_NAME bytes),
+ * equals the string params field rpc_name_field names for the method (a
+ * message without one disagrees with any Mcp-Name). required: the request is
+ * on a wire that requires the headers, so a request (a message with an id)
+ * without Mcp-Method, or without Mcp-Name where its body has the mirrored
+ * field (resources/subscribe and unsubscribe excepted: the SEP does not
+ * require it of them), disagrees too; notifications are exempt. 1 yes (or no headers on a
+ * wire that does not require them), 0 no and *bad is the first message that
+ * disagrees (a view into body). */
+int rpc_headers_agree(json_t *body, const char *mcp_method, const char *mcp_name, int required, json_t **bad);
 
 #endif

@@ -43,13 +43,19 @@ struct resource_ctx {
 	int refused; /* the answer is being discarded; 503 when the transfer ends */
 };
 
-static void jsonrpc_error(struct http_req *r, int status, int code, const char *message)
+/* An error answer naming the request's id (NULL: null). */
+static void jsonrpc_error_id(struct http_req *r, int status, int code, const char *message, json_t *id)
 {
 	if (status == 503)
 		http_add_header(r, "Retry-After", "1");
 	http_send_json(r, status,
-		       json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", code, "message",
-				 message, "id"));
+		       json_pack("{s:s, s:{s:i, s:s}, s:O?}", "jsonrpc", "2.0", "error", "code", code, "message",
+				 message, "id", id));
+}
+
+static void jsonrpc_error(struct http_req *r, int status, int code, const char *message)
+{
+	jsonrpc_error_id(r, status, code, message, NULL);
 }
 
 static void wipe_free(char **s)
@@ -108,8 +114,70 @@ static struct resource_ctx *ctx_new(struct http_req *r, const struct cfg_resourc
 
 /* ---- before the body: resource_headers' steps -------------------------- */
 
-static int origin_allowed(const struct cfg_resource *res, const char *origin)
+/* scheme, host and port of an absolute http(s) URL, lower-cased and with
+ * the scheme's default port filled in; refuses userinfo, and (origin) any
+ * path but "/", a query or a fragment: an Origin header is
+ * scheme://host[:port] and nothing more. 0 or -1. */
+static int origin_parts(const char *url, int origin, char **scheme, char **host, char **port)
 {
+	CURLU *u = curl_url();
+	char *user = NULL, *path = NULL, *query = NULL, *frag = NULL;
+	int rc = -1;
+	*scheme = *host = *port = NULL;
+	if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+		goto out;
+	if (curl_url_get(u, CURLUPART_USER, &user, 0) != CURLUE_NO_USER)
+		goto out;
+	if (origin && (curl_url_get(u, CURLUPART_QUERY, &query, 0) != CURLUE_NO_QUERY ||
+		       curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) != CURLUE_NO_FRAGMENT ||
+		       curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK || strcmp(path, "/") != 0))
+		goto out;
+	if (strcasecmp(*scheme, "http") != 0 && strcasecmp(*scheme, "https") != 0)
+		goto out;
+	rc = 0;
+out:
+	if (rc < 0) {
+		curl_free(*scheme);
+		curl_free(*host);
+		curl_free(*port);
+		*scheme = *host = *port = NULL;
+	}
+	curl_free(user);
+	curl_free(path);
+	curl_free(query);
+	curl_free(frag);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/* The Origin is the broker's own public origin (same-origin): scheme, host
+ * and port of public_url, after default ports and case are normalised.
+ * An Origin carrying anything more than scheme://host[:port] is not. */
+static int same_origin(const char *public_url, const char *origin)
+{
+	char *s1, *h1, *p1, *s2, *h2, *p2;
+	if (!public_url || origin_parts(public_url, 0, &s1, &h1, &p1) < 0)
+		return 0;
+	int same = 0;
+	if (origin_parts(origin, 1, &s2, &h2, &p2) == 0) {
+		same = strcasecmp(s1, s2) == 0 && strcasecmp(h1, h2) == 0 && strcmp(p1, p2) == 0;
+		curl_free(s2);
+		curl_free(h2);
+		curl_free(p2);
+	}
+	curl_free(s1);
+	curl_free(h1);
+	curl_free(p1);
+	return same;
+}
+
+static int origin_allowed(const struct app *app, const struct cfg_resource *res, const char *origin)
+{
+	if (same_origin(app->cfg->public_url, origin))
+		return 1;
 	for (size_t i = 0; i < res->n_allowed_origins; i++)
 		if (strcasecmp(res->allowed_origins[i], origin) == 0 || strcmp(res->allowed_origins[i], "*") == 0)
 			return 1;
@@ -123,7 +191,7 @@ static enum step cors(struct http_req *r, const struct cfg_resource *res)
 	const char *origin = http_header(r, "Origin");
 	if (!origin)
 		return STEP_CONTINUE;
-	if (!origin_allowed(res, origin)) {
+	if (!origin_allowed(r->app, res, origin)) {
 		jsonrpc_error(r, 403, -32001, "origin not allowed");
 		return STEP_ANSWERED;
 	}
@@ -265,7 +333,7 @@ static enum step judge_body(struct http_req *r, struct resource_ctx *rc, json_t 
 			return STEP_CONTINUE;
 		/* They name the message of a body: without one they name nothing
 		 * the broker could check, and a header-routing hop would trust them. */
-		jsonrpc_error(r, 400, -32600, "Mcp-Method/Mcp-Name headers disagree with the body");
+		jsonrpc_error(r, 400, RPC_HEADER_MISMATCH, "Mcp-Method/Mcp-Name headers disagree with the body");
 		return STEP_ANSWERED;
 	}
 	if (media_type(r) == STEP_ANSWERED)
@@ -274,8 +342,11 @@ static enum step judge_body(struct http_req *r, struct resource_ctx *rc, json_t 
 		jsonrpc_error(r, 400, -32700, "the body must be one JSON-RPC message or batch (strict UTF-8 JSON)");
 		return STEP_ANSWERED;
 	}
-	if (!rpc_headers_agree(*body, mcp_method, mcp_name)) {
-		jsonrpc_error(r, 400, -32600, "Mcp-Method/Mcp-Name headers disagree with the body");
+	json_t *bad = NULL;
+	if (!rpc_headers_agree(*body, mcp_method, mcp_name,
+			       rpc_wire_requires_headers(http_header(r, "MCP-Protocol-Version")), &bad)) {
+		jsonrpc_error_id(r, 400, RPC_HEADER_MISMATCH, "Mcp-Method/Mcp-Name headers disagree with the body",
+				 json_object_get(bad, "id"));
 		return STEP_ANSWERED;
 	}
 	if (rc->res->n_scopes > 0 && apply_policy(r, rc, *body) == STEP_ANSWERED)

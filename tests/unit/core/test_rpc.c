@@ -3,6 +3,7 @@
  * keys, NUL, BOM, unrepresentable numbers or absurd nesting. */
 #include <string.h>
 
+#include "lim.h"
 #include "rpc.h"
 #include "test.h"
 
@@ -108,27 +109,129 @@ static void test_tool_calls(void)
 	CHECK(!parses("{\"method\":\"tools/call\",\"params\":{\"name\":\"a\\u0000b\"}}"));
 }
 
+/* rpc_headers_agree on a body text: 1 or 0, and *bad_id the id of the
+ * message that disagrees (-1 none or not an integer). */
+static int agree(const char *s, const char *hm, const char *hn, int required, long *bad_id)
+{
+	json_t *j = NULL, *bad = NULL;
+	if (rpc_parse(s, strlen(s), &j) < 0)
+		return -1;
+	int rc = rpc_headers_agree(j, hm, hn, required, &bad);
+	json_t *id = json_object_get(bad, "id");
+	*bad_id = json_is_integer(id) ? (long)json_integer_value(id) : -1;
+	CHECK(rc == 1 ? bad == NULL : bad != NULL);
+	json_decref(j);
+	return rc;
+}
+
+/* A resources/read of a uri of n 'A's (n a multiple of 3) against its
+ * base64 Mcp-Name. */
+static int long_name(size_t n)
+{
+	static char body[LIM_MCP_NAME * 2], hdr[LIM_MCP_NAME * 2];
+	long id;
+	size_t b = (size_t)snprintf(body, sizeof(body),
+				    "{\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":\"");
+	memset(body + b, 'A', n);
+	snprintf(body + b + n, sizeof(body) - b - n, "\"}}");
+	size_t h = (size_t)snprintf(hdr, sizeof(hdr), "=?base64?");
+	for (size_t i = 0; i < 4 * (n / 3); i++)
+		hdr[h + i] = "QUFB"[i % 4]; /* "AAA" */
+	snprintf(hdr + h + 4 * (n / 3), 3, "?=");
+	return agree(body, "resources/read", hdr, 1, &id);
+}
+
 static void test_headers_agree(void)
 {
-	json_t *j = NULL;
-	const char *s = "{\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"}}";
-	CHECK(rpc_parse(s, strlen(s), &j) == 0);
-	CHECK(rpc_headers_agree(j, NULL, NULL));
-	CHECK(rpc_headers_agree(j, "tools/call", "echo"));
-	CHECK(!rpc_headers_agree(j, "tools/list", NULL));
-	CHECK(!rpc_headers_agree(j, NULL, "delete"));
-	CHECK(!rpc_headers_agree(j, "Tools/Call", NULL));
-	json_decref(j);
-	s = "{\"method\":\"resources/read\",\"params\":{\"uri\":\"file:///a\"}}";
-	CHECK(rpc_parse(s, strlen(s), &j) == 0);
-	CHECK(rpc_headers_agree(j, "resources/read", "file:///a"));
-	CHECK(!rpc_headers_agree(j, "resources/read", "file:///b"));
-	json_decref(j);
-	s = "[{\"method\":\"ping\"}]";
-	CHECK(rpc_parse(s, strlen(s), &j) == 0);
-	CHECK(!rpc_headers_agree(j, "ping", NULL)); /* headers name one message */
-	CHECK(rpc_headers_agree(j, NULL, NULL));
-	json_decref(j);
+	long id = 0;
+	const char *s = "{\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"}}";
+	CHECK(agree(s, NULL, NULL, 0, &id) == 1);
+	CHECK(agree(s, "tools/call", "echo", 0, &id) == 1);
+	CHECK(agree(s, "tools/call", " \techo\t ", 1, &id) == 1); /* OWS around a field value */
+	CHECK(agree(s, "tools/list", NULL, 0, &id) == 0 && id == 7);
+	CHECK(agree(s, NULL, "delete", 0, &id) == 0 && id == 7);
+	CHECK(agree(s, "Tools/Call", NULL, 0, &id) == 0);
+	CHECK(agree(s, "tools/call", "ech", 0, &id) == 0);
+	CHECK(agree(s, "tools/call", "echoo", 0, &id) == 0);
+	/* SEP-2243's base64 form: "echo" is ZWNobw==; a broken one never agrees. */
+	CHECK(agree(s, "tools/call", "=?base64?ZWNobw==?=", 1, &id) == 1);
+	CHECK(agree(s, "tools/call", "=?base64?ZWNobA==?=", 1, &id) == 0);
+	CHECK(agree(s, "tools/call", "=?base64?ZWNobw?=", 1, &id) == 0);     /* unpadded */
+	CHECK(agree(s, "tools/call", "=?base64?ZW=obw==?=", 1, &id) == 0);   /* = inside */
+	CHECK(agree(s, "tools/call", "=?base64?ZWNobw==\?=x", 1, &id) == 0); /* not the form: raw */
+	CHECK(agree("{\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"=?base64?x?=\"}}", "tools/call",
+		    "=?base64?PT9iYXNlNjQ/eD89?=", 1, &id) == 1); /* a name that looks like the form */
+	/* On the 2026-07-28 wire a request must carry Mcp-Method, and Mcp-Name
+	 * when its body has the mirrored field; notifications are exempt. */
+	CHECK(agree(s, NULL, NULL, 1, &id) == 0 && id == 7);
+	CHECK(agree(s, "tools/call", NULL, 1, &id) == 0 && id == 7);
+	CHECK(agree(s, "tools/call", NULL, 0, &id) == 1);
+	CHECK(agree("{\"id\":2,\"method\":\"tools/list\"}", "tools/list", NULL, 1, &id) == 1);
+	CHECK(agree("{\"id\":2,\"method\":\"tools/list\"}", "tools/list", "x", 0, &id) == 0); /* names nothing */
+	CHECK(agree("{\"method\":\"notifications/initialized\"}", NULL, NULL, 1, &id) == 1);
+	CHECK(agree("{\"method\":\"notifications/initialized\"}", "notifications/cancelled", NULL, 0, &id) == 0);
+	CHECK(agree("{\"id\":3,\"result\":{}}", NULL, NULL, 1, &id) == 1);
+	CHECK(agree("{\"id\":3,\"result\":{}}", "ping", NULL, 0, &id) == 0);
+
+	/* Every method of the table, with the field it mirrors. */
+	static const struct {
+		const char *method, *field;
+	} t[] = { { "prompts/get", "name" },          { "resources/read", "uri" }, { "resources/subscribe", "uri" },
+		  { "resources/unsubscribe", "uri" }, { "tasks/get", "taskId" },   { "tasks/update", "taskId" },
+		  { "tasks/cancel", "taskId" },       { "tools/call", "name" } };
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char body[200], other[200];
+		snprintf(body, sizeof(body), "{\"id\":9,\"method\":\"%s\",\"params\":{\"%s\":\"v-1\"}}", t[i].method,
+			 t[i].field);
+		snprintf(other, sizeof(other), "{\"id\":9,\"method\":\"%s\",\"params\":{\"x%s\":\"v-1\"}}", t[i].method,
+			 t[i].field);
+		CHECK(rpc_name_field(t[i].method) && strcmp(rpc_name_field(t[i].method), t[i].field) == 0);
+		CHECK(agree(body, t[i].method, "v-1", 1, &id) == 1);
+		CHECK(agree(body, t[i].method, "v-2", 1, &id) == 0 && id == 9);
+		/* Mcp-Name required on the 2026-07-28 wire, but of subscribe/unsubscribe. */
+		CHECK(agree(body, t[i].method, NULL, 1, &id) == (strstr(t[i].method, "subscribe") ? 1 : 0));
+		CHECK(agree(body, t[i].method, NULL, 0, &id) == 1);
+		CHECK(agree(other, t[i].method, "v-1", 1, &id) == 0); /* another field is not the one mirrored */
+		CHECK(agree(other, t[i].method, NULL, 1, &id) == 1);  /* nothing to mirror */
+	}
+	CHECK(rpc_name_field("tasks/result") == NULL && rpc_name_field("tasks/list") == NULL);
+	CHECK(rpc_name_field("Tools/Call") == NULL && rpc_name_field(NULL) == NULL);
+	/* params.name of a method that mirrors uri is not what Mcp-Name names. */
+	CHECK(agree("{\"id\":1,\"method\":\"resources/read\",\"params\":{\"name\":\"a\",\"uri\":\"b\"}}",
+		    "resources/read", "a", 0, &id) == 0);
+	CHECK(agree("{\"id\":1,\"method\":\"tasks/get\",\"params\":{\"taskId\":7}}", "tasks/get", "7", 0, &id) == 0);
+
+	/* Batches: the headers must agree with every message. */
+	CHECK(agree("[{\"method\":\"ping\",\"id\":1}]", "ping", NULL, 0, &id) == 1);
+	CHECK(agree("[{\"method\":\"ping\",\"id\":1},{\"method\":\"tools/list\",\"id\":2}]", "ping", NULL, 0, &id) ==
+		      0 &&
+	      id == 2);
+	CHECK(agree("[{\"method\":\"tools/call\",\"id\":1,\"params\":{\"name\":\"a\"}},{\"method\":\"tools/call\","
+		    "\"id\":4,\"params\":{\"name\":\"b\"}}]",
+		    "tools/call", "a", 0, &id) == 0 &&
+	      id == 4);
+	CHECK(agree("[{\"method\":\"ping\",\"id\":1},{\"method\":\"ping\",\"id\":5}]", NULL, NULL, 1, &id) == 0 &&
+	      id == 1);
+	CHECK(agree("[{\"method\":\"ping\"}]", NULL, NULL, 0, &id) == 1);
+
+	/* A base64 Mcp-Name of LIM_MCP_NAME decoded bytes at most: at the
+	 * limit it agrees, past it never. */
+	CHECK(LIM_MCP_NAME % 3 == 2);
+	CHECK(long_name(LIM_MCP_NAME - 2) == 1);
+	CHECK(long_name(LIM_MCP_NAME + 1) == 0);
+}
+
+static void test_wire(void)
+{
+	CHECK(rpc_wire_requires_headers("2026-07-28"));
+	CHECK(rpc_wire_requires_headers("2027-01-01"));
+	CHECK(!rpc_wire_requires_headers("2025-11-25"));
+	CHECK(!rpc_wire_requires_headers("2025-06-18"));
+	CHECK(!rpc_wire_requires_headers(NULL));
+	CHECK(!rpc_wire_requires_headers(""));
+	CHECK(!rpc_wire_requires_headers("2026-07-28x"));
+	CHECK(!rpc_wire_requires_headers("9026-07-2x"));
+	CHECK(!rpc_wire_requires_headers("2026/07/28"));
 }
 
 int main(void)
@@ -136,5 +239,6 @@ int main(void)
 	test_parse();
 	test_tool_calls();
 	test_headers_agree();
+	test_wire();
 	TEST_DONE();
 }
