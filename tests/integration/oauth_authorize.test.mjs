@@ -300,7 +300,7 @@ test('resource is canonicalised, defaults to the only resource, and scope defaul
     ['/mcp', '', 'repo:read'], ['/oidc-mcp', undefined, 'files:read files:write'], ['/sentry-mcp', undefined, 'issues:read'],
     ['/mcp', 'repo:write offline_access', 'repo:write']]) {
     const f = await runFlow({ broker: env.url, clientId: client.clientId, redirectUri: client.redirectUri, resource: `${env.url}${path}`, scope });
-    assert.ok(f.code, `${path} ${scope}: ${f.steps.authorize.status} ${f.steps.authorize.headers.get('location')}`);
+    assert.ok(f.code, `${path} ${scope}: ${Object.entries(f.steps).map(([k, v]) => `${k} ${v.status} ${v.headers.get('location') ?? ''} ${v.status >= 400 ? v.text.slice(0, 200) : ''}`).join('; ')}`);
     const t = await exchangeCode(env.url, { clientId: client.clientId, code: f.code, verifier: f.verifier, redirectUri: client.redirectUri });
     assert.equal(t.status, 200, t.text);
     assert.deepEqual(t.json.scope.split(' ').sort(), want.split(' ').sort(), `${path} scope=${scope}`);
