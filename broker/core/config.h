@@ -21,6 +21,8 @@ struct cfg_client {
 	int has_secret;
 	char **redirect_uris;
 	size_t n_redirect_uris;
+	char *jwks;     /* private_key_jwt: an inline JWKS, as compact JSON text */
+	char *jwks_uri; /* private_key_jwt: an https URL of the client's JWKS */
 };
 
 /* Resource servers allowed to call /introspect (RFC 7662). */

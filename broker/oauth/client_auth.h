@@ -18,7 +18,8 @@ enum client_auth {
 };
 
 /* Authenticates the client of a token/revoke request by HTTP Basic,
- * client_secret_post, or client_id alone for public clients; *out is the
+ * client_secret_post, private_key_jwt (client_assertion; a client with keys
+ * has no other way), or client_id alone for public clients; *out is the
  * client on CA_OK and all zero otherwise. */
 enum client_auth client_auth_verify(struct http_req *r, struct db_conn *c, const json_t *form, struct client *out) WUR;
 /* Answers a failed authentication with the RFC 6749 error. */
