@@ -41,6 +41,7 @@
 #define LIM_JWK_RSA_MAX_BYTES 1024 /* 8192 bits at most */
 #define LIM_JWK_KID 256
 #define LIM_ASSERTION_JTI 256
+#define LIM_ASSERTION_AUDS 16        /* members of an aud array */
 #define LIM_ASSERTION_LIFETIME_S 300 /* exp at most this far ahead */
 #define LIM_ASSERTION_LEEWAY_S 30    /* clock skew allowed on exp, nbf, iat */
 

@@ -24,7 +24,7 @@ static int claim_is(const json_t *claims, const char *name, const char *want)
 static int audience_ok(const json_t *claim, const char *const *aud, size_t n_aud)
 {
 	size_t n = json_is_array(claim) ? json_array_size(claim) : 1;
-	if (n == 0 || n > LIM_JWKS_KEYS)
+	if (n == 0 || n > LIM_ASSERTION_AUDS)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		const char *v = json_string_value(json_is_array(claim) ? json_array_get(claim, i) : claim);
@@ -60,7 +60,7 @@ const char *client_assertion_claims_check(const json_t *claims, const char *clie
 		return "aud names neither the token endpoint nor the issuer";
 	if (numeric_date(claims, "exp", &exp) != 0)
 		return "exp is missing or not a number";
-	if (exp + LIM_ASSERTION_LEEWAY_S <= now)
+	if (exp <= now - LIM_ASSERTION_LEEWAY_S) /* exp itself may be anything: never added to */
 		return "the assertion has expired";
 	if (exp > now + LIM_ASSERTION_LIFETIME_S + LIM_ASSERTION_LEEWAY_S)
 		return "exp is too far ahead";

@@ -9,6 +9,7 @@
 #include "client_resolve.h"
 #include "crypto.h"
 #include "form.h"
+#include "jose.h"
 #include "log.h"
 #include "ratelimit.h"
 
@@ -192,10 +193,17 @@ void client_auth_named_id(struct http_req *r, const json_t *form, char out[LIM_C
 	const char *id = form_get(form, "client_id");
 	struct basic bc;
 	memset(&bc, 0, sizeof(bc));
+	const char *assertion = form_get(form, "client_assertion");
+	struct jws j;
+	memset(&j, 0, sizeof(j));
 	if (hdr && parse_basic(hdr, &bc) == 0)
 		id = bc.id;
+	/* An assertion names its client by iss (unverified: a bucket key only). */
+	else if (!id && assertion && jose_parse(assertion, strlen(assertion), &j) == 0)
+		id = json_string_value(json_object_get(j.payload, "iss"));
 	/* Over-long names are no client's: they share one key per address. */
 	snprintf(out, LIM_CLIENT_ID + 1, "%s", id && strlen(id) <= LIM_CLIENT_ID ? id : id ? "\x01long" : "");
+	jose_free(&j);
 	basic_free(&bc);
 }
 

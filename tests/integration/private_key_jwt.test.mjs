@@ -13,7 +13,8 @@ import { startIdp } from '../fakes/idp.mjs';
 import { startBroker, createDatabase, freePort, key, http, psql } from '../lib/harness.mjs';
 import { upstreamConfig } from '../lib/nodes.mjs';
 import { runFlow, tokenRequest } from '../lib/flow.mjs';
-import { makeCa, startHttpsServer, startRecordingListener, jsonOfSize } from '../lib/tls.mjs';
+import { makeCa, startHttpsServer, startRecordingListener } from '../lib/tls.mjs';
+import { createPrivateKeyJwtAuth } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 
 const REDIRECT = 'http://127.0.0.1:33418/callback';
 const TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -166,6 +167,19 @@ test('a jwks_uri client and a CIMD client declaring only private_key_jwt get tok
 
 const refusals = (env) => env.broker.logs().filter((l) => l.includes('"event":"client_assertion.refused"'))
   .map((l) => JSON.parse(l).msg);
+
+test("the MCP SDK's createPrivateKeyJwtAuth (no kid, aud the issuer, 300 s) authenticates", async () => {
+  const f = await code('pk-inline');
+  const params = new URLSearchParams({ grant_type: 'authorization_code', code: f.code, code_verifier: f.verifier,
+    redirect_uri: REDIRECT });
+  const metadata = (await http(`${A.url}/.well-known/oauth-authorization-server`)).json;
+  const addAuth = createPrivateKeyJwtAuth({ issuer: 'pk-inline', subject: 'pk-inline', alg: 'ES256',
+    privateKey: ec.privateKey.export({ type: 'pkcs8', format: 'pem' }) });
+  await addAuth(new Headers(), params, new URL(`${A.url}/token`), metadata);
+  assert.equal(params.get('client_assertion_type'), TYPE);
+  const tok = await tokenRequest(A.url, Object.fromEntries(params));
+  assert.equal(tok.status, 200, tok.text);
+});
 
 /** The assertion fields are refused with 401 invalid_client at node env,
  * for the reason why (the log's, when given), nothing is written, and the

@@ -56,6 +56,22 @@ static void test_claims(void)
 	CHECK(with("cl", "cl", TOKEN_AUD, -LIM_ASSERTION_LEEWAY_S, "") != NULL);
 	CHECK(with("cl", "cl", TOKEN_AUD, -3600, "") != NULL);
 	CHECK(claims("{\"iss\":\"cl\",\"sub\":\"cl\",\"aud\":" TOKEN_AUD ",\"jti\":\"j\"}") != NULL);
+	/* the extremes of a JSON integer (nothing overflows) */
+	CHECK(claims("{\"iss\":\"cl\",\"sub\":\"cl\",\"aud\":" TOKEN_AUD
+		     ",\"exp\":9223372036854775807,\"jti\":\"j\"}") != NULL);
+	CHECK(claims("{\"iss\":\"cl\",\"sub\":\"cl\",\"aud\":" TOKEN_AUD
+		     ",\"exp\":-9223372036854775807,\"jti\":\"j\"}") != NULL);
+	CHECK(with("cl", "cl", TOKEN_AUD, 60, ",\"iat\":9223372036854775807") != NULL);
+	CHECK(with("cl", "cl", TOKEN_AUD, 60, ",\"nbf\":-9223372036854775807") == NULL);
+	/* at most LIM_ASSERTION_AUDS audiences */
+	CHECK(with("cl", "cl",
+		   "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\"," TOKEN_AUD
+		   "]",
+		   60, "") == NULL);
+	CHECK(with("cl", "cl",
+		   "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\"," TOKEN_AUD
+		   "]",
+		   60, "") != NULL);
 	CHECK(claims("{\"iss\":\"cl\",\"sub\":\"cl\",\"aud\":" TOKEN_AUD ",\"exp\":\"1800000060\",\"jti\":\"j\"}") !=
 	      NULL);
 	CHECK(claims("{\"iss\":\"cl\",\"sub\":\"cl\",\"aud\":" TOKEN_AUD ",\"exp\":1800000060.5,\"jti\":\"j\"}") !=
