@@ -78,7 +78,7 @@ before(async () => {
   const cfg = (port) => ({
     listen: `127.0.0.1:${port}`, public_url: `http://127.0.0.1:${pa}`, database_url: db,
     encryption_keys: [{ id: 'k1', key: shared.enc }], cookie_secret: shared.cookie,
-    http: { threads: 4, drain_timeout_s: 2 }, database: { pool_size: 4, connect_timeout_s: 2 },
+    http: { threads: 4, drain_timeout_s: 2 }, database: { pool_size: 4, connect_timeout_s: 2 }, housekeeping_interval_s: 1,
     limits: { token_failures_per_client_address_per_minute: 1000, token_failures_per_address_per_minute: 1000 },
     registration: {
       dynamic: false, client_id_metadata_documents: true, cimd_ca_file: ca.caCert,
@@ -237,4 +237,16 @@ test('every bad assertion answers invalid_client with nothing written', async ()
   const half = await tokenRequest(A.url, { grant_type: 'refresh_token', refresh_token: 'x', client_assertion: 'a.b.c' });
   assert.equal(half.status, 400, half.text);
   assert.equal(A.broker.logText().includes(sign('EdDSA', ed, claims('pk-uri')).split('.')[2]), false);
+});
+
+test('housekeeping purges spent jtis and JWKS documents long expired, and keeps live ones', async () => {
+  await psql(db, `INSERT INTO client_assertion_jtis VALUES ('old', now() - interval '2 minutes'), ('live', now() + interval '1 minute');
+    INSERT INTO jwks_cache VALUES ('https://old.example/j', '{}', now() - interval '2 days'),
+      ('https://live.example/j', '{}', now() - interval '1 hour')`);
+  const left = async () => psql(db, `SELECT (SELECT string_agg(jti_hash, ',' ORDER BY jti_hash) FROM client_assertion_jtis
+    WHERE jti_hash IN ('old', 'live')), (SELECT string_agg(jwks_uri, ',') FROM jwks_cache WHERE jwks_uri LIKE '%.example/j')`);
+  const deadline = Date.now() + 15000;
+  let v;
+  while ((v = await left()) !== 'live|https://live.example/j' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+  assert.equal(v, 'live|https://live.example/j');
 });
