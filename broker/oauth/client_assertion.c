@@ -152,76 +152,79 @@ static enum client_assertion client_keys(struct http_req *r, struct db_conn *c, 
 	return f == CLIENT_FOUND ? CLA_OK : f == CLIENT_UNKNOWN ? CLA_INVALID : CLA_UNAVAILABLE;
 }
 
-/* The audiences an assertion may name: the token endpoint and the issuer. */
-static int audiences(const struct config *cfg, struct buf *token_url, const char *aud[2])
+/* The client the assertion names (iss; form_id, when given, must agree),
+ * using private_key_jwt, into *out, and its JWKS text into *jwks. */
+static enum client_assertion assertion_client(struct http_req *r, struct db_conn *c, const struct jws *j,
+					      const char *form_id, struct client *out, char **jwks, const char **why)
 {
-	buf_init(token_url, LIM_PATH + 1024);
-	if (buf_printf(token_url, "%s/token", cfg->public_url) < 0)
-		return -1;
-	aud[0] = token_url->ptr;
-	aud[1] = cfg->public_url;
-	return 0;
+	const char *iss = json_string_value(json_object_get(j->payload, "iss")), *ignored = NULL;
+	if (!iss || (form_id && strcmp(form_id, iss) != 0)) {
+		*why = "iss is missing or differs from client_id";
+		return CLA_INVALID;
+	}
+	enum client_find found = client_resolve(r->app, c, iss, out, &ignored);
+	if (found != CLIENT_FOUND) {
+		*why = "unknown client";
+		return found == CLIENT_UNAVAILABLE ? CLA_UNAVAILABLE : CLA_INVALID;
+	}
+	if (out->disabled || !out->private_key_jwt) {
+		*why = "the client is disabled or does not use private_key_jwt";
+		return CLA_INVALID;
+	}
+	return client_keys(r, c, out, jwks, why);
+}
+
+/* The claims' rules against this server's audiences, then the jti spent. */
+static enum client_assertion claims_and_jti(struct http_req *r, struct db_conn *c, const struct jws *j,
+					    const char *client_id, const char **why)
+{
+	struct buf tu;
+	enum client_assertion rc = CLA_UNAVAILABLE;
+	buf_init(&tu, LIM_PATH + 1024);
+	if (buf_printf(&tu, "%s/token", r->app->cfg->public_url) < 0)
+		goto out;
+	const char *aud[] = { tu.ptr, r->app->cfg->public_url };
+	rc = CLA_INVALID;
+	if ((*why = client_assertion_claims_check(j->payload, client_id, (long long)time(NULL), aud, 2)))
+		goto out;
+	/* exp is within LIM_ASSERTION_LIFETIME_S of now here. */
+	long long exp = (long long)json_integer_value(json_object_get(j->payload, "exp"));
+	int spent = jti_spend(c, client_id, json_string_value(json_object_get(j->payload, "jti")), exp);
+	if (spent == 1)
+		*why = "the assertion's jti was already used";
+	rc = spent == 0 ? CLA_OK : spent < 0 ? CLA_UNAVAILABLE : CLA_INVALID;
+out:
+	buf_free(&tu);
+	return rc;
 }
 
 enum client_assertion client_assertion_verify(struct http_req *r, struct db_conn *c, const char *assertion,
 					      const char *form_id, struct client *out)
 {
 	struct jws j;
-	struct buf tu;
-	const char *aud[2], *why = NULL, *ignored = NULL;
+	const char *why = NULL;
 	char *jwks = NULL;
-	long long exp = 0;
 	enum client_assertion rc = CLA_INVALID;
 	memset(out, 0, sizeof(*out));
-	buf_init(&tu, 1);
 	if (jose_parse(assertion, strlen(assertion), &j) < 0) {
 		why = "the assertion is not a JWS signed with RS256, PS256, ES256 or EdDSA";
 		goto out;
 	}
-	const char *iss = json_string_value(json_object_get(j.payload, "iss"));
-	if (!iss || (form_id && strcmp(form_id, iss) != 0)) {
-		why = "iss is missing or differs from client_id";
+	if ((rc = assertion_client(r, c, &j, form_id, out, &jwks, &why)) != CLA_OK)
 		goto out;
-	}
-	enum client_find found = client_resolve(r->app, c, iss, out, &ignored);
-	if (found != CLIENT_FOUND) {
-		rc = found == CLIENT_UNAVAILABLE ? CLA_UNAVAILABLE : CLA_INVALID;
-		why = "unknown client";
-		goto out;
-	}
-	if (out->disabled || !out->private_key_jwt) {
-		why = "the client is disabled or does not use private_key_jwt";
-		goto out;
-	}
-	if ((rc = client_keys(r, c, out, &jwks, &why)) != CLA_OK)
-		goto out;
-	rc = CLA_INVALID;
 	if (client_assertion_signature_check(&j, jwks) < 0) {
 		why = "no key of the client verifies the signature";
+		rc = CLA_INVALID;
 		goto out;
 	}
-	if (audiences(r->app->cfg, &tu, aud) < 0) {
-		rc = CLA_UNAVAILABLE;
-		goto out;
-	}
-	if ((why = client_assertion_claims_check(j.payload, out->client_id, (long long)time(NULL), aud, 2)))
-		goto out;
-	exp = (long long)json_integer_value(json_object_get(j.payload, "exp"));
-	int spent = jti_spend(c, out->client_id, json_string_value(json_object_get(j.payload, "jti")), exp);
-	if (spent != 0) {
-		rc = spent < 0 ? CLA_UNAVAILABLE : CLA_INVALID;
-		why = spent < 0 ? NULL : "the assertion's jti was already used";
-		goto out;
-	}
-	out->confidential = 1;
-	rc = CLA_OK;
+	if ((rc = claims_and_jti(r, c, &j, out->client_id, &why)) == CLA_OK)
+		out->confidential = 1; /* it proved a key: token.c treats it as confidential */
 out:
 	if (rc == CLA_INVALID && why)
 		log_msg(LOG_INFO, "client_assertion.refused", r->id, "%s", why);
 	if (rc != CLA_OK)
 		client_free(out);
 	free(jwks);
-	buf_free(&tu);
 	jose_free(&j);
 	return rc;
 }
