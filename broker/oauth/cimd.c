@@ -518,9 +518,11 @@ static int cache_get(struct db_conn *c, const char *client_id, struct client *ou
 	uris = jparse_str(PQgetvalue(res, 0, 1), 0, LIM_JSON_DEPTH);
 	if (client_set_uris_json(out, uris) < 0)
 		goto out;
+	/* A private_key_jwt row without its keys fails closed: never a public client. */
+	const char *jwks = PQgetisnull(res, 0, 4) ? NULL : PQgetvalue(res, 0, 4);
+	const char *jwks_uri = PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5);
 	if (strcmp(PQgetvalue(res, 0, 3), "t") == 0 &&
-	    client_set_keys(out, PQgetisnull(res, 0, 4) ? NULL : PQgetvalue(res, 0, 4),
-			    PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5)) < 0)
+	    ((!jwks && !jwks_uri) || client_set_keys(out, jwks, jwks_uri) < 0))
 		goto out;
 	rc = 1;
 out:
@@ -631,7 +633,11 @@ static const char *check_jwks(const json_t *doc)
 	const json_t *k;
 	if (!json_is_array(keys) || json_array_size(keys) == 0 || json_array_size(keys) > LIM_JWKS_KEYS)
 		return "the JWKS has no keys array of an acceptable size";
-	json_array_foreach(keys, i, k) if (!json_is_object(k)) return "the JWKS holds a key that is not an object";
+	json_array_foreach(keys, i, k)
+	{
+		if (!json_is_object(k))
+			return "the JWKS holds a key that is not an object";
+	}
 	return NULL;
 }
 
