@@ -33,6 +33,10 @@ static int is_json_type(const char *ctype)
 	return ctype[16] == '\0' || ctype[16] == ';' || ctype[16] == ' ' || ctype[16] == '\t';
 }
 
+/* The reason of an allocation failure while fetching or checking a
+ * document: the lookup is then unavailable (503), not refused. */
+static const char cimd_oom[] = "out of memory";
+
 /* ---- address policy ----------------------------------------------------- */
 
 /* Ranges never fetched from: RFC 6890 special-purpose and private space. */
@@ -269,7 +273,7 @@ static const char *fetch_doc(const struct config *cfg, const char *url, size_t l
 	struct fetch f = { .cfg = cfg };
 	struct header_cb hc = { "" };
 	struct curl_slist *resolve = NULL, *hdr = NULL;
-	const char *why = "out of memory";
+	const char *why = cimd_oom;
 	long status = 0;
 	buf_init(&f.body, limit);
 	CURL *h = fetch_handle(cfg, url, limit, &f, &hc, &resolve, &hdr);
@@ -428,7 +432,7 @@ static const char *doc_auth(const struct config *cfg, const json_t *doc, struct 
 	char *text = jwks ? json_dumps(jwks, JSON_COMPACT) : NULL;
 	int rc = jwks && !text ? -1 : client_set_keys(out, text, json_string_value(uri));
 	free(text);
-	return rc < 0 ? "out of memory" : NULL;
+	return rc < 0 ? cimd_oom : NULL;
 }
 
 /* Validates the document for client_id into out. */
@@ -549,7 +553,7 @@ static enum client_find fetch_checked(const struct config *cfg, const char *clie
 	__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
 	if (!*why)
 		*why = check_doc(cfg, client_id, *doc, out, uris);
-	return *why ? CLIENT_UNKNOWN : CLIENT_FOUND;
+	return !*why ? CLIENT_FOUND : *why == cimd_oom ? CLIENT_UNAVAILABLE : CLIENT_UNKNOWN;
 }
 
 /* Caches a checked document for every node and completes out from it.
@@ -694,8 +698,10 @@ enum client_find cimd_jwks(struct app *app, struct db_conn *c, const char *uri, 
 	}
 	*why = fetch_doc(cfg, uri, LIM_JWKS_BODY, "jwks", &doc, &ttl);
 	__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
-	if (*why || (*why = check_jwks(doc)))
+	if (*why || (*why = check_jwks(doc))) {
+		rc = *why == cimd_oom ? CLIENT_UNAVAILABLE : CLIENT_UNKNOWN;
 		goto out;
+	}
 	rc = CLIENT_UNAVAILABLE;
 	if (!(*jwks = json_dumps(doc, JSON_COMPACT)) || jwks_cache_put(c, uri, *jwks, ttl) < 0)
 		goto out;
