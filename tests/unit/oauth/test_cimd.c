@@ -124,8 +124,7 @@ static void test_private_key_jwt(void)
 	client_free(&out);
 	const char *bad[] = {
 		"\"token_endpoint_auth_method\":\"private_key_jwt\"",
-		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"https://client.example.com/j\","
-		"\"jwks\":{\"keys\":[]}",
+		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"https://client.example.com/j\",\"jwks\":{}",
 		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"http://client.example.com/j\"",
 		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"https://127.0.0.1/j\"",
 		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":7",
