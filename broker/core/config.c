@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "hdr.h"
+#include "jose.h"
 #include "jparse.h"
 #include "lim.h"
 #include "netaddr.h"
@@ -31,6 +32,7 @@ enum ftype {
 	F_ARRAY,    /* struct sub * array, count at aux */
 	F_MAP,      /* object of objects -> array of struct sub, count at aux */
 	F_SCOPEMAP, /* object of string lists -> struct cfg_scope_rule *, count at aux */
+	F_JWKS,     /* char *, a JWKS object (RFC 7517) kept as compact JSON text */
 };
 
 struct schema;
@@ -83,6 +85,10 @@ static const struct field client_fields[] = {
 	  LIM_CLIENT_RESOURCES, 0, NULL, 0, "client_credentials: resource paths it may get tokens for" },
 	{ "scopes", F_STRLIST, 0, O(struct cfg_client, scopes), O(struct cfg_client, n_scopes), 0, LIM_SCOPES, 0, NULL,
 	  0, "client_credentials: scopes it may get (the default of a request naming none)" },
+	{ "jwks", F_JWKS, 0, O(struct cfg_client, jwks), 0, 0, LIM_JWKS_BODY, 0, NULL, 0,
+	  "private_key_jwt: the client's public signing keys (a JWKS object)" },
+	{ "jwks_uri", F_URL, 0, O(struct cfg_client, jwks_uri), 0, 0, 2048, 0, NULL, 0,
+	  "private_key_jwt: an https URL serving the client's JWKS" },
 	END
 };
 static const struct schema client_schema = { "client", sizeof(struct cfg_client), client_fields, -1 };
@@ -666,6 +672,49 @@ static void walk_secret(const json_t *v, const struct field *f, char *base, cons
 	free_string(s);
 }
 
+/* 1 when jwk is a public key some supported algorithm can use. */
+static int jwk_usable(const json_t *jwk)
+{
+	static const enum jose_alg algs[] = { JOSE_RS256, JOSE_PS256, JOSE_ES256, JOSE_EDDSA };
+	for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
+		EVP_PKEY *k = NULL;
+		if (jose_jwk_key(jwk, algs[i], &k) == 0) {
+			EVP_PKEY_free(k);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void walk_jwks(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
+{
+	const json_t *keys = json_object_get(v, "keys");
+	size_t n = json_array_size(keys);
+	if (!json_is_object(v) || !json_is_array(keys) || n == 0 || n > LIM_JWKS_KEYS) {
+		cfg_err(e, path, "expected a JWKS object: {\"keys\": [1..%d public keys]}", LIM_JWKS_KEYS);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!jwk_usable(json_array_get(keys, i))) {
+			cfg_err(e, path,
+				"keys[%zu]: expected a public signing key: RSA (2048..8192 bits), EC P-256 or OKP Ed25519, "
+				"its alg and use (when given) fitting, no private part",
+				i);
+			return;
+		}
+	char *s = json_dumps(v, JSON_COMPACT);
+	if (!s) {
+		cfg_err(e, path, "out of memory");
+		return;
+	}
+	if (strlen(s) > (size_t)f->max) {
+		cfg_err(e, path, "expected at most %ld bytes", f->max);
+		free(s);
+		return;
+	}
+	*(char **)(base + f->off) = s;
+}
+
 /* The array of a list field, checked against f's count bounds, with room for
  * every entry of elem bytes (stored at once, count 0); NULL after an error. */
 static void *list_alloc(size_t n, size_t elem, const struct field *f, char *base, const char *path,
@@ -928,6 +977,7 @@ static const struct ftype_ops *ops_of(enum ftype t)
 		[F_ARRAY] = { "an array of objects", walk_array, release_entries },
 		[F_MAP] = { "an object", walk_map, release_entries },
 		[F_SCOPEMAP] = { "an object", walk_scopemap, release_scopemap },
+		[F_JWKS] = { "a JWKS object", walk_jwks, release_string },
 	};
 	return &ops[t];
 }
@@ -1107,12 +1157,30 @@ static void check_client(const struct config *c, struct cfg_client *cl, const ch
 		cfg_err(e, path, "resources and scopes are for client_credentials clients");
 }
 
+/* private_key_jwt: one source of keys, https, and no secret beside it (a
+ * client authenticates one way). */
+static void check_client_keys(const struct cfg_client *cl, size_t i, struct cfg_errors *e)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "$.clients[%zu]", i);
+	if (cl->jwks && cl->jwks_uri)
+		cfg_err(e, path, "set jwks or jwks_uri, not both");
+	if ((cl->jwks || cl->jwks_uri) && cl->has_secret)
+		cfg_err(e, path,
+			"a client with jwks or jwks_uri authenticates with private_key_jwt: drop client_secret");
+	if (cl->jwks_uri && strncasecmp(cl->jwks_uri, "https://", 8) != 0) {
+		snprintf(path, sizeof(path), "$.clients[%zu].jwks_uri", i);
+		cfg_err(e, path, "expected an https URL");
+	}
+}
+
 static void check_clients(struct config *c, struct cfg_errors *e)
 {
 	char path[256];
 	for (size_t i = 0; i < c->n_clients; i++) {
 		snprintf(path, sizeof(path), "$.clients[%zu]", i);
 		check_client(c, &c->clients[i], path, e);
+		check_client_keys(&c->clients[i], i, e);
 		for (size_t j = 0; j < i; j++)
 			if (c->clients[i].client_id && c->clients[j].client_id &&
 			    strcmp(c->clients[i].client_id, c->clients[j].client_id) == 0) {

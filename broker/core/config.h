@@ -28,6 +28,8 @@ struct cfg_client {
 	char **scopes; /* client_credentials: scopes it may get */
 	size_t n_scopes;
 	int client_credentials; /* grant_types is ["client_credentials"] (set by the checks) */
+	char *jwks;             /* private_key_jwt: an inline JWKS, as compact JSON text */
+	char *jwks_uri;         /* private_key_jwt: an https URL of the client's JWKS */
 };
 
 /* Resource servers allowed to call /introspect (RFC 7662). */

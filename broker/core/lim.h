@@ -33,6 +33,19 @@
 /* Upstream answers */
 #define LIM_UPSTREAM_BODY (64 * 1024)
 #define LIM_CIMD_BODY (5 * 1024)
+#define LIM_JWKS_BODY (16 * 1024) /* a fetched or configured JWKS (RFC 7517) */
+
+/* JOSE (RFC 7515, 7517) and client assertions (RFC 7523) */
+#define LIM_JWS_BYTES 8192         /* a compact JWS: client_assertion */
+#define LIM_JWS_SIG 1024           /* decoded signature bytes (RSA-8192) */
+#define LIM_JWKS_KEYS 16           /* keys in one JWKS */
+#define LIM_JWK_RSA_MIN_BYTES 256  /* RSA modulus: 2048 bits at least */
+#define LIM_JWK_RSA_MAX_BYTES 1024 /* 8192 bits at most */
+#define LIM_JWK_KID 256
+#define LIM_ASSERTION_JTI 256
+#define LIM_ASSERTION_AUDS 16        /* members of an aud array */
+#define LIM_ASSERTION_LIFETIME_S 300 /* exp at most this far ahead */
+#define LIM_ASSERTION_LEEWAY_S 30    /* clock skew allowed on exp, nbf, iat */
 
 /* JSON */
 #define LIM_JSON_DEPTH 16

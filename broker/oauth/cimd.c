@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -32,6 +33,10 @@ static int is_json_type(const char *ctype)
 		return 0;
 	return ctype[16] == '\0' || ctype[16] == ';' || ctype[16] == ' ' || ctype[16] == '\t';
 }
+
+/* The reason of an allocation failure while fetching or checking a
+ * document: the lookup is then unavailable (503), not refused. */
+static const char cimd_oom[] = "out of memory";
 
 /* ---- address policy ----------------------------------------------------- */
 
@@ -185,8 +190,8 @@ static const char *parse_doc(const char *body, size_t len, json_t **doc)
  * no proxy, bounded, connecting only to allowed addresses) into f and hc.
  * NULL when out of memory; *resolve and *hdr (freed by the caller, even
  * then) are the lists it uses. */
-static CURL *fetch_handle(const struct config *cfg, const char *url, struct fetch *f, struct header_cb *hc,
-			  struct curl_slist **resolve, struct curl_slist **hdr)
+static CURL *fetch_handle(const struct config *cfg, const char *url, size_t limit, struct fetch *f,
+			  struct header_cb *hc, struct curl_slist **resolve, struct curl_slist **hdr)
 {
 	for (size_t i = 0; i < cfg->registration.n_cimd_resolve; i++) {
 		struct curl_slist *l = curl_slist_append(*resolve, cfg->registration.cimd_resolve[i]);
@@ -209,7 +214,7 @@ static CURL *fetch_handle(const struct config *cfg, const char *url, struct fetc
 			 cfg->registration.cimd_timeout_ms < 3000 ? cfg->registration.cimd_timeout_ms : 3000L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)LIM_CIMD_BODY);
+	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)limit);
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, f);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -260,17 +265,19 @@ static long cache_ttl(const struct config *cfg, const char *cache_control)
 	return ttl;
 }
 
-/* Fetches url; on success *doc is the parsed object and *ttl the cache
- * lifetime. Returns NULL or a fixed reason. */
-static const char *fetch_doc(const struct config *cfg, const char *url, json_t **doc, long *ttl)
+/* Fetches url (a client metadata document, or a JWKS: what, for the log),
+ * at most limit bytes; on success *doc is the parsed object and *ttl the
+ * cache lifetime. Returns NULL or a fixed reason. */
+static const char *fetch_doc(const struct config *cfg, const char *url, size_t limit, const char *what, json_t **doc,
+			     long *ttl)
 {
 	struct fetch f = { .cfg = cfg };
 	struct header_cb hc = { "" };
 	struct curl_slist *resolve = NULL, *hdr = NULL;
-	const char *why = "out of memory";
+	const char *why = cimd_oom;
 	long status = 0;
-	buf_init(&f.body, LIM_CIMD_BODY);
-	CURL *h = fetch_handle(cfg, url, &f, &hc, &resolve, &hdr);
+	buf_init(&f.body, limit);
+	CURL *h = fetch_handle(cfg, url, limit, &f, &hc, &resolve, &hdr);
 	if (h) {
 		CURLcode rc = curl_easy_perform(h);
 		char *ctype = NULL;
@@ -282,7 +289,8 @@ static const char *fetch_doc(const struct config *cfg, const char *url, json_t *
 		why = parse_doc(f.body.ptr ? f.body.ptr : "", f.body.len, doc);
 		*ttl = cache_ttl(cfg, hc.cache_control);
 	}
-	json_t *lf = json_pack("{s:s, s:i, s:s?}", "result", why ? "refused" : "ok", "status", (int)status, "why", why);
+	json_t *lf = json_pack("{s:s, s:s, s:i, s:s?}", "document", what, "result", why ? "refused" : "ok", "status",
+			       (int)status, "why", why);
 	log_event(why ? LOG_WARN : LOG_INFO, "cimd.fetch", NULL, lf);
 	metrics_count("cimd_fetch_total", why ? "refused" : "ok", 1);
 	curl_slist_free_all(hdr);
@@ -404,6 +412,30 @@ out:
 	return why;
 }
 
+/* The document's token_endpoint_auth_method: absent or "none", or
+ * "private_key_jwt" with exactly one of jwks (an object) and jwks_uri (an
+ * https URL the fetch policy allows), which go to out. */
+static const char *doc_auth(const struct config *cfg, const json_t *doc, struct client *out)
+{
+	const json_t *m = json_object_get(doc, "token_endpoint_auth_method");
+	const json_t *jwks = json_object_get(doc, "jwks"), *uri = json_object_get(doc, "jwks_uri");
+	const char *method = json_string_value(m);
+	if (!m || (method && strcmp(method, "none") == 0))
+		return jwks || uri ? "jwks and jwks_uri need token_endpoint_auth_method \"private_key_jwt\"" : NULL;
+	if (!method || strcmp(method, "private_key_jwt") != 0)
+		return "token_endpoint_auth_method must be \"none\" or \"private_key_jwt\"";
+	if (!jwks == !uri)
+		return "private_key_jwt needs exactly one of jwks and jwks_uri";
+	if (uri && (!json_is_string(uri) || check_url(cfg, json_string_value(uri))))
+		return "the document's jwks_uri is not acceptable";
+	if (jwks && (!json_is_object(jwks) || !json_is_array(json_object_get(jwks, "keys"))))
+		return "the document's jwks is not a JWKS object";
+	char *text = jwks ? json_dumps(jwks, JSON_COMPACT) : NULL;
+	int rc = jwks && !text ? -1 : client_set_keys(out, text, json_string_value(uri));
+	free(text);
+	return rc < 0 ? cimd_oom : NULL;
+}
+
 /* Validates the document for client_id into out. */
 static const char *check_doc(const struct config *cfg, const char *client_id, json_t *doc, struct client *out,
 			     json_t **uris_out)
@@ -429,9 +461,8 @@ static const char *check_doc(const struct config *cfg, const char *client_id, js
 	case APP_TYPE_BAD_VALUE: return "the document's application_type must be web or native";
 	default: return "the document's application_type does not allow its redirect_uris";
 	}
-	const char *method = json_string_value(json_object_get(doc, "token_endpoint_auth_method"));
-	if (json_object_get(doc, "token_endpoint_auth_method") && (!method || strcmp(method, "none") != 0))
-		return "only token_endpoint_auth_method \"none\" is supported for metadata documents";
+	if ((why = doc_auth(cfg, doc, out)))
+		return why;
 	json_t *gt = json_object_get(doc, "grant_types");
 	if (gt) {
 		if (!json_is_array(gt))
@@ -479,7 +510,8 @@ const char *cimd_check_document(const struct config *cfg, const char *client_id,
 static int cache_get(struct db_conn *c, const char *client_id, struct client *out)
 {
 	static struct db_stmt q_fresh = DB_STMT(
-		"SELECT client_name, array_to_json(redirect_uris), disabled_at IS NOT NULL FROM clients "
+		"SELECT client_name, array_to_json(redirect_uris), disabled_at IS NOT NULL, "
+		"token_endpoint_auth_method = 'private_key_jwt', metadata->'jwks', metadata->>'jwks_uri' FROM clients "
 		"WHERE client_id = $1 AND kind = 'cimd' AND cimd_expires_at > now()");
 	const char *p[] = { client_id };
 	json_t *uris = NULL;
@@ -496,6 +528,12 @@ static int cache_get(struct db_conn *c, const char *client_id, struct client *ou
 		goto out;
 	uris = jparse_str(PQgetvalue(res, 0, 1), 0, LIM_JSON_DEPTH);
 	if (client_set_uris_json(out, uris) < 0)
+		goto out;
+	/* A private_key_jwt row without its keys fails closed: never a public client. */
+	const char *jwks = PQgetisnull(res, 0, 4) ? NULL : PQgetvalue(res, 0, 4);
+	const char *jwks_uri = PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5);
+	if (strcmp(PQgetvalue(res, 0, 3), "t") == 0 &&
+	    ((!jwks && !jwks_uri) || client_set_keys(out, jwks, jwks_uri) < 0))
 		goto out;
 	rc = 1;
 out:
@@ -518,11 +556,11 @@ static enum client_find fetch_checked(const struct config *cfg, const char *clie
 		*why = "too many client metadata documents are being fetched; try again in a moment";
 		return CLIENT_UNAVAILABLE;
 	}
-	*why = fetch_doc(cfg, client_id, doc, ttl);
+	*why = fetch_doc(cfg, client_id, LIM_CIMD_BODY, "client metadata", doc, ttl);
 	__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
 	if (!*why)
 		*why = check_doc(cfg, client_id, *doc, out, uris);
-	return *why ? CLIENT_UNKNOWN : CLIENT_FOUND;
+	return !*why ? CLIENT_FOUND : *why == cimd_oom ? CLIENT_UNAVAILABLE : CLIENT_UNKNOWN;
 }
 
 /* Caches a checked document for every node and completes out from it.
@@ -533,9 +571,10 @@ static enum client_find cache_put(struct db_conn *c, const char *client_id, cons
 	static struct db_stmt q_store = DB_STMT(
 		"INSERT INTO clients(client_id, kind, client_name, redirect_uris, token_endpoint_auth_method, "
 		"metadata, cimd_expires_at) VALUES ($1, 'cimd', $2, array(SELECT json_array_elements_text($3::json)), "
-		"'none', $4::jsonb, now() + make_interval(secs => $5::int)) "
+		"$6, $4::jsonb, now() + make_interval(secs => $5::int)) "
 		"ON CONFLICT (client_id) DO UPDATE SET client_name = EXCLUDED.client_name, "
 		"redirect_uris = EXCLUDED.redirect_uris, metadata = EXCLUDED.metadata, "
+		"token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method, "
 		"cimd_expires_at = EXCLUDED.cimd_expires_at WHERE clients.kind = 'cimd' "
 		"RETURNING disabled_at IS NOT NULL");
 	const char *name = json_string_value(json_object_get(doc, "client_name"));
@@ -544,10 +583,11 @@ static enum client_find cache_put(struct db_conn *c, const char *client_id, cons
 	enum client_find rc = CLIENT_UNAVAILABLE;
 	PGresult *res = NULL;
 	snprintf(ttls, sizeof(ttls), "%ld", ttl);
-	const char *p[] = { client_id, name, uris_text, doc_text, ttls };
+	const char *p[] = { client_id, name, uris_text,
+			    doc_text,  ttls, out->private_key_jwt ? "private_key_jwt" : "none" };
 	if ((name && !(out->name = strdup(name))) || !uris_text || !doc_text)
 		goto out;
-	if (!(res = db_exec_ok(c, &q_store, 5, p)))
+	if (!(res = db_exec_ok(c, &q_store, 6, p)))
 		goto out;
 	if (PQntuples(res) != 1) {
 		*why = "the client_id is already registered otherwise";
@@ -591,5 +631,93 @@ out:
 	json_decref(uris);
 	if (rc != CLIENT_FOUND)
 		client_free(out);
+	return rc;
+}
+
+/* ---- JWKS documents (jwks_uri) ------------------------------------------ */
+
+/* A fetched JWKS: an object whose keys are 1..LIM_JWKS_KEYS objects. */
+static const char *check_jwks(const json_t *doc)
+{
+	const json_t *keys = json_object_get(doc, "keys");
+	size_t i;
+	const json_t *k;
+	if (!json_is_array(keys) || json_array_size(keys) == 0 || json_array_size(keys) > LIM_JWKS_KEYS)
+		return "the JWKS has no keys array of an acceptable size";
+	json_array_foreach(keys, i, k)
+	{
+		if (!json_is_object(k))
+			return "the JWKS holds a key that is not an object";
+	}
+	return NULL;
+}
+
+/* The cached JWKS at uri while fresh: 1 (*jwks set), 0 none, -1 error. */
+static int jwks_cache_get(struct db_conn *c, const char *uri, char **jwks)
+{
+	static struct db_stmt q = DB_STMT("SELECT jwks FROM jwks_cache WHERE jwks_uri = $1 AND expires_at > now()");
+	const char *p[] = { uri };
+	PGresult *res = db_exec_ok(c, &q, 1, p);
+	int rc = -1;
+	if (!res)
+		return -1;
+	if (PQntuples(res) != 1)
+		rc = 0;
+	else if ((*jwks = strdup(PQgetvalue(res, 0, 0))))
+		rc = 1;
+	PQclear(res);
+	return rc;
+}
+
+static int jwks_cache_put(struct db_conn *c, const char *uri, const char *jwks, long ttl)
+{
+	static struct db_stmt q = DB_STMT(
+		"INSERT INTO jwks_cache(jwks_uri, jwks, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3::int)) "
+		"ON CONFLICT (jwks_uri) DO UPDATE SET jwks = EXCLUDED.jwks, expires_at = EXCLUDED.expires_at");
+	char ttls[24];
+	snprintf(ttls, sizeof(ttls), "%ld", ttl);
+	const char *p[] = { uri, jwks, ttls };
+	PGresult *res = db_exec_ok(c, &q, 3, p);
+	PQclear(res);
+	return res ? 0 : -1;
+}
+
+enum client_find cimd_jwks(struct app *app, struct db_conn *c, const char *uri, char **jwks, const char **why)
+{
+	const struct config *cfg = app->cfg;
+	json_t *doc = NULL;
+	long ttl = 0;
+	enum client_find rc = CLIENT_UNKNOWN;
+	*jwks = NULL;
+	if ((*why = check_url(cfg, uri)))
+		goto out;
+	int hit = jwks_cache_get(c, uri, jwks);
+	if (hit != 0) {
+		rc = hit > 0 ? CLIENT_FOUND : CLIENT_UNAVAILABLE;
+		goto out;
+	}
+	if (!fetch_slot_take(cfg)) {
+		log_msg(LOG_WARN, "cimd.busy", NULL, "too many client metadata fetches in flight");
+		metrics_count("cimd_fetch_total", "busy", 1);
+		*why = "too many documents are being fetched; try again in a moment";
+		rc = CLIENT_UNAVAILABLE;
+		goto out;
+	}
+	*why = fetch_doc(cfg, uri, LIM_JWKS_BODY, "jwks", &doc, &ttl);
+	__atomic_sub_fetch(&fetches_in_flight, 1, __ATOMIC_ACQ_REL);
+	if (*why || (*why = check_jwks(doc))) {
+		rc = *why == cimd_oom ? CLIENT_UNAVAILABLE : CLIENT_UNKNOWN;
+		goto out;
+	}
+	rc = CLIENT_UNAVAILABLE;
+	if (!(*jwks = json_dumps(doc, JSON_COMPACT)) || jwks_cache_put(c, uri, *jwks, ttl) < 0)
+		goto out;
+	rc = CLIENT_FOUND;
+out:
+	json_decref(doc);
+	if (rc != CLIENT_FOUND) {
+		free(*jwks);
+		*jwks = NULL;
+	}
 	return rc;
 }

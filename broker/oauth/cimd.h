@@ -26,6 +26,14 @@ int cimd_is_url(const char *client_id);
 enum client_find cimd_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out,
 			     const char **why) WUR;
 
+/* The JWKS at uri (a private_key_jwt client's jwks_uri), from the shared
+ * cache (jwks_cache) or fetched under the same policy, limits and slots as
+ * a document (at most LIM_JWKS_BODY) and cached by its Cache-Control:
+ * CLIENT_FOUND with *jwks the JSON text (the caller frees it);
+ * CLIENT_UNKNOWN (refused) or CLIENT_UNAVAILABLE with *why a fixed reason
+ * (NULL for a database error). */
+enum client_find cimd_jwks(struct app *app, struct db_conn *c, const char *uri, char **jwks, const char **why) WUR;
+
 /* Exposed for unit tests: 1 when the address may be connected to. */
 int cimd_address_allowed(const struct config *cfg, const struct sockaddr *sa);
 /* 1 when host matches pattern ("*.example.com" = any subdomain). */

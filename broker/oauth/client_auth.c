@@ -5,9 +5,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "client_assertion.h"
 #include "client_resolve.h"
 #include "crypto.h"
 #include "form.h"
+#include "jose.h"
 #include "log.h"
 #include "ratelimit.h"
 
@@ -102,12 +104,33 @@ static int secret_matches(const struct client *cl, const char *secret)
 static int credentials_ok(const struct client *cl, const char *secret, const char *alt)
 {
 	if (!cl->confidential)
-		return !secret || !*secret;
+		return !cl->private_key_jwt && (!secret || !*secret);
 	return secret && (secret_matches(cl, secret) || (alt && secret_matches(cl, alt)));
+}
+
+/* private_key_jwt (RFC 7523 2.2): the assertion is the only credential of
+ * the request, and both of its parameters are there. */
+static enum client_auth by_assertion(struct http_req *r, struct db_conn *c, const json_t *form, struct client *out)
+{
+	const char *type = form_get(form, "client_assertion_type");
+	const char *assertion = form_get(form, "client_assertion");
+	if (http_header(r, "Authorization") || form_get(form, "client_secret") || !type || !assertion)
+		return CA_INVALID_REQUEST;
+	if (strcmp(type, CLIENT_ASSERTION_TYPE) != 0)
+		return CA_INVALID_CLIENT;
+	switch (client_assertion_verify(r, c, assertion, form_get(form, "client_id"), out)) {
+	case CLA_OK: return CA_OK;
+	case CLA_UNAVAILABLE: return CA_ERROR;
+	default: return CA_INVALID_CLIENT;
+	}
 }
 
 enum client_auth client_auth_verify(struct http_req *r, struct db_conn *c, const json_t *form, struct client *out)
 {
+	if (form_get(form, "client_assertion_type") || form_get(form, "client_assertion")) {
+		memset(out, 0, sizeof(*out));
+		return by_assertion(r, c, form, out);
+	}
 	const char *hdr = http_header(r, "Authorization");
 	const char *form_id = form_get(form, "client_id");
 	const char *form_secret = form_get(form, "client_secret");
@@ -170,10 +193,17 @@ void client_auth_named_id(struct http_req *r, const json_t *form, char out[LIM_C
 	const char *id = form_get(form, "client_id");
 	struct basic bc;
 	memset(&bc, 0, sizeof(bc));
+	const char *assertion = form_get(form, "client_assertion");
+	struct jws j;
+	memset(&j, 0, sizeof(j));
 	if (hdr && parse_basic(hdr, &bc) == 0)
 		id = bc.id;
+	/* An assertion names its client by iss (unverified: a bucket key only). */
+	else if (!id && assertion && jose_parse(assertion, strlen(assertion), &j) == 0)
+		id = json_string_value(json_object_get(j.payload, "iss"));
 	/* Over-long names are no client's: they share one key per address. */
 	snprintf(out, LIM_CLIENT_ID + 1, "%s", id && strlen(id) <= LIM_CLIENT_ID ? id : id ? "\x01long" : "");
+	jose_free(&j);
 	basic_free(&bc);
 }
 

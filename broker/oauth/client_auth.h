@@ -18,7 +18,8 @@ enum client_auth {
 };
 
 /* Authenticates the client of a token/revoke request by HTTP Basic,
- * client_secret_post, or client_id alone for public clients; *out is the
+ * client_secret_post, private_key_jwt (client_assertion; a client with keys
+ * has no other way), or client_id alone for public clients; *out is the
  * client on CA_OK and all zero otherwise. */
 enum client_auth client_auth_verify(struct http_req *r, struct db_conn *c, const json_t *form, struct client *out) WUR;
 /* Answers a failed authentication with the RFC 6749 error. */
@@ -28,8 +29,9 @@ void client_auth_error(struct http_req *r, enum client_auth rc);
  * address (limits.token_failures_*; ratelimit.h), never in a bucket that
  * valid requests use, so nobody can exhaust a limit for somebody else.
  * client_auth_named_id: the client id the request names, read as
- * client_auth_verify reads it (HTTP Basic user, else the form's client_id;
- * form may be NULL), "" when none; never authenticated.
+ * client_auth_verify reads it (HTTP Basic user, else the form's client_id,
+ * else a client_assertion's iss; form may be NULL), "" when none; never
+ * authenticated.
  * client_auth_failures_check: before anything is evaluated; 0 go on, -1
  * when that pair or address is over its limit and r was answered 429
  * slow_down with Retry-After. client_auth_failures_count: after r was

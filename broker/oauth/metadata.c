@@ -74,7 +74,8 @@ void metadata_authorization_server(struct http_req *r)
 		bad |= json_object_set_new(m, "registration_endpoint", endpoint_json(cfg, "/register")) < 0;
 	bad |= json_object_set_new(m, "revocation_endpoint", endpoint_json(cfg, "/revoke")) < 0;
 	bad |= json_object_set_new(m, "revocation_endpoint_auth_methods_supported",
-				   json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post")) < 0;
+				   json_pack("[s,s,s,s]", "none", "client_secret_basic", "client_secret_post",
+					     "private_key_jwt")) < 0;
 	if (cfg->n_resource_servers) {
 		bad |= json_object_set_new(m, "introspection_endpoint", endpoint_json(cfg, "/introspect")) < 0;
 		bad |= json_object_set_new(m, "introspection_endpoint_auth_methods_supported",
@@ -92,7 +93,10 @@ void metadata_authorization_server(struct http_req *r)
 							"client_credentials")
 					    : json_pack("[s,s]", "authorization_code", "refresh_token")) < 0;
 	bad |= json_object_set_new(m, "token_endpoint_auth_methods_supported",
-				   json_pack("[s,s,s]", "none", "client_secret_basic", "client_secret_post")) < 0;
+				   json_pack("[s,s,s,s]", "none", "client_secret_basic", "client_secret_post",
+					     "private_key_jwt")) < 0;
+	bad |= json_object_set_new(m, "token_endpoint_auth_signing_alg_values_supported",
+				   json_pack("[s,s,s,s]", "RS256", "PS256", "ES256", "EdDSA")) < 0;
 	bad |= json_object_set_new(m, "code_challenge_methods_supported", json_pack("[s]", "S256")) < 0;
 	bad |= json_object_set_new(m, "client_id_metadata_document_supported",
 				   json_boolean(cfg->registration.client_id_metadata_documents)) < 0;

@@ -19,8 +19,20 @@ void client_free(struct client *cl)
 {
 	uris_free(cl);
 	free(cl->name);
+	free(cl->jwks);
+	free(cl->jwks_uri);
 	crypto_wipe(cl->secret_hash, sizeof(cl->secret_hash));
 	memset(cl, 0, sizeof(*cl));
+}
+
+int client_set_keys(struct client *cl, const char *jwks, const char *jwks_uri)
+{
+	free(cl->jwks);
+	free(cl->jwks_uri);
+	cl->jwks = jwks ? strdup(jwks) : NULL;
+	cl->jwks_uri = jwks_uri ? strdup(jwks_uri) : NULL;
+	cl->private_key_jwt = cl->jwks || cl->jwks_uri;
+	return (jwks && !cl->jwks) || (jwks_uri && !cl->jwks_uri) ? -1 : 0;
 }
 
 int client_id_ok(const char *id)

@@ -17,9 +17,15 @@ struct client {
 	char *name;   /* may be NULL */
 	char **redirect_uris;
 	size_t n_redirect_uris;
-	int confidential;
+	int confidential; /* has a secret; after private_key_jwt: proved a key */
 	uint8_t secret_hash[CRYPTO_SHA256_LEN];
 	int disabled;
+	/* private_key_jwt (RFC 7523): the client authenticates only by a signed
+	 * assertion, verified with its JWKS: inline (jwks, JSON text) or at
+	 * jwks_uri (fetched like a CIMD document). One of them when set. */
+	int private_key_jwt;
+	char *jwks;
+	char *jwks_uri;
 };
 
 /* How a client lookup ended (store/clients.h, oauth/cimd.h,
@@ -34,6 +40,10 @@ enum client_find {
 /* Frees what cl owns, wipes the secret hash and zeroes *cl. An all-zero
  * client may be freed, and freed again. */
 void client_free(struct client *cl);
+
+/* Sets cl's private_key_jwt keys to copies of jwks (JSON text) or
+ * jwks_uri, exactly one non-NULL. 0, or -1 on allocation failure. */
+int client_set_keys(struct client *cl, const char *jwks, const char *jwks_uri) WUR;
 
 /* 1 when id can be a client_id at all: 1..LIM_CLIENT_ID bytes of VSCHAR
  * (RFC 6749 appendix A.1). Anything else is nobody's id. */

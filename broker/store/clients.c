@@ -22,6 +22,8 @@ static enum client_find from_config(const struct cfg_client *sc, const PGresult 
 		return CLIENT_UNAVAILABLE;
 	if (client_set_uris(out, (const char *const *)sc->redirect_uris, sc->n_redirect_uris) < 0)
 		return CLIENT_UNAVAILABLE;
+	if ((sc->jwks || sc->jwks_uri) && client_set_keys(out, sc->jwks, sc->jwks_uri) < 0)
+		return CLIENT_UNAVAILABLE;
 	return CLIENT_FOUND;
 }
 

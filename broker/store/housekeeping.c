@@ -35,6 +35,12 @@ static struct db_stmt purge[] = {
 	DB_STMT("DELETE FROM mcp_session_bindings WHERE ctid IN (SELECT s.ctid FROM mcp_session_bindings s "
 		"WHERE s.created_at < now() - interval '1 day' AND NOT EXISTS (SELECT 1 FROM grants g "
 		"WHERE g.user_id = s.user_id AND g.status = 'active') LIMIT " HK_BATCH ")"),
+	/* Spent client assertion ids (their assertions expired) and stale
+	 * fetched JWKS documents (migration 0005). */
+	DB_STMT("DELETE FROM client_assertion_jtis WHERE ctid IN (SELECT ctid FROM client_assertion_jtis "
+		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+	DB_STMT("DELETE FROM jwks_cache WHERE ctid IN (SELECT ctid FROM jwks_cache "
+		"WHERE expires_at < now() - interval '1 day' LIMIT " HK_BATCH ")"),
 	/* The per-resource table of the previous version (migration 0004). */
 	DB_STMT("DELETE FROM mcp_sessions WHERE ctid IN (SELECT ctid FROM mcp_sessions "
 		"WHERE created_at < now() - interval '1 day' LIMIT " HK_BATCH ")"),

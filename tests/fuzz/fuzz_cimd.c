@@ -6,7 +6,8 @@
  *   fragment, query or credentials, and not on the deny list;
  * - an accepted document names that client_id, has 1..LIM_REDIRECT_URIS
  *   redirect URIs that the registration policy allows, and no
- *   token_endpoint_auth_method but "none". */
+ *   token_endpoint_auth_method but "none" or "private_key_jwt" (with
+ *   exactly one of jwks and jwks_uri). */
 #include <strings.h>
 
 #include "cimd.h"
@@ -75,6 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&out, 0, sizeof(out));
 	if (cimd_check_document(&cfg, url, doc, doclen, &out, &uris) == NULL) {
 		FUZZ_CHECK(strcmp(out.client_id, url) == 0 && strcmp(out.kind, "cimd") == 0);
+		FUZZ_CHECK(out.private_key_jwt == (out.jwks || out.jwks_uri) && !(out.jwks && out.jwks_uri));
 		size_t n = json_array_size(uris), i;
 		json_t *v;
 		FUZZ_CHECK(n >= 1 && n <= LIM_REDIRECT_URIS);

@@ -583,8 +583,8 @@ test('bad documents: client_id mismatch, redirect_uris, auth method, grant types
   await assertRefused(A, url('/no-redirects.json'), 'the document has no valid redirect_uris');
   await assertRefused(A, url('/empty-redirects.json'), 'the document has no valid redirect_uris');
   await assertRefused(A, url('/bad-redirect.json'), "the document's redirect_uris are not acceptable");
-  await assertRefused(A, url('/pkjwt.json'), 'only token_endpoint_auth_method "none" is supported for metadata documents');
-  await assertRefused(A, url('/secret-basic.json'), 'only token_endpoint_auth_method "none" is supported for metadata documents');
+  await assertRefused(A, url('/pkjwt.json'), 'private_key_jwt needs exactly one of jwks and jwks_uri');
+  await assertRefused(A, url('/secret-basic.json'), 'token_endpoint_auth_method must be "none" or "private_key_jwt"');
   await assertRefused(A, url('/bad-grant.json'), "the document's grant_types are not acceptable");
   // Same rules as DCR: loopback redirects are refused where the policy says so.
   await assertRefused(policy, url('/doc.json'), "the document's redirect_uris are not acceptable");

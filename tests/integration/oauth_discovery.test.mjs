@@ -55,7 +55,7 @@ test('authorization server metadata on both well-known paths', async () => {
   assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
   assert.deepEqual(m.response_types_supported, ['code']);
   assert.deepEqual([...m.grant_types_supported].sort(), ['authorization_code', 'refresh_token']);
-  assert.deepEqual([...m.token_endpoint_auth_methods_supported].sort(), ['client_secret_basic', 'client_secret_post', 'none']);
+  assert.deepEqual([...m.token_endpoint_auth_methods_supported].sort(), ['client_secret_basic', 'client_secret_post', 'none', 'private_key_jwt']);
   assert.equal(m.client_id_metadata_document_supported, false);
   assert.equal(m.authorization_response_iss_parameter_supported, true);
   const all = [...new Set(RESOURCES.flatMap(scopeKeys))].sort();

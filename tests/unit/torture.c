@@ -156,6 +156,15 @@ static int warm_up(void)
 	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	int ok = kdf && gcm && mac && EVP_Digest("", 0, d, &dl, EVP_sha256(), NULL) == 1 &&
 		 RAND_bytes(r, sizeof(r)) == 1;
+	/* The public-key algorithms of core/jose.c (keys and signatures). */
+	static const char *const keys[] = { "RSA", "EC", "ED25519" }, *const sigs[] = { "RSA", "ECDSA", "ED25519" };
+	for (size_t i = 0; ok && i < sizeof(keys) / sizeof(keys[0]); i++) {
+		EVP_KEYMGMT *km = EVP_KEYMGMT_fetch(NULL, keys[i], NULL);
+		EVP_SIGNATURE *sg = EVP_SIGNATURE_fetch(NULL, sigs[i], NULL);
+		ok = km && sg;
+		EVP_KEYMGMT_free(km);
+		EVP_SIGNATURE_free(sg);
+	}
 	EVP_KDF_free(kdf);
 	EVP_CIPHER_free(gcm);
 	EVP_MAC_free(mac);

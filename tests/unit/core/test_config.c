@@ -978,6 +978,44 @@ static void test_load_and_describe(void)
 	}
 }
 
+/* private_key_jwt keys of pre-registered clients: an inline JWKS of usable
+ * public keys, or an https jwks_uri; one of them, no secret beside. */
+#define ED_JWK "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}"
+#define CL(rest) "\"clients\":[{\"client_id\":\"c\",\"redirect_uris\":[\"https://a.example/cb\"]," rest "}]"
+static void test_client_keys(void)
+{
+	struct config *c = passes_at(__LINE__, build((struct cfgt){ .extra = CL("\"jwks\":{\"keys\":[" ED_JWK "]}") }));
+	CHECK(c && c->n_clients == 1 && c->clients[0].jwks && strstr(c->clients[0].jwks, "11qYAYKx"));
+	config_free(&c);
+	c = passes_at(__LINE__, build((struct cfgt){ .extra = CL("\"jwks_uri\":\"https://a.example/jwks.json\"") }));
+	CHECK(c && c->clients[0].jwks_uri && !c->clients[0].jwks);
+	config_free(&c);
+	fails_exactly_at(__LINE__, build((struct cfgt){ .extra = CL("\"jwks\":{\"keys\":[]}") }),
+			 "$.clients[0].jwks: expected a JWKS object: {\"keys\": [1..16 public keys]}");
+	fails_exactly_at(__LINE__, build((struct cfgt){ .extra = CL("\"jwks\":[" ED_JWK "]") }),
+			 "$.clients[0].jwks: expected a JWKS object: {\"keys\": [1..16 public keys]}");
+	fails_at(__LINE__,
+		 build((struct cfgt){ .extra = CL("\"jwks\":{\"keys\":[{\"kty\":\"oct\",\"k\":\"AQAB\"}]}") }),
+		 "$.clients[0].jwks: keys[0]: expected a public signing key");
+	fails_at(__LINE__,
+		 build((struct cfgt){ .extra = CL("\"jwks\":{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+						  "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\","
+						  "\"d\":\"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A\"}]}") }),
+		 "$.clients[0].jwks: keys[0]: expected a public signing key");
+	fails_exactly_at(__LINE__, build((struct cfgt){ .extra = CL("\"jwks_uri\":\"http://a.example/jwks.json\"") }),
+			 "$.clients[0].jwks_uri: expected an https URL");
+	fails_exactly_at(__LINE__,
+			 build((struct cfgt){
+				 .extra = CL("\"jwks_uri\":\"https://a.example/j\",\"jwks\":{\"keys\":[" ED_JWK
+					     "]}") }),
+			 "$.clients[0]: set jwks or jwks_uri, not both");
+	fails_exactly_at(
+		__LINE__,
+		build((struct cfgt){
+			.extra = CL("\"jwks_uri\":\"https://a.example/j\",\"client_secret\":\"0123456789abcdef\"") }),
+		"$.clients[0]: a client with jwks or jwks_uri authenticates with private_key_jwt: drop client_secret");
+}
+
 int main(void)
 {
 	test_minimal_and_defaults();
@@ -997,5 +1035,6 @@ int main(void)
 	test_resources_upstreams();
 	test_machine_clients();
 	test_load_and_describe();
+	test_client_keys();
 	TEST_DONE();
 }

@@ -95,6 +95,52 @@ static void test_document(void)
 	CHECK(doc(id, "") != NULL);
 }
 
+/* token_endpoint_auth_method private_key_jwt: exactly one of jwks (an
+ * object with keys) and jwks_uri (an https URL the fetch policy allows),
+ * which the client then carries; keys without the method are refused. */
+static const char *keyed(const char *members, struct client *out)
+{
+	char t[1024];
+	json_t *uris = NULL;
+	snprintf(t, sizeof(t),
+		 "{\"client_id\":\"https://client.example.com/m\",\"redirect_uris\":[\"https://x/cb\"],%s}", members);
+	memset(out, 0, sizeof(*out));
+	const char *why = cimd_check_document(&cfg, "https://client.example.com/m", t, strlen(t), out, &uris);
+	json_decref(uris);
+	return why;
+}
+
+static void test_private_key_jwt(void)
+{
+	struct client out;
+	CHECK(keyed("\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"https://client.example.com/j\"",
+		    &out) == NULL);
+	CHECK(out.private_key_jwt && out.jwks_uri && strcmp(out.jwks_uri, "https://client.example.com/j") == 0 &&
+	      !out.jwks);
+	client_free(&out);
+	CHECK(keyed("\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks\":{\"keys\":[{\"kty\":\"OKP\"}]}",
+		    &out) == NULL);
+	CHECK(out.private_key_jwt && out.jwks && strstr(out.jwks, "\"keys\"") && !out.jwks_uri);
+	client_free(&out);
+	const char *bad[] = {
+		"\"token_endpoint_auth_method\":\"private_key_jwt\"",
+		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"https://client.example.com/j\",\"jwks\":{}",
+		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"http://client.example.com/j\"",
+		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":\"https://127.0.0.1/j\"",
+		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks_uri\":7",
+		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks\":[]",
+		"\"token_endpoint_auth_method\":\"private_key_jwt\",\"jwks\":{\"k\":[]}",
+		"\"token_endpoint_auth_method\":\"none\",\"jwks_uri\":\"https://client.example.com/j\"",
+		"\"jwks\":{\"keys\":[]}",
+		"\"token_endpoint_auth_method\":\"client_secret_post\"",
+		"\"token_endpoint_auth_method\":7",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(keyed(bad[i], &out) != NULL);
+		client_free(&out);
+	}
+}
+
 int main(void)
 {
 	cfg.registration.client_id_metadata_documents = 1;
@@ -103,5 +149,6 @@ int main(void)
 	test_url();
 	test_max_age();
 	test_document();
+	test_private_key_jwt();
 	TEST_DONE();
 }
