@@ -5,6 +5,11 @@
 //     plain reverse proxy vs through the broker (requests/s, p50, p99)
 //  3. the broker's RSS idle and with 1,000 idle SSE streams open
 //  4. one complete double-flow (ms), code exchanges/s, refreshes/s
+//  5. token modes on one broker, same run, same load: token requests/s for
+//     client_credentials (a machine client, grant reuse path: no upstream
+//     call) vs authorization_code + PKCE exchanges of a plain public client
+//     vs refresh_token, with ratios
+// BENCH_ONLY=token-modes runs section 5 alone.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -56,9 +61,85 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
 
 const fmt = (r) => `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms${r.non2xx || r.errors ? `  (non-2xx ${r.non2xx}, errors ${r.errors})` : ''}`;
 
+const pool = async (items, conc, fn) => {
+  let i = 0;
+  await Promise.all(Array.from({ length: conc }, async () => { while (i < items.length) await fn(items[i++]); }));
+};
+
+/** Runs fn over items, conc at a time: {ok, n, sec, rate} where ok counts fn's true answers. */
+async function timed(items, conc, fn) {
+  let ok = 0;
+  const t0 = process.hrtime.bigint();
+  await pool(items, conc, async (x) => { if (await fn(x)) ok++; });
+  const sec = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { ok, n: items.length, sec, rate: ok / sec };
+}
+
+/** Section 5: the three ways to get a broker access token, side by side on one broker. */
+async function tokenModes(say, idp) {
+  const N = Number(process.env.BENCH_TOKEN_N || 1000), CONC = 16;
+  const machine = { id: 'bench-machine', secret: 'bench-machine-secret-0123456789' };
+  const db = await createDatabase('bench_tokens');
+  const b = await startBroker(baseConfig({ port: await freePort(), databaseUrl: db, extra: {
+    http: { threads: 4, drain_timeout_s: 5 },
+    log: { level: process.env.BENCH_LOG_LEVEL || 'info' },
+    database: { pool_size: 8 },
+    limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+    upstreams: {
+      ...upstreamConfig(idp),
+      oidc: { preset: 'oidc', issuer: `${idp.base}/oidc`, client_id: 'oidc-client', client_secret: 'oidc-secret',
+        scopes: ['api'], client_credentials: true },
+    },
+    clients: [{ client_id: machine.id, client_secret: machine.secret, grant_types: ['client_credentials'],
+      resources: ['/cc'], scopes: ['read'] }],
+    resources: [
+      { path: '/mcp', upstream: 'sentry', downstream: 'http://127.0.0.1:9/mcp', scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] },
+      { path: '/cc', upstream: 'oidc', downstream: 'http://127.0.0.1:9/cc', scopes: { read: ['*'] }, default_scopes: ['read'] },
+    ],
+  } }), { keepLogs: false });
+  const redirectUri = 'http://127.0.0.1:9/cb';
+  const reg = await req(`${b.url}/register`, { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' }) });
+  const clientId = reg.json.client_id;
+  // Codes are made ahead (untimed: browser, consent, upstream login); a code lives tokens.code_ttl (60 s).
+  const flows = [];
+  await pool(Array.from({ length: N }, (_, i) => i), 8, async (i) => {
+    const f = await runFlow({ broker: b.url, clientId, redirectUri, resource: `${b.url}/mcp`, login: `tm${i % 20}` });
+    if (f.code) flows.push(f);
+  });
+  // The machine client's first token makes its grant (one upstream client_credentials call); the timed ones reuse it.
+  const cc = () => tokenRequest(b.url, { grant_type: 'client_credentials', resource: `${b.url}/cc` }, { basic: [machine.id, machine.secret] });
+  if ((await cc()).status !== 200) throw new Error('client_credentials: the first token was refused');
+
+  const pairs = [];
+  const ex = await timed(flows, CONC, async (f) => {
+    const r = await exchangeCode(b.url, { clientId, code: f.code, verifier: f.verifier, redirectUri });
+    if (r.status === 200) pairs.push(r.json);
+    return r.status === 200;
+  });
+  const ccr = await timed(Array.from({ length: N }), CONC, async () => (await cc()).status === 200);
+  const rf = await timed(pairs, CONC, async (p) =>
+    (await tokenRequest(b.url, { grant_type: 'refresh_token', refresh_token: p.refresh_token, client_id: clientId })).status === 200);
+  const line = (name, r) => `  ${name.padEnd(38)} ${String(r.ok).padStart(4)}/${r.n} in ${r.sec.toFixed(2)} s = ${r.rate.toFixed(0).padStart(5)} /s`;
+  say(`token modes (POST /token, ${CONC} concurrent, one broker, same run):`);
+  say(line('client_credentials (grant reuse)', ccr));
+  say(line('authorization_code + PKCE (public)', ex));
+  say(line('refresh_token (rotation)', rf));
+  say(`  ratios: client_credentials/code exchange ${(ccr.rate / ex.rate).toFixed(2)}, client_credentials/refresh ${(ccr.rate / rf.rate).toFixed(2)}, refresh/code exchange ${(rf.rate / ex.rate).toFixed(2)}`);
+  await b.stop();
+}
+
 async function main() {
   const lines = [];
   const say = (s) => { lines.push(s); console.log(s); };
+  if (process.env.BENCH_ONLY === 'token-modes') {
+    const idp = await startIdp({ port: 0, log: false });
+    say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): token modes only`);
+    await tokenModes(say, idp);
+    await idp.close();
+    writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
+    return;
+  }
   const idp = await startIdp({ port: 0 });
   // The downstream for the tools/call comparison: nginx answering a fixed
   // JSON-RPC result, so that the downstream is not the bottleneck.
@@ -137,10 +218,6 @@ async function main() {
     const f = await runFlow({ broker: b.url, clientId, redirectUri: 'http://127.0.0.1:9/cb', resource: `${b.url}/mcp`, login: `ex${i % 20}` });
     codes.push(f);
   }
-  const pool = async (items, conc, fn) => {
-    let i = 0;
-    await Promise.all(Array.from({ length: conc }, async () => { while (i < items.length) await fn(items[i++]); }));
-  };
   const pairs = [];
   let t1 = process.hrtime.bigint();
   await pool(codes, 16, async (f) => {
@@ -183,6 +260,7 @@ async function main() {
   ngDs.stop();
   ngPx.stop();
   await sse.close();
+  await tokenModes(say, idp);
   await idp.close();
   writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
 }

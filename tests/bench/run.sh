@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks (not part of the test suite): builds, starts a throwaway
 # PostgreSQL and runs tests/bench/bench.mjs, which prints figures and ratios
-# measured side by side in one run. BENCH_SECONDS sets each wrk run (10).
+# measured side by side in one run. BENCH_SECONDS sets each wrk run (10);
+# BENCH_ONLY=token-modes runs only the token modes section (BENCH_TOKEN_N
+# requests per mode, 1000).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
