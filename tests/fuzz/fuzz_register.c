@@ -18,7 +18,8 @@
 
 static int metadata_key_ok(const char *k)
 {
-	static const char *const keys[] = { "client_uri", "logo_uri", "tos_uri", "policy_uri", "scope" };
+	static const char *const keys[] = { "client_uri", "logo_uri", "tos_uri",
+					    "policy_uri", "scope",    "application_type" };
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (strcmp(k, keys[i]) == 0)
 			return 1;
@@ -49,6 +50,11 @@ static void check_accepted(const struct config *cfg, const struct register_reque
 		FUZZ_CHECK(g && (strcmp(g, "authorization_code") == 0 || strcmp(g, "refresh_token") == 0));
 	}
 	json_object_foreach(rq->metadata, k, v) FUZZ_CHECK(metadata_key_ok(k) && json_is_string(v));
+	/* application_type (SEP-837) is recorded, and only as web or native. */
+	FUZZ_CHECK(rq->application_type &&
+		   (strcmp(rq->application_type, "web") == 0 || strcmp(rq->application_type, "native") == 0));
+	const char *recorded = json_string_value(json_object_get(rq->metadata, "application_type"));
+	FUZZ_CHECK(recorded && strcmp(recorded, rq->application_type) == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
