@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "crypto.h"
+#include "hdr.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -162,18 +163,9 @@ static int resp_header_allowed(const struct engine_xfer *x, const char *name, si
 		"content-type", "cache-control", "mcp-session-id", "mcp-protocol-version", "retry-after",
 		"vary",         "etag",          "last-modified",  "content-language"
 	};
-	static const char *const never[] = { "set-cookie",
-					     "set-cookie2",
-					     "connection",
-					     "keep-alive",
-					     "proxy-authenticate",
-					     "proxy-authorization",
-					     "te",
-					     "trailer",
-					     "transfer-encoding",
-					     "upgrade",
-					     "content-length",
-					     "proxy-connection" };
+	static const char *const never[] = { "set-cookie", "set-cookie2" };
+	if (hdr_hop_by_hop(name, n))
+		return 0;
 	for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
 		if (strlen(never[i]) == n && strncasecmp(name, never[i], n) == 0)
 			return 0;

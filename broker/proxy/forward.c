@@ -84,18 +84,8 @@ int forward_dropped(const char *name, const char *inject_header, const char *con
 		"authorization",
 		"cookie",
 		"host",
-		"connection",
-		"keep-alive",
-		"proxy-authenticate",
-		"proxy-authorization",
-		"te",
-		"trailer",
-		"transfer-encoding",
-		"upgrade",
-		"content-length",
 		"expect",
 		"accept-encoding",
-		"proxy-connection",
 		"x-mcp-user",
 		"x-mcp-client",
 		"x-mcp-scopes",
@@ -147,7 +137,7 @@ int forward_dropped(const char *name, const char *inject_header, const char *con
 	/* CGI/WSGI servers map '_' and '-' to the same variable
 	 * (X_MCP_User is HTTP_X_MCP_USER): names with '_' are dropped, as
 	 * nginx does by default. */
-	if (strchr(name, '_'))
+	if (strchr(name, '_') || hdr_hop_by_hop(name, strlen(name)))
 		return 1;
 	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
 		if (strcasecmp(name, drop[i]) == 0)
