@@ -167,6 +167,8 @@ static const struct field resource_fields[] = {
 	  "requests/s per grant (0: limits.proxy_per_grant_per_second)" },
 	{ "rate_per_client", F_INT, 0, O(struct cfg_resource, rate_per_client), 0, 0, 1000000, 0, NULL, 0,
 	  "requests/s per client across its grants (0 disables)" },
+	{ "require_dpop", F_BOOL, 0, O(struct cfg_resource, require_dpop), 0, 0, 0, 0, NULL, 0,
+	  "only DPoP-bound access tokens (RFC 9449) are accepted" },
 	END
 };
 static const struct schema resource_schema = { "resource", sizeof(struct cfg_resource), resource_fields, -1 };
@@ -257,6 +259,17 @@ static const struct field limits_fields[] = {
 	  "the same failures per client address across all client ids (IPv6 per /64; 0 disables)" },
 	END
 };
+static const struct field dpop_fields[] = {
+	{ "require_nonce", F_BOOL, 0, C(dpop.require_nonce) - C(dpop), 0, 0, 0, 0, NULL, 0,
+	  "DPoP proofs must carry a nonce the broker issued (DPoP-Nonce)" },
+	{ "nonce_ttl_s", F_INT, 0, C(dpop.nonce_ttl_s) - C(dpop), 0, 10, 3600, 300, NULL, 0,
+	  "a nonce is good for one to two of these periods, on every node" },
+	{ "proof_max_age_s", F_INT, 0, C(dpop.proof_max_age_s) - C(dpop), 0, 5, 600, 120, NULL, 0,
+	  "a proof's iat at most this old (its jti is remembered as long)" },
+	END
+};
+static const struct schema dpop_schema = { "dpop", sizeof(((struct config *)0)->dpop), dpop_fields, -1 };
+
 static const struct schema limits_schema = { "limits", sizeof(((struct config *)0)->limits), limits_fields, -1 };
 
 static const struct field database_fields[] = {
@@ -314,6 +327,7 @@ static const struct field config_fields[] = {
 	{ "resource_servers", F_ARRAY, 0, C(resource_servers), C(n_resource_servers), 0, 64, 0, &rs_schema, 0,
 	  "credentials allowed to call /introspect" },
 	{ "limits", F_OBJECT, 0, C(limits), 0, 0, 0, 0, &limits_schema, 0, "rate limits" },
+	{ "dpop", F_OBJECT, 0, C(dpop), 0, 0, 0, 0, &dpop_schema, 0, "DPoP proofs (RFC 9449)" },
 	{ "database", F_OBJECT, 0, C(database), 0, 0, 0, 0, &database_schema, 0, "PostgreSQL pool" },
 	{ "http", F_OBJECT, 0, C(http), 0, 0, 0, 0, &http_schema, 0, "HTTP server" },
 	{ "log", F_OBJECT, 0, C(log), 0, 0, 0, 0, &log_schema, 0, "logging" },
@@ -1303,6 +1317,11 @@ static void check_semantics(struct config *c, struct cfg_errors *e)
 		    "$.registration.cimd_allow_private_cidrs", "expected CIDRs like 127.0.0.1/32", e);
 	if (!c->log.level && !(c->log.level = strdup("info")))
 		cfg_err(e, "$.log.level", "out of memory");
+	/* DPoP nonces are good on every node: their key comes from a secret
+	 * they all share, under its own purpose. */
+	if (crypto_hkdf(c->cookie_secret, CRYPTO_KEY_LEN, "mcp-broker", 10, "dpop-nonce", c->dpop.nonce_key,
+			CRYPTO_KEY_LEN) < 0)
+		cfg_err(e, "$.cookie_secret", "cannot derive the DPoP nonce key");
 }
 
 /* ---- entry points ------------------------------------------------------ */

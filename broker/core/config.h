@@ -92,6 +92,7 @@ struct cfg_resource {
 	long rate_per_client;    /* proxied requests per second per client (0: unlimited) */
 	char **response_headers; /* downstream response headers passed beside the built-in allow-list */
 	size_t n_response_headers;
+	int require_dpop; /* Bearer tokens refused: DPoP-bound ones only */
 };
 
 struct config {
@@ -144,6 +145,11 @@ struct config {
 		long token_failures_per_client_address_per_minute; /* failure buckets (DESIGN 3.5) */
 		long token_failures_per_address_per_minute;
 	} limits;
+	struct {
+		int require_nonce;
+		long nonce_ttl_s, proof_max_age_s;
+		uint8_t nonce_key[CRYPTO_KEY_LEN]; /* derived from cookie_secret: the same on every node */
+	} dpop;
 	struct {
 		long pool_size, statement_timeout_ms, connect_timeout_s;
 	} database;

@@ -57,6 +57,7 @@ enum ti_rc {
 /* A live token with its grant's user: views into the query result. */
 struct token_row {
 	const char *kind, *client_id, *aud, *scope, *sub;
+	const char *jkt; /* the DPoP key the token is bound to, NULL when none */
 	long long exp, iat;
 };
 
@@ -86,14 +87,21 @@ static int audience_ok(const struct config *cfg, const struct cfg_resource_serve
 	return allowed;
 }
 
-/* The RFC 7662 section 2.2 answer for an active token. */
+/* The RFC 7662 section 2.2 answer for an active token; a DPoP-bound one
+ * names its key's thumbprint in cnf.jkt (RFC 9449 section 6.2). */
 static json_t *active_answer(const struct config *cfg, const struct token_row *row)
 {
 	int access = strcmp(row->kind, "access") == 0;
-	return json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "active", 1, "scope", row->scope, "client_id",
-			 row->client_id, "sub", row->sub, "aud", row->aud, "exp", (json_int_t)row->exp, "iat",
-			 (json_int_t)row->iat, "token_type", access ? "Bearer" : "refresh_token", "iss",
-			 cfg->public_url);
+	const char *type = !access ? "refresh_token" : row->jkt ? "DPoP" : "Bearer";
+	json_t *j = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "active", 1, "scope", row->scope,
+			      "client_id", row->client_id, "sub", row->sub, "aud", row->aud, "exp",
+			      (json_int_t)row->exp, "iat", (json_int_t)row->iat, "token_type", type, "iss",
+			      cfg->public_url);
+	if (j && row->jkt && json_object_set_new(j, "cnf", json_pack("{s:s}", "jkt", row->jkt)) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	return j;
 }
 
 /* The live token whose hash is that of token; *res owns what row points into. */
@@ -102,7 +110,7 @@ static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token,
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.kind, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
 		"u.upstream || ':' || u.subject, extract(epoch FROM t.expires_at)::bigint, "
-		"extract(epoch FROM t.created_at)::bigint, t.grant_id::text "
+		"extract(epoch FROM t.created_at)::bigint, t.grant_id::text, t.jkt "
 		"FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id "
 		"WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL AND t.expires_at > now() "
 		"AND g.status = 'active' AND (t.kind = 'access' OR t.used_at IS NULL)");
@@ -125,6 +133,7 @@ static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token,
 		row->aud = PQgetvalue(*res, 0, 2);
 		row->scope = PQgetvalue(*res, 0, 3);
 		row->sub = PQgetvalue(*res, 0, 4);
+		row->jkt = PQgetisnull(*res, 0, 8) ? NULL : PQgetvalue(*res, 0, 8);
 		rc = TI_OK;
 	}
 	crypto_wipe(hash, sizeof(hash));

@@ -4,10 +4,27 @@
 #include <string.h>
 
 #include "app.h"
+#include "dpop.h"
 #include "resources.h"
 #include "scope.h"
 
 /* The scopes res offers; NULL on allocation failure. */
+/* dpop_signing_alg_values_supported (RFC 9449 section 5.1): DPOP_ALGS as
+ * an array; NULL when out of memory. */
+static json_t *dpop_algs(void)
+{
+	json_t *a = json_array();
+	for (const char *p = DPOP_ALGS; a && *p;) {
+		size_t n = strcspn(p, " ");
+		if (json_array_append_new(a, json_stringn(p, n)) < 0) {
+			json_decref(a);
+			a = NULL;
+		}
+		p += n + (p[n] == ' ');
+	}
+	return a;
+}
+
 static json_t *resource_scopes(const struct cfg_resource *res)
 {
 	json_t *a = json_array();
@@ -98,6 +115,7 @@ void metadata_authorization_server(struct http_req *r)
 	bad |= json_object_set_new(m, "token_endpoint_auth_signing_alg_values_supported",
 				   json_pack("[s,s,s,s]", "RS256", "PS256", "ES256", "EdDSA")) < 0;
 	bad |= json_object_set_new(m, "code_challenge_methods_supported", json_pack("[s]", "S256")) < 0;
+	bad |= json_object_set_new(m, "dpop_signing_alg_values_supported", dpop_algs()) < 0;
 	bad |= json_object_set_new(m, "client_id_metadata_document_supported",
 				   json_boolean(cfg->registration.client_id_metadata_documents)) < 0;
 	bad |= json_object_set_new(m, "authorization_response_iss_parameter_supported", json_true()) < 0;
@@ -130,9 +148,10 @@ void metadata_protected_resource(struct http_req *r)
 		return;
 	}
 	json_t *scopes = resource_scopes(res);
-	json_t *m = scopes ? json_pack("{s:s, s:[s], s:o, s:[s]}", "resource", url, "authorization_servers",
+	json_t *m = scopes ? json_pack("{s:s, s:[s], s:o, s:[s], s:o, s:b}", "resource", url, "authorization_servers",
 				       cfg->public_url, "scopes_supported", scopes, "bearer_methods_supported",
-				       "header")
+				       "header", "dpop_signing_alg_values_supported", dpop_algs(),
+				       "dpop_bound_access_tokens_required", res->require_dpop)
 			   : NULL;
 	send_document(r, m, 0);
 }

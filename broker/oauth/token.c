@@ -9,6 +9,7 @@
 #include "audit.h"
 #include "client_auth.h"
 #include "crypto.h"
+#include "dpop.h"
 #include "form.h"
 #include "reqform.h"
 #include "grant.h"
@@ -233,17 +234,26 @@ static enum tk_rc parse_refresh(const json_t *form, struct refresh_req *q, struc
 /* A tokens row of kind refresh with its grant: views into the query result. */
 struct refresh_row {
 	const char *grant_id, *client_id, *resource, *scope;
+	const char *jkt;       /* the DPoP key the token is bound to, NULL when none */
 	const char *successor; /* sealed successor pair, NULL when none */
 	int live, revoked, active, used, in_grace;
 };
 
 /* The stored refresh token against the authenticated client: TK_OK,
  * TK_REUSED (rotated before), or TK_REFUSED. */
-static enum tk_rc refresh_check(const struct refresh_row *row, const struct client *cl, struct tk_refusal *why)
+static enum tk_rc refresh_check(const struct refresh_row *row, const struct client *cl, const char *jkt,
+				struct tk_refusal *why)
 {
 	enum tk_rc rc = TK_OK;
 	if (strcmp(row->client_id, cl->client_id) != 0)
 		rc = refuse(why, "invalid_grant", "the refresh token was issued to another client");
+	/* A bound refresh token is only its key holder's (RFC 9449 section 5):
+	 * checked before reuse, so that whoever stole it without the key
+	 * cannot even kill the grant with it. */
+	else if (row->jkt && !*jkt)
+		rc = refuse(why, "invalid_dpop_proof", "the refresh token is DPoP-bound: a DPoP proof is required");
+	else if (row->jkt && strcmp(row->jkt, jkt) != 0)
+		rc = refuse(why, "invalid_dpop_proof", "the refresh token is bound to another DPoP key");
 	else if (row->revoked || !row->active)
 		rc = refuse(why, "invalid_grant", "the authorization was revoked");
 	else if (row->used)
@@ -356,8 +366,8 @@ static int successor_key(const char *presented, uint8_t key[CRYPTO_KEY_LEN])
 static char *seal_successor(const char *presented, const char *hash, const struct issued *t, time_t access_exp)
 {
 	uint8_t key[CRYPTO_KEY_LEN];
-	json_t *j = json_pack("{s:s, s:s, s:I, s:s}", "a", t->access, "r", t->refresh, "e", (json_int_t)access_exp, "s",
-			      t->scope);
+	json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s}", "a", t->access, "r", t->refresh, "e", (json_int_t)access_exp,
+			      "s", t->scope, "k", t->jkt);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	char *out = NULL;
 	form_free(&j); /* the object holds token text: wiped before it is freed */
@@ -386,12 +396,14 @@ static int open_successor(const char *presented, const char *hash, const char *b
 	const char *a = json_string_value(json_object_get(j, "a"));
 	const char *rt = json_string_value(json_object_get(j, "r"));
 	const char *s = json_string_value(json_object_get(j, "s"));
+	const char *k = json_string_value(json_object_get(j, "k")); /* absent: sealed by an older node */
 	json_int_t e = json_integer_value(json_object_get(j, "e"));
 	if (a && rt && s && strlen(a) < sizeof(t->access) && strlen(rt) < sizeof(t->refresh) &&
-	    strlen(s) < sizeof(t->scope)) {
+	    strlen(s) < sizeof(t->scope) && (!k || strlen(k) < sizeof(t->jkt))) {
 		snprintf(t->access, sizeof(t->access), "%s", a);
 		snprintf(t->refresh, sizeof(t->refresh), "%s", rt);
 		snprintf(t->scope, sizeof(t->scope), "%s", s);
+		snprintf(t->jkt, sizeof(t->jkt), "%s", k ? k : "");
 		t->expires_in = (long)(e - time(NULL));
 		if (t->expires_in < 0)
 			t->expires_in = 0;
@@ -446,13 +458,14 @@ static enum tk_rc code_replayed(struct http_req *r, struct db_conn *c, const str
 /* Marks the code used and issues the grant's first pair into t, committed
  * with its audit record; refused when the grant was revoked meanwhile. */
 static enum tk_rc code_redeem(struct http_req *r, struct db_conn *c, const struct client *cl, const char *hash,
-			      const struct code_row *row, struct issued *t, struct tk_refusal *why)
+			      const struct code_row *row, const char *jkt, struct issued *t, struct tk_refusal *why)
 {
 	static struct db_stmt q_use = DB_STMT("UPDATE auth_codes SET used_at = now() WHERE code_hash = $1::bytea");
 	static struct db_stmt q_grant = DB_STMT("SELECT status = 'active' FROM grants WHERE id = $1::uuid");
 	static struct db_stmt q_client_used = DB_STMT("UPDATE clients SET last_used_at = now() WHERE client_id = $1");
 	const char *p[] = { hash }, *pg[] = { row->grant_id }, *pcl[] = { cl->client_id };
 	struct audit a = { "token.issued", "client", NULL, cl->client_id, row->grant_id, r->id };
+	struct grant_binding b = { jkt, !cl->confidential };
 	PGresult *used = NULL, *grant = NULL, *touched = NULL;
 	enum tk_rc rc = TK_UNAVAILABLE;
 	if (!(used = db_exec_ok(c, &q_use, 1, p)) || !(grant = db_exec_ok(c, &q_grant, 1, pg)) || PQntuples(grant) != 1)
@@ -460,9 +473,10 @@ static enum tk_rc code_redeem(struct http_req *r, struct db_conn *c, const struc
 	else if (strcmp(PQgetvalue(grant, 0, 0), "t") != 0)
 		rc = refuse(why, "invalid_grant", "the authorization was revoked");
 	else if ((touched = db_exec_ok(c, &q_client_used, 1, pcl)) &&
-		 grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, row->scope, t) == 0 &&
+		 grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, row->scope, &b, t) == 0 &&
 		 audit_record(c, &a,
-			      json_pack("{s:s, s:s}", "grant_type", "authorization_code", "scope", row->scope)) == 0 &&
+			      json_pack("{s:s, s:s, s:b}", "grant_type", "authorization_code", "scope", row->scope,
+					"dpop", *jkt != '\0')) == 0 &&
 		 db_commit(c) == 0)
 		rc = TK_OK;
 	PQclear(used);
@@ -472,7 +486,7 @@ static enum tk_rc code_redeem(struct http_req *r, struct db_conn *c, const struc
 }
 
 static enum tk_rc grant_code(struct http_req *r, struct db_conn *c, const json_t *form, const struct client *cl,
-			     struct issued *t, struct tk_refusal *why)
+			     const char *jkt, struct issued *t, struct tk_refusal *why)
 {
 	struct code_req q;
 	struct code_row row = { 0 };
@@ -495,7 +509,7 @@ static enum tk_rc grant_code(struct http_req *r, struct db_conn *c, const json_t
 		rc = resource_check(r->app->cfg, q.resource, row.resource,
 				    "resource does not match the authorization request", why);
 	if (rc == TK_OK)
-		rc = code_redeem(r, c, cl, hash, &row, t, why);
+		rc = code_redeem(r, c, cl, hash, &row, jkt, t, why);
 	PQclear(res);
 	crypto_wipe(hash, sizeof(hash));
 	return rc;
@@ -511,7 +525,7 @@ static enum tk_rc refresh_load(struct db_conn *c, const char *hash, long grace, 
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
 		"t.expires_at > now(), t.revoked_at IS NOT NULL, g.status = 'active', t.used_at IS NOT NULL, "
-		"coalesce(now() - t.used_at <= make_interval(secs => $2::int), false), t.successor "
+		"coalesce(now() - t.used_at <= make_interval(secs => $2::int), false), t.successor, t.jkt "
 		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
 		"WHERE t.token_hash = $1::bytea AND t.kind = 'refresh' FOR UPDATE OF t");
 	char graces[24];
@@ -533,6 +547,7 @@ static enum tk_rc refresh_load(struct db_conn *c, const char *hash, long grace, 
 		row->used = strcmp(PQgetvalue(*res, 0, 7), "t") == 0;
 		row->in_grace = strcmp(PQgetvalue(*res, 0, 8), "t") == 0;
 		row->successor = PQgetisnull(*res, 0, 9) ? NULL : PQgetvalue(*res, 0, 9);
+		row->jkt = PQgetisnull(*res, 0, 10) ? NULL : PQgetvalue(*res, 0, 10);
 		rc = TK_OK;
 	}
 	return rc;
@@ -571,25 +586,28 @@ static enum tk_rc refresh_reused(struct http_req *r, struct db_conn *c, const st
  * token for the grace window, marks that one used, and commits with the
  * audit record. */
 static enum tk_rc refresh_rotate(struct http_req *r, struct db_conn *c, const struct client *cl, const char *presented,
-				 const char *hash, const struct refresh_row *row, const char *scope, struct issued *t)
+				 const char *hash, const struct refresh_row *row, const char *scope, const char *jkt,
+				 struct issued *t)
 {
 	static struct db_stmt q_rotate = DB_STMT(
 		"UPDATE tokens SET used_at = now(), successor = $2::bytea WHERE token_hash = $1::bytea");
 	struct audit a = { "token.refreshed", "client", NULL, cl->client_id, row->grant_id, r->id };
+	struct grant_binding b = { jkt, !cl->confidential };
 	char *successor = NULL;
 	PGresult *res = NULL;
-	int ok = grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, scope, t) == 0 &&
+	int ok = grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, scope, &b, t) == 0 &&
 		 (successor = seal_successor(presented, hash, t, time(NULL) + t->expires_in)) != NULL;
 	const char *p[] = { hash, successor };
 	ok = ok && (res = db_exec_ok(c, &q_rotate, 2, p)) != NULL &&
-	     audit_record(c, &a, json_pack("{s:s}", "scope", scope)) == 0 && db_commit(c) == 0;
+	     audit_record(c, &a, json_pack("{s:s, s:b}", "scope", scope, "dpop", *jkt != '\0')) == 0 &&
+	     db_commit(c) == 0;
 	PQclear(res);
 	free(successor);
 	return ok ? TK_OK : TK_UNAVAILABLE;
 }
 
 static enum tk_rc grant_refresh(struct http_req *r, struct db_conn *c, const json_t *form, const struct client *cl,
-				struct issued *t, struct tk_refusal *why)
+				const char *jkt, struct issued *t, struct tk_refusal *why)
 {
 	const struct config *cfg = r->app->cfg;
 	struct refresh_req q;
@@ -602,7 +620,7 @@ static enum tk_rc grant_refresh(struct http_req *r, struct db_conn *c, const jso
 		rc = refresh_load(c, hash, cfg->tokens.refresh_grace, &res, &row, why);
 	}
 	if (rc == TK_OK)
-		rc = refresh_check(&row, cl, why);
+		rc = refresh_check(&row, cl, jkt, why);
 	if (rc == TK_REUSED)
 		rc = refresh_reused(r, c, cl, q.token, hash, &row, t, why);
 	/* A valid refresh token: a public client's bucket pays; a limited
@@ -614,7 +632,7 @@ static enum tk_rc grant_refresh(struct http_req *r, struct db_conn *c, const jso
 	if (rc == TK_OK && q.scope)
 		rc = scope_narrow(q.scope, row.scope, narrowed, why);
 	if (rc == TK_OK)
-		rc = refresh_rotate(r, c, cl, q.token, hash, &row, q.scope ? narrowed : row.scope, t);
+		rc = refresh_rotate(r, c, cl, q.token, hash, &row, q.scope ? narrowed : row.scope, jkt, t);
 	PQclear(res);
 	crypto_wipe(hash, sizeof(hash));
 	return rc;
@@ -656,7 +674,7 @@ static void cc_discard(struct http_req *r, const struct cfg_upstream *up, const 
  * upstream's name) and a new grant holding the sealed upstream token, its
  * access token issued into t: one transaction, committed. */
 static enum tk_rc cc_store(struct http_req *r, struct db_conn *c, const struct client *cl, const struct cc_req *q,
-			   const struct upstream_tokens *tok, struct issued *t)
+			   const struct upstream_tokens *tok, const char *jkt, struct issued *t)
 {
 	static struct db_stmt q_user = DB_STMT(
 		"INSERT INTO users(id, upstream, subject, login, name) VALUES ($1::uuid, $2, $3, $4, $5) "
@@ -689,11 +707,14 @@ static enum tk_rc cc_store(struct http_req *r, struct db_conn *c, const struct c
 	struct audit ag = { "grant.created", subject, user_id, cl->client_id, grant_id, r->id };
 	struct audit at = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
 	if ((grant = db_exec_ok(c, &q_grant, 10, pg)) && (touched = db_exec_ok(c, &q_client_used, 1, pcl)) &&
-	    grant_issue_access(r->app, c, grant_id, cl->client_id, q->url, q->scope, t) == 0 &&
+	    grant_issue_access(r->app, c, grant_id, cl->client_id, q->url, q->scope, &(struct grant_binding){ jkt, 0 },
+			       t) == 0 &&
 	    audit_record(c, &ag,
 			 json_pack("{s:s, s:s, s:s}", "upstream", q->res->upstream, "resource", q->url, "scope",
 				   q->scope)) == 0 &&
-	    audit_record(c, &at, json_pack("{s:s, s:s}", "grant_type", "client_credentials", "scope", q->scope)) == 0 &&
+	    audit_record(c, &at,
+			 json_pack("{s:s, s:s, s:b}", "grant_type", "client_credentials", "scope", q->scope, "dpop",
+				   *jkt != '\0')) == 0 &&
 	    db_commit(c) == 0)
 		rc = TK_OK;
 out:
@@ -710,7 +731,7 @@ out:
  * stale, as any grant's). A grant revoked meanwhile is caught by the
  * bearer check, which needs the grant active. */
 static enum tk_rc cc_reuse(struct http_req *r, struct db_conn *c, const struct client *cl, const struct cc_req *q,
-			   struct issued *t, int *reused)
+			   const char *jkt, struct issued *t, int *reused)
 {
 	static struct db_stmt q_grant = DB_STMT(
 		"SELECT id::text FROM grants WHERE client_id = $1 AND resource = $2 AND status = 'active' "
@@ -724,9 +745,11 @@ static enum tk_rc cc_reuse(struct http_req *r, struct db_conn *c, const struct c
 	} else if (res && PQntuples(res) == 1) {
 		const char *grant_id = PQgetvalue(res, 0, 0);
 		struct audit a = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
-		if (grant_issue_access(r->app, c, grant_id, cl->client_id, q->url, q->scope, t) == 0 &&
+		struct grant_binding b = { jkt, 0 };
+		if (grant_issue_access(r->app, c, grant_id, cl->client_id, q->url, q->scope, &b, t) == 0 &&
 		    audit_record(c, &a,
-				 json_pack("{s:s, s:s}", "grant_type", "client_credentials", "scope", q->scope)) == 0 &&
+				 json_pack("{s:s, s:s, s:b}", "grant_type", "client_credentials", "scope", q->scope,
+					   "dpop", *jkt != '\0')) == 0 &&
 		    db_commit(c) == 0) {
 			*reused = 1;
 			rc = TK_OK;
@@ -742,7 +765,8 @@ static enum tk_rc cc_reuse(struct http_req *r, struct db_conn *c, const struct c
  * whose grant_types is ["client_credentials"] (a public client, or one
  * registered for the code flow, is unauthorized_client). */
 static enum tk_rc grant_client_credentials(struct http_req *r, struct db_conn *c, const json_t *form,
-					   const struct client *cl, struct issued *t, struct tk_refusal *why)
+					   const struct client *cl, const char *jkt, struct issued *t,
+					   struct tk_refusal *why)
 {
 	const struct cfg_client *mc = config_client(r->app->cfg, cl->client_id);
 	const struct cfg_upstream *up = NULL;
@@ -756,19 +780,61 @@ static enum tk_rc grant_client_credentials(struct http_req *r, struct db_conn *c
 	if (rc == TK_OK)
 		rc = parse_client_credentials(r->app->cfg, form, mc, &q, why);
 	if (rc == TK_OK)
-		rc = cc_reuse(r, c, cl, &q, t, &reused);
+		rc = cc_reuse(r, c, cl, &q, jkt, t, &reused);
 	if (rc == TK_OK && !reused &&
 	    (!(up = config_upstream(r->app->cfg, q.res->upstream)) || upstream_endpoints(up, &ep) < 0))
 		rc = TK_UNAVAILABLE;
 	if (rc == TK_OK && !reused)
 		rc = cc_upstream(r, up, &ep, &tok, why);
-	if (rc == TK_OK && !reused && (rc = cc_store(r, c, cl, &q, &tok, t)) != TK_OK)
+	if (rc == TK_OK && !reused && (rc = cc_store(r, c, cl, &q, &tok, jkt, t)) != TK_OK)
 		cc_discard(r, up, &ep, &tok);
 	upstream_tokens_free(&tok);
 	return rc;
 }
 
 /* ---- POST /token ------------------------------------------------------ */
+
+/* With dpop.require_nonce, every answer carries a current nonce (RFC 9449
+ * section 8.2): a client's next proof has one before it is asked. */
+static void dpop_fresh_nonce(struct http_req *r)
+{
+	const struct config *cfg = r->app->cfg;
+	char nonce[DPOP_NONCE_LEN + 1];
+	if (cfg->dpop.require_nonce && dpop_nonce(cfg->dpop.nonce_key, cfg->dpop.nonce_ttl_s, time(NULL), nonce) == 0)
+		http_add_header(r, "DPoP-Nonce", nonce);
+}
+
+/* The request's DPoP proof (RFC 9449 section 5), when it carries one: jkt
+ * gets the thumbprint of its key, which the tokens issued are bound to
+ * ("" without a proof: Bearer tokens). A proof that fails is refused
+ * invalid_dpop_proof, or use_dpop_nonce when only its nonce is missing or
+ * stale (the answer carries a fresh one). */
+static enum tk_rc dpop_step(struct http_req *r, char jkt[DPOP_JKT_LEN + 1], struct tk_refusal *why)
+{
+	const struct config *cfg = r->app->cfg;
+	char htu[2048];
+	const char *msg = NULL;
+	int n = http_header_count(r, "DPoP");
+	jkt[0] = '\0';
+	if (n == 0)
+		return TK_OK;
+	if (n > 1)
+		return refuse(why, "invalid_dpop_proof", "a request carries one DPoP proof");
+	snprintf(htu, sizeof(htu), "%s/token", cfg->public_url);
+	struct dpop_expect e = { "POST",
+				 htu,
+				 NULL,
+				 NULL,
+				 cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
+				 cfg->dpop.nonce_ttl_s,
+				 cfg->dpop.proof_max_age_s,
+				 time(NULL) };
+	switch (dpop_verify(http_header(r, "DPoP"), &e, jkt, &msg)) {
+	case DPOP_OK: return TK_OK;
+	case DPOP_NONCE: return refuse(why, "use_dpop_nonce", msg);
+	default: return refuse(why, "invalid_dpop_proof", msg);
+	}
+}
 
 /* 0 with *registered 1 when the client registered grant type gt (RFC 7591
  * grant_types; static clients have both); -1 on a database error. */
@@ -815,12 +881,14 @@ void token_endpoint(struct http_req *r)
 	enum tk_rc rc;
 	int dup = 0, gated = 0;
 	const char *bad_form = NULL;
-	char who[LIM_CLIENT_ID + 1] = "";
+	char who[LIM_CLIENT_ID + 1] = "", jkt[DPOP_JKT_LEN + 1] = "";
 	memset(&cl, 0, sizeof(cl));
 	memset(&t, 0, sizeof(t));
 	/* Browser-based clients call the token endpoint cross-origin; it uses
 	 * no cookies, so any origin may read its answers (server.c preflight). */
 	http_add_header(r, "Access-Control-Allow-Origin", "*");
+	http_add_header(r, "Access-Control-Expose-Headers", "DPoP-Nonce");
+	dpop_fresh_nonce(r);
 	form = reqform_body(r, &dup, &bad_form);
 	if (!form) {
 		rc = refuse(&why, "invalid_request", bad_form);
@@ -832,14 +900,16 @@ void token_endpoint(struct http_req *r)
 		gated = client_auth_failures_check(r, who) == 0;
 		rc = gated ? parse_grant_type(form, dup, &gt, &why) : TK_ANSWERED;
 	}
+	if (rc == TK_OK)
+		rc = dpop_step(r, jkt, &why);
 	if (rc == TK_OK && db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
 		rc = TK_UNAVAILABLE;
 	if (rc == TK_OK)
 		rc = client_step(r, c, form, gt, &cl, &why);
 	if (rc == TK_OK)
-		rc = gt == TG_CODE      ? grant_code(r, c, form, &cl, &t, &why)
-		     : gt == TG_REFRESH ? grant_refresh(r, c, form, &cl, &t, &why)
-					: grant_client_credentials(r, c, form, &cl, &t, &why);
+		rc = gt == TG_CODE      ? grant_code(r, c, form, &cl, jkt, &t, &why)
+		     : gt == TG_REFRESH ? grant_refresh(r, c, form, &cl, jkt, &t, &why)
+					: grant_client_credentials(r, c, form, &cl, jkt, &t, &why);
 	if (c && c->in_tx)
 		db_rollback(c);
 	respond(r, rc, &why, &t);

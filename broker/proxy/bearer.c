@@ -4,19 +4,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "buf.h"
+#include "dpop.h"
 #include "lim.h"
 #include "num.h"
 #include "scope.h"
 #include "vault.h"
 
-const char *bearer_token(const char *authorization)
+const char *bearer_token(const char *authorization, int *dpop)
 {
-	if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+	*dpop = 0;
+	if (!authorization)
 		return NULL;
-	const char *t = authorization + 7;
-	size_t n = strlen(t);
+	const char *t = NULL;
+	if (strncasecmp(authorization, "Bearer ", 7) == 0)
+		t = authorization + 7;
+	else if (strncasecmp(authorization, "DPoP ", 5) == 0 && (*dpop = 1))
+		t = authorization + 5;
+	size_t n = t ? strlen(t) : 0;
 	return n == 0 || n > LIM_TOKEN ? NULL : t;
 }
 
@@ -25,7 +32,7 @@ static int lookup(struct db_conn *c, const char *hash, struct token_info *ti)
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
-		"g.user_id::text, u.subject, g.upstream, extract(epoch FROM t.expires_at)::bigint "
+		"g.user_id::text, u.subject, g.upstream, extract(epoch FROM t.expires_at)::bigint, t.jkt "
 		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
 		"JOIN users u ON u.id = g.user_id WHERE t.token_hash = $1::bytea AND t.kind = 'access' "
 		"AND t.revoked_at IS NULL AND t.expires_at > now() AND g.status = 'active'");
@@ -49,6 +56,7 @@ static int lookup(struct db_conn *c, const char *hash, struct token_info *ti)
 	snprintf(ti->user_id, sizeof(ti->user_id), "%s", PQgetvalue(res, 0, 4));
 	snprintf(ti->subject, sizeof(ti->subject), "%s", PQgetvalue(res, 0, 5));
 	snprintf(ti->upstream, sizeof(ti->upstream), "%s", PQgetvalue(res, 0, 6));
+	snprintf(ti->jkt, sizeof(ti->jkt), "%s", PQgetisnull(res, 0, 8) ? "" : PQgetvalue(res, 0, 8));
 	rc = 1;
 out:
 	PQclear(res);
@@ -93,8 +101,8 @@ static char *challenge_scope(const struct cfg_resource *res)
 	return joined;
 }
 
-void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int status, const char *error,
-		      const char *scope)
+static void challenge(struct http_req *r, const struct cfg_resource *res, int status, int dpop_scheme,
+		      const char *error, const char *description, const char *scope)
 {
 	const struct config *cfg = r->app->cfg;
 	struct buf b;
@@ -103,14 +111,18 @@ void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int st
 	char *joined = scope ? NULL : challenge_scope(res);
 	int rc = scope || joined ? 0 : -1;
 	if (rc == 0)
-		rc = buf_printf(&b, "Bearer resource_metadata=\"%s/.well-known/oauth-protected-resource%s\"",
-				cfg->public_url, res->path);
+		rc = buf_printf(&b, "%s resource_metadata=\"%s/.well-known/oauth-protected-resource%s\"",
+				dpop_scheme ? "DPoP" : "Bearer", cfg->public_url, res->path);
 	if (!scope)
 		scope = joined;
 	if (rc == 0 && scope && *scope)
 		rc = buf_printf(&b, ", scope=\"%s\"", scope);
 	if (rc == 0 && error)
 		rc = buf_printf(&b, ", error=\"%s\"", error);
+	if (rc == 0 && description)
+		rc = buf_printf(&b, ", error_description=\"%s\"", description);
+	if (rc == 0 && dpop_scheme)
+		rc = buf_printf(&b, ", algs=\"%s\"", DPOP_ALGS);
 	if (rc == 0) {
 		http_add_header(r, "WWW-Authenticate", b.ptr);
 		const char *msg = status == 403 ? "insufficient_scope" : error ? error : "unauthorized";
@@ -123,4 +135,21 @@ void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int st
 	}
 	buf_free(&b);
 	free(joined);
+}
+
+void bearer_challenge(struct http_req *r, const struct cfg_resource *res, int status, const char *error,
+		      const char *scope)
+{
+	int dpop = 0;
+	int dpop_scheme = res->require_dpop || (bearer_token(http_header(r, "Authorization"), &dpop) && dpop);
+	challenge(r, res, status, dpop_scheme, error, NULL, scope);
+}
+
+void bearer_dpop_refused(struct http_req *r, const struct cfg_resource *res, const char *error, const char *description)
+{
+	const struct config *cfg = r->app->cfg;
+	char nonce[DPOP_NONCE_LEN + 1];
+	if (cfg->dpop.require_nonce && dpop_nonce(cfg->dpop.nonce_key, cfg->dpop.nonce_ttl_s, time(NULL), nonce) == 0)
+		http_add_header(r, "DPoP-Nonce", nonce);
+	challenge(r, res, 401, 1, error, description, NULL);
 }

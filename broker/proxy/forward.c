@@ -82,6 +82,7 @@ int forward_dropped(const char *name, const char *inject_header, const char *con
 {
 	static const char *const drop[] = {
 		"authorization",
+		"dpop", /* the client's proof is for the broker, as its token is */
 		"cookie",
 		"host",
 		"expect",

@@ -10,6 +10,7 @@
 #include "bearer.h"
 #include "cache.h"
 #include "crypto.h"
+#include "dpop.h"
 #include "engine.h"
 #include "forward.h"
 #include "hdr.h"
@@ -40,6 +41,7 @@ struct resource_ctx {
 	uint64_t started;
 	long status;
 	int retried; /* one forced upstream refresh after a downstream 401 */
+	int dpop;    /* the token came in the DPoP scheme */
 	int refused; /* the answer is being discarded; 503 when the transfer ends */
 };
 
@@ -197,12 +199,13 @@ static enum step cors(struct http_req *r, const struct cfg_resource *res)
 	}
 	http_add_header(r, "Access-Control-Allow-Origin", origin);
 	http_add_header(r, "Vary", "Origin");
-	http_add_header(r, "Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version");
+	http_add_header(r, "Access-Control-Expose-Headers",
+			"Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version, DPoP-Nonce");
 	if (r->method_id != HM_OPTIONS)
 		return STEP_CONTINUE;
 	http_add_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
 	http_add_header(r, "Access-Control-Allow-Headers",
-			"Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, "
+			"Authorization, DPoP, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, "
 			"Last-Event-ID, Mcp-Method, Mcp-Name");
 	http_add_header(r, "Access-Control-Max-Age", "600");
 	http_send(r, 204, NULL, "", 0);
@@ -214,9 +217,10 @@ static enum step cors(struct http_req *r, const struct cfg_resource *res)
  * segment in the path. */
 static enum step screen(struct http_req *r, const struct cfg_resource *res)
 {
-	static const char *const single[] = { "Authorization",    "Mcp-Session-Id",       "Mcp-Method",
-					      "Mcp-Name",         "MCP-Protocol-Version", "Content-Type",
-					      "Content-Encoding", "Last-Event-ID" };
+	static const char *const single[] = {
+		"Authorization",        "DPoP",         "Mcp-Session-Id",   "Mcp-Method",   "Mcp-Name",
+		"MCP-Protocol-Version", "Content-Type", "Content-Encoding", "Last-Event-ID"
+	};
 	for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
 		if (http_header_count(r, single[i]) > 1) {
 			jsonrpc_error(r, 400, -32600, "a header the broker checks was given more than once");
@@ -233,8 +237,9 @@ static enum step screen(struct http_req *r, const struct cfg_resource *res)
 	return STEP_CONTINUE;
 }
 
-/* The bearer token of the Authorization header into *token. */
-static enum step find_token(struct http_req *r, const struct cfg_resource *res, const char **token)
+/* The access token of the Authorization header into *token, *dpop 1 when
+ * it came in the DPoP scheme. */
+static enum step find_token(struct http_req *r, const struct cfg_resource *res, const char **token, int *dpop)
 {
 	if (http_query(r, "access_token")) {
 		/* RFC 6750 2.3 is not supported: tokens in URLs leak into logs. */
@@ -246,7 +251,7 @@ static enum step find_token(struct http_req *r, const struct cfg_resource *res, 
 		bearer_challenge(r, res, 401, NULL, NULL);
 		return STEP_ANSWERED;
 	}
-	if (!(*token = bearer_token(auth))) {
+	if (!(*token = bearer_token(auth, dpop))) {
 		bearer_challenge(r, res, 401, "invalid_token", NULL);
 		return STEP_ANSWERED;
 	}
@@ -266,6 +271,49 @@ static enum step authenticate(struct http_req *r, struct db_conn **c, struct res
 		return STEP_ANSWERED;
 	}
 	return STEP_CONTINUE;
+}
+
+/* RFC 9449 section 7: a DPoP-bound token only in the DPoP scheme with a
+ * valid proof of its key for this request (method, URL, this token); a
+ * Bearer token not in the DPoP scheme, and not at all where the resource
+ * requires DPoP. No database: the proof's jti is remembered by the node. */
+static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const char *token)
+{
+	const struct config *cfg = r->app->cfg;
+	const char *why = NULL;
+	char htu[4096], jkt[DPOP_JKT_LEN + 1];
+	if (!rc->ti.jkt[0]) {
+		if (rc->dpop)
+			bearer_dpop_refused(r, rc->res, "invalid_token", "the access token is not DPoP-bound");
+		else if (rc->res->require_dpop)
+			bearer_dpop_refused(r, rc->res, "invalid_token",
+					    "this resource accepts DPoP-bound tokens only");
+		return rc->dpop || rc->res->require_dpop ? STEP_ANSWERED : STEP_CONTINUE;
+	}
+	if (!rc->dpop) {
+		bearer_dpop_refused(r, rc->res, "invalid_token", "a DPoP-bound token must be presented as DPoP");
+		return STEP_ANSWERED;
+	}
+	if (!http_header(r, "DPoP")) {
+		bearer_dpop_refused(r, rc->res, "invalid_dpop_proof", "a DPoP proof is required");
+		return STEP_ANSWERED;
+	}
+	int n = snprintf(htu, sizeof(htu), "%s%s", cfg->public_url, r->path);
+	struct dpop_expect e = { r->method,
+				 htu,
+				 token,
+				 rc->ti.jkt,
+				 cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
+				 cfg->dpop.nonce_ttl_s,
+				 cfg->dpop.proof_max_age_s,
+				 time(NULL) };
+	enum dpop_rc v = n < 0 || (size_t)n >= sizeof(htu) ? DPOP_INVALID
+							   : dpop_verify(http_header(r, "DPoP"), &e, jkt, &why);
+	if (v == DPOP_OK)
+		return STEP_CONTINUE;
+	bearer_dpop_refused(r, rc->res, v == DPOP_NONCE ? "use_dpop_nonce" : "invalid_dpop_proof",
+			    why ? why : "the request's URL is too long");
+	return STEP_ANSWERED;
 }
 
 /* A body the broker forwards is judged as exactly what the downstream
@@ -593,16 +641,18 @@ void resource_headers(struct http_req *r)
 	struct db_conn *c = NULL;
 	struct resource_ctx *rc = NULL;
 	const char *token = NULL;
+	int dpop = 0;
 
 	if (cors(r, res) == STEP_ANSWERED || screen(r, res) == STEP_ANSWERED ||
-	    find_token(r, res, &token) == STEP_ANSWERED)
+	    find_token(r, res, &token, &dpop) == STEP_ANSWERED)
 		goto out;
 	if (!(rc = ctx_new(r, res))) {
 		jsonrpc_error(r, 500, -32603, "internal error");
 		goto out;
 	}
-	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || (r->body_expected && media_type(r) == STEP_ANSWERED) ||
-	    rate_limit(r, rc) == STEP_ANSWERED)
+	rc->dpop = dpop;
+	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || dpop_gate(r, rc, token) == STEP_ANSWERED ||
+	    (r->body_expected && media_type(r) == STEP_ANSWERED) || rate_limit(r, rc) == STEP_ANSWERED)
 		goto out;
 	r->ctx = rc;
 	r->ctx_free = ctx_free;

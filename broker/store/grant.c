@@ -10,17 +10,17 @@
 #include "vault.h"
 
 static int insert_token(struct db_conn *c, const char *token, const char *kind, const char *grant_id,
-			const char *client_id, const char *resource, const char *scope, long ttl)
+			const char *client_id, const char *resource, const char *scope, long ttl, const char *jkt)
 {
 	static struct db_stmt q = DB_STMT(
-		"INSERT INTO tokens(token_hash, kind, grant_id, client_id, resource, scopes, expires_at) "
+		"INSERT INTO tokens(token_hash, kind, grant_id, client_id, resource, scopes, expires_at, jkt) "
 		"VALUES ($1::bytea, $2, $3::uuid, $4, $5, string_to_array($6, ' '), "
-		"now() + make_interval(secs => $7::int))");
+		"now() + make_interval(secs => $7::int), $8)");
 	char hash[67], ttls[24];
 	vault_hash_hex(token, hash);
 	snprintf(ttls, sizeof(ttls), "%ld", ttl);
-	const char *p[] = { hash, kind, grant_id, client_id, resource, scope, ttls };
-	PGresult *r = db_exec_ok(c, &q, 7, p);
+	const char *p[] = { hash, kind, grant_id, client_id, resource, scope, ttls, jkt && *jkt ? jkt : NULL };
+	PGresult *r = db_exec_ok(c, &q, 8, p);
 	if (!r)
 		return -1;
 	PQclear(r);
@@ -28,19 +28,22 @@ static int insert_token(struct db_conn *c, const char *token, const char *kind, 
 }
 
 static int issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
-		 const char *scope, int with_refresh, struct issued *out)
+		 const char *scope, const struct grant_binding *b, int with_refresh, struct issued *out)
 {
 	const struct config *cfg = app->cfg;
+	const char *jkt = b && b->jkt && *b->jkt ? b->jkt : NULL;
 	memset(out, 0, sizeof(*out));
-	if (strlen(scope) >= sizeof(out->scope))
+	if (strlen(scope) >= sizeof(out->scope) || (jkt && strlen(jkt) >= sizeof(out->jkt)))
 		return -1;
 	snprintf(out->scope, sizeof(out->scope), "%s", scope);
+	snprintf(out->jkt, sizeof(out->jkt), "%s", jkt ? jkt : "");
 	out->expires_in = cfg->tokens.access_ttl;
 	if (crypto_token_new(TOKEN_PREFIX_ACCESS, out->access, sizeof(out->access)) < 0 ||
-	    insert_token(c, out->access, "access", grant_id, client_id, resource, scope, cfg->tokens.access_ttl) < 0 ||
+	    insert_token(c, out->access, "access", grant_id, client_id, resource, scope, cfg->tokens.access_ttl, jkt) <
+		    0 ||
 	    (with_refresh && (crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0 ||
 			      insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope,
-					   cfg->tokens.refresh_ttl) < 0))) {
+					   cfg->tokens.refresh_ttl, b && b->refresh_bound ? jkt : NULL) < 0))) {
 		issued_wipe(out);
 		return -1;
 	}
@@ -48,21 +51,21 @@ static int issue(struct app *app, struct db_conn *c, const char *grant_id, const
 }
 
 int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
-		const char *scope, struct issued *out)
+		const char *scope, const struct grant_binding *b, struct issued *out)
 {
-	return issue(app, c, grant_id, client_id, resource, scope, 1, out);
+	return issue(app, c, grant_id, client_id, resource, scope, b, 1, out);
 }
 
 int grant_issue_access(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
-		       const char *resource, const char *scope, struct issued *out)
+		       const char *resource, const char *scope, const struct grant_binding *b, struct issued *out)
 {
-	return issue(app, c, grant_id, client_id, resource, scope, 0, out);
+	return issue(app, c, grant_id, client_id, resource, scope, b, 0, out);
 }
 
 json_t *grant_token_response(const struct issued *out)
 {
-	json_t *j = json_pack("{s:s, s:s, s:i}", "access_token", out->access, "token_type", "Bearer", "expires_in",
-			      (int)out->expires_in);
+	json_t *j = json_pack("{s:s, s:s, s:i}", "access_token", out->access, "token_type",
+			      out->jkt[0] ? "DPoP" : "Bearer", "expires_in", (int)out->expires_in);
 	if (j && out->refresh[0] && json_object_set_new(j, "refresh_token", json_string(out->refresh)) < 0) {
 		json_decref(j);
 		j = NULL;

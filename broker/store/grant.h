@@ -23,6 +23,7 @@ struct token_info {
 	char subject[300];
 	char upstream[65];
 	long long exp; /* expiry, seconds since the epoch */
+	char jkt[44];  /* DPoP key thumbprint the token is bound to; "" for a Bearer token */
 };
 
 struct issued {
@@ -30,17 +31,28 @@ struct issued {
 	char refresh[TOKEN_TEXT_MAX];
 	long expires_in;
 	char scope[1100];
+	char jkt[44]; /* the access token is DPoP-bound to this key ("": Bearer) */
 };
 
-/* Issues a fresh pair for the grant with the given space-separated scope. */
+/* How the tokens of one issuance are bound (RFC 9449): jkt is the DPoP
+ * key thumbprint of the request's proof (NULL or "": none); the access
+ * token is bound to it, and the refresh token too when refresh_bound (a
+ * public client's: nothing else ties it to its holder). */
+struct grant_binding {
+	const char *jkt;
+	int refresh_bound;
+};
+
+/* Issues a fresh pair for the grant with the given space-separated scope;
+ * b may be NULL (Bearer tokens). */
 int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
-		const char *scope, struct issued *out) WUR;
+		const char *scope, const struct grant_binding *b, struct issued *out) WUR;
 /* An access token only (client_credentials: no refresh token, RFC 6749
  * section 4.4.3); out->refresh stays empty. */
 int grant_issue_access(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
-		       const char *resource, const char *scope, struct issued *out) WUR;
+		       const char *resource, const char *scope, const struct grant_binding *b, struct issued *out) WUR;
 /* The RFC 6749 token response for out (refresh_token only when out has
- * one); NULL when out of memory. */
+ * one; token_type DPoP when out->jkt is set); NULL when out of memory. */
 json_t *grant_token_response(const struct issued *out) WUR;
 void issued_wipe(struct issued *out);
 

@@ -55,8 +55,8 @@ static void test_answer(void)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.public_url = "https://broker.example.com";
 	struct token_row row = { "access",     "app",         "https://broker.example.com/mcp/github",
-				 "read write", "github:1001", 1700000600,
-				 1700000000 };
+				 "read write", "github:1001", NULL,
+				 1700000600,   1700000000 };
 	json_t *a = active_answer(&cfg, &row);
 	CHECK(json_is_true(json_object_get(a, "active")));
 	CHECK_STR(json_string_value(json_object_get(a, "scope")), "read write");
@@ -72,6 +72,14 @@ static void test_answer(void)
 	row.kind = "refresh";
 	a = active_answer(&cfg, &row);
 	CHECK_STR(json_string_value(json_object_get(a, "token_type")), "refresh_token");
+	json_decref(a);
+	/* A DPoP-bound access token names its key (RFC 9449 section 6.2). */
+	row.kind = "access";
+	row.jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+	a = active_answer(&cfg, &row);
+	CHECK_STR(json_string_value(json_object_get(a, "token_type")), "DPoP");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "cnf"), "jkt")), row.jkt);
+	CHECK(json_object_size(a) == 10);
 	json_decref(a);
 }
 

@@ -306,29 +306,47 @@ static void test_parse_refresh(void)
 static void test_refresh_check(void)
 {
 	struct client cl = client("app", one_uri, 1);
-	struct refresh_row ok = { "g", "app", "https://b/mcp", "read write", NULL, 1, 0, 1, 0, 0 }, row;
-	CHECK(refresh_check(&ok, &cl, &why) == TK_OK);
+	struct refresh_row ok = { "g", "app", "https://b/mcp", "read write", NULL, NULL, 1, 0, 1, 0, 0 }, row;
+	CHECK(refresh_check(&ok, &cl, "", &why) == TK_OK);
 	/* Another client's token is refused before anything about it is told. */
 	row = ok;
 	row.client_id = "app2";
 	row.revoked = 1;
 	row.used = 1;
-	CHECK(refused(refresh_check(&row, &cl, &why), "invalid_grant",
+	CHECK(refused(refresh_check(&row, &cl, "", &why), "invalid_grant",
 		      "the refresh token was issued to another client"));
 	row = ok;
 	row.revoked = 1;
 	row.used = 1;
-	CHECK(refused(refresh_check(&row, &cl, &why), "invalid_grant", "the authorization was revoked"));
+	CHECK(refused(refresh_check(&row, &cl, "", &why), "invalid_grant", "the authorization was revoked"));
 	row = ok;
 	row.active = 0;
-	CHECK(refused(refresh_check(&row, &cl, &why), "invalid_grant", "the authorization was revoked"));
+	CHECK(refused(refresh_check(&row, &cl, "", &why), "invalid_grant", "the authorization was revoked"));
 	row = ok;
 	row.used = 1;
 	row.live = 0;
-	CHECK(refresh_check(&row, &cl, &why) == TK_REUSED);
+	CHECK(refresh_check(&row, &cl, "", &why) == TK_REUSED);
 	row = ok;
 	row.live = 0;
-	CHECK(refused(refresh_check(&row, &cl, &why), "invalid_grant", "the refresh token has expired"));
+	CHECK(refused(refresh_check(&row, &cl, "", &why), "invalid_grant", "the refresh token has expired"));
+	/* A DPoP-bound refresh token (RFC 9449 section 5): only with a proof of
+	 * its key, checked before reuse so that a thief without the key cannot
+	 * make the grant die. */
+	const char *k = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+	row = ok;
+	row.jkt = k;
+	CHECK(refresh_check(&row, &cl, k, &why) == TK_OK);
+	CHECK(refused(refresh_check(&row, &cl, "", &why), "invalid_dpop_proof",
+		      "the refresh token is DPoP-bound: a DPoP proof is required"));
+	CHECK(refused(refresh_check(&row, &cl, "1ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", &why),
+		      "invalid_dpop_proof", "the refresh token is bound to another DPoP key"));
+	row.used = 1;
+	CHECK(refused(refresh_check(&row, &cl, "", &why), "invalid_dpop_proof",
+		      "the refresh token is DPoP-bound: a DPoP proof is required"));
+	CHECK(refresh_check(&row, &cl, k, &why) == TK_REUSED);
+	/* An unbound one takes a proof or none. */
+	row = ok;
+	CHECK(refresh_check(&row, &cl, k, &why) == TK_OK);
 }
 
 static void test_scope_narrow(void)

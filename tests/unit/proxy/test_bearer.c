@@ -8,21 +8,31 @@
 static void test_token(void)
 {
 	char t[LIM_TOKEN + 9];
-	CHECK_STR(bearer_token("Bearer mcpb_at_x"), "mcpb_at_x");
-	CHECK_STR(bearer_token("bearer abc"), "abc");   /* the scheme is case-insensitive */
-	CHECK_STR(bearer_token("BEARER  abc"), " abc"); /* one space is the separator; the rest is the token's */
-	CHECK(bearer_token(NULL) == NULL);
-	CHECK(bearer_token("Bearer ") == NULL);
-	CHECK(bearer_token("Bearer") == NULL);
-	CHECK(bearer_token("Basic YWJj") == NULL);
-	CHECK(bearer_token("Bearerabc") == NULL);
+	int dpop = 1;
+	CHECK_STR(bearer_token("Bearer mcpb_at_x", &dpop), "mcpb_at_x");
+	CHECK(dpop == 0);
+	/* RFC 9449 section 7.1: the DPoP scheme, also case-insensitive. */
+	CHECK_STR(bearer_token("DPoP mcpb_at_x", &dpop), "mcpb_at_x");
+	CHECK(dpop == 1);
+	CHECK_STR(bearer_token("dpop abc", &dpop), "abc");
+	CHECK(dpop == 1);
+	CHECK(bearer_token("DPoP ", &dpop) == NULL);
+	CHECK(bearer_token("DPoPabc", &dpop) == NULL);
+	CHECK(bearer_token("DPoP", &dpop) == NULL);
+	CHECK_STR(bearer_token("bearer abc", &dpop), "abc");   /* the scheme is case-insensitive */
+	CHECK_STR(bearer_token("BEARER  abc", &dpop), " abc"); /* one space is the separator; the rest is the token's */
+	CHECK(bearer_token(NULL, &dpop) == NULL);
+	CHECK(bearer_token("Bearer ", &dpop) == NULL);
+	CHECK(bearer_token("Bearer", &dpop) == NULL);
+	CHECK(bearer_token("Basic YWJj", &dpop) == NULL);
+	CHECK(bearer_token("Bearerabc", &dpop) == NULL);
 	memcpy(t, "Bearer ", 7);
 	memset(t + 7, 'a', LIM_TOKEN);
 	t[7 + LIM_TOKEN] = '\0';
-	CHECK(bearer_token(t) == t + 7);
+	CHECK(bearer_token(t, &dpop) == t + 7);
 	t[7 + LIM_TOKEN] = 'a';
 	t[8 + LIM_TOKEN] = '\0';
-	CHECK(bearer_token(t) == NULL);
+	CHECK(bearer_token(t, &dpop) == NULL);
 }
 
 static void test_not_access_tokens(void)

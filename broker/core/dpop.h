@@ -1,0 +1,65 @@
+/* DPoP proofs (RFC 9449): a client proves possession of a key with a JWT
+ * signed by it on every token request and every request carrying a
+ * DPoP-bound access token. This module verifies one proof against what the
+ * request was (method, URL, access token, bound key, nonce), remembers the
+ * proof's jti in this node's memory for as long as the proof could be
+ * accepted (no database: it runs on the proxy's hot path), and makes and
+ * checks the nonces a server may demand (stateless: an HMAC of a time slot
+ * under a key every node derives from the same secret, so a nonce issued by
+ * one node is good at all, and it bounds how long another node, which has
+ * not seen the jti, could accept a replay). */
+#ifndef MCPB_DPOP_H
+#define MCPB_DPOP_H
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include "buf.h" /* WUR */
+#include "crypto.h"
+
+#define DPOP_JKT_LEN 43   /* an RFC 7638 SHA-256 thumbprint, base64url */
+#define DPOP_NONCE_LEN 32 /* base64url of an 8-byte slot and a 16-byte MAC */
+#define DPOP_FUTURE_S 10  /* clock skew: an iat at most this far ahead */
+/* What metadata advertises (dpop_signing_alg_values_supported). */
+#define DPOP_ALGS "RS256 PS256 ES256 EdDSA"
+
+/* What the proof must match. */
+struct dpop_expect {
+	const char *htm;          /* the request's method */
+	const char *htu;          /* the request's URL as the client addressed it (any query is ignored) */
+	const char *access_token; /* non-NULL: ath must be its hash */
+	const char *jkt;          /* non-NULL: the proof's key must have this thumbprint */
+	const uint8_t *nonce_key; /* non-NULL: the proof must carry a current nonce made under it */
+	long nonce_ttl_s;         /* a nonce's slot length (it is good for one to two) */
+	long max_age_s;           /* iat at most this old */
+	time_t now;
+};
+
+enum dpop_rc {
+	DPOP_OK = 0,
+	DPOP_INVALID, /* invalid_dpop_proof: *why says what */
+	DPOP_NONCE,   /* use_dpop_nonce: valid but without a current nonce */
+};
+
+/* Verifies proof (the DPoP header's value) against e: a compact JWS with
+ * typ "dpop+jwt", an alg of jose.h, a public jwk in its header that signed
+ * it; claims jti (1..LIM_DPOP_JTI), htm equal to e->htm, htu equal to
+ * e->htu once both are normalised (scheme and host lowercase, default port
+ * dropped, query and fragment ignored), iat within [now - max_age_s,
+ * now + DPOP_FUTURE_S], ath and nonce as e asks. Last, its jti must not
+ * have been accepted on this node within the window: then it is recorded.
+ * DPOP_OK with jkt_out the key's thumbprint; else *why is a fixed text. */
+enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jkt_out[DPOP_JKT_LEN + 1],
+			 const char **why) WUR;
+
+/* A nonce for now under key (slot length ttl_s) into out. 0, or -1. */
+int dpop_nonce(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, char out[DPOP_NONCE_LEN + 1]) WUR;
+/* 1 when nonce was made under key in the current slot or the one before. */
+int dpop_nonce_ok(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, const char *nonce);
+
+/* 1 when a and b are the same htu once normalised as above. */
+int dpop_htu_equal(const char *a, const char *b);
+
+/* Forgets every recorded jti (tests). */
+void dpop_replay_reset(void);
+
+#endif
