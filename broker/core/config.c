@@ -1104,14 +1104,17 @@ static void check_keys(const struct config *c, struct cfg_errors *e)
 			}
 }
 
-/* A client_credentials client's resources[] and scopes[]: each resource a
+/* A client_credentials client: confidential (a client_secret, or its keys
+ * for private_key_jwt), and its resources[] and scopes[]: each resource a
  * configured path whose upstream grants client credentials (GitHub has no
  * such grant), each scope valid. */
 static void check_machine_client(const struct config *c, const struct cfg_client *cl, const char *path,
 				 struct cfg_errors *e)
 {
-	if (!cl->has_secret)
-		cfg_err(e, path, "client_credentials needs a client_secret (a confidential client)");
+	if (!cl->has_secret && !cl->jwks && !cl->jwks_uri)
+		cfg_err(e, path,
+			"client_credentials needs a client_secret, or jwks or jwks_uri for private_key_jwt "
+			"(a confidential client)");
 	if (cl->n_redirect_uris)
 		cfg_err(e, path, "a client_credentials client has no redirect_uris");
 	if (!cl->n_resources)

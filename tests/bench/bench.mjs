@@ -7,10 +7,13 @@
 //  4. one complete double-flow (ms), code exchanges/s, refreshes/s
 //  5. token modes on one broker, same run, same load: token requests/s for
 //     client_credentials (a machine client, grant reuse path: no upstream
-//     call) vs authorization_code + PKCE exchanges of a plain public client
-//     vs refresh_token, with ratios
+//     call) authenticated by client_secret_basic vs by private_key_jwt
+//     (RFC 7523 assertions, ES256 and RS256, a fresh jti each, signed ahead
+//     and untimed) vs authorization_code + PKCE exchanges of a plain public
+//     client vs refresh_token, with ratios
 // BENCH_ONLY=token-modes runs section 5 alone.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -79,6 +82,11 @@ async function timed(items, conc, fn) {
 async function tokenModes(say, idp) {
   const N = Number(process.env.BENCH_TOKEN_N || 1000), CONC = 16;
   const machine = { id: 'bench-machine', secret: 'bench-machine-secret-0123456789' };
+  // private_key_jwt machine clients: one key each, in its inline jwks.
+  const pk = {
+    ES256: { id: 'bench-machine-es256', key: crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }) },
+    RS256: { id: 'bench-machine-rs256', key: crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }) },
+  };
   const db = await createDatabase('bench_tokens');
   const b = await startBroker(baseConfig({ port: await freePort(), databaseUrl: db, extra: {
     http: { threads: 4, drain_timeout_s: 5 },
@@ -91,7 +99,9 @@ async function tokenModes(say, idp) {
         scopes: ['api'], client_credentials: true },
     },
     clients: [{ client_id: machine.id, client_secret: machine.secret, grant_types: ['client_credentials'],
-      resources: ['/cc'], scopes: ['read'] }],
+      resources: ['/cc'], scopes: ['read'] },
+    ...Object.values(pk).map((m) => ({ client_id: m.id, grant_types: ['client_credentials'], resources: ['/cc'],
+      scopes: ['read'], jwks: { keys: [m.key.publicKey.export({ format: 'jwk' })] } }))],
     resources: [
       { path: '/mcp', upstream: 'sentry', downstream: 'http://127.0.0.1:9/mcp', scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] },
       { path: '/cc', upstream: 'oidc', downstream: 'http://127.0.0.1:9/cc', scopes: { read: ['*'] }, default_scopes: ['read'] },
@@ -110,6 +120,24 @@ async function tokenModes(say, idp) {
   // The machine client's first token makes its grant (one upstream client_credentials call); the timed ones reuse it.
   const cc = () => tokenRequest(b.url, { grant_type: 'client_credentials', resource: `${b.url}/cc` }, { basic: [machine.id, machine.secret] });
   if ((await cc()).status !== 200) throw new Error('client_credentials: the first token was refused');
+  // n assertions of machine client alg (iss = sub = its id, aud the token
+  // endpoint, 120 s, a fresh jti each), as a client signs one per request.
+  const b64u = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
+  const assertions = (alg, n) => {
+    const { id, key } = pk[alg];
+    const now = Math.floor(Date.now() / 1000);
+    return Array.from({ length: n }, () => {
+      const input = `${b64u({ alg, typ: 'JWT' })}.${b64u({ iss: id, sub: id, aud: `${b.url}/token`, iat: now, exp: now + 120, jti: crypto.randomUUID() })}`;
+      const sig = crypto.sign('sha256', Buffer.from(input), alg === 'ES256' ? { key: key.privateKey, dsaEncoding: 'ieee-p1363' } : key.privateKey);
+      return `${input}.${sig.toString('base64url')}`;
+    });
+  };
+  const pkcc = (a) => tokenRequest(b.url, { grant_type: 'client_credentials', resource: `${b.url}/cc`,
+    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: a });
+  for (const alg of Object.keys(pk)) {
+    const r = await pkcc(assertions(alg, 1)[0]);
+    if (r.status !== 200) throw new Error(`private_key_jwt ${alg}: the first token was refused: ${r.status} ${r.text}`);
+  }
 
   const pairs = [];
   const ex = await timed(flows, CONC, async (f) => {
@@ -118,14 +146,19 @@ async function tokenModes(say, idp) {
     return r.status === 200;
   });
   const ccr = await timed(Array.from({ length: N }), CONC, async () => (await cc()).status === 200);
+  const pkr = {};
+  for (const alg of Object.keys(pk)) pkr[alg] = await timed(assertions(alg, N), CONC, async (a) => (await pkcc(a)).status === 200);
   const rf = await timed(pairs, CONC, async (p) =>
     (await tokenRequest(b.url, { grant_type: 'refresh_token', refresh_token: p.refresh_token, client_id: clientId })).status === 200);
-  const line = (name, r) => `  ${name.padEnd(38)} ${String(r.ok).padStart(4)}/${r.n} in ${r.sec.toFixed(2)} s = ${r.rate.toFixed(0).padStart(5)} /s`;
+  const line = (name, r) => `  ${name.padEnd(42)} ${String(r.ok).padStart(4)}/${r.n} in ${r.sec.toFixed(2)} s = ${r.rate.toFixed(0).padStart(5)} /s`;
   say(`token modes (POST /token, ${CONC} concurrent, one broker, same run):`);
   say(line('client_credentials (grant reuse)', ccr));
+  say(line('client_credentials private_key_jwt ES256', pkr.ES256));
+  say(line('client_credentials private_key_jwt RS256', pkr.RS256));
   say(line('authorization_code + PKCE (public)', ex));
   say(line('refresh_token (rotation)', rf));
   say(`  ratios: client_credentials/code exchange ${(ccr.rate / ex.rate).toFixed(2)}, client_credentials/refresh ${(ccr.rate / rf.rate).toFixed(2)}, refresh/code exchange ${(rf.rate / ex.rate).toFixed(2)}`);
+  say(`  ratios: private_key_jwt/client_secret ES256 ${(pkr.ES256.rate / ccr.rate).toFixed(2)}, RS256 ${(pkr.RS256.rate / ccr.rate).toFixed(2)}`);
   await b.stop();
 }
 
