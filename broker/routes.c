@@ -23,7 +23,7 @@ static void cors_preflight(struct http_req *r)
 {
 	http_add_header(r, "Access-Control-Allow-Origin", "*");
 	http_add_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-	http_add_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version");
+	http_add_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version, DPoP");
 	http_add_header(r, "Access-Control-Max-Age", "600");
 	http_send(r, 204, NULL, "", 0);
 }

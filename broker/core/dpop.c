@@ -19,7 +19,7 @@
  * REPLAY_MAX entries; past that, proofs are refused (fail closed) until it
  * turns over. Hashes are keyed with a per-process random secret, so nobody
  * outside can aim collisions; a false "replayed" needs a 64-bit collision. */
-#define REPLAY_MAX (1u << 19)
+#define REPLAY_MAX (1u << 20) /* a generation at most 16 MiB (load <= 1/2) */
 #define REPLAY_MIN_SLOTS 1024u
 
 struct generation {
@@ -28,12 +28,17 @@ struct generation {
 	time_t start;
 };
 
-static struct {
+struct replay_space {
 	pthread_mutex_t lock;
 	struct generation cur, old;
 	uint8_t secret[CRYPTO_KEY_LEN];
 	int seeded;
-} replay = { .lock = PTHREAD_MUTEX_INITIALIZER };
+};
+
+static struct replay_space spaces[DPOP_SPACES] = {
+	{ .lock = PTHREAD_MUTEX_INITIALIZER },
+	{ .lock = PTHREAD_MUTEX_INITIALIZER },
+};
 
 static int gen_has(const struct generation *g, uint64_t h)
 {
@@ -78,14 +83,14 @@ static void gen_free(struct generation *g)
 	memset(g, 0, sizeof(*g));
 }
 
-static uint64_t replay_hash(const char *jkt, const char *jti)
+static uint64_t replay_hash(const struct replay_space *sp, const char *jkt, const char *jti)
 {
 	struct buf b;
 	uint8_t d[CRYPTO_SHA256_LEN];
 	uint64_t h = 0;
 	buf_init(&b, 512);
-	if (buf_add(&b, replay.secret, sizeof(replay.secret)) == 0 && buf_adds(&b, jkt) == 0 &&
-	    buf_add(&b, "", 1) == 0 && buf_adds(&b, jti) == 0) {
+	if (buf_add(&b, sp->secret, sizeof(sp->secret)) == 0 && buf_adds(&b, jkt) == 0 && buf_add(&b, "", 1) == 0 &&
+	    buf_adds(&b, jti) == 0) {
 		crypto_sha256(b.ptr, b.len, d);
 		memcpy(&h, d, sizeof(h));
 	}
@@ -95,41 +100,43 @@ static uint64_t replay_hash(const char *jkt, const char *jti)
 
 /* 0 when (jkt, jti) was not seen within the window (now recorded), 1 when
  * it was, -1 when it cannot be recorded (full, no memory, no randomness). */
-static int replay_check(const char *jkt, const char *jti, long window_s)
+static int replay_check(struct replay_space *sp, const char *jkt, const char *jti, long window_s)
 {
 	int rc = -1;
-	pthread_mutex_lock(&replay.lock);
-	if (!replay.seeded)
-		replay.seeded = crypto_random(replay.secret, sizeof(replay.secret)) == 0;
-	if (!replay.seeded)
+	pthread_mutex_lock(&sp->lock);
+	if (!sp->seeded)
+		sp->seeded = crypto_random(sp->secret, sizeof(sp->secret)) == 0;
+	if (!sp->seeded)
 		goto out;
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	time_t now = ts.tv_sec;
-	if (!replay.cur.start || now - replay.cur.start >= window_s) {
-		gen_free(&replay.old);
-		replay.old = replay.cur;
-		memset(&replay.cur, 0, sizeof(replay.cur));
-		replay.cur.start = now;
+	if (!sp->cur.start || now - sp->cur.start >= window_s) {
+		gen_free(&sp->old);
+		sp->old = sp->cur;
+		memset(&sp->cur, 0, sizeof(sp->cur));
+		sp->cur.start = now;
 	}
-	uint64_t h = replay_hash(jkt, jti);
-	if (gen_has(&replay.cur, h) || gen_has(&replay.old, h))
+	uint64_t h = replay_hash(sp, jkt, jti);
+	if (gen_has(&sp->cur, h) || gen_has(&sp->old, h))
 		rc = 1;
-	else if (gen_reserve(&replay.cur) == 0) {
-		gen_put(&replay.cur, h);
+	else if (gen_reserve(&sp->cur) == 0) {
+		gen_put(&sp->cur, h);
 		rc = 0;
 	}
 out:
-	pthread_mutex_unlock(&replay.lock);
+	pthread_mutex_unlock(&sp->lock);
 	return rc;
 }
 
 void dpop_replay_reset(void)
 {
-	pthread_mutex_lock(&replay.lock);
-	gen_free(&replay.cur);
-	gen_free(&replay.old);
-	pthread_mutex_unlock(&replay.lock);
+	for (size_t i = 0; i < DPOP_SPACES; i++) {
+		pthread_mutex_lock(&spaces[i].lock);
+		gen_free(&spaces[i].cur);
+		gen_free(&spaces[i].old);
+		pthread_mutex_unlock(&spaces[i].lock);
+	}
 }
 
 /* ---- nonces ------------------------------------------------------------- */
@@ -313,7 +320,11 @@ enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jk
 		*why = "the proof's key is not the one the token is bound to";
 		goto out;
 	}
-	switch (replay_check(jkt_out, json_string_value(json_object_get(j.payload, "jti")),
+	if ((unsigned)e->space >= DPOP_SPACES) {
+		*why = "the proof cannot be checked for replay now";
+		goto out;
+	}
+	switch (replay_check(&spaces[e->space], jkt_out, json_string_value(json_object_get(j.payload, "jti")),
 			     e->max_age_s + DPOP_FUTURE_S)) {
 	case 0: rc = DPOP_OK; break;
 	case 1: *why = "the proof's jti was used before"; break;

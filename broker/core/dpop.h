@@ -23,7 +23,17 @@
 #define DPOP_ALGS "RS256 PS256 ES256 EdDSA"
 
 /* What the proof must match. */
+/* Each endpoint kind remembers jtis apart, so that a flood of proofs
+ * anybody can make at the token endpoint (a key of one's own and a client
+ * id suffice) cannot fill the memory the proxy's requests need. */
+enum dpop_space {
+	DPOP_SPACE_TOKEN = 0,
+	DPOP_SPACE_RESOURCE,
+	DPOP_SPACES,
+};
+
 struct dpop_expect {
+	enum dpop_space space;
 	const char *htm;          /* the request's method */
 	const char *htu;          /* the request's URL as the client addressed it (any query is ignored) */
 	const char *access_token; /* non-NULL: ath must be its hash */
@@ -46,7 +56,9 @@ enum dpop_rc {
  * e->htu once both are normalised (scheme and host lowercase, default port
  * dropped, query and fragment ignored), iat within [now - max_age_s,
  * now + DPOP_FUTURE_S], ath and nonce as e asks. Last, its jti must not
- * have been accepted on this node within the window: then it is recorded.
+ * have been accepted on this node within the window (in e->space): then it
+ * is recorded. A space that holds its maximum of jtis refuses proofs (fail
+ * closed) until its older generation turns over.
  * DPOP_OK with jkt_out the key's thumbprint; else *why is a fixed text. */
 enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jkt_out[DPOP_JKT_LEN + 1],
 			 const char **why) WUR;

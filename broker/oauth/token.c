@@ -821,7 +821,8 @@ static enum tk_rc dpop_step(struct http_req *r, char jkt[DPOP_JKT_LEN + 1], stru
 	if (n > 1)
 		return refuse(why, "invalid_dpop_proof", "a request carries one DPoP proof");
 	snprintf(htu, sizeof(htu), "%s/token", cfg->public_url);
-	struct dpop_expect e = { "POST",
+	struct dpop_expect e = { DPOP_SPACE_TOKEN,
+				 "POST",
 				 htu,
 				 NULL,
 				 NULL,

@@ -299,7 +299,8 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 		return STEP_ANSWERED;
 	}
 	int n = snprintf(htu, sizeof(htu), "%s%s", cfg->public_url, r->path);
-	struct dpop_expect e = { r->method,
+	struct dpop_expect e = { DPOP_SPACE_RESOURCE,
+				 r->method,
 				 htu,
 				 token,
 				 rc->ti.jkt,
@@ -311,6 +312,9 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 							   : dpop_verify(http_header(r, "DPoP"), &e, jkt, &why);
 	if (v == DPOP_OK)
 		return STEP_CONTINUE;
+	log_event(LOG_INFO, "proxy.dpop_refused", r->id,
+		  json_pack("{s:s, s:s, s:s}", "grant_id", rc->ti.grant_id, "client_id", rc->ti.client_id, "reason",
+			    why ? why : "url too long"));
 	bearer_dpop_refused(r, rc->res, v == DPOP_NONCE ? "use_dpop_nonce" : "invalid_dpop_proof",
 			    why ? why : "the request's URL is too long");
 	return STEP_ANSWERED;
@@ -651,8 +655,10 @@ void resource_headers(struct http_req *r)
 		goto out;
 	}
 	rc->dpop = dpop;
-	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || dpop_gate(r, rc, token) == STEP_ANSWERED ||
-	    (r->body_expected && media_type(r) == STEP_ANSWERED) || rate_limit(r, rc) == STEP_ANSWERED)
+	/* The grant's buckets before the proof: a proof accepted is a jti the
+	 * node remembers, so a client over its rate adds none. */
+	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || rate_limit(r, rc) == STEP_ANSWERED ||
+	    dpop_gate(r, rc, token) == STEP_ANSWERED || (r->body_expected && media_type(r) == STEP_ANSWERED))
 		goto out;
 	r->ctx = rc;
 	r->ctx_free = ctx_free;
