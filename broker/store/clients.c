@@ -113,8 +113,10 @@ int clients_sync_static(struct app *app)
 		char *text = strlist_json(cc->redirect_uris, cc->n_redirect_uris);
 		char *grants = cc->n_grant_types ? strlist_json(cc->grant_types, cc->n_grant_types)
 						 : strdup("[\"authorization_code\", \"refresh_token\"]");
-		const char *p[] = { cc->client_id, cc->client_name, text,
-				    cc->has_secret ? "client_secret_basic" : "none", grants };
+		const char *method = cc->has_secret             ? "client_secret_basic"
+				     : cc->jwks || cc->jwks_uri ? "private_key_jwt"
+								: "none";
+		const char *p[] = { cc->client_id, cc->client_name, text, method, grants };
 		PGresult *res = text && grants ? db_exec_ok(c, &q, 5, p) : NULL;
 		free(text);
 		free(grants);

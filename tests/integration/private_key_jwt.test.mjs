@@ -127,6 +127,9 @@ test('metadata advertises private_key_jwt and its algorithms', async () => {
   assert.ok(m.token_endpoint_auth_methods_supported.includes('private_key_jwt'));
   assert.ok(m.revocation_endpoint_auth_methods_supported.includes('private_key_jwt'));
   assert.deepEqual(m.token_endpoint_auth_signing_alg_values_supported, ['RS256', 'PS256', 'ES256', 'EdDSA']);
+  // The static clients' rows say how they authenticate (jwks or jwks_uri: a key).
+  assert.equal(await psql(db, `SELECT string_agg(client_id || '=' || token_endpoint_auth_method, ',' ORDER BY client_id)
+    FROM clients WHERE client_id IN ('pk-inline', 'pk-uri')`), 'pk-inline=private_key_jwt,pk-uri=private_key_jwt');
 });
 
 test('a pre-registered client with inline jwks: code flow, refresh and revocation', async () => {
