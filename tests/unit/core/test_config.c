@@ -897,6 +897,21 @@ static void test_machine_clients(void)
 		      config_upstream(c, "gh")->client_credentials == 0);
 		config_free(&c);
 	}
+	/* A key instead of a secret (private_key_jwt): inline or by URL. */
+	snprintf(
+		extra, sizeof(extra),
+		CC_UPSTREAMS CC_RESOURCES
+		"\"clients\":[{\"client_id\":\"k1\",\"grant_types\":[\"client_credentials\"],\"resources\":[\"/corp\"],"
+		"\"jwks\":{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+		"\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}]}},"
+		"{\"client_id\":\"k2\",\"grant_types\":[\"client_credentials\"],\"resources\":[\"/corp\"],"
+		"\"jwks_uri\":\"https://ci.example.com/jwks.json\"}]");
+	c = PASSES(build((struct cfgt){ .extra = extra }));
+	if (c) {
+		CHECK(config_client(c, "k1")->client_credentials && config_client(c, "k1")->jwks);
+		CHECK(config_client(c, "k2")->client_credentials && config_client(c, "k2")->jwks_uri);
+		config_free(&c);
+	}
 	const char *cc = "\"client_id\":\"job\",\"grant_types\":[\"client_credentials\"],";
 	char buf[1024];
 #define MACHINE(fmt, msg)                                      \
