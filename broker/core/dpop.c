@@ -181,10 +181,39 @@ int dpop_nonce_ok(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, con
 
 /* ---- htu ---------------------------------------------------------------- */
 
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* p[0..n) percent-decoded into out, as the HTTP server decodes the path it
+ * routes (and the broker forwards): 0, or -1 for a broken escape or a NUL. */
+static int path_decode(const char *p, size_t n, struct buf *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c[1] = { p[i] };
+		if (p[i] == '%') {
+			int hi = i + 2 < n ? hex_digit(p[i + 1]) : -1;
+			int lo = hi >= 0 ? hex_digit(p[i + 2]) : -1;
+			if (lo < 0 || (hi == 0 && lo == 0))
+				return -1;
+			c[0] = (char)(hi << 4 | lo);
+			i += 2;
+		}
+		if (buf_add(out, c, 1) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* s normalised into out: scheme and host lowercase, the scheme's default
- * port dropped, an empty path "/", query and fragment cut. 0, or -1 for
- * anything but an absolute http(s) URL without userinfo. */
-static int htu_normalise(const char *s, struct buf *out)
+ * port dropped, an empty path "/", query and fragment cut; with decode, the
+ * path percent-decoded. 0, or -1 for anything but an absolute http(s) URL
+ * without userinfo. */
+static int htu_normalise(const char *s, int decode, struct buf *out)
 {
 	size_t n = strcspn(s, "?#");
 	int https = strncasecmp(s, "https://", 8) == 0;
@@ -218,16 +247,16 @@ static int htu_normalise(const char *s, struct buf *out)
 	}
 	if (path == end)
 		return buf_adds(out, "/");
-	return buf_add(out, path, (size_t)(end - path));
+	return decode ? path_decode(path, (size_t)(end - path), out) : buf_add(out, path, (size_t)(end - path));
 }
 
-int dpop_htu_equal(const char *a, const char *b)
+int dpop_htu_matches(const char *htu, const char *request_url)
 {
 	struct buf x, y;
 	buf_init(&x, 4096);
 	buf_init(&y, 4096);
-	int eq = a && b && htu_normalise(a, &x) == 0 && htu_normalise(b, &y) == 0 && x.len == y.len &&
-		 memcmp(x.ptr, y.ptr, x.len) == 0;
+	int eq = htu && request_url && htu_normalise(htu, 1, &x) == 0 && htu_normalise(request_url, 0, &y) == 0 &&
+		 x.len == y.len && memcmp(x.ptr, y.ptr, x.len) == 0;
 	buf_free(&x);
 	buf_free(&y);
 	return eq;
@@ -252,7 +281,7 @@ static enum dpop_rc claims_check(const json_t *c, const struct dpop_expect *e, c
 		*why = "the proof has no jti";
 	else if (!htm || strcmp(htm, e->htm) != 0)
 		*why = "the proof's htm is not the request's method";
-	else if (!htu || !dpop_htu_equal(htu, e->htu))
+	else if (!htu || !dpop_htu_matches(htu, e->htu))
 		*why = "the proof's htu is not the request's URL";
 	else if (!json_is_integer(iat) || t > (long long)e->now + DPOP_FUTURE_S || t < (long long)e->now - e->max_age_s)
 		*why = "the proof's iat is outside the accepted window";

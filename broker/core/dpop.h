@@ -35,7 +35,7 @@ enum dpop_space {
 struct dpop_expect {
 	enum dpop_space space;
 	const char *htm;          /* the request's method */
-	const char *htu;          /* the request's URL as the client addressed it (any query is ignored) */
+	const char *htu;          /* the request's URL: public_url and the decoded path (a query is ignored) */
 	const char *access_token; /* non-NULL: ath must be its hash */
 	const char *jkt;          /* non-NULL: the proof's key must have this thumbprint */
 	const uint8_t *nonce_key; /* non-NULL: the proof must carry a current nonce made under it */
@@ -68,8 +68,11 @@ int dpop_nonce(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, char o
 /* 1 when nonce was made under key in the current slot or the one before. */
 int dpop_nonce_ok(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, const char *nonce);
 
-/* 1 when a and b are the same htu once normalised as above. */
-int dpop_htu_equal(const char *a, const char *b);
+/* 1 when a proof's htu names request_url: both normalised as above, the
+ * htu's path percent-decoded first, since request_url's path is the one
+ * the server decoded, routed and forwards (so "/mcp/a%20b" and "/mcp/a b"
+ * name the same request, as they do for the broker). */
+int dpop_htu_matches(const char *htu, const char *request_url);
 
 /* Forgets every recorded jti (tests). */
 void dpop_replay_reset(void);

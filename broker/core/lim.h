@@ -44,7 +44,7 @@
 #define LIM_JWK_KID 256
 #define LIM_ASSERTION_JTI 256
 #define LIM_DPOP_JTI 256             /* a DPoP proof's jti (RFC 9449) */
-#define LIM_DPOP_HTU 2048            /* its htu */
+#define LIM_DPOP_HTU 4096            /* its htu: a public_url (1024) and a path (LIM_PATH) fit */
 #define LIM_ASSERTION_AUDS 16        /* members of an aud array */
 #define LIM_ASSERTION_LIFETIME_S 300 /* exp at most this far ahead */
 #define LIM_ASSERTION_LEEWAY_S 30    /* clock skew allowed on exp, nbf, iat */
