@@ -7,7 +7,7 @@
 // issued is good at the other.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, createHmac, createPrivateKey, randomBytes, sign as nodeSign } from 'node:crypto';
+import { createHash, createHmac, createPrivateKey, generateKeyPairSync, randomBytes, sign as nodeSign } from 'node:crypto';
 import * as jose from 'jose';
 import { startIdp } from '../fakes/idp.mjs';
 import { startDownstream } from '../fakes/downstream.mjs';
@@ -312,6 +312,12 @@ test('/token: every bad proof is 400 invalid_dpop_proof, writes nothing and leav
       handSign(ed))],
     ['an oct jwk under ES256', handJws({ alg: 'ES256', typ: 'dpop+jwt', jwk: { kty: 'oct', k: 'c2VjcmV0' } }, { jti: newJti(), htm: 'POST', htu, iat: now() },
       es256(k.privateJwk))],
+    ['a crit header', handJws({ alg: 'ES256', typ: 'dpop+jwt', jwk: k.jwk, crit: ['exp'], exp: now() + 60 }, { jti: newJti(), htm: 'POST', htu, iat: now() },
+      es256(k.privateJwk))],
+    ['an RSA-1024 jwk', ((kp) => handJws({ alg: 'RS256', typ: 'dpop+jwt', jwk: kp.publicKey.export({ format: 'jwk' }) }, { jti: newJti(), htm: 'POST', htu, iat: now() },
+      (input) => nodeSign('sha256', Buffer.from(input), kp.privateKey).toString('base64url')))(generateKeyPairSync('rsa', { modulusLength: 1024 }))],
+    ['a P-384 jwk under ES256', ((kp) => handJws({ alg: 'ES256', typ: 'dpop+jwt', jwk: kp.publicKey.export({ format: 'jwk' }) }, { jti: newJti(), htm: 'POST', htu, iat: now() },
+      (input) => nodeSign('sha256', Buffer.from(input), { key: kp.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')))(generateKeyPairSync('ec', { namedCurve: 'P-384' }))],
     ['no jwk', handJws({ alg: 'ES256', typ: 'dpop+jwt' }, { jti: newJti(), htm: 'POST', htu, iat: now() }, es256(k.privateJwk))],
     ['jwk of another kty than alg', await proof(await newKey('RS256'), 'POST', htu, { header: { alg: 'RS256', jwk: k.jwk } })],
     ['signed by another key than the header jwk', await proof(other, 'POST', htu, { header: { jwk: k.jwk } })],
@@ -348,6 +354,9 @@ test('/token: every bad proof is 400 invalid_dpop_proof, writes nothing and leav
     'signed by another key than the header jwk': 'sig',
     'a flipped signature byte': 'sig',
     'garbage': 'alg',
+    'a crit header': 'alg',
+    'an RSA-1024 jwk': 'jwk',
+    'a P-384 jwk under ES256': 'jwk',
     'three dots of nothing': 'alg',
     'empty': 'alg',
     'oversized': 'alg',
@@ -445,6 +454,17 @@ test('/token: a public client\'s bound refresh token needs its key; a refusal is
   const next = await refresh(main, r.json.refresh_token, { dpop: await proof(k, 'POST', htu) });
   assert.equal(next.status, 200, next.text);
   assert.equal(next.json.token_type, 'DPoP');
+
+  // Past the grace window: without the key the old token still cannot kill
+  // the grant; with it, reuse detection works as for any refresh token.
+  assert.equal(await psql(main.db, `UPDATE tokens SET used_at = now() - interval '1 hour' WHERE token_hash = '\\x${sha256hex(pair.refresh_token)}'::bytea RETURNING 1`), '1');
+  await tokenRefused(main, 'reuse after grace without a proof', () => refresh(main, pair.refresh_token));
+  await tokenRefused(main, 'reuse after grace with another key', async () => refresh(main, pair.refresh_token, { dpop: await proof(other, 'POST', htu) }));
+  assert.equal(await grantStatus(main, pair.refresh_token), 'active', 'a refusal for the proof is not reuse');
+  const reuse = await refresh(main, pair.refresh_token, { dpop: await proof(k, 'POST', htu) });
+  assertOAuthError(reuse, 400, 'invalid_grant');
+  assert.equal(await grantStatus(main, pair.refresh_token), 'revoked', 'reuse by the key holder revokes the grant');
+  await proxyRefused(main, 'a token of the grant revoked for reuse', { token: next.json.access_token, dpop: await pp(main, k, next.json.access_token) }, 'invalid_token');
 });
 
 test('/token: a confidential client\'s refresh token is not bound; its access tokens are when it sends a proof', T, async () => {
@@ -635,10 +655,26 @@ test('proxy: every bad presentation of a bound token is refused with a DPoP chal
   await proxyRefused(main, 'GET without a proof', { method: 'GET', token: at }, 'invalid_dpop_proof');
   await proxyRefused(main, 'DELETE with a POST proof', { method: 'DELETE', token: at, dpop: await pp(main, k, at) }, 'invalid_dpop_proof');
 
+  // A tool outside the token's scopes: 403 insufficient_scope, challenged
+  // in the scheme the token came in.
+  const denied = await unseen('insufficient scope', async () => mcp(main, '/mcp', { token: at, dpop: await pp(main, k, at), body: call('delete_repo') }));
+  assert.equal(denied.status, 403, denied.text);
+  const dc = parseChallenge(denied.headers.get('www-authenticate'));
+  assert.equal(dc.scheme, 'DPoP', denied.headers.get('www-authenticate'));
+  assert.equal(dc.params.error, 'insufficient_scope');
+  assert.ok(dc.params.algs, 'algs in the DPoP challenge');
+
   // Replay: a proof passes once.
   const once = await pp(main, k, at);
   await proxyOk(main, 'first use', '/mcp', { token: at, dpop: once });
   await proxyRefused(main, 'replayed proof', { token: at, dpop: once }, 'invalid_dpop_proof', '/mcp', WHY.replay);
+
+  // The same proof five times at once: one passes (the jti memory is shared by the node's threads).
+  const raced = await pp(main, k, at);
+  const n0 = ds.requests.length;
+  const statuses = (await Promise.all(Array.from({ length: 5 }, () => mcp(main, '/mcp', { token: at, dpop: raced })))).map((x) => x.status).sort();
+  assert.deepEqual(statuses, [200, 401, 401, 401, 401]);
+  assert.equal(ds.requests.length, n0 + 1, 'one raced proof reached the downstream');
 
   // Two DPoP headers: refused by the header screen.
   const n = ds.requests.length;
@@ -777,6 +813,11 @@ test('nonce mode: the proxy demands a nonce, takes one from either node, refuses
   await proxyOk(nodeA, 'Bearer token in nonce mode', '/mcp', { scheme: 'Bearer', token: plain.json.access_token });
 });
 
-test('every node is still healthy', T, async () => {
-  for (const b of [main, nodeA, nodeB]) await ready(b, 'the DPoP tests');
+test('every node is still healthy, and no token or proof is in its log', T, async () => {
+  for (const b of [main, nodeA, nodeB]) {
+    await ready(b, 'the DPoP tests');
+    const log = b.broker.logText();
+    assert.ok(!/mcpb_(at|rt|ac)_[A-Za-z0-9_-]{20}/.test(log), 'a broker token in the log');
+    assert.ok(!/eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}/.test(log), 'a DPoP proof in the log');
+  }
 });
