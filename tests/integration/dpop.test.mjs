@@ -538,6 +538,12 @@ test('proxy: a bound token works in the DPoP scheme with a proof; the downstream
   // (both sides ignore it).
   await proxyOk(main, 'htu with the query', '/mcp/x?a=1', { token: at, method: 'GET',
     dpop: await proof(k, 'GET', `${main.pub}/mcp/x?a=1`, { claims: { ath: athOf(at) } }) });
+  // An unbound token in the Bearer scheme with a DPoP header beside it: the
+  // proof is ignored, and dropped before the downstream.
+  const plain = await exchange(main, await code(main));
+  const { seen: s2 } = await proxyOk(main, 'Bearer token with a stray DPoP header', '/mcp', { scheme: 'Bearer', token: plain.json.access_token,
+    dpop: await pp(main, k, plain.json.access_token) });
+  assert.equal(s2.headers.dpop, undefined, 'a stray DPoP header is dropped');
   // Scheme case-insensitive; htu scheme and host case-insensitive.
   await proxyOk(main, 'scheme dpop in lowercase', '/mcp', { scheme: 'dpop', token: at, dpop: await pp(main, k, at) });
   await proxyOk(main, 'htu host in capitals', '/mcp', { token: at,
@@ -563,6 +569,22 @@ test('proxy: a path with a percent-encoded character takes the proof for the URL
   assert.equal(r.status, 200, `GET /mcp/a%20b with a proof for ${main.pub}/mcp/a%20b: ${r.status} ${r.headers['www-authenticate']}` +
     ` (a proof for the decoded ${main.pub}/mcp/a b gets ${decoded.status})`);
   assert.equal(ds.requests.length, n + 1);
+});
+
+// BROKER BUG (see the report): core/lim.h LIM_DPOP_HTU is 2048, as LIM_PATH
+// is: the htu of a request whose path the broker accepts (up to LIM_PATH
+// bytes) is public_url longer than that, and core/dpop.c claims_check
+// (str_claim(c, "htu", LIM_DPOP_HTU)) takes a longer htu for no htu.
+test('proxy: a request with the longest path the broker accepts takes its proof [fails: broker bug]', T, async () => {
+  const k = await newKey();
+  const pair = await boundPair(main, k);
+  const at = pair.access_token;
+  const path = `/mcp/${'a'.repeat(2048 - 5)}`;
+  assert.equal(path.length, 2048);
+  // The path itself is fine: a Bearer token gets through on it.
+  const plain = await exchange(main, await code(main));
+  await proxyOk(main, 'a Bearer token on the longest path', path, { scheme: 'Bearer', token: plain.json.access_token, method: 'GET' });
+  await proxyOk(main, 'a bound token on the longest path', path, { token: at, method: 'GET', dpop: await pp(main, k, at, { htm: 'GET', path }) });
 });
 
 // BROKER BUG (see the report): routes.c cors_preflight answers OPTIONS
