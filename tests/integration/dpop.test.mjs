@@ -550,12 +550,12 @@ test('proxy: a bound token works in the DPoP scheme with a proof; the downstream
     dpop: await proof(k, 'POST', `${main.pub.replace('http://', 'HTTP://')}/mcp`, { claims: { ath: athOf(at) } }) });
 });
 
-// BROKER BUG (see the report): resource.c dpop_gate builds the htu it
-// compares from r->path, which libmicrohttpd has already percent-decoded;
-// the client's htu is the URL it requested (RFC 9449 section 4.3: compared
-// after RFC 3986 syntax-based normalisation, which keeps %20 encoded), so a
-// path with a percent-encoded character never matches.
-test('proxy: a path with a percent-encoded character takes the proof for the URL the client requested [fails: broker bug]', T, async () => {
+// Regression: the htu was compared with r->path, which libmicrohttpd has
+// percent-decoded, so the proof for the URL the client requested never
+// matched. The proof's path is now decoded the same way before comparing:
+// /mcp/a%20b and the (URI-invalid) /mcp/a b name the same request for the
+// broker, which forwards the decoded path re-encoded.
+test('proxy: a path with a percent-encoded character takes the proof for the URL the client requested', T, async () => {
   const k = await newKey();
   const pair = await boundPair(main, k);
   const at = pair.access_token;
@@ -566,16 +566,22 @@ test('proxy: a path with a percent-encoded character takes the proof for the URL
   // that is no URI at all, with a raw space).
   const decoded = await rawRequest(main.broker.port, { method: 'GET', path: '/mcp/a%20b',
     headers: [['Authorization', `DPoP ${at}`], ['DPoP', await proof(k, 'GET', `${main.pub}/mcp/a b`, { claims: { ath: athOf(at) } })]] });
-  assert.equal(r.status, 200, `GET /mcp/a%20b with a proof for ${main.pub}/mcp/a%20b: ${r.status} ${r.headers['www-authenticate']}` +
-    ` (a proof for the decoded ${main.pub}/mcp/a b gets ${decoded.status})`);
-  assert.equal(ds.requests.length, n + 1);
+  assert.equal(r.status, 200, `GET /mcp/a%20b with a proof for ${main.pub}/mcp/a%20b: ${r.status} ${r.headers['www-authenticate']}`);
+  assert.equal(decoded.status, 200, `the same request, a proof naming it decoded: ${decoded.status}`);
+  assert.equal(ds.requests.length, n + 2);
+  // Another path is still another URL, however it is spelled.
+  const other = await rawRequest(main.broker.port, { method: 'GET', path: '/mcp/a%20b',
+    headers: [['Authorization', `DPoP ${at}`], ['DPoP', await proof(k, 'GET', `${main.pub}/mcp/a%20c`, { claims: { ath: athOf(at) } })]] });
+  assert.equal(other.status, 401);
+  const broken = await rawRequest(main.broker.port, { method: 'GET', path: '/mcp/a%20b',
+    headers: [['Authorization', `DPoP ${at}`], ['DPoP', await proof(k, 'GET', `${main.pub}/mcp/a%2`, { claims: { ath: athOf(at) } })]] });
+  assert.equal(broken.status, 401);
+  assert.equal(ds.requests.length, n + 2);
 });
 
-// BROKER BUG (see the report): core/lim.h LIM_DPOP_HTU is 2048, as LIM_PATH
-// is: the htu of a request whose path the broker accepts (up to LIM_PATH
-// bytes) is public_url longer than that, and core/dpop.c claims_check
-// (str_claim(c, "htu", LIM_DPOP_HTU)) takes a longer htu for no htu.
-test('proxy: a request with the longest path the broker accepts takes its proof [fails: broker bug]', T, async () => {
+// Regression: LIM_DPOP_HTU was 2048, as LIM_PATH is, so the htu of the
+// longest path the broker accepts (public_url longer) was read as none.
+test('proxy: a request with the longest path the broker accepts takes its proof', T, async () => {
   const k = await newKey();
   const pair = await boundPair(main, k);
   const at = pair.access_token;
@@ -587,11 +593,9 @@ test('proxy: a request with the longest path the broker accepts takes its proof 
   await proxyOk(main, 'a bound token on the longest path', path, { token: at, method: 'GET', dpop: await pp(main, k, at, { htm: 'GET', path }) });
 });
 
-// BROKER BUG (see the report): routes.c cors_preflight answers OPTIONS
-// /token with Access-Control-Allow-Headers "Authorization, Content-Type,
-// MCP-Protocol-Version": no DPoP, so a browser-based client cannot send its
-// proof to /token cross-origin (the resource's own preflight lists DPoP).
-test('CORS: preflights allow the DPoP header at the resource and at /token, answers expose DPoP-Nonce [/token preflight fails: broker bug]', T, async () => {
+// Regression: the /token preflight (routes.c cors_preflight) did not allow
+// the DPoP header, so a browser-based client could not send its proof.
+test('CORS: preflights allow the DPoP header at the resource and at /token, answers expose DPoP-Nonce', T, async () => {
   const origin = main.pub;
   const pre = await http(`${main.url}/mcp`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST',
     'access-control-request-headers': 'authorization, dpop, content-type' } });
