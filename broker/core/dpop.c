@@ -1,6 +1,7 @@
 #include "dpop.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,16 +16,30 @@
  * acceptable: max age and future skew), then becomes the old one, and the
  * old one is dropped: an entry lives between W and 2W seconds, long enough
  * for its proof's iat to leave the window (generations turn on the
- * monotonic clock, so a step of the wall clock cannot drop one early). A generation holds at most
- * REPLAY_MAX entries; past that, proofs are refused (fail closed) until it
+ * monotonic clock, so a step of the wall clock cannot drop one early).
+ *
+ * A generation holds at most REPLAY_MAX jtis, and at most REPLAY_PER_KEY of
+ * one key (counted in a second table of the same kind): a client flooding
+ * proofs of its own key locks out only that key, and past REPLAY_MAX (eight
+ * such keys at least) proofs are refused (fail closed) until the generation
  * turns over. Hashes are keyed with a per-process random secret, so nobody
  * outside can aim collisions; a false "replayed" needs a 64-bit collision. */
-#define REPLAY_MAX (1u << 20) /* a generation at most 16 MiB (load <= 1/2) */
+#define REPLAY_MAX (1u << 19)     /* a generation at most 16 MiB (load <= 1/2) */
+#define REPLAY_PER_KEY (1u << 16) /* ~500 proofs/s of one key, sustained */
 #define REPLAY_MIN_SLOTS 1024u
 
+struct slot {
+	uint64_t h; /* 0: empty */
+	uint32_t n; /* the key table's count */
+};
+
+struct table {
+	struct slot *slot;
+	size_t cap, n; /* cap: a power of two, or 0 */
+};
+
 struct generation {
-	uint64_t *slot; /* 0: empty */
-	size_t cap, n;  /* cap: a power of two, or 0 */
+	struct table jtis, keys;
 	time_t start;
 };
 
@@ -40,88 +55,100 @@ static struct replay_space spaces[DPOP_SPACES] = {
 	{ .lock = PTHREAD_MUTEX_INITIALIZER },
 };
 
-static int gen_has(const struct generation *g, uint64_t h)
+/* The slot holding h, or the empty one where it would go (cap > 0). */
+static struct slot *table_find(const struct table *t, uint64_t h)
 {
-	for (size_t i = g->cap ? h & (g->cap - 1) : 0; g->cap && g->slot[i]; i = (i + 1) & (g->cap - 1))
-		if (g->slot[i] == h)
-			return 1;
-	return 0;
+	size_t i = h & (t->cap - 1);
+	while (t->slot[i].h && t->slot[i].h != h)
+		i = (i + 1) & (t->cap - 1);
+	return &t->slot[i];
 }
 
-static void gen_put(struct generation *g, uint64_t h)
+static const struct slot *table_get(const struct table *t, uint64_t h)
 {
-	size_t i = h & (g->cap - 1);
-	while (g->slot[i])
-		i = (i + 1) & (g->cap - 1);
-	g->slot[i] = h;
-	g->n++;
+	const struct slot *s = t->cap ? table_find(t, h) : NULL;
+	return s && s->h ? s : NULL;
 }
 
 /* Room for one more entry at load <= 1/2: 0, or -1 (full, or no memory). */
-static int gen_reserve(struct generation *g)
+static int table_reserve(struct table *t)
 {
-	if (g->n >= REPLAY_MAX)
+	if (t->n >= REPLAY_MAX)
 		return -1;
-	if (g->cap && (g->n + 1) * 2 <= g->cap)
+	if (t->cap && (t->n + 1) * 2 <= t->cap)
 		return 0;
-	size_t cap = g->cap ? g->cap * 2 : REPLAY_MIN_SLOTS;
-	uint64_t *slot = calloc(cap, sizeof(*slot));
-	if (!slot)
+	size_t cap = t->cap ? t->cap * 2 : REPLAY_MIN_SLOTS;
+	struct table bigger = { calloc(cap, sizeof(struct slot)), cap, t->n };
+	if (!bigger.slot)
 		return -1;
-	struct generation bigger = { slot, cap, 0, g->start };
-	for (size_t i = 0; i < g->cap; i++)
-		if (g->slot[i])
-			gen_put(&bigger, g->slot[i]);
-	free(g->slot);
-	*g = bigger;
+	for (size_t i = 0; i < t->cap; i++)
+		if (t->slot[i].h)
+			*table_find(&bigger, t->slot[i].h) = t->slot[i];
+	free(t->slot);
+	*t = bigger;
 	return 0;
 }
 
 static void gen_free(struct generation *g)
 {
-	free(g->slot);
+	free(g->jtis.slot);
+	free(g->keys.slot);
 	memset(g, 0, sizeof(*g));
 }
 
-static uint64_t replay_hash(const struct replay_space *sp, const char *jkt, const char *jti)
+/* The keyed hash of label and a, then b when given (never 0). */
+static uint64_t replay_hash(const struct replay_space *sp, const char *label, const char *a, const char *b)
 {
-	struct buf b;
+	struct buf in;
 	uint8_t d[CRYPTO_SHA256_LEN];
-	uint64_t h = 0;
-	buf_init(&b, 512);
-	if (buf_add(&b, sp->secret, sizeof(sp->secret)) == 0 && buf_adds(&b, jkt) == 0 && buf_add(&b, "", 1) == 0 &&
-	    buf_adds(&b, jti) == 0) {
-		crypto_sha256(b.ptr, b.len, d);
+	uint64_t h = 1; /* out of memory: all collide, which refuses (fail closed) */
+	buf_init(&in, 512);
+	if (buf_add(&in, sp->secret, sizeof(sp->secret)) == 0 && buf_add(&in, label, strlen(label) + 1) == 0 &&
+	    buf_add(&in, a, strlen(a) + 1) == 0 && (!b || buf_adds(&in, b) == 0)) {
+		crypto_sha256(in.ptr, in.len, d);
 		memcpy(&h, d, sizeof(h));
 	}
-	buf_free(&b);
-	return h ? h : 1; /* 0 marks an empty slot; a failed hash is refused below */
+	buf_free(&in);
+	return h ? h : 1;
 }
 
-/* 0 when (jkt, jti) was not seen within the window (now recorded), 1 when
- * it was, -1 when it cannot be recorded (full, no memory, no randomness). */
-static int replay_check(struct replay_space *sp, const char *jkt, const char *jti, long window_s)
+/* The replay verdict on (jkt, jti) in sp: 0 not seen within the window
+ * (recorded when record), 1 seen, 2 the key has used its share, -1 it
+ * cannot be recorded (full, no memory, no randomness). */
+static int replay_check(struct replay_space *sp, const char *jkt, const char *jti, long window_s, int record)
 {
 	int rc = -1;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	time_t now = ts.tv_sec;
 	pthread_mutex_lock(&sp->lock);
 	if (!sp->seeded)
 		sp->seeded = crypto_random(sp->secret, sizeof(sp->secret)) == 0;
 	if (!sp->seeded)
 		goto out;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	time_t now = ts.tv_sec;
 	if (!sp->cur.start || now - sp->cur.start >= window_s) {
 		gen_free(&sp->old);
 		sp->old = sp->cur;
 		memset(&sp->cur, 0, sizeof(sp->cur));
 		sp->cur.start = now;
 	}
-	uint64_t h = replay_hash(sp, jkt, jti);
-	if (gen_has(&sp->cur, h) || gen_has(&sp->old, h))
+	uint64_t h = replay_hash(sp, "jti", jkt, jti), k = replay_hash(sp, "key", jkt, NULL);
+	const struct slot *used = table_get(&sp->cur.keys, k);
+	if (table_get(&sp->cur.jtis, h) || table_get(&sp->old.jtis, h))
 		rc = 1;
-	else if (gen_reserve(&sp->cur) == 0) {
-		gen_put(&sp->cur, h);
+	else if (used && used->n >= REPLAY_PER_KEY)
+		rc = 2;
+	else if (!record)
+		rc = 0;
+	else if (table_reserve(&sp->cur.jtis) == 0 && table_reserve(&sp->cur.keys) == 0) {
+		*table_find(&sp->cur.jtis, h) = (struct slot){ h, 0 };
+		sp->cur.jtis.n++;
+		struct slot *ks = table_find(&sp->cur.keys, k);
+		if (!ks->h) {
+			ks->h = k;
+			sp->cur.keys.n++;
+		}
+		ks->n++;
 		rc = 0;
 	}
 out:
@@ -137,6 +164,26 @@ void dpop_replay_reset(void)
 		gen_free(&spaces[i].old);
 		pthread_mutex_unlock(&spaces[i].lock);
 	}
+}
+
+static const char *replay_why(int rc)
+{
+	switch (rc) {
+	case 0: return NULL;
+	case 1: return "the proof's jti was used before";
+	case 2: return "too many proofs of this key for now";
+	default: return "the proof cannot be checked for replay now";
+	}
+}
+
+int dpop_record(const struct dpop_pending *p, const char **why)
+{
+	*why = "the proof cannot be checked for replay now";
+	if (!p->set || (unsigned)p->space >= DPOP_SPACES)
+		return -1;
+	int rc = replay_check(&spaces[p->space], p->jkt, p->jti, p->window_s, 1);
+	*why = replay_why(rc);
+	return rc == 0 ? 0 : -1;
 }
 
 /* ---- nonces ------------------------------------------------------------- */
@@ -305,17 +352,34 @@ static enum dpop_rc claims_check(const json_t *c, const struct dpop_expect *e, c
 	return DPOP_OK;
 }
 
-/* The proof's key: the header's jwk, public, fitting alg; its thumbprint. */
-static EVP_PKEY *header_key(const struct jws *j, char jkt[DPOP_JKT_LEN + 1], const char **why)
+/* The proof's key: the header's jwk, public, fitting alg, and (when e
+ * names one) the key the token is bound to; jkt gets its thumbprint. The
+ * thumbprint is compared before any key is built or signature checked, and
+ * RSA keys are held to 4096 bits with e = 65537: a proof by a key it cannot
+ * be costs no modular arithmetic. */
+static EVP_PKEY *header_key(const struct jws *j, const struct dpop_expect *e, char jkt[DPOP_JKT_LEN + 1],
+			    const char **why)
 {
 	const json_t *jwk = json_object_get(j->header, "jwk");
 	const char *typ = json_string_value(json_object_get(j->header, "typ"));
+	const char *kty = json_string_value(json_object_get(jwk, "kty"));
+	const json_t *n = json_object_get(jwk, "n");
 	EVP_PKEY *key = NULL;
 	char tp[44];
 	*why = NULL;
 	if (!typ || strcasecmp(typ, "dpop+jwt") != 0)
 		*why = "the proof's typ is not dpop+jwt";
-	else if (!json_is_object(jwk) || jose_jwk_key(jwk, j->alg, &key) < 0 || jose_jwk_thumbprint(jwk, tp) < 0)
+	else if (!json_is_object(jwk) || jose_jwk_thumbprint(jwk, tp) < 0)
+		*why = "the proof's jwk is not a public key of its alg";
+	else if (e->jkt && (strlen(e->jkt) != DPOP_JKT_LEN || memcmp(e->jkt, tp, DPOP_JKT_LEN) != 0))
+		*why = "the proof's key is not the one the token is bound to";
+	else if (kty && strcmp(kty, "RSA") == 0 &&
+		 (!json_is_string(n) || json_string_length(n) > DPOP_RSA_N_CHARS ||
+		  strcmp(json_string_value(json_object_get(jwk, "e")) ? json_string_value(json_object_get(jwk, "e"))
+								      : "",
+			 "AQAB") != 0))
+		*why = "the proof's RSA key is over 4096 bits or its exponent is not 65537";
+	else if (jose_jwk_key(jwk, j->alg, &key) < 0)
 		*why = "the proof's jwk is not a public key of its alg";
 	if (*why) {
 		EVP_PKEY_free(key);
@@ -333,10 +397,12 @@ enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jk
 	EVP_PKEY *key = NULL;
 	enum dpop_rc rc = DPOP_INVALID;
 	jkt_out[0] = '\0';
+	if (e->pending)
+		memset(e->pending, 0, sizeof(*e->pending));
 	*why = "the proof is not a signed JWT of a supported alg";
 	if (!proof || jose_parse(proof, strlen(proof), &j) < 0)
 		return rc;
-	if (!(key = header_key(&j, jkt_out, why)))
+	if (!(key = header_key(&j, e, jkt_out, why)))
 		goto out;
 	if (jose_verify(j.alg, key, j.input, j.input_len, j.sig, j.sig_len) < 0) {
 		*why = "the proof's signature does not verify";
@@ -345,20 +411,23 @@ enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jk
 	if ((rc = claims_check(j.payload, e, why)) != DPOP_OK)
 		goto out;
 	rc = DPOP_INVALID;
-	if (e->jkt && strcmp(e->jkt, jkt_out) != 0) {
-		*why = "the proof's key is not the one the token is bound to";
-		goto out;
-	}
+	const char *jti = json_string_value(json_object_get(j.payload, "jti"));
+	long window = e->max_age_s + DPOP_FUTURE_S;
 	if ((unsigned)e->space >= DPOP_SPACES) {
-		*why = "the proof cannot be checked for replay now";
+		*why = replay_why(-1);
 		goto out;
 	}
-	switch (replay_check(&spaces[e->space], jkt_out, json_string_value(json_object_get(j.payload, "jti")),
-			     e->max_age_s + DPOP_FUTURE_S)) {
-	case 0: rc = DPOP_OK; break;
-	case 1: *why = "the proof's jti was used before"; break;
-	default: *why = "the proof cannot be checked for replay now"; break;
+	if ((*why = replay_why(replay_check(&spaces[e->space], jkt_out, jti, window, !e->pending))) != NULL)
+		goto out;
+	if (e->pending) {
+		struct dpop_pending *p = e->pending;
+		p->space = e->space;
+		p->window_s = window;
+		memcpy(p->jkt, jkt_out, sizeof(p->jkt));
+		snprintf(p->jti, sizeof(p->jti), "%s", jti);
+		p->set = 1;
 	}
+	rc = DPOP_OK;
 out:
 	if (rc != DPOP_OK)
 		jkt_out[0] = '\0';

@@ -15,10 +15,12 @@
 #include <time.h>
 #include "buf.h" /* WUR */
 #include "crypto.h"
+#include "lim.h"
 
-#define DPOP_JKT_LEN 43   /* an RFC 7638 SHA-256 thumbprint, base64url */
-#define DPOP_NONCE_LEN 32 /* base64url of an 8-byte slot and a 16-byte MAC */
-#define DPOP_FUTURE_S 10  /* clock skew: an iat at most this far ahead */
+#define DPOP_JKT_LEN 43      /* an RFC 7638 SHA-256 thumbprint, base64url */
+#define DPOP_NONCE_LEN 32    /* base64url of an 8-byte slot and a 16-byte MAC */
+#define DPOP_FUTURE_S 10     /* clock skew: an iat at most this far ahead */
+#define DPOP_RSA_N_CHARS 683 /* base64url of a 4096-bit modulus */
 /* What metadata advertises (dpop_signing_alg_values_supported). */
 #define DPOP_ALGS "RS256 PS256 ES256 EdDSA"
 
@@ -32,6 +34,15 @@ enum dpop_space {
 	DPOP_SPACES,
 };
 
+/* A verified proof whose jti is still to be recorded (dpop_record). */
+struct dpop_pending {
+	int set;
+	enum dpop_space space;
+	long window_s;
+	char jkt[DPOP_JKT_LEN + 1];
+	char jti[LIM_DPOP_JTI + 1];
+};
+
 struct dpop_expect {
 	enum dpop_space space;
 	const char *htm;          /* the request's method */
@@ -42,6 +53,11 @@ struct dpop_expect {
 	long nonce_ttl_s;         /* a nonce's slot length (it is good for one to two) */
 	long max_age_s;           /* iat at most this old */
 	time_t now;
+	/* NULL: the jti is recorded by dpop_verify. Else it is only checked,
+	 * and *pending filled for dpop_record once the request succeeded (the
+	 * token endpoint: a proof anybody can make with a key of their own
+	 * then takes no room unless it got tokens). */
+	struct dpop_pending *pending;
 };
 
 enum dpop_rc {
@@ -62,6 +78,10 @@ enum dpop_rc {
  * DPOP_OK with jkt_out the key's thumbprint; else *why is a fixed text. */
 enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jkt_out[DPOP_JKT_LEN + 1],
 			 const char **why) WUR;
+
+/* Records the jti of a proof dpop_verify checked with e->pending: 0, or
+ * -1 with *why (recorded meanwhile, the key's share used, or full). */
+int dpop_record(const struct dpop_pending *p, const char **why) WUR;
 
 /* A nonce for now under key (slot length ttl_s) into out. 0, or -1. */
 int dpop_nonce(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, char out[DPOP_NONCE_LEN + 1]) WUR;

@@ -248,8 +248,9 @@ static enum tk_rc refresh_check(const struct refresh_row *row, const struct clie
 	if (strcmp(row->client_id, cl->client_id) != 0)
 		rc = refuse(why, "invalid_grant", "the refresh token was issued to another client");
 	/* A bound refresh token is only its key holder's (RFC 9449 section 5):
-	 * checked before reuse, so that whoever stole it without the key
-	 * cannot even kill the grant with it. */
+	 * checked before reuse, so that whoever stole it without the key does
+	 * not set off reuse detection with it (RFC 7009 revocation, which any
+	 * holder of a token may ask, is another matter). */
 	else if (row->jkt && !*jkt)
 		rc = refuse(why, "invalid_dpop_proof", "the refresh token is DPoP-bound: a DPoP proof is required");
 	else if (row->jkt && strcmp(row->jkt, jkt) != 0)
@@ -809,7 +810,8 @@ static void dpop_fresh_nonce(struct http_req *r)
  * ("" without a proof: Bearer tokens). A proof that fails is refused
  * invalid_dpop_proof, or use_dpop_nonce when only its nonce is missing or
  * stale (the answer carries a fresh one). */
-static enum tk_rc dpop_step(struct http_req *r, char jkt[DPOP_JKT_LEN + 1], struct tk_refusal *why)
+static enum tk_rc dpop_step(struct http_req *r, char jkt[DPOP_JKT_LEN + 1], struct dpop_pending *pending,
+			    struct tk_refusal *why)
 {
 	const struct config *cfg = r->app->cfg;
 	char htu[2048];
@@ -821,15 +823,14 @@ static enum tk_rc dpop_step(struct http_req *r, char jkt[DPOP_JKT_LEN + 1], stru
 	if (n > 1)
 		return refuse(why, "invalid_dpop_proof", "a request carries one DPoP proof");
 	snprintf(htu, sizeof(htu), "%s/token", cfg->public_url);
-	struct dpop_expect e = { DPOP_SPACE_TOKEN,
-				 "POST",
-				 htu,
-				 NULL,
-				 NULL,
-				 cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
-				 cfg->dpop.nonce_ttl_s,
-				 cfg->dpop.proof_max_age_s,
-				 time(NULL) };
+	struct dpop_expect e = { .space = DPOP_SPACE_TOKEN,
+				 .htm = "POST",
+				 .htu = htu,
+				 .nonce_key = cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
+				 .nonce_ttl_s = cfg->dpop.nonce_ttl_s,
+				 .max_age_s = cfg->dpop.proof_max_age_s,
+				 .now = time(NULL),
+				 .pending = pending };
 	switch (dpop_verify(http_header(r, "DPoP"), &e, jkt, &msg)) {
 	case DPOP_OK: return TK_OK;
 	case DPOP_NONCE: return refuse(why, "use_dpop_nonce", msg);
@@ -883,6 +884,7 @@ void token_endpoint(struct http_req *r)
 	int dup = 0, gated = 0;
 	const char *bad_form = NULL;
 	char who[LIM_CLIENT_ID + 1] = "", jkt[DPOP_JKT_LEN + 1] = "";
+	struct dpop_pending pending = { 0 };
 	memset(&cl, 0, sizeof(cl));
 	memset(&t, 0, sizeof(t));
 	/* Browser-based clients call the token endpoint cross-origin; it uses
@@ -902,7 +904,7 @@ void token_endpoint(struct http_req *r)
 		rc = gated ? parse_grant_type(form, dup, &gt, &why) : TK_ANSWERED;
 	}
 	if (rc == TK_OK)
-		rc = dpop_step(r, jkt, &why);
+		rc = dpop_step(r, jkt, &pending, &why);
 	if (rc == TK_OK && db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
 		rc = TK_UNAVAILABLE;
 	if (rc == TK_OK)
@@ -913,11 +915,17 @@ void token_endpoint(struct http_req *r)
 					: grant_client_credentials(r, c, form, &cl, jkt, &t, &why);
 	if (c && c->in_tx)
 		db_rollback(c);
+	/* The proof's jti is remembered once it got tokens (the tokens are
+	 * issued: a proof that raced its own replay is only logged). */
+	const char *late = NULL;
+	if ((rc == TK_OK || rc == TK_REPLAYED) && pending.set && dpop_record(&pending, &late) < 0)
+		log_msg(LOG_WARN, "token.dpop_jti_unrecorded", r->id, "%s", late);
 	respond(r, rc, &why, &t);
 	/* Every refusal after the gate (client authentication, an unknown,
 	 * expired, reused or foreign code or refresh token, a wrong verifier,
 	 * a malformed request) counts against this (client, address). */
-	if (gated)
+	/* A request asked for a DPoP nonce failed at nothing. */
+	if (gated && !(rc == TK_REFUSED && strcmp(why.error, "use_dpop_nonce") == 0))
 		client_auth_failures_count(r, who);
 	issued_wipe(&t);
 	form_free(&form);

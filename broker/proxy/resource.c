@@ -299,15 +299,15 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 		return STEP_ANSWERED;
 	}
 	int n = snprintf(htu, sizeof(htu), "%s%s", cfg->public_url, r->path);
-	struct dpop_expect e = { DPOP_SPACE_RESOURCE,
-				 r->method,
-				 htu,
-				 token,
-				 rc->ti.jkt,
-				 cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
-				 cfg->dpop.nonce_ttl_s,
-				 cfg->dpop.proof_max_age_s,
-				 time(NULL) };
+	struct dpop_expect e = { .space = DPOP_SPACE_RESOURCE,
+				 .htm = r->method,
+				 .htu = htu,
+				 .access_token = token,
+				 .jkt = rc->ti.jkt,
+				 .nonce_key = cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
+				 .nonce_ttl_s = cfg->dpop.nonce_ttl_s,
+				 .max_age_s = cfg->dpop.proof_max_age_s,
+				 .now = time(NULL) };
 	enum dpop_rc v = n < 0 || (size_t)n >= sizeof(htu) ? DPOP_INVALID
 							   : dpop_verify(http_header(r, "DPoP"), &e, jkt, &why);
 	if (v == DPOP_OK)
@@ -655,10 +655,11 @@ void resource_headers(struct http_req *r)
 		goto out;
 	}
 	rc->dpop = dpop;
-	/* The grant's buckets before the proof: a proof accepted is a jti the
-	 * node remembers, so a client over its rate adds none. */
-	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || rate_limit(r, rc) == STEP_ANSWERED ||
-	    dpop_gate(r, rc, token) == STEP_ANSWERED || (r->body_expected && media_type(r) == STEP_ANSWERED))
+	/* The proof before the grant's buckets: a thief of a bound token
+	 * without its key cannot spend them (the jtis a flooding key leaves
+	 * are capped per key, dpop.c). */
+	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || dpop_gate(r, rc, token) == STEP_ANSWERED ||
+	    (r->body_expected && media_type(r) == STEP_ANSWERED) || rate_limit(r, rc) == STEP_ANSWERED)
 		goto out;
 	r->ctx = rc;
 	r->ctx_free = ctx_free;

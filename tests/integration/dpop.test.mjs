@@ -244,7 +244,7 @@ async function proxyRefused(b, what, opts, error, path = '/mcp', why) {
 const WHY = {
   htu: /htu/, htm: /htm/, iat: /iat/, jti: /jti/, typ: /typ/, alg: /signed JWT of a supported alg/, jwk: /jwk/,
   sig: /signature/, ath: /ath/, key: /key is not the one/, replay: /used before/, noproof: /proof is required/,
-  asDpop: /presented as DPoP/, unbound: /not DPoP-bound/,
+  asDpop: /presented as DPoP/, unbound: /not DPoP-bound/, rsa: /over 4096 bits or its exponent/,
 };
 
 /** A proxied request that must pass; returns the downstream's record of it. */
@@ -323,6 +323,12 @@ test('/token: every bad proof is 400 invalid_dpop_proof, writes nothing and leav
     ['signed by another key than the header jwk', await proof(other, 'POST', htu, { header: { jwk: k.jwk } })],
     ['a flipped signature byte', ((p) => { const s = Buffer.from(p.split('.')[2], 'base64url'); s[5] ^= 1; return p.replace(/[^.]+$/, s.toString('base64url')); })(
       await proof(k, 'POST', htu))],
+    // Keys that would make the check costly are refused before any
+    // arithmetic: an RSA modulus over 4096 bits, an exponent other than 65537.
+    ['an RSA-8192 jwk', handJws({ alg: 'RS256', typ: 'dpop+jwt', jwk: { kty: 'RSA', e: 'AQAB', n: randomBytes(1024).toString('base64url') } },
+      { jti: newJti(), htm: 'POST', htu, iat: now() }, () => randomBytes(1024).toString('base64url'))],
+    ['an RSA exponent other than 65537', handJws({ alg: 'RS256', typ: 'dpop+jwt', jwk: { ...rsa.jwk, e: 'AQAAAQ' } },
+      { jti: newJti(), htm: 'POST', htu, iat: now() }, handSign(rsa))],
     ['garbage', 'garbage'],
     ['three dots of nothing', '..'],
     ['empty', ''],
@@ -354,6 +360,8 @@ test('/token: every bad proof is 400 invalid_dpop_proof, writes nothing and leav
     'signed by another key than the header jwk': 'sig',
     'a flipped signature byte': 'sig',
     'garbage': 'alg',
+    'an RSA-8192 jwk': 'rsa',
+    'an RSA exponent other than 65537': 'rsa',
     'a crit header': 'alg',
     'an RSA-1024 jwk': 'jwk',
     'a P-384 jwk under ES256': 'jwk',
@@ -378,12 +386,18 @@ test('/token: every bad proof is 400 invalid_dpop_proof, writes nothing and leav
   });
   await tokenRefused(main, 'two proofs joined in one header', ex(`${p1}, ${p2}`));
 
-  // A replayed jti: the first use passes the DPoP step (and fails later on
-  // its unknown refresh token), the second is refused at the DPoP step.
+  // A replayed jti. At /token a jti is remembered once its proof got
+  // tokens (so self-made proofs with bogus grants take no room): a proof
+  // whose request failed passes the DPoP step again, one that got tokens
+  // is refused at it.
   const once = await proof(k, 'POST', htu);
-  await tokenRefused(main, 'first use of a proof', () => refresh(main, `mcpb_rt_${randomBytes(32).toString('base64url')}`, { dpop: once }),
-    { error: 'invalid_grant' });
-  await tokenRefused(main, 'replayed jti', ex(once), { why: WHY.replay });
+  const bogus = `mcpb_rt_${randomBytes(32).toString('base64url')}`;
+  await tokenRefused(main, 'first use of a proof', () => refresh(main, bogus, { dpop: once }), { error: 'invalid_grant' });
+  await tokenRefused(main, 'the same proof after a failure', () => refresh(main, bogus, { dpop: once }), { error: 'invalid_grant' });
+  const used = await proof(k, 'POST', htu);
+  const got = await exchange(main, await code(main), { dpop: used });
+  assert.equal(got.status, 200, got.text);
+  await tokenRefused(main, 'replayed jti', ex(used), { why: WHY.replay });
 
   // None of the above consumed the code: with a good proof it redeems.
   const t = await exchange(main, f, { dpop: await proof(k, 'POST', htu) });
@@ -642,6 +656,11 @@ test('proxy: every bad presentation of a bound token is refused with a DPoP chal
     ['proof with the plain token as ath', { token: at, dpop: await pp(main, k, at, { claims: { ath: at } }) }, 'invalid_dpop_proof'],
     ['proof by another key than the bound one', { token: at, dpop: await pp(main, other, at) }, 'invalid_dpop_proof'],
     ['proof signed by another key than its header jwk', { token: at, dpop: await pp(main, other, at, { header: { jwk: k.jwk } }) }, 'invalid_dpop_proof'],
+    // The binding is checked before the signature: a forged key is turned
+    // away without any verification (its junk signature is never looked at).
+    ['an RSA-8192 key with a junk signature', { token: at, dpop: handJws({ alg: 'RS256', typ: 'dpop+jwt',
+      jwk: { kty: 'RSA', e: 'AQAB', n: randomBytes(1024).toString('base64url') } },
+    { jti: newJti(), htm: 'POST', htu: `${main.pub}/mcp`, iat: now(), ath: athOf(at) }, () => randomBytes(1024).toString('base64url')) }, 'invalid_dpop_proof'],
     ['expired iat', { token: at, dpop: await pp(main, k, at, { claims: { iat: now() - MAX_AGE - 30 } }) }, 'invalid_dpop_proof'],
     ['iat too far ahead', { token: at, dpop: await pp(main, k, at, { claims: { iat: now() + 120 } }) }, 'invalid_dpop_proof'],
     ['typ JWT', { token: at, dpop: await pp(main, k, at, { header: { typ: 'JWT' } }) }, 'invalid_dpop_proof'],
@@ -666,6 +685,7 @@ test('proxy: every bad presentation of a bound token is refused with a DPoP chal
     'proof with the plain token as ath': 'ath',
     'proof by another key than the bound one': 'key',
     'proof signed by another key than its header jwk': 'sig',
+    'an RSA-8192 key with a junk signature': 'key',
     'expired iat': 'iat',
     'iat too far ahead': 'iat',
     'typ JWT': 'typ',
