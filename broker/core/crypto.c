@@ -165,9 +165,12 @@ int crypto_b64_encode(const void *in, size_t n, char *out, size_t outcap)
 int crypto_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
 {
 	uint8_t ha[CRYPTO_SHA256_LEN], hb[CRYPTO_SHA256_LEN];
-	crypto_sha256(a, alen, ha);
-	crypto_sha256(b, blen, hb);
-	int eq = CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0;
+	unsigned int la = 0, lb = 0;
+	/* A digest that failed (memory exhaustion) makes the two unequal: two
+	 * zeroed outputs must not compare equal. */
+	int ok = EVP_Digest(a, alen, ha, &la, EVP_sha256(), NULL) == 1;
+	ok &= EVP_Digest(b, blen, hb, &lb, EVP_sha256(), NULL) == 1;
+	int eq = ok && CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0;
 	OPENSSL_cleanse(ha, sizeof(ha));
 	OPENSSL_cleanse(hb, sizeof(hb));
 	return eq;
