@@ -78,6 +78,9 @@ static void gen_free(struct generation *g)
 	memset(g, 0, sizeof(*g));
 }
 
+/* The keyed hash of (jkt, jti), or 0 when it cannot be made (no memory:
+ * crypto_sha256 then gives zeros), which replay_check refuses. 0 also marks
+ * an empty slot; a real hash of 0 (odds 2^-64) is refused the same way. */
 static uint64_t replay_hash(const char *jkt, const char *jti)
 {
 	struct buf b;
@@ -90,7 +93,7 @@ static uint64_t replay_hash(const char *jkt, const char *jti)
 		memcpy(&h, d, sizeof(h));
 	}
 	buf_free(&b);
-	return h ? h : 1; /* 0 marks an empty slot; a failed hash is refused below */
+	return h;
 }
 
 /* 0 when (jkt, jti) was not seen within the window (now recorded), 1 when
@@ -113,6 +116,8 @@ static int replay_check(const char *jkt, const char *jti, long window_s)
 		replay.cur.start = now;
 	}
 	uint64_t h = replay_hash(jkt, jti);
+	if (!h)
+		goto out;
 	if (gen_has(&replay.cur, h) || gen_has(&replay.old, h))
 		rc = 1;
 	else if (gen_reserve(&replay.cur) == 0) {
