@@ -264,7 +264,7 @@ static const struct field dpop_fields[] = {
 	  "DPoP proofs must carry a nonce the broker issued (DPoP-Nonce)" },
 	{ "nonce_ttl_s", F_INT, 0, C(dpop.nonce_ttl_s) - C(dpop), 0, 10, 3600, 300, NULL, 0,
 	  "a nonce is good for one to two of these periods, on every node" },
-	{ "proof_max_age_s", F_INT, 0, C(dpop.proof_max_age_s) - C(dpop), 0, 5, 600, 120, NULL, 0,
+	{ "proof_max_age_s", F_INT, 0, C(dpop.proof_max_age_s) - C(dpop), 0, 5, 600, 60, NULL, 0,
 	  "a proof's iat at most this old (its jti is remembered as long)" },
 	END
 };

@@ -21,20 +21,21 @@
  * A generation holds at most REPLAY_MAX jtis, and at most REPLAY_PER_KEY of
  * one key (counted in a second table of the same kind): a client flooding
  * proofs of its own key locks out only that key, and past REPLAY_MAX (eight
- * such keys at least) proofs are refused (fail closed) until the generation
+ * such keys at least, and more than a 2-core node can verify) proofs are
+ * refused (fail closed) until the generation
  * turns over. Hashes are keyed with a per-process random secret, so nobody
  * outside can aim collisions; a false "replayed" needs a 64-bit collision. */
-#define REPLAY_MAX (1u << 19)     /* a generation at most 16 MiB (load <= 1/2) */
-#define REPLAY_PER_KEY (1u << 16) /* ~500 proofs/s of one key, sustained */
+#define REPLAY_MAX (1u << 21)     /* jtis of a generation: at most 32 MiB (load <= 1/2) */
+#define REPLAY_PER_KEY (1u << 19) /* ~7,500 proofs/s of one key, sustained over 70 s */
 #define REPLAY_MIN_SLOTS 1024u
 
-struct slot {
-	uint64_t h; /* 0: empty */
-	uint32_t n; /* the key table's count */
-};
+static size_t replay_max = REPLAY_MAX, replay_per_key = REPLAY_PER_KEY; /* tests lower them */
 
+/* An open-addressing set of nonzero 64-bit hashes; the key table counts
+ * (n), the jti table does not (8 bytes a slot). */
 struct table {
-	struct slot *slot;
+	uint64_t *h;   /* 0: empty */
+	uint32_t *cnt; /* NULL in the jti table */
 	size_t cap, n; /* cap: a power of two, or 0 */
 };
 
@@ -56,52 +57,77 @@ static struct replay_space spaces[DPOP_SPACES] = {
 };
 
 /* The slot holding h, or the empty one where it would go (cap > 0). */
-static struct slot *table_find(const struct table *t, uint64_t h)
+static size_t table_find(const struct table *t, uint64_t h)
 {
 	size_t i = h & (t->cap - 1);
-	while (t->slot[i].h && t->slot[i].h != h)
+	while (t->h[i] && t->h[i] != h)
 		i = (i + 1) & (t->cap - 1);
-	return &t->slot[i];
+	return i;
 }
 
-static const struct slot *table_get(const struct table *t, uint64_t h)
+/* The count of h (the jti table: 1) when present, else 0. */
+static uint32_t table_get(const struct table *t, uint64_t h)
 {
-	const struct slot *s = t->cap ? table_find(t, h) : NULL;
-	return s && s->h ? s : NULL;
+	size_t i = t->cap ? table_find(t, h) : 0;
+	return t->cap && t->h[i] ? (t->cnt ? t->cnt[i] : 1) : 0;
 }
 
 /* Room for one more entry at load <= 1/2: 0, or -1 (full, or no memory). */
-static int table_reserve(struct table *t)
+static int table_reserve(struct table *t, int counted)
 {
-	if (t->n >= REPLAY_MAX)
+	if (t->n >= replay_max)
 		return -1;
 	if (t->cap && (t->n + 1) * 2 <= t->cap)
 		return 0;
 	size_t cap = t->cap ? t->cap * 2 : REPLAY_MIN_SLOTS;
-	struct table bigger = { calloc(cap, sizeof(struct slot)), cap, t->n };
-	if (!bigger.slot)
+	struct table bigger = { calloc(cap, sizeof(uint64_t)), counted ? calloc(cap, sizeof(uint32_t)) : NULL, cap,
+				t->n };
+	if (!bigger.h || (counted && !bigger.cnt)) {
+		free(bigger.h);
+		free(bigger.cnt);
 		return -1;
+	}
 	for (size_t i = 0; i < t->cap; i++)
-		if (t->slot[i].h)
-			*table_find(&bigger, t->slot[i].h) = t->slot[i];
-	free(t->slot);
+		if (t->h[i]) {
+			size_t k = table_find(&bigger, t->h[i]);
+			bigger.h[k] = t->h[i];
+			if (counted)
+				bigger.cnt[k] = t->cnt[i];
+		}
+	free(t->h);
+	free(t->cnt);
 	*t = bigger;
 	return 0;
 }
 
+/* Adds h (present or not) with its count raised by one; room reserved. */
+static void table_add(struct table *t, uint64_t h)
+{
+	size_t i = table_find(t, h);
+	if (!t->h[i]) {
+		t->h[i] = h;
+		t->n++;
+	}
+	if (t->cnt)
+		t->cnt[i]++;
+}
+
 static void gen_free(struct generation *g)
 {
-	free(g->jtis.slot);
-	free(g->keys.slot);
+	free(g->jtis.h);
+	free(g->jtis.cnt);
+	free(g->keys.h);
+	free(g->keys.cnt);
 	memset(g, 0, sizeof(*g));
 }
 
-/* The keyed hash of label and a, then b when given (never 0). */
+/* The keyed hash of label and a, then b when given; 0 when it cannot be
+ * made (memory exhaustion), which the caller refuses. */
 static uint64_t replay_hash(const struct replay_space *sp, const char *label, const char *a, const char *b)
 {
 	struct buf in;
 	uint8_t d[CRYPTO_SHA256_LEN];
-	uint64_t h = 1; /* out of memory: all collide, which refuses (fail closed) */
+	uint64_t h = 0;
 	buf_init(&in, 512);
 	if (buf_add(&in, sp->secret, sizeof(sp->secret)) == 0 && buf_add(&in, label, strlen(label) + 1) == 0 &&
 	    buf_add(&in, a, strlen(a) + 1) == 0 && (!b || buf_adds(&in, b) == 0)) {
@@ -109,7 +135,7 @@ static uint64_t replay_hash(const struct replay_space *sp, const char *label, co
 		memcpy(&h, d, sizeof(h));
 	}
 	buf_free(&in);
-	return h ? h : 1;
+	return h;
 }
 
 /* The replay verdict on (jkt, jti) in sp: 0 not seen within the window
@@ -133,22 +159,17 @@ static int replay_check(struct replay_space *sp, const char *jkt, const char *jt
 		sp->cur.start = now;
 	}
 	uint64_t h = replay_hash(sp, "jti", jkt, jti), k = replay_hash(sp, "key", jkt, NULL);
-	const struct slot *used = table_get(&sp->cur.keys, k);
+	if (!h || !k)
+		goto out; /* no hash, no verdict: refused (a genuine 0 is a 2^-64 refusal) */
 	if (table_get(&sp->cur.jtis, h) || table_get(&sp->old.jtis, h))
 		rc = 1;
-	else if (used && used->n >= REPLAY_PER_KEY)
+	else if (table_get(&sp->cur.keys, k) >= replay_per_key)
 		rc = 2;
 	else if (!record)
 		rc = 0;
-	else if (table_reserve(&sp->cur.jtis) == 0 && table_reserve(&sp->cur.keys) == 0) {
-		*table_find(&sp->cur.jtis, h) = (struct slot){ h, 0 };
-		sp->cur.jtis.n++;
-		struct slot *ks = table_find(&sp->cur.keys, k);
-		if (!ks->h) {
-			ks->h = k;
-			sp->cur.keys.n++;
-		}
-		ks->n++;
+	else if (table_reserve(&sp->cur.jtis, 0) == 0 && table_reserve(&sp->cur.keys, 1) == 0) {
+		table_add(&sp->cur.jtis, h);
+		table_add(&sp->cur.keys, k);
 		rc = 0;
 	}
 out:
@@ -156,10 +177,12 @@ out:
 	return rc;
 }
 
-void dpop_replay_reset(void)
+void dpop_replay_reset(size_t max, size_t per_key)
 {
 	for (size_t i = 0; i < DPOP_SPACES; i++) {
 		pthread_mutex_lock(&spaces[i].lock);
+		replay_max = max ? max : REPLAY_MAX;
+		replay_per_key = per_key ? per_key : REPLAY_PER_KEY;
 		gen_free(&spaces[i].cur);
 		gen_free(&spaces[i].old);
 		pthread_mutex_unlock(&spaces[i].lock);

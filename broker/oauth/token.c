@@ -146,6 +146,18 @@ static enum tk_rc resource_check(const struct config *cfg, const char *requested
 	return rc;
 }
 
+/* A resource with "require_dpop" takes no Bearer token: one is not
+ * issued for it (the client learns here, not at its first call). */
+static enum tk_rc dpop_required(const struct config *cfg, const char *resource_url, const char *jkt,
+				struct tk_refusal *why)
+{
+	const struct cfg_resource *res = resources_find(cfg, resource_url);
+	return res && res->require_dpop && !*jkt
+		       ? refuse(why, "invalid_dpop_proof",
+				"the resource accepts DPoP-bound tokens only: a DPoP proof is required")
+		       : TK_OK;
+}
+
 /* An authorization_code request: views into the form, which wipes them. */
 struct code_req {
 	const char *code, *redirect_uri, *verifier, *resource;
@@ -510,6 +522,8 @@ static enum tk_rc grant_code(struct http_req *r, struct db_conn *c, const json_t
 		rc = resource_check(r->app->cfg, q.resource, row.resource,
 				    "resource does not match the authorization request", why);
 	if (rc == TK_OK)
+		rc = dpop_required(r->app->cfg, row.resource, jkt, why);
+	if (rc == TK_OK)
 		rc = code_redeem(r, c, cl, hash, &row, jkt, t, why);
 	PQclear(res);
 	crypto_wipe(hash, sizeof(hash));
@@ -630,6 +644,8 @@ static enum tk_rc grant_refresh(struct http_req *r, struct db_conn *c, const jso
 		rc = client_bucket(r, cl, row.grant_id);
 	if (rc == TK_OK)
 		rc = resource_check(cfg, q.resource, row.resource, "resource does not match the authorization", why);
+	if (rc == TK_OK)
+		rc = dpop_required(cfg, row.resource, jkt, why);
 	if (rc == TK_OK && q.scope)
 		rc = scope_narrow(q.scope, row.scope, narrowed, why);
 	if (rc == TK_OK)
@@ -780,6 +796,8 @@ static enum tk_rc grant_client_credentials(struct http_req *r, struct db_conn *c
 		rc = refuse(why, "unauthorized_client", "the client may not use the client_credentials grant");
 	if (rc == TK_OK)
 		rc = parse_client_credentials(r->app->cfg, form, mc, &q, why);
+	if (rc == TK_OK)
+		rc = dpop_required(r->app->cfg, q.url, jkt, why);
 	if (rc == TK_OK)
 		rc = cc_reuse(r, c, cl, &q, jkt, t, &reused);
 	if (rc == TK_OK && !reused &&
