@@ -18,6 +18,10 @@
 //    require_nonce, the SDK's own use_dpop_nonce retries at /token and at the
 //    resource (a stale nonce planted in its session); the access token
 //    expiring: the SDK refreshes with a proof and gets a bound pair again;
+//    a new key with the old tokens (a restarted client): refused
+//    invalid_dpop_proof at the resource and at /token (the refresh token
+//    not consumed), the SDK drops its tokens and signs in again, bound to
+//    the new key;
 //  - the same client on a require_dpop resource (/strict);
 //  - a machine client: ClientCredentialsProvider (which has no dpop() in 2.4)
 //    subclassed with dpop(), on a require_dpop resource (/machine) backed by
@@ -359,6 +363,39 @@ for (const mode of MODES) {
           assert.equal(await jktOf(dbUrl, t.refresh_token), `refresh:${session.thumbprint}`);
           assertResourceProofs(after.filter((e) => e.path === '/mcp'), session, mcpUrl);
           assert.equal(after.at(-1).token, t.access_token, 'the retry presents the new token');
+        });
+
+        it('a new DPoP key (a restarted client with its old tokens): refused at the resource and at /token; the SDK signs in again, bound to the new key', async () => {
+          const old = provider.tokens();
+          const oldSession = session;
+          session = await DpopSession.create();
+          provider.session = session;
+          const t0 = Date.now();
+          const from = log.length;
+          const nAuth = provider.authorizations.length;
+          await assert.rejects(client.callTool({ name: 'echo', arguments: { text: 'new key' } }),
+            (e) => e instanceof UnauthorizedError || /nauthorized/.test(String(e?.message)));
+          const after = log.slice(from);
+          // (With require_nonce the new session first earns a nonce: use_dpop_nonce rounds are left out.)
+          const nonceRound = (e) => (e.wwwAuthenticate || '').includes('use_dpop_nonce') || e.error === 'use_dpop_nonce';
+          assert.ok(mode.nonce || !after.some(nonceRound));
+          const plain = after.filter((e) => !nonceRound(e));
+          assert.deepEqual(seq(plain), ['POST /mcp 401', 'POST /token 400 refresh_token invalid_dpop_proof'], seq(after).join('\n'));
+          assert.match(plain[0].wwwAuthenticate, /^DPoP .*error="invalid_dpop_proof"/);
+          assert.equal(plain[0].token, old.access_token);
+          assert.equal(thumbprint(plain[0].proof.header.jwk), session.thumbprint);
+          assert.notEqual(session.thumbprint, oldSession.thumbprint);
+          assert.equal(seenSince(t0).length, 0, 'the downstream saw nothing');
+          // The SDK dropped the tokens (invalid_dpop_proof) and went to the authorization endpoint.
+          assert.equal(provider.authorizations.length, nAuth + 1);
+          // The old refresh token was not consumed by the refused attempt.
+          assert.equal(await psql(dbUrl, `SELECT (used_at IS NULL AND revoked_at IS NULL)::text FROM tokens WHERE token_hash = '\\x${sha256hex(old.refresh_token)}'::bytea`), 'true');
+          await transport.finishAuth(provider.authorizations.at(-1).redirect.searchParams);
+          const t = provider.tokens();
+          assert.equal(t.token_type, 'DPoP');
+          assert.equal(await jktOf(dbUrl, t.access_token), `access:${session.thumbprint}`);
+          assert.equal(await jktOf(dbUrl, t.refresh_token), `refresh:${session.thumbprint}`);
+          assert.equal(text(await client.callTool({ name: 'echo', arguments: { text: 'new key' } })), 'new key');
         });
 
         it('a require_dpop resource: a DPoP client signs in, connects and calls a tool', async () => {
