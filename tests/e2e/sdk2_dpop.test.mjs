@@ -351,7 +351,7 @@ for (const mode of MODES) {
           const s = seq(after).filter((x) => x !== 'POST /token 400 refresh_token use_dpop_nonce' || !mode.nonce);
           assert.deepEqual(s, ['POST /mcp 401', 'POST /token 200 refresh_token', 'POST /mcp 200'], seq(after).join('\n'));
           assert.equal(after[0].scheme, 'DPoP');
-          assert.match(after[0].wwwAuthenticate, /error="invalid_token"/);
+          assert.match(after[0].wwwAuthenticate, /^DPoP .*error="invalid_token"/);
           const tok = after.filter((e) => e.path === '/token');
           assertTokenProofs(tok, session, `${broker.url}/token`, { firstContact: false });
           assert.equal(tok.at(-1).tokenType, 'DPoP');
@@ -410,7 +410,8 @@ for (const mode of MODES) {
           const t = new StreamableHTTPClientTransport(strictUrl, { authProvider: p2, fetch: sf });
           opened.push(c);
           await assert.rejects(c.connect(t), (e) => e instanceof UnauthorizedError || /nauthorized/.test(String(e?.message)));
-          assert.match(slog.find((e) => e.path === '/strict').wwwAuthenticate, /^(Bearer|DPoP) resource_metadata=/);
+          // A require_dpop resource challenges in the DPoP scheme from the first 401 (RFC 9449 section 7.1).
+          assert.match(slog.find((e) => e.path === '/strict').wwwAuthenticate, /^DPoP resource_metadata="[^"]+\/strict".*algs="[^"]*ES256/);
           await t.finishAuth(p2.authorizations[0].redirect.searchParams);
           assert.deepEqual(seq(slog.filter((e) => e.path === '/token')), tokenSeq('authorization_code'));
           assert.equal(p2.tokens().token_type, 'DPoP');
