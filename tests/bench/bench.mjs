@@ -11,7 +11,13 @@
 //     (RFC 7523 assertions, ES256 and RS256, a fresh jti each, signed ahead
 //     and untimed) vs authorization_code + PKCE exchanges of a plain public
 //     client vs refresh_token, with ratios
-// BENCH_ONLY=token-modes runs section 5 alone.
+//  6. DPoP (RFC 9449) on one broker, same run: a small proxied tools/call
+//     with a Bearer token vs with a DPoP-bound token and a fresh ES256 proof
+//     per request (all proofs signed ahead, untimed: wrk only sends them),
+//     requests/s and p50; and POST /token for a public client without vs
+//     with a DPoP proof (pre-signed): authorization_code + PKCE exchanges and
+//     refresh_token rotations; with ratios
+// BENCH_ONLY=token-modes runs section 5 alone, BENCH_ONLY=dpop section 6.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
@@ -162,9 +168,198 @@ async function tokenModes(say, idp) {
   await b.stop();
 }
 
+/** An ES256 DPoP key and a signer of proofs for it (RFC 9449 section 4.2): a fresh jti each. */
+function dpopKey() {
+  const key = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { kty, crv, x, y } = key.publicKey.export({ format: 'jwk' });
+  const b64u = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const header = b64u({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty, crv, x, y } });
+  const proof = (htm, htu, accessToken) => {
+    const claims = { jti: crypto.randomBytes(16).toString('base64url'), htm, htu, iat: Math.floor(Date.now() / 1000) };
+    if (accessToken) claims.ath = crypto.createHash('sha256').update(accessToken).digest('base64url');
+    const input = `${header}.${b64u(claims)}`;
+    return `${input}.${crypto.sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+  };
+  return { proof };
+}
+
+/**
+ * wrk POSTing body to url, every request through the script's request()
+ * (the same Lua path for both runs): with `proofs` (a file, one DPoP proof a
+ * line) each request carries the next unused proof of its thread's share
+ * (thread i takes lines i, i + T, ...: no proof is sent twice) and
+ * `Authorization: DPoP token`; without, `Authorization: Bearer token`.
+ */
+async function wrkRequests(url, { token, body, proofs, threads = 2, conns = 32 }) {
+  const u = new URL(url);
+  const lua = path.join(tmp, `wrk-${Math.random().toString(36).slice(2)}.lua`);
+  const q = (v) => JSON.stringify(v);
+  writeFileSync(lua, `local T = ${threads}
+local made = 0
+function setup(thread) thread:set("tid", made); made = made + 1 end
+local reqs, k = {}, 0
+local base = { ["Content-Type"] = "application/json", ["Accept"] = "application/json, text/event-stream" }
+function init(args)
+  local h = {}
+  for name, v in pairs(base) do h[name] = v end
+  ${proofs ? `h["Authorization"] = ${q(`DPoP ${token}`)}
+  local i = 0
+  for line in io.lines(${q(proofs)}) do
+    if i % T == tid then h["DPoP"] = line; reqs[#reqs + 1] = wrk.format("POST", ${q(u.pathname)}, h, ${q(body)}) end
+    i = i + 1
+  end` : `h["Authorization"] = ${q(`Bearer ${token}`)}
+  reqs[1] = wrk.format("POST", ${q(u.pathname)}, h, ${q(body)})`}
+end
+function request()
+  k = k + 1
+  if k > #reqs then k = 1 end
+  return reqs[k]
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %f %f %f %d %d %d\\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, summary.requests))
+end
+`);
+  const out = await new Promise((resolve, reject) => {
+    const p = spawn('wrk', ['-t', String(threads), '-c', String(conns), '-d', `${DURATION}s`, '--latency', '-s', lua, url]);
+    let text = '';
+    p.stdout.on('data', (d) => { text += d; });
+    p.on('error', reject);
+    p.on('close', () => resolve(text));
+  });
+  const m = /RESULT (\S+) (\S+) (\S+) (\d+) (\d+) (\d+)/.exec(out);
+  if (!m) throw new Error(`wrk: ${out}`);
+  return { rps: Number(m[1]), p50: Number(m[2]), p99: Number(m[3]), non2xx: Number(m[4]), errors: Number(m[5]), requests: Number(m[6]) };
+}
+
+/** Section 6: DPoP's cost at the proxy and at /token, side by side on one broker. */
+async function dpopSection(say, idp) {
+  const N = Number(process.env.BENCH_DPOP_TOKEN_N || 1000), CONC = 16;
+  const ROUNDS = Number(process.env.BENCH_DPOP_ROUNDS || 2);
+  const dsPort = await freePort();
+  const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
+  const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
+  const db = await createDatabase('bench_dpop');
+  const b = await startBroker(baseConfig({ port: await freePort(), databaseUrl: db, extra: {
+    http: { threads: 4, drain_timeout_s: 5, max_connections: 8192 },
+    log: { level: process.env.BENCH_LOG_LEVEL || 'info' },
+    database: { pool_size: 8 },
+    limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+    // Proofs are signed before each timed run: their iat must outlast it.
+    dpop: { proof_max_age_s: Math.min(600, Math.max(120, Number(DURATION) + 60)) },
+    upstreams: upstreamConfig(idp),
+    resources: [{ path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`,
+      scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] }],
+  } }), { keepLogs: false });
+  await new Promise((r) => setTimeout(r, 300));
+  const mcpUrl = `${b.url}/mcp`, tokenUrl = `${b.url}/token`;
+  const key = dpopKey();
+  const redirectUri = 'http://127.0.0.1:9/cb';
+  const reg = await req(`${b.url}/register`, { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' }) });
+  const clientId = reg.json.client_id;
+  const flow = async (login) => {
+    const f = await runFlow({ broker: b.url, clientId, redirectUri, resource: mcpUrl, login });
+    if (!f.code) throw new Error('dpop bench: the flow gave no code');
+    return f;
+  };
+  const exchange = (f, proof) => tokenRequest(b.url, { grant_type: 'authorization_code', code: f.code, code_verifier: f.verifier,
+    redirect_uri: redirectUri, client_id: clientId }, proof ? { headers: { dpop: proof } } : {});
+
+  // (1) proxied tools/call: one Bearer token, one DPoP-bound token.
+  const bearer = (await exchange(await flow('dpb0'))).json;
+  const boundRes = await exchange(await flow('dpb1'), key.proof('POST', tokenUrl));
+  if (boundRes.status !== 200 || boundRes.json.token_type !== 'DPoP') throw new Error(`dpop bench: no DPoP token: ${boundRes.status} ${boundRes.text}`);
+  const bound = boundRes.json;
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
+  const mcpHeaders = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  const check = await req(mcpUrl, { method: 'POST', body, headers: { ...mcpHeaders, authorization: `DPoP ${bound.access_token}`, dpop: key.proof('POST', mcpUrl, bound.access_token) } });
+  if (check.status !== 200) throw new Error(`dpop bench: a DPoP tools/call was refused: ${check.status} ${check.headers.get('www-authenticate')}`);
+  const rounds = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const br = await wrkRequests(mcpUrl, { token: bearer.access_token, body });
+    // Enough proofs for the DPoP run even if it went as fast as the Bearer one, and more.
+    const n = Math.ceil(br.rps * Number(DURATION) * 1.5) + 1000;
+    const file = path.join(tmp, `proofs-${r}.txt`);
+    const s0 = process.hrtime.bigint();
+    const lines = Array.from({ length: n }, () => key.proof('POST', mcpUrl, bound.access_token));
+    const signSec = Number(process.hrtime.bigint() - s0) / 1e9;
+    writeFileSync(file, lines.join('\n') + '\n');
+    const dr = await wrkRequests(mcpUrl, { token: bound.access_token, body, proofs: file });
+    if (dr.requests > n) say(`  (warning: the DPoP run sent ${dr.requests} requests for ${n} proofs: replays counted as non-2xx)`);
+    rounds.push({ br, dr, n, signSec });
+  }
+
+  // (2) POST /token: a public client without vs with a DPoP proof (codes
+  // made ahead, untimed; a code lives tokens.code_ttl, 60 s).
+  const flows = [];
+  await pool(Array.from({ length: 2 * N }, (_, i) => i), 8, async (i) => { flows.push(await flow(`dpt${i % 20}`)); });
+  // Without and with DPoP alternate in CHUNKS slices (A1 B1 A2 B2 ...), so
+  // that a neighbour's load on a shared machine falls on both alike.
+  const CHUNKS = 5;
+  const plainFlows = flows.slice(0, N), boundFlows = flows.slice(N);
+  const exProofs = boundFlows.map(() => key.proof('POST', tokenUrl));
+  const plainPairs = [], boundPairs = [];
+  const slices = (xs) => Array.from({ length: CHUNKS }, (_, c) => xs.slice(Math.floor((c * xs.length) / CHUNKS), Math.floor(((c + 1) * xs.length) / CHUNKS)));
+  const sum = (rs) => { const ok = rs.reduce((a, r) => a + r.ok, 0), n = rs.reduce((a, r) => a + r.n, 0), sec = rs.reduce((a, r) => a + r.sec, 0); return { ok, n, sec, rate: ok / sec }; };
+  async function alternate(aItems, aFn, bItems, bFn) {
+    const as = slices(aItems), bs = slices(bItems), ra = [], rb = [];
+    for (let c = 0; c < CHUNKS; c++) {
+      ra.push(await timed(as[c], CONC, aFn));
+      rb.push(await timed(bs[c], CONC, bFn));
+    }
+    return [sum(ra), sum(rb)];
+  }
+  const [exPlain, exBound] = await alternate(plainFlows, async (f) => {
+    const r = await exchange(f);
+    if (r.status === 200 && r.json.token_type === 'Bearer') plainPairs.push(r.json);
+    return r.status === 200;
+  }, boundFlows.map((f, i) => [f, exProofs[i]]), async ([f, p]) => {
+    const r = await exchange(f, p);
+    if (r.status === 200 && r.json.token_type === 'DPoP') boundPairs.push(r.json);
+    return r.status === 200 && r.json.token_type === 'DPoP';
+  });
+  const rfProofs = boundPairs.map(() => key.proof('POST', tokenUrl));
+  const refresh = (p, proof) => tokenRequest(b.url, { grant_type: 'refresh_token', refresh_token: p.refresh_token, client_id: clientId },
+    proof ? { headers: { dpop: proof } } : {});
+  const [rfPlain, rfBound] = await alternate(plainPairs, async (p) => (await refresh(p)).status === 200,
+    boundPairs.map((p, i) => [p, rfProofs[i]]), async ([p, proof]) => {
+      const r = await refresh(p, proof);
+      return r.status === 200 && r.json.token_type === 'DPoP';
+    });
+
+  say(`DPoP (RFC 9449), one broker, same run; proofs ES256, a fresh jti each, signed ahead (untimed):`);
+  say(`  proxied tools/call, wrk -t2 -c32 -d${DURATION}s, ${ROUNDS} round(s) Bearer then DPoP:`);
+  rounds.forEach(({ br, dr, n, signSec }, r) => {
+    say(`    round ${r + 1} Bearer:  ${fmt(br)}`);
+    say(`    round ${r + 1} DPoP:    ${fmt(dr)}   (${n} proofs signed in ${signSec.toFixed(1)} s)`);
+  });
+  const avg = (xs) => xs.reduce((a, x) => a + x, 0) / xs.length;
+  const bR = avg(rounds.map((x) => x.br.rps)), dR = avg(rounds.map((x) => x.dr.rps));
+  const bP = avg(rounds.map((x) => x.br.p50)), dP = avg(rounds.map((x) => x.dr.p50));
+  const line = (name, r) => `    ${name.padEnd(40)} ${String(r.ok).padStart(4)}/${r.n} in ${r.sec.toFixed(2)} s = ${r.rate.toFixed(0).padStart(5)} /s`;
+  say(`  POST /token, public client, ${CONC} concurrent, without/with DPoP alternating in ${CHUNKS} slices:`);
+  say(line('authorization_code + PKCE, Bearer', exPlain));
+  say(line('authorization_code + PKCE, DPoP proof', exBound));
+  say(line('refresh_token, Bearer pair', rfPlain));
+  say(line('refresh_token, DPoP-bound pair + proof', rfBound));
+  say(`  ratios DPoP/Bearer: tools/call req/s ${(dR / bR).toFixed(3)} (mean ${dR.toFixed(0)} vs ${bR.toFixed(0)}), p50 ${(dP / bP).toFixed(2)}x (${dP.toFixed(2)} vs ${bP.toFixed(2)} ms); ` +
+    `code exchange/s ${(exBound.rate / exPlain.rate).toFixed(2)}; refresh/s ${(rfBound.rate / rfPlain.rate).toFixed(2)}`);
+  await b.stop();
+  ngDs.stop();
+}
+
 async function main() {
   const lines = [];
   const say = (s) => { lines.push(s); console.log(s); };
+  if (process.env.BENCH_ONLY === 'dpop') {
+    const idp = await startIdp({ port: 0, log: false });
+    say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): DPoP only`);
+    await dpopSection(say, idp);
+    await idp.close();
+    writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
+    return;
+  }
   if (process.env.BENCH_ONLY === 'token-modes') {
     const idp = await startIdp({ port: 0, log: false });
     say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): token modes only`);
@@ -294,6 +489,7 @@ async function main() {
   ngPx.stop();
   await sse.close();
   await tokenModes(say, idp);
+  await dpopSection(say, idp);
   await idp.close();
   writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
 }

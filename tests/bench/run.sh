@@ -3,6 +3,8 @@
 # PostgreSQL and runs tests/bench/bench.mjs, which prints figures and ratios
 # measured side by side in one run. BENCH_SECONDS sets each wrk run (10);
 # BENCH_ONLY=token-modes runs only the token modes section (BENCH_TOKEN_N
+# requests per mode, 1000); BENCH_ONLY=dpop only the DPoP section
+# (BENCH_DPOP_ROUNDS Bearer/DPoP wrk pairs, 2; BENCH_DPOP_TOKEN_N token
 # requests per mode, 1000).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
