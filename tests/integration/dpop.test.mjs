@@ -736,11 +736,23 @@ test('proxy: every bad presentation of a bound token is refused with a DPoP chal
 
 test('proxy: a require_dpop resource refuses Bearer tokens and challenges in the DPoP scheme', T, async () => {
   const k = await newKey();
+  // /token issues no Bearer token for it: the exchange without a proof is
+  // refused, nothing written, and the code still redeems with one.
   const f = await code(main, { resource: '/strict' });
-  const bearer = await exchange(main, f);
-  assert.equal(bearer.status, 200, bearer.text);
-  assert.equal(bearer.json.token_type, 'Bearer');
-  await proxyRefused(main, 'Bearer token at /strict', { scheme: 'Bearer', token: bearer.json.access_token }, 'invalid_token', '/strict');
+  await tokenRefused(main, 'a Bearer token for /strict', () => exchange(main, f), { why: /DPoP-bound tokens only/ });
+  const bound = await exchange(main, f, { dpop: await proof(k, 'POST', `${main.pub}/token`) });
+  assert.equal(bound.status, 200, bound.text);
+  assert.equal(bound.json.token_type, 'DPoP');
+  // Nor a refresh without one (the refresh token of a public client is bound anyway).
+  await tokenRefused(main, 'a Bearer refresh for /strict', () => refresh(main, bound.json.refresh_token), { why: /DPoP/ });
+  // A Bearer token for /strict as one issued before the resource required
+  // DPoP (or by a node of an older version): its binding cleared in the database.
+  const old = await boundPair(main, k, { resource: '/strict' });
+  await psql(main.db, `UPDATE tokens SET jkt = NULL WHERE token_hash = '\\x${sha256hex(old.access_token)}'::bytea`);
+  const bearer = { json: { access_token: old.access_token } };
+  assert.equal(await row(main, old.access_token), 'access|');
+  await proxyRefused(main, 'Bearer token at /strict', { scheme: 'Bearer', token: bearer.json.access_token }, 'invalid_token', '/strict',
+    /accepts DPoP-bound tokens only/);
   await proxyRefused(main, 'Bearer token in the DPoP scheme at /strict', { token: bearer.json.access_token,
     dpop: await pp(main, k, bearer.json.access_token, { path: '/strict' }) }, 'invalid_token', '/strict');
   await proxyRefused(main, 'no token at /strict', {}, undefined, '/strict');
