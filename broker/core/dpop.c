@@ -9,6 +9,72 @@
 #include "jose.h"
 #include "lim.h"
 
+/* ---- keys already built --------------------------------------------------- */
+
+/* The keys of recent proofs by thumbprint and alg: a client proves with the
+ * same key on every request, and building it from its JWK is a fifth of a
+ * proof's cost. Equal thumbprints mean equal key members (RFC 7638: the
+ * required members, hashed), so a key built for one is the key of the
+ * other; the members the thumbprint leaves out (alg, use, d) are checked on
+ * every proof (jose_jwk_fits). Direct-mapped: a collision evicts, which
+ * costs a rebuild, never a wrong key. Keys are shared by reference. */
+#define KEYCACHE_SLOTS 1024 /* a power of two */
+
+static struct {
+	pthread_mutex_t lock;
+	struct {
+		char jkt[DPOP_JKT_LEN + 1];
+		enum jose_alg alg;
+		EVP_PKEY *key;
+	} slot[KEYCACHE_SLOTS];
+} keycache = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static size_t keycache_index(const char *jkt, enum jose_alg alg)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (const char *p = jkt; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211ull;
+	return (size_t)((h ^ (uint64_t)alg) & (KEYCACHE_SLOTS - 1));
+}
+
+/* A new reference to the cached key, or NULL. */
+static EVP_PKEY *keycache_get(const char *jkt, enum jose_alg alg)
+{
+	size_t i = keycache_index(jkt, alg);
+	EVP_PKEY *k = NULL;
+	pthread_mutex_lock(&keycache.lock);
+	if (keycache.slot[i].key && keycache.slot[i].alg == alg && strcmp(keycache.slot[i].jkt, jkt) == 0 &&
+	    EVP_PKEY_up_ref(keycache.slot[i].key) == 1)
+		k = keycache.slot[i].key;
+	pthread_mutex_unlock(&keycache.lock);
+	return k;
+}
+
+static void keycache_put(const char *jkt, enum jose_alg alg, EVP_PKEY *key)
+{
+	size_t i = keycache_index(jkt, alg);
+	EVP_PKEY *old = NULL;
+	if (EVP_PKEY_up_ref(key) != 1)
+		return;
+	pthread_mutex_lock(&keycache.lock);
+	old = keycache.slot[i].key;
+	snprintf(keycache.slot[i].jkt, sizeof(keycache.slot[i].jkt), "%s", jkt);
+	keycache.slot[i].alg = alg;
+	keycache.slot[i].key = key;
+	pthread_mutex_unlock(&keycache.lock);
+	EVP_PKEY_free(old);
+}
+
+static void keycache_clear(void)
+{
+	pthread_mutex_lock(&keycache.lock);
+	for (size_t i = 0; i < KEYCACHE_SLOTS; i++) {
+		EVP_PKEY_free(keycache.slot[i].key);
+		keycache.slot[i].key = NULL;
+	}
+	pthread_mutex_unlock(&keycache.lock);
+}
+
 /* ---- the jti memory ----------------------------------------------------- */
 
 /* Two generations of a set of 64-bit keyed hashes of (jkt, jti). A
@@ -179,6 +245,7 @@ out:
 
 void dpop_replay_reset(size_t max, size_t per_key)
 {
+	keycache_clear();
 	for (size_t i = 0; i < DPOP_SPACES; i++) {
 		pthread_mutex_lock(&spaces[i].lock);
 		replay_max = max ? max : REPLAY_MAX;
@@ -402,14 +469,20 @@ static EVP_PKEY *header_key(const struct jws *j, const struct dpop_expect *e, ch
 								      : "",
 			 "AQAB") != 0))
 		*why = "the proof's RSA key is over 4096 bits or its exponent is not 65537";
-	else if (jose_jwk_key(jwk, j->alg, &key) < 0)
+	else if (!jose_jwk_fits(jwk, j->alg))
 		*why = "the proof's jwk is not a public key of its alg";
-	if (*why) {
-		EVP_PKEY_free(key);
+	if (*why)
 		return NULL;
-	}
 	memcpy(jkt, tp, DPOP_JKT_LEN);
 	jkt[DPOP_JKT_LEN] = '\0';
+	if ((key = keycache_get(jkt, j->alg)))
+		return key;
+	if (jose_jwk_key(jwk, j->alg, &key) < 0) {
+		*why = "the proof's jwk is not a public key of its alg";
+		jkt[0] = '\0';
+		return NULL;
+	}
+	keycache_put(jkt, j->alg, key);
 	return key;
 }
 

@@ -94,8 +94,8 @@ int dpop_nonce_ok(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, con
  * name the same request, as they do for the broker). */
 int dpop_htu_matches(const char *htu, const char *request_url);
 
-/* Forgets every recorded jti and sets the memory's bounds: jtis per
- * generation and per key (0: the defaults). Tests. */
+/* Forgets every recorded jti and built key, and sets the memory's bounds:
+ * jtis per generation and per key (0: the defaults). Tests. */
 void dpop_replay_reset(size_t max, size_t per_key);
 
 #endif

@@ -206,13 +206,26 @@ out:
 	return key;
 }
 
+int jose_jwk_fits(const json_t *jwk, enum jose_alg alg)
+{
+	const json_t *a = json_object_get(jwk, "alg"), *use = json_object_get(jwk, "use");
+	if (!json_is_object(jwk) || json_object_get(jwk, "d"))
+		return 0;
+	if ((a && !member_is(jwk, "alg", alg_name(alg))) || (use && !member_is(jwk, "use", "sig")))
+		return 0;
+	switch (alg) {
+	case JOSE_RS256:
+	case JOSE_PS256: return member_is(jwk, "kty", "RSA");
+	case JOSE_ES256: return member_is(jwk, "kty", "EC");
+	case JOSE_EDDSA: return member_is(jwk, "kty", "OKP");
+	}
+	return 0;
+}
+
 int jose_jwk_key(const json_t *jwk, enum jose_alg alg, EVP_PKEY **out)
 {
 	*out = NULL;
-	const json_t *a = json_object_get(jwk, "alg"), *use = json_object_get(jwk, "use");
-	if (!json_is_object(jwk) || json_object_get(jwk, "d"))
-		return -1;
-	if ((a && !member_is(jwk, "alg", alg_name(alg))) || (use && !member_is(jwk, "use", "sig")))
+	if (!jose_jwk_fits(jwk, alg))
 		return -1;
 	switch (alg) {
 	case JOSE_RS256:

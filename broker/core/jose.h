@@ -48,6 +48,10 @@ int jose_alg_parse(const char *name, enum jose_alg *out) WUR;
  * "sig") does not fit, or that holds a private part ("d"), is refused.
  * 0 with *out a new key, or -1 with *out NULL. */
 int jose_jwk_key(const json_t *jwk, enum jose_alg alg, EVP_PKEY **out) WUR;
+/* The member checks of jose_jwk_key without building the key: 1 when jwk
+ * is an object without "d" whose kty, "alg" and "use" fit alg. (Its key
+ * members are judged only by building it.) */
+int jose_jwk_fits(const json_t *jwk, enum jose_alg alg);
 
 /* 0 when sig is a valid alg signature of input[0..len) by key (ES256: the
  * 64-byte JOSE r||s form), -1 otherwise (key of another type included). */

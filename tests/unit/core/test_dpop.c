@@ -750,6 +750,29 @@ static void test_cheap_refusals(void)
 	json_decref(j);
 }
 
+/* A key built once is reused by thumbprint and alg (the key cache): the
+ * members the thumbprint leaves out are still judged on every proof. */
+static void test_key_cache(void)
+{
+	struct dpop_expect e = expect();
+	char hdr[2048], jwk[1024];
+	CHECK(try_htu(HTU, &e) == DPOP_OK); /* keys[0]'s key is built and kept */
+	const char *extra[] = { ",\"use\":\"enc\"", ",\"alg\":\"RS256\"", ",\"d\":\"AAAA\"" };
+	for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++) {
+		snprintf(jwk, sizeof(jwk), "%.*s%s}", (int)strlen(keys[0].jwk) - 1, keys[0].jwk, extra[i]);
+		snprintf(hdr, sizeof(hdr), "{\"typ\":\"dpop+jwt\",\"alg\":\"ES256\",\"jwk\":%s}", jwk);
+		CHECK(refused_for(verify(jws(&keys[0], NULL, hdr, claims(fresh_jti(), "POST", HTU, NOW, "")), &e),
+				  "jwk is not a public key of its alg"));
+	}
+	/* The same key under another alg is another entry, and does not fit. */
+	CHECK(refused_for(verify(jws(&keys[0], "ES256",
+				     "{\"typ\":\"dpop+jwt\",\"alg\":\"EdDSA\",\"jwk\":{\"kty\":\"EC\"}}",
+				     claims(fresh_jti(), "POST", HTU, NOW, "")),
+				 &e),
+			  "jwk"));
+	CHECK(try_htu(HTU, &e) == DPOP_OK);
+}
+
 /* With e.pending the jti is checked, not recorded, until dpop_record. */
 static void test_pending(void)
 {
@@ -812,6 +835,7 @@ int main(void)
 		test_replay();
 		test_refused_headers();
 		test_cheap_refusals();
+		test_key_cache();
 		test_pending();
 		test_key_share();
 		/* About 4 s of sleeping: not once per allocation under torture. */
