@@ -310,8 +310,14 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 				 .now = time(NULL) };
 	enum dpop_rc v = n < 0 || (size_t)n >= sizeof(htu) ? DPOP_INVALID
 							   : dpop_verify(http_header(r, "DPoP"), &e, jkt, &why);
-	if (v == DPOP_OK)
+	if (v == DPOP_OK) {
+		/* RFC 9449 section 8.2: a fresh nonce rides on the answer, so the
+		 * client's next proof has one before the current one goes stale. */
+		char nonce[DPOP_NONCE_LEN + 1];
+		if (e.nonce_key && dpop_nonce(e.nonce_key, e.nonce_ttl_s, e.now, nonce) == 0)
+			http_add_header(r, "DPoP-Nonce", nonce);
 		return STEP_CONTINUE;
+	}
 	log_event(LOG_INFO, "proxy.dpop_refused", r->id,
 		  json_pack("{s:s, s:s, s:s}", "grant_id", rc->ti.grant_id, "client_id", rc->ti.client_id, "reason",
 			    why ? why : "url too long"));

@@ -856,6 +856,10 @@ test('nonce mode: the proxy demands a nonce, takes one from either node, refuses
   assert.match(nonce || '', /^[A-Za-z0-9_-]{32}$/, `DPoP-Nonce: ${nonce}`);
   const ok = await proxyOk(nodeA, 'with the nonce', '/mcp', { token: at, dpop: await pp(nodeA, k, at, { claims: { nonce } }) });
   assert.equal(ok.seen.headers.dpop, undefined);
+  // The answer carries a current nonce (RFC 9449 section 8.2), and it is good.
+  const fresh = ok.r.headers.get('dpop-nonce');
+  assert.match(fresh || '', /^[A-Za-z0-9_-]{32}$/, 'a proxied 200 carries DPoP-Nonce');
+  await proxyOk(nodeA, 'with the nonce of the last answer', '/mcp', { token: at, dpop: await pp(nodeA, k, at, { claims: { nonce: fresh } }) });
   const forged = `${nonce.slice(0, 31)}${nonce[31] === 'A' ? 'B' : 'A'}`;
   const fr = await unseen('forged nonce', async () => mcp(nodeA, '/mcp', { token: at, dpop: await pp(nodeA, k, at, { claims: { nonce: forged } }) }));
   assertDpopChallenge(nodeA, fr, { error: 'use_dpop_nonce', what: 'forged nonce' });
