@@ -29,9 +29,19 @@ static struct {
 	} slot[KEYCACHE_SLOTS];
 } keycache = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+static pthread_once_t keycache_once = PTHREAD_ONCE_INIT;
+static uint64_t keycache_seed; /* nobody outside can aim at a slot */
+
+static void keycache_seed_init(void)
+{
+	if (crypto_random(&keycache_seed, sizeof(keycache_seed)) < 0)
+		keycache_seed = 0; /* aimable evictions cost rebuilds, nothing else */
+}
+
 static size_t keycache_index(const char *jkt, enum jose_alg alg)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	pthread_once(&keycache_once, keycache_seed_init);
+	uint64_t h = 1469598103934665603ull ^ keycache_seed; /* FNV-1a, seeded */
 	for (const char *p = jkt; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211ull;
 	return (size_t)((h ^ (uint64_t)alg) & (KEYCACHE_SLOTS - 1));
@@ -84,15 +94,18 @@ static void keycache_clear(void)
  * for its proof's iat to leave the window (generations turn on the
  * monotonic clock, so a step of the wall clock cannot drop one early).
  *
- * A generation holds at most REPLAY_MAX jtis, and at most REPLAY_PER_KEY of
- * one key (counted in a second table of the same kind): a client flooding
- * proofs of its own key locks out only that key, and past REPLAY_MAX (eight
- * such keys at least, and more than a 2-core node can verify) proofs are
- * refused (fail closed) until the generation
- * turns over. Hashes are keyed with a per-process random secret, so nobody
+ * A generation holds at most REPLAY_MAX jtis (8-byte slots at load <= 1/2:
+ * 32 MiB), at most REPLAY_PER_KEY of one key, and at most REPLAY_MAX / 8
+ * distinct keys (counted in a second table, 12 bytes a slot: 6 MiB): a
+ * client flooding proofs of its own key locks out only that key, and past
+ * REPLAY_MAX (eight such keys at least) proofs are refused (fail closed)
+ * until the generation turns over. Two generations per space, two spaces
+ * (the token endpoint's fills only with proofs that got tokens). At the
+ * proxy the proof is recorded after the grant's rate limit, so
+ * limits.proxy_per_grant_per_second bounds what one grant can add. Hashes are keyed with a per-process random secret, so nobody
  * outside can aim collisions; a false "replayed" needs a 64-bit collision. */
 #define REPLAY_MAX (1u << 21)     /* jtis of a generation: at most 32 MiB (load <= 1/2) */
-#define REPLAY_PER_KEY (1u << 19) /* ~7,500 proofs/s of one key, sustained over 70 s */
+#define REPLAY_PER_KEY (1u << 18) /* ~3,700 proofs/s of one key, sustained over 70 s */
 #define REPLAY_MIN_SLOTS 1024u
 
 static size_t replay_max = REPLAY_MAX, replay_per_key = REPLAY_PER_KEY; /* tests lower them */
@@ -139,9 +152,9 @@ static uint32_t table_get(const struct table *t, uint64_t h)
 }
 
 /* Room for one more entry at load <= 1/2: 0, or -1 (full, or no memory). */
-static int table_reserve(struct table *t, int counted)
+static int table_reserve(struct table *t, int counted, size_t max)
 {
-	if (t->n >= replay_max)
+	if (t->n >= max)
 		return -1;
 	if (t->cap && (t->n + 1) * 2 <= t->cap)
 		return 0;
@@ -232,8 +245,11 @@ static int replay_check(struct replay_space *sp, const char *jkt, const char *jt
 	else if (table_get(&sp->cur.keys, k) >= replay_per_key)
 		rc = 2;
 	else if (!record)
-		rc = 0;
-	else if (table_reserve(&sp->cur.jtis, 0) == 0 && table_reserve(&sp->cur.keys, 1) == 0) {
+		rc = sp->cur.jtis.n >= replay_max || (!table_get(&sp->cur.keys, k) && sp->cur.keys.n >= replay_max / 8)
+			     ? -1 /* it could not be recorded */
+			     : 0;
+	else if (table_reserve(&sp->cur.jtis, 0, replay_max) == 0 &&
+		 (table_get(&sp->cur.keys, k) || table_reserve(&sp->cur.keys, 1, replay_max / 8) == 0)) {
 		table_add(&sp->cur.jtis, h);
 		table_add(&sp->cur.keys, k);
 		rc = 0;
@@ -352,12 +368,14 @@ static int path_decode(const char *p, size_t n, struct buf *out)
  * without userinfo. */
 static int htu_normalise(const char *s, int decode, struct buf *out)
 {
-	size_t n = strcspn(s, "?#");
+	/* The proof's htu loses its query and fragment; the request URL has
+	 * none (its path is decoded: a '?' or '#' there is the path's own). */
+	size_t n = decode ? strcspn(s, "?#") : strlen(s);
 	int https = strncasecmp(s, "https://", 8) == 0;
 	if (!https && strncasecmp(s, "http://", 7) != 0)
 		return -1;
 	const char *auth = s + (https ? 8 : 7), *end = s + n;
-	const char *path = auth + strcspn(auth, "/?#");
+	const char *path = auth + strcspn(auth, decode ? "/?#" : "/");
 	if (path > end)
 		path = end;
 	size_t alen = (size_t)(path - auth);
@@ -447,14 +465,12 @@ static enum dpop_rc claims_check(const json_t *c, const struct dpop_expect *e, c
  * thumbprint is compared before any key is built or signature checked, and
  * RSA keys are held to 4096 bits with e = 65537: a proof by a key it cannot
  * be costs no modular arithmetic. */
-static EVP_PKEY *header_key(const struct jws *j, const struct dpop_expect *e, char jkt[DPOP_JKT_LEN + 1],
-			    const char **why)
+static int header_check(const struct jws *j, const struct dpop_expect *e, char jkt[DPOP_JKT_LEN + 1], const char **why)
 {
 	const json_t *jwk = json_object_get(j->header, "jwk");
 	const char *typ = json_string_value(json_object_get(j->header, "typ"));
 	const char *kty = json_string_value(json_object_get(jwk, "kty"));
 	const json_t *n = json_object_get(jwk, "n");
-	EVP_PKEY *key = NULL;
 	char tp[44];
 	*why = NULL;
 	if (!typ || strcasecmp(typ, "dpop+jwt") != 0)
@@ -472,17 +488,20 @@ static EVP_PKEY *header_key(const struct jws *j, const struct dpop_expect *e, ch
 	else if (!jose_jwk_fits(jwk, j->alg))
 		*why = "the proof's jwk is not a public key of its alg";
 	if (*why)
-		return NULL;
+		return -1;
 	memcpy(jkt, tp, DPOP_JKT_LEN);
 	jkt[DPOP_JKT_LEN] = '\0';
-	if ((key = keycache_get(jkt, j->alg)))
-		return key;
-	if (jose_jwk_key(jwk, j->alg, &key) < 0) {
+	return 0;
+}
+
+/* The key of a proof header_check passed: the cached one (*cached 1), or
+ * built from its jwk; NULL with *why. */
+static EVP_PKEY *header_key(const struct jws *j, const char *jkt, int *cached, const char **why)
+{
+	EVP_PKEY *key = keycache_get(jkt, j->alg);
+	*cached = key != NULL;
+	if (!key && jose_jwk_key(json_object_get(j->header, "jwk"), j->alg, &key) < 0)
 		*why = "the proof's jwk is not a public key of its alg";
-		jkt[0] = '\0';
-		return NULL;
-	}
-	keycache_put(jkt, j->alg, key);
 	return key;
 }
 
@@ -498,15 +517,22 @@ enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jk
 	*why = "the proof is not a signed JWT of a supported alg";
 	if (!proof || jose_parse(proof, strlen(proof), &j) < 0)
 		return rc;
-	if (!(key = header_key(&j, e, jkt_out, why)))
+	/* Everything cheap first (header, binding, claims, nonce: JSON, a
+	 * SHA-256, an HMAC), so that a proof that fails anyway costs no
+	 * signature check; then the key and the signature. */
+	int cached = 0;
+	if (header_check(&j, e, jkt_out, why) < 0 || (rc = claims_check(j.payload, e, why)) != DPOP_OK)
+		goto out;
+	rc = DPOP_INVALID;
+	if (!(key = header_key(&j, jkt_out, &cached, why)))
 		goto out;
 	if (jose_verify(j.alg, key, j.input, j.input_len, j.sig, j.sig_len) < 0) {
 		*why = "the proof's signature does not verify";
 		goto out;
 	}
-	if ((rc = claims_check(j.payload, e, why)) != DPOP_OK)
-		goto out;
-	rc = DPOP_INVALID;
+	/* Only a key that verified a proof is kept. */
+	if (!cached)
+		keycache_put(jkt_out, j.alg, key);
 	const char *jti = json_string_value(json_object_get(j.payload, "jti"));
 	long window = e->max_age_s + DPOP_FUTURE_S;
 	if ((unsigned)e->space >= DPOP_SPACES) {

@@ -40,9 +40,10 @@ struct resource_ctx {
 	int drop_session; /* the request's Mcp-Session-Id is not forwarded */
 	uint64_t started;
 	long status;
-	int retried; /* one forced upstream refresh after a downstream 401 */
-	int dpop;    /* the token came in the DPoP scheme */
-	int refused; /* the answer is being discarded; 503 when the transfer ends */
+	int retried;               /* one forced upstream refresh after a downstream 401 */
+	int dpop;                  /* the token came in the DPoP scheme */
+	struct dpop_pending proof; /* its proof, checked; recorded after the rate limit */
+	int refused;               /* the answer is being discarded; 503 when the transfer ends */
 };
 
 /* An error answer naming the request's id (NULL: null). */
@@ -307,23 +308,38 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 				 .nonce_key = cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
 				 .nonce_ttl_s = cfg->dpop.nonce_ttl_s,
 				 .max_age_s = cfg->dpop.proof_max_age_s,
-				 .now = time(NULL) };
+				 .now = time(NULL),
+				 .pending = &rc->proof };
 	enum dpop_rc v = n < 0 || (size_t)n >= sizeof(htu) ? DPOP_INVALID
 							   : dpop_verify(http_header(r, "DPoP"), &e, jkt, &why);
-	if (v == DPOP_OK) {
-		/* RFC 9449 section 8.2: a fresh nonce rides on the answer, so the
-		 * client's next proof has one before the current one goes stale. */
-		char nonce[DPOP_NONCE_LEN + 1];
-		if (e.nonce_key && dpop_nonce(e.nonce_key, e.nonce_ttl_s, e.now, nonce) == 0)
-			http_add_header(r, "DPoP-Nonce", nonce);
+	if (v == DPOP_OK)
 		return STEP_CONTINUE;
-	}
 	log_event(LOG_INFO, "proxy.dpop_refused", r->id,
 		  json_pack("{s:s, s:s, s:s}", "grant_id", rc->ti.grant_id, "client_id", rc->ti.client_id, "reason",
 			    why ? why : "url too long"));
 	bearer_dpop_refused(r, rc->res, v == DPOP_NONCE ? "use_dpop_nonce" : "invalid_dpop_proof",
 			    why ? why : "the request's URL is too long");
 	return STEP_ANSWERED;
+}
+
+/* The checked proof's jti, remembered: refused when it was recorded
+ * meanwhile (a concurrent replay) or the node's memory has no room. */
+static enum step dpop_record_step(struct http_req *r, struct resource_ctx *rc)
+{
+	const struct config *cfg = r->app->cfg;
+	const char *why = NULL;
+	char nonce[DPOP_NONCE_LEN + 1];
+	if (!rc->proof.set)
+		return STEP_CONTINUE;
+	if (dpop_record(&rc->proof, &why) < 0) {
+		bearer_dpop_refused(r, rc->res, "invalid_dpop_proof", why);
+		return STEP_ANSWERED;
+	}
+	/* RFC 9449 section 8.2: a fresh nonce rides on the answer, so the
+	 * client's next proof has one before the current one goes stale. */
+	if (cfg->dpop.require_nonce && dpop_nonce(cfg->dpop.nonce_key, cfg->dpop.nonce_ttl_s, time(NULL), nonce) == 0)
+		http_add_header(r, "DPoP-Nonce", nonce);
+	return STEP_CONTINUE;
 }
 
 /* A body the broker forwards is judged as exactly what the downstream
@@ -661,11 +677,12 @@ void resource_headers(struct http_req *r)
 		goto out;
 	}
 	rc->dpop = dpop;
-	/* The proof before the grant's buckets: a thief of a bound token
-	 * without its key cannot spend them (the jtis a flooding key leaves
-	 * are capped per key, dpop.c). */
+	/* The proof is checked before the grant's buckets (a thief of a bound
+	 * token without its key cannot spend them) and its jti recorded after
+	 * them (a client over its rate adds nothing to the node's memory). */
 	if (authenticate(r, &c, rc, token) == STEP_ANSWERED || dpop_gate(r, rc, token) == STEP_ANSWERED ||
-	    (r->body_expected && media_type(r) == STEP_ANSWERED) || rate_limit(r, rc) == STEP_ANSWERED)
+	    (r->body_expected && media_type(r) == STEP_ANSWERED) || rate_limit(r, rc) == STEP_ANSWERED ||
+	    dpop_record_step(r, rc) == STEP_ANSWERED)
 		goto out;
 	r->ctx = rc;
 	r->ctx_free = ctx_free;

@@ -443,14 +443,14 @@ for (const mode of MODES) {
           // unused, nothing is written).
           await assert.rejects(c.connect(t), (e) => e instanceof UnauthorizedError || /nauthorized/.test(String(e?.message)));
           const first = nlog.find((e) => e.path === '/strict');
-          assert.equal(first.status, 401);
+          assert.equal(first?.status, 401, seq(nlog).join(", "));
           assert.match(first.wwwAuthenticate, /^DPoP /);
           const err = await withTimeout(t.finishAuth(p3.authorizations[0].redirect.searchParams).then(() => null, (e) => e), 20000, 'the SDK hung');
-          assert.ok(err instanceof Error, 'the code exchange fails');
-          assert.match(`${err.code} ${err.message}`, /invalid_dpop_proof.*DPoP-bound tokens only|DPoP-bound tokens only/);
+          assert.ok(err instanceof Error, `the code exchange fails: ${seq(nlog).join(', ')}`);
+          assert.match(`${err.code} ${err.message}`, /DPoP-bound tokens only/, `${err.stack} | ${seq(nlog).join(', ')}`);
           const tok = nlog.filter((e) => e.path === '/token');
           assert.ok(tok.length >= 1 && tok.every((e) => e.status === 400), seq(nlog).join('\n'));
-          assert.equal(p3.tokens(), undefined, 'no token issued');
+          assert.equal(p3.tokens(), undefined, `no token issued: ${seq(nlog).join(', ')}`);
           assert.equal(seenSince(t0).length, 0, 'the downstream saw nothing');
           console.log(`[no-dpop client on require_dpop, ${wire.version}, nonce ${mode.nonce}] ${err.constructor.name}: ${err.message} | ${seq(nlog).join(', ')}`);
         });

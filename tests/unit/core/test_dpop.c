@@ -316,6 +316,12 @@ static void test_htu(void)
 	CHECK(!dpop_htu_matches("https://a.example/a%2", "https://a.example/a%2"));
 	CHECK(!dpop_htu_matches("https://a.example/a%zz", "https://a.example/a%zz"));
 	CHECK(!dpop_htu_matches("https://a.example/a%00", "https://a.example/a"));
+	/* The request URL is not cut at a '?' or '#': its path is the decoded
+	 * one, where they came from %3F and %23 (and are forwarded re-encoded). */
+	CHECK(!dpop_htu_matches("https://a.example/mcp/a", "https://a.example/mcp/a?x"));
+	CHECK(!dpop_htu_matches("https://a.example/mcp/a", "https://a.example/mcp/a#x"));
+	CHECK(dpop_htu_matches("https://a.example/mcp/a%3Fx", "https://a.example/mcp/a?x"));
+	CHECK(dpop_htu_matches("https://a.example/mcp/a%23x?q", "https://a.example/mcp/a#x"));
 	CHECK(dpop_htu_matches("https://a.example", "https://a.example/"));
 	CHECK(dpop_htu_matches("https://a.example?x", "https://A.EXAMPLE:443"));
 	CHECK(dpop_htu_matches("https://a.example#f/g", "https://a.example/"));
@@ -789,6 +795,21 @@ static void test_pending(void)
 	CHECK(dpop_record(&p, &w) == 0);
 	CHECK(refused_for(verify(saved, &e), "used before") && !p.set);
 	CHECK(dpop_record(&p, &w) < 0); /* nothing pending after a refusal */
+	/* A check that could not be recorded is refused: a full space fails
+	 * closed in check-only mode too. */
+	dpop_replay_reset(8, 4); /* room for 8 jtis, 4 of a key, 1 key */
+	for (int i = 0; i < 4; i++)
+		CHECK(verify(jws(&keys[0], NULL, header_of(&keys[0], ""), claims(fresh_jti(), "POST", HTU, NOW, "")),
+			     &e) == DPOP_OK &&
+		      dpop_record(&p, &w) == 0);
+	CHECK(refused_for(verify(jws(&keys[0], NULL, header_of(&keys[0], ""),
+				     claims(fresh_jti(), "POST", HTU, NOW, "")),
+				 &e),
+			  "too many proofs of this key"));
+	CHECK(refused_for(verify(jws(&other, NULL, header_of(&other, ""), claims(fresh_jti(), "POST", HTU, NOW, "")),
+				 &e),
+			  "cannot be checked for replay now"));
+	dpop_replay_reset(0, 0);
 	/* The token space and the resource space remember apart. */
 	e.pending = NULL;
 	e.space = DPOP_SPACE_RESOURCE;
