@@ -475,7 +475,7 @@ static int header_check(const struct jws *j, const struct dpop_expect *e, char j
 	*why = NULL;
 	if (!typ || strcasecmp(typ, "dpop+jwt") != 0)
 		*why = "the proof's typ is not dpop+jwt";
-	else if (!json_is_object(jwk) || jose_jwk_thumbprint(jwk, tp) < 0)
+	else if (!json_is_object(jwk) || jose_jwk_thumbprint(jwk, tp) < 0 || !jose_jwk_fits(jwk, j->alg))
 		*why = "the proof's jwk is not a public key of its alg";
 	else if (e->jkt && (strlen(e->jkt) != DPOP_JKT_LEN || memcmp(e->jkt, tp, DPOP_JKT_LEN) != 0))
 		*why = "the proof's key is not the one the token is bound to";
@@ -485,8 +485,6 @@ static int header_check(const struct jws *j, const struct dpop_expect *e, char j
 								      : "",
 			 "AQAB") != 0))
 		*why = "the proof's RSA key is over 4096 bits or its exponent is not 65537";
-	else if (!jose_jwk_fits(jwk, j->alg))
-		*why = "the proof's jwk is not a public key of its alg";
 	if (*why)
 		return -1;
 	memcpy(jkt, tp, DPOP_JKT_LEN);
