@@ -34,6 +34,18 @@ const DURATION = process.env.BENCH_SECONDS || '10';
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'mcpb-bench-'));
 const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
 
+/** wrk's stdout for one run of lua against url. Asynchronous: this process
+ * keeps reading the brokers' log pipes meanwhile. */
+function runWrk(url, lua, threads, conns) {
+  return new Promise((resolve, reject) => {
+    const p = spawn('wrk', ['-t', String(threads), '-c', String(conns), '-d', `${DURATION}s`, '--latency', '-s', lua, url]);
+    let text = '';
+    p.stdout.on('data', (d) => { text += d; });
+    p.on('error', reject);
+    p.on('close', () => resolve(text));
+  });
+}
+
 async function wrk(url, { token, body, threads = 2, conns = 32 } = {}) {
   const lua = path.join(tmp, `wrk-${Math.random().toString(36).slice(2)}.lua`);
   const headers = { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' };
@@ -45,14 +57,7 @@ async function wrk(url, { token, body, threads = 2, conns = 32 } = {}) {
   io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end\n`);
-  // Asynchronous: this process keeps reading the brokers' log pipes meanwhile.
-  const out = await new Promise((resolve, reject) => {
-    const p = spawn('wrk', ['-t', String(threads), '-c', String(conns), '-d', `${DURATION}s`, '--latency', '-s', lua, url]);
-    let text = '';
-    p.stdout.on('data', (d) => { text += d; });
-    p.on('error', reject);
-    p.on('close', () => resolve(text));
-  });
+  const out = await runWrk(url, lua, threads, conns);
   const m = /RESULT (\S+) (\S+) (\S+) (\d+) (\d+)/.exec(out);
   return { rps: Number(m[1]), p50: Number(m[2]), p99: Number(m[3]), non2xx: Number(m[4]), errors: Number(m[5]) };
 }
@@ -220,13 +225,7 @@ done = function(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, summary.requests))
 end
 `);
-  const out = await new Promise((resolve, reject) => {
-    const p = spawn('wrk', ['-t', String(threads), '-c', String(conns), '-d', `${DURATION}s`, '--latency', '-s', lua, url]);
-    let text = '';
-    p.stdout.on('data', (d) => { text += d; });
-    p.on('error', reject);
-    p.on('close', () => resolve(text));
-  });
+  const out = await runWrk(url, lua, threads, conns);
   const m = /RESULT (\S+) (\S+) (\S+) (\d+) (\d+) (\d+)/.exec(out);
   if (!m) throw new Error(`wrk: ${out}`);
   return { rps: Number(m[1]), p50: Number(m[2]), p99: Number(m[3]), non2xx: Number(m[4]), errors: Number(m[5]), requests: Number(m[6]) };
