@@ -126,8 +126,7 @@ struct generation {
 struct replay_space {
 	pthread_mutex_t lock;
 	struct generation cur, old;
-	uint8_t secret[CRYPTO_KEY_LEN];
-	int seeded;
+	uint8_t secret[CRYPTO_KEY_LEN]; /* set once for all spaces (replay_seed) */
 };
 
 static struct replay_space spaces[DPOP_SPACES] = {
@@ -220,26 +219,45 @@ static uint64_t replay_hash(const struct replay_space *sp, const char *label, co
 /* The replay verdict on (jkt, jti) in sp: 0 not seen within the window
  * (recorded when record), 1 seen, 2 the key has used its share, -1 it
  * cannot be recorded (full, no memory, no randomness). */
-static int replay_check(struct replay_space *sp, const char *jkt, const char *jti, long window_s, int record)
+static pthread_once_t replay_once = PTHREAD_ONCE_INIT;
+static int replay_seeded;
+
+static void replay_seed(void)
+{
+	int ok = 1;
+	for (size_t i = 0; i < DPOP_SPACES; i++)
+		ok &= crypto_random(spaces[i].secret, sizeof(spaces[i].secret)) == 0;
+	replay_seeded = ok;
+}
+
+/* The keyed hashes of (jkt, jti) and of jkt in sp, made outside its lock:
+ * 0, or -1 (no randomness, no memory: no verdict, so refused). */
+static int proof_id(const struct replay_space *sp, const char *jkt, const char *jti, uint64_t *h, uint64_t *k)
+{
+	pthread_once(&replay_once, replay_seed);
+	if (!replay_seeded)
+		return -1;
+	*h = replay_hash(sp, "jti", jkt, jti);
+	*k = replay_hash(sp, "key", jkt, NULL);
+	return *h && *k ? 0 : -1; /* a genuine 0 is a 2^-64 refusal */
+}
+
+/* The replay verdict on the proof (h, k) in sp: 0 not seen within the
+ * window (recorded when record), 1 seen, 2 the key has used its share, -1
+ * it cannot be recorded (full, no memory). */
+static int replay_check(struct replay_space *sp, uint64_t h, uint64_t k, long window_s, int record)
 {
 	int rc = -1;
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	time_t now = ts.tv_sec;
 	pthread_mutex_lock(&sp->lock);
-	if (!sp->seeded)
-		sp->seeded = crypto_random(sp->secret, sizeof(sp->secret)) == 0;
-	if (!sp->seeded)
-		goto out;
 	if (!sp->cur.start || now - sp->cur.start >= window_s) {
 		gen_free(&sp->old);
 		sp->old = sp->cur;
 		memset(&sp->cur, 0, sizeof(sp->cur));
 		sp->cur.start = now;
 	}
-	uint64_t h = replay_hash(sp, "jti", jkt, jti), k = replay_hash(sp, "key", jkt, NULL);
-	if (!h || !k)
-		goto out; /* no hash, no verdict: refused (a genuine 0 is a 2^-64 refusal) */
 	if (table_get(&sp->cur.jtis, h) || table_get(&sp->old.jtis, h))
 		rc = 1;
 	else if (table_get(&sp->cur.keys, k) >= replay_per_key)
@@ -254,7 +272,6 @@ static int replay_check(struct replay_space *sp, const char *jkt, const char *jt
 		table_add(&sp->cur.keys, k);
 		rc = 0;
 	}
-out:
 	pthread_mutex_unlock(&sp->lock);
 	return rc;
 }
@@ -287,7 +304,7 @@ int dpop_record(const struct dpop_pending *p, const char **why)
 	*why = "the proof cannot be checked for replay now";
 	if (!p->set || (unsigned)p->space >= DPOP_SPACES)
 		return -1;
-	int rc = replay_check(&spaces[p->space], p->jkt, p->jti, p->window_s, 1);
+	int rc = replay_check(&spaces[p->space], p->h, p->k, p->window_s, 1);
 	*why = replay_why(rc);
 	return rc == 0 ? 0 : -1;
 }
@@ -330,6 +347,22 @@ int dpop_nonce_ok(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, con
 		 crypto_ct_equal(got + 8, 16, want + 8, 16);
 	crypto_wipe(want, sizeof(want));
 	return ok;
+}
+
+struct dpop_expect dpop_expect_for(const struct config *cfg, enum dpop_space space, const char *htm, const char *htu)
+{
+	return (struct dpop_expect){ .space = space,
+				     .htm = htm,
+				     .htu = htu,
+				     .nonce_key = cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
+				     .nonce_ttl_s = cfg->dpop.nonce_ttl_s,
+				     .max_age_s = cfg->dpop.proof_max_age_s,
+				     .now = time(NULL) };
+}
+
+int dpop_current_nonce(const struct config *cfg, char out[DPOP_NONCE_LEN + 1])
+{
+	return cfg->dpop.require_nonce ? dpop_nonce(cfg->dpop.nonce_key, cfg->dpop.nonce_ttl_s, time(NULL), out) : -1;
 }
 
 /* ---- htu ---------------------------------------------------------------- */
@@ -533,20 +566,15 @@ enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jk
 		keycache_put(jkt_out, j.alg, key);
 	const char *jti = json_string_value(json_object_get(j.payload, "jti"));
 	long window = e->max_age_s + DPOP_FUTURE_S;
-	if ((unsigned)e->space >= DPOP_SPACES) {
+	uint64_t h = 0, k = 0;
+	if ((unsigned)e->space >= DPOP_SPACES || proof_id(&spaces[e->space], jkt_out, jti, &h, &k) < 0) {
 		*why = replay_why(-1);
 		goto out;
 	}
-	if ((*why = replay_why(replay_check(&spaces[e->space], jkt_out, jti, window, !e->pending))) != NULL)
+	if ((*why = replay_why(replay_check(&spaces[e->space], h, k, window, !e->pending))) != NULL)
 		goto out;
-	if (e->pending) {
-		struct dpop_pending *p = e->pending;
-		p->space = e->space;
-		p->window_s = window;
-		memcpy(p->jkt, jkt_out, sizeof(p->jkt));
-		snprintf(p->jti, sizeof(p->jti), "%s", jti);
-		p->set = 1;
-	}
+	if (e->pending)
+		*e->pending = (struct dpop_pending){ 1, e->space, window, h, k };
 	rc = DPOP_OK;
 out:
 	if (rc != DPOP_OK)

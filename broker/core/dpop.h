@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 #include "buf.h" /* WUR */
+#include "config.h"
 #include "crypto.h"
 #include "lim.h"
 
@@ -34,13 +35,13 @@ enum dpop_space {
 	DPOP_SPACES,
 };
 
-/* A verified proof whose jti is still to be recorded (dpop_record). */
+/* A verified proof whose jti is still to be recorded (dpop_record): its
+ * keyed hashes, made once. */
 struct dpop_pending {
 	int set;
 	enum dpop_space space;
 	long window_s;
-	char jkt[DPOP_JKT_LEN + 1];
-	char jti[LIM_DPOP_JTI + 1];
+	uint64_t h, k; /* of (jkt, jti) and of jkt */
 };
 
 struct dpop_expect {
@@ -82,6 +83,14 @@ enum dpop_rc dpop_verify(const char *proof, const struct dpop_expect *e, char jk
 /* Records the jti of a proof dpop_verify checked with e->pending: 0, or
  * -1 with *why (recorded meanwhile, the key's share used, or full). */
 int dpop_record(const struct dpop_pending *p, const char **why) WUR;
+
+/* The expectation of a proof for (htm, htu) under cfg's dpop settings
+ * (nonce key when required, slot length, max age, now); the caller adds
+ * access_token, jkt and pending as the endpoint needs. */
+struct dpop_expect dpop_expect_for(const struct config *cfg, enum dpop_space space, const char *htm, const char *htu);
+/* With dpop.require_nonce, a current nonce into out: 0; else (or on
+ * failure) -1. What every DPoP-Nonce header of the broker carries. */
+int dpop_current_nonce(const struct config *cfg, char out[DPOP_NONCE_LEN + 1]) WUR;
 
 /* A nonce for now under key (slot length ttl_s) into out. 0, or -1. */
 int dpop_nonce(const uint8_t key[CRYPTO_KEY_LEN], long ttl_s, time_t now, char out[DPOP_NONCE_LEN + 1]) WUR;

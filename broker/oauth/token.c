@@ -819,7 +819,7 @@ static void dpop_fresh_nonce(struct http_req *r)
 {
 	const struct config *cfg = r->app->cfg;
 	char nonce[DPOP_NONCE_LEN + 1];
-	if (cfg->dpop.require_nonce && dpop_nonce(cfg->dpop.nonce_key, cfg->dpop.nonce_ttl_s, time(NULL), nonce) == 0)
+	if (dpop_current_nonce(cfg, nonce) == 0)
 		http_add_header(r, "DPoP-Nonce", nonce);
 }
 
@@ -841,14 +841,8 @@ static enum tk_rc dpop_step(struct http_req *r, char jkt[DPOP_JKT_LEN + 1], stru
 	if (n > 1)
 		return refuse(why, "invalid_dpop_proof", "a request carries one DPoP proof");
 	snprintf(htu, sizeof(htu), "%s/token", cfg->public_url);
-	struct dpop_expect e = { .space = DPOP_SPACE_TOKEN,
-				 .htm = "POST",
-				 .htu = htu,
-				 .nonce_key = cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
-				 .nonce_ttl_s = cfg->dpop.nonce_ttl_s,
-				 .max_age_s = cfg->dpop.proof_max_age_s,
-				 .now = time(NULL),
-				 .pending = pending };
+	struct dpop_expect e = dpop_expect_for(cfg, DPOP_SPACE_TOKEN, "POST", htu);
+	e.pending = pending;
 	switch (dpop_verify(http_header(r, "DPoP"), &e, jkt, &msg)) {
 	case DPOP_OK: return TK_OK;
 	case DPOP_NONCE: return refuse(why, "use_dpop_nonce", msg);

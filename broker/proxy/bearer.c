@@ -149,7 +149,7 @@ void bearer_dpop_refused(struct http_req *r, const struct cfg_resource *res, con
 {
 	const struct config *cfg = r->app->cfg;
 	char nonce[DPOP_NONCE_LEN + 1];
-	if (cfg->dpop.require_nonce && dpop_nonce(cfg->dpop.nonce_key, cfg->dpop.nonce_ttl_s, time(NULL), nonce) == 0)
+	if (dpop_current_nonce(cfg, nonce) == 0)
 		http_add_header(r, "DPoP-Nonce", nonce);
 	challenge(r, res, 401, 1, error, description, NULL);
 }

@@ -300,16 +300,10 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 		return STEP_ANSWERED;
 	}
 	int n = snprintf(htu, sizeof(htu), "%s%s", cfg->public_url, r->path);
-	struct dpop_expect e = { .space = DPOP_SPACE_RESOURCE,
-				 .htm = r->method,
-				 .htu = htu,
-				 .access_token = token,
-				 .jkt = rc->ti.jkt,
-				 .nonce_key = cfg->dpop.require_nonce ? cfg->dpop.nonce_key : NULL,
-				 .nonce_ttl_s = cfg->dpop.nonce_ttl_s,
-				 .max_age_s = cfg->dpop.proof_max_age_s,
-				 .now = time(NULL),
-				 .pending = &rc->proof };
+	struct dpop_expect e = dpop_expect_for(cfg, DPOP_SPACE_RESOURCE, r->method, htu);
+	e.access_token = token;
+	e.jkt = rc->ti.jkt;
+	e.pending = &rc->proof;
 	enum dpop_rc v = n < 0 || (size_t)n >= sizeof(htu) ? DPOP_INVALID
 							   : dpop_verify(http_header(r, "DPoP"), &e, jkt, &why);
 	if (v == DPOP_OK)
@@ -337,7 +331,7 @@ static enum step dpop_record_step(struct http_req *r, struct resource_ctx *rc)
 	}
 	/* RFC 9449 section 8.2: a fresh nonce rides on the answer, so the
 	 * client's next proof has one before the current one goes stale. */
-	if (cfg->dpop.require_nonce && dpop_nonce(cfg->dpop.nonce_key, cfg->dpop.nonce_ttl_s, time(NULL), nonce) == 0)
+	if (dpop_current_nonce(cfg, nonce) == 0)
 		http_add_header(r, "DPoP-Nonce", nonce);
 	return STEP_CONTINUE;
 }

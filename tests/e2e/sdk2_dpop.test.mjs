@@ -39,7 +39,7 @@ import { Client, ClientCredentialsProvider, DpopSession, StreamableHTTPClientTra
 import { startIdp } from '../fakes/idp.mjs';
 import { startSdk2Downstream } from '../fakes/sdk2-downstream.mjs';
 import { startBroker, baseConfig, createDatabase, freePort, psql, waitFor, http } from '../lib/harness.mjs';
-import { TestOAuthProvider, sha256hex, hasBrokerToken, withTimeout } from './sdk_journey.mjs';
+import { TestOAuthProvider, sha256hex, hasBrokerToken, withTimeout, sdk2Resource, githubOf, machineOidcOf, sdk2ToolRound } from './sdk_journey.mjs';
 
 const WIRES = [
   { version: '2025-11-25', negotiation: undefined },
@@ -49,7 +49,6 @@ const MODES = [{ nonce: false }, { nonce: true }];
 const SECRET = (id) => `${id}-secret-0123456789abcdef`;
 const machineId = (i) => `dpop-machine-${i}`;
 const plainMachineId = (i) => `plain-machine-${i}`;
-const SCOPES = { 'issues:read': ['echo', 'whoami', 'slow_progress', 'start_job'], 'issues:write': ['*'] };
 
 /** The SDK's own provider (TestOAuthProvider: in memory, the test as browser) with a DPoP session. */
 class DpopOAuthProvider extends TestOAuthProvider {
@@ -121,7 +120,6 @@ for (const mode of MODES) {
 
     before(async () => {
       dbUrl = await createDatabase(`e2e_sdk2_dpop_${mode.nonce ? 'n' : 'p'}`);
-      const gh = `${idp.base}/github`;
       const clients = [];
       for (const i of WIRES.keys()) {
         for (const id of [machineId(i), plainMachineId(i)]) {
@@ -135,24 +133,13 @@ for (const mode of MODES) {
         port: await freePort(), databaseUrl: dbUrl, extra: {
           registration: { dynamic: true, client_id_metadata_documents: false },
           dpop: { require_nonce: mode.nonce },
-          upstreams: {
-            gh: {
-              preset: 'github', client_id: 'gh-client', client_secret: 'gh-secret',
-              authorize_url: `${gh}/login/oauth/authorize`, token_url: `${gh}/login/oauth/access_token`,
-              userinfo_url: `${gh}/api/user`, revoke_url: `${gh}/api/applications/{client_id}/grant`,
-              scopes: ['read:user', 'repo'],
-            },
-            oidc: {
-              preset: 'oidc', issuer: `${idp.base}/oidc`, client_id: 'oidc-client', client_secret: 'oidc-secret',
-              scopes: ['api'], client_credentials: true,
-            },
-          },
+          upstreams: { gh: githubOf(idp.base), oidc: machineOidcOf(idp.base) },
           clients,
           limits: { token_per_client_per_minute: 0 },
           resources: [
-            { path: '/mcp', upstream: 'gh', downstream: ds.url, scopes: SCOPES, default_scopes: ['issues:read'] },
-            { path: '/strict', upstream: 'gh', downstream: ds.url, scopes: SCOPES, default_scopes: ['issues:read'], require_dpop: true },
-            { path: '/machine', upstream: 'oidc', downstream: ds.url, scopes: SCOPES, default_scopes: ['issues:read'], require_dpop: true },
+            sdk2Resource(ds.url),
+            sdk2Resource(ds.url, { path: '/strict', require_dpop: true }),
+            sdk2Resource(ds.url, { path: '/machine', upstream: 'oidc', require_dpop: true }),
           ],
         },
       }));
@@ -270,12 +257,7 @@ for (const mode of MODES) {
         it('tools/list and tool calls in the DPoP scheme reach the SDK 2.4 server with the upstream token, never the proof', async () => {
           const t0 = Date.now();
           const from = log.length;
-          const { tools } = await client.listTools();
-          assert.deepEqual(tools.map((x) => x.name).sort(), ['create_issue', 'echo', 'slow_progress', 'start_job', 'whoami']);
-          assert.equal(text(await client.callTool({ name: 'echo', arguments: { text: `dpop at ${wire.version}` } })), `dpop at ${wire.version}`);
-          const who = JSON.parse(text(await client.callTool({ name: 'whoami', arguments: {} })));
-          assert.match(who.authorization, /^Bearer gho_/);
-          assert.equal(who.era, wire.version === '2026-07-28' ? 'modern' : 'legacy');
+          const who = await sdk2ToolRound(client, wire, { tag: 'dpop', auth: /^Bearer gho_/ });
           const mcp = log.slice(from).filter((e) => e.path === '/mcp');
           // (The 2025-11-25 client's standalone GET stream may land here: 405 from the stateless server.)
           const posts = mcp.filter((e) => e.method === 'POST');

@@ -24,7 +24,7 @@ import { Client, ClientCredentialsProvider, StreamableHTTPClientTransport } from
 import { startIdp } from '../fakes/idp.mjs';
 import { startSdk2Downstream } from '../fakes/sdk2-downstream.mjs';
 import { startBroker, baseConfig, createDatabase, freePort, psql, http, sleep } from '../lib/harness.mjs';
-import { hasBrokerToken } from './sdk_journey.mjs';
+import { hasBrokerToken, sdk2Resource, machineOidcOf, sdk2ToolRound } from './sdk_journey.mjs';
 
 const WIRES = [
   { version: '2025-11-25', negotiation: undefined },
@@ -88,19 +88,10 @@ before(async () => {
     port: await freePort(), databaseUrl: dbUrl, extra: {
       admin_tokens: [ADMIN],
       tokens: { access_ttl: ACCESS_TTL },
-      upstreams: {
-        oidc: {
-          preset: 'oidc', issuer: `${idp.base}/oidc`, client_id: 'oidc-client', client_secret: 'oidc-secret',
-          scopes: ['api'], client_credentials: true,
-        },
-      },
+      upstreams: { oidc: machineOidcOf(idp.base) },
       clients,
       limits: { token_per_client_per_minute: 0 },
-      resources: [{
-        path: '/mcp', upstream: 'oidc', downstream: ds.url,
-        scopes: { 'issues:read': ['echo', 'whoami', 'slow_progress', 'start_job'], 'issues:write': ['*'] },
-        default_scopes: ['issues:read'],
-      }],
+      resources: [sdk2Resource(ds.url, { upstream: 'oidc' })],
     },
   }));
   mcpUrl = new URL(`${broker.url}/mcp`);
@@ -164,12 +155,7 @@ for (const [i, wire] of WIRES.entries()) {
 
     it('lists tools and calls one; the downstream gets the upstream client-credentials token', async () => {
       const t0 = Date.now();
-      const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((x) => x.name).sort(), ['create_issue', 'echo', 'slow_progress', 'start_job', 'whoami']);
-      assert.equal(text(await client.callTool({ name: 'echo', arguments: { text: `machine at ${wire.version}` } })), `machine at ${wire.version}`);
-      const who = JSON.parse(text(await client.callTool({ name: 'whoami', arguments: {} })));
-      assert.match(who.authorization, /^Bearer oidc_at_/);
-      assert.equal(who.era, wire.version === '2026-07-28' ? 'modern' : 'legacy');
+      const who = await sdk2ToolRound(client, wire, { tag: 'machine', auth: /^Bearer oidc_at_/ });
       // The injected token is the upstream's own client-credentials token, live at its userinfo.
       const ui = await http(`${idp.base}/oidc/userinfo`, { headers: { authorization: who.authorization } });
       assert.equal(ui.status, 200);

@@ -35,7 +35,7 @@ import { startIdp } from '../fakes/idp.mjs';
 import { startSdk2Downstream } from '../fakes/sdk2-downstream.mjs';
 import { startBroker, baseConfig, createDatabase, freePort, psql, http, waitFor } from '../lib/harness.mjs';
 import { makeCa, startHttpsServer } from '../lib/tls.mjs';
-import { TestOAuthProvider, hasBrokerToken, sha256hex } from './sdk_journey.mjs';
+import { TestOAuthProvider, hasBrokerToken, sha256hex, sdk2Resource, machineOidcOf, sdk2ToolRound } from './sdk_journey.mjs';
 
 const WIRES = [
   { version: '2025-11-25', negotiation: undefined },
@@ -121,23 +121,14 @@ before(async () => {
         cimd_resolve: [`client.example.test:${docs.port}:127.0.0.1`], cimd_allow_private_cidrs: ['127.0.0.1/32'],
         cimd_timeout_ms: 3000,
       },
-      upstreams: {
-        oidc: {
-          preset: 'oidc', issuer: `${idp.base}/oidc`, client_id: 'oidc-client', client_secret: 'oidc-secret',
-          scopes: ['api'], client_credentials: true,
-        },
-      },
+      upstreams: { oidc: machineOidcOf(idp.base) },
       clients: [...WIRES.keys()].map((i) => ({
         client_id: machine(i), client_name: `Nightly job (private_key_jwt) ${i}`,
         grant_types: ['client_credentials'], resources: ['/mcp'], scopes: ['issues:read'],
         jwks: { keys: [pub(ec, { kid: 'm-ec' }), pub(rsa, { kid: 'm-rsa' })] },
       })),
       limits: { token_per_client_per_minute: 0 },
-      resources: [{
-        path: '/mcp', upstream: 'oidc', downstream: ds.url,
-        scopes: { 'issues:read': ['echo', 'whoami', 'slow_progress', 'start_job'], 'issues:write': ['*'] },
-        default_scopes: ['issues:read'],
-      }],
+      resources: [sdk2Resource(ds.url, { upstream: 'oidc' })],
     },
   }));
   mcpUrl = new URL(`${broker.url}/mcp`);
@@ -224,12 +215,7 @@ for (const [i, wire] of WIRES.entries()) {
 
     it('lists tools and calls one; the downstream gets the upstream token, never the broker token', async () => {
       const t0 = Date.now();
-      const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((x) => x.name).sort(), ['create_issue', 'echo', 'slow_progress', 'start_job', 'whoami']);
-      assert.equal(text(await client.callTool({ name: 'echo', arguments: { text: `pkjwt at ${wire.version}` } })), `pkjwt at ${wire.version}`);
-      const who = JSON.parse(text(await client.callTool({ name: 'whoami', arguments: {} })));
-      assert.match(who.authorization, /^Bearer oidc_at_/);
-      assert.equal(who.era, wire.version === '2026-07-28' ? 'modern' : 'legacy');
+      const who = await sdk2ToolRound(client, wire, { tag: 'pkjwt', auth: /^Bearer oidc_at_/ });
       const ui = await http(`${idp.base}/oidc/userinfo`, { headers: { authorization: who.authorization } });
       assert.equal(ui.status, 200, 'the injected token is live at the upstream');
       assert.equal(ui.json.preferred_username, 'alice', "the user's own upstream token");

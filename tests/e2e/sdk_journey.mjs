@@ -37,6 +37,41 @@ export function withTimeout(promise, ms, message) {
   const t = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(message)), ms); });
   return Promise.race([promise, t]).finally(() => clearTimeout(timer));
 }
+/** The tools of the SDK 2.4 server fake (tests/fakes/sdk2-downstream.mjs) by scope. */
+export const SDK2_SCOPES = { 'issues:read': ['echo', 'whoami', 'slow_progress', 'start_job'], 'issues:write': ['*'] };
+/** A resource in front of that server: its scopes, issues:read by default; extra overrides. */
+export const sdk2Resource = (downstream, { path = '/mcp', upstream = 'gh', ...extra } = {}) =>
+  ({ path, upstream, downstream, scopes: SDK2_SCOPES, default_scopes: ['issues:read'], ...extra });
+/** The fake IdP's GitHub personality, as the broker's upstream. */
+export const githubOf = (idpBase) => ({
+  preset: 'github', client_id: 'gh-client', client_secret: 'gh-secret',
+  authorize_url: `${idpBase}/github/login/oauth/authorize`, token_url: `${idpBase}/github/login/oauth/access_token`,
+  userinfo_url: `${idpBase}/github/api/user`, revoke_url: `${idpBase}/github/api/applications/{client_id}/grant`,
+  scopes: ['read:user', 'repo'],
+});
+/** The fake IdP's OIDC personality granting the broker client credentials (machine clients). */
+export const machineOidcOf = (idpBase) => ({
+  preset: 'oidc', issuer: `${idpBase}/oidc`, client_id: 'oidc-client', client_secret: 'oidc-secret',
+  scopes: ['api'], client_credentials: true,
+});
+
+/**
+ * The SDK 2.4 server fake's tool round through client at wire: tools/list
+ * gives its five tools, echo echoes tag, and whoami tells the Authorization
+ * the downstream got (matching auth) and the wire it spoke. Returns whoami's
+ * answer.
+ */
+export async function sdk2ToolRound(client, wire, { tag, auth }) {
+  const text = (r) => r.content[0].text;
+  const { tools } = await client.listTools();
+  assert.deepEqual(tools.map((x) => x.name).sort(), ['create_issue', 'echo', 'slow_progress', 'start_job', 'whoami']);
+  assert.equal(text(await client.callTool({ name: 'echo', arguments: { text: `${tag} at ${wire.version}` } })), `${tag} at ${wire.version}`);
+  const who = JSON.parse(text(await client.callTool({ name: 'whoami', arguments: {} })));
+  assert.match(who.authorization, auth);
+  assert.equal(who.era, wire.version === '2026-07-28' ? 'modern' : 'legacy');
+  return who;
+}
+
 export const hasBrokerToken = (v) => typeof v === 'string' && /mcpb_(at|rt|ac)_/.test(v);
 
 /**
