@@ -1,9 +1,11 @@
 #include "engine.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,9 @@
 #define ENGINE_BUFFER (256 * 1024) /* downstream bytes held per transfer */
 #define ENGINE_MAX_HEADERS 48
 #define ENGINE_HEADER_BYTES (32 * 1024)
-#define ENGINE_WATCH_MAX 4096 /* parked client sockets watched for hang-up */
+#define ENGINE_EVENTS 256              /* epoll events taken per wait */
+#define ENGINE_SWEEP_MS 1000           /* how often idle transfers are looked for */
+#define ENGINE_KEEP_BUFFER (16 * 1024) /* a drained buffer above this is freed */
 /* Revocations remembered for requests still on their way to a transfer
  * (power of two); a request older than all of them is ended (fail closed). */
 #define ENGINE_RECENT 1024
@@ -51,11 +55,15 @@ struct engine_xfer {
 	int hangup;    /* the client closed its side while parked */
 	long idle_ms;  /* abort when nothing arrives from the downstream this long */
 	long long last_rx_ms;
-	int watch_off; /* readable without EOF: stop watching (pipelined data) */
+	int watching;   /* client_fd is in the engine's epoll (hang-up) */
+	int queued;     /* on eng.attn: the engine thread looks at it */
+	int engine_ref; /* the engine still holds its reference */
+	struct engine_xfer *attn_next;
 	char grant_id[37];
 	char *const *resp_headers; /* extra response headers allowed through */
 	size_t n_resp_headers;
-	struct engine_xfer *next; /* engine lists */
+	struct engine_xfer *next;                /* eng.incoming, then eng.release */
+	struct engine_xfer *act_prev, *act_next; /* eng.active */
 
 	/* What a revocation may name (immutable once registered). */
 	char token_hash[65];
@@ -73,9 +81,15 @@ static struct {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	struct engine_xfer *incoming; /* handed over by worker threads */
-	struct engine_xfer *active;   /* engine thread only */
+	struct engine_xfer *attn;     /* what other threads asked the engine to look at */
 	int running, stop;
-} eng = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	/* Engine thread only. */
+	struct engine_xfer *active;  /* in the multi handle (doubly linked) */
+	struct engine_xfer *release; /* finished in this round: released after it */
+	int epfd, wakefd;
+	long long timer_at; /* libcurl's timer, absolute (-1: none) */
+	long long sweep_at; /* the next look for idle transfers */
+} eng = { .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1, .timer_at = -1 };
 
 /* Every transfer alive on the node (from engine_begin until its last
  * reference is gone), and the latest revocations, so that a revocation
@@ -278,134 +292,334 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 
 /* ---- the engine -------------------------------------------------------- */
 
+/* One epoll set holds libcurl's sockets (CURLMOPT_SOCKETFUNCTION), the
+ * client sockets of live transfers (hang-up only) and an eventfd other
+ * threads write to when they hand a transfer over or ask for something
+ * (unpause, abort). The engine only ever looks at what an event names: an
+ * idle stream costs no CPU. What an event's data holds: */
+#define EV_CURL 0xC0DE000000000000ull /* | a libcurl socket */
+#define EV_WAKE 0xF00D000000000000ull /* the eventfd */
+/* ... or else a struct engine_xfer * (a client socket). */
+
+static void kick(void)
+{
+	uint64_t one = 1;
+	ssize_t w = write(eng.wakefd, &one, sizeof(one));
+	(void)w; /* a full counter already wakes the engine */
+}
+
+/* Under x->lock, any thread: the engine thread will look at x (the queue
+ * holds a reference). */
+static void attend(struct engine_xfer *x)
+{
+	if (x->queued || !x->engine_ref)
+		return;
+	x->queued = 1;
+	x->refs++;
+	pthread_mutex_lock(&eng.lock);
+	x->attn_next = eng.attn;
+	eng.attn = x;
+	pthread_mutex_unlock(&eng.lock);
+	kick();
+}
+
+/* Under x->lock, engine thread: the client socket joins the epoll set, for
+ * its hang-up only (edge-triggered, no EPOLLIN: pipelined bytes do not
+ * wake the engine). */
+static void watch(struct engine_xfer *x)
+{
+	if (x->watching || x->client_gone || x->client_fd < 0)
+		return;
+	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET, .data.ptr = x };
+	if (epoll_ctl(eng.epfd, EPOLL_CTL_ADD, x->client_fd, &ev) == 0)
+		x->watching = 1;
+}
+
+/* Under x->lock, any thread; before libmicrohttpd closes the socket (its
+ * number may be taken by the next connection at once). */
+static void unwatch(struct engine_xfer *x)
+{
+	if (!x->watching)
+		return;
+	(void)epoll_ctl(eng.epfd, EPOLL_CTL_DEL, x->client_fd, NULL);
+	x->watching = 0;
+}
+
+static void active_add(struct engine_xfer *x)
+{
+	x->act_prev = NULL;
+	x->act_next = eng.active;
+	if (eng.active)
+		eng.active->act_prev = x;
+	eng.active = x;
+}
+
+static void active_remove(struct engine_xfer *x)
+{
+	if (x->act_prev)
+		x->act_prev->act_next = x->act_next;
+	else
+		eng.active = x->act_next;
+	if (x->act_next)
+		x->act_next->act_prev = x->act_prev;
+	x->act_prev = x->act_next = NULL;
+}
+
+/* Engine thread. The engine's reference goes at the end of the round, as
+ * an event of this round may still name x. */
 static void finish(struct engine_xfer *x, CURLcode rc)
 {
-	curl_multi_remove_handle(eng.multi, x->easy);
+	if (x->in_multi) {
+		curl_multi_remove_handle(eng.multi, x->easy);
+		active_remove(x);
+	}
 	pthread_mutex_lock(&x->lock);
 	x->in_multi = 0;
 	x->done = 1;
 	x->result = rc;
+	x->engine_ref = 0;
+	unwatch(x);
 	wake_client(x);
 	pthread_mutex_unlock(&x->lock);
-	xfer_release(x); /* the engine's reference */
+	x->next = eng.release;
+	eng.release = x;
 }
 
-/* A parked (suspended) client connection is not watched by libmicrohttpd,
- * so a client that goes away from an idle SSE stream would go unnoticed
- * until the downstream writes twice. The engine polls those sockets along
- * with libcurl's and ends the transfer when one hangs up. */
-static struct curl_waitfd watch[ENGINE_WATCH_MAX];
-static struct engine_xfer *watched[ENGINE_WATCH_MAX];
-
-static void watch_clients(void)
+static void release_round(void)
 {
-	unsigned n = 0;
-	for (struct engine_xfer *x = eng.active; x && n < ENGINE_WATCH_MAX; x = x->next) {
-		pthread_mutex_lock(&x->lock);
-		int park = x->suspended && !x->client_gone && !x->watch_off && x->client_fd >= 0;
-		pthread_mutex_unlock(&x->lock);
-		if (!park)
-			continue;
-		watch[n].fd = x->client_fd;
-		watch[n].events = CURL_WAIT_POLLIN;
-		watch[n].revents = 0;
-		watched[n++] = x;
+	while (eng.release) {
+		struct engine_xfer *x = eng.release;
+		eng.release = x->next;
+		xfer_release(x);
 	}
-	curl_multi_poll(eng.multi, watch, n, 100, NULL);
-	for (unsigned i = 0; i < n; i++) {
-		if (!watch[i].revents)
-			continue;
-		struct engine_xfer *x = watched[i];
+}
+
+static void take_incoming(struct engine_xfer *in)
+{
+	while (in) {
+		struct engine_xfer *next = in->next;
+		pthread_mutex_lock(&in->lock);
+		/* A transfer a revocation overtook, or whose client already
+		 * left, never reaches the downstream. */
+		int gone = in->client_gone || in->revoked;
+		CURLcode why = in->revoked ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR;
+		if (!gone)
+			watch(in);
+		pthread_mutex_unlock(&in->lock);
+		if (gone || curl_multi_add_handle(eng.multi, in->easy) != CURLM_OK) {
+			finish(in, gone ? why : CURLE_FAILED_INIT);
+		} else {
+			in->in_multi = 1;
+			active_add(in);
+		}
+		in = next;
+	}
+}
+
+/* What another thread asked for: abort (client gone, hang-up, revoked) or
+ * unpause (the client drained the buffer). */
+static void look_at(struct engine_xfer *x)
+{
+	pthread_mutex_lock(&x->lock);
+	x->queued = 0;
+	int live = x->engine_ref && x->in_multi;
+	int revoked = x->revoked, gone = x->client_gone || x->hangup || revoked;
+	int unpause = !gone && x->want_unpause && x->paused;
+	if (unpause)
+		x->want_unpause = x->paused = 0;
+	pthread_mutex_unlock(&x->lock);
+	if (live && gone)
+		finish(x, revoked ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
+	else if (live && unpause)
+		curl_easy_pause(x->easy, CURLPAUSE_CONT);
+	xfer_release(x); /* the queue's reference */
+}
+
+/* A client socket's hang-up. A parked (suspended) connection is not
+ * watched by libmicrohttpd, so a client leaving an idle SSE stream would
+ * go unnoticed until the downstream writes twice. */
+static void client_event(struct engine_xfer *x, uint32_t events)
+{
+	pthread_mutex_lock(&x->lock);
+	int gone = 0;
+	if (x->watching && x->engine_ref) {
 		char c;
 		ssize_t got = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-		int gone = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-		pthread_mutex_lock(&x->lock);
+		gone = got == 0 || (events & EPOLLERR) ||
+		       (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+		/* Readable bytes before the FIN: a pipelined request that
+		 * libmicrohttpd will read; the stream goes on. */
 		if (gone)
 			x->hangup = 1;
-		else
-			x->watch_off = 1;
+	}
+	int live = gone && x->in_multi;
+	pthread_mutex_unlock(&x->lock);
+	if (live)
+		finish(x, CURLE_WRITE_ERROR);
+}
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	(void)e;
+	(void)userp;
+	struct epoll_event ev = { .events = 0, .data.u64 = EV_CURL | (uint64_t)(uint32_t)s };
+	if (what == CURL_POLL_REMOVE) {
+		(void)epoll_ctl(eng.epfd, EPOLL_CTL_DEL, s, NULL);
+		curl_multi_assign(eng.multi, s, NULL);
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+	/* socketp marks a socket already in the set. */
+	if (socketp)
+		return epoll_ctl(eng.epfd, EPOLL_CTL_MOD, s, &ev) == 0 ? 0 : -1;
+	if (epoll_ctl(eng.epfd, EPOLL_CTL_ADD, s, &ev) < 0)
+		return -1;
+	curl_multi_assign(eng.multi, s, &eng);
+	return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+	(void)m;
+	(void)userp;
+	eng.timer_at = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return 0;
+}
+
+static void read_done(void)
+{
+	CURLMsg *m;
+	int q;
+	while ((m = curl_multi_info_read(eng.multi, &q))) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		struct engine_xfer *x = NULL;
+		CURL *easy = m->easy_handle;
+		CURLcode rc = m->data.result;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+		if (x && x->in_multi)
+			finish(x, rc);
+	}
+}
+
+/* Once a second: a transfer that heard nothing from the downstream for
+ * its idle_ms is ended (a paused one waits on its client, not the
+ * downstream). */
+static void sweep_idle(long long now)
+{
+	if (now < eng.sweep_at)
+		return;
+	eng.sweep_at = now + ENGINE_SWEEP_MS;
+	for (struct engine_xfer *x = eng.active, *next; x; x = next) {
+		next = x->act_next;
+		pthread_mutex_lock(&x->lock);
+		int idle = !x->paused && now - x->last_rx_ms > x->idle_ms;
 		pthread_mutex_unlock(&x->lock);
+		if (idle)
+			finish(x, CURLE_OPERATION_TIMEDOUT);
+	}
+}
+
+static int wait_ms(void)
+{
+	long long now = now_ms(), until = eng.sweep_at;
+	if (eng.timer_at >= 0 && eng.timer_at < until)
+		until = eng.timer_at;
+	return until <= now ? 0 : (int)(until - now);
+}
+
+static void on_events(const struct epoll_event *ev, int n)
+{
+	int running = 0;
+	for (int i = 0; i < n; i++) {
+		uint64_t d = ev[i].data.u64;
+		if (d == EV_WAKE) {
+			uint64_t v;
+			ssize_t got = read(eng.wakefd, &v, sizeof(v));
+			(void)got;
+		} else if ((d & 0xFFFF000000000000ull) == EV_CURL) {
+			int mask = 0;
+			if (ev[i].events & EPOLLIN)
+				mask |= CURL_CSELECT_IN;
+			if (ev[i].events & EPOLLOUT)
+				mask |= CURL_CSELECT_OUT;
+			if (ev[i].events & (EPOLLERR | EPOLLHUP))
+				mask |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(eng.multi, (curl_socket_t)(uint32_t)d, mask, &running);
+		} else {
+			client_event(ev[i].data.ptr, ev[i].events);
+		}
+	}
+	if (eng.timer_at >= 0 && now_ms() >= eng.timer_at) {
+		eng.timer_at = -1;
+		curl_multi_socket_action(eng.multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 }
 
 static void *engine_thread(void *arg)
 {
 	(void)arg;
+	struct epoll_event ev[ENGINE_EVENTS];
+	eng.sweep_at = now_ms() + ENGINE_SWEEP_MS;
 	for (;;) {
 		pthread_mutex_lock(&eng.lock);
-		struct engine_xfer *in = eng.incoming;
-		eng.incoming = NULL;
+		struct engine_xfer *in = eng.incoming, *attn = eng.attn;
+		eng.incoming = eng.attn = NULL;
 		int stop = eng.stop;
 		pthread_mutex_unlock(&eng.lock);
-		while (in) {
-			struct engine_xfer *next = in->next;
-			in->next = eng.active;
-			eng.active = in;
-			in->in_multi = 1;
-			curl_multi_add_handle(eng.multi, in->easy);
-			in = next;
-		}
-		/* Apply what other threads asked for: unpause, abort. */
-		for (struct engine_xfer **pp = &eng.active; *pp;) {
-			struct engine_xfer *x = *pp;
-			pthread_mutex_lock(&x->lock);
-			int revoked = x->revoked;
-			int gone = x->client_gone || x->hangup || stop || revoked,
-			    unpause = x->want_unpause && x->paused;
-			/* Idle: nothing from the downstream for idle_ms (a paused
-			 * transfer waits on the client, not the downstream). */
-			int idle = !gone && !x->paused && now_ms() - x->last_rx_ms > x->idle_ms;
-			if (unpause)
-				x->want_unpause = x->paused = 0;
-			pthread_mutex_unlock(&x->lock);
-			if (gone || idle) {
-				*pp = x->next;
-				finish(x, idle              ? CURLE_OPERATION_TIMEDOUT
-					  : revoked || stop ? CURLE_ABORTED_BY_CALLBACK
-							    : CURLE_WRITE_ERROR);
-				continue;
-			}
-			if (unpause)
-				curl_easy_pause(x->easy, CURLPAUSE_CONT);
-			pp = &x->next;
+		take_incoming(in);
+		while (attn) {
+			struct engine_xfer *next = attn->attn_next;
+			look_at(attn);
+			attn = next;
 		}
 		if (stop)
 			break;
-		int running = 0;
-		curl_multi_perform(eng.multi, &running);
-		CURLMsg *m;
-		int q;
-		while ((m = curl_multi_info_read(eng.multi, &q))) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			struct engine_xfer *x = NULL;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-			CURLcode rc = m->data.result;
-			for (struct engine_xfer **pp = &eng.active; *pp; pp = &(*pp)->next)
-				if (*pp == x) {
-					*pp = x->next;
-					break;
-				}
-			finish(x, rc);
-		}
-		watch_clients();
+		read_done(); /* what finished while being added or unpaused */
+		int n = epoll_wait(eng.epfd, ev, ENGINE_EVENTS, wait_ms());
+		on_events(ev, n > 0 ? n : 0);
+		read_done();
+		sweep_idle(now_ms());
+		release_round();
 	}
+	while (eng.active)
+		finish(eng.active, CURLE_ABORTED_BY_CALLBACK);
+	release_round();
 	return NULL;
 }
 
-int engine_start(void)
+int engine_start(long max_connects)
 {
+	eng.epfd = epoll_create1(EPOLL_CLOEXEC);
+	eng.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	eng.multi = curl_multi_init();
-	if (!eng.multi)
-		return -1;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_WAKE };
+	if (eng.epfd < 0 || eng.wakefd < 0 || !eng.multi || epoll_ctl(eng.epfd, EPOLL_CTL_ADD, eng.wakefd, &ev) < 0)
+		goto fail;
 	curl_multi_setopt(eng.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
-	curl_multi_setopt(eng.multi, CURLMOPT_MAXCONNECTS, 256L);
-	if (pthread_create(&eng.thread, NULL, engine_thread, NULL) != 0) {
-		curl_multi_cleanup(eng.multi);
-		return -1;
-	}
+	/* Keep-alive connections to downstreams, as many as the node takes
+	 * connections: a proxied POST beside thousands of parked GET streams
+	 * still finds one. */
+	curl_multi_setopt(eng.multi, CURLMOPT_MAXCONNECTS, max_connects > 0 ? max_connects : 256L);
+	curl_multi_setopt(eng.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(eng.multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	if (pthread_create(&eng.thread, NULL, engine_thread, NULL) != 0)
+		goto fail;
 	eng.running = 1;
 	return 0;
+fail:
+	if (eng.multi)
+		curl_multi_cleanup(eng.multi);
+	eng.multi = NULL;
+	if (eng.epfd >= 0)
+		close(eng.epfd);
+	if (eng.wakefd >= 0)
+		close(eng.wakefd);
+	eng.epfd = eng.wakefd = -1;
+	return -1;
 }
 
 void engine_stop(void)
@@ -415,11 +629,12 @@ void engine_stop(void)
 	pthread_mutex_lock(&eng.lock);
 	eng.stop = 1;
 	pthread_mutex_unlock(&eng.lock);
-	curl_multi_wakeup(eng.multi);
+	kick();
 	pthread_join(eng.thread, NULL);
 	eng.running = 0;
-	/* The multi handle stays until engine_free: request threads may still
-	 * wake it (harmlessly) until the HTTP server has stopped. */
+	/* The multi handle and the eventfd stay until engine_free: request
+	 * threads may still kick (harmlessly) until the HTTP server has
+	 * stopped. */
 }
 
 void engine_free(void)
@@ -428,6 +643,9 @@ void engine_free(void)
 		return;
 	curl_multi_cleanup(eng.multi);
 	eng.multi = NULL;
+	close(eng.epfd);
+	close(eng.wakefd);
+	eng.epfd = eng.wakefd = -1;
 	pthread_mutex_lock(&reg.lock);
 	for (unsigned i = 0; i < ENGINE_RECENT; i++) {
 		free(reg.ring[i].block);
@@ -513,33 +731,28 @@ static int enlist(struct engine_xfer *x)
 	return late;
 }
 
-/* Under reg.lock. 1 when the engine still holds the transfer. */
-static int end_xfer(struct engine_xfer *x)
+/* Under reg.lock. */
+static void end_xfer(struct engine_xfer *x)
 {
 	pthread_mutex_lock(&x->lock);
-	int first = !x->revoked;
 	x->revoked = 1;
 	x->out.len = x->out_off = 0; /* not one more buffered byte goes out */
 	wake_client(x);
-	int engine = first && !x->done;
+	attend(x); /* the engine aborts the downstream transfer */
 	pthread_mutex_unlock(&x->lock);
-	return engine;
 }
 
 void engine_end_matching(const struct engine_match *m)
 {
 	long ended = 0;
-	int wake = 0;
 	pthread_mutex_lock(&reg.lock);
 	remember(m);
 	for (struct engine_xfer *x = reg.live; x; x = x->live_next)
 		if (covers(m, x)) {
-			wake |= end_xfer(x);
+			end_xfer(x);
 			ended++;
 		}
 	pthread_mutex_unlock(&reg.lock);
-	if (wake)
-		curl_multi_wakeup(eng.multi);
 	if (ended) {
 		metrics_count("proxy_revoked_total", NULL, ended);
 		json_t *f = json_pack("{s:I}", "transfers", (json_int_t)ended);
@@ -578,10 +791,9 @@ void engine_request_done(struct engine_xfer *x)
 		return;
 	pthread_mutex_lock(&x->lock);
 	x->client_gone = 1;
-	int active = x->in_multi || !x->done;
+	unwatch(x); /* libmicrohttpd closes the socket next */
+	attend(x);
 	pthread_mutex_unlock(&x->lock);
-	if (active)
-		curl_multi_wakeup(eng.multi);
 	xfer_release(x);
 }
 
@@ -594,6 +806,7 @@ static struct engine_xfer *xfer_new(struct http_req *r)
 		return NULL;
 	pthread_mutex_init(&x->lock, NULL);
 	x->refs = 2; /* the request and the engine */
+	x->engine_ref = 1;
 	x->conn = r->conn;
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	x->client_fd = ci ? (int)ci->connect_fd : -1;
@@ -699,7 +912,7 @@ static void hand_over(struct http_req *r, struct engine_xfer *x)
 	x->next = eng.incoming;
 	eng.incoming = x;
 	pthread_mutex_unlock(&eng.lock);
-	curl_multi_wakeup(eng.multi);
+	kick();
 }
 
 struct engine_xfer *engine_begin(struct http_req *r, struct engine_request *pr)
@@ -744,7 +957,6 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 	struct engine_xfer *x = cls;
 	(void)pos;
 	ssize_t rc;
-	int wake = 0;
 	pthread_mutex_lock(&x->lock);
 	size_t avail = x->out.len - x->out_off;
 	if (x->revoked) {
@@ -754,11 +966,16 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 		size_t n = avail < max ? avail : max;
 		memcpy(out, x->out.ptr + x->out_off, n);
 		x->out_off += n;
-		if (x->out_off == x->out.len)
+		if (x->out_off == x->out.len) {
 			x->out.len = x->out_off = 0;
+			/* An idle stream keeps no big buffer: it comes back with
+			 * the next burst. */
+			if (x->out.cap > ENGINE_KEEP_BUFFER)
+				buf_free(&x->out);
+		}
 		if (x->paused && !x->want_unpause) {
 			x->want_unpause = 1;
-			wake = 1;
+			attend(x);
 		}
 		rc = (ssize_t)n;
 	} else if (x->done) {
@@ -770,8 +987,6 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 		rc = 0;
 	}
 	pthread_mutex_unlock(&x->lock);
-	if (wake)
-		curl_multi_wakeup(eng.multi);
 	return rc;
 }
 
@@ -835,7 +1050,7 @@ int engine_wait_done(struct http_req *r, struct engine_xfer *x)
 	x->out.len = x->out_off = 0;
 	if (x->paused && !x->want_unpause) {
 		x->want_unpause = 1;
-		curl_multi_wakeup(eng.multi);
+		attend(x);
 	}
 	done = x->done;
 	if (!done) {

@@ -1,7 +1,8 @@
 /* The engine of the streaming reverse proxy to downstream MCP servers.
  *
  * Design: one engine thread drives every downstream transfer through a
- * libcurl multi handle; client connections are suspended in libmicrohttpd
+ * libcurl multi handle on curl_multi_socket_action, in one epoll set with
+ * the client sockets (for hang-ups) and a wake-up eventfd; client connections are suspended in libmicrohttpd
  * while they wait (for the downstream's headers, or for the next bytes of an
  * SSE stream), so an idle stream holds a socket and a small buffer but no
  * thread. Bytes flow downstream -> bounded buffer -> libmicrohttpd's content
@@ -18,7 +19,9 @@
 
 struct engine_xfer;
 
-int engine_start(void) WUR;
+/* max_connects: keep-alive connections kept to downstreams (the node's
+ * connection limit). */
+int engine_start(long max_connects) WUR;
 /* Fails every transfer still running and stops the engine thread; new
  * transfers are refused from then on. */
 void engine_stop(void);

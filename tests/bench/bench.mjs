@@ -348,6 +348,90 @@ async function dpopSection(say, idp) {
   ngDs.stop();
 }
 
+
+/** CPU seconds (user + system) the process has used so far. */
+function cpuSec(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; /* utime, stime in USER_HZ ticks */
+}
+
+/** Opens n idle SSE streams through the broker; resolves with a closer. */
+async function openIdleStreams(url, token, n) {
+  const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+  const rqs = [];
+  let opened = 0, failed = 0;
+  const one = () => new Promise((resolve) => {
+    const rq = http.request(`${url}?mode=idle`, { agent, headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream', 'x-fake-mode': 'idle' } }, (res) => {
+      res.on('data', () => {});
+      if (res.statusCode === 200) opened++; else failed++;
+      resolve();
+    });
+    rq.on('error', () => { failed++; resolve(); });
+    rq.setTimeout(60000, () => rq.destroy());
+    rq.end();
+    rqs.push(rq);
+  });
+  for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, one));
+  return { opened, failed, close: () => { for (const rq of rqs) rq.destroy(); agent.destroy(); } };
+}
+
+/** Section 7: proxied tools/call with and without N idle SSE streams open,
+ * the idle CPU and memory per stream; for each binary given (the current
+ * build, and BENCH_BASELINE_BINARY when set, side by side in one run). */
+async function streamsSection(say, idp) {
+  const n = Number(process.env.BENCH_STREAMS || 3000);
+  const dsPort = await freePort();
+  const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
+  const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
+  const sse = await startDownstream({ port: 0 });
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
+  const binaries = [['current', undefined]];
+  if (process.env.BENCH_BASELINE_BINARY) binaries.unshift(['baseline', process.env.BENCH_BASELINE_BINARY]);
+  const rows = [];
+  for (const [label, binary] of binaries) {
+    const db = await createDatabase(`bench_streams_${label}`);
+    const port = await freePort();
+    const cfg = baseConfig({ port, databaseUrl: db, extra: {
+      http: { threads: 4, drain_timeout_s: 5, max_connections: Math.max(8192, 2 * n + 256) },
+      log: { level: 'warn' },
+      database: { pool_size: 8 },
+      limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+      upstreams: upstreamConfig(idp),
+      resources: [
+        { path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`, scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] },
+        { path: '/sse', upstream: 'sentry', downstream: `${sse.url}` },
+      ],
+    } });
+    const b = await startBroker(cfg, { keepLogs: false, binary });
+    const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
+    const ts = await fullFlow(b.url, { resource: `${b.url}/sse` });
+    await wrk(`${b.url}/mcp`, { body, token: t.access_token }); /* warm-up */
+    let c0 = cpuSec(b.proc.pid);
+    const none = await wrk(`${b.url}/mcp`, { body, token: t.access_token });
+    const cpuNone = (cpuSec(b.proc.pid) - c0) / (none.rps * Number(DURATION)) * 1e6;
+    const rss0 = rss(b.proc.pid);
+    const s = await openIdleStreams(`${b.url}/sse`, ts.access_token, n);
+    await new Promise((r) => setTimeout(r, 2000));
+    const rss1 = rss(b.proc.pid);
+    c0 = cpuSec(b.proc.pid);
+    await new Promise((r) => setTimeout(r, 5000));
+    const idleCpu = (cpuSec(b.proc.pid) - c0) / 5 * 100;
+    c0 = cpuSec(b.proc.pid);
+    const withS = await wrk(`${b.url}/mcp`, { body, token: t.access_token });
+    const cpuWith = (cpuSec(b.proc.pid) - c0) / (withS.rps * Number(DURATION)) * 1e6;
+    s.close();
+    await b.stop();
+    rows.push({ label, none, withS, cpuNone, cpuWith, idleCpu, perStream: (rss1 - rss0) / Math.max(1, s.opened), opened: s.opened, failed: s.failed });
+  }
+  ngDs.stop();
+  await sse.close?.();
+  say(`idle streams: proxied tools/call (wrk -t2 -c32 -d${DURATION}s) with none and with ${n} idle SSE streams open`);
+  say('binary    streams  none req/s  p50 ms | with req/s  p50 ms | ratio (target >= 0.9) | idle CPU % of a core (< 1) | KiB/stream (<= 20) | CPU us/req none, with');
+  for (const r of rows) {
+    say(`${r.label.padEnd(9)} ${String(r.opened).padStart(5)}/${n}  ${r.none.rps.toFixed(0).padStart(7)} ${r.none.p50.toFixed(2).padStart(7)} | ${r.withS.rps.toFixed(0).padStart(7)} ${r.withS.p50.toFixed(2).padStart(7)} | ${(r.withS.rps / r.none.rps).toFixed(2).padStart(5)} | ${r.idleCpu.toFixed(2).padStart(6)} | ${r.perStream.toFixed(1).padStart(6)} | ${r.cpuNone.toFixed(0)}, ${r.cpuWith.toFixed(0)}${r.failed ? ` (${r.failed} stream opens failed)` : ''}`);
+  }
+}
+
 async function main() {
   const lines = [];
   const say = (s) => { lines.push(s); console.log(s); };
@@ -355,6 +439,14 @@ async function main() {
     const idp = await startIdp({ port: 0, log: false });
     say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): DPoP only`);
     await dpopSection(say, idp);
+    await idp.close();
+    writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'streams') {
+    const idp = await startIdp({ port: 0, log: false });
+    say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): idle streams only`);
+    await streamsSection(say, idp);
     await idp.close();
     writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
     return;

@@ -5,7 +5,9 @@
 # BENCH_ONLY=token-modes runs only the token modes section (BENCH_TOKEN_N
 # requests per mode, 1000); BENCH_ONLY=dpop only the DPoP section
 # (BENCH_DPOP_ROUNDS Bearer/DPoP wrk pairs, 2; BENCH_DPOP_TOKEN_N token
-# requests per mode, 1000).
+# requests per mode, 1000); BENCH_ONLY=streams only the idle-streams section
+# (BENCH_STREAMS idle SSE streams, 3000; BENCH_BASELINE_BINARY: an older
+# mcp-broker binary measured side by side in the same run).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"

@@ -105,10 +105,10 @@ export function run(args, { env = {}, timeoutMs = 30000 } = {}) {
  * Starts `mcp-broker serve` with cfg (object) and resolves once it logged
  * node.started. Returns { url, port, proc, logs(), stop(sig), exited }.
  */
-export async function startBroker(cfg, { args = [], env = {}, dir, keepLogs = true } = {}) {
+export async function startBroker(cfg, { args = [], env = {}, dir, keepLogs = true, binary = BINARY } = {}) {
   const tmp = dir || mkdtempSync(path.join(os.tmpdir(), 'mcpb-'));
   const file = writeConfig(tmp, cfg);
-  const proc = spawn(BINARY, ['serve', '--config', file, ...args], { env: { ...process.env, ...env } });
+  const proc = spawn(binary, ['serve', '--config', file, ...args], { env: { ...process.env, ...env } });
   const lines = [];
   let buf = '';
   let startedResolve, startedReject;
