@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 
 #include "hdr.h"
 #include "jose.h"
@@ -286,8 +287,8 @@ static const struct schema database_schema = { "database", sizeof(((struct confi
 
 static const struct field http_fields[] = {
 	{ "threads", F_INT, 0, C(http.threads) - C(http), 0, 1, 256, 8, NULL, 0, "HTTP worker threads" },
-	{ "max_connections", F_INT, 0, C(http.max_connections) - C(http), 0, 1, 100000, 4096, NULL, 0,
-	  "concurrent connections" },
+	{ "max_connections", F_INT, 0, C(http.max_connections) - C(http), 0, 1, 100000, 0, NULL, 0,
+	  "concurrent client connections, beyond them 503; default (shown as 0): (hard RLIMIT_NOFILE - 256) / 2, within 64..32768" },
 	{ "drain_timeout_s", F_INT, 0, C(http.drain_timeout_s) - C(http), 0, 0, 600, 25, NULL, 0,
 	  "SIGTERM: wait this long for in-flight requests" },
 	{ "connection_timeout_s", F_INT, 0, C(http.connection_timeout_s) - C(http), 0, 1, 3600, 60, NULL, 0,
@@ -1302,11 +1303,31 @@ static void check_cidrs(char *const *list, size_t n, const char *path, const cha
 			cfg_err(e, path, "%s", expected);
 }
 
+/* http.max_connections when the config leaves it out: the node raises its
+ * soft descriptor limit to the hard one at startup, keeps 256 for the
+ * database pool, logs, upstream calls and the listener, and a proxied
+ * connection holds two (the client's and the downstream's). */
+#define CFG_FD_RESERVE 256
+#define CFG_CONN_MIN 64
+#define CFG_CONN_MAX 32768
+static long default_max_connections(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 4096;
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)(CFG_FD_RESERVE + 2 * CFG_CONN_MAX))
+		return CFG_CONN_MAX;
+	long n = ((long)rl.rlim_max - CFG_FD_RESERVE) / 2;
+	return n < CFG_CONN_MIN ? CFG_CONN_MIN : n;
+}
+
 /* Rules across fields, in the order of the document; runs once every field
  * has parsed, and completes the defaults that depend on other fields. */
 static void check_semantics(struct config *c, struct cfg_errors *e)
 {
 	check_public_url(c, e);
+	if (c->http.max_connections <= 0)
+		c->http.max_connections = default_max_connections();
 	check_log(c, e);
 	check_keys(c, e);
 	check_clients(c, e);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +36,58 @@ struct http_server {
 
 static long in_flight;
 static int draining;
+
+/* Connections: up to max_connections are served; a connection accepted
+ * beyond that (within the headroom) gets one 503 + Retry-After and closes;
+ * beyond the headroom the accept policy closes it at once. Either way a
+ * client learns in milliseconds, instead of waiting in the listen backlog
+ * that libmicrohttpd stops draining at its own limit (set higher still). */
+#define HTTP_CONN_HEADROOM 64
+static long live_conns, conn_limit = 4096;
+static uint64_t conn_warned_ns;
+static const char conn_over = 1; /* socket context of a connection past the limit */
+
+/* One warning line per 10 s at most, whatever the number of refusals. */
+static void conn_refused(const char *how)
+{
+	metrics_count("http_connections_refused_total", how, 1);
+	uint64_t now = http_now_ns(), last = __atomic_load_n(&conn_warned_ns, __ATOMIC_RELAXED);
+	if ((last && now - last < 10000000000ull) ||
+	    !__atomic_compare_exchange_n(&conn_warned_ns, &last, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		return;
+	log_msg(LOG_WARN, "http.connection_limit", NULL, "%ld connections open, limit %ld: refusing new ones (%s)",
+		__atomic_load_n(&live_conns, __ATOMIC_RELAXED), conn_limit, how);
+}
+
+static void conn_notify_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+			   enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		if (__atomic_add_fetch(&live_conns, 1, __ATOMIC_ACQ_REL) > conn_limit)
+			*socket_context = (void *)&conn_over;
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		__atomic_sub_fetch(&live_conns, 1, __ATOMIC_ACQ_REL);
+	}
+}
+
+static enum MHD_Result accept_cb(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	(void)cls;
+	(void)addr;
+	(void)addrlen;
+	if (__atomic_load_n(&live_conns, __ATOMIC_ACQUIRE) < conn_limit + HTTP_CONN_HEADROOM)
+		return MHD_YES;
+	conn_refused("closed");
+	return MHD_NO;
+}
+
+static int conn_is_over(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci && ci->socket_context == (const void *)&conn_over;
+}
 /* Request body bytes buffered on the node, in two pools: bodies of routes
  * that authenticate when the headers arrive (the proxied resources), and
  * bodies nobody has authenticated yet (the OAuth endpoints), which may hold
@@ -879,6 +932,18 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 				 const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct http_req *r = *con_cls;
+	if ((!r || is_marker(r)) && conn_is_over(conn)) {
+		/* Past max_connections: answered at once, and the connection
+		 * closes (whatever body follows is not read). */
+		if (!(r = request_new(cls, conn, url, method)))
+			return MHD_NO;
+		*con_cls = r;
+		r->must_close = 1;
+		conn_refused("503");
+		http_add_header(r, "Retry-After", "1");
+		http_send_error(r, 503, "temporarily_unavailable");
+		return MHD_YES;
+	}
 	if (!r || is_marker(r))
 		return request_start(cls, conn, url, method, version, con_cls);
 	if (r->responded) {
@@ -926,6 +991,26 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	__atomic_sub_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
 }
 
+/* Raises the soft RLIMIT_NOFILE to the hard one (a proxied connection holds
+ * two descriptors: the client's and the downstream's), and warns when
+ * max_connections asks for more than that allows. */
+static void fd_limit_raise(long max_connections)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max;
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return;
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)max_connections * 2 + 256 > rl.rlim_cur)
+		log_msg(LOG_WARN, "http.fd_limit", NULL,
+			"http.max_connections %ld needs about %ld file descriptors, the limit is %llu", max_connections,
+			max_connections * 2 + 256, (unsigned long long)rl.rlim_cur);
+}
+
 struct http_server *http_start(struct app *app, const char *host, int port, const struct http_route *routes,
 			       size_t nroutes)
 {
@@ -962,9 +1047,15 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 		authed.cap = cfg->http.max_body_bytes_in_flight;
 		anon.cap = authed.cap / 4;
 	}
-	s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR,
+	fd_limit_raise(cfg->http.max_connections > 0 ? cfg->http.max_connections : 4096);
+	conn_limit = cfg->http.max_connections > 0 ? cfg->http.max_connections : 4096;
+	__atomic_store_n(&live_conns, 0, __ATOMIC_RELEASE);
+	/* libmicrohttpd's own limit (split among its threads) sits above the
+	 * headroom, so that accept_cb, not a full backlog, refuses. */
+	unsigned mhd_limit = (unsigned)(conn_limit + 2 * HTTP_CONN_HEADROOM + cfg->http.threads);
+	s->d = MHD_start_daemon(flags, (uint16_t)port, accept_cb, s, access_cb, s, MHD_OPTION_SOCK_ADDR,
 				(struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections,
+				MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http.connection_timeout_s,
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 2),
 				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,

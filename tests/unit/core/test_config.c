@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "crypto.h"
@@ -140,7 +141,7 @@ static void test_minimal_and_defaults(void)
 	CHECK(c->registration.dynamic == 1);
 	CHECK(c->registration.client_id_metadata_documents == 0);
 	CHECK(c->registration.has_initial_access_token == 0);
-	CHECK(c->http.threads == 8 && c->http.max_connections == 4096);
+	CHECK(c->http.threads == 8 && c->http.max_connections >= 64 && c->http.max_connections <= 32768);
 	CHECK(c->http.drain_timeout_s == 25 && c->http.connection_timeout_s == 60);
 	CHECK(c->limits.register_per_ip_per_hour == 20);
 	CHECK_STR(c->log.level, "info");
@@ -1031,6 +1032,41 @@ static void test_client_keys(void)
 		"$.clients[0]: a client with jwks or jwks_uri authenticates with private_key_jwt: drop client_secret");
 }
 
+/* http.max_connections left out: (hard RLIMIT_NOFILE - 256) / 2 within
+ * 64..32768 (each proxied connection holds two descriptors); a value the
+ * config sets wins. Lowers this process's hard limit, so it runs last. */
+static long max_conns(const char *extra)
+{
+	struct config *c = PASSES(build((struct cfgt){ .extra = extra }));
+	long n = c ? c->http.max_connections : -1;
+	config_free(&c);
+	return n;
+}
+
+static void test_max_connections_default(void)
+{
+	struct rlimit rl;
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	long want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 256 + 2 * 32768 ? 32768
+										  : ((long)rl.rlim_max - 256) / 2;
+	CHECK(max_conns(NULL) == (want < 64 ? 64 : want));
+	CHECK(max_conns("\"http\":{\"threads\":2}") == (want < 64 ? 64 : want));
+	CHECK(max_conns("\"http\":{\"max_connections\":8}") == 8);
+	CHECK(max_conns("\"http\":{\"max_connections\":100000}") == 100000); /* explicit wins (http_start warns) */
+	FAILS(build((struct cfgt){ .extra = "\"http\":{\"max_connections\":0}" }),
+	      "$.http.max_connections: expected an integer between 1 and 100000");
+	rlim_t hard = rl.rlim_max;
+	rl.rlim_cur = rl.rlim_max = 1256;
+	if (hard >= 1256) {
+		CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+		CHECK(max_conns(NULL) == 500);
+		rl.rlim_cur = rl.rlim_max = 300;
+		CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+		CHECK(max_conns(NULL) == 64); /* the floor */
+		CHECK(max_conns("\"http\":{\"max_connections\":4096}") == 4096);
+	}
+}
+
 int main(void)
 {
 	test_minimal_and_defaults();
@@ -1051,5 +1087,6 @@ int main(void)
 	test_machine_clients();
 	test_load_and_describe();
 	test_client_keys();
+	test_max_connections_default();
 	TEST_DONE();
 }
