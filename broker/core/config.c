@@ -151,6 +151,8 @@ static const struct field resource_fields[] = {
 	  "downstream connect timeout" },
 	{ "idle_timeout_ms", F_INT, 0, O(struct cfg_resource, idle_timeout_ms), 0, 1000, 86400000, 300000, NULL, 0,
 	  "downstream idle timeout (no bytes for this long)" },
+	{ "stream_idle_timeout_ms", F_INT, 0, O(struct cfg_resource, stream_idle_timeout_ms), 0, 0, 86400000, 0, NULL,
+	  0, "idle timeout of an SSE answer once its headers arrived (0: none)" },
 	{ "identity_headers", F_BOOL, 0, O(struct cfg_resource, identity_headers), 0, 0, 0, 1, NULL, 0,
 	  "send X-MCP-User, X-MCP-Client, X-MCP-Scopes downstream" },
 	{ "audit_arguments", F_BOOL, 0, O(struct cfg_resource, audit_arguments), 0, 0, 0, 0, NULL, 0,

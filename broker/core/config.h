@@ -83,6 +83,7 @@ struct cfg_resource {
 	size_t n_allowed_origins;
 	long connect_timeout_ms;
 	long idle_timeout_ms;
+	long stream_idle_timeout_ms; /* an SSE answer under way (0: none) */
 	int identity_headers; /* add X-MCP-User / X-MCP-Client / X-MCP-Scopes */
 	int audit_arguments;  /* tool audit records carry the call's arguments */
 	char *client_cert;    /* mutual TLS to the downstream */

@@ -50,10 +50,13 @@ struct engine_xfer {
 	int suspended;
 	int client_gone;
 	int in_multi;
-	int discard;   /* the answer is not wanted (replay after a 401) */
-	int client_fd; /* watched while the connection is parked */
-	int hangup;    /* the client closed its side while parked */
-	long idle_ms;  /* abort when nothing arrives from the downstream this long */
+	int discard;         /* the answer is not wanted (replay after a 401) */
+	int client_fd;       /* watched while the connection is parked */
+	int hangup;          /* the client closed its side while parked */
+	long idle_ms;        /* abort when nothing arrives from the downstream this long */
+	long stream_idle_ms; /* ... once an SSE answer's headers are in (0: never) */
+	int is_get;
+	int is_stream; /* a GET answered with text/event-stream (the standalone stream) */
 	long long last_rx_ms;
 	int watching;   /* client_fd is in the engine's epoll (hang-up) */
 	int queued;     /* on eng.attn: the engine thread looks at it */
@@ -192,6 +195,15 @@ static int resp_header_allowed(const struct engine_xfer *x, const char *name, si
 	return 0;
 }
 
+static int is_event_stream(const struct engine_xfer *x)
+{
+	static const char sse[] = "text/event-stream";
+	for (int i = 0; i < x->nhdrs; i++)
+		if (strcasecmp(x->hdr_name[i], "content-type") == 0)
+			return strncasecmp(x->hdr_value[i], sse, sizeof(sse) - 1) == 0;
+	return 0;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *cls)
 {
 	struct engine_xfer *x = cls;
@@ -223,6 +235,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 		if (code >= 200) {
 			x->status = code;
 			x->headers_ready = 1;
+			x->is_stream = x->is_get && is_event_stream(x);
 			wake_client(x);
 		}
 	} else {
@@ -507,7 +520,9 @@ static void read_done(void)
 
 /* Once a second: a transfer that heard nothing from the downstream for
  * its idle_ms is ended (a paused one waits on its client, not the
- * downstream). */
+ * downstream); a GET's SSE stream under way, after stream_idle_ms (0: never:
+ * the client leaving, the downstream closing, TCP keep-alive or a
+ * revocation end it). */
 static void sweep_idle(long long now)
 {
 	if (now < eng.sweep_at)
@@ -516,7 +531,8 @@ static void sweep_idle(long long now)
 	for (struct engine_xfer *x = eng.active, *next; x; x = next) {
 		next = x->act_next;
 		pthread_mutex_lock(&x->lock);
-		int idle = !x->paused && now - x->last_rx_ms > x->idle_ms;
+		long limit = x->headers_ready && x->is_stream ? x->stream_idle_ms : x->idle_ms;
+		int idle = limit > 0 && !x->paused && now - x->last_rx_ms > limit;
 		pthread_mutex_unlock(&x->lock);
 		if (idle)
 			finish(x, CURLE_OPERATION_TIMEDOUT);
@@ -845,6 +861,8 @@ static void xfer_take(struct engine_xfer *x, struct engine_request *pr, uint64_t
 	x->n_resp_headers = pr->n_resp_headers;
 	/* The idle timeout is enforced by the engine (last byte received). */
 	x->idle_ms = pr->idle_timeout_ms;
+	x->stream_idle_ms = pr->stream_idle_timeout_ms;
+	x->is_get = strcmp(pr->method, "GET") == 0;
 	x->last_rx_ms = now_ms();
 }
 

@@ -34,7 +34,8 @@ struct engine_request {
 	struct curl_slist *headers; /* moved */
 	struct buf body;            /* moved */
 	long connect_timeout_ms;
-	long idle_timeout_ms;
+	long idle_timeout_ms;        /* nothing from the downstream this long: abort */
+	long stream_idle_timeout_ms; /* the same once an SSE answer is under way (0: never) */
 	const char *client_cert, *client_key, *ca_file;
 	char grant_id[37]; /* the grant the transfer serves (revocation ends it) */
 	/* Beside the grant, what else a revocation may name (as in struct

@@ -518,6 +518,7 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const cha
 	er.method = r->method;
 	er.connect_timeout_ms = res->connect_timeout_ms;
 	er.idle_timeout_ms = res->idle_timeout_ms;
+	er.stream_idle_timeout_ms = res->stream_idle_timeout_ms;
 	er.client_cert = res->client_cert;
 	er.client_key = res->client_key;
 	er.ca_file = res->ca_file;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { startProxyEnv, defaultResource, call, readSse } from '../lib/proxy_setup.mjs';
 import { freePort } from '../lib/harness.mjs';
 
-let env, tok, tokDead;
+let env, tok, tokDead, tokCapped;
 const T = { timeout: 30000 };
 
 before(async () => {
@@ -17,10 +17,12 @@ before(async () => {
     resources: (ds) => [
       defaultResource(ds, { idle_timeout_ms: 1000, connect_timeout_ms: 1000 }),
       { path: '/dead', upstream: 'gh', downstream: `http://127.0.0.1:${deadPort}/mcp`, connect_timeout_ms: 1000 },
+      { path: '/capped', upstream: 'gh', downstream: `${ds.url}/mcp`, idle_timeout_ms: 1000, stream_idle_timeout_ms: 1500 },
     ],
   });
   tok = await env.token({ scope: 'repo:read' });
   tokDead = await env.token({ resource: '/dead' });
+  tokCapped = await env.token({ resource: '/capped' });
 }, { timeout: 40000 });
 after(async () => { await env?.close(); }, { timeout: 30000 });
 
@@ -59,6 +61,30 @@ test('downstream accepts and never answers (GET): 504 within idle_timeout_ms', T
   assertJsonRpcError(r, 504);
   assert.ok(took >= 900 && took < 3000, `504 after ${took} ms with idle_timeout_ms 1000`);
   await env.assertHealthy('a hanging downstream');
+});
+
+/** Opens the standalone GET stream on path; resolves when it ends or after ms. */
+async function silentStream(path, token, ms) {
+  const t0 = Date.now();
+  const res = await fetch(`${env.url}${path}`, {
+    signal: AbortSignal.timeout(ms),
+    headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream', 'x-fake-mode': 'idle' },
+  });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /text\/event-stream/);
+  const end = await readSse(res).done;
+  return { took: Date.now() - t0, timedOut: !end.ok && end.error?.name === 'TimeoutError' };
+}
+
+test('a silent standalone GET SSE stream outlives idle_timeout_ms; stream_idle_timeout_ms cuts it', T, async () => {
+  // idle_timeout_ms is 1000 on both; only /capped sets stream_idle_timeout_ms (1500).
+  const [open, capped] = await Promise.all([
+    silentStream('/mcp', tok.access_token, 4000),
+    silentStream('/capped', tokCapped.access_token, 8000),
+  ]);
+  assert.ok(open.timedOut, `the silent stream stayed open until the client left (ended after ${open.took} ms)`);
+  assert.ok(!capped.timedOut && capped.took >= 1400 && capped.took < 4000, `the capped stream ended after ${capped.took} ms`);
+  await env.assertHealthy('silent streams');
 });
 
 test('downstream 500 is passed through as 500 with its body', T, async () => {
