@@ -3,20 +3,278 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
 static enum log_level min_level = LOG_INFO;
-static FILE *log_out;
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
+
+/* ---- the queue and its writer ------------------------------------------ */
+
+/* A caller formats its line on its own thread and appends it to a list under
+ * qlock (a pointer swap, never a write); one writer thread takes the whole
+ * list at once and writes it with one fwrite per LOG_STAGE bytes. Queued
+ * bytes are capped: past LOG_QUEUE_MAX a line is dropped and counted, and
+ * the writer reports the count in one log.dropped line once it has written
+ * what it had; a line that must not be lost (node.*, error) may go on up to
+ * LOG_QUEUE_HARD. Without a writer (it could not start, or after
+ * log_shutdown) a line is written on the caller's thread, as before. */
+#define LOG_QUEUE_MAX (4u << 20)
+#define LOG_QUEUE_HARD (8u << 20)
+#define LOG_STAGE (64u << 10)
+#define LOG_SHUTDOWN_WAIT_MS 2000
+
+struct line {
+	struct line *next;
+	size_t len;
+	char text[];
+};
+
+static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t qwake = PTHREAD_COND_INITIALIZER; /* the writer: a line, a stop */
+static pthread_cond_t qdone = PTHREAD_COND_INITIALIZER; /* log_flush: lines written */
+static struct line *qhead, **qtail = &qhead;
+static size_t qbytes;
+static unsigned long long enq_seq, done_seq; /* lines queued, lines written (or dropped) */
+static size_t dropped_pending;
+static unsigned long long dropped_total;
+static FILE *log_out; /* qlock */
+static pthread_t writer;
+static int writer_running, writer_stop, atexit_done;
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER; /* writes without a writer */
+
+static FILE *out_or_stderr(FILE *f)
+{
+	return f ? f : stderr;
+}
+
+/* The log.dropped line, built without an allocation (the writer makes none). */
+static size_t dropped_line(char *buf, size_t cap, size_t n)
+{
+	struct timespec ts;
+	struct tm tm;
+	char when[40];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + w, sizeof(when) - w, ".%03ldZ", ts.tv_nsec / 1000000);
+	int k = snprintf(buf, cap,
+			 "{\"time\":\"%s\",\"level\":\"warn\",\"event\":\"log.dropped\",\"dropped\":%zu,"
+			 "\"msg\":\"log lines dropped: the log output is not keeping up\"}\n",
+			 when, n);
+	return k > 0 && (size_t)k < cap ? (size_t)k : 0;
+}
+
+/* Writes the list to out: lines are gathered into stage and written one
+ * fwrite per stage-full (a longer line alone), then flushed once. */
+static void write_lines(FILE *out, struct line *l, size_t *nlines)
+{
+	static char stage[LOG_STAGE]; /* writer thread only */
+	size_t used = 0;
+	*nlines = 0;
+	while (l) {
+		struct line *next = l->next;
+		if (used > 0 && used + l->len > sizeof(stage)) {
+			fwrite(stage, 1, used, out);
+			used = 0;
+		}
+		if (l->len > sizeof(stage)) {
+			fwrite(l->text, 1, l->len, out);
+		} else {
+			memcpy(stage + used, l->text, l->len);
+			used += l->len;
+		}
+		free(l);
+		(*nlines)++;
+		l = next;
+	}
+	if (used > 0)
+		fwrite(stage, 1, used, out);
+	fflush(out);
+}
+
+static void *writer_loop(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&qlock);
+	for (;;) {
+		while (!qhead && !dropped_pending && !writer_stop)
+			pthread_cond_wait(&qwake, &qlock);
+		if (!qhead && !dropped_pending)
+			break; /* stopping, all written */
+		struct line *batch = qhead;
+		size_t bytes = qbytes;
+		qhead = NULL;
+		qtail = &qhead;
+		FILE *out = out_or_stderr(log_out);
+		pthread_mutex_unlock(&qlock);
+		size_t n = 0;
+		write_lines(out, batch, &n);
+		pthread_mutex_lock(&qlock);
+		qbytes -= bytes;
+		done_seq += n;
+		if (dropped_pending && !qhead) {
+			/* Caught up: the count of what was dropped meanwhile. */
+			size_t d = dropped_pending;
+			dropped_pending = 0;
+			pthread_mutex_unlock(&qlock);
+			char buf[256];
+			size_t len = dropped_line(buf, sizeof(buf), d);
+			if (len) {
+				fwrite(buf, 1, len, out);
+				fflush(out);
+			}
+			pthread_mutex_lock(&qlock);
+		}
+		pthread_cond_broadcast(&qdone);
+	}
+	pthread_mutex_unlock(&qlock);
+	return NULL;
+}
+
+/* A forked child has no writer: what the parent had queued is the
+ * parent's to write. */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&qlock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&qlock);
+}
+
+static void atfork_child(void)
+{
+	for (struct line *l = qhead, *next; l; l = next) {
+		next = l->next;
+		free(l);
+	}
+	qhead = NULL;
+	qtail = &qhead;
+	qbytes = 0;
+	enq_seq = done_seq = 0;
+	dropped_pending = 0;
+	writer_running = writer_stop = 0;
+	pthread_mutex_unlock(&qlock);
+}
+
+/* Waits until every line queued before the call is written, at most
+ * wait_ms (< 0: no bound). qlock held. 0 done; -1 timed out. */
+static int flush_locked(long wait_ms)
+{
+	unsigned long long target = enq_seq;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (wait_ms >= 0) {
+		ts.tv_sec += wait_ms / 1000;
+		ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+	}
+	while (writer_running && (done_seq < target || dropped_pending)) {
+		if (wait_ms < 0)
+			pthread_cond_wait(&qdone, &qlock);
+		else if (pthread_cond_timedwait(&qdone, &qlock, &ts) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+void log_flush(void)
+{
+	pthread_mutex_lock(&qlock);
+	(void)flush_locked(-1);
+	pthread_mutex_unlock(&qlock);
+}
+
+void log_shutdown(void)
+{
+	pthread_mutex_lock(&qlock);
+	if (!writer_running) {
+		pthread_mutex_unlock(&qlock);
+		return;
+	}
+	int flushed = flush_locked(LOG_SHUTDOWN_WAIT_MS) == 0;
+	writer_stop = 1;
+	pthread_cond_signal(&qwake);
+	pthread_mutex_unlock(&qlock);
+	/* A writer stuck on an output nobody reads is left behind rather than
+	 * holding up the exit. */
+	if (flushed)
+		pthread_join(writer, NULL);
+	else
+		pthread_detach(writer);
+	pthread_mutex_lock(&qlock);
+	writer_running = 0;
+	writer_stop = 0;
+	pthread_mutex_unlock(&qlock);
+}
+
+unsigned long long log_dropped_total(void)
+{
+	pthread_mutex_lock(&qlock);
+	unsigned long long n = dropped_total;
+	pthread_mutex_unlock(&qlock);
+	return n;
+}
 
 void log_init(enum log_level min, FILE *out)
 {
 	min_level = min;
+	pthread_mutex_lock(&qlock);
+	if (!atexit_done) {
+		atexit_done = 1;
+		(void)pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+		(void)atexit(log_shutdown); /* node.stopped and errors are written before exit */
+	}
+	(void)flush_locked(-1); /* what was logged before goes to the old output */
 	log_out = out;
+	if (!writer_running) {
+		writer_stop = 0;
+		writer_running = pthread_create(&writer, NULL, writer_loop, NULL) == 0;
+	}
+	pthread_mutex_unlock(&qlock);
+}
+
+/* Queues text[0..n) (a whole line, newline included), or writes it here
+ * when there is no writer. Never waits for the output. */
+static void emit(const char *text, size_t n, int must_keep)
+{
+	struct line *l = malloc(sizeof(*l) + n);
+	pthread_mutex_lock(&qlock);
+	if (!writer_running) {
+		FILE *out = out_or_stderr(log_out);
+		pthread_mutex_unlock(&qlock);
+		pthread_mutex_lock(&sync_lock);
+		fwrite(text, 1, n, out);
+		fflush(out);
+		pthread_mutex_unlock(&sync_lock);
+		free(l);
+		return;
+	}
+	if (!l || qbytes + n > (must_keep ? LOG_QUEUE_HARD : LOG_QUEUE_MAX)) {
+		dropped_pending++;
+		dropped_total++;
+		pthread_cond_signal(&qwake); /* the writer reports it once it has caught up */
+		pthread_mutex_unlock(&qlock);
+		free(l);
+		return;
+	}
+	l->next = NULL;
+	l->len = n;
+	memcpy(l->text, text, n);
+	*qtail = l;
+	qtail = &l->next;
+	qbytes += n;
+	enq_seq++;
+	pthread_cond_signal(&qwake);
+	pthread_mutex_unlock(&qlock);
 }
 
 int log_level_parse(const char *s, enum log_level *out)
@@ -137,21 +395,10 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 	json_decref(line);
 	if (!text)
 		return;
-	/* One write per line (stderr is unbuffered: fputs + fputc would be two). */
 	size_t n = strlen(text);
-	char *full = realloc(text, n + 2);
-	if (!full) {
-		free(text);
-		return;
-	}
-	full[n] = '\n';
-	full[n + 1] = '\0';
-	FILE *out = log_out ? log_out : stderr;
-	pthread_mutex_lock(&log_lock);
-	fwrite(full, 1, n + 1, out);
-	fflush(out);
-	pthread_mutex_unlock(&log_lock);
-	free(full);
+	text[n] = '\n'; /* over the NUL: emit takes a length */
+	emit(text, n + 1, lvl == LOG_ERROR || strncmp(event, "node.", 5) == 0);
+	free(text);
 }
 
 void log_msg(enum log_level lvl, const char *event, const char *request_id, const char *fmt, ...)

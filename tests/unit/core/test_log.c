@@ -13,6 +13,7 @@ static FILE *out;
 static char *drain(void)
 {
 	static long at;
+	log_flush(); /* lines are written by the log's own thread */
 	fflush(out);
 	long end = ftell(out);
 	size_t n = (size_t)(end - at);
