@@ -317,11 +317,16 @@ void audit_enqueue(const struct audit *a, json_t *detail)
 	gmtime_r(&ts.tv_sec, &tm);
 	size_t w = strftime(q.at, sizeof(q.at), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(q.at + w, sizeof(q.at) - w, ".%06ldZ", ts.tv_nsec / 1000);
-	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject, "client_id",
-			      a->client_id, "grant_id", a->grant_id);
-	if (f && detail)
-		json_object_set(f, "detail", detail);
-	log_event(LOG_INFO, a->event, a->request_id, f);
+	/* A proxied call's record is its row (and its http.request access
+	 * line): it is not logged a second time but at debug level. */
+	enum log_level lvl = a->event && strcmp(a->event, "tool.called") == 0 ? LOG_DEBUG : LOG_INFO;
+	if (log_enabled(lvl)) {
+		json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject, "client_id",
+				      a->client_id, "grant_id", a->grant_id);
+		if (f && detail)
+			json_object_set(f, "detail", detail);
+		log_event(lvl, a->event, a->request_id, f);
+	}
 	if (!a->event || dup_field(&q.event, a->event) < 0 || dup_field(&q.actor, a->actor) < 0 ||
 	    dup_field(&q.subject, a->subject) < 0 || dup_field(&q.client_id, a->client_id) < 0 ||
 	    dup_field(&q.grant_id, a->grant_id) < 0 || dup_field(&q.request_id, a->request_id) < 0) {
