@@ -74,14 +74,19 @@ enum bearer_rc bearer_validate(struct app *app, struct db_conn **c, const char *
 	memcpy(hash, full + 2, 65);
 	if (cache_get(hash, ti))
 		return BEARER_VALID;
+	/* Safe to remember a refusal: see cache_token_invalid. */
+	if (cache_token_invalid(hash))
+		return BEARER_INVALID;
 	if (!*c && db_acquire(app->db, c, DB_WAIT_MS) < 0)
 		return BEARER_UNAVAILABLE;
 	unsigned long gen = cache_generation();
 	int v = lookup(*c, full, ti);
 	if (v < 0)
 		return BEARER_UNAVAILABLE;
-	if (v == 0)
+	if (v == 0) {
+		cache_token_put_invalid(hash);
 		return BEARER_INVALID;
+	}
 	cache_put(hash, ti, gen);
 	return BEARER_VALID;
 }

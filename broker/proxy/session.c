@@ -7,6 +7,7 @@
 #include "forward.h"
 #include "hdr.h"
 #include "log.h"
+#include "notify.h"
 #include "vault.h"
 
 /* The cache key of a binding: SHA-256 hex of "<id>|<downstream>" (an id is
@@ -32,8 +33,12 @@ static int bound_user(struct app *app, struct db_conn **c, const char *downstrea
 	int rc = -1;
 	if (cache_session_get(key, bound))
 		return 1;
+	if (cache_session_unbound(key))
+		return 0;
 	if (!*c && db_acquire(app->db, c, DB_WAIT_MS) < 0)
 		return -1;
+	/* Read before asking: a binding heard meanwhile voids the answer "nobody". */
+	unsigned long gen = cache_neg_generation();
 	vault_hash_hex(sid, hash);
 	const char *p[] = { downstream, hash };
 	PGresult *res = db_exec_ok(*c, &q, 2, p);
@@ -43,6 +48,8 @@ static int bound_user(struct app *app, struct db_conn **c, const char *downstrea
 	if (rc) {
 		snprintf(bound, 37, "%s", PQgetvalue(res, 0, 0));
 		cache_session_put(key, bound);
+	} else {
+		cache_session_put_unbound(key, gen);
 	}
 out:
 	PQclear(res);
@@ -95,18 +102,32 @@ int session_record(struct app *app, const char *downstream, const char *user_id,
 	if (strlen(answered) > SESSION_ID_MAX || !hdr_value_ok(answered, strlen(answered), 0))
 		return -1;
 	struct db_conn *c = NULL;
-	char hash[67];
+	char hash[67], key[65];
+	struct str sid = { answered, strlen(answered) };
+	if (binding_key(&sid, downstream, key) < 0)
+		return -1;
 	vault_hash_hex(answered, hash);
 	if (db_acquire(app->db, &c, DB_WAIT_MS) < 0)
 		return -1;
 	const char *p[] = { downstream, hash, user_id };
 	PGresult *res = db_exec_ok(c, &q, 3, p);
-	db_release(app->db, &c);
 	if (!res) {
+		db_release(app->db, &c);
 		log_msg(LOG_ERROR, "proxy.session_unbound", request_id,
 			"a new MCP session could not be bound: refused");
 		return -1;
 	}
+	/* Nodes that found the id unbound forget it (this one at once). A row
+	 * already there was announced by whoever bound it. */
+	int inserted = strcmp(PQcmdTuples(res), "1") == 0;
 	PQclear(res);
+	if (inserted && notify_publish_bound(c, key) < 0) {
+		/* Bound, but other nodes may refuse the id until their negative
+		 * entry ages out (CACHE_NEG_TTL_S): a refusal, never a leak. */
+		cache_session_bound(key);
+		log_msg(LOG_WARN, "proxy.session_bind_unannounced", request_id,
+			"a new MCP session was bound but could not be announced to other nodes");
+	}
+	db_release(app->db, &c);
 	return 0;
 }

@@ -48,6 +48,14 @@ struct sess_entry {
 	time_t until;
 };
 static struct sess_entry *sess_slots;
+
+/* A negative entry: the key (SHA-256 hex) and until when it holds. */
+struct neg_entry {
+	char key[65]; /* "" = empty */
+	time_t until;
+};
+static struct neg_entry *neg_sess, *neg_tok;
+static unsigned long neg_generation; /* bumped by every binding heard and every flush */
 static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
 static int enabled; /* only while the node hears revocations (notify.h) */
 static int subscribed;
@@ -160,6 +168,83 @@ void cache_session_put(const char *key, const char *user_id)
 	pthread_rwlock_unlock(&lock);
 }
 
+/* ---- negative entries ------------------------------------------------------ */
+
+unsigned long cache_neg_generation(void)
+{
+	return __atomic_load_n(&neg_generation, __ATOMIC_ACQUIRE);
+}
+
+static int neg_get(struct neg_entry *table, const char *key)
+{
+	if (!cache_enabled() || !table || strnlen(key, 65) != 64)
+		return 0;
+	pthread_rwlock_rdlock(&lock);
+	const struct neg_entry *e = &table[slot_of(key) & (CACHE_NEG_SLOTS - 1)];
+	int hit = e->until > time(NULL) && key_eq(e->key, key);
+	pthread_rwlock_unlock(&lock);
+	return hit && cache_enabled();
+}
+
+/* gen: the neg_generation read before the lookup, or 0 for none to check
+ * (tokens: nothing evicts their entries). */
+static void neg_put(struct neg_entry *table, const char *key, int check, unsigned long gen)
+{
+	if (!cache_enabled() || !table || strnlen(key, 65) != 64)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	if (!check || gen == neg_generation) {
+		struct neg_entry *e = &table[slot_of(key) & (CACHE_NEG_SLOTS - 1)];
+		memcpy(e->key, key, 65);
+		e->until = time(NULL) + CACHE_NEG_TTL_S;
+	}
+	pthread_rwlock_unlock(&lock);
+}
+
+/* Under the write lock. */
+static void neg_flush(struct neg_entry *table)
+{
+	for (size_t i = 0; table && i < CACHE_NEG_SLOTS; i++)
+		if (table[i].key[0])
+			table[i].key[0] = '\0';
+}
+
+int cache_session_unbound(const char *key)
+{
+	int hit = neg_get(neg_sess, key);
+	metrics_count("session_negative_cache_total", hit ? "hit" : "miss", 1);
+	return hit;
+}
+
+void cache_session_put_unbound(const char *key, unsigned long gen)
+{
+	neg_put(neg_sess, key, 1, gen);
+}
+
+void cache_session_bound(const char *key)
+{
+	if (!neg_sess || strnlen(key, 65) != 64)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	neg_generation++;
+	struct neg_entry *e = &neg_sess[slot_of(key) & (CACHE_NEG_SLOTS - 1)];
+	if (key_eq(e->key, key))
+		e->key[0] = '\0';
+	pthread_rwlock_unlock(&lock);
+}
+
+int cache_token_invalid(const char *hash)
+{
+	int hit = neg_get(neg_tok, hash);
+	metrics_count("token_negative_cache_total", hit ? "hit" : "miss", 1);
+	return hit;
+}
+
+void cache_token_put_invalid(const char *hash)
+{
+	neg_put(neg_tok, hash, 0, 0);
+}
+
 int cache_upstream_get(const char *grant_id, char key_id[65], char **sealed, long long *exp)
 {
 	if (!cache_enabled() || !up_slots)
@@ -261,7 +346,10 @@ static void flush(void)
 		return;
 	pthread_rwlock_wrlock(&lock);
 	generation++;
+	neg_generation++;
 	up_evict(NULL);
+	neg_flush(neg_sess);
+	neg_flush(neg_tok);
 	/* Only used slots are written: untouched ones stay out of memory. */
 	for (size_t i = 0; i < CACHE_SLOTS; i++)
 		if (slots[i].hash[0])
@@ -317,6 +405,12 @@ static void on_refreshed(const char *grant_id, void *arg)
 	cache_evict_grant(grant_id);
 }
 
+static void on_bound(const char *key, void *arg)
+{
+	(void)arg;
+	cache_session_bound(key);
+}
+
 /* Off (and empty) while the node may miss a revocation; emptied again as it
  * listens, so that nothing cached while it was deaf survives. */
 static void on_state(enum notify_state st, void *arg)
@@ -332,16 +426,22 @@ static void on_state(enum notify_state st, void *arg)
 int cache_start(void)
 {
 	if (!subscribed && (notify_on_revoke(on_revoked, NULL) < 0 || notify_on_refresh(on_refreshed, NULL) < 0 ||
-			    notify_on_state(on_state, NULL) < 0))
+			    notify_on_state(on_state, NULL) < 0 || notify_on_bound(on_bound, NULL) < 0))
 		return -1;
 	subscribed = 1;
 	slots = calloc(CACHE_SLOTS, sizeof(*slots));
 	up_slots = calloc(UP_SLOTS, sizeof(*up_slots));
 	sess_slots = calloc(UP_SLOTS, sizeof(*sess_slots));
-	if (!slots || !up_slots || !sess_slots) {
+	neg_sess = calloc(CACHE_NEG_SLOTS, sizeof(*neg_sess));
+	neg_tok = calloc(CACHE_NEG_SLOTS, sizeof(*neg_tok));
+	if (!slots || !up_slots || !sess_slots || !neg_sess || !neg_tok) {
 		free(slots);
 		free(up_slots);
 		free(sess_slots);
+		free(neg_sess);
+		free(neg_tok);
+		neg_sess = NULL;
+		neg_tok = NULL;
 		sess_slots = NULL;
 		slots = NULL;
 		up_slots = NULL;
@@ -359,6 +459,10 @@ void cache_stop(void)
 	up_slots = NULL;
 	free(sess_slots);
 	sess_slots = NULL;
+	free(neg_sess);
+	neg_sess = NULL;
+	free(neg_tok);
+	neg_tok = NULL;
 	free(slots);
 	slots = NULL;
 	pthread_rwlock_unlock(&lock);

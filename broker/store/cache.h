@@ -32,6 +32,35 @@ void cache_evict_grant(const char *grant_id);
 int cache_session_get(const char *key, char user_id[37]);
 void cache_session_put(const char *key, const char *user_id);
 
+/* Negative entries (what the database said is not there), so that a request
+ * repeating an unknown session id or access token costs no round trip. Each
+ * table is fixed (CACHE_NEG_SLOTS, direct-mapped: a new entry overwrites its
+ * slot), so ids sprayed at random cost no memory; an entry lives at most
+ * CACHE_NEG_TTL_S, is off with the rest of the cache while the node is
+ * deaf, and is flushed when it listens again.
+ *
+ * Sessions: a key becomes bound later (session_record), so every binding
+ * is announced (notify_publish_bound) and evicts the key on every node.
+ * Read cache_neg_generation before asking the database and pass it to
+ * cache_session_put_unbound, which drops the entry if a binding was heard
+ * in between (a binding racing the lookup must win). 1: known unbound. */
+#define CACHE_NEG_SLOTS 4096 /* power of two */
+#define CACHE_NEG_TTL_S 30
+int cache_session_unbound(const char *key);
+unsigned long cache_neg_generation(void);
+void cache_session_put_unbound(const char *key, unsigned long generation);
+/* The key was bound (here or on another node): its negative entry goes. */
+void cache_session_bound(const char *key);
+
+/* Access tokens the database does not know, or knows as revoked, expired
+ * or of an inactive grant (hash: SHA-256 hex). None of these ever becomes
+ * valid: a grant leaves 'active' for good, and a token is valid from the
+ * commit that issues it, before its holder has it, so no node can have
+ * looked it up in vain before; only a guess of a 256-bit random token
+ * could. 1: known invalid. */
+int cache_token_invalid(const char *hash);
+void cache_token_put_invalid(const char *hash);
+
 /* The sealed upstream access token of a grant (still AES-GCM ciphertext:
  * nothing in memory is readable without the key), with its expiry (0:
  * none), so that a proxied request needs no database round trip. Evicted

@@ -26,6 +26,11 @@ static struct {
 } refresh_subs[NOTIFY_SUBSCRIBERS];
 static size_t n_refresh_subs;
 static struct {
+	notify_bound_fn fn;
+	void *arg;
+} bound_subs[NOTIFY_SUBSCRIBERS];
+static size_t n_bound_subs;
+static struct {
 	notify_state_fn fn;
 	void *arg;
 } state_subs[NOTIFY_SUBSCRIBERS];
@@ -55,6 +60,11 @@ int notify_on_refresh(notify_refresh_fn fn, void *arg)
 	SUBSCRIBE(refresh_subs, n_refresh_subs, fn, arg);
 }
 
+int notify_on_bound(notify_bound_fn fn, void *arg)
+{
+	SUBSCRIBE(bound_subs, n_bound_subs, fn, arg);
+}
+
 int notify_on_state(notify_state_fn fn, void *arg)
 {
 	SUBSCRIBE(state_subs, n_state_subs, fn, arg);
@@ -69,6 +79,12 @@ static void tell_revoked(const struct revocation *rv)
 {
 	for (size_t i = 0; i < n_revoke_subs; i++)
 		revoke_subs[i].fn(rv, revoke_subs[i].arg);
+}
+
+static void tell_bound(const char *key)
+{
+	for (size_t i = 0; i < n_bound_subs; i++)
+		bound_subs[i].fn(key, bound_subs[i].arg);
 }
 
 static void tell_everything(void)
@@ -173,6 +189,11 @@ int notify_parse(const char *payload, struct notify_msg *m)
 		m->grant_id = payload + 2;
 		return 0;
 	}
+	if (strncmp(payload, "s:", 2) == 0 && is_hex64(payload + 2)) {
+		m->kind = NOTIFY_BOUND;
+		m->key = payload + 2;
+		return 0;
+	}
 	if (strncmp(payload, "g:", 2) == 0 && is_uuid(payload + 2)) {
 		m->rv.grant_id = payload + 2;
 		return 0;
@@ -204,6 +225,8 @@ void notify_deliver(const char *payload)
 	if (readable && m.kind == NOTIFY_REFRESHED) {
 		for (size_t i = 0; i < n_refresh_subs; i++)
 			refresh_subs[i].fn(m.grant_id, refresh_subs[i].arg);
+	} else if (readable && m.kind == NOTIFY_BOUND) {
+		tell_bound(m.key);
 	} else {
 		tell_revoked(&m.rv);
 	}
@@ -228,6 +251,22 @@ int notify_publish(struct db_conn *c, const struct revocation *rv)
 out:
 	free(payload);
 	return rc;
+}
+
+int notify_publish_bound(struct db_conn *c, const char *key)
+{
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" NOTIFY_CHANNEL "', $1)");
+	char payload[2 + 64 + 1];
+	if (!is_hex64(key))
+		return -1;
+	snprintf(payload, sizeof(payload), "s:%s", key);
+	const char *p[] = { payload };
+	PGresult *r = db_exec_ok(c, &q_notify, 1, p);
+	if (!r)
+		return -1;
+	PQclear(r);
+	tell_bound(key);
+	return 0;
 }
 
 /* ---- resync after deafness -------------------------------------------------- */

@@ -17,6 +17,8 @@
  *                           bulk revocation, however many grants it took)
  *   *                       everything was revoked
  *   u:<grant id>            the grant's upstream token changed (no revocation)
+ *   s:<64 hex>              an MCP session binding key was bound (no
+ *                           revocation: negative cache entries for it go)
  * A payload a node cannot read counts as "*". */
 #ifndef MCPB_NOTIFY_H
 #define MCPB_NOTIFY_H
@@ -58,6 +60,10 @@ int notify_on_revoke(notify_revoke_fn fn, void *arg) WUR;
 typedef void (*notify_refresh_fn)(const char *grant_id, void *arg);
 int notify_on_refresh(notify_refresh_fn fn, void *arg) WUR;
 
+/* Told that an MCP session binding key (64 lower-case hex) was bound ("s:"). */
+typedef void (*notify_bound_fn)(const char *key, void *arg);
+int notify_on_bound(notify_bound_fn fn, void *arg) WUR;
+
 /* Told when the node starts listening (after any resync) and when it stops
  * hearing revocations (deaf, connection lost, stopping). */
 enum notify_state { NOTIFY_DEAF, NOTIFY_LISTENING };
@@ -79,6 +85,12 @@ int notify_on_resync(notify_live_fn fn, void *arg) WUR;
  * -1 on a database error or out of memory (nobody was told). */
 int notify_publish(struct db_conn *c, const struct revocation *rv) WUR;
 
+/* Announces that the session binding key (64 lower-case hex) was bound by
+ * the caller's statement: NOTIFY (every node hears it when it commits),
+ * then this node's subscribers are told at once. -1 on a database error or
+ * a malformed key (nobody was told). */
+int notify_publish_bound(struct db_conn *c, const char *key) WUR;
+
 /* ---- the listener ---------------------------------------------------------- */
 
 int notify_start(struct app *app) WUR;
@@ -86,11 +98,12 @@ void notify_stop(void);
 
 /* ---- the payload grammar (exposed for tests and fuzzing) ------------------ */
 
-enum notify_kind { NOTIFY_REVOKED, NOTIFY_REFRESHED };
+enum notify_kind { NOTIFY_REVOKED, NOTIFY_REFRESHED, NOTIFY_BOUND };
 struct notify_msg {
 	enum notify_kind kind;
 	struct revocation rv; /* NOTIFY_REVOKED; points into the payload or sel */
 	const char *grant_id; /* NOTIFY_REFRESHED; points into the payload */
+	const char *key;      /* NOTIFY_BOUND; points into the payload */
 	json_t *sel;          /* owned: the parsed "r:" selector */
 };
 

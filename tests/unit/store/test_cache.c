@@ -57,6 +57,79 @@ static int upstream_cached(const char *grant_id)
 	return hit;
 }
 
+/* A key of the 64 lower-case hex digits that fills the slot i of a table
+ * (slot_of reads the first 8 digits). */
+static void key_for_slot(size_t i, unsigned tag, char key[65])
+{
+	snprintf(key, 65, "%08zx%056x", i, tag);
+}
+
+/* Negative entries: kept, evicted by a binding (announced or local), a put
+ * racing a binding dropped, aged out, and the tables never grow. */
+static void negative(void)
+{
+	char k[65];
+	CHECK(!cache_session_unbound(H1) && !cache_token_invalid(H1));
+	cache_session_put_unbound(H1, cache_neg_generation());
+	cache_token_put_invalid(H2);
+	CHECK(cache_session_unbound(H1) && !cache_session_unbound(H2));
+	CHECK(cache_token_invalid(H2) && !cache_token_invalid(H1));
+
+	/* Bound on another node: the NOTIFY evicts it here; a revocation does not. */
+	notify_deliver("g:" G1);
+	CHECK(cache_session_unbound(H1) && cache_token_invalid(H2));
+	notify_deliver("s:" H1);
+	CHECK(!cache_session_unbound(H1) && cache_token_invalid(H2));
+	/* Bound here. */
+	cache_session_put_unbound(H3, cache_neg_generation());
+	cache_session_bound(H3);
+	CHECK(!cache_session_unbound(H3));
+	/* A lookup that raced a binding (of any key) is not remembered. */
+	unsigned long gen = cache_neg_generation();
+	notify_deliver("s:" H2);
+	cache_session_put_unbound(H1, gen);
+	CHECK(!cache_session_unbound(H1));
+	/* A malformed "s:" counts as everything: all negative entries go too. */
+	cache_session_put_unbound(H1, cache_neg_generation());
+	notify_deliver("s:XYZ");
+	CHECK(!cache_session_unbound(H1) && !cache_token_invalid(H2));
+	cache_session_put_unbound("short", cache_neg_generation());
+	CHECK(!cache_session_unbound("short"));
+
+	/* TTL: an entry past CACHE_NEG_TTL_S is a miss. */
+	cache_session_put_unbound(H1, cache_neg_generation());
+	cache_token_put_invalid(H2);
+	neg_sess[slot_of(H1) & (CACHE_NEG_SLOTS - 1)].until = time(NULL) - 1;
+	neg_tok[slot_of(H2) & (CACHE_NEG_SLOTS - 1)].until = time(NULL) - 1;
+	CHECK(!cache_session_unbound(H1) && !cache_token_invalid(H2));
+	cache_session_put_unbound(H1, cache_neg_generation());
+	CHECK(neg_sess[slot_of(H1) & (CACHE_NEG_SLOTS - 1)].until <= time(NULL) + CACHE_NEG_TTL_S);
+
+	/* Bounded: four times as many ids as slots fit in the same table, the
+	 * latest in each slot winning; the first round is gone. */
+	for (unsigned round = 0; round < 4; round++)
+		for (size_t i = 0; i < CACHE_NEG_SLOTS; i++) {
+			key_for_slot(i, round, k);
+			cache_session_put_unbound(k, cache_neg_generation());
+			cache_token_put_invalid(k);
+		}
+	size_t live = 0, first = 0;
+	for (size_t i = 0; i < CACHE_NEG_SLOTS; i++) {
+		key_for_slot(i, 3, k);
+		live += cache_session_unbound(k) && cache_token_invalid(k);
+		key_for_slot(i, 0, k);
+		first += cache_session_unbound(k) || cache_token_invalid(k);
+	}
+	CHECK(live == CACHE_NEG_SLOTS && first == 0);
+
+	/* Deaf: off and emptied. */
+	on_state(NOTIFY_DEAF, NULL);
+	cache_token_put_invalid(H3);
+	on_state(NOTIFY_LISTENING, NULL);
+	key_for_slot(7, 3, k);
+	CHECK(!cache_session_unbound(k) && !cache_token_invalid(k) && !cache_token_invalid(H3));
+}
+
 int main(void)
 {
 	CHECK(cache_start() == 0);
@@ -127,6 +200,8 @@ int main(void)
 	CHECK_STR(user, "11111111-2222-4333-8444-555555555555");
 	cache_session_put("short", "11111111-2222-4333-8444-555555555555");
 	CHECK(cache_session_get("short", user) == 0);
+
+	negative();
 
 	/* Deaf: off and empty, and still empty once the node listens again. */
 	fill();

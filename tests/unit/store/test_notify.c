@@ -79,6 +79,14 @@ static void grammar(void)
 	CHECK_STR(m.grant_id, GID);
 	notify_msg_free(&m);
 
+	/* A session binding: only 64 lower-case hex digits; anything else is "*". */
+	CHECK(notify_parse("s:" HASH, &m) == 0 && m.kind == NOTIFY_BOUND);
+	CHECK_STR(m.key, HASH);
+	CHECK(!m.rv.grant_id && !m.rv.token_hash);
+	notify_msg_free(&m);
+	CHECK(notify_parse("s:" GID, &m) == -1 && m.kind == NOTIFY_REVOKED && !m.key && !m.rv.grant_id);
+	CHECK(notify_parse("s:\\x" HASH, &m) == -1 && m.kind == NOTIFY_REVOKED);
+
 	CHECK(notify_parse("r:{\"client_id\":\"https://app.example/cimd.json\"}", &m) == 0);
 	CHECK_STR(m.rv.client_id, "https://app.example/cimd.json");
 	CHECK(!m.rv.grant_id && !m.rv.subject && !m.rv.upstream && !m.rv.token_hash);
