@@ -84,9 +84,9 @@ struct cfg_resource {
 	long connect_timeout_ms;
 	long idle_timeout_ms;
 	long stream_idle_timeout_ms; /* an SSE answer under way (0: none) */
-	int identity_headers; /* add X-MCP-User / X-MCP-Client / X-MCP-Scopes */
-	int audit_arguments;  /* tool audit records carry the call's arguments */
-	char *client_cert;    /* mutual TLS to the downstream */
+	int identity_headers;        /* add X-MCP-User / X-MCP-Client / X-MCP-Scopes */
+	int audit_arguments;         /* tool audit records carry the call's arguments */
+	char *client_cert;           /* mutual TLS to the downstream */
 	char *client_key;
 	char *ca_file;
 	long rate_per_grant;     /* proxied requests per second per grant (0: limits default) */

@@ -1,6 +1,8 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -44,6 +46,7 @@ static unsigned long long dropped_total;
 static FILE *log_out; /* qlock */
 static pthread_t writer;
 static int writer_running, writer_stop, atexit_done;
+static int busy;                                              /* qlock: a batch or a line is being written */
 static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER; /* writes without a writer */
 
 static FILE *out_or_stderr(FILE *f)
@@ -101,7 +104,7 @@ static void *writer_loop(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&qlock);
 	for (;;) {
-		while (!qhead && !dropped_pending && !writer_stop)
+		while ((!qhead && !dropped_pending && !writer_stop) || busy)
 			pthread_cond_wait(&qwake, &qlock);
 		if (!qhead && !dropped_pending)
 			break; /* stopping, all written */
@@ -110,10 +113,12 @@ static void *writer_loop(void *arg)
 		qhead = NULL;
 		qtail = &qhead;
 		FILE *out = out_or_stderr(log_out);
+		busy = 1;
 		pthread_mutex_unlock(&qlock);
 		size_t n = 0;
 		write_lines(out, batch, &n);
 		pthread_mutex_lock(&qlock);
+		busy = 0;
 		qbytes -= bytes;
 		done_seq += n;
 		if (dropped_pending && !qhead) {
@@ -244,8 +249,37 @@ void log_init(enum log_level min, FILE *out)
 
 /* Queues text[0..n) (a whole line, newline included), or writes it here
  * when there is no writer. Never waits for the output. */
+/* The caller writes its line itself when that cannot block: nothing is
+ * queued or being written (the order stays), the line is no longer than
+ * what a pipe takes atomically, and the output has room for it now. Else
+ * the writer thread writes it. */
+static int write_now(FILE *out, const char *text, size_t n)
+{
+	struct pollfd p = { .fd = fileno(out), .events = POLLOUT, .revents = 0 };
+	if (n > PIPE_BUF || p.fd < 0 || poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0)
+		return 0;
+	fwrite(text, 1, n, out);
+	fflush(out);
+	return 1;
+}
+
 static void emit(const char *text, size_t n, int must_keep)
 {
+	pthread_mutex_lock(&qlock);
+	if (writer_running && !qhead && !busy && !dropped_pending) {
+		FILE *out = out_or_stderr(log_out);
+		busy = 1;
+		pthread_mutex_unlock(&qlock);
+		int done = write_now(out, text, n);
+		pthread_mutex_lock(&qlock);
+		busy = 0;
+		pthread_cond_signal(&qwake); /* the writer may have waited for it */
+		if (done) {
+			pthread_mutex_unlock(&qlock);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&qlock);
 	struct line *l = malloc(sizeof(*l) + n);
 	pthread_mutex_lock(&qlock);
 	if (!writer_running) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -59,14 +60,29 @@ static void conn_refused(const char *how)
 		__atomic_load_n(&live_conns, __ATOMIC_RELAXED), conn_limit, how);
 }
 
+/* TCP keep-alive on client sockets: a client that vanished without a FIN
+ * from a parked stream is found out (after about 2 min) like one that
+ * hung up. */
+static void keepalive(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (!ci)
+		return;
+	int on = 1, idle = 60, intvl = 10, cnt = 6;
+	(void)setsockopt(ci->connect_fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	(void)setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 static void conn_notify_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
 			   enum MHD_ConnectionNotificationCode toe)
 {
 	(void)cls;
-	(void)conn;
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		if (__atomic_add_fetch(&live_conns, 1, __ATOMIC_ACQ_REL) > conn_limit)
 			*socket_context = (void *)&conn_over;
+		keepalive(conn);
 	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
 		__atomic_sub_fetch(&live_conns, 1, __ATOMIC_ACQ_REL);
 	}
@@ -574,6 +590,23 @@ void http_resume(struct http_req *r)
 	MHD_resume_connection(r->conn);
 }
 
+/* Queues resp with the passed-through headers (the downstream's: one
+ * libmicrohttpd refuses is left out, as a proxy drops a malformed field)
+ * and the handler's. */
+static void send_passed(struct http_req *r, int status, struct MHD_Response *resp, const char *const *headers,
+			size_t nheaders)
+{
+	for (size_t i = 0; i + 1 < nheaders * 2; i += 2)
+		(void)MHD_add_response_header(resp, headers[i], headers[i + 1]);
+	if (add_headers(r, resp, NULL, 0) < 0) {
+		MHD_destroy_response(resp); /* frees a reader's cls */
+		send_broken(r);
+		return;
+	}
+	free_headers(r);
+	queue(r, status, resp);
+}
+
 void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback reader, void *cls,
 		      MHD_ContentReaderFreeCallback free_cls, const char *const *headers, size_t nheaders)
 {
@@ -598,17 +631,26 @@ void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback 
 		free_headers(r);
 		return;
 	}
-	/* Passed-through headers are the downstream's: one libmicrohttpd
-	 * refuses is left out, as a proxy drops a malformed field. */
-	for (size_t i = 0; i + 1 < nheaders * 2; i += 2)
-		(void)MHD_add_response_header(resp, headers[i], headers[i + 1]);
-	if (add_headers(r, resp, NULL, 0) < 0) {
-		MHD_destroy_response(resp); /* frees cls */
+	send_passed(r, status, resp, headers, nheaders);
+}
+
+void http_send_complete(struct http_req *r, int status, const char *body, size_t len, const char *const *headers,
+			size_t nheaders)
+{
+	if (r->responded)
+		return;
+	r->responded = 1;
+	if (r->broken) {
 		send_broken(r);
 		return;
 	}
-	free_headers(r);
-	queue(r, status, resp);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!resp) {
+		r->status = 500;
+		free_headers(r);
+		return;
+	}
+	send_passed(r, status, resp, headers, nheaders);
 }
 
 void http_send_json(struct http_req *r, int status, json_t *json)
@@ -841,7 +883,16 @@ static void request_admit(struct http_req *r, uint64_t cl, int cl_present)
 	r->announced = cl;
 	r->body_unread = r->body_expected;
 	if (cl_present && cl > r->route->max_body) {
-		/* Answer before reading: the connection then closes. */
+		/* A body of a size a client may well be sending is read and
+		 * dropped, and the 413 goes out once it is in: closing with it
+		 * unread would reset the connection, and the reset can destroy
+		 * the answer before the client reads it. A bigger one (or one
+		 * the client waits to be asked for) is answered at once, and the
+		 * connection closes. */
+		if (cl <= HTTP_DISCARD_MAX && !http_header(r, MHD_HTTP_HEADER_EXPECT)) {
+			r->body_too_large = 1;
+			return;
+		}
 		http_send_error(r, 413, "request_too_large");
 		return;
 	}

@@ -160,5 +160,9 @@ void http_resume(struct http_req *r);
  * http_add_header follow the sticky rule above. */
 void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback reader, void *cls,
 		      MHD_ContentReaderFreeCallback free_cls, const char *const *headers, size_t nheaders);
+/* The same for an answer already complete: body (copied) goes out with its
+ * Content-Length, in the write of the headers where it fits. */
+void http_send_complete(struct http_req *r, int status, const char *body, size_t len, const char *const *headers,
+			size_t nheaders);
 
 #endif

@@ -55,7 +55,8 @@ struct engine_xfer {
 	int hangup;          /* the client closed its side while parked */
 	long idle_ms;        /* abort when nothing arrives from the downstream this long */
 	long stream_idle_ms; /* ... once an SSE answer's headers are in (0: never) */
-	int is_get;
+	int is_get, is_head;
+	int hold;      /* a complete answer is awaited before the client is woken */
 	int is_stream; /* a GET answered with text/event-stream (the standalone stream) */
 	long long last_rx_ms;
 	int watching;   /* client_fd is in the engine's epoll (hang-up) */
@@ -86,6 +87,7 @@ static struct {
 	struct engine_xfer *incoming; /* handed over by worker threads */
 	struct engine_xfer *attn;     /* what other threads asked the engine to look at */
 	int running, stop;
+	int closed; /* the engine thread is gone: nothing is queued any more */
 	/* Engine thread only. */
 	struct engine_xfer *active;  /* in the multi handle (doubly linked) */
 	struct engine_xfer *release; /* finished in this round: released after it */
@@ -236,7 +238,12 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 			x->status = code;
 			x->headers_ready = 1;
 			x->is_stream = x->is_get && is_event_stream(x);
-			wake_client(x);
+			/* An answer that is not an event stream is held until it is
+			 * complete (or fills the buffer): the client is woken once
+			 * and gets it in one write. */
+			x->hold = !x->is_head && !is_event_stream(x);
+			if (!x->hold)
+				wake_client(x);
 		}
 	} else {
 		const char *colon = memchr(data, ':', len);
@@ -284,6 +291,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 	}
 	if (x->out.len + len > ENGINE_BUFFER && x->out.len > 0) {
 		x->paused = 1; /* backpressure: the client is slower than the downstream */
+		x->hold = 0;   /* too big to hold: it streams */
+		wake_client(x);
 		pthread_mutex_unlock(&x->lock);
 		return CURL_WRITEFUNC_PAUSE;
 	}
@@ -298,7 +307,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 		x->status = code;
 		x->headers_ready = 1;
 	}
-	wake_client(x);
+	if (!x->hold)
+		wake_client(x);
 	pthread_mutex_unlock(&x->lock);
 	return len;
 }
@@ -327,13 +337,15 @@ static void attend(struct engine_xfer *x)
 {
 	if (x->queued || !x->engine_ref)
 		return;
-	x->queued = 1;
-	x->refs++;
 	pthread_mutex_lock(&eng.lock);
-	x->attn_next = eng.attn;
-	eng.attn = x;
+	if (!eng.closed) {
+		x->queued = 1;
+		x->refs++;
+		x->attn_next = eng.attn;
+		eng.attn = x;
+		kick();
+	}
 	pthread_mutex_unlock(&eng.lock);
-	kick();
 }
 
 /* Under x->lock, engine thread: the client socket joins the epoll set, for
@@ -458,10 +470,14 @@ static void client_event(struct engine_xfer *x, uint32_t events)
 	if (x->watching && x->engine_ref) {
 		char c;
 		ssize_t got = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-		gone = got == 0 || (events & EPOLLERR) ||
-		       (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 		/* Readable bytes before the FIN: a pipelined request that
-		 * libmicrohttpd will read; the stream goes on. */
+		 * libmicrohttpd will read, and a request still awaiting its
+		 * answer goes on; an event stream under way has nothing to
+		 * wait for, and ends (or a FIN after one byte would hold it
+		 * for ever). */
+		gone = got == 0 || (events & (EPOLLERR | EPOLLHUP)) ||
+		       (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ||
+		       (x->headers_ready && x->is_stream);
 		if (gone)
 			x->hangup = 1;
 	}
@@ -485,11 +501,17 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
 		ev.events |= EPOLLIN;
 	if (what & CURL_POLL_OUT)
 		ev.events |= EPOLLOUT;
-	/* socketp marks a socket already in the set. */
-	if (socketp)
-		return epoll_ctl(eng.epfd, EPOLL_CTL_MOD, s, &ev) == 0 ? 0 : -1;
-	if (epoll_ctl(eng.epfd, EPOLL_CTL_ADD, s, &ev) < 0)
-		return -1;
+	/* socketp marks a socket already in the set. A failure is not told
+	 * to libcurl (-1 would end every transfer of the multi handle): the
+	 * transfer's own timeouts end it. */
+	int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (epoll_ctl(eng.epfd, op, s, &ev) < 0) {
+		int again = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
+		if (again < 0 || epoll_ctl(eng.epfd, again, s, &ev) < 0) {
+			log_msg(LOG_ERROR, "proxy.engine_epoll", NULL, "a downstream socket cannot be watched");
+			return 0;
+		}
+	}
 	curl_multi_assign(eng.multi, s, &eng);
 	return 0;
 }
@@ -603,6 +625,21 @@ static void *engine_thread(void *arg)
 	}
 	while (eng.active)
 		finish(eng.active, CURLE_ABORTED_BY_CALLBACK);
+	/* What was handed over or queued meanwhile; from now on nothing is. */
+	pthread_mutex_lock(&eng.lock);
+	struct engine_xfer *in = eng.incoming, *attn = eng.attn;
+	eng.incoming = eng.attn = NULL;
+	eng.closed = 1;
+	pthread_mutex_unlock(&eng.lock);
+	for (struct engine_xfer *next; in; in = next) {
+		next = in->next;
+		finish(in, CURLE_ABORTED_BY_CALLBACK);
+	}
+	while (attn) {
+		struct engine_xfer *next = attn->attn_next;
+		look_at(attn);
+		attn = next;
+	}
 	release_round();
 	return NULL;
 }
@@ -659,9 +696,11 @@ void engine_free(void)
 		return;
 	curl_multi_cleanup(eng.multi);
 	eng.multi = NULL;
+	pthread_mutex_lock(&eng.lock); /* nothing kicks once closed */
 	close(eng.epfd);
 	close(eng.wakefd);
 	eng.epfd = eng.wakefd = -1;
+	pthread_mutex_unlock(&eng.lock);
 	pthread_mutex_lock(&reg.lock);
 	for (unsigned i = 0; i < ENGINE_RECENT; i++) {
 		free(reg.ring[i].block);
@@ -863,6 +902,7 @@ static void xfer_take(struct engine_xfer *x, struct engine_request *pr, uint64_t
 	x->idle_ms = pr->idle_timeout_ms;
 	x->stream_idle_ms = pr->stream_idle_timeout_ms;
 	x->is_get = strcmp(pr->method, "GET") == 0;
+	x->is_head = strcmp(pr->method, "HEAD") == 0;
 	x->last_rx_ms = now_ms();
 }
 
@@ -927,10 +967,24 @@ static void hand_over(struct http_req *r, struct engine_xfer *x)
 	http_suspend(r);
 	pthread_mutex_unlock(&x->lock);
 	pthread_mutex_lock(&eng.lock);
-	x->next = eng.incoming;
-	eng.incoming = x;
+	int closed = eng.closed;
+	if (!closed) {
+		x->next = eng.incoming;
+		eng.incoming = x;
+		kick();
+	}
 	pthread_mutex_unlock(&eng.lock);
-	kick();
+	if (closed) {
+		/* The engine stopped meanwhile: the transfer fails here, the
+		 * client is woken to say so. */
+		pthread_mutex_lock(&x->lock);
+		x->done = 1;
+		x->result = CURLE_ABORTED_BY_CALLBACK;
+		x->engine_ref = 0;
+		wake_client(x);
+		pthread_mutex_unlock(&x->lock);
+		xfer_release(x); /* the engine's reference */
+	}
 }
 
 struct engine_xfer *engine_begin(struct http_req *r, struct engine_request *pr)
@@ -1056,6 +1110,17 @@ void engine_respond(struct http_req *r, struct engine_xfer *x)
 		n++;
 	}
 	long status = x->status;
+	if (x->hold && x->done && x->result == CURLE_OK && !x->revoked) {
+		/* Complete: one buffer response (copied), no reader. The
+		 * transfer is over: nothing writes the buffer any more, and the
+		 * request's reference keeps it. */
+		x->refs--;
+		const char *body = x->out.ptr ? x->out.ptr + x->out_off : "";
+		size_t len = x->out.len - x->out_off;
+		pthread_mutex_unlock(&x->lock);
+		http_send_complete(r, (int)status, body, len, hdrs, n);
+		return;
+	}
 	pthread_mutex_unlock(&x->lock);
 	http_send_stream(r, (int)status, reader, x, reader_free, hdrs, n);
 }
