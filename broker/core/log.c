@@ -54,16 +54,22 @@ static FILE *out_or_stderr(FILE *f)
 	return f ? f : stderr;
 }
 
-/* The log.dropped line, built without an allocation (the writer makes none). */
-static size_t dropped_line(char *buf, size_t cap, size_t n)
+/* Now, as a line's "time" (UTC, milliseconds). */
+static void time_now(char when[40])
 {
 	struct timespec ts;
 	struct tm tm;
-	char when[40];
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + w, sizeof(when) - w, ".%03ldZ", ts.tv_nsec / 1000000);
+	size_t w = strftime(when, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + w, 40 - w, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* The log.dropped line, built without an allocation (the writer makes none). */
+static size_t dropped_line(char *buf, size_t cap, size_t n)
+{
+	char when[40];
+	time_now(when);
 	int k = snprintf(buf, cap,
 			 "{\"time\":\"%s\",\"level\":\"warn\",\"event\":\"log.dropped\",\"dropped\":%zu,"
 			 "\"msg\":\"log lines dropped: the log output is not keeping up\"}\n",
@@ -402,13 +408,8 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 		json_decref(obj);
 		return;
 	}
-	struct timespec ts;
-	struct tm tm;
 	char when[40];
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + w, sizeof(when) - w, ".%03ldZ", ts.tv_nsec / 1000000);
+	time_now(when);
 	json_object_set_new(line, "time", json_string(when));
 	json_object_set_new(line, "level", json_string(level_names[lvl]));
 	json_object_set_new(line, "event", json_string(event));

@@ -435,26 +435,12 @@ async function streamsSection(say, idp) {
 async function main() {
   const lines = [];
   const say = (s) => { lines.push(s); console.log(s); };
-  if (process.env.BENCH_ONLY === 'dpop') {
+  // One section alone: BENCH_ONLY=dpop | streams | token-modes.
+  const only = { dpop: ['DPoP only', dpopSection], streams: ['idle streams only', streamsSection], 'token-modes': ['token modes only', tokenModes] }[process.env.BENCH_ONLY];
+  if (only) {
     const idp = await startIdp({ port: 0, log: false });
-    say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): DPoP only`);
-    await dpopSection(say, idp);
-    await idp.close();
-    writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
-    return;
-  }
-  if (process.env.BENCH_ONLY === 'streams') {
-    const idp = await startIdp({ port: 0, log: false });
-    say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): idle streams only`);
-    await streamsSection(say, idp);
-    await idp.close();
-    writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
-    return;
-  }
-  if (process.env.BENCH_ONLY === 'token-modes') {
-    const idp = await startIdp({ port: 0, log: false });
-    say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): token modes only`);
-    await tokenModes(say, idp);
+    say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): ${only[0]}`);
+    await only[1](say, idp);
     await idp.close();
     writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
     return;
