@@ -80,8 +80,22 @@ struct engine_xfer {
 	struct engine_xfer *live_prev, *live_next; /* under reg.lock */
 };
 
+/* Two keep-alive pools (curl shares of connections), one for standalone GET
+ * event streams and one for everything else. libcurl 7.88 walks every
+ * connection of a handle's pool each time a finished transfer leaves the
+ * multi handle (the CONNECT_ONLY check of curl_multi_remove_handle): with
+ * thousands of parked streams in the same pool, every proxied POST paid for
+ * all of them. */
+enum { POOL_CALLS, POOL_STREAMS, POOLS };
+
+struct pool {
+	CURLSH *share;
+	pthread_mutex_t lock[CURL_LOCK_DATA_LAST];
+};
+
 static struct {
 	CURLM *multi;
+	struct pool pool[POOLS];
 	pthread_t thread;
 	pthread_mutex_t lock;
 	struct engine_xfer *incoming; /* handed over by worker threads */
@@ -644,13 +658,65 @@ static void *engine_thread(void *arg)
 	return NULL;
 }
 
+/* A pool is used by the engine thread and set or dropped on a handle by
+ * request threads (curl_easy_setopt, curl_easy_cleanup): libcurl locks
+ * what it shares through these. */
+static void pool_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *cls)
+{
+	(void)h;
+	(void)access;
+	struct pool *p = cls;
+	if (data >= 0 && data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_lock(&p->lock[data]);
+}
+
+static void pool_unlock(CURL *h, curl_lock_data data, void *cls)
+{
+	(void)h;
+	struct pool *p = cls;
+	if (data >= 0 && data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_unlock(&p->lock[data]);
+}
+
+static int pools_init(void)
+{
+	for (int i = 0; i < POOLS; i++) {
+		struct pool *p = &eng.pool[i];
+		for (int d = 0; d < CURL_LOCK_DATA_LAST; d++)
+			pthread_mutex_init(&p->lock[d], NULL);
+		p->share = curl_share_init();
+		if (!p->share || curl_share_setopt(p->share, CURLSHOPT_LOCKFUNC, pool_lock) != CURLSHE_OK ||
+		    curl_share_setopt(p->share, CURLSHOPT_UNLOCKFUNC, pool_unlock) != CURLSHE_OK ||
+		    curl_share_setopt(p->share, CURLSHOPT_USERDATA, p) != CURLSHE_OK ||
+		    curl_share_setopt(p->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK)
+			return -1;
+	}
+	return 0;
+}
+
+/* After the multi handle: its connections close with the pools. */
+static void pools_free(void)
+{
+	for (int i = 0; i < POOLS; i++) {
+		struct pool *p = &eng.pool[i];
+		if (!p->share)
+			continue;
+		if (curl_share_cleanup(p->share) != CURLSHE_OK)
+			continue; /* a handle still holds it: leaked, safely */
+		p->share = NULL;
+		for (int d = 0; d < CURL_LOCK_DATA_LAST; d++)
+			pthread_mutex_destroy(&p->lock[d]);
+	}
+}
+
 int engine_start(long max_connects)
 {
 	eng.epfd = epoll_create1(EPOLL_CLOEXEC);
 	eng.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	eng.multi = curl_multi_init();
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_WAKE };
-	if (eng.epfd < 0 || eng.wakefd < 0 || !eng.multi || epoll_ctl(eng.epfd, EPOLL_CTL_ADD, eng.wakefd, &ev) < 0)
+	if (eng.epfd < 0 || eng.wakefd < 0 || !eng.multi || epoll_ctl(eng.epfd, EPOLL_CTL_ADD, eng.wakefd, &ev) < 0 ||
+	    pools_init() < 0)
 		goto fail;
 	curl_multi_setopt(eng.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 	/* Keep-alive connections to downstreams, as many as the node takes
@@ -667,6 +733,7 @@ fail:
 	if (eng.multi)
 		curl_multi_cleanup(eng.multi);
 	eng.multi = NULL;
+	pools_free();
 	if (eng.epfd >= 0)
 		close(eng.epfd);
 	if (eng.wakefd >= 0)
@@ -696,6 +763,7 @@ void engine_free(void)
 		return;
 	curl_multi_cleanup(eng.multi);
 	eng.multi = NULL;
+	pools_free();
 	pthread_mutex_lock(&eng.lock); /* nothing kicks once closed */
 	close(eng.epfd);
 	close(eng.wakefd);
@@ -948,6 +1016,7 @@ static void set_options(struct engine_xfer *x, const struct engine_request *pr)
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_SHARE, eng.pool[x->is_get ? POOL_STREAMS : POOL_CALLS].share);
 	set_method(h, pr->method, &x->body);
 }
 

@@ -73,6 +73,7 @@ export async function startDownstream({ port = 0, host = '127.0.0.1', mode = 'ec
   const requestHooks = new Set();
   let abortedCount = 0;
   let seq = 0;
+  let connections = 0; // TCP connections accepted so far
 
   const later = (fn, ms) => {
     const t = setTimeout(() => { timers.delete(t); fn(); }, ms);
@@ -285,6 +286,7 @@ export async function startDownstream({ port = 0, host = '127.0.0.1', mode = 'ec
   }
 
   server.on('connection', (s) => {
+    connections++;
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
@@ -315,6 +317,8 @@ export async function startDownstream({ port = 0, host = '127.0.0.1', mode = 'ec
     server,
     requests,
     get abortedCount() { return abortedCount; },
+    /** TCP connections accepted so far (keep-alive reuse shows here). */
+    get connections() { return connections; },
     get mode() { return serverMode; },
     setMode(m) {
       if (!MODES.has(m)) throw new Error(`downstream: unknown mode ${m}`);

@@ -137,6 +137,35 @@ test('200 concurrent SSE streams with 2 worker threads; a normal request still a
   }
 });
 
+// Standalone GET streams and other calls keep separate keep-alive pools to
+// the downstream (libcurl 7.88 walks a whole pool each time a transfer
+// ends): each pool must still reuse its connections.
+test('calls beside open GET streams reuse keep-alive connections, and so do GETs', T, async () => {
+  const c0 = env.ds.connections;
+  const streams = await Promise.all(Array.from({ length: 5 }, (_, i) => open(`/mcp?mode=idle&pool=${i}`)));
+  try {
+    assert.equal(streams.filter((o) => o.res.status === 200).length, 5);
+    assert.equal(env.ds.connections - c0, 5, 'one downstream connection per open stream');
+    const c1 = env.ds.connections;
+    for (let i = 0; i < 30; i++) {
+      const r = await env.mcp('/mcp', { token: tok.access_token, body: call('list_issues', 300 + i) });
+      assert.equal(r.status, 200);
+    }
+    assert.ok(env.ds.connections - c1 <= 1, `30 sequential calls opened ${env.ds.connections - c1} downstream connections`);
+    // A finished (non-event-stream) GET leaves its connection in the stream
+    // pool, where the next GET finds it.
+    const before = env.ds.connections;
+    for (let i = 0; i < 5; i++) {
+      const r = await fetch(`${env.url}/mcp?mode=echo&g=${i}`, { headers: headers({ accept: 'application/json' }) });
+      assert.equal(r.status, 200);
+      await r.arrayBuffer();
+    }
+    assert.ok(env.ds.connections - before <= 1, `5 sequential GETs opened ${env.ds.connections - before} downstream connections`);
+  } finally {
+    for (const o of streams) { o.ac.abort(); clients.delete(o.ac); }
+  }
+});
+
 test('a large answer to a slow client streams through intact (backpressure)', T, async () => {
   const size = 8 * 1024 * 1024;
   const ac = new AbortController();
