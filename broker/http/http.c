@@ -33,6 +33,7 @@ struct http_server {
 };
 
 #define HTTP_DRAIN_SETTLE_NS (2000ull * 1000000ull)
+#define HTTP_STREAM_BLOCK 2048 /* a streamed answer's own buffer (HTTP/1.0 clients only) */
 #define HTTP_HANDSHAKE_SETTLE_US 50000
 
 static long in_flight;
@@ -622,7 +623,11 @@ void http_send_stream(struct http_req *r, int status, MHD_ContentReaderCallback 
 		send_broken(r);
 		return;
 	}
-	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, cls,
+	/* libmicrohttpd callocs block_size with every response, and uses it
+	 * only for a client without chunked encoding (HTTP/1.0): a chunked
+	 * answer is read straight into the connection's write buffer. 16 KiB
+	 * here was 6 KiB of every parked stream's memory. */
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, reader, cls,
 								      free_cls);
 	if (!resp) {
 		if (free_cls)

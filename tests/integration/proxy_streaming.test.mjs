@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { startProxyEnv, defaultResource, call, readSse } from '../lib/proxy_setup.mjs';
 import { createHash } from 'node:crypto';
 import { http, sleep } from '../lib/harness.mjs';
+import net from 'node:net';
 
 let env, tok;
 const T = { timeout: 30000 };
@@ -187,4 +188,31 @@ test('a large answer to a slow client streams through intact (backpressure)', T,
   assert.equal(rec.mode, 'big');
   assert.ok(total > size, `received ${total} bytes`);
   assert.equal(hash.digest('hex'), rec.bigSha256, 'the body arrived byte for byte');
+});
+
+// An HTTP/1.0 client cannot take chunks: a streamed answer goes to it
+// close-delimited, through the response's own (small) block buffer.
+test('a large streamed answer reaches an HTTP/1.0 client intact, close-delimited', T, async () => {
+  const size = 600 * 1024; // beyond what is held for one write: streamed
+  const body = JSON.stringify(call('list_issues', 41));
+  const raw = await new Promise((resolve, reject) => {
+    const port = Number(new URL(env.url).port);
+    const sock = net.connect(port, '127.0.0.1');
+    const chunks = [];
+    const timer = setTimeout(() => { sock.destroy(); reject(new Error('HTTP/1.0 answer timed out')); }, 15000);
+    sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('close', () => { clearTimeout(timer); resolve(Buffer.concat(chunks)); });
+    sock.write(`POST /mcp?mode=big&size=${size} HTTP/1.0\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${tok.access_token}\r\n` +
+      `Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  });
+  const i = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, i).toString('latin1');
+  assert.match(head, /^HTTP\/1\.[01] 200 /);
+  assert.doesNotMatch(head, /transfer-encoding/i, 'no chunked encoding toward an HTTP/1.0 client');
+  const payload = raw.subarray(i + 4);
+  const rec = env.ds.requests.at(-1);
+  assert.equal(rec.mode, 'big');
+  assert.ok(payload.length > size, `received ${payload.length} bytes`);
+  assert.equal(createHash('sha256').update(payload).digest('hex'), rec.bigSha256, 'the body arrived byte for byte');
 });
