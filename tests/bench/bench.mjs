@@ -4,7 +4,8 @@
 //  2. a small tools/call: straight to the downstream vs through nginx as a
 //     plain reverse proxy vs through the broker (requests/s, p50, p99)
 //  3. the broker's RSS idle and with 1,000 idle SSE streams open
-//  4. one complete double-flow (ms), code exchanges/s, refreshes/s
+//  4. one complete double-flow (ms), code exchanges/s, refreshes/s, and
+//     pgbench -N TPS on the same PostgreSQL
 //  5. token modes on one broker, same run, same load: token requests/s for
 //     client_credentials (a machine client, grant reuse path: no upstream
 //     call) authenticated by client_secret_basic vs by private_key_jwt
@@ -17,10 +18,17 @@
 //     requests/s and p50; and POST /token for a public client without vs
 //     with a DPoP proof (pre-signed): authorization_code + PKCE exchanges and
 //     refresh_token rotations; with ratios
-// BENCH_ONLY=token-modes runs section 5 alone, BENCH_ONLY=dpop section 6.
+//  7. proxied tools/call with none and with BENCH_STREAMS (9,000) idle SSE
+//     streams open: throughput, p50, idle CPU, memory per stream, CPU per
+//     request
+// and last, the issue-12 targets as one table, each figure beside the
+// reference it is measured against in the same run (nginx proxy_pass,
+// /healthz, no streams open, pgbench -N on the same PostgreSQL).
+// BENCH_ONLY=token-modes runs section 5 alone, BENCH_ONLY=dpop section 6,
+// BENCH_ONLY=streams section 7.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -379,7 +387,7 @@ async function openIdleStreams(url, token, n) {
  * the idle CPU and memory per stream; for each binary given (the current
  * build, and BENCH_BASELINE_BINARY when set, side by side in one run). */
 async function streamsSection(say, idp) {
-  const n = Number(process.env.BENCH_STREAMS || 3000);
+  const n = Number(process.env.BENCH_STREAMS || 9000);
   const dsPort = await freePort();
   const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
   const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
@@ -392,7 +400,7 @@ async function streamsSection(say, idp) {
     const db = await createDatabase(`bench_streams_${label}`);
     const port = await freePort();
     const cfg = baseConfig({ port, databaseUrl: db, extra: {
-      http: { threads: 4, drain_timeout_s: 5, max_connections: Math.max(8192, 2 * n + 256) },
+      http: { threads: Number(process.env.BENCH_THREADS || 4), drain_timeout_s: 5, max_connections: Math.max(8192, 2 * n + 256) },
       log: { level: 'warn' },
       database: { pool_size: 8 },
       limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
@@ -430,6 +438,30 @@ async function streamsSection(say, idp) {
   for (const r of rows) {
     say(`${r.label.padEnd(9)} ${String(r.opened).padStart(5)}/${n}  ${r.none.rps.toFixed(0).padStart(7)} ${r.none.p50.toFixed(2).padStart(7)} | ${r.withS.rps.toFixed(0).padStart(7)} ${r.withS.p50.toFixed(2).padStart(7)} | ${(r.withS.rps / r.none.rps).toFixed(2).padStart(5)} | ${r.idleCpu.toFixed(2).padStart(6)} | ${r.perStream.toFixed(1).padStart(6)} | ${r.cpuNone.toFixed(0)}, ${r.cpuWith.toFixed(0)}${r.failed ? ` (${r.failed} stream opens failed)` : ''}`);
   }
+  return { n, current: rows.at(-1) };
+}
+
+/** TPS of pgbench -N (the simple-update script without the branch/teller
+ * updates) on the benchmark's PostgreSQL: 16 clients, as many as the
+ * refresh run. */
+async function pgbenchTps() {
+  const url = new URL(process.env.MCPB_TEST_DATABASE_URL);
+  const db = await createDatabase('bench_pgbench');
+  const dbName = new URL(db).pathname.slice(1);
+  const bin = existsSync('/usr/lib/postgresql/15/bin/pgbench') ? '/usr/lib/postgresql/15/bin/pgbench' : 'pgbench';
+  const args = ['-h', url.hostname, '-p', url.port || '5432', '-U', decodeURIComponent(url.username || 'postgres')];
+  const run = (extra) => new Promise((resolve) => {
+    const p = spawn(bin, [...args, ...extra, dbName], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', () => {});
+    p.on('error', () => resolve(''));
+    p.on('close', () => resolve(out));
+  });
+  await run(['-i', '-q', '-s', '4']);
+  const out = await run(['-N', '-c', '16', '-j', '2', '-T', String(DURATION)]);
+  const m = /tps = ([\d.]+)/.exec(out);
+  return m ? Number(m[1]) : NaN;
 }
 
 async function main() {
@@ -474,18 +506,22 @@ async function main() {
   say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}), wrk -t2 -c32 -d${DURATION}s`);
   say(`idle RSS after start: ${rss(b.proc.pid)} KiB`);
 
+  let c0 = cpuSec(b.proc.pid);
   const hz = await wrk(`${b.url}/healthz`);
-  say(`GET /healthz:                 ${fmt(hz)}`);
+  const cpuHz = (cpuSec(b.proc.pid) - c0) / (hz.rps * Number(DURATION)) * 1e6;
+  say(`GET /healthz:                 ${fmt(hz)}  (${cpuHz.toFixed(1)} us CPU/req)`);
 
   const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
   const body = JSON.stringify(process.env.BENCH_METHOD === 'ping' ? { jsonrpc: '2.0', id: 1, method: 'ping' }
     : { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
   const direct = await wrk(`http://127.0.0.1:${dsPort}/mcp`, { body });
   const viaNginx = await wrk(`http://127.0.0.1:${pxPort}/mcp`, { body });
+  c0 = cpuSec(b.proc.pid);
   const viaBroker = await wrk(`${b.url}/mcp`, { body, token: t.access_token });
+  const cpuCall = (cpuSec(b.proc.pid) - c0) / (viaBroker.rps * Number(DURATION)) * 1e6;
   say(`tools/call direct:            ${fmt(direct)}`);
   say(`tools/call via nginx:         ${fmt(viaNginx)}`);
-  say(`tools/call via mcp-broker:    ${fmt(viaBroker)}`);
+  say(`tools/call via mcp-broker:    ${fmt(viaBroker)}  (${cpuCall.toFixed(1)} us CPU/req)`);
   say(`ratios: broker/direct ${(viaBroker.rps / direct.rps).toFixed(3)}, broker/nginx ${(viaBroker.rps / viaNginx.rps).toFixed(3)} (throughput); p99 broker/nginx ${(viaBroker.p99 / viaNginx.p99).toFixed(2)}`);
 
   // 1,000 idle SSE streams through the broker.
@@ -538,7 +574,10 @@ async function main() {
     if (r.status === 200) ok++;
   });
   const rfSec = Number(process.hrtime.bigint() - t1) / 1e9;
-  say(`refreshes: ${ok}/${pairs.length} in ${rfSec.toFixed(2)} s = ${(ok / rfSec).toFixed(0)} /s (16 concurrent)`);
+  const refreshRate = ok / rfSec;
+  say(`refreshes: ${ok}/${pairs.length} in ${rfSec.toFixed(2)} s = ${refreshRate.toFixed(0)} /s (16 concurrent)`);
+  const pgTps = await pgbenchTps();
+  say(`pgbench -N on the same PostgreSQL (16 clients, ${DURATION} s): ${pgTps.toFixed(0)} TPS`);
   say(`final RSS: ${rss(b.proc.pid)} KiB`);
   await b.stop();
 
@@ -567,7 +606,27 @@ async function main() {
   await sse.close();
   await tokenModes(say, idp);
   await dpopSection(say, idp);
+  const st = await streamsSection(say, idp);
   await idp.close();
+
+  // The targets, each beside its reference from this same run.
+  const w = st.current;
+  const rows = [
+    ['tools/call throughput vs nginx proxy_pass', `${viaBroker.rps.toFixed(0)} req/s`, `nginx ${viaNginx.rps.toFixed(0)} req/s`, '>= 0.6x', viaBroker.rps / viaNginx.rps, (x) => x >= 0.6, (x) => `${x.toFixed(2)}x`],
+    ['tools/call p50', `${viaBroker.p50.toFixed(2)} ms`, `nginx ${viaNginx.p50.toFixed(2)} ms`, '<= nginx + 0.5 ms', viaBroker.p50 - viaNginx.p50, (x) => x <= 0.5, (x) => `${x >= 0 ? '+' : ''}${x.toFixed(2)} ms`],
+    ['broker CPU per tools/call', `${cpuCall.toFixed(1)} us`, `/healthz ${cpuHz.toFixed(1)} us`, '<= 40 us', cpuCall, (x) => x <= 40, (x) => `${x.toFixed(1)} us`],
+    [`tools/call with ${st.n} idle SSE streams`, `${w.withS.rps.toFixed(0)} req/s`, `none ${w.none.rps.toFixed(0)} req/s`, '>= 0.9x', w.withS.rps / w.none.rps, (x) => x >= 0.9, (x) => `${x.toFixed(2)}x`],
+    [`p50 with ${st.n} idle SSE streams`, `${w.withS.p50.toFixed(2)} ms`, `none ${w.none.p50.toFixed(2)} ms`, '<= +0.5 ms', w.withS.p50 - w.none.p50, (x) => x <= 0.5, (x) => `${x >= 0 ? '+' : ''}${x.toFixed(2)} ms`],
+    [`idle CPU, ${st.n} streams open`, `${w.idleCpu.toFixed(2)} % of a core`, '-', '< 1 %', w.idleCpu, (x) => x < 1, (x) => `${x.toFixed(2)} %`],
+    ['memory per idle SSE stream', `${w.perStream.toFixed(1)} KiB`, '-', '<= 20 KB', w.perStream * 1.024, (x) => x <= 20, (x) => `${x.toFixed(1)} KB`],
+    ['CPU per tools/call with streams open', `${w.cpuWith.toFixed(0)} us`, `none ${w.cpuNone.toFixed(0)} us`, '-', w.cpuWith / w.cpuNone, () => true, (x) => `${x.toFixed(2)}x`],
+    ['refresh grants/s vs pgbench -N', `${refreshRate.toFixed(0)} /s`, `pgbench ${pgTps.toFixed(0)} TPS`, '>= 0.5x', refreshRate / pgTps, (x) => x >= 0.5, (x) => `${x.toFixed(2)}x`],
+  ];
+  say('');
+  say('targets (issue 12), measured side by side in this run:');
+  say(`${'what'.padEnd(44)} ${'figure'.padEnd(18)} ${'reference'.padEnd(22)} ${'value'.padEnd(10)} ${'target'.padEnd(18)} met`);
+  for (const [what, fig, ref, target, v, ok, show] of rows)
+    say(`${what.padEnd(44)} ${fig.padEnd(18)} ${ref.padEnd(22)} ${show(v).padEnd(10)} ${target.padEnd(18)} ${target === '-' ? '' : ok(v) ? 'yes' : 'no'}`);
   writeFileSync(path.join(tmp, 'report.txt'), lines.join('\n') + '\n');
 }
 

@@ -6,7 +6,7 @@
 # requests per mode, 1000); BENCH_ONLY=dpop only the DPoP section
 # (BENCH_DPOP_ROUNDS Bearer/DPoP wrk pairs, 2; BENCH_DPOP_TOKEN_N token
 # requests per mode, 1000); BENCH_ONLY=streams only the idle-streams section
-# (BENCH_STREAMS idle SSE streams, 3000; BENCH_BASELINE_BINARY: an older
+# (BENCH_STREAMS idle SSE streams, 9000; BENCH_BASELINE_BINARY: an older
 # mcp-broker binary measured side by side in the same run).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -20,4 +20,6 @@ chmod 755 "$pgdir"
 trap '"$root/deploy/pgcluster.sh" stop "$pgdir/pg"; rm -rf "$pgdir"' EXIT
 export MCPB_TEST_DATABASE_URL=$("$root/deploy/pgcluster.sh" start "$pgdir/pg")
 export MCPB_BINARY="$root/build/mcp-broker"
+# 9,000 idle streams hold about 18,000 sockets in this process and in the broker.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 node tests/bench/bench.mjs
