@@ -604,19 +604,16 @@ static enum tk_rc refresh_rotate(struct http_req *r, struct db_conn *c, const st
 				 const char *hash, const struct refresh_row *row, const char *scope, const char *jkt,
 				 struct issued *t)
 {
-	static struct db_stmt q_rotate = DB_STMT(
-		"UPDATE tokens SET used_at = now(), successor = $2::bytea WHERE token_hash = $1::bytea");
 	struct audit a = { "token.refreshed", "client", NULL, cl->client_id, row->grant_id, r->id };
 	struct grant_binding b = { jkt, !cl->confidential };
 	char *successor = NULL;
-	PGresult *res = NULL;
-	int ok = grant_issue(r->app, c, row->grant_id, cl->client_id, row->resource, scope, &b, t) == 0 &&
-		 (successor = seal_successor(presented, hash, t, time(NULL) + t->expires_in)) != NULL;
-	const char *p[] = { hash, successor };
-	ok = ok && (res = db_exec_ok(c, &q_rotate, 2, p)) != NULL &&
-	     audit_record(c, &a, json_pack("{s:s, s:b}", "scope", scope, "dpop", *jkt != '\0')) == 0 &&
-	     db_commit(c) == 0;
-	PQclear(res);
+	json_t *detail = json_pack("{s:s, s:b}", "scope", scope, "dpop", *jkt != '\0');
+	int ok = detail && grant_mint(r->app, scope, &b, t) == 0 &&
+		 (successor = seal_successor(presented, hash, t, time(NULL) + t->expires_in)) != NULL &&
+		 grant_rotate_store(c, row->grant_id, cl->client_id, row->resource, r->app->cfg->tokens.refresh_ttl, &b,
+				    t, hash, successor, &a, detail) == 0 &&
+		 db_commit(c) == 0;
+	json_decref(detail);
 	free(successor);
 	return ok ? TK_OK : TK_UNAVAILABLE;
 }
@@ -851,11 +848,17 @@ static enum tk_rc dpop_step(struct http_req *r, char jkt[DPOP_JKT_LEN + 1], stru
 }
 
 /* 0 with *registered 1 when the client registered grant type gt (RFC 7591
- * grant_types; static clients have both); -1 on a database error. */
-static int grant_type_registered(struct db_conn *c, const char *client_id, const char *gt, int *registered)
+ * grant_types; static clients have both); -1 on a database error. Known
+ * from the client's lookup when it came from the clients table; asked
+ * otherwise. */
+static int grant_type_registered(struct db_conn *c, const struct client *cl, const char *gt, int *registered)
 {
+	if (cl->grant_types_known) {
+		*registered = (cl->grant_types & client_grant_type_bit(gt)) != 0;
+		return 0;
+	}
 	static struct db_stmt q = DB_STMT("SELECT $2 = ANY(grant_types) FROM clients WHERE client_id = $1");
-	const char *p[] = { client_id, gt };
+	const char *p[] = { cl->client_id, gt };
 	PGresult *res = db_exec_ok(c, &q, 2, p);
 	if (res)
 		*registered = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -877,7 +880,7 @@ static enum tk_rc client_step(struct http_req *r, struct db_conn *c, const json_
 	} else if (cl->confidential) {
 		rc = client_bucket(r, cl, NULL);
 	}
-	if (rc == TK_OK && grant_type_registered(c, cl->client_id, grant_type_name(gt), &registered) < 0)
+	if (rc == TK_OK && grant_type_registered(c, cl, grant_type_name(gt), &registered) < 0)
 		rc = TK_UNAVAILABLE;
 	else if (rc == TK_OK && !registered)
 		rc = refuse(why, "unauthorized_client", "the client did not register this grant type");

@@ -9,6 +9,15 @@
 #include "log.h"
 #include "metrics.h"
 
+void audit_log_line(const struct audit *a, json_t *detail)
+{
+	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject, "client_id",
+			      a->client_id, "grant_id", a->grant_id);
+	if (f && detail)
+		json_object_set(f, "detail", detail);
+	log_event(LOG_INFO, a->event, a->request_id, f);
+}
+
 int audit_record(struct db_conn *c, const struct audit *a, json_t *detail)
 {
 	static struct db_stmt q = DB_STMT(
@@ -20,11 +29,7 @@ int audit_record(struct db_conn *c, const struct audit *a, json_t *detail)
 	 * (the caller rolls back what it describes). */
 	PGresult *r = detail && !text ? NULL : db_exec_ok(c, &q, 7, p);
 	free(text);
-	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:s?}", "actor", a->actor, "subject", a->subject, "client_id",
-			      a->client_id, "grant_id", a->grant_id);
-	if (f && detail)
-		json_object_set(f, "detail", detail);
-	log_event(LOG_INFO, a->event, a->request_id, f);
+	audit_log_line(a, detail);
 	json_decref(detail);
 	if (!r)
 		return -1;

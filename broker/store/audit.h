@@ -17,6 +17,9 @@ struct audit {
 
 /* Records a; detail is stolen (may be NULL). -1 when the insert failed. */
 int audit_record(struct db_conn *c, const struct audit *a, json_t *detail) WUR;
+/* The log line of a record a caller inserts itself (in a statement that
+ * does more); detail is borrowed (may be NULL). */
+void audit_log_line(const struct audit *a, json_t *detail);
 
 /* High-volume records (one per proxied tool call) are not worth a database
  * round trip on the request path: audit_enqueue logs the record and queues

@@ -89,3 +89,14 @@ int client_redirect_policy_ok(const struct config *cfg, const char *uri)
 		return cfg->registration.allow_loopback_redirects;
 	return cfg->registration.allow_private_schemes;
 }
+
+unsigned client_grant_type_bit(const char *name)
+{
+	if (strcmp(name, "authorization_code") == 0)
+		return CLIENT_GT_CODE;
+	if (strcmp(name, "refresh_token") == 0)
+		return CLIENT_GT_REFRESH;
+	if (strcmp(name, "client_credentials") == 0)
+		return CLIENT_GT_CLIENT_CREDENTIALS;
+	return 0;
+}

@@ -26,7 +26,19 @@ struct client {
 	int private_key_jwt;
 	char *jwks;
 	char *jwks_uri;
+	/* The grant types its clients row registered (RFC 7591 grant_types),
+	 * read with the client by clients_lookup: CLIENT_GT_* bits, valid when
+	 * grant_types_known (a client without a row has them all). */
+	int grant_types_known;
+	unsigned grant_types;
 };
+
+#define CLIENT_GT_CODE 1u
+#define CLIENT_GT_REFRESH 2u
+#define CLIENT_GT_CLIENT_CREDENTIALS 4u
+#define CLIENT_GT_ALL 7u
+/* The CLIENT_GT_ bit of an RFC 6749 grant_type name (0: none). */
+unsigned client_grant_type_bit(const char *name);
 
 /* How a client lookup ended (store/clients.h, oauth/cimd.h,
  * oauth/client_resolve.h). Anything but CLIENT_FOUND leaves the client

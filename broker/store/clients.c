@@ -54,11 +54,30 @@ out:
 	return rc;
 }
 
+/* The bits of a space-separated list ("" for a NULL or empty array: none). */
+static unsigned grant_types_bits(const char *list)
+{
+	unsigned bits = 0;
+	char name[32];
+	for (const char *p = list; *p;) {
+		size_t n = strcspn(p, " ");
+		if (n && n < sizeof(name)) {
+			memcpy(name, p, n);
+			name[n] = '\0';
+			bits |= client_grant_type_bit(name);
+		}
+		p += n;
+		while (*p == ' ')
+			p++;
+	}
+	return bits;
+}
+
 enum client_find clients_lookup(struct app *app, struct db_conn *c, const char *client_id, struct client *out)
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT kind, client_name, array_to_json(redirect_uris), encode(secret_hash, 'hex'), "
-		"disabled_at IS NOT NULL FROM clients WHERE client_id = $1");
+		"disabled_at IS NOT NULL, array_to_string(grant_types, ' ') FROM clients WHERE client_id = $1");
 	enum client_find rc = CLIENT_UNKNOWN;
 	PGresult *res = NULL;
 	memset(out, 0, sizeof(*out));
@@ -76,6 +95,10 @@ enum client_find clients_lookup(struct app *app, struct db_conn *c, const char *
 		rc = from_config(sc, res, out);
 	else if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "static") != 0)
 		rc = from_row(res, out);
+	if (rc == CLIENT_FOUND) {
+		out->grant_types_known = 1;
+		out->grant_types = PQntuples(res) == 1 ? grant_types_bits(PQgetvalue(res, 0, 5)) : CLIENT_GT_ALL;
+	}
 out:
 	PQclear(res);
 	if (rc != CLIENT_FOUND)

@@ -296,6 +296,17 @@ test('refresh: rotation, narrowing, grace-window retry, reuse detection', async 
   assert.notEqual(r1.json.access_token, t0.access_token);
   assert.equal(r1.json.scope, 'repo:read repo:write');
   assert.ok(await accepted(r1.json.access_token));
+  // What one rotation wrote (one statement): the new pair on the same grant
+  // with the right kinds, scopes and lifetimes, the presented token marked
+  // used with a sealed successor, and exactly one token.refreshed record.
+  const tok = (t) => `decode('${hashHex(t)}', 'hex')`;
+  const grantOf = `(SELECT grant_id FROM tokens WHERE token_hash = ${tok(t0.refresh_token)})`;
+  assert.equal(await psql(env.db, `SELECT string_agg(kind || ':' || array_to_string(scopes, ',') || ':' || (grant_id = ${grantOf}) || ':' ||
+    (expires_at > now() + interval '1 minute'), ' ' ORDER BY kind) FROM tokens WHERE token_hash IN (${tok(r1.json.access_token)}, ${tok(r1.json.refresh_token)})`),
+  'access:repo:read,repo:write:true:true refresh:repo:read,repo:write:true:true');
+  assert.equal(await psql(env.db, `SELECT (used_at IS NOT NULL) || ':' || (length(successor) > 0) FROM tokens WHERE token_hash = ${tok(t0.refresh_token)}`), 'true:true');
+  assert.equal(await psql(env.db, `SELECT count(*) || ':' || min(detail->>'scope') || ':' || min(actor) FROM audit_events
+    WHERE event = 'token.refreshed' AND grant_id = ${grantOf}`), `1:repo:read repo:write:client`);
   // Inside the grace window the rotated token gets the same successor pair, also concurrently.
   const [g1, g2] = await Promise.all([refresh(t0.refresh_token), refresh(t0.refresh_token)]);
   for (const g of [g1, g2]) {
