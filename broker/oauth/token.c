@@ -547,7 +547,7 @@ static enum tk_rc refresh_load(struct db_conn *c, const char *hash, long grace, 
 	snprintf(graces, sizeof(graces), "%ld", grace);
 	const char *p[] = { hash, graces };
 	enum tk_rc rc;
-	if (db_begin(c) < 0 || !(*res = db_exec_ok(c, &q, 2, p))) {
+	if (!(*res = db_begin_exec_ok(c, &q, 2, p))) {
 		rc = TK_UNAVAILABLE;
 	} else if (PQntuples(*res) != 1) {
 		rc = refuse(why, "invalid_grant", "the refresh token is unknown");
@@ -599,7 +599,7 @@ static enum tk_rc refresh_reused(struct http_req *r, struct db_conn *c, const st
 
 /* Issues the successor pair into t, keeps it sealed beside the presented
  * token for the grace window, marks that one used, and commits with the
- * audit record. */
+ * audit record: one round trip. */
 static enum tk_rc refresh_rotate(struct http_req *r, struct db_conn *c, const struct client *cl, const char *presented,
 				 const char *hash, const struct refresh_row *row, const char *scope, const char *jkt,
 				 struct issued *t)
@@ -610,9 +610,8 @@ static enum tk_rc refresh_rotate(struct http_req *r, struct db_conn *c, const st
 	json_t *detail = json_pack("{s:s, s:b}", "scope", scope, "dpop", *jkt != '\0');
 	int ok = detail && grant_mint(r->app, scope, &b, t) == 0 &&
 		 (successor = seal_successor(presented, hash, t, time(NULL) + t->expires_in)) != NULL &&
-		 grant_rotate_store(c, row->grant_id, cl->client_id, row->resource, r->app->cfg->tokens.refresh_ttl, &b,
-				    t, hash, successor, &a, detail) == 0 &&
-		 db_commit(c) == 0;
+		 grant_rotate_commit(c, row->grant_id, cl->client_id, row->resource, r->app->cfg->tokens.refresh_ttl,
+				     &b, t, hash, successor, &a, detail) == 0;
 	json_decref(detail);
 	free(successor);
 	return ok ? TK_OK : TK_UNAVAILABLE;

@@ -301,6 +301,106 @@ int db_commit(struct db_conn *c)
 	return ok ? 0 : -1;
 }
 
+/* Sends [before], st, [after] as one pipeline and one Sync, and reads every
+ * result: 0 when all of them succeeded (COMMIT must answer COMMIT), with
+ * st's result in *res; -1 after logging the first failure. */
+static int pipeline(struct db_conn *c, const char *before, struct db_stmt *st, int n, const char *const *params,
+		    const char *after, PGresult **res)
+{
+	*res = NULL;
+	if (stmt_ensure(c, st) < 0)
+		return -1;
+	char name[16];
+	snprintf(name, sizeof(name), "s%d", st->id);
+	if (!PQenterPipelineMode(c->pg)) {
+		log_failure("pipeline", c->pg, NULL);
+		return -1;
+	}
+	int sent = 1, queued = 0;
+	if (before) {
+		sent = PQsendQueryParams(c->pg, before, 0, NULL, NULL, NULL, NULL, 0);
+		queued++;
+	}
+	if (sent) {
+		sent = PQsendQueryPrepared(c->pg, name, n, params, NULL, NULL, 0);
+		queued++;
+	}
+	if (sent && after) {
+		sent = PQsendQueryParams(c->pg, after, 0, NULL, NULL, NULL, NULL, 0);
+		queued++;
+	}
+	sent = sent && PQpipelineSync(c->pg);
+	int ok = sent, synced = 0;
+	/* Every query's result, each followed by a NULL, then the Sync's. */
+	for (int i = 0; sent && i < queued; i++) {
+		PGresult *r = PQgetResult(c->pg);
+		if (!r) {
+			ok = 0;
+			break;
+		}
+		ExecStatusType stt = PQresultStatus(r);
+		const char *what = i == 0 && before ? before : i == queued - 1 && after ? after : "exec";
+		int good = stt == PGRES_COMMAND_OK || stt == PGRES_TUPLES_OK;
+		if (good && what == after && strcmp(PQcmdStatus(r), "COMMIT") != 0)
+			good = 0; /* the transaction had failed: COMMIT answered ROLLBACK */
+		if (!good && ok && stt != PGRES_PIPELINE_ABORTED)
+			log_failure(what, c->pg, r);
+		ok = ok && good;
+		if (what == before || what == after || !good)
+			PQclear(r);
+		else
+			*res = r;
+		while ((r = PQgetResult(c->pg)) != NULL) { /* the NULL that ends this query */
+			if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+				synced = 1;
+			PQclear(r);
+			if (synced)
+				break;
+		}
+	}
+	while (sent && !synced) {
+		PGresult *r = PQgetResult(c->pg);
+		if (!r && PQstatus(c->pg) != CONNECTION_OK)
+			break;
+		if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+			synced = 1;
+		PQclear(r);
+	}
+	if (!sent)
+		log_failure("pipeline", c->pg, NULL);
+	if (!PQexitPipelineMode(c->pg) && PQstatus(c->pg) == CONNECTION_OK) {
+		/* Results still pending: the connection is of no further use. */
+		PQfinish(c->pg);
+		c->pg = NULL;
+		ok = 0;
+	}
+	if (!ok) {
+		PQclear(*res);
+		*res = NULL;
+	}
+	return ok ? 0 : -1;
+}
+
+PGresult *db_begin_exec_ok(struct db_conn *c, struct db_stmt *st, int n, const char *const *params)
+{
+	PGresult *res;
+	c->in_tx = 1;
+	return pipeline(c, "BEGIN", st, n, params, NULL, &res) == 0 ? res : NULL;
+}
+
+int db_exec_commit(struct db_conn *c, struct db_stmt *st, int n, const char *const *params, PGresult **out)
+{
+	PGresult *res;
+	int rc = pipeline(c, NULL, st, n, params, "COMMIT", &res);
+	/* Failed: a ROLLBACK follows (harmless when COMMIT already ended it). */
+	c->in_tx = rc < 0;
+	if (out)
+		*out = res;
+	else
+		PQclear(res);
+	return rc;
+}
+
 void db_rollback(struct db_conn *c)
 {
 	c->in_tx = 0;

@@ -54,6 +54,14 @@ int db_begin(struct db_conn *c) WUR;
 int db_commit(struct db_conn *c) WUR;
 void db_rollback(struct db_conn *c);
 int db_conn_broken(const struct db_conn *c);
+/* One round trip instead of two (libpq pipeline mode). db_begin_exec_ok:
+ * BEGIN, then st, whose result it returns as db_exec_ok does (NULL on any
+ * failure; the transaction, if it opened, stays to be rolled back).
+ * db_exec_commit: st, then COMMIT; 0 when both succeeded (the statement's
+ * result into *res when res is not NULL), -1 otherwise, with the
+ * transaction left to be rolled back (c->in_tx). */
+PGresult *db_begin_exec_ok(struct db_conn *c, struct db_stmt *st, int n, const char *const *params) WUR;
+int db_exec_commit(struct db_conn *c, struct db_stmt *st, int n, const char *const *params, PGresult **res) WUR;
 
 /* Opens one standalone connection (migrations, LISTEN). NULL on failure,
  * with the reason logged. */

@@ -6,6 +6,7 @@
 
 #include "audit.h"
 #include "crypto.h"
+#include "log.h"
 #include "notify.h"
 #include "vault.h"
 
@@ -67,13 +68,13 @@ int grant_mint(struct app *app, const char *scope, const struct grant_binding *b
 	return 0;
 }
 
-int grant_rotate_store(struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
-		       long refresh_ttl, const struct grant_binding *b, const struct issued *out, const char *used_hash,
-		       const char *successor, const struct audit *a, json_t *detail)
+int grant_rotate_commit(struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
+			long refresh_ttl, const struct grant_binding *b, const struct issued *out,
+			const char *used_hash, const char *successor, const struct audit *a, json_t *detail)
 {
-	/* One round trip instead of four: both tokens, the rotation mark and
-	 * the audit row (data-modifying CTEs all run, whatever the outer
-	 * statement reads). */
+	/* One round trip instead of five: both tokens, the rotation mark and
+	 * the audit row in one statement (data-modifying CTEs all run,
+	 * whatever the outer statement reads), pipelined with COMMIT. */
 	static struct db_stmt q = DB_STMT(
 		"WITH pair AS (INSERT INTO tokens(token_hash, kind, grant_id, client_id, resource, scopes, expires_at, jkt) "
 		"VALUES ($1::bytea, 'access', $3::uuid, $4, $5, string_to_array($6, ' '), "
@@ -95,13 +96,19 @@ int grant_rotate_store(struct db_conn *c, const char *grant_id, const char *clie
 			    out->scope,   attl,         jkt,           rttl,      b && b->refresh_bound ? jkt : NULL,
 			    used_hash,    successor,    a->event,      a->actor,  a->subject,
 			    a->client_id, a->grant_id,  a->request_id, text };
-	PGresult *r = detail && !text ? NULL : db_exec_ok(c, &q, 19, p);
+	PGresult *r = NULL;
+	int ok = !(detail && !text) && db_exec_commit(c, &q, 19, p, &r) == 0;
 	free(text);
 	crypto_wipe(access_hash, sizeof(access_hash));
 	crypto_wipe(refresh_hash, sizeof(refresh_hash));
-	/* The presented token's row is locked by the caller: exactly one
-	 * audit row says the rotation happened. */
-	int ok = r && strcmp(PQcmdTuples(r), "1") == 0;
+	/* The presented token's row is locked by the caller, so the rotation
+	 * mark and its audit row are there. Were they not, the pair committed
+	 * is one nobody ever received: refuse, and say so. */
+	if (ok && strcmp(PQcmdTuples(r), "1") != 0) {
+		log_msg(LOG_ERROR, "token.rotation_unmarked", a->request_id,
+			"the presented refresh token was not marked");
+		ok = 0;
+	}
 	PQclear(r);
 	if (!ok)
 		return -1;

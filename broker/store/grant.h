@@ -52,16 +52,16 @@ int grant_issue(struct app *app, struct db_conn *c, const char *grant_id, const 
  * section 4.4.3); out->refresh stays empty. */
 int grant_issue_access(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id,
 		       const char *resource, const char *scope, const struct grant_binding *b, struct issued *out) WUR;
-/* A refresh-token rotation in one statement. grant_mint fills out with a
- * fresh pair (no database); grant_rotate_store then inserts it, marks the
- * presented refresh token (used_hash) used with its sealed successor, and
- * inserts the audit record a (detail borrowed, may be NULL; its log line is
- * written once the statement succeeded). -1 on failure: the caller rolls
- * back, and wipes out. */
+/* A refresh-token rotation in one round trip. grant_mint fills out with a
+ * fresh pair (no database); grant_rotate_commit then inserts it, marks the
+ * presented refresh token (used_hash, whose row the caller's transaction
+ * holds locked) used with its sealed successor, inserts the audit record a
+ * (detail borrowed, may be NULL; its log line is written once committed),
+ * and commits. -1 on failure: the caller rolls back, and wipes out. */
 int grant_mint(struct app *app, const char *scope, const struct grant_binding *b, struct issued *out) WUR;
-int grant_rotate_store(struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
-		       long refresh_ttl, const struct grant_binding *b, const struct issued *out, const char *used_hash,
-		       const char *successor, const struct audit *a, json_t *detail) WUR;
+int grant_rotate_commit(struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
+			long refresh_ttl, const struct grant_binding *b, const struct issued *out,
+			const char *used_hash, const char *successor, const struct audit *a, json_t *detail) WUR;
 /* The RFC 6749 token response for out (refresh_token only when out has
  * one; token_type DPoP when out->jkt is set); NULL when out of memory. */
 json_t *grant_token_response(const struct issued *out) WUR;
