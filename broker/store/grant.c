@@ -28,30 +28,9 @@ static int insert_token(struct db_conn *c, const char *token, const char *kind, 
 	return 0;
 }
 
-static int issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
-		 const char *scope, const struct grant_binding *b, int with_refresh, struct issued *out)
-{
-	const struct config *cfg = app->cfg;
-	const char *jkt = b && b->jkt && *b->jkt ? b->jkt : NULL;
-	memset(out, 0, sizeof(*out));
-	if (strlen(scope) >= sizeof(out->scope) || (jkt && strlen(jkt) >= sizeof(out->jkt)))
-		return -1;
-	snprintf(out->scope, sizeof(out->scope), "%s", scope);
-	snprintf(out->jkt, sizeof(out->jkt), "%s", jkt ? jkt : "");
-	out->expires_in = cfg->tokens.access_ttl;
-	if (crypto_token_new(TOKEN_PREFIX_ACCESS, out->access, sizeof(out->access)) < 0 ||
-	    insert_token(c, out->access, "access", grant_id, client_id, resource, scope, cfg->tokens.access_ttl, jkt) <
-		    0 ||
-	    (with_refresh && (crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0 ||
-			      insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope,
-					   cfg->tokens.refresh_ttl, b && b->refresh_bound ? jkt : NULL) < 0))) {
-		issued_wipe(out);
-		return -1;
-	}
-	return 0;
-}
-
-int grant_mint(struct app *app, const char *scope, const struct grant_binding *b, struct issued *out)
+/* Fills out with fresh token text (the refresh token only when
+ * with_refresh): no database. */
+static int mint(struct app *app, const char *scope, const struct grant_binding *b, int with_refresh, struct issued *out)
 {
 	const char *jkt = b && b->jkt && *b->jkt ? b->jkt : NULL;
 	memset(out, 0, sizeof(*out));
@@ -61,11 +40,33 @@ int grant_mint(struct app *app, const char *scope, const struct grant_binding *b
 	snprintf(out->jkt, sizeof(out->jkt), "%s", jkt ? jkt : "");
 	out->expires_in = app->cfg->tokens.access_ttl;
 	if (crypto_token_new(TOKEN_PREFIX_ACCESS, out->access, sizeof(out->access)) < 0 ||
-	    crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0) {
+	    (with_refresh && crypto_token_new(TOKEN_PREFIX_REFRESH, out->refresh, sizeof(out->refresh)) < 0)) {
 		issued_wipe(out);
 		return -1;
 	}
 	return 0;
+}
+
+static int issue(struct app *app, struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
+		 const char *scope, const struct grant_binding *b, int with_refresh, struct issued *out)
+{
+	const struct config *cfg = app->cfg;
+	if (mint(app, scope, b, with_refresh, out) < 0)
+		return -1;
+	const char *jkt = out->jkt[0] ? out->jkt : NULL;
+	if (insert_token(c, out->access, "access", grant_id, client_id, resource, scope, cfg->tokens.access_ttl, jkt) <
+		    0 ||
+	    (with_refresh && insert_token(c, out->refresh, "refresh", grant_id, client_id, resource, scope,
+					  cfg->tokens.refresh_ttl, b && b->refresh_bound ? jkt : NULL) < 0)) {
+		issued_wipe(out);
+		return -1;
+	}
+	return 0;
+}
+
+int grant_mint(struct app *app, const char *scope, const struct grant_binding *b, struct issued *out)
+{
+	return mint(app, scope, b, 1, out);
 }
 
 int grant_rotate_commit(struct db_conn *c, const char *grant_id, const char *client_id, const char *resource,
