@@ -721,7 +721,9 @@ int engine_start(long max_connects)
 	curl_multi_setopt(eng.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 	/* Keep-alive connections to downstreams, as many as the node takes
 	 * connections: a proxied POST beside thousands of parked GET streams
-	 * still finds one. */
+	 * still finds one. libcurl applies the limit to each pool: the stream
+	 * pool's connections are mostly those of live streams, so idle ones
+	 * stay near one limit's worth in all. */
 	curl_multi_setopt(eng.multi, CURLMOPT_MAXCONNECTS, max_connects > 0 ? max_connects : 256L);
 	curl_multi_setopt(eng.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
 	curl_multi_setopt(eng.multi, CURLMOPT_TIMERFUNCTION, on_timer);

@@ -335,6 +335,7 @@ static int pipeline(struct db_conn *c, const char *before, struct db_stmt *st, i
 	for (int i = 0; sent && i < queued; i++) {
 		PGresult *r = PQgetResult(c->pg);
 		if (!r) {
+			log_failure("pipeline", c->pg, NULL);
 			ok = 0;
 			break;
 		}
@@ -358,10 +359,12 @@ static int pipeline(struct db_conn *c, const char *before, struct db_stmt *st, i
 				break;
 		}
 	}
-	while (sent && !synced) {
+	/* Up to the Sync; two NULLs in a row mean libpq has nothing more to
+	 * give (the connection failed): the exit below then fails and the
+	 * connection is dropped. */
+	for (int nulls = 0; sent && !synced && nulls < 2;) {
 		PGresult *r = PQgetResult(c->pg);
-		if (!r && PQstatus(c->pg) != CONNECTION_OK)
-			break;
+		nulls = r ? 0 : nulls + 1;
 		if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC)
 			synced = 1;
 		PQclear(r);
