@@ -7,6 +7,7 @@
 #include "admin.h"
 #include "authorize.h"
 #include "callback.h"
+#include "connect.h"
 #include "health.h"
 #include "introspect.h"
 #include "metadata.h"
@@ -46,6 +47,8 @@ static const struct http_route static_routes[] = {
 	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL, NULL },
 	{ HM_POST, "/authorize", MATCH_EXACT, LIM_BODY_DEFAULT, authorize_post, "consent", NULL, NULL },
 	{ HM_GET, "/callback", MATCH_EXACT, 0, callback_get, "callback", NULL, NULL },
+	{ HM_GET, "/connect", MATCH_EXACT, 0, connect_get, "connect", NULL, NULL },
+	{ HM_POST, "/connect", MATCH_EXACT, LIM_BODY_DEFAULT, connect_post, "connect", NULL, NULL },
 	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL, NULL },
 	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
 	{ HM_POST, "/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, revoke_endpoint, "revoke", NULL, NULL },

@@ -34,6 +34,7 @@ enum ftype {
 	F_MAP,      /* object of objects -> array of struct sub, count at aux */
 	F_SCOPEMAP, /* object of string lists -> struct cfg_scope_rule *, count at aux */
 	F_JWKS,     /* char *, a JWKS object (RFC 7517) kept as compact JSON text */
+	F_OBJARRAY, /* as F_ARRAY; a lone object stands for an array of one */
 };
 
 struct schema;
@@ -126,7 +127,7 @@ static const struct schema upstream_schema = { "upstream", sizeof(struct cfg_ups
 static const struct field inject_fields[] = { { "header", F_STRING, 0, O(struct cfg_inject, header), 0, 1, 128, 0, NULL,
 						0, "header injected downstream (default Authorization)" },
 					      { "value", F_STRING, 0, O(struct cfg_inject, value), 0, 1, 512, 0, NULL,
-						0, "template; {upstream_token} is replaced" },
+						0, "template; {upstream_token} or {upstream_token:NAME} is replaced" },
 					      END };
 static const struct schema inject_schema = { "inject", sizeof(struct cfg_inject), inject_fields, -1 };
 
@@ -137,8 +138,12 @@ static const struct field resource_fields[] = {
 	  "name of an entry in upstreams" },
 	{ "downstream", F_URL, 1, O(struct cfg_resource, downstream), 0, 1, 2048, 0, NULL, 0,
 	  "URL of the MCP server behind the broker" },
-	{ "inject", F_OBJECT, 0, O(struct cfg_resource, inject), 0, 0, 0, 0, &inject_schema, 0,
-	  "how the upstream token is injected" },
+	{ "connect", F_STRLIST, 0, O(struct cfg_resource, connect), O(struct cfg_resource, n_connect), 0,
+	  LIM_CONNECT_UPSTREAMS, 0, NULL, 0,
+	  "further upstreams (names in upstreams) whose accounts a grant connects in band" },
+	{ "inject", F_OBJARRAY, 0, O(struct cfg_resource, inject), O(struct cfg_resource, n_inject), 1,
+	  LIM_CONNECT_UPSTREAMS + 1, 0, &inject_schema, 0,
+	  "how upstream tokens are injected: one {header, value} or an array of them" },
 	{ "scopes", F_SCOPEMAP, 0, O(struct cfg_resource, scopes), O(struct cfg_resource, n_scopes), 0, LIM_SCOPES, 0,
 	  NULL, 0, "scope -> tools it allows (\"*\" = any)" },
 	{ "default_scopes", F_STRLIST, 0, O(struct cfg_resource, default_scopes),
@@ -840,6 +845,25 @@ static void walk_array(const json_t *v, const struct field *f, char *base, const
 	}
 }
 
+/* An array of objects, or one object standing for an array of one (its
+ * errors name the key itself). */
+static void walk_objarray(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
+{
+	if (json_is_array(v)) {
+		walk_array(v, f, base, path, e);
+		return;
+	}
+	if (!json_is_object(v)) {
+		cfg_err(e, path, "expected an object or an array of objects");
+		return;
+	}
+	char *arr = list_alloc(1, f->sub->size, f, base, path, e);
+	if (!arr)
+		return;
+	*(size_t *)(base + f->aux) = 1;
+	walk_entry(v, f, arr, path, e);
+}
+
 /* An object of objects: each entry's key goes to the struct's name_off. */
 static void walk_map(const json_t *v, const struct field *f, char *base, const char *path, struct cfg_errors *e)
 {
@@ -995,6 +1019,7 @@ static const struct ftype_ops *ops_of(enum ftype t)
 		[F_MAP] = { "an object", walk_map, release_entries },
 		[F_SCOPEMAP] = { "an object", walk_scopemap, release_scopemap },
 		[F_JWKS] = { "a JWKS object", walk_jwks, release_string },
+		[F_OBJARRAY] = { "an object or an array of objects", walk_objarray, release_entries },
 	};
 	return &ops[t];
 }
@@ -1257,15 +1282,88 @@ static void check_resource_scopes(const struct cfg_resource *r, const char *path
 			cfg_err(e, path, "scopes: \"%s\" is not a valid scope name here", r->scopes[s].scope);
 }
 
-/* inject: the defaults (Authorization: Bearer {upstream_token}), then the template. */
+/* The placeholder of one inject template: {upstream_token} or
+ * {upstream_token:NAME}, exactly once; NAME the sign-in upstream (same as
+ * the bare form) or one of the resource's connect upstreams. */
+static void check_inject_template(struct cfg_resource *r, struct cfg_inject *in, const char *path, struct cfg_errors *e)
+{
+	static const char ph[] = "{upstream_token";
+	const char *at = strstr(in->value, ph);
+	if (!at) {
+		cfg_err(e, path, "inject.value: expected a template containing {upstream_token}");
+		return;
+	}
+	const char *p = at + strlen(ph), *close = strchr(p, '}');
+	if (!close || (*p != '}' && *p != ':')) {
+		cfg_err(e, path, "inject.value: expected {upstream_token} or {upstream_token:NAME}");
+		return;
+	}
+	if (strstr(close, ph)) {
+		cfg_err(e, path, "inject.value: one placeholder per header");
+		return;
+	}
+	in->connect = NULL;
+	if (*p == '}')
+		return;
+	size_t n = (size_t)(close - p - 1);
+	if (r->upstream && strlen(r->upstream) == n && strncmp(p + 1, r->upstream, n) == 0)
+		return; /* the sign-in upstream, named */
+	for (size_t i = 0; i < r->n_connect; i++)
+		if (strlen(r->connect[i]) == n && strncmp(p + 1, r->connect[i], n) == 0) {
+			in->connect = r->connect[i];
+			return;
+		}
+	cfg_err(e, path, "inject.value: {upstream_token:%.*s} names neither the upstream nor one in connect", (int)n,
+		p + 1);
+}
+
+/* connect: configured upstreams other than the sign-in one, each once. */
+static void check_resource_connect(const struct config *c, const struct cfg_resource *r, const char *path,
+				   struct cfg_errors *e)
+{
+	for (size_t i = 0; i < r->n_connect; i++) {
+		const char *n = r->connect[i];
+		if (!config_upstream(c, n))
+			cfg_err(e, path, "connect: no upstream named \"%s\"", n);
+		else if (r->upstream && strcmp(n, r->upstream) == 0)
+			cfg_err(e, path, "connect: \"%s\" is the resource's sign-in upstream", n);
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(r->connect[j], n) == 0)
+				cfg_err(e, path, "connect: \"%s\" is listed twice", n);
+	}
+}
+
+/* inject: the default (Authorization: Bearer {upstream_token}) when absent;
+ * each header once; every connect upstream's token injected somewhere. */
 static void check_resource_inject(struct cfg_resource *r, const char *path, struct cfg_errors *e)
 {
-	if (!r->inject.header && !(r->inject.header = strdup("Authorization")))
-		cfg_err(e, path, "out of memory");
-	if (!r->inject.value && !(r->inject.value = strdup("Bearer {upstream_token}")))
-		cfg_err(e, path, "out of memory");
-	if (r->inject.value && !strstr(r->inject.value, "{upstream_token}"))
-		cfg_err(e, path, "inject.value: expected a template containing {upstream_token}");
+	if (!r->inject) {
+		if (!(r->inject = calloc(1, sizeof(*r->inject)))) {
+			cfg_err(e, path, "out of memory");
+			return;
+		}
+		r->n_inject = 1;
+	}
+	for (size_t i = 0; i < r->n_inject; i++) {
+		struct cfg_inject *in = &r->inject[i];
+		if (!in->header && !(in->header = strdup("Authorization")))
+			cfg_err(e, path, "out of memory");
+		if (!in->value && !(in->value = strdup("Bearer {upstream_token}")))
+			cfg_err(e, path, "out of memory");
+		if (in->value)
+			check_inject_template(r, in, path, e);
+		for (size_t j = 0; j < i && in->header; j++)
+			if (r->inject[j].header && strcasecmp(r->inject[j].header, in->header) == 0)
+				cfg_err(e, path, "inject: the header %s is injected twice", in->header);
+	}
+	for (size_t k = 0; k < r->n_connect; k++) {
+		int used = 0;
+		for (size_t i = 0; i < r->n_inject; i++)
+			used |= r->inject[i].connect == r->connect[k];
+		if (!used)
+			cfg_err(e, path, "connect: \"%s\" is injected by no inject entry ({upstream_token:%s})",
+				r->connect[k], r->connect[k]);
+	}
 }
 
 static void check_resource_headers(const struct cfg_resource *r, const char *path, struct cfg_errors *e)
@@ -1292,6 +1390,7 @@ static void check_resource(struct config *c, size_t i, struct cfg_errors *e)
 	else if (r->upstream && !c->n_upstreams)
 		cfg_err(e, path, "upstream: no upstreams are configured");
 	check_resource_scopes(r, path, e);
+	check_resource_connect(c, r, path, e);
 	check_resource_inject(r, path, e);
 	check_resource_headers(r, path, e);
 }

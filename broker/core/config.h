@@ -65,16 +65,26 @@ struct cfg_scope_rule {
 	size_t n_tools;
 };
 
+/* One injected header. The template holds exactly one placeholder:
+ * {upstream_token} (the sign-in upstream's token) or {upstream_token:NAME}
+ * (NAME the sign-in upstream or one of the resource's connect upstreams). */
 struct cfg_inject {
 	char *header; /* default Authorization */
-	char *value;  /* template containing {upstream_token} */
+	char *value;  /* the template */
+	/* Set by the checks: whose token it takes, a name in the resource's
+	 * connect list (not freed separately), or NULL for the sign-in
+	 * upstream's. */
+	const char *connect;
 };
 
 struct cfg_resource {
 	char *path;
 	char *upstream;
 	char *downstream;
-	struct cfg_inject inject;
+	char **connect; /* further upstreams whose accounts the grant connects in band */
+	size_t n_connect;
+	struct cfg_inject *inject; /* at least one (the default: Authorization: Bearer {upstream_token}) */
+	size_t n_inject;
 	struct cfg_scope_rule *scopes;
 	size_t n_scopes;
 	char **default_scopes;

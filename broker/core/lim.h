@@ -25,6 +25,7 @@
 #define LIM_STATE 1024
 #define LIM_SCOPE 1024
 #define LIM_SCOPES 32
+#define LIM_CONNECT_UPSTREAMS 8 /* connect upstreams of one resource */
 #define LIM_CLIENT_RESOURCES 16 /* resource paths of one client_credentials client */
 #define LIM_TOKEN 256
 #define LIM_PKCE_VERIFIER_MIN 43

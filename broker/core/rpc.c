@@ -199,3 +199,19 @@ int rpc_headers_agree(json_t *body, const char *hm, const char *hn, int required
 	}
 	return 1;
 }
+
+int rpc_acts(json_t *msg)
+{
+	static const char *const idle[] = { "initialize",           "ping",
+					    "logging/setLevel",     "server/discover",
+					    "subscriptions/listen", "resources/unsubscribe" };
+	const char *m = json_string_value(json_object_get(msg, "method"));
+	json_t *id = json_object_get(msg, "id");
+	if (!json_is_object(msg) || !m || !id || json_is_null(id))
+		return 0;
+	for (size_t i = 0; i < sizeof(idle) / sizeof(idle[0]); i++)
+		if (strcmp(m, idle[i]) == 0)
+			return 0;
+	size_t n = strlen(m);
+	return !(n >= 5 && strcmp(m + n - 5, "/list") == 0);
+}

@@ -51,4 +51,12 @@ int rpc_wire_requires_headers(const char *protocol_version);
  * disagrees (a view into body). */
 int rpc_headers_agree(json_t *body, const char *mcp_method, const char *mcp_name, int required, json_t **bad);
 
+/* 1 when msg is a request that does work on the user's behalf, and so
+ * needs every upstream account the resource injects: any request (a
+ * message with an id and a method) but initialize, ping, logging/setLevel,
+ * server/discover, subscriptions/listen, resources/unsubscribe and the
+ * listings (a method ending in "/list"). Notifications, responses and
+ * anything else: 0. */
+int rpc_acts(json_t *msg);
+
 #endif

@@ -7,6 +7,7 @@
 #include "app.h"
 #include "audit.h"
 #include "authorize.h"
+#include "connect.h"
 #include "cookie.h"
 #include "crypto.h"
 #include "db.h"
@@ -249,7 +250,11 @@ void callback_get(struct http_req *r)
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
 		goto out;
 	}
-	if (take_pending(r, c, state, &pd) != 1)
+	/* A leg of an in-band connect (connect.c) comes back here too. */
+	int leg = connect_callback(r, c, state);
+	if (leg < 0)
+		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
+	if (leg != 0 || take_pending(r, c, state, &pd) != 1)
 		goto out;
 	const char *st = pd.has_state ? pd.state : NULL;
 	const struct cfg_upstream *up = config_upstream(cfg, pd.upstream);

@@ -11,7 +11,7 @@
 
 #define URL_MAX 16384
 #define QUERY_MAX 8192
-#define INJECT_PLACEHOLDER "{upstream_token}"
+#define INJECT_PLACEHOLDER "{upstream_token"
 
 struct str forward_ows_trim(const char *v)
 {
@@ -146,7 +146,7 @@ int forward_dropped(const char *name, const char *inject_header, const char *con
 	for (size_t i = 0; i < sizeof(drop_prefix) / sizeof(drop_prefix[0]); i++)
 		if (strncasecmp(name, drop_prefix[i], strlen(drop_prefix[i])) == 0)
 			return 1;
-	if (strcasecmp(name, inject_header) == 0)
+	if (inject_header && strcasecmp(name, inject_header) == 0)
 		return 1;
 	/* Headers the client listed in Connection are hop-by-hop too. */
 	return connection_lists(connection, name);
@@ -226,6 +226,15 @@ static int add_line(struct curl_slist **l, const char *fmt, ...)
 	return nl ? 0 : -1;
 }
 
+/* 1 when the broker injects a header of that name (the client's is dropped). */
+static int injected(const struct cfg_resource *res, const char *name)
+{
+	for (size_t i = 0; i < res->n_inject; i++)
+		if (strcasecmp(name, res->inject[i].header) == 0)
+			return 1;
+	return 0;
+}
+
 struct copy_ctx {
 	const struct cfg_resource *res;
 	const char *connection;
@@ -239,7 +248,7 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 	struct copy_ctx *h = cls;
 	char line[FORWARD_LINE_MAX];
 	(void)kind;
-	if (!key || !value || forward_dropped(key, h->res->inject.header, h->connection) ||
+	if (!key || !value || forward_dropped(key, NULL, h->connection) || injected(h->res, key) ||
 	    (h->drop_session && strcasecmp(key, "Mcp-Session-Id") == 0))
 		return MHD_YES;
 	struct str v = forward_ows_trim(value);
@@ -253,19 +262,19 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 	return MHD_YES;
 }
 
-/* The upstream credential in the inject template ("{upstream_token}"
- * replaced). What the upstream issued goes into a header: printable ASCII
- * only. */
-static int add_credential(struct curl_slist **l, const struct cfg_inject *inject, const char *upstream)
+/* An upstream credential in its inject template (the one placeholder,
+ * {upstream_token} or {upstream_token:NAME}, replaced). What an upstream
+ * issued goes into a header: printable ASCII only. */
+static int add_credential(struct curl_slist **l, const struct cfg_inject *inject, const char *token)
 {
 	struct buf line;
 	const char *tpl = inject->value, *at = strstr(tpl, INJECT_PLACEHOLDER);
+	const char *end = at ? strchr(at, '}') : NULL;
 	int rc = -1;
 	buf_init(&line, 2 * FORWARD_LINE_MAX);
 	line.secret = 1;
-	if (!at || !field_ok(upstream) ||
-	    buf_printf(&line, "%s: %.*s%s%s", inject->header, (int)(at - tpl), tpl, upstream,
-		       at + strlen(INJECT_PLACEHOLDER)) < 0)
+	if (!end || !field_ok(token) ||
+	    buf_printf(&line, "%s: %.*s%s%s", inject->header, (int)(at - tpl), tpl, token, end + 1) < 0)
 		goto out;
 	struct curl_slist *nl = curl_slist_append(*l, line.ptr);
 	if (!nl)
@@ -279,10 +288,13 @@ out:
 
 /* The lines the broker adds after the client's. */
 static int add_broker_lines(struct curl_slist **l, const struct cfg_resource *res, const struct forward_identity *id,
-			    const char *upstream, const char *client_ip, const char *request_id, int has_body)
+			    const char *const *tokens, const char *client_ip, const char *request_id, int has_body)
 {
-	if (!field_ok(id->subject) || add_credential(l, &res->inject, upstream) < 0)
+	if (!field_ok(id->subject))
 		return -1;
+	for (size_t i = 0; i < res->n_inject; i++)
+		if (tokens[i] && add_credential(l, &res->inject[i], tokens[i]) < 0)
+			return -1;
 	if (res->identity_headers &&
 	    (add_line(l, "X-MCP-User: %s:%s", id->upstream, id->subject) < 0 ||
 	     add_line(l, "X-MCP-Client: %s", id->client_id) < 0 || add_line(l, "X-MCP-Scopes: %s", id->scope) < 0))
@@ -297,13 +309,13 @@ static int add_broker_lines(struct curl_slist **l, const struct cfg_resource *re
 }
 
 int forward_headers(struct http_req *r, const struct cfg_resource *res, const struct forward_identity *id,
-		    const char *upstream, int drop_session, int has_body, struct curl_slist **out)
+		    const char *const *tokens, int drop_session, int has_body, struct curl_slist **out)
 {
 	struct copy_ctx cc = { res, http_header(r, "Connection"), drop_session, NULL, 0 };
 	int rc = -1;
 	*out = NULL;
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, copy_header, &cc);
-	if (cc.failed || add_broker_lines(&cc.list, res, id, upstream, r->client_ip, r->id, has_body) < 0)
+	if (cc.failed || add_broker_lines(&cc.list, res, id, tokens, r->client_ip, r->id, has_body) < 0)
 		goto out;
 	*out = cc.list;
 	cc.list = NULL;

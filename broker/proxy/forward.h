@@ -35,7 +35,7 @@ int forward_has_dot_segment(const char *rest);
 /* 1 when the client's field name never travels downstream: hop-by-hop
  * fields (and those its Connection value lists), the credential, fields
  * naming who the client is or which URL and method the request has, any
- * name with '_', and the header the upstream credential is injected as. */
+ * name with '_', and inject_header (may be NULL): a header the broker injects. */
 int forward_dropped(const char *name, const char *inject_header, const char *connection);
 
 /* The downstream URL of r (res->downstream, r's path below res->path,
@@ -44,14 +44,15 @@ int forward_dropped(const char *name, const char *inject_header, const char *con
 char *forward_url(struct http_req *r, const struct cfg_resource *res) WUR;
 
 /* The downstream request's header list: r's fields not dropped (without
- * Mcp-Session-Id when drop_session), the upstream credential in res's
- * inject template, the identity headers when res asks for them, then
+ * Mcp-Session-Id when drop_session, nor any header res injects), each
+ * upstream credential tokens[i] in res's inject template i (none when
+ * tokens[i] is NULL), the identity headers when res asks for them, then
  * X-Forwarded-For, X-Request-Id, an empty Expect and, when has_body,
  * Content-Type: application/json. 0 and *out (free it with
  * forward_headers_free: it holds the credential); -1 when the credential or
  * subject is not a valid field value or memory is lacking (*out NULL). */
 int forward_headers(struct http_req *r, const struct cfg_resource *res, const struct forward_identity *id,
-		    const char *upstream, int drop_session, int has_body, struct curl_slist **out) WUR;
+		    const char *const *tokens, int drop_session, int has_body, struct curl_slist **out) WUR;
 
 /* Wipes and frees a list forward_headers built; NULL-safe, sets *l NULL. */
 void forward_headers_free(struct curl_slist **l);

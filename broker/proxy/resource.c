@@ -9,6 +9,7 @@
 #include "audit.h"
 #include "bearer.h"
 #include "cache.h"
+#include "connection.h"
 #include "crypto.h"
 #include "dpop.h"
 #include "engine.h"
@@ -44,6 +45,14 @@ struct resource_ctx {
 	int dpop;                  /* the token came in the DPoP scheme */
 	struct dpop_pending proof; /* its proof, checked; recorded after the rate limit */
 	int refused;               /* the answer is being discarded; 503 when the transfer ends */
+	int acts;                  /* the body holds a request that needs the connected accounts */
+};
+
+/* The upstream tokens of one downstream request: [0] the sign-in
+ * upstream's, [1 + k] connect upstream k's (NULL: not connected, and the
+ * request does not need it). Wiped and freed by tokens_free. */
+struct tokens {
+	char *t[LIM_CONNECT_UPSTREAMS + 1];
 };
 
 /* An error answer naming the request's id (NULL: null). */
@@ -68,6 +77,12 @@ static void wipe_free(char **s)
 		free(*s);
 		*s = NULL;
 	}
+}
+
+static void tokens_free(struct tokens *tk)
+{
+	for (size_t i = 0; i < sizeof(tk->t) / sizeof(tk->t[0]); i++)
+		wipe_free(&tk->t[i]);
 }
 
 /* Request completed (libmicrohttpd thread): audit the tool calls it
@@ -458,6 +473,66 @@ static enum step bind_session(struct http_req *r, struct db_conn **c, struct res
 	return st;
 }
 
+/* One message's answer that asks the client to have its user connect
+ * upstream (the URL elicitation of the request's wire), or NULL. */
+static json_t *connect_answer(int modern, json_t *id, const char *upstream, const char *url, const char *elicitation_id)
+{
+	char message[160];
+	snprintf(message, sizeof(message), "Connect your %s account to continue: open the link, sign in, and retry.",
+		 upstream);
+	if (modern) {
+		/* 2026-07-28 (SEP-2322): an input_required result embedding the
+		 * URL-mode elicitation; the client retries once its user is done. */
+		char key[96];
+		snprintf(key, sizeof(key), "mcpb-connect-%s", upstream);
+		return json_pack("{s:s, s:O, s:{s:s, s:{s:{s:s, s:{s:s, s:s, s:s}}}}}", "jsonrpc", "2.0", "id", id,
+				 "result", "resultType", "input_required", "inputRequests", key, "method",
+				 "elicitation/create", "params", "mode", "url", "message", message, "url", url);
+	}
+	/* 2025-11-25 (SEP-1036): URLElicitationRequiredError. */
+	return json_pack("{s:s, s:O, s:{s:i, s:s, s:{s:[{s:s, s:s, s:s, s:s}]}}}", "jsonrpc", "2.0", "id", id, "error",
+			 "code", -32042, "message", message, "data", "elicitations", "mode", "url", "elicitationId",
+			 elicitation_id, "url", url, "message", message);
+}
+
+/* The grant has no live account at connect upstream and the request needs
+ * one: a one-time ticket, and each request of the body answered with the
+ * URL elicitation (nothing is forwarded). The client's user opens the URL
+ * on any node, proves to be the grant's user, connects the account, and
+ * the client retries. */
+static void elicit_connect(struct http_req *r, struct db_conn *c, struct resource_ctx *rc, const char *upstream,
+			   json_t *body)
+{
+	char ticket[CONNECT_TICKET_MAX], eid[37], url[2200];
+	int modern = rpc_wire_requires_headers(http_header(r, "MCP-Protocol-Version"));
+	json_t *out = NULL;
+	if (connect_ticket_new(c, rc->ti.grant_id, upstream, ticket, eid) < 0) {
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+		return;
+	}
+	snprintf(url, sizeof(url), "%s/connect?ticket=%s", r->app->cfg->public_url, ticket);
+	crypto_wipe(ticket, sizeof(ticket));
+	if (json_is_array(body)) {
+		out = json_array();
+		for (size_t i = 0; out && i < rpc_count(body); i++) {
+			json_t *m = rpc_message(body, i);
+			if (rpc_acts(m) && json_array_append_new(out, connect_answer(modern, json_object_get(m, "id"),
+										     upstream, url, eid)) < 0)
+				break;
+		}
+	} else {
+		out = connect_answer(modern, body ? json_object_get(body, "id") : json_null(), upstream, url, eid);
+	}
+	crypto_wipe(url, sizeof(url));
+	log_event(LOG_INFO, "proxy.connect_required", r->id,
+		  json_pack("{s:s, s:s, s:s, s:s}", "grant_id", rc->ti.grant_id, "client_id", rc->ti.client_id,
+			    "upstream", upstream, "elicitation_id", eid));
+	if (!out)
+		jsonrpc_error(r, 500, -32603, "internal error");
+	else
+		http_send_json(r, 200, out);
+}
+
 /* The upstream token could not be had: the broker's challenge when the
  * grant is dead, else 502/503/504 (the grant lives on), a 503 carrying the
  * upstream's Retry-After where it gave one. */
@@ -474,6 +549,10 @@ static void upstream_token_failed(struct http_req *r, const struct cfg_resource 
 	if (status == 503) {
 		snprintf(ra, sizeof(ra), "%ld", retry_after > 0 ? retry_after : 1L);
 		http_add_header(r, "Retry-After", ra);
+	}
+	if (ut == UT_NOT_CONNECTED) {
+		jsonrpc_error(r, 403, -32603, "an upstream account the request needs is not connected");
+		return;
 	}
 	http_send_json(r, status,
 		       json_pack("{s:s, s:{s:i, s:s}, s:n}", "jsonrpc", "2.0", "error", "code", -32603, "message",
@@ -505,10 +584,50 @@ static enum step upstream_credential(struct http_req *r, struct db_conn **c, str
 	return STEP_CONTINUE;
 }
 
+/* The tokens of the resource's connected accounts into tk->t[1 + k]. One
+ * the grant has not connected is left NULL, unless the request needs it:
+ * then the client is asked to connect it (answered). body may be NULL (a
+ * replay: the first pass found every account). *c is acquired as needed. */
+static enum step connected_accounts(struct http_req *r, struct db_conn **c, struct resource_ctx *rc, json_t *body,
+				    struct tokens *tk)
+{
+	const struct cfg_resource *res = rc->res;
+	for (size_t k = 0; k < res->n_connect; k++) {
+		long wait_s = 0;
+		if (!*c && db_acquire(r->app->db, c, DB_WAIT_MS) < 0) {
+			jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+			return STEP_ANSWERED;
+		}
+		enum upstream_token_rc ut = connection_token_get(r->app, *c, rc->ti.grant_id, res->connect[k], r->id,
+								 &tk->t[1 + k], &wait_s);
+		if (ut == UT_OK || (ut == UT_NOT_CONNECTED && !rc->acts))
+			continue;
+		if (ut == UT_NOT_CONNECTED)
+			elicit_connect(r, *c, rc, res->connect[k], body);
+		else
+			upstream_token_failed(r, res, rc->ti.grant_id, ut, wait_s);
+		return STEP_ANSWERED;
+	}
+	return STEP_CONTINUE;
+}
+
+/* The token of inject entry i among tk's. */
+static const char *inject_token(const struct cfg_resource *res, size_t i, const struct tokens *tk)
+{
+	const char *name = res->inject[i].connect;
+	if (!name)
+		return tk->t[0];
+	for (size_t k = 0; k < res->n_connect; k++)
+		if (res->connect[k] == name)
+			return tk->t[1 + k];
+	return NULL;
+}
+
 /* Builds the downstream request (client headers filtered, upstream token
  * injected, identity headers added) and starts it. body is moved. */
-static int start_transfer(struct http_req *r, struct resource_ctx *rc, const char *upstream, struct buf *body)
+static int start_transfer(struct http_req *r, struct resource_ctx *rc, const struct tokens *tk, struct buf *body)
 {
+	const char *inject[LIM_CONNECT_UPSTREAMS + 1];
 	const struct cfg_resource *res = rc->res;
 	const struct token_info *ti = &rc->ti;
 	const struct forward_identity id = { ti->upstream, ti->subject, ti->client_id, ti->scope };
@@ -532,8 +651,10 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const cha
 	er.n_resp_headers = res->n_response_headers;
 	er.body = *body;
 	buf_init(body, 0);
+	for (size_t i = 0; i < res->n_inject && i < LIM_CONNECT_UPSTREAMS + 1; i++)
+		inject[i] = inject_token(res, i, tk);
 	if (!(er.url = forward_url(r, res)) ||
-	    forward_headers(r, res, &id, upstream, rc->drop_session, rc->has_body, &er.headers) < 0 ||
+	    forward_headers(r, res, &id, inject, rc->drop_session, rc->has_body, &er.headers) < 0 ||
 	    !(rc->x = engine_begin(r, &er)))
 		goto out;
 	rv = 0;
@@ -555,19 +676,20 @@ out:
 static void retry_after_401(struct http_req *r, struct resource_ctx *rc)
 {
 	struct db_conn *c = NULL;
-	char *upstream = NULL;
+	struct tokens tk = { { NULL } };
 	struct buf body;
 	rc->retried = 1;
 	body = engine_take_body(rc->x);
 	engine_request_done(rc->x);
 	rc->x = NULL;
-	if (upstream_credential(r, &c, rc, 1, &upstream) == STEP_ANSWERED)
+	if (connected_accounts(r, &c, rc, NULL, &tk) == STEP_ANSWERED ||
+	    upstream_credential(r, &c, rc, 1, &tk.t[0]) == STEP_ANSWERED)
 		goto out;
-	if (start_transfer(r, rc, upstream, &body) < 0)
+	if (start_transfer(r, rc, &tk, &body) < 0)
 		jsonrpc_error(r, 500, -32603, "internal error");
 out:
 	buf_free(&body);
-	wipe_free(&upstream);
+	tokens_free(&tk);
 	db_release(r->app->db, &c);
 }
 
@@ -692,7 +814,7 @@ void resource_handler(struct http_req *r)
 {
 	struct resource_ctx *rc = r->ctx; /* belongs to the request (ctx_free) */
 	struct db_conn *c = NULL;
-	char *upstream = NULL;
+	struct tokens tk = { { NULL } };
 	json_t *body = NULL;
 
 	if (!rc) {
@@ -703,13 +825,17 @@ void resource_handler(struct http_req *r)
 		resume(r, rc);
 		goto out;
 	}
-	if (judge_body(r, rc, &body) == STEP_ANSWERED || bind_session(r, &c, rc, body) == STEP_ANSWERED ||
-	    upstream_credential(r, &c, rc, 0, &upstream) == STEP_ANSWERED)
+	if (judge_body(r, rc, &body) == STEP_ANSWERED || bind_session(r, &c, rc, body) == STEP_ANSWERED)
 		goto out;
-	if (start_transfer(r, rc, upstream, &r->body) < 0)
+	for (size_t i = 0; body && rc->res->n_connect > 0 && i < rpc_count(body); i++)
+		rc->acts |= rpc_acts(rpc_message(body, i));
+	if (connected_accounts(r, &c, rc, body, &tk) == STEP_ANSWERED ||
+	    upstream_credential(r, &c, rc, 0, &tk.t[0]) == STEP_ANSWERED)
+		goto out;
+	if (start_transfer(r, rc, &tk, &r->body) < 0)
 		jsonrpc_error(r, 500, -32603, "internal error");
 out:
-	wipe_free(&upstream);
+	tokens_free(&tk);
 	json_decref(body);
 	db_release(r->app->db, &c);
 }

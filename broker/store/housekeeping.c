@@ -41,6 +41,11 @@ static struct db_stmt purge[] = {
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
 	DB_STMT("DELETE FROM jwks_cache WHERE ctid IN (SELECT ctid FROM jwks_cache "
 		"WHERE expires_at < now() - interval '1 day' LIMIT " HK_BATCH ")"),
+	/* Connect tickets and connect flows (migration 0007). */
+	DB_STMT("DELETE FROM connect_tickets WHERE ctid IN (SELECT ctid FROM connect_tickets "
+		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+	DB_STMT("DELETE FROM pending_connects WHERE ctid IN (SELECT ctid FROM pending_connects "
+		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
 	/* The per-resource table of the previous version (migration 0004). */
 	DB_STMT("DELETE FROM mcp_sessions WHERE ctid IN (SELECT ctid FROM mcp_sessions "
 		"WHERE created_at < now() - interval '1 day' LIMIT " HK_BATCH ")"),

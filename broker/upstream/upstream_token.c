@@ -83,6 +83,7 @@ int upstream_token_http_status(enum upstream_token_rc rc)
 	case UT_REVOKED: return 401;
 	case UT_BAD_GATEWAY: return 502;
 	case UT_TIMEOUT: return 504;
+	case UT_NOT_CONNECTED: return 403;
 	default: return 503;
 	}
 }

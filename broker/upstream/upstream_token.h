@@ -9,11 +9,12 @@
 
 enum upstream_token_rc {
 	UT_OK = 0,
-	UT_REVOKED = 1,     /* the grant is dead (now or before): the client must re-authorise */
-	UT_UNAVAILABLE = 2, /* 503: upstream 5xx/429/403 or unreachable, database trouble: try again */
-	UT_TIMEOUT = 3,     /* 504: the upstream did not answer in time */
-	UT_BAD_GATEWAY = 4, /* 502: the upstream refused the broker's own credentials, or answered
+	UT_REVOKED = 1,       /* the grant is dead (now or before): the client must re-authorise */
+	UT_UNAVAILABLE = 2,   /* 503: upstream 5xx/429/403 or unreachable, database trouble: try again */
+	UT_TIMEOUT = 3,       /* 504: the upstream did not answer in time */
+	UT_BAD_GATEWAY = 4,   /* 502: the upstream refused the broker's own credentials, or answered
 			       something unusable; the grant is kept */
+	UT_NOT_CONNECTED = 5, /* a connect upstream the grant holds no (live) session of (connection.h) */
 };
 
 /* *token receives the plaintext access token (caller wipes and frees).

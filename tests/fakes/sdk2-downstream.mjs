@@ -11,7 +11,7 @@
 //
 // Tools:
 //   echo {text}                     answers text
-//   whoami {}                       the Authorization header it was called with, and the wire era
+//   whoami {}                       the Authorization (and X-Sentry-Token) headers it was called with, and the wire era
 //   create_issue {title}            answers {number, title} (a write tool for the scope tests)
 //   slow_progress {steps, interval_ms}
 //                                   one notifications/progress per step (the answer streams as SSE), then {steps}
@@ -55,11 +55,12 @@ export async function startSdk2Downstream({ port = 0, host = '127.0.0.1', path =
 
   function factory(ctx) {
     const authorization = ctx.requestInfo?.headers.get('authorization') ?? null;
+    const sentry = ctx.requestInfo?.headers.get('x-sentry-token') ?? null; // a connected account's token
     const server = new McpServer({ name: 'sdk2-downstream', version: '2.4.0' }, { capabilities: { tools: {}, tasks: { cancel: {}, list: {} } } });
     server.registerTool('echo', { description: 'Echoes text', inputSchema: z.object({ text: z.string() }) },
       async ({ text: t }) => text(t));
     server.registerTool('whoami', { description: 'What the server was called with', inputSchema: z.object({}) },
-      async () => text({ authorization, era: ctx.era }));
+      async () => text({ authorization, sentry, era: ctx.era }));
     server.registerTool('create_issue', { description: 'Creates an issue (a write)', inputSchema: z.object({ title: z.string() }) },
       async ({ title }) => text({ number: 1, title }));
     server.registerTool('slow_progress', {

@@ -775,8 +775,8 @@ static void test_resources_upstreams(void)
 		const struct cfg_resource *r = &c->resources[0];
 		CHECK_STR(r->path, "/mcp");
 		CHECK_STR(r->upstream, "gh");
-		CHECK_STR(r->inject.header, "Authorization");
-		CHECK_STR(r->inject.value, "Bearer {upstream_token}");
+		CHECK_STR(r->inject->header, "Authorization");
+		CHECK_STR(r->inject->value, "Bearer {upstream_token}");
 		CHECK(r->n_scopes == 2 && r->n_default_scopes == 1);
 		CHECK(r->connect_timeout_ms == 5000 && r->idle_timeout_ms == 300000);
 		const struct cfg_client *cl = config_client(c, "cli");
@@ -1067,8 +1067,71 @@ static void test_max_connections_default(void)
 	}
 }
 
+/* connect upstreams and inject arrays with named placeholders. */
+static void test_connect(void)
+{
+#define TWO \
+	"\"upstreams\":{" UPSTREAM_GH ",\"sn\":{\"preset\":\"sentry\",\"client_id\":\"c\",\"client_secret\":\"s\"}},"
+#define RES(more) \
+	TWO "\"resources\":[{\"path\":\"/mcp\",\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"" more "}]"
+	struct cfg_errors e;
+	struct config *c =
+		parse(build((struct cfgt){
+			      .extra = RES(
+				      ",\"connect\":[\"sn\"],\"inject\":[{\"value\":\"Bearer {upstream_token:gh}\"},"
+				      "{\"header\":\"X-Sentry\",\"value\":\"t={upstream_token:sn};x\"}]") }),
+		      &e);
+	CHECK(c != NULL);
+	if (c) {
+		const struct cfg_resource *r = &c->resources[0];
+		CHECK(r->n_connect == 1 && r->n_inject == 2);
+		CHECK_STR(r->inject[0].header, "Authorization");
+		CHECK(r->inject[0].connect == NULL); /* the sign-in upstream, named */
+		CHECK(r->inject[1].connect == r->connect[0]);
+		config_free(&c);
+	}
+	/* One object is an array of one; no inject is the default. */
+	c = parse(build((struct cfgt){
+			  .extra = RES(",\"inject\":{\"header\":\"X-K\",\"value\":\"{upstream_token}\"}") }),
+		  &e);
+	CHECK(c && c->resources[0].n_inject == 1 && !c->resources[0].inject[0].connect);
+	config_free(&c);
+	c = parse(build((struct cfgt){ .extra = RES("") }), &e);
+	CHECK(c && c->resources[0].n_inject == 1);
+	if (c)
+		CHECK_STR(c->resources[0].inject[0].value, "Bearer {upstream_token}");
+	config_free(&c);
+	FAILS(build((struct cfgt){ .extra = RES(",\"connect\":[\"nope\"]") }),
+	      "$.resources[0]: connect: no upstream named \"nope\"");
+	FAILS(build((struct cfgt){ .extra = RES(",\"connect\":[\"gh\"]") }),
+	      "$.resources[0]: connect: \"gh\" is the resource's sign-in upstream");
+	FAILS(build((struct cfgt){
+		      .extra = RES(
+			      ",\"connect\":[\"sn\",\"sn\"],\"inject\":[{},{\"header\":\"X\",\"value\":\"{upstream_token:sn}\"}]") }),
+	      "$.resources[0]: connect: \"sn\" is listed twice");
+	FAILS(build((struct cfgt){ .extra = RES(",\"connect\":[\"sn\"]") }),
+	      "$.resources[0]: connect: \"sn\" is injected by no inject entry");
+	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":{\"value\":\"{upstream_token:sn}\"}") }),
+	      "$.resources[0]: inject.value: {upstream_token:sn} names neither");
+	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":{\"value\":\"{upstream_token}{upstream_token}\"}") }),
+	      "$.resources[0]: inject.value: one placeholder per header");
+	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":{\"value\":\"{upstream_token_x}\"}") }),
+	      "$.resources[0]: inject.value: expected {upstream_token} or {upstream_token:NAME}");
+	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":[{},{\"header\":\"authorization\"}]") }),
+	      "$.resources[0]: inject: the header authorization is injected twice");
+	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":[]") }),
+	      "$.resources[0].inject: expected between 1 and 9");
+	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":\"x\"") }),
+	      "$.resources[0].inject: expected an object or an array of objects");
+	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":[{\"x\":1}]") }),
+	      "$.resources[0].inject[0].x: unknown key");
+#undef RES
+#undef TWO
+}
+
 int main(void)
 {
+	test_connect();
 	test_minimal_and_defaults();
 	test_unknown_keys();
 	test_wrong_types();

@@ -234,8 +234,34 @@ static void test_wire(void)
 	CHECK(!rpc_wire_requires_headers("2026/07/28"));
 }
 
+static int acts(const char *s)
+{
+	json_t *j = NULL;
+	CHECK(rpc_parse(s, strlen(s), &j) == 0);
+	int a = rpc_acts(j);
+	json_decref(j);
+	return a;
+}
+
+static void test_acts(void)
+{
+	CHECK(acts("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"x\"}}"));
+	CHECK(acts("{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"resources/read\"}"));
+	CHECK(acts("{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"prompts/get\"}"));
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\"}"));
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}"));
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}"));
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/templates/list\"}"));
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"method\":\"tools/call\"}")); /* a notification */
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"tools/call\"}"));
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}")); /* a response */
+	CHECK(!acts("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":7}"));
+	CHECK(!acts("[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\"}]")); /* a batch: per message */
+}
+
 int main(void)
 {
+	test_acts();
 	test_parse();
 	test_tool_calls();
 	test_headers_agree();

@@ -108,11 +108,13 @@ static const char *nth(const struct curl_slist *l, int i)
 
 static void test_broker_lines(void)
 {
-	struct cfg_resource res = { .path = "/mcp", .inject = { "Authorization", "Bearer {upstream_token}" } };
+	struct cfg_inject inj[2] = { { "Authorization", "Bearer {upstream_token}", NULL } };
+	struct cfg_resource res = { .path = "/mcp", .inject = inj, .n_inject = 1 };
 	struct forward_identity id = { "github", "octocat", "client-1", "read write" };
 	struct curl_slist *l = NULL;
+	const char *tok[2] = { "gho_secret", NULL };
 
-	CHECK(add_broker_lines(&l, &res, &id, "gho_secret", "10.0.0.1", "req-1", 0) == 0);
+	CHECK(add_broker_lines(&l, &res, &id, tok, "10.0.0.1", "req-1", 0) == 0);
 	CHECK(count(l) == 4);
 	CHECK_STR(nth(l, 0), "Authorization: Bearer gho_secret");
 	CHECK_STR(nth(l, 1), "X-Forwarded-For: 10.0.0.1");
@@ -123,8 +125,9 @@ static void test_broker_lines(void)
 	forward_headers_free(&l); /* NULL-safe */
 
 	res.identity_headers = 1;
-	res.inject = (struct cfg_inject){ "X-Api-Key", "token={upstream_token};v=2" };
-	CHECK(add_broker_lines(&l, &res, &id, "k", "::1", "req-2", 1) == 0);
+	inj[0] = (struct cfg_inject){ "X-Api-Key", "token={upstream_token};v=2", NULL };
+	tok[0] = "k";
+	CHECK(add_broker_lines(&l, &res, &id, tok, "::1", "req-2", 1) == 0);
 	CHECK(count(l) == 8);
 	CHECK_STR(nth(l, 0), "X-Api-Key: token=k;v=2");
 	CHECK_STR(nth(l, 1), "X-MCP-User: github:octocat");
@@ -133,17 +136,40 @@ static void test_broker_lines(void)
 	CHECK_STR(nth(l, 7), "Content-Type: application/json");
 	forward_headers_free(&l);
 
+	/* Two upstreams: each template gets its own token; a named
+	 * placeholder is replaced whole; a token not held injects nothing. */
+	inj[1] = (struct cfg_inject){ "X-Sentry-Token", "Bearer {upstream_token:sentry}!", "sentry" };
+	res.n_inject = 2;
+	res.identity_headers = 0;
+	const char *two[2] = { "gh", "sn" };
+	CHECK(add_broker_lines(&l, &res, &id, two, "::1", "r", 0) == 0);
+	CHECK_STR(nth(l, 0), "X-Api-Key: token=gh;v=2");
+	CHECK_STR(nth(l, 1), "X-Sentry-Token: Bearer sn!");
+	forward_headers_free(&l);
+	const char *one[2] = { "gh", NULL };
+	CHECK(add_broker_lines(&l, &res, &id, one, "::1", "r", 0) == 0);
+	CHECK(count(l) == 4);
+	CHECK_STR(nth(l, 0), "X-Api-Key: token=gh;v=2");
+	forward_headers_free(&l);
+	const char *badtwo[2] = { "gh", "s\r\nX: y" };
+	CHECK(add_broker_lines(&l, &res, &id, badtwo, "::1", "r", 0) < 0);
+	forward_headers_free(&l);
+	res.n_inject = 1;
+
 	/* What the upstream issued or the user is called must be a field value. */
-	CHECK(add_broker_lines(&l, &res, &id, "k\r\nX-MCP-User: admin", "::1", "r", 0) < 0);
+	tok[0] = "k\r\nX-MCP-User: admin";
+	CHECK(add_broker_lines(&l, &res, &id, tok, "::1", "r", 0) < 0);
 	forward_headers_free(&l);
-	CHECK(add_broker_lines(&l, &res, &id, "k\x7f", "::1", "r", 0) < 0);
+	tok[0] = "k\x7f";
+	CHECK(add_broker_lines(&l, &res, &id, tok, "::1", "r", 0) < 0);
 	forward_headers_free(&l);
+	tok[0] = "k";
 	struct forward_identity bad = { "github", "octo\ncat", "c", "" };
-	CHECK(add_broker_lines(&l, &res, &bad, "k", "::1", "r", 0) < 0);
+	CHECK(add_broker_lines(&l, &res, &bad, tok, "::1", "r", 0) < 0);
 	forward_headers_free(&l);
 	/* A template without the placeholder injects nothing: refused. */
-	res.inject.value = "Bearer";
-	CHECK(add_broker_lines(&l, &res, &id, "k", "::1", "r", 0) < 0);
+	inj[0].value = "Bearer";
+	CHECK(add_broker_lines(&l, &res, &id, tok, "::1", "r", 0) < 0);
 	forward_headers_free(&l);
 }
 

@@ -1,0 +1,24 @@
+/* In-band connect of an upstream account (DESIGN: connected accounts).
+ * A URL elicitation sends the user to GET /connect?ticket=…, a page that
+ * names the application and the account asked for; POST /connect spends
+ * the one-time ticket and runs two upstream legs through /callback:
+ *  1. identity: the grant's sign-in upstream, whose account must be the
+ *     grant's user (a forwarded link cannot attach someone else's account
+ *     to a grant: SEP-1036's phishing case);
+ *  2. account: the connect upstream's OAuth flow (state, PKCE), whose
+ *     tokens are sealed and attached to the grant.
+ * Every step is stored in PostgreSQL and bound to the browser's cookie, so
+ * any node serves any step. */
+#ifndef MCPB_CONNECT_H
+#define MCPB_CONNECT_H
+#include "db.h"
+#include "http.h"
+
+void connect_get(struct http_req *r);
+void connect_post(struct http_req *r);
+
+/* /callback for a connect leg: 1 when state is one (answered), 0 when it is
+ * not (nothing sent), -1 on a database error (nothing sent). */
+int connect_callback(struct http_req *r, struct db_conn *c, const char *state) WUR;
+
+#endif
