@@ -82,7 +82,9 @@ static const struct field client_fields[] = {
 	{ "redirect_uris", F_STRLIST, 0, O(struct cfg_client, redirect_uris), O(struct cfg_client, n_redirect_uris), 1,
 	  LIM_REDIRECT_URIS, 0, NULL, 0, "exact redirect URIs (loopback: any port); none for client_credentials" },
 	{ "grant_types", F_STRLIST, 0, O(struct cfg_client, grant_types), O(struct cfg_client, n_grant_types), 1, 2, 0,
-	  NULL, 0, "authorization_code and refresh_token (default), or client_credentials alone" },
+	  NULL, 0,
+	  "authorization_code and refresh_token (default), or client_credentials alone, or "
+	  "urn:ietf:params:oauth:grant-type:jwt-bearer alone (ID-JAGs of trusted_issuers)" },
 	{ "resources", F_STRLIST, 0, O(struct cfg_client, resources), O(struct cfg_client, n_resources), 1,
 	  LIM_CLIENT_RESOURCES, 0, NULL, 0, "client_credentials: resource paths it may get tokens for" },
 	{ "scopes", F_STRLIST, 0, O(struct cfg_client, scopes), O(struct cfg_client, n_scopes), 0, LIM_SCOPES, 0, NULL,
@@ -314,6 +316,19 @@ static const struct field log_fields[] = { { "level", F_STRING, 0, C(log.level) 
 					   END };
 static const struct schema log_schema = { "log", sizeof(((struct config *)0)->log), log_fields, -1 };
 
+static const struct field ti_fields[] = {
+	{ "issuer", F_URL, 1, O(struct cfg_trusted_issuer, issuer), 0, 1, 1024, 0, NULL, 0,
+	  "the enterprise IdP's issuer (the ID-JAG's iss, exactly)" },
+	{ "jwks_uri", F_URL, 1, O(struct cfg_trusted_issuer, jwks_uri), 0, 1, 1024, 0, NULL, 0,
+	  "https URL of its signing keys (fetched and cached like a client's jwks_uri)" },
+	{ "subject_claim", F_STRING, 0, O(struct cfg_trusted_issuer, subject_claim), 0, 1, 64, 0, NULL, 0,
+	  "the claim naming the user (default sub)" },
+	{ "login_upstream", F_STRING, 1, O(struct cfg_trusted_issuer, login_upstream), 0, 1, 64, 0, NULL, 0,
+	  "the upstream (at the same IdP) its users sign in with to connect accounts in band" },
+	END
+};
+static const struct schema ti_schema = { "trusted issuer", sizeof(struct cfg_trusted_issuer), ti_fields, -1 };
+
 static const struct field config_fields[] = {
 	{ "listen", F_LISTEN, 1, C(listen), 0, 1, 128, 0, NULL, 0, "address:port to listen on" },
 	{ "public_url", F_URL, 1, C(public_url), 0, 1, 1024, 0, NULL, 0, "external https URL (the OAuth issuer)" },
@@ -334,6 +349,8 @@ static const struct field config_fields[] = {
 	  "protected MCP resources" },
 	{ "resource_servers", F_ARRAY, 0, C(resource_servers), C(n_resource_servers), 0, 64, 0, &rs_schema, 0,
 	  "credentials allowed to call /introspect" },
+	{ "trusted_issuers", F_ARRAY, 0, C(trusted_issuers), C(n_trusted_issuers), 0, 16, 0, &ti_schema, 0,
+	  "enterprise IdPs whose ID-JAGs /token accepts (jwt-bearer grant)" },
 	{ "limits", F_OBJECT, 0, C(limits), 0, 0, 0, 0, &limits_schema, 0, "rate limits" },
 	{ "dpop", F_OBJECT, 0, C(dpop), 0, 0, 0, 0, &dpop_schema, 0, "DPoP proofs (RFC 9449)" },
 	{ "database", F_OBJECT, 0, C(database), 0, 0, 0, 0, &database_schema, 0, "PostgreSQL pool" },
@@ -1175,31 +1192,70 @@ static void check_machine_client(const struct config *c, const struct cfg_client
 	}
 }
 
+/* An ID-JAG client: confidential (the ID-JAG names the client, and only a
+ * client that authenticates can be held to it), no redirect URIs. */
+static void check_jwt_bearer_client(const struct config *c, const struct cfg_client *cl, const char *path,
+				    struct cfg_errors *e)
+{
+	if (!cl->has_secret && !cl->jwks && !cl->jwks_uri)
+		cfg_err(e, path,
+			"the jwt-bearer grant needs a client_secret, or jwks or jwks_uri for private_key_jwt "
+			"(a confidential client)");
+	if (cl->n_redirect_uris || cl->n_resources || cl->n_scopes)
+		cfg_err(e, path, "a jwt-bearer client has no redirect_uris, resources or scopes");
+	if (!c->n_trusted_issuers)
+		cfg_err(e, path, "the jwt-bearer grant needs trusted_issuers");
+}
+
 /* grant_types: absent (the code flow), a subset of authorization_code and
- * refresh_token with the first, or client_credentials alone. */
+ * refresh_token with the first, client_credentials alone, or jwt-bearer
+ * alone. */
 static void check_client(const struct config *c, struct cfg_client *cl, const char *path, struct cfg_errors *e)
 {
 	char uris_path[300];
-	int code = cl->n_grant_types == 0, machine = 0, bad = 0;
+	int code = cl->n_grant_types == 0, machine = 0, jag = 0, bad = 0;
 	snprintf(uris_path, sizeof(uris_path), "%s.redirect_uris", path);
 	for (size_t i = 0; i < cl->n_grant_types; i++) {
 		const char *g = cl->grant_types[i];
 		code |= strcmp(g, "authorization_code") == 0;
 		machine |= strcmp(g, "client_credentials") == 0;
+		jag |= strcmp(g, GRANT_TYPE_JWT_BEARER) == 0;
 		bad |= strcmp(g, "authorization_code") != 0 && strcmp(g, "refresh_token") != 0 &&
-		       strcmp(g, "client_credentials") != 0;
+		       strcmp(g, "client_credentials") != 0 && strcmp(g, GRANT_TYPE_JWT_BEARER) != 0;
 	}
 	cl->client_credentials = machine;
-	if (bad || (machine && cl->n_grant_types != 1) || (!machine && !code))
+	cl->jwt_bearer = jag;
+	if (bad || ((machine || jag) && cl->n_grant_types != 1) || (!machine && !jag && !code))
 		cfg_err(e, path,
-			"grant_types: expected [\"authorization_code\", \"refresh_token\"] or "
-			"[\"client_credentials\"]");
+			"grant_types: expected [\"authorization_code\", \"refresh_token\"], "
+			"[\"client_credentials\"] or [\"" GRANT_TYPE_JWT_BEARER "\"]");
 	else if (machine)
 		check_machine_client(c, cl, path, e);
+	else if (jag)
+		check_jwt_bearer_client(c, cl, path, e);
 	else if (!cl->n_redirect_uris)
 		cfg_err(e, uris_path, "missing required key");
 	else if (cl->n_resources || cl->n_scopes)
 		cfg_err(e, path, "resources and scopes are for client_credentials clients");
+}
+
+/* trusted_issuers: each issuer once, keys over https, a login upstream. */
+static void check_trusted_issuers(struct config *c, struct cfg_errors *e)
+{
+	char path[64];
+	for (size_t i = 0; i < c->n_trusted_issuers; i++) {
+		struct cfg_trusted_issuer *t = &c->trusted_issuers[i];
+		snprintf(path, sizeof(path), "$.trusted_issuers[%zu]", i);
+		if (t->jwks_uri && strncmp(t->jwks_uri, "https://", 8) != 0)
+			cfg_err(e, path, "jwks_uri: expected an https URL");
+		if (t->login_upstream && !config_upstream(c, t->login_upstream))
+			cfg_err(e, path, "login_upstream: no upstream named \"%s\"", t->login_upstream);
+		if (!t->subject_claim && !(t->subject_claim = strdup("sub")))
+			cfg_err(e, path, "out of memory");
+		for (size_t j = 0; j < i && t->issuer; j++)
+			if (c->trusted_issuers[j].issuer && strcmp(c->trusted_issuers[j].issuer, t->issuer) == 0)
+				cfg_err(e, path, "issuer: listed twice");
+	}
 }
 
 /* private_key_jwt: one source of keys, https, and no secret beside it (a
@@ -1431,6 +1487,7 @@ static void check_semantics(struct config *c, struct cfg_errors *e)
 		c->http.max_connections = default_max_connections();
 	check_log(c, e);
 	check_keys(c, e);
+	check_trusted_issuers(c, e);
 	check_clients(c, e);
 	for (size_t i = 0; i < c->n_upstreams; i++)
 		check_upstream(&c->upstreams[i], e);
@@ -1544,6 +1601,14 @@ const struct cfg_upstream *config_upstream(const struct config *cfg, const char 
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
 		if (cfg->upstreams[i].name && strcmp(cfg->upstreams[i].name, name) == 0)
 			return &cfg->upstreams[i];
+	return NULL;
+}
+
+const struct cfg_trusted_issuer *config_trusted_issuer(const struct config *cfg, const char *iss)
+{
+	for (size_t i = 0; iss && i < cfg->n_trusted_issuers; i++)
+		if (cfg->trusted_issuers[i].issuer && strcmp(cfg->trusted_issuers[i].issuer, iss) == 0)
+			return &cfg->trusted_issuers[i];
 	return NULL;
 }
 

@@ -28,8 +28,22 @@ struct cfg_client {
 	char **scopes; /* client_credentials: scopes it may get */
 	size_t n_scopes;
 	int client_credentials; /* grant_types is ["client_credentials"] (set by the checks) */
+	int jwt_bearer;         /* grant_types is [GRANT_TYPE_JWT_BEARER]: ID-JAGs only (set by the checks) */
 	char *jwks;             /* private_key_jwt: an inline JWKS, as compact JSON text */
 	char *jwks_uri;         /* private_key_jwt: an https URL of the client's JWKS */
+};
+
+#define GRANT_TYPE_JWT_BEARER "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+/* An enterprise IdP whose Identity Assertion JWT Authorization Grants
+ * (ID-JAG, SEP-990) the token endpoint accepts. Its users are (issuer,
+ * subject); login_upstream is an upstream at the same IdP through which
+ * such a user proves who they are when connecting accounts in band. */
+struct cfg_trusted_issuer {
+	char *issuer;
+	char *jwks_uri;       /* https, fetched like a client's jwks_uri */
+	char *subject_claim;  /* default "sub" */
+	char *login_upstream; /* a name in upstreams */
 };
 
 /* Resource servers allowed to call /introspect (RFC 7662). */
@@ -149,6 +163,8 @@ struct config {
 	size_t n_resources;
 	struct cfg_resource_server *resource_servers;
 	size_t n_resource_servers;
+	struct cfg_trusted_issuer *trusted_issuers;
+	size_t n_trusted_issuers;
 	struct {
 		long register_per_ip_per_hour;
 		long token_per_client_per_minute;
@@ -204,6 +220,8 @@ int config_expand_env(const char *in, char **out, char *why, size_t whycap) WUR;
 /* Lookups; NULL when absent. */
 const struct cfg_upstream *config_upstream(const struct config *cfg, const char *name);
 const struct cfg_client *config_client(const struct config *cfg, const char *client_id);
+/* The trusted issuer whose issuer is exactly iss, or NULL. */
+const struct cfg_trusted_issuer *config_trusted_issuer(const struct config *cfg, const char *iss);
 
 /* Prints the schema (every key, its type and default) to f. */
 void config_describe(FILE *f);

@@ -24,9 +24,10 @@
 struct connect_view {
 	char grant_id[37];
 	char elicitation_id[37];
-	char upstream[65]; /* the account asked for */
-	char signin[65];   /* the grant's sign-in upstream */
-	char subject[256]; /* the grant's user at the sign-in upstream */
+	char upstream[65];       /* the account asked for */
+	char signin[65];         /* where the grant's user proves who they are (the identity leg) */
+	char subject[256];       /* the grant's user there */
+	char grant_upstream[65]; /* the grant's sign-in upstream (the account may be it: an ID-JAG grant's) */
 	char client_name[LIM_CLIENT_NAME + 1];
 	char resource[2048];
 };
@@ -46,22 +47,31 @@ static int ticket_shape_ok(const char *t)
 	       strspn(t + pre, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == n - pre;
 }
 
-/* Fills v from one row: grant_id, elicitation_id, upstream, signin,
- * subject, client_name, resource starting at column col. */
-static void view_from(PGresult *res, int col, struct connect_view *v)
+/* Fills v from one row: grant_id, elicitation_id, upstream, the user's
+ * namespace, subject, client_name, resource, the grant's upstream starting
+ * at column col. The identity leg runs at the user's own upstream, or, for
+ * an enterprise user (whose namespace is a trusted issuer), at its
+ * login_upstream. 0, or -1 when the user has no way to prove who they are
+ * (a machine client's grant, an issuer no longer trusted). */
+static int view_from(const struct config *cfg, PGresult *res, int col, struct connect_view *v)
 {
 	snprintf(v->grant_id, sizeof(v->grant_id), "%s", PQgetvalue(res, 0, col));
 	snprintf(v->elicitation_id, sizeof(v->elicitation_id), "%s", PQgetvalue(res, 0, col + 1));
 	snprintf(v->upstream, sizeof(v->upstream), "%s", PQgetvalue(res, 0, col + 2));
-	snprintf(v->signin, sizeof(v->signin), "%s", PQgetvalue(res, 0, col + 3));
 	snprintf(v->subject, sizeof(v->subject), "%s", PQgetvalue(res, 0, col + 4));
 	snprintf(v->client_name, sizeof(v->client_name), "%s", PQgetvalue(res, 0, col + 5));
 	snprintf(v->resource, sizeof(v->resource), "%s", PQgetvalue(res, 0, col + 6));
+	snprintf(v->grant_upstream, sizeof(v->grant_upstream), "%s", PQgetvalue(res, 0, col + 7));
+	const char *ns = PQgetvalue(res, 0, col + 3);
+	const struct cfg_trusted_issuer *ti = config_trusted_issuer(cfg, ns);
+	const char *signin = ti ? ti->login_upstream : config_upstream(cfg, ns) ? ns : NULL;
+	snprintf(v->signin, sizeof(v->signin), "%s", signin ? signin : "");
+	return signin && strncmp(v->subject, "client:", 7) != 0 ? 0 : -1;
 }
 
 #define VIEW_COLUMNS                                                              \
-	"t.grant_id::text, t.elicitation_id, t.upstream, g.upstream, u.subject, " \
-	"coalesce(nullif(c.client_name, ''), g.client_id), g.resource"
+	"t.grant_id::text, t.elicitation_id, t.upstream, u.upstream, u.subject, " \
+	"coalesce(nullif(c.client_name, ''), g.client_id), g.resource, g.upstream"
 #define VIEW_JOINS                                                                                     \
 	"JOIN grants g ON g.id = t.grant_id AND g.status = 'active' JOIN users u ON u.id = g.user_id " \
 	"LEFT JOIN clients c ON c.client_id = g.client_id"
@@ -71,6 +81,12 @@ static void expired_page(struct http_req *r)
 	html_error_page(r, 400, "Link expired",
 			"This connect link is unknown, expired or already used. Retry the request in your "
 			"application to get a new one.");
+}
+
+static void no_identity_page(struct http_req *r)
+{
+	html_error_page(r, 400, "Cannot connect",
+			"This authorization has no user who could sign in to connect an account.");
 }
 
 static int page_html(struct buf *b, const struct http_req *r, const struct connect_view *v, const char *ticket,
@@ -137,7 +153,10 @@ void connect_get(struct http_req *r)
 		expired_page(r);
 		goto out;
 	}
-	view_from(res, 0, &v);
+	if (view_from(r->app->cfg, res, 0, &v) < 0) {
+		no_identity_page(r);
+		goto out;
+	}
 	if (cookie_browser(r, browser) < 0 || cookie_csrf(r, browser, CSRF_PURPOSE, csrf) < 0 ||
 	    page_html(&b, r, &v, ticket, csrf) < 0)
 		html_error_page(r, 500, "Server error", "The request could not be completed.");
@@ -244,7 +263,10 @@ void connect_post(struct http_req *r)
 		expired_page(r);
 		goto out;
 	}
-	view_from(res, 0, &v);
+	if (view_from(r->app->cfg, res, 0, &v) < 0) {
+		no_identity_page(r);
+		goto out;
+	}
 	if (!decision || strcmp(decision, "approve") != 0) {
 		html_error_page(r, 200, "Cancelled", "Nothing was connected.");
 		goto out;
@@ -351,7 +373,7 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 		PQclear(res);
 		return 0;
 	}
-	view_from(res, 4, &v);
+	int identified = view_from(r->app->cfg, res, 4, &v) == 0;
 	char leg[16];
 	snprintf(leg, sizeof(leg), "%s", PQgetvalue(res, 0, 1));
 	int fresh = strcmp(PQgetvalue(res, 0, 2), "t") == 0, active = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
@@ -360,7 +382,7 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 		crypto_sha256_hex(browser, strlen(browser), want);
 	int bound = browser && crypto_ct_equal(want, 64, PQgetvalue(res, 0, 0), strlen(PQgetvalue(res, 0, 0)));
 	PQclear(res);
-	if (!fresh || !active) {
+	if (!fresh || !active || !identified) {
 		expired_page(r);
 		goto out;
 	}
@@ -396,7 +418,12 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 		start_leg(r, c, &v, "account", v.upstream, browser);
 		goto out;
 	}
-	if (connection_attach(r->app, c, v.grant_id, v.upstream, &tok, &id, r->id) < 0) {
+	/* The grant's own sign-in upstream (an ID-JAG grant holds none until
+	 * now) goes where a sign-in's session is kept; any other beside it. */
+	int attached = strcmp(v.upstream, v.grant_upstream) == 0
+			       ? connection_attach_signin(r->app, c, v.grant_id, v.upstream, &tok, r->id)
+			       : connection_attach(r->app, c, v.grant_id, v.upstream, &tok, &id, r->id);
+	if (attached < 0) {
 		html_error_page(r, 503, "Temporarily unavailable", "The account could not be stored. Try again.");
 		goto out;
 	}

@@ -105,10 +105,12 @@ void metadata_authorization_server(struct http_req *r)
 	int machines = 0;
 	for (size_t i = 0; i < cfg->n_clients; i++)
 		machines |= cfg->clients[i].client_credentials;
-	bad |= json_object_set_new(m, "grant_types_supported",
-				   machines ? json_pack("[s,s,s]", "authorization_code", "refresh_token",
-							"client_credentials")
-					    : json_pack("[s,s]", "authorization_code", "refresh_token")) < 0;
+	json_t *gts = json_pack("[s,s]", "authorization_code", "refresh_token");
+	if (gts && machines)
+		bad |= json_array_append_new(gts, json_string("client_credentials")) < 0;
+	if (gts && cfg->n_trusted_issuers)
+		bad |= json_array_append_new(gts, json_string(GRANT_TYPE_JWT_BEARER)) < 0;
+	bad |= json_object_set_new(m, "grant_types_supported", gts) < 0;
 	bad |= json_object_set_new(m, "token_endpoint_auth_methods_supported",
 				   json_pack("[s,s,s,s]", "none", "client_secret_basic", "client_secret_post",
 					     "private_key_jwt")) < 0;

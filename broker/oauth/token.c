@@ -13,6 +13,7 @@
 #include "form.h"
 #include "reqform.h"
 #include "grant.h"
+#include "idjag.h"
 #include "jparse.h"
 #include "log.h"
 #include "resources.h"
@@ -88,13 +89,14 @@ static enum tk_rc client_bucket(struct http_req *r, const struct client *cl, con
 
 /* ---- pure parsing and checks ------------------------------------------ */
 
-enum tk_grant { TG_CODE, TG_REFRESH, TG_CLIENT_CREDENTIALS };
+enum tk_grant { TG_CODE, TG_REFRESH, TG_CLIENT_CREDENTIALS, TG_JWT_BEARER };
 
 static const char *grant_type_name(enum tk_grant gt)
 {
 	switch (gt) {
 	case TG_CODE: return "authorization_code";
 	case TG_REFRESH: return "refresh_token";
+	case TG_JWT_BEARER: return GRANT_TYPE_JWT_BEARER;
 	default: return "client_credentials";
 	}
 }
@@ -114,9 +116,12 @@ static enum tk_rc parse_grant_type(const json_t *form, int dup, enum tk_grant *g
 		*gt = TG_REFRESH;
 	else if (strcmp(s, grant_type_name(TG_CLIENT_CREDENTIALS)) == 0)
 		*gt = TG_CLIENT_CREDENTIALS;
+	else if (strcmp(s, grant_type_name(TG_JWT_BEARER)) == 0)
+		*gt = TG_JWT_BEARER;
 	else
 		rc = refuse(why, "unsupported_grant_type",
-			    "grant_type must be authorization_code, refresh_token or client_credentials");
+			    "grant_type must be authorization_code, refresh_token, client_credentials or "
+			    "urn:ietf:params:oauth:grant-type:jwt-bearer");
 	return rc;
 }
 
@@ -807,6 +812,146 @@ static enum tk_rc grant_client_credentials(struct http_req *r, struct db_conn *c
 	return rc;
 }
 
+/* ---- jwt-bearer: enterprise ID-JAGs (idjag.h) --------------------------- */
+
+/* The scope granted for an ID-JAG: what the IdP granted (its scope claim;
+ * without one, the resource's default scopes, or all of them), narrowed to
+ * the request's scope when it names one, and to the resource's scopes. */
+static enum tk_rc jag_scope(const struct idjag *g, const char *requested, char out[LIM_SCOPE + 1],
+			    struct tk_refusal *why)
+{
+	const struct cfg_resource *res = g->res;
+	struct scopes idp = { 0 }, want = { 0 }, granted = { 0 };
+	char *joined = NULL;
+	enum tk_rc rc = TK_UNAVAILABLE;
+	if (scopes_parse(g->scope, &idp) < 0 || (requested && scopes_parse(requested, &want) < 0)) {
+		rc = refuse(why, "invalid_scope", "the scope is not a valid list of scopes");
+		goto out;
+	}
+	for (size_t i = 0; i < res->n_scopes; i++) {
+		const char *sc = res->scopes[i].scope;
+		int base = g->has_scope ? scopes_has(&idp, sc) : 0;
+		if (!g->has_scope) {
+			base = res->n_default_scopes == 0;
+			for (size_t d = 0; d < res->n_default_scopes; d++)
+				base |= strcmp(res->default_scopes[d], sc) == 0;
+		}
+		if (base && (!requested || scopes_has(&want, sc)) && scopes_add(&granted, sc) < 0)
+			goto out;
+	}
+	if (res->n_scopes > 0 && granted.n == 0) {
+		rc = refuse(why, "invalid_scope", "none of the scopes asked for was granted by the identity provider");
+		goto out;
+	}
+	if ((joined = scopes_join(&granted)) && (size_t)snprintf(out, LIM_SCOPE + 1, "%s", joined) <= LIM_SCOPE)
+		rc = TK_OK;
+out:
+	free(joined);
+	scopes_free(&idp);
+	scopes_free(&want);
+	scopes_free(&granted);
+	return rc;
+}
+
+/* The enterprise user (issuer, subject) and their grant for this client and
+ * resource: the active one, its scope set to this one, or a new one that
+ * holds no upstream session yet (its accounts are connected in band, on the
+ * first request that needs them); an access token under it into t. One
+ * transaction, committed. A grant lives across ID-JAGs, so that what the
+ * user connected stays connected. */
+static enum tk_rc jag_store(struct http_req *r, struct db_conn *c, const struct client *cl, const struct idjag *g,
+			    const char *scope, const char *jkt, struct issued *t)
+{
+	static struct db_stmt q_user = DB_STMT(
+		"INSERT INTO users(id, upstream, subject) VALUES ($1::uuid, $2, $3) ON CONFLICT (upstream, subject) "
+		"DO UPDATE SET last_login_at = now() RETURNING id::text");
+	static struct db_stmt q_find = DB_STMT(
+		"UPDATE grants SET scopes = string_to_array($4, ' '), updated_at = now() WHERE id = (SELECT id FROM "
+		"grants WHERE user_id = $1::uuid AND client_id = $2 AND resource = $3 AND status = 'active' "
+		"ORDER BY created_at DESC LIMIT 1 FOR UPDATE) RETURNING id::text");
+	static struct db_stmt q_grant = DB_STMT(
+		"INSERT INTO grants(id, user_id, client_id, resource, upstream, scopes, key_id) VALUES ($1::uuid, "
+		"$2::uuid, $3, $4, $5, string_to_array($6, ' '), $7)");
+	const struct config *cfg = r->app->cfg;
+	char user_uuid[37], grant_id[37], user_id[40];
+	PGresult *user = NULL, *found = NULL, *grant = NULL;
+	enum tk_rc rc = TK_UNAVAILABLE;
+	int created = 0;
+	if (vault_uuid(user_uuid) < 0 || vault_uuid(grant_id) < 0 || db_begin(c) < 0)
+		goto out;
+	const char *pu[] = { user_uuid, g->ti->issuer, g->subject };
+	if (!(user = db_exec_ok(c, &q_user, 3, pu)) || PQntuples(user) != 1)
+		goto out;
+	snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(user, 0, 0));
+	const char *pf[] = { user_id, cl->client_id, g->resource, scope };
+	if (!(found = db_exec_ok(c, &q_find, 4, pf)))
+		goto out;
+	if (PQntuples(found) == 1) {
+		snprintf(grant_id, sizeof(grant_id), "%s", PQgetvalue(found, 0, 0));
+	} else {
+		const char *pg[] = { grant_id,
+				     user_id,
+				     cl->client_id,
+				     g->resource,
+				     g->res->upstream,
+				     scope,
+				     cfg->encryption_keys[0].id };
+		if (!(grant = db_exec_ok(c, &q_grant, 7, pg)))
+			goto out;
+		created = 1;
+	}
+	char actor[300];
+	snprintf(actor, sizeof(actor), "user:%s", user_id);
+	struct audit ag = { "grant.created", actor, user_id, cl->client_id, grant_id, r->id };
+	struct audit at = { "token.issued", "client", NULL, cl->client_id, grant_id, r->id };
+	if (grant_issue_access(r->app, c, grant_id, cl->client_id, g->resource, scope,
+			       &(struct grant_binding){ jkt, 0 }, t) == 0 &&
+	    (!created || audit_record(c, &ag,
+				      json_pack("{s:s, s:s, s:s, s:s}", "issuer", g->ti->issuer, "upstream",
+						g->res->upstream, "resource", g->resource, "scope", scope)) == 0) &&
+	    audit_record(c, &at,
+			 json_pack("{s:s, s:s, s:s, s:b}", "grant_type", GRANT_TYPE_JWT_BEARER, "issuer", g->ti->issuer,
+				   "scope", scope, "dpop", *jkt != '\0')) == 0 &&
+	    db_commit(c) == 0)
+		rc = TK_OK;
+out:
+	PQclear(user);
+	PQclear(found);
+	PQclear(grant);
+	return rc;
+}
+
+/* An enterprise user's token from an ID-JAG (SEP-990): only a configured
+ * confidential client whose grant_types is [jwt-bearer]; an access token
+ * only (no refresh token: the client exchanges a fresh ID-JAG, and the
+ * enterprise IdP stays the place that decides). */
+static enum tk_rc grant_jwt_bearer(struct http_req *r, struct db_conn *c, const json_t *form, const struct client *cl,
+				   const char *jkt, struct issued *t, struct tk_refusal *why)
+{
+	const struct cfg_client *mc = config_client(r->app->cfg, cl->client_id);
+	const char *assertion = form_get(form, "assertion"), *resource = form_get(form, "resource");
+	const char *requested = form_get(form, "scope"), *reason = NULL;
+	char scope[LIM_SCOPE + 1];
+	struct idjag g;
+	if (!cl->confidential || !mc || !mc->jwt_bearer)
+		return refuse(why, "unauthorized_client", "the client may not use the jwt-bearer grant");
+	if (!assertion || !*assertion)
+		return refuse(why, "invalid_request", "assertion is required");
+	switch (idjag_verify(r, c, assertion, cl->client_id, &g, &reason)) {
+	case IDJAG_OK: break;
+	case IDJAG_INVALID: return refuse(why, "invalid_grant", reason);
+	default: return TK_UNAVAILABLE;
+	}
+	if (resource && resources_find(r->app->cfg, resource) != g.res)
+		return refuse(why, "invalid_target", "resource differs from the assertion's");
+	enum tk_rc rc = jag_scope(&g, requested, scope, why);
+	if (rc == TK_OK)
+		rc = dpop_required(r->app->cfg, g.resource, jkt, why);
+	if (rc == TK_OK)
+		rc = jag_store(r, c, cl, &g, scope, jkt, t);
+	return rc;
+}
+
 /* ---- POST /token ------------------------------------------------------ */
 
 /* With dpop.require_nonce, every answer carries a current nonce (RFC 9449
@@ -924,9 +1069,10 @@ void token_endpoint(struct http_req *r)
 	if (rc == TK_OK)
 		rc = client_step(r, c, form, gt, &cl, &why);
 	if (rc == TK_OK)
-		rc = gt == TG_CODE      ? grant_code(r, c, form, &cl, jkt, &t, &why)
-		     : gt == TG_REFRESH ? grant_refresh(r, c, form, &cl, jkt, &t, &why)
-					: grant_client_credentials(r, c, form, &cl, jkt, &t, &why);
+		rc = gt == TG_CODE         ? grant_code(r, c, form, &cl, jkt, &t, &why)
+		     : gt == TG_REFRESH    ? grant_refresh(r, c, form, &cl, jkt, &t, &why)
+		     : gt == TG_JWT_BEARER ? grant_jwt_bearer(r, c, form, &cl, jkt, &t, &why)
+					   : grant_client_credentials(r, c, form, &cl, jkt, &t, &why);
 	if (c && c->in_tx)
 		db_rollback(c);
 	/* The proof's jti is remembered once it got tokens (the tokens are

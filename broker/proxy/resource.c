@@ -46,6 +46,7 @@ struct resource_ctx {
 	struct dpop_pending proof; /* its proof, checked; recorded after the rate limit */
 	int refused;               /* the answer is being discarded; 503 when the transfer ends */
 	int acts;                  /* the body holds a request that needs the connected accounts */
+	int no_signin;             /* forwarded without the sign-in upstream's token (an ID-JAG grant's) */
 };
 
 /* The upstream tokens of one downstream request: [0] the sign-in
@@ -521,7 +522,8 @@ static void elicit_connect(struct http_req *r, struct db_conn *c, struct resourc
 				break;
 		}
 	} else {
-		out = connect_answer(modern, body ? json_object_get(body, "id") : json_null(), upstream, url, eid);
+		json_t *id = body ? json_object_get(body, "id") : NULL;
+		out = connect_answer(modern, id ? id : json_null(), upstream, url, eid);
 	}
 	crypto_wipe(url, sizeof(url));
 	log_event(LOG_INFO, "proxy.connect_required", r->id,
@@ -563,9 +565,12 @@ static void upstream_token_failed(struct http_req *r, const struct cfg_resource 
 
 /* The grant's upstream token into *upstream (malloc'd; the caller wipes
  * it): from the node's cache unless force, else through the database
- * (refreshed when due, or always when force). *c is released here. */
+ * (refreshed when due, or always when force). A grant that holds no
+ * sign-in session yet (an ID-JAG's) leaves it NULL, unless the request
+ * needs it: then the client is asked to connect the account (body as for
+ * connected_accounts). *c is released here. */
 static enum step upstream_credential(struct http_req *r, struct db_conn **c, struct resource_ctx *rc, int force,
-				     char **upstream)
+				     char **upstream, json_t *body)
 {
 	long wait_s = 0;
 	enum upstream_token_rc ut = force ? UT_UNAVAILABLE : upstream_token_cached(r->app, rc->ti.grant_id, upstream);
@@ -576,7 +581,12 @@ static enum step upstream_credential(struct http_req *r, struct db_conn **c, str
 		}
 		ut = upstream_token_get(r->app, *c, rc->ti.grant_id, force, r->id, upstream, &wait_s);
 	}
+	if (ut == UT_NOT_CONNECTED && rc->acts)
+		elicit_connect(r, *c, rc, rc->res->upstream, body);
+	rc->no_signin = ut == UT_NOT_CONNECTED;
 	db_release(r->app->db, c);
+	if (ut == UT_NOT_CONNECTED)
+		return rc->acts ? STEP_ANSWERED : STEP_CONTINUE;
 	if (ut != UT_OK) {
 		upstream_token_failed(r, rc->res, rc->ti.grant_id, ut, wait_s);
 		return STEP_ANSWERED;
@@ -683,7 +693,7 @@ static void retry_after_401(struct http_req *r, struct resource_ctx *rc)
 	engine_request_done(rc->x);
 	rc->x = NULL;
 	if (connected_accounts(r, &c, rc, NULL, &tk) == STEP_ANSWERED ||
-	    upstream_credential(r, &c, rc, 1, &tk.t[0]) == STEP_ANSWERED)
+	    upstream_credential(r, &c, rc, 1, &tk.t[0], NULL) == STEP_ANSWERED)
 		goto out;
 	if (start_transfer(r, rc, &tk, &body) < 0)
 		jsonrpc_error(r, 500, -32603, "internal error");
@@ -709,6 +719,29 @@ static void downstream_failed(struct http_req *r, struct resource_ctx *rc, CURLc
 	}
 }
 
+/* The downstream refused a request forwarded without the sign-in
+ * upstream's token: the URL elicitation for it, answering the body's
+ * request (its id; null when it has none). */
+static void elicit_after_refusal(struct http_req *r, struct resource_ctx *rc)
+{
+	struct db_conn *c = NULL;
+	struct buf body = engine_take_body(rc->x);
+	json_t *msg = NULL;
+	rc->status = 200;
+	if (body.len && rpc_parse(body.ptr, body.len, &msg) == 0 && json_is_array(msg)) {
+		json_t *first = json_incref(rpc_message(msg, 0));
+		json_decref(msg);
+		msg = first;
+	}
+	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
+		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
+	else
+		elicit_connect(r, c, rc, rc->res->upstream, msg);
+	json_decref(msg);
+	buf_free(&body);
+	db_release(r->app->db, &c);
+}
+
 /* Wait for the (small) 401 answer to finish, then replay once with a
  * refreshed upstream token. A second refusal is answered with the broker's
  * own challenge: the downstream's means nothing to an MCP client, and
@@ -717,6 +750,12 @@ static void downstream_refused(struct http_req *r, struct resource_ctx *rc)
 {
 	if (!engine_wait_done(r, rc->x))
 		return; /* back when the transfer ends */
+	if (rc->no_signin) {
+		/* Sent without the account it has not connected yet, and refused
+		 * for it: ask for the account rather than for a new token. */
+		elicit_after_refusal(r, rc);
+		return;
+	}
 	if (!rc->retried) {
 		log_msg(LOG_INFO, "proxy.downstream_401", r->id,
 			"downstream refused the upstream token: forcing a refresh");
@@ -827,10 +866,10 @@ void resource_handler(struct http_req *r)
 	}
 	if (judge_body(r, rc, &body) == STEP_ANSWERED || bind_session(r, &c, rc, body) == STEP_ANSWERED)
 		goto out;
-	for (size_t i = 0; body && rc->res->n_connect > 0 && i < rpc_count(body); i++)
+	for (size_t i = 0; body && i < rpc_count(body); i++)
 		rc->acts |= rpc_acts(rpc_message(body, i));
 	if (connected_accounts(r, &c, rc, body, &tk) == STEP_ANSWERED ||
-	    upstream_credential(r, &c, rc, 0, &tk.t[0]) == STEP_ANSWERED)
+	    upstream_credential(r, &c, rc, 0, &tk.t[0], body) == STEP_ANSWERED)
 		goto out;
 	if (start_transfer(r, rc, &tk, &r->body) < 0)
 		jsonrpc_error(r, 500, -32603, "internal error");

@@ -98,5 +98,7 @@ unsigned client_grant_type_bit(const char *name)
 		return CLIENT_GT_REFRESH;
 	if (strcmp(name, "client_credentials") == 0)
 		return CLIENT_GT_CLIENT_CREDENTIALS;
+	if (strcmp(name, "urn:ietf:params:oauth:grant-type:jwt-bearer") == 0)
+		return CLIENT_GT_JWT_BEARER;
 	return 0;
 }

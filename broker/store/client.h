@@ -36,6 +36,7 @@ struct client {
 #define CLIENT_GT_CODE 1u
 #define CLIENT_GT_REFRESH 2u
 #define CLIENT_GT_CLIENT_CREDENTIALS 4u
+#define CLIENT_GT_JWT_BEARER 8u /* never in CLIENT_GT_ALL: configured clients only */
 #define CLIENT_GT_ALL 7u
 /* The CLIENT_GT_ bit of an RFC 6749 grant_type name (0: none). */
 unsigned client_grant_type_bit(const char *name);

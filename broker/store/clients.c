@@ -58,7 +58,7 @@ out:
 static unsigned grant_types_bits(const char *list)
 {
 	unsigned bits = 0;
-	char name[32];
+	char name[64]; /* the longest: urn:ietf:params:oauth:grant-type:jwt-bearer */
 	for (const char *p = list; *p;) {
 		size_t n = strcspn(p, " ");
 		if (n && n < sizeof(name)) {

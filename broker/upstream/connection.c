@@ -8,6 +8,8 @@
 #include "crypto.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
+#include "cache.h"
 #include "vault.h"
 
 struct conn_row {
@@ -272,4 +274,43 @@ int connect_ticket_new(struct db_conn *c, const char *grant_id, const char *upst
 	if (!r)
 		crypto_wipe(ticket, CONNECT_TICKET_MAX);
 	return r ? 0 : -1;
+}
+
+int connection_attach_signin(struct app *app, struct db_conn *c, const char *grant_id, const char *upstream,
+			     const struct upstream_tokens *tok, const char *request_id)
+{
+	static struct db_stmt q = DB_STMT(
+		"UPDATE grants SET key_id = $3, up_access = $4::bytea, up_refresh = $5::bytea, "
+		"up_expires_at = CASE WHEN $6::int > 0 THEN now() + make_interval(secs => $6::int) END, "
+		"up_scope = $7, updated_at = now() WHERE id = $1::uuid AND upstream = $2 AND status = 'active'");
+	static struct db_stmt q_notify = DB_STMT("SELECT pg_notify('" NOTIFY_CHANNEL "', 'u:' || $1)");
+	const char *key_id = NULL;
+	char *enc_a = vault_seal(app->cfg, grant_id, "access", tok->access_token, &key_id);
+	char *enc_r = tok->refresh_token ? vault_seal(app->cfg, grant_id, "refresh", tok->refresh_token, &key_id)
+					 : NULL;
+	char exp[24];
+	PGresult *r = NULL, *n = NULL;
+	int rc = -1;
+	snprintf(exp, sizeof(exp), "%ld", tok->expires_in);
+	if (!enc_a || (tok->refresh_token && !enc_r) || db_begin(c) < 0)
+		goto out;
+	const char *p[] = { grant_id, upstream, key_id, enc_a, enc_r, exp, tok->scope }, *pn[] = { grant_id };
+	struct audit a = { "connection.created", "user", NULL, NULL, grant_id, request_id };
+	if (!(r = db_exec_ok(c, &q, 7, p)) || strcmp(PQcmdTuples(r), "1") != 0 ||
+	    !(n = db_exec_ok(c, &q_notify, 1, pn)) ||
+	    audit_record(c, &a,
+			 json_pack("{s:s, s:b, s:b}", "upstream", upstream, "signin", 1, "upstream_refreshable",
+				   tok->refresh_token != NULL)) < 0 ||
+	    db_commit(c) < 0)
+		goto out;
+	cache_evict_grant(grant_id);
+	rc = 0;
+out:
+	if (c->in_tx)
+		db_rollback(c);
+	PQclear(r);
+	PQclear(n);
+	free(enc_a);
+	free(enc_r);
+	return rc;
 }

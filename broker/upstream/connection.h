@@ -26,6 +26,12 @@ int connection_attach(struct app *app, struct db_conn *c, const char *grant_id, 
 		      const struct upstream_tokens *tok, const struct upstream_identity *id,
 		      const char *request_id) WUR;
 
+/* The same for the grant's sign-in upstream, into the grant's own session
+ * (grants.up_*): an ID-JAG grant's first upstream session. Every node
+ * drops what it cached of the grant. 0 or -1. */
+int connection_attach_signin(struct app *app, struct db_conn *c, const char *grant_id, const char *upstream,
+			     const struct upstream_tokens *tok, const char *request_id) WUR;
+
 /* Seconds a connect ticket (and each leg of its flow) lives. */
 #define CONNECT_TICKET_TTL_S 600
 #define CONNECT_TICKET_PREFIX "mcpb_ct_"

@@ -20,6 +20,7 @@ struct grant_row {
 	char key_id[65];
 	char *up_access, *up_refresh; /* sealed hex */
 	int stale, active, expires;
+	int connected; /* it holds a sign-in session (an ID-JAG grant has none until connected) */
 	long long exp; /* epoch seconds, 0 when the token does not expire */
 	char upstream[65];
 	char client_id[LIM_CLIENT_ID + 1];
@@ -44,6 +45,7 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, long
 	*found = r && PQntuples(r) == 1;
 	if (*found) {
 		snprintf(g->key_id, sizeof(g->key_id), "%s", PQgetvalue(r, 0, 0));
+		g->connected = !PQgetisnull(r, 0, 1);
 		g->up_access = strdup(PQgetvalue(r, 0, 1));
 		g->up_refresh = PQgetisnull(r, 0, 2) ? NULL : strdup(PQgetvalue(r, 0, 2));
 		g->stale = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
@@ -229,6 +231,8 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 	enum upstream_class cls = UPC_INTERNAL;
 	t.expires_in = -1;
 	enum upstream_token_rc rc = lock_row(cfg, c, grant_id, &g);
+	if (rc == UT_OK && !g.connected)
+		rc = UT_NOT_CONNECTED;
 	if (rc != UT_OK)
 		goto out;
 	/* Another request (on any node) may have refreshed while we waited. */
@@ -312,6 +316,8 @@ enum upstream_token_rc upstream_token_get(struct app *app, struct db_conn *c, co
 		rc = UT_UNAVAILABLE;
 	else if (!found || !g.active)
 		rc = UT_REVOKED;
+	else if (!g.connected)
+		rc = UT_NOT_CONNECTED;
 	else if (g.stale || force)
 		refresh = 1;
 	else if ((rc = use_current(cfg, &g, grant_id, token)) == UT_OK)

@@ -14,7 +14,8 @@ enum upstream_token_rc {
 	UT_TIMEOUT = 3,       /* 504: the upstream did not answer in time */
 	UT_BAD_GATEWAY = 4,   /* 502: the upstream refused the broker's own credentials, or answered
 			       something unusable; the grant is kept */
-	UT_NOT_CONNECTED = 5, /* a connect upstream the grant holds no (live) session of (connection.h) */
+	UT_NOT_CONNECTED = 5, /* no (live) session of that upstream: a connect upstream's (connection.h),
+				 or the sign-in upstream's of a grant made from an ID-JAG */
 };
 
 /* *token receives the plaintext access token (caller wipes and frees).

@@ -54,8 +54,9 @@ export function upstreamConfig(idp) {
 /**
  * Starts n nodes on one fresh database. Returns { nodes, idp, echo, db,
  * adminToken, publicUrl, stop() }. Every node claims node 0's public_url.
+ * upstreamsExtra: upstreams beside the fake IdP's gh and sentry.
  */
-export async function startNodes(n, { extra = {}, resources, downstream } = {}) {
+export async function startNodes(n, { extra = {}, resources, downstream, upstreamsExtra = {} } = {}) {
   const idp = await startIdp({ port: 0 });
   const echo = downstream ? null : await startEcho();
   const db = await createDatabase('nodes');
@@ -72,7 +73,7 @@ export async function startNodes(n, { extra = {}, resources, downstream } = {}) 
     http: { threads: 4, drain_timeout_s: 5 },
     limits: { register_per_ip_per_hour: 0 },
     database: { pool_size: 6, connect_timeout_s: 2 },
-    upstreams: upstreamConfig(idp),
+    upstreams: { ...upstreamConfig(idp), ...upstreamsExtra },
     resources: resources || [
       { path: '/mcp', upstream: 'sentry', downstream: downstream || echo.url,
         scopes: { 'issues:read': ['list_issues', 'echo'], 'issues:write': ['*'] }, default_scopes: ['issues:read'] },

@@ -1129,8 +1129,58 @@ static void test_connect(void)
 #undef TWO
 }
 
+/* trusted_issuers and the jwt-bearer client kind. */
+static void test_trusted_issuers(void)
+{
+#define UPS                           \
+	"\"upstreams\":{" UPSTREAM_GH \
+	",\"corp\":{\"preset\":\"oidc\",\"issuer\":\"https://idp.example\",\"client_id\":\"c\",\"client_secret\":\"s\"}},"
+#define TI(more) \
+	"\"trusted_issuers\":[{\"issuer\":\"https://idp.example\",\"jwks_uri\":\"https://idp.example/jwks\"" more "}]"
+#define AGENT \
+	",\"clients\":[{\"client_id\":\"agent\",\"client_secret\":\"0123456789abcdef0\",\"grant_types\":[\"urn:ietf:params:oauth:grant-type:jwt-bearer\"]}]"
+	struct cfg_errors e;
+	struct config *c = parse(build((struct cfgt){ .extra = UPS TI(",\"login_upstream\":\"corp\"") AGENT }), &e);
+	CHECK(c != NULL);
+	if (c) {
+		CHECK(c->n_trusted_issuers == 1);
+		CHECK_STR(c->trusted_issuers[0].subject_claim, "sub");
+		CHECK(config_trusted_issuer(c, "https://idp.example") == &c->trusted_issuers[0]);
+		CHECK(config_trusted_issuer(c, "https://idp.example/") == NULL);
+		CHECK(config_client(c, "agent")->jwt_bearer == 1);
+		config_free(&c);
+	}
+	FAILS(build((struct cfgt){ .extra = UPS TI("") }), "$.trusted_issuers[0].login_upstream: missing required key");
+	FAILS(build((struct cfgt){ .extra = UPS TI(",\"login_upstream\":\"nope\"") }),
+	      "$.trusted_issuers[0]: login_upstream: no upstream named \"nope\"");
+	FAILS(build((struct cfgt){ .extra = UPS "\"trusted_issuers\":[{\"issuer\":\"https://i\",\"jwks_uri\":"
+						"\"http://i/jwks\",\"login_upstream\":\"corp\"}]" }),
+	      "$.trusted_issuers[0]: jwks_uri: expected an https URL");
+	FAILS(build((struct cfgt){ .extra = UPS
+				   "\"trusted_issuers\":[{\"issuer\":\"https://i\",\"jwks_uri\":"
+				   "\"https://i/j\",\"login_upstream\":\"corp\"},{\"issuer\":\"https://i\","
+				   "\"jwks_uri\":\"https://i/j\",\"login_upstream\":\"corp\"}]" }),
+	      "$.trusted_issuers[1]: issuer: listed twice");
+	FAILS(build((struct cfgt){ .extra = UPS "\"log\":{}" AGENT }),
+	      "$.clients[0]: the jwt-bearer grant needs trusted_issuers");
+	FAILS(build((struct cfgt){
+		      .extra = UPS TI(
+			      ",\"login_upstream\":\"corp\"") ",\"clients\":[{\"client_id\":\"pub\",\"grant_types\":[\"urn:ietf:params:oauth:"
+							      "grant-type:jwt-bearer\"]}]" }),
+	      "$.clients[0]: the jwt-bearer grant needs a client_secret");
+	FAILS(build((struct cfgt){
+		      .extra = UPS TI(
+			      ",\"login_upstream\":\"corp\"") ",\"clients\":[{\"client_id\":\"x\",\"client_secret\":\"0123456789abcdef0\","
+							      "\"grant_types\":[\"urn:ietf:params:oauth:grant-type:jwt-bearer\",\"refresh_token\"]}]" }),
+	      "$.clients[0]: grant_types: expected");
+#undef AGENT
+#undef TI
+#undef UPS
+}
+
 int main(void)
 {
+	test_trusted_issuers();
 	test_connect();
 	test_minimal_and_defaults();
 	test_unknown_keys();
