@@ -1090,17 +1090,20 @@ static void test_connect(void)
 		CHECK(r->inject[1].connect == r->connect[0]);
 		config_free(&c);
 	}
+	config_errors_free(&e);
 	/* One object is an array of one; no inject is the default. */
 	c = parse(build((struct cfgt){
 			  .extra = RES(",\"inject\":{\"header\":\"X-K\",\"value\":\"{upstream_token}\"}") }),
 		  &e);
 	CHECK(c && c->resources[0].n_inject == 1 && !c->resources[0].inject[0].connect);
 	config_free(&c);
+	config_errors_free(&e);
 	c = parse(build((struct cfgt){ .extra = RES("") }), &e);
 	CHECK(c && c->resources[0].n_inject == 1);
 	if (c)
 		CHECK_STR(c->resources[0].inject[0].value, "Bearer {upstream_token}");
 	config_free(&c);
+	config_errors_free(&e);
 	FAILS(build((struct cfgt){ .extra = RES(",\"connect\":[\"nope\"]") }),
 	      "$.resources[0]: connect: no upstream named \"nope\"");
 	FAILS(build((struct cfgt){ .extra = RES(",\"connect\":[\"gh\"]") }),
@@ -1150,6 +1153,7 @@ static void test_trusted_issuers(void)
 		CHECK(config_client(c, "agent")->jwt_bearer == 1);
 		config_free(&c);
 	}
+	config_errors_free(&e);
 	FAILS(build((struct cfgt){ .extra = UPS TI("") }), "$.trusted_issuers[0].login_upstream: missing required key");
 	FAILS(build((struct cfgt){ .extra = UPS TI(",\"login_upstream\":\"nope\"") }),
 	      "$.trusted_issuers[0]: login_upstream: no upstream named \"nope\"");

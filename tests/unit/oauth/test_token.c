@@ -51,9 +51,13 @@ static void test_grant_type(void)
 	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
 		f = json_pack("{s:s}", "grant_type", other[i]);
 		CHECK(refused(parse_grant_type(f, 0, &gt, &why), "unsupported_grant_type",
-			      "grant_type must be authorization_code, refresh_token or client_credentials"));
+			      "grant_type must be authorization_code, refresh_token, client_credentials or "
+			      "urn:ietf:params:oauth:grant-type:jwt-bearer"));
 		json_decref(f);
 	}
+	f = json_pack("{s:s}", "grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer");
+	CHECK(parse_grant_type(f, 0, &gt, &why) == TK_OK && gt == TG_JWT_BEARER);
+	json_decref(f);
 }
 
 static enum tk_rc code_form(const char *code, const char *verifier, struct code_req *q)
