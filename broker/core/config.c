@@ -1246,12 +1246,23 @@ static void check_trusted_issuers(struct config *c, struct cfg_errors *e)
 	for (size_t i = 0; i < c->n_trusted_issuers; i++) {
 		struct cfg_trusted_issuer *t = &c->trusted_issuers[i];
 		snprintf(path, sizeof(path), "$.trusted_issuers[%zu]", i);
-		if (t->jwks_uri && strncmp(t->jwks_uri, "https://", 8) != 0)
-			cfg_err(e, path, "jwks_uri: expected an https URL");
-		if (t->login_upstream && !config_upstream(c, t->login_upstream))
+		if (t->jwks_uri && (strncmp(t->jwks_uri, "https://", 8) != 0 || strpbrk(t->jwks_uri, "?#")))
+			cfg_err(e, path, "jwks_uri: expected an https URL without query or fragment");
+		/* The identity leg of a connect (and the account page) proves an
+		 * enterprise user by the OIDC sub of a sign-in at the issuer
+		 * itself: login_upstream must be that IdP, and the subject sub. */
+		const struct cfg_upstream *lu = t->login_upstream ? config_upstream(c, t->login_upstream) : NULL;
+		if (t->login_upstream && !lu)
 			cfg_err(e, path, "login_upstream: no upstream named \"%s\"", t->login_upstream);
+		else if (lu && t->issuer && (!lu->issuer || strcmp(lu->issuer, t->issuer) != 0))
+			cfg_err(e, path,
+				"login_upstream: \"%s\" must be the OIDC upstream whose issuer is this issuer (%s)",
+				t->login_upstream, t->issuer);
 		if (!t->subject_claim && !(t->subject_claim = strdup("sub")))
 			cfg_err(e, path, "out of memory");
+		else if (t->subject_claim && strcmp(t->subject_claim, "sub") != 0)
+			cfg_err(e, path,
+				"subject_claim: only \"sub\": the login upstream's sign-in proves the user by sub");
 		for (size_t j = 0; j < i && t->issuer; j++)
 			if (c->trusted_issuers[j].issuer && strcmp(c->trusted_issuers[j].issuer, t->issuer) == 0)
 				cfg_err(e, path, "issuer: listed twice");
@@ -1389,6 +1400,24 @@ static void check_resource_connect(const struct config *c, const struct cfg_reso
 	}
 }
 
+/* A header an inject entry may set: a field name that is not framing or
+ * hop-by-hop, nor one the broker sets or the downstream trusts from it. */
+static int inject_header_ok(const char *h)
+{
+	static const char *const reserved[] = { "Host", "Expect", "X-Request-Id" };
+	static const char *const prefixes[] = { "Mcp-", "X-MCP-", "X-Forwarded-", "Proxy-" };
+	size_t n = strlen(h);
+	if (!hdr_token_ok(h, n) || strchr(h, '_') || hdr_hop_by_hop(h, n) || strcasecmp(h, "Forwarded") == 0)
+		return 0;
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (strcasecmp(h, reserved[i]) == 0)
+			return 0;
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (strncasecmp(h, prefixes[i], strlen(prefixes[i])) == 0)
+			return 0;
+	return 1;
+}
+
 /* inject: the default (Authorization: Bearer {upstream_token}) when absent;
  * each header once; every connect upstream's token injected somewhere. */
 static void check_resource_inject(struct cfg_resource *r, const char *path, struct cfg_errors *e)
@@ -1408,6 +1437,13 @@ static void check_resource_inject(struct cfg_resource *r, const char *path, stru
 			cfg_err(e, path, "out of memory");
 		if (in->value)
 			check_inject_template(r, in, path, e);
+		if (in->header && !inject_header_ok(in->header))
+			cfg_err(e, path,
+				"inject.header: \"%s\" is not a header the broker may set (a token without \"_\", "
+				"not hop-by-hop, Host, Expect, Mcp-*, X-MCP-*, X-Forwarded-* or X-Request-Id)",
+				in->header);
+		if (in->value && !hdr_value_ok(in->value, strlen(in->value), 0))
+			cfg_err(e, path, "inject.value: control bytes (CR, LF, NUL) or non-ASCII in the template");
 		for (size_t j = 0; j < i && in->header; j++)
 			if (r->inject[j].header && strcasecmp(r->inject[j].header, in->header) == 0)
 				cfg_err(e, path, "inject: the header %s is injected twice", in->header);

@@ -95,9 +95,10 @@ const char *idjag_claims_check(const json_t *header, const json_t *claims, const
 	return NULL;
 }
 
-/* Spends (issuer, jti) until exp: 0, 1 already spent (on any node), -1. */
-static int jti_spend(struct db_conn *c, const char *iss, const char *jti, long long exp)
+int idjag_spend(struct db_conn *c, const struct idjag *g)
 {
+	const char *iss = g->ti->issuer, *jti = g->jti;
+	long long exp = g->exp;
 	static struct db_stmt q = DB_STMT(
 		"INSERT INTO client_assertion_jtis(jti_hash, expires_at) VALUES ($1, to_timestamp($2::bigint)) "
 		"ON CONFLICT (jti_hash) DO NOTHING RETURNING 1");
@@ -176,11 +177,9 @@ enum idjag_rc idjag_verify(struct http_req *r, struct db_conn *c, const char *as
 	const char *scope = json_string_value(json_object_get(j.payload, "scope"));
 	out->has_scope = scope != NULL;
 	snprintf(out->scope, sizeof(out->scope), "%s", scope ? scope : "");
-	long long exp = (long long)json_integer_value(json_object_get(j.payload, "exp"));
-	int spent = jti_spend(c, out->ti->issuer, json_string_value(json_object_get(j.payload, "jti")), exp);
-	if (spent == 1)
-		*why = "the assertion's jti was already used";
-	rc = spent == 0 ? IDJAG_OK : spent < 0 ? IDJAG_UNAVAILABLE : IDJAG_INVALID;
+	out->exp = (long long)json_integer_value(json_object_get(j.payload, "exp"));
+	snprintf(out->jti, sizeof(out->jti), "%s", json_string_value(json_object_get(j.payload, "jti")));
+	rc = IDJAG_OK;
 out:
 	if (rc == IDJAG_INVALID)
 		log_msg(LOG_INFO, "idjag.refused", r->id, "%s", *why);

@@ -11,8 +11,9 @@
  *           resource one of our resource URLs, the issuer's subject claim,
  *           exp (at most LIM_IDJAG_LIFETIME_S ahead), iat, jti (single use
  *           across every node), scope optional; nbf honoured.
- * Every refusal is invalid_grant with a fixed reason; nothing is written
- * until every check passed, the jti last. */
+ * Every refusal is invalid_grant with a fixed reason. Verifying writes
+ * nothing: the jti is spent (idjag_spend) in the transaction that issues
+ * the token, so an assertion refused for any reason is not burnt. */
 #ifndef MCPB_IDJAG_H
 #define MCPB_IDJAG_H
 #include <jansson.h>
@@ -30,6 +31,8 @@ struct idjag {
 	char subject[256];
 	char scope[LIM_SCOPE + 1]; /* the claim ("" when absent: has_scope 0) */
 	int has_scope;
+	char jti[LIM_ASSERTION_JTI + 1];
+	long long exp;
 };
 
 enum idjag_rc {
@@ -41,6 +44,11 @@ enum idjag_rc {
 /* Verifies assertion for the authenticated client_id into *out. */
 enum idjag_rc idjag_verify(struct http_req *r, struct db_conn *c, const char *assertion, const char *client_id,
 			   struct idjag *out, const char **why) WUR;
+
+/* Spends g's (issuer, jti) until its exp inside the caller's transaction
+ * (single use across every node; a concurrent spender waits for it): 0,
+ * 1 already spent, -1 on a database error. */
+int idjag_spend(struct db_conn *c, const struct idjag *g) WUR;
 
 /* ---- the pure rules, exposed for unit tests ---- */
 

@@ -860,11 +860,15 @@ out:
  * transaction, committed. A grant lives across ID-JAGs, so that what the
  * user connected stays connected. */
 static enum tk_rc jag_store(struct http_req *r, struct db_conn *c, const struct client *cl, const struct idjag *g,
-			    const char *scope, const char *jkt, struct issued *t)
+			    const char *scope, const char *jkt, struct issued *t, struct tk_refusal *why)
 {
 	static struct db_stmt q_user = DB_STMT(
 		"INSERT INTO users(id, upstream, subject) VALUES ($1::uuid, $2, $3) ON CONFLICT (upstream, subject) "
 		"DO UPDATE SET last_login_at = now() RETURNING id::text");
+	/* One grant per (user, client, resource), however many first ID-JAGs
+	 * race: the second waits, then finds the first's. */
+	static struct db_stmt q_lock = DB_STMT(
+		"SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(10) || $2 || chr(10) || $3, 0))");
 	static struct db_stmt q_find = DB_STMT(
 		"UPDATE grants SET scopes = string_to_array($4, ' '), updated_at = now() WHERE id = (SELECT id FROM "
 		"grants WHERE user_id = $1::uuid AND client_id = $2 AND resource = $3 AND status = 'active' "
@@ -879,12 +883,20 @@ static enum tk_rc jag_store(struct http_req *r, struct db_conn *c, const struct 
 	int created = 0;
 	if (vault_uuid(user_uuid) < 0 || vault_uuid(grant_id) < 0 || db_begin(c) < 0)
 		goto out;
+	int spent = idjag_spend(c, g);
+	if (spent != 0) {
+		if (spent == 1)
+			rc = refuse(why, "invalid_grant", "the assertion's jti was already used");
+		goto out;
+	}
 	const char *pu[] = { user_uuid, g->ti->issuer, g->subject };
 	if (!(user = db_exec_ok(c, &q_user, 3, pu)) || PQntuples(user) != 1)
 		goto out;
 	snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(user, 0, 0));
 	const char *pf[] = { user_id, cl->client_id, g->resource, scope };
-	if (!(found = db_exec_ok(c, &q_find, 4, pf)))
+	PGresult *locked = db_exec_ok(c, &q_lock, 3, pf);
+	PQclear(locked);
+	if (!locked || !(found = db_exec_ok(c, &q_find, 4, pf)))
 		goto out;
 	if (PQntuples(found) == 1) {
 		snprintf(grant_id, sizeof(grant_id), "%s", PQgetvalue(found, 0, 0));
@@ -948,7 +960,7 @@ static enum tk_rc grant_jwt_bearer(struct http_req *r, struct db_conn *c, const 
 	if (rc == TK_OK)
 		rc = dpop_required(r->app->cfg, g.resource, jkt, why);
 	if (rc == TK_OK)
-		rc = jag_store(r, c, cl, &g, scope, jkt, t);
+		rc = jag_store(r, c, cl, &g, scope, jkt, t, why);
 	return rc;
 }
 

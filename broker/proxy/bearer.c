@@ -28,11 +28,11 @@ const char *bearer_token(const char *authorization, int *dpop)
 }
 
 /* 1 valid (ti filled), 0 unknown/expired/revoked, -1 database error. */
-static int lookup(struct db_conn *c, const char *hash, struct token_info *ti)
+static int lookup(const struct config *cfg, struct db_conn *c, const char *hash, struct token_info *ti)
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.grant_id::text, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
-		"g.user_id::text, u.subject, g.upstream, extract(epoch FROM t.expires_at)::bigint, t.jkt "
+		"g.user_id::text, u.subject, g.upstream, extract(epoch FROM t.expires_at)::bigint, t.jkt, u.upstream "
 		"FROM tokens t JOIN grants g ON g.id = t.grant_id "
 		"JOIN users u ON u.id = g.user_id WHERE t.token_hash = $1::bytea AND t.kind = 'access' "
 		"AND t.revoked_at IS NULL AND t.expires_at > now() AND g.status = 'active'");
@@ -57,6 +57,11 @@ static int lookup(struct db_conn *c, const char *hash, struct token_info *ti)
 	snprintf(ti->subject, sizeof(ti->subject), "%s", PQgetvalue(res, 0, 5));
 	snprintf(ti->upstream, sizeof(ti->upstream), "%s", PQgetvalue(res, 0, 6));
 	snprintf(ti->jkt, sizeof(ti->jkt), "%s", PQgetisnull(res, 0, 8) ? "" : PQgetvalue(res, 0, 8));
+	/* The user's own namespace names them to the downstream: an
+	 * enterprise user (a trusted issuer's) by the issuer's login
+	 * upstream, at the same IdP with the same subject (config.c checks). */
+	const struct cfg_trusted_issuer *iss = config_trusted_issuer(cfg, PQgetvalue(res, 0, 9));
+	snprintf(ti->user_ns, sizeof(ti->user_ns), "%s", iss ? iss->login_upstream : PQgetvalue(res, 0, 9));
 	rc = 1;
 out:
 	PQclear(res);
@@ -80,7 +85,7 @@ enum bearer_rc bearer_validate(struct app *app, struct db_conn **c, const char *
 	if (!*c && db_acquire(app->db, c, DB_WAIT_MS) < 0)
 		return BEARER_UNAVAILABLE;
 	unsigned long gen = cache_generation();
-	int v = lookup(*c, full, ti);
+	int v = lookup(app->cfg, *c, full, ti);
 	if (v < 0)
 		return BEARER_UNAVAILABLE;
 	if (v == 0) {

@@ -517,8 +517,11 @@ static void elicit_connect(struct http_req *r, struct db_conn *c, struct resourc
 		out = json_array();
 		for (size_t i = 0; out && i < rpc_count(body); i++) {
 			json_t *m = rpc_message(body, i);
-			if (rpc_acts(m) && json_array_append_new(out, connect_answer(modern, json_object_get(m, "id"),
-										     upstream, url, eid)) < 0)
+			/* Nothing of the batch is forwarded: every request in it
+			 * (not only those that act) is answered, so none waits. */
+			json_t *id = json_object_get(m, "id");
+			if (id && json_object_get(m, "method") &&
+			    json_array_append_new(out, connect_answer(modern, id, upstream, url, eid)) < 0)
 				break;
 		}
 	} else {
@@ -640,7 +643,7 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const str
 	const char *inject[LIM_CONNECT_UPSTREAMS + 1];
 	const struct cfg_resource *res = rc->res;
 	const struct token_info *ti = &rc->ti;
-	const struct forward_identity id = { ti->upstream, ti->subject, ti->client_id, ti->scope };
+	const struct forward_identity id = { ti->user_ns, ti->subject, ti->client_id, ti->scope };
 	struct engine_request er;
 	int rv = -1;
 	memset(&er, 0, sizeof(er));
@@ -721,18 +724,15 @@ static void downstream_failed(struct http_req *r, struct resource_ctx *rc, CURLc
 
 /* The downstream refused a request forwarded without the sign-in
  * upstream's token: the URL elicitation for it, answering the body's
- * request (its id; null when it has none). */
+ * request (its id; null when it has none), or each request of a batch. */
 static void elicit_after_refusal(struct http_req *r, struct resource_ctx *rc)
 {
 	struct db_conn *c = NULL;
 	struct buf body = engine_take_body(rc->x);
 	json_t *msg = NULL;
 	rc->status = 200;
-	if (body.len && rpc_parse(body.ptr, body.len, &msg) == 0 && json_is_array(msg)) {
-		json_t *first = json_incref(rpc_message(msg, 0));
-		json_decref(msg);
-		msg = first;
-	}
+	if (body.len && rpc_parse(body.ptr, body.len, &msg) < 0)
+		msg = NULL; /* parsed when it came in: this cannot fail */
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0)
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 	else

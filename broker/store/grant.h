@@ -22,9 +22,10 @@ struct token_info {
 	char scope[LIM_SCOPE + 1];
 	char user_id[37];
 	char subject[300];
-	char upstream[65];
-	long long exp; /* expiry, seconds since the epoch */
-	char jkt[44];  /* DPoP key thumbprint the token is bound to; "" for a Bearer token */
+	char upstream[65]; /* the grant's sign-in upstream */
+	char user_ns[65];  /* the user's namespace in X-MCP-User: an upstream name */
+	long long exp;     /* expiry, seconds since the epoch */
+	char jkt[44];      /* DPoP key thumbprint the token is bound to; "" for a Bearer token */
 };
 
 struct issued {

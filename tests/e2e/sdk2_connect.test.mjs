@@ -217,14 +217,15 @@ describe('the connect page refuses what it must', { timeout: 90000 }, () => {
     grantId = await q(`SELECT grant_id FROM tokens WHERE token_hash = sha256('${token}'::bytea)`);
   });
 
-  it('a batch is answered per request; notifications alone are forwarded', async () => {
+  it('a batch that needs the account is answered whole, request by request; notifications alone are forwarded', async () => {
     const r = await mcp(token, [
       { jsonrpc: '2.0', id: 'a', method: 'tools/call', params: { name: 'whoami', arguments: {} } },
       { jsonrpc: '2.0', method: 'notifications/progress', params: {} },
       { jsonrpc: '2.0', id: 'b', method: 'ping' },
     ]);
     assert.equal(r.status, 200);
-    assert.deepEqual(r.json.map((m) => [m.id, m.error.code]), [['a', -32042]]);
+    assert.deepEqual(r.json.map((m) => [m.id, m.error.code]), [['a', -32042], ['b', -32042]],
+      'nothing of the batch was forwarded, so every request is answered');
   });
 
   it('signing in as another GitHub user attaches nothing', async () => {

@@ -47,7 +47,7 @@ before(async () => {
   env = await startNodes(2, {
     downstream: ds.url,
     resources: [{
-      path: '/mcp', upstream: 'gh', downstream: ds.url,
+      path: '/mcp', upstream: 'gh', downstream: ds.url, identity_headers: true,
       scopes: { 'issues:read': ['echo', 'whoami'], 'issues:write': ['*'] }, default_scopes: ['issues:read'],
     }],
     extra: {
@@ -149,9 +149,15 @@ describe('an enterprise user through the SDK 2.4 CrossAppAccessProvider', { time
     ghLeg.searchParams.set('auto', '1');
     const cb2 = await browserGet(onNode((await http(ghLeg.toString())).headers.get('location'), nodeB), jar);
     assert.equal(cb2.status, 200, cb2.text);
+    const seen0 = ds.seen.length;
     const who = JSON.parse((await client.callTool({ name: 'whoami', arguments: {} })).content[0].text);
     assert.match(who.authorization, /^Bearer gho_/);
     assert.equal(await q(`SELECT (up_access IS NOT NULL)::text FROM grants WHERE id = '${grantId}'`), 'true');
+    // Downstream the user is the enterprise IdP's (its login upstream's
+    // name and the same sub), never a GitHub user of the same number.
+    const sub = await q(`SELECT u.subject FROM grants g JOIN users u ON u.id = g.user_id WHERE g.id = '${grantId}'`);
+    const call = ds.seen.slice(seen0).find((e) => /tools\/call/.test(e.body));
+    assert.equal(call.headers['x-mcp-user'], `corp:${sub}`);
   });
 
   it('a fresh ID-JAG keeps the same grant, and so what the user connected', async () => {

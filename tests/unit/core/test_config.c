@@ -1122,6 +1122,27 @@ static void test_connect(void)
 	      "$.resources[0]: inject.value: expected {upstream_token} or {upstream_token:NAME}");
 	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":[{},{\"header\":\"authorization\"}]") }),
 	      "$.resources[0]: inject: the header authorization is injected twice");
+	static const char *const reserved[] = {
+		"Host",     "X-MCP-User",     "content-length",  "Transfer-Encoding", "Connection",  "X_Token",
+		"Bad Name", "Mcp-Session-Id", "X-Forwarded-For", "Forwarded",         "x-request-id"
+	};
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		char extra[256];
+		snprintf(extra, sizeof(extra), ",\"inject\":{\"header\":\"%s\",\"value\":\"{upstream_token}\"}",
+			 reserved[i]);
+		char doc[8192];
+		snprintf(doc, sizeof(doc), "%s",
+			 build((struct cfgt){ .extra = TWO
+					      "\"resources\":[{\"path\":\"/mcp\","
+					      "\"upstream\":\"gh\",\"downstream\":\"http://127.0.0.1:1/\"" }));
+		/* build() ends the object: reopen the resource for the inject entry. */
+		size_t len = strlen(doc);
+		snprintf(doc + len - 1, sizeof(doc) - len + 1, "%s}]}", extra);
+		FAILS(doc, "$.resources[0]: inject.header:");
+	}
+	FAILS(build((struct cfgt){
+		      .extra = RES(",\"inject\":{\"value\":\"Bearer {upstream_token}\\r\\nX-Evil: 1\"}") }),
+	      "$.resources[0]: inject.value: control bytes");
 	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":[]") }),
 	      "$.resources[0].inject: expected between 1 and 9");
 	FAILS(build((struct cfgt){ .extra = RES(",\"inject\":\"x\"") }),
@@ -1165,6 +1186,13 @@ static void test_trusted_issuers(void)
 				   "\"https://i/j\",\"login_upstream\":\"corp\"},{\"issuer\":\"https://i\","
 				   "\"jwks_uri\":\"https://i/j\",\"login_upstream\":\"corp\"}]" }),
 	      "$.trusted_issuers[1]: issuer: listed twice");
+	FAILS(build((struct cfgt){ .extra = UPS TI(",\"login_upstream\":\"gh\"") }),
+	      "$.trusted_issuers[0]: login_upstream: \"gh\" must be the OIDC upstream whose issuer is this issuer");
+	FAILS(build((struct cfgt){ .extra = UPS TI(",\"login_upstream\":\"corp\",\"subject_claim\":\"email\"") }),
+	      "$.trusted_issuers[0]: subject_claim: only \"sub\"");
+	FAILS(build((struct cfgt){ .extra = UPS "\"trusted_issuers\":[{\"issuer\":\"https://idp.example\",\"jwks_uri\":"
+						"\"https://idp.example/jwks?v=1\",\"login_upstream\":\"corp\"}]" }),
+	      "$.trusted_issuers[0]: jwks_uri: expected an https URL without query or fragment");
 	FAILS(build((struct cfgt){ .extra = UPS "\"log\":{}" AGENT }),
 	      "$.clients[0]: the jwt-bearer grant needs trusted_issuers");
 	FAILS(build((struct cfgt){
