@@ -202,11 +202,13 @@ static int cmd_rotate_keys(int argc, char **argv)
 		fprintf(stderr, "mcp-broker rotate-keys: database unreachable or schema not current\n");
 		goto out;
 	}
-	long n = 0, unreadable = 0;
-	if (rotate_keys(cfg, pg, &n, &unreadable) == 0) {
+	long n = 0, unreadable = 0, nc = 0, unreadable_c = 0;
+	if (rotate_keys(cfg, pg, &n, &unreadable) == 0 && rotate_connections(cfg, pg, &nc, &unreadable_c) == 0) {
 		printf("re-encrypted %ld grant%s under key \"%s\"; %ld unreadable\n", n, n == 1 ? "" : "s",
 		       cfg->encryption_keys[0].id, unreadable);
-		rc = unreadable ? 1 : 0;
+		printf("re-encrypted %ld connected account%s under key \"%s\"; %ld unreadable\n", nc,
+		       nc == 1 ? "" : "s", cfg->encryption_keys[0].id, unreadable_c);
+		rc = unreadable || unreadable_c ? 1 : 0;
 	}
 out:
 	if (pg)

@@ -7,6 +7,7 @@
 #include "admin.h"
 #include "authorize.h"
 #include "callback.h"
+#include "account.h"
 #include "connect.h"
 #include "health.h"
 #include "introspect.h"
@@ -49,6 +50,11 @@ static const struct http_route static_routes[] = {
 	{ HM_GET, "/callback", MATCH_EXACT, 0, callback_get, "callback", NULL, NULL },
 	{ HM_GET, "/connect", MATCH_EXACT, 0, connect_get, "connect", NULL, NULL },
 	{ HM_POST, "/connect", MATCH_EXACT, LIM_BODY_DEFAULT, connect_post, "connect", NULL, NULL },
+	{ HM_GET, "/account", MATCH_EXACT, 0, account_get, "account", NULL, NULL },
+	{ HM_POST, "/account/login", MATCH_EXACT, LIM_BODY_DEFAULT, account_login, "account", NULL, NULL },
+	{ HM_POST, "/account/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, account_revoke, "account", NULL, NULL },
+	{ HM_POST, "/account/disconnect", MATCH_EXACT, LIM_BODY_DEFAULT, account_disconnect, "account", NULL, NULL },
+	{ HM_POST, "/account/logout", MATCH_EXACT, LIM_BODY_DEFAULT, account_logout, "account", NULL, NULL },
 	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL, NULL },
 	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL },
 	{ HM_POST, "/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, revoke_endpoint, "revoke", NULL, NULL },
@@ -56,6 +62,7 @@ static const struct http_route static_routes[] = {
 	{ HM_POST, "/introspect", MATCH_EXACT, LIM_BODY_DEFAULT, introspect_endpoint, "introspect", NULL, NULL },
 	{ HM_GET, "/admin/v1/grants", MATCH_EXACT, 0, admin_grants, "admin", NULL, NULL },
 	{ HM_POST, "/admin/v1/revoke", MATCH_EXACT, LIM_BODY_ADMIN, admin_revoke, "admin", NULL, NULL },
+	{ HM_POST, "/admin/v1/disconnect", MATCH_EXACT, LIM_BODY_ADMIN, admin_disconnect, "admin", NULL, NULL },
 };
 
 #define PRM_PREFIX "/.well-known/oauth-protected-resource"

@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages mcp-broker needs, only those missing.
 #   install-deps.sh          build and run (compiler, libraries, PostgreSQL)
 #   install-deps.sh --demo   also node and npm (the demo upstream and MCP server)
-#   install-deps.sh --test   also what the tests use (node, npm, nginx, wrk, and clang
+#   install-deps.sh --test   also what the tests use (node, npm, nginx, wrk, Chromium for
+#                            the browser tests, and clang
 #                            with libclang-rt-14-dev, whose libclang_rt.fuzzer the
 #                            fuzz targets link) and what tools/check uses
 #                            (clang-format-14, clang-tidy-14, nm from binutils, python3)
@@ -14,7 +15,7 @@ if [ "${1:-}" = --test ] || [ "${1:-}" = --demo ]; then
 	command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 fi
 if [ "${1:-}" = --test ]; then
-	pkgs+=(nginx-light wrk clang libclang-rt-14-dev clang-format-14 clang-tidy-14 binutils python3)
+	pkgs+=(nginx-light wrk clang libclang-rt-14-dev clang-format-14 clang-tidy-14 binutils python3 chromium fonts-dejavu-core)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

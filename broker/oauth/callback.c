@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account.h"
 #include "app.h"
 #include "audit.h"
 #include "authorize.h"
@@ -252,6 +253,8 @@ void callback_get(struct http_req *r)
 	}
 	/* A leg of an in-band connect (connect.c) comes back here too. */
 	int leg = connect_callback(r, c, state);
+	if (leg == 0)
+		leg = account_callback(r, c, state); /* and the sign-in of the account page */
 	if (leg < 0)
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
 	if (leg != 0 || take_pending(r, c, state, &pd) != 1)

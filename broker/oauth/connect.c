@@ -169,6 +169,41 @@ out:
 	db_release(r->app->db, &c);
 }
 
+int connect_leg_prepare(struct http_req *r, const struct cfg_upstream *up, char state[64], char **url)
+{
+	struct upstream_ep ep;
+	char verifier[64], challenge[64], redirect[1100];
+	uint8_t digest[CRYPTO_SHA256_LEN];
+	int rc = -1;
+	*url = NULL;
+	if (!up || upstream_endpoints(up, &ep) < 0) {
+		html_error_page(r, 503, "Temporarily unavailable", "The identity provider is not reachable now.");
+		return -1;
+	}
+	if (crypto_token_new("", state, 64) < 0 || cookie_derive(r, "upstream-pkce", state, verifier) < 0 ||
+	    authorize_callback_url(r->app->cfg, redirect, sizeof(redirect)) < 0) {
+		html_error_page(r, 500, "Server error", "The request could not be completed.");
+		goto out;
+	}
+	crypto_sha256(verifier, strlen(verifier), digest);
+	crypto_b64url_encode(digest, sizeof(digest), challenge);
+	if (!(*url = upstream_authorize_url(up, &ep, redirect, state, ep.pkce ? challenge : NULL))) {
+		html_error_page(r, 500, "Server error", "The request could not be completed.");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (rc < 0)
+		crypto_wipe(state, 64);
+	crypto_wipe(verifier, sizeof(verifier));
+	return rc;
+}
+
+void connect_redirect(struct http_req *r, const char *location)
+{
+	redirect_to(r, location);
+}
+
 /* Stores a leg for this browser and sends it to upstream's authorization
  * endpoint (state and PKCE of its own). */
 static void start_leg(struct http_req *r, struct db_conn *c, const struct connect_view *v, const char *leg,
@@ -178,33 +213,17 @@ static void start_leg(struct http_req *r, struct db_conn *c, const struct connec
 		"INSERT INTO pending_connects(state_hash, browser_hash, grant_id, upstream, leg, elicitation_id, "
 		"expires_at) VALUES ($1::bytea, $2::bytea, $3::uuid, $4, $5, $6, "
 		"now() + make_interval(secs => $7::int))");
-	const struct cfg_upstream *up = config_upstream(r->app->cfg, upstream);
-	struct upstream_ep ep;
-	char state[64], verifier[64], challenge[64], state_hash[67], browser_hash[67], ttl[16], redirect[1100];
-	uint8_t digest[CRYPTO_SHA256_LEN];
+	char state[64], state_hash[67], browser_hash[67], ttl[16];
 	char *url = NULL;
 	PGresult *res = NULL;
-	if (!up || upstream_endpoints(up, &ep) < 0) {
-		html_error_page(r, 503, "Temporarily unavailable", "The identity provider is not reachable now.");
+	if (connect_leg_prepare(r, config_upstream(r->app->cfg, upstream), state, &url) < 0)
 		return;
-	}
-	if (crypto_token_new("", state, sizeof(state)) < 0 || cookie_derive(r, "upstream-pkce", state, verifier) < 0 ||
-	    authorize_callback_url(r->app->cfg, redirect, sizeof(redirect)) < 0) {
-		html_error_page(r, 500, "Server error", "The request could not be completed.");
-		goto out;
-	}
-	crypto_sha256(verifier, strlen(verifier), digest);
-	crypto_b64url_encode(digest, sizeof(digest), challenge);
 	vault_hash_hex(state, state_hash);
 	vault_hash_hex(browser, browser_hash);
 	snprintf(ttl, sizeof(ttl), "%d", CONNECT_TICKET_TTL_S);
 	const char *p[] = { state_hash, browser_hash, v->grant_id, v->upstream, leg, v->elicitation_id, ttl };
 	if (!(res = db_exec_ok(c, &q, 7, p))) {
 		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
-		goto out;
-	}
-	if (!(url = upstream_authorize_url(up, &ep, redirect, state, ep.pkce ? challenge : NULL))) {
-		html_error_page(r, 500, "Server error", "The request could not be completed.");
 		goto out;
 	}
 	log_event(LOG_INFO, "connect.upstream_redirect", r->id,
@@ -214,7 +233,6 @@ out:
 	PQclear(res);
 	free(url);
 	crypto_wipe(state, sizeof(state));
-	crypto_wipe(verifier, sizeof(verifier));
 }
 
 void connect_post(struct http_req *r)
@@ -294,10 +312,8 @@ static const char *leg_code(struct http_req *r, const struct cfg_upstream *up)
 	return code;
 }
 
-/* Exchanges the leg's code at up and reads the account's identity. 0, or
- * -1 with the page sent (nothing stored). */
-static int leg_exchange(struct http_req *r, const struct cfg_upstream *up, const char *state,
-			struct upstream_tokens *tok, struct upstream_identity *id)
+int connect_leg_exchange(struct http_req *r, const struct cfg_upstream *up, const char *state,
+			 struct upstream_tokens *tok, struct upstream_identity *id)
 {
 	struct upstream_ep ep;
 	char verifier[64] = "", redirect[1100];
@@ -398,7 +414,7 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 		html_error_page(r, 503, "Temporarily unavailable", "The identity provider is not configured.");
 		goto out;
 	}
-	if (leg_exchange(r, up, state, &tok, &id) < 0)
+	if (connect_leg_exchange(r, up, state, &tok, &id) < 0)
 		goto out;
 	if (identity) {
 		/* Only the grant's own user may attach an account to it. The

@@ -11,8 +11,10 @@
  * any node serves any step. */
 #ifndef MCPB_CONNECT_H
 #define MCPB_CONNECT_H
+#include "config.h"
 #include "db.h"
 #include "http.h"
+#include "upstream.h"
 
 void connect_get(struct http_req *r);
 void connect_post(struct http_req *r);
@@ -20,5 +22,17 @@ void connect_post(struct http_req *r);
 /* /callback for a connect leg: 1 when state is one (answered), 0 when it is
  * not (nothing sent), -1 on a database error (nothing sent). */
 int connect_callback(struct http_req *r, struct db_conn *c, const char *state) WUR;
+
+/* The upstream legs of the broker's own pages (connect, account): a fresh
+ * state (64 bytes, wiped by the caller) and the authorization URL of up
+ * with PKCE derived from it (*url malloc'd). 0, or -1 with the page sent. */
+int connect_leg_prepare(struct http_req *r, const struct cfg_upstream *up, char state[64], char **url) WUR;
+/* In the callback of such a leg: exchanges the code (PKCE verifier derived
+ * from state again) and reads the account's identity. 0, or -1 with the
+ * page sent (nothing stored). */
+int connect_leg_exchange(struct http_req *r, const struct cfg_upstream *up, const char *state,
+			 struct upstream_tokens *tok, struct upstream_identity *id) WUR;
+/* A 302 to location, no-store, no referrer. */
+void connect_redirect(struct http_req *r, const char *location);
 
 #endif

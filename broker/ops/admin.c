@@ -7,12 +7,14 @@
 
 #include "app.h"
 #include "audit.h"
+#include "connection.h"
 #include "crypto.h"
 #include "grant.h"
 #include "jparse.h"
 #include "log.h"
 #include "notify.h"
 #include "num.h"
+#include "revoker.h"
 
 #define ADMIN_PAGE_MAX 500
 #define ADMIN_PAGE_DEFAULT 100
@@ -119,7 +121,11 @@ static PGresult *grants_select(struct db_conn *c, const struct grants_query *q)
 		"array_to_json(g.scopes), g.status, to_char(g.created_at AT TIME ZONE 'UTC', "
 		"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), to_char(g.revoked_at AT TIME ZONE 'UTC', "
 		"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), g.revoked_reason, "
-		"(extract(epoch FROM g.created_at) * 1000000)::bigint "
+		"(extract(epoch FROM g.created_at) * 1000000)::bigint, "
+		"(SELECT coalesce(json_agg(json_build_object('upstream', k.upstream, 'subject', k.subject, 'login', "
+		"k.login, 'connected_at', to_char(k.connected_at AT TIME ZONE 'UTC', "
+		"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) ORDER BY k.upstream), '[]') FROM grant_connections k "
+		"WHERE k.grant_id = g.id) "
 		"FROM grants g JOIN users u ON u.id = g.user_id "
 		"WHERE ($1::text IS NULL OR u.subject = $1) AND ($2::text IS NULL OR g.client_id = $2) "
 		"AND ($3::text IS NULL OR g.upstream = $3) AND ($4::text IS NULL OR g.status = $4) "
@@ -140,12 +146,13 @@ static PGresult *grants_select(struct db_conn *c, const struct grants_query *q)
 /* One grant of a listing; NULL when out of memory. */
 static json_t *grant_json(const PGresult *res, int i)
 {
-	json_t *g = json_pack("{s:s, s:{s:s, s:s, s:s?}, s:s, s:s, s:o, s:s, s:s}", "grant_id", PQgetvalue(res, i, 0),
-			      "user", "upstream", PQgetvalue(res, i, 1), "subject", PQgetvalue(res, i, 2), "login",
-			      PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3), "client_id", PQgetvalue(res, i, 4),
-			      "resource", PQgetvalue(res, i, 5), "scopes",
+	json_t *g = json_pack("{s:s, s:{s:s, s:s, s:s?}, s:s, s:s, s:o, s:s, s:s, s:o}", "grant_id",
+			      PQgetvalue(res, i, 0), "user", "upstream", PQgetvalue(res, i, 1), "subject",
+			      PQgetvalue(res, i, 2), "login", PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
+			      "client_id", PQgetvalue(res, i, 4), "resource", PQgetvalue(res, i, 5), "scopes",
 			      jparse_str(PQgetvalue(res, i, 6), 0, LIM_JSON_DEPTH), "status", PQgetvalue(res, i, 7),
-			      "created_at", PQgetvalue(res, i, 8));
+			      "created_at", PQgetvalue(res, i, 8), "connections",
+			      jparse_str(PQgetvalue(res, i, 12), 0, LIM_JSON_DEPTH));
 	if (g && !PQgetisnull(res, i, 9) &&
 	    (json_object_set_new(g, "revoked_at", json_string(PQgetvalue(res, i, 9))) < 0 ||
 	     json_object_set_new(g, "revoked_reason", json_string(PQgetvalue(res, i, 10))) < 0)) {
@@ -340,5 +347,73 @@ void admin_revoke(struct http_req *r)
 	}
 out:
 	json_decref(body);
+	db_release(r->app->db, &c);
+}
+
+/* ---- POST /admin/v1/disconnect ---------------------------------------- */
+
+/* {grant_id, upstream}: that grant's connected account; {upstream}: every
+ * grant's account there (an upstream app whose tokens must all go). The
+ * sessions end at once; their tokens are revoked at the upstream by the
+ * revoker. Answers {"disconnected": N}. */
+void admin_disconnect(struct http_req *r)
+{
+	static struct db_stmt q_select = DB_STMT(
+		"SELECT grant_id::text FROM grant_connections WHERE upstream = $2 AND ($1::uuid IS NULL OR "
+		"grant_id = $1::uuid) ORDER BY grant_id FOR UPDATE");
+	struct db_conn *c = NULL;
+	PGresult *res = NULL;
+	json_t *detail = NULL;
+	const char *k, *grant_id = NULL, *upstream = NULL;
+	json_t *v, *body = jparse(r->body.ptr ? r->body.ptr : "", r->body.len, 0, LIM_JSON_DEPTH);
+	long n = 0;
+	int bad = !json_is_object(body), rc = -1;
+	if (admin_auth(r) < 0)
+		goto out;
+	json_object_foreach(body, k, v)
+	{
+		const char *s = json_string_value(v);
+		size_t len = s ? strlen(s) : 0;
+		if (strcmp(k, "grant_id") == 0 && s && len == 36 && strspn(s, "0123456789abcdef-") == 36)
+			grant_id = s;
+		else if (strcmp(k, "upstream") == 0 && s && len && len <= 64)
+			upstream = s;
+		else
+			bad = 1;
+	}
+	if (bad || !upstream) {
+		http_send_json(r, 400, json_pack("{s:s}", "error", "body must be {grant_id, upstream} or {upstream}"));
+		goto out;
+	}
+	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
+		http_add_header(r, "Retry-After", "1");
+		http_send_json(r, 503, json_pack("{s:s}", "error", "database unavailable"));
+		goto out;
+	}
+	const char *p[] = { grant_id, upstream };
+	if (db_begin(c) < 0 || !(res = db_exec_ok(c, &q_select, 2, p)))
+		goto fail;
+	for (int i = 0; i < PQntuples(res); i++) {
+		int one = connection_disconnect(c, PQgetvalue(res, i, 0), upstream, "admin", "operator", r->id);
+		if (one < 0)
+			goto fail;
+		n += one;
+	}
+	if (!(detail = json_deep_copy(body)) || json_object_set_new(detail, "disconnected", json_integer(n)) < 0)
+		goto fail;
+	rc = audit_call(c, r, "disconnect", detail) < 0 || db_commit(c) < 0 ? -1 : 0;
+	detail = NULL; /* stolen by audit_call */
+fail:
+	if (rc < 0) {
+		http_add_header(r, "Retry-After", "1");
+		http_send_json(r, 503, json_pack("{s:s}", "error", "disconnect failed; nothing was disconnected"));
+	} else {
+		revoker_kick();
+		http_send_json(r, 200, json_pack("{s:I}", "disconnected", (json_int_t)n));
+	}
+out:
+	json_decref(detail);
+	json_decref(body);
+	PQclear(res);
 	db_release(r->app->db, &c);
 }

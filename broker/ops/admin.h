@@ -9,5 +9,8 @@
 void admin_grants(struct http_req *r);
 /* POST /admin/v1/revoke with exactly one selector; answers {"revoked": N}. */
 void admin_revoke(struct http_req *r);
+/* POST /admin/v1/disconnect {grant_id, upstream} or {upstream}: connected
+ * accounts; answers {"disconnected": N}. */
+void admin_disconnect(struct http_req *r);
 
 #endif

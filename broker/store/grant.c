@@ -150,6 +150,13 @@ static enum grant_revoke_rc revoke_one(struct app *app, struct db_conn *c, const
 		"UPDATE tokens SET revoked_at = now() WHERE grant_id = $1::uuid AND revoked_at IS NULL");
 	static struct db_stmt q_queue = DB_STMT(
 		"INSERT INTO upstream_revocations(grant_id, upstream) VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING");
+	/* Its connected accounts go with it: their sealed tokens move to the
+	 * revoker's queue (migration 0008). */
+	static struct db_stmt q_connections = DB_STMT(
+		"WITH gone AS (DELETE FROM grant_connections WHERE grant_id = $1::uuid RETURNING grant_id, "
+		"upstream, subject, key_id, up_access, up_refresh) INSERT INTO connection_revocations(grant_id, "
+		"upstream, subject, key_id, up_access, up_refresh, reason) SELECT grant_id, upstream, subject, key_id, "
+		"up_access, up_refresh, $2 FROM gone");
 	enum grant_revoke_rc rc = GRANT_REVOKE_FAILED;
 	char user[40], client[LIM_CLIENT_ID + 1], upstream[80];
 	(void)app;
@@ -176,6 +183,9 @@ static enum grant_revoke_rc revoke_one(struct app *app, struct db_conn *c, const
 		r = NULL;
 	}
 	if (!(r = db_exec_ok(c, &q_tokens, 1, p)))
+		goto out;
+	PQclear(r);
+	if (!(r = db_exec_ok(c, &q_connections, 2, p)))
 		goto out;
 	PQclear(r);
 	r = NULL;

@@ -46,6 +46,11 @@ static struct db_stmt purge[] = {
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
 	DB_STMT("DELETE FROM pending_connects WHERE ctid IN (SELECT ctid FROM pending_connects "
 		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+	/* Account sign-ins under way, connection revocations settled a week ago (0008). */
+	DB_STMT("DELETE FROM pending_account_logins WHERE ctid IN (SELECT ctid FROM pending_account_logins "
+		"WHERE expires_at < now() - interval '1 minute' LIMIT " HK_BATCH ")"),
+	DB_STMT("DELETE FROM connection_revocations WHERE ctid IN (SELECT ctid FROM connection_revocations "
+		"WHERE done_at < now() - interval '7 days' LIMIT " HK_BATCH ")"),
 	/* The per-resource table of the previous version (migration 0004). */
 	DB_STMT("DELETE FROM mcp_sessions WHERE ctid IN (SELECT ctid FROM mcp_sessions "
 		"WHERE created_at < now() - interval '1 day' LIMIT " HK_BATCH ")"),

@@ -143,3 +143,107 @@ out:
 	buf_free(&skip);
 	return rc;
 }
+
+/* Connected accounts, and the revocations still to tell their upstream:
+ * rows keyed by column 0 (a grant id, a revocation id) and upstream, whose
+ * tokens are sealed under "<upstream>:<kind>". Each batch waits for the
+ * rows it takes (a connection's refresh holds its row for one upstream
+ * call); an unreadable row is skipped by key from then on. */
+struct sealed_table {
+	const char *select, *update;
+};
+static const struct sealed_table connection_tables[] = {
+	{ "SELECT grant_id::text, upstream, key_id, up_access, up_refresh, grant_id::text FROM grant_connections WHERE key_id <> $1 "
+	  "AND NOT (grant_id::text || ':' || upstream = ANY(string_to_array($2, ','))) ORDER BY grant_id, upstream "
+	  "LIMIT " ROTATE_BATCH " FOR NO KEY UPDATE",
+	  "UPDATE grant_connections SET key_id = $3, up_access = $4::bytea, up_refresh = $5::bytea, "
+	  "updated_at = now() WHERE grant_id = $1::uuid AND upstream = $2" },
+	{ "SELECT id::text, upstream, key_id, up_access, up_refresh, grant_id::text FROM connection_revocations WHERE done_at IS NULL "
+	  "AND key_id <> $1 AND NOT (id::text || ':' || upstream = ANY(string_to_array($2, ','))) ORDER BY id "
+	  "LIMIT " ROTATE_BATCH " FOR NO KEY UPDATE",
+	  "UPDATE connection_revocations SET key_id = $3, up_access = $4::bytea, up_refresh = $5::bytea "
+	  "WHERE id = $1::bigint AND upstream = $2" },
+};
+
+/* Row i of r (key, upstream, key_id, access, refresh, grant id) under the
+ * active key. */
+static enum row_rc reseal_connection(const struct config *cfg, PGconn *pg, const struct sealed_table *t, PGresult *r,
+				     int i, struct buf *skip, long *done, long *unreadable)
+{
+	const char *key = PQgetvalue(r, i, 0), *up = PQgetvalue(r, i, 1), *kid = PQgetvalue(r, i, 2);
+	const char *gid = PQgetvalue(r, i, 5);
+	char pa[96], pr[96], *a = NULL, *b = NULL;
+	enum row_rc rc = ROW_NO_MEMORY;
+	vault_connection_purpose(pa, up, "access");
+	vault_connection_purpose(pr, up, "refresh");
+	enum reseal_rc ra = reseal(cfg, kid, gid, pa, PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), &a);
+	enum reseal_rc rb = ra != RESEAL_OK
+				    ? ra
+				    : reseal(cfg, kid, gid, pr, PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4), &b);
+	if (rb == RESEAL_FAILED)
+		goto out;
+	if (rb == RESEAL_UNREADABLE) {
+		(*unreadable)++;
+		log_msg(LOG_ERROR, "rotate.unreadable", NULL,
+			"grant %s, connected account %s: its key \"%s\" is not configured or the data is damaged", gid,
+			up, kid);
+		if (buf_printf(skip, "%s%s:%s", skip->len ? "," : "", key, up) == 0)
+			rc = ROW_OK;
+		goto out;
+	}
+	const char *u[] = { key, up, cfg->encryption_keys[0].id, a, b };
+	PGresult *w = PQexecParams(pg, t->update, 5, NULL, u, NULL, NULL, 0);
+	int ok = w && PQresultStatus(w) == PGRES_COMMAND_OK;
+	PQclear(w);
+	rc = ok ? ROW_OK : ROW_DB_FAILED;
+	*done += ok;
+out:
+	free(a);
+	free(b);
+	return rc;
+}
+
+int rotate_connections(const struct config *cfg, PGconn *pg, long *done, long *unreadable)
+{
+	const char *active = cfg->encryption_keys[0].id;
+	char wait_sql[64];
+	struct buf skip;
+	PGresult *r = NULL;
+	int rc = -1, oom = 0;
+	*done = 0;
+	*unreadable = 0;
+	buf_init(&skip, ROTATE_SKIP_BYTES);
+	snprintf(wait_sql, sizeof(wait_sql), "SET LOCAL statement_timeout = %ld", lock_wait_ms(cfg));
+	for (size_t t = 0; t < sizeof(connection_tables) / sizeof(connection_tables[0]); t++) {
+		buf_reset(&skip);
+		for (int n = 1; n > 0;) {
+			if (exec_cmd(pg, "BEGIN") < 0 || exec_cmd(pg, wait_sql) < 0)
+				goto out;
+			const char *p[] = { active, skip.ptr ? skip.ptr : "" };
+			r = PQexecParams(pg, connection_tables[t].select, 2, NULL, p, NULL, NULL, 0);
+			if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+				goto out;
+			n = PQntuples(r);
+			for (int i = 0; i < n; i++) {
+				enum row_rc row = reseal_connection(cfg, pg, &connection_tables[t], r, i, &skip, done,
+								    unreadable);
+				oom = row == ROW_NO_MEMORY;
+				if (row != ROW_OK)
+					goto out;
+			}
+			PQclear(r);
+			r = NULL;
+			if (exec_cmd(pg, "COMMIT") < 0)
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	PQclear(r);
+	if (rc < 0) {
+		log_msg(LOG_ERROR, "rotate.failed", NULL, "%s", oom ? "out of memory" : PQerrorMessage(pg));
+		exec_cmd(pg, "ROLLBACK");
+	}
+	buf_free(&skip);
+	return rc;
+}

@@ -11,4 +11,8 @@
  * *unreadable and left as is. */
 int rotate_keys(const struct config *cfg, PGconn *pg, long *done, long *unreadable) WUR;
 
+/* The same for connected accounts (grant_connections) and the tokens of
+ * connection revocations not yet done: *done rows, *unreadable left. */
+int rotate_connections(const struct config *cfg, PGconn *pg, long *done, long *unreadable) WUR;
+
 #endif

@@ -1,6 +1,7 @@
 #include "vault.h"
 
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,4 +153,9 @@ int vault_uuid(char out[37])
 	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
 		 b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 	return 0;
+}
+
+void vault_connection_purpose(char out[96], const char *upstream, const char *kind)
+{
+	snprintf(out, 96, "%s:%s", upstream, kind);
 }

@@ -33,6 +33,11 @@ void vault_free(char *pt);
 /* SHA-256 of a secret as bytea hex text "\x..." in out[67]. */
 void vault_hash_hex(const char *secret, char out[67]);
 
+/* The purpose (with the grant id, the associated data) under which a
+ * connected account's token of kind "access" or "refresh" is sealed:
+ * "<upstream>:<kind>" in out[96]. */
+void vault_connection_purpose(char out[96], const char *upstream, const char *kind);
+
 /* A random UUID (v4) in out[37]. */
 int vault_uuid(char out[37]) WUR;
 

@@ -53,16 +53,12 @@ static int load(struct db_conn *c, struct db_stmt *q, const char *grant_id, cons
 }
 
 /* The purpose a connection's sealed token is bound to: "<upstream>:access". */
-static void purpose(char out[96], const char *upstream, const char *kind)
-{
-	snprintf(out, 96, "%s:%s", upstream, kind);
-}
 
 static enum upstream_token_rc open_current(const struct config *cfg, const struct conn_row *g, const char *grant_id,
 					   const char *upstream, const char *request_id, char **token)
 {
 	char pp[96];
-	purpose(pp, upstream, "access");
+	vault_connection_purpose(pp, upstream, "access");
 	*token = vault_open(cfg, g->key_id, grant_id, pp, g->up_access);
 	if (!*token)
 		log_msg(LOG_ERROR, "vault.open_failed", request_id, "connected %s token of grant %s does not decrypt",
@@ -87,8 +83,8 @@ static int seal(const struct config *cfg, const char *grant_id, const char *upst
 		const char *refresh, char **enc_a, char **enc_r, const char **key_id)
 {
 	char pa[96], pr[96];
-	purpose(pa, upstream, "access");
-	purpose(pr, upstream, "refresh");
+	vault_connection_purpose(pa, upstream, "access");
+	vault_connection_purpose(pr, upstream, "refresh");
 	*enc_a = vault_seal(cfg, grant_id, pa, access, key_id);
 	*enc_r = refresh ? vault_seal(cfg, grant_id, pr, refresh, key_id) : NULL;
 	return *enc_a && (*enc_r || !refresh) ? 0 : -1;
@@ -171,7 +167,7 @@ static enum upstream_token_rc refresh_locked(struct app *app, struct db_conn *c,
 		rc = open_current(cfg, &g, grant_id, upstream, request_id, token);
 		goto out;
 	}
-	purpose(pr, upstream, "refresh");
+	vault_connection_purpose(pr, upstream, "refresh");
 	const struct cfg_upstream *up = config_upstream(cfg, upstream);
 	if (!(old_refresh = vault_open(cfg, g.key_id, grant_id, pr, g.up_refresh)) || !up ||
 	    upstream_endpoints(up, &ep) < 0) {
@@ -226,7 +222,7 @@ int connection_attach(struct app *app, struct db_conn *c, const char *grant_id, 
 		"INSERT INTO grant_connections(grant_id, upstream, subject, login, key_id, up_access, up_refresh, "
 		"up_expires_at, up_scope) SELECT $1::uuid, $2, $3, $4, $5, $6::bytea, $7::bytea, "
 		"CASE WHEN $8::int > 0 THEN now() + make_interval(secs => $8::int) END, $9 "
-		"FROM grants WHERE id = $1::uuid AND status = 'active' "
+		"FROM grants WHERE id = $1::uuid AND status = 'active' FOR SHARE " /* waits out a revocation */
 		"ON CONFLICT (grant_id, upstream) DO UPDATE SET subject = EXCLUDED.subject, login = EXCLUDED.login, "
 		"key_id = EXCLUDED.key_id, up_access = EXCLUDED.up_access, up_refresh = EXCLUDED.up_refresh, "
 		"up_expires_at = EXCLUDED.up_expires_at, up_scope = EXCLUDED.up_scope, connected_at = now(), "
@@ -313,4 +309,25 @@ out:
 	free(enc_a);
 	free(enc_r);
 	return rc;
+}
+
+int connection_disconnect(struct db_conn *c, const char *grant_id, const char *upstream, const char *actor,
+			  const char *reason, const char *request_id)
+{
+	static struct db_stmt q = DB_STMT(
+		"WITH gone AS (DELETE FROM grant_connections WHERE grant_id = $1::uuid AND upstream = $2 "
+		"RETURNING grant_id, upstream, subject, key_id, up_access, up_refresh) "
+		"INSERT INTO connection_revocations(grant_id, upstream, subject, key_id, up_access, up_refresh, reason) "
+		"SELECT grant_id, upstream, subject, key_id, up_access, up_refresh, $3 FROM gone RETURNING id");
+	const char *p[] = { grant_id, upstream, reason };
+	PGresult *r = db_exec_ok(c, &q, 3, p);
+	if (!r)
+		return -1;
+	int n = PQntuples(r);
+	PQclear(r);
+	if (n == 0)
+		return 0;
+	struct audit a = { "connection.disconnected", actor, NULL, NULL, grant_id, request_id };
+	json_t *detail = json_pack("{s:s, s:s}", "upstream", upstream, "reason", reason);
+	return detail && audit_record(c, &a, detail) == 0 ? 1 : -1;
 }

@@ -32,6 +32,14 @@ int connection_attach(struct app *app, struct db_conn *c, const char *grant_id, 
 int connection_attach_signin(struct app *app, struct db_conn *c, const char *grant_id, const char *upstream,
 			     const struct upstream_tokens *tok, const char *request_id) WUR;
 
+/* Disconnects grant_id's connection to upstream inside the caller's
+ * transaction: the row (its sealed tokens) moves to connection_revocations,
+ * where the revoker revokes it at the upstream, and an audit record says
+ * who (actor) and why. 1 disconnected, 0 there was none, -1 on failure
+ * (roll back). */
+int connection_disconnect(struct db_conn *c, const char *grant_id, const char *upstream, const char *actor,
+			  const char *reason, const char *request_id) WUR;
+
 /* Seconds a connect ticket (and each leg of its flow) lives. */
 #define CONNECT_TICKET_TTL_S 600
 #define CONNECT_TICKET_PREFIX "mcpb_ct_"

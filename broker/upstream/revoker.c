@@ -39,7 +39,7 @@ static void wake(const struct revocation *rv, void *arg)
 /* Revokes one grant upstream. Returns the outcome label; *retry when a
  * later attempt may succeed. */
 static const char *revoke_one(struct app *app, const char *grant_id, const char *upstream, const char *key_id,
-			      const char *enc_access, const char *enc_refresh, int others, int *retry)
+			      const char *enc_access, const char *enc_refresh, int others, int connected, int *retry)
 {
 	const struct config *cfg = app->cfg;
 	const struct cfg_upstream *up = config_upstream(cfg, upstream);
@@ -57,8 +57,14 @@ static const char *revoke_one(struct app *app, const char *grant_id, const char 
 	 * the app: only when no other session of the user still needs it. */
 	if (ep.github && others)
 		return "kept_for_other_sessions";
-	char *access = enc_access ? vault_open(cfg, key_id, grant_id, "access", enc_access) : NULL;
-	char *refresh = enc_refresh ? vault_open(cfg, key_id, grant_id, "refresh", enc_refresh) : NULL;
+	/* A connected account's tokens are sealed under "<upstream>:<kind>". */
+	char pa[96] = "access", pr[96] = "refresh";
+	if (connected) {
+		vault_connection_purpose(pa, upstream, "access");
+		vault_connection_purpose(pr, upstream, "refresh");
+	}
+	char *access = enc_access ? vault_open(cfg, key_id, grant_id, pa, enc_access) : NULL;
+	char *refresh = enc_refresh ? vault_open(cfg, key_id, grant_id, pr, enc_refresh) : NULL;
 	const char *outcome;
 	if (!access && !refresh) {
 		outcome = "no_token";
@@ -101,12 +107,16 @@ static int settle(struct db_conn *c, const char *gid, const char *outcome, int a
 	return u ? 0 : -1;
 }
 
-int revoker_run_once(struct app *app, int *handled)
+static int grants_once(struct app *app, int *handled)
 {
 	static struct db_stmt q_due = DB_STMT(
 		"SELECT r.grant_id::text, r.upstream, r.attempts, g.key_id, g.up_access, g.up_refresh, "
 		"EXISTS (SELECT 1 FROM grants o WHERE o.user_id = g.user_id AND o.upstream = g.upstream "
 		"AND o.status = 'active' AND o.id <> g.id) "
+		/* the same account connected to another grant, or an enterprise
+		 * user's (whose account there is not known): kept too */
+		"OR EXISTS (SELECT 1 FROM users u WHERE u.id = g.user_id AND (u.upstream <> g.upstream OR EXISTS "
+		"(SELECT 1 FROM grant_connections k WHERE k.upstream = g.upstream AND k.subject = u.subject))) "
 		"FROM upstream_revocations r JOIN grants g ON g.id = r.grant_id "
 		"WHERE r.done_at IS NULL AND r.next_attempt <= now() "
 		"ORDER BY r.next_attempt LIMIT " REVOKE_BATCH " FOR UPDATE OF r SKIP LOCKED");
@@ -128,7 +138,8 @@ int revoker_run_once(struct app *app, int *handled)
 		int others = strcmp(PQgetvalue(due, i, 6), "t") == 0;
 		const char *outcome = revoke_one(app, gid, PQgetvalue(due, i, 1), PQgetvalue(due, i, 3),
 						 PQgetisnull(due, i, 4) ? NULL : PQgetvalue(due, i, 4),
-						 PQgetisnull(due, i, 5) ? NULL : PQgetvalue(due, i, 5), others, &retry);
+						 PQgetisnull(due, i, 5) ? NULL : PQgetvalue(due, i, 5), others, 0,
+						 &retry);
 		if (settle(c, gid, outcome, attempt, retry) < 0)
 			goto out;
 		json_t *f = json_pack("{s:s, s:s, s:i, s:b}", "grant_id", gid, "outcome", outcome, "attempt", attempt,
@@ -144,6 +155,81 @@ out:
 	PQclear(due);
 	db_release(app->db, &c);
 	return rc;
+}
+
+/* The same for connected accounts (connection_revocations): each row
+ * carries its sealed tokens, erased once done or given up. *handled rows;
+ * 0, or -1 on a database error (nothing of the pass is kept). */
+static int connections_once(struct app *app, int *handled)
+{
+	static struct db_stmt q_due = DB_STMT(
+		"SELECT r.id::text, r.grant_id::text, r.upstream, r.attempts, r.key_id, r.up_access, r.up_refresh, "
+		"EXISTS (SELECT 1 FROM grant_connections o WHERE o.upstream = r.upstream AND o.subject = r.subject) "
+		"OR EXISTS (SELECT 1 FROM grants g JOIN users u ON u.id = g.user_id WHERE g.status = 'active' "
+		"AND g.upstream = r.upstream AND u.upstream = r.upstream AND u.subject = r.subject) "
+		"FROM connection_revocations r WHERE r.done_at IS NULL AND r.next_attempt <= now() "
+		"ORDER BY r.next_attempt LIMIT " REVOKE_BATCH " FOR UPDATE OF r SKIP LOCKED");
+	static struct db_stmt q_done = DB_STMT(
+		"UPDATE connection_revocations SET done_at = now(), outcome = $2, attempts = attempts + 1, "
+		"up_access = NULL, up_refresh = NULL WHERE id = $1::bigint");
+	static struct db_stmt q_retry = DB_STMT(
+		"UPDATE connection_revocations SET attempts = attempts + 1, outcome = $2, "
+		"next_attempt = now() + make_interval(secs => $3::int) WHERE id = $1::bigint");
+	struct db_conn *c = NULL;
+	PGresult *due = NULL;
+	int rc = -1, n = 0;
+	*handled = 0;
+	if (db_acquire(app->db, &c, REVOKER_DB_WAIT_MS) < 0)
+		return -1;
+	if (db_begin(c) < 0 || !(due = db_exec_ok(c, &q_due, 0, NULL)))
+		goto out;
+	for (int i = 0; i < PQntuples(due); i++) {
+		const char *id = PQgetvalue(due, i, 0), *gid = PQgetvalue(due, i, 1), *up = PQgetvalue(due, i, 2);
+		long long done_before = 0;
+		if (num_parse(PQgetvalue(due, i, 3), 0, INT_MAX - 1, &done_before) < 0)
+			done_before = REVOKE_MAX_ATTEMPTS;
+		int attempt = (int)done_before + 1, retry = 0;
+		const char *outcome = revoke_one(app, gid, up, PQgetvalue(due, i, 4),
+						 PQgetisnull(due, i, 5) ? NULL : PQgetvalue(due, i, 5),
+						 PQgetisnull(due, i, 6) ? NULL : PQgetvalue(due, i, 6),
+						 strcmp(PQgetvalue(due, i, 7), "t") == 0, 1, &retry);
+		char backoff[16];
+		snprintf(backoff, sizeof(backoff), "%d", 1 << (attempt < 12 ? attempt : 12));
+		int again = retry && attempt < REVOKE_MAX_ATTEMPTS;
+		const char *p[] = { id, again ? outcome : retry ? "gave_up" : outcome, backoff };
+		PGresult *u = db_exec_ok(c, again ? &q_retry : &q_done, again ? 3 : 2, p);
+		PQclear(u);
+		if (!u)
+			goto out;
+		log_event(retry ? LOG_WARN : LOG_INFO, "upstream.revocation", NULL,
+			  json_pack("{s:s, s:s, s:s, s:i, s:b}", "grant_id", gid, "upstream", up, "outcome", outcome,
+				    "attempt", attempt, "retry", again));
+		n++;
+	}
+	if (db_commit(c) < 0)
+		goto out;
+	*handled = n;
+	rc = 0;
+out:
+	PQclear(due);
+	db_release(app->db, &c);
+	return rc;
+}
+
+int revoker_run_once(struct app *app, int *handled)
+{
+	int g = 0, k = 0;
+	int rc = grants_once(app, &g) == 0 && connections_once(app, &k) == 0 ? 0 : -1;
+	*handled = g + k;
+	return rc;
+}
+
+void revoker_kick(void)
+{
+	pthread_mutex_lock(&rw_lock);
+	rw_kick = 1;
+	pthread_cond_signal(&rw_cond);
+	pthread_mutex_unlock(&rw_lock);
 }
 
 static void *rw_loop(void *arg)

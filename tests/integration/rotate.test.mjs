@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { startIdp } from '../fakes/idp.mjs';
 import { baseConfig, createDatabase, freePort, http, key, psql, run, startBroker, waitFor, writeConfig } from '../lib/harness.mjs';
-import { fullFlow } from '../lib/flow.mjs';
+import { CookieJar, browserGet, browserPost, fullFlow, parseConsent } from '../lib/flow.mjs';
+import { setFault } from '../lib/oauth_setup.mjs';
 import { startEcho, upstreamConfig } from '../lib/nodes.mjs';
 
 const cleanups = [];
@@ -83,6 +84,80 @@ test('rotate-keys moves every grant to the first key; the old key can then be re
   // Logged before the 503 was sent, but stderr is another pipe: let it arrive.
   const openFailed = () => b.logs().some((l) => l.includes('"event":"vault.open_failed"') && l.includes(`grant ${g2} does not decrypt`));
   assert.ok(await waitFor(openFailed, 5000), b.logText());
+});
+
+/** tools/call through b with t's access token (2025-11-25 wire). */
+const toolCall = (b, t) => http(`${b.url}/mcp`, {
+  method: 'POST',
+  headers: { authorization: `Bearer ${t.access_token}`, 'content-type': 'application/json', 'mcp-protocol-version': '2025-11-25' },
+  body: '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}',
+});
+
+/** Connects login's Sentry account to t's grant: the elicitation's page, both legs. */
+async function connectSentry(b, t, login) {
+  const e = (await toolCall(b, t)).json.error;
+  assert.equal(e?.code, -32042);
+  const jar = new CookieJar();
+  const form = parseConsent((await browserGet(e.data.elicitations[0].url, jar)).text);
+  let r = await browserPost(form.action, jar, { ...form.fields, decision: 'approve' });
+  for (let leg = 0; leg < 2; leg++) {
+    const up = new URL(r.headers.get('location'));
+    up.searchParams.set('login', login);
+    up.searchParams.set('auto', '1');
+    r = await browserGet((await http(up.toString())).headers.get('location'), jar);
+  }
+  assert.equal(r.status, 200, r.text);
+}
+
+test('rotate-keys re-encrypts connected accounts, and the revocations still to be sent', async () => {
+  const idp = await startIdp({ port: 0 });
+  cleanups.push(() => idp.close());
+  const echo = await startEcho();
+  cleanups.push(() => echo.close());
+  const db = await createDatabase('rotate_conn');
+  const port = await freePort();
+  const k1 = { id: 'old', key: key() }, k2 = { id: 'new', key: key() };
+  const base = baseConfig({ port, databaseUrl: db, extra: {
+    encryption_keys: [k1], upstreams: upstreamConfig(idp), limits: { register_per_ip_per_hour: 0 },
+    admin_tokens: ['admin-rotate-0123456789abcdef'],
+    resources: [{ path: '/mcp', upstream: 'gh', connect: ['sentry'], downstream: echo.url,
+      inject: [{ value: 'Bearer {upstream_token}' }, { header: 'X-Sentry-Token', value: '{upstream_token:sentry}' }] }],
+  } });
+  const withKeys = (keys) => ({ ...base, encryption_keys: keys });
+  let b = await startBroker(base);
+  const alice = await fullFlow(b.url);
+  const bob = await fullFlow(b.url, { login: 'bob' });
+  await connectSentry(b, alice, 'alice');
+  await connectSentry(b, bob, 'bob');
+  // bob's account is disconnected while Sentry's revocation endpoint fails:
+  // its tokens wait, sealed, in connection_revocations.
+  await setFault(idp, 'sentry.revoke', { mode: 'status', status: 503, count: 100 });
+  const bobGrant = await psql(db, `SELECT grant_id FROM tokens WHERE token_hash = '\\x${sha256hex(bob.access_token)}'::bytea`);
+  const d = await http(`${b.url}/admin/v1/disconnect`, { method: 'POST', headers: { authorization: 'Bearer admin-rotate-0123456789abcdef' }, body: JSON.stringify({ grant_id: bobGrant, upstream: 'sentry' }) });
+  assert.equal(d.json.disconnected, 1, d.text);
+  assert.ok(await waitFor(async () => await psql(db, 'SELECT attempts FROM connection_revocations') !== '0', 10000), 'the revoker tried');
+  await b.stop();
+  assert.equal(await psql(db, "SELECT key_id FROM grant_connections"), 'old');
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'mcpb-rot-'));
+  const bad = await run(['rotate-keys', '--config', writeConfig(tmp, withKeys([k2]))]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stdout, /re-encrypted 0 connected accounts under key "new"; 2 unreadable/);
+  const ok = await run(['rotate-keys', '--config', writeConfig(tmp, withKeys([k2, k1]))]);
+  assert.equal(ok.code, 0, ok.stderr + ok.stdout);
+  assert.match(ok.stdout, /re-encrypted 2 connected accounts under key "new"; 0 unreadable/);
+  assert.equal(await psql(db, "SELECT key_id FROM grant_connections"), 'new');
+  assert.equal(await psql(db, "SELECT key_id FROM connection_revocations"), 'new');
+  // Only the new key: the connected account still reaches the downstream,
+  // and bob's pending revocation still opens when Sentry answers again.
+  await setFault(idp, 'sentry.revoke', null);
+  await psql(db, 'UPDATE connection_revocations SET next_attempt = now()');
+  b = await startBroker(withKeys([k2]));
+  cleanups.push(() => b.stop('SIGKILL'));
+  const r = await toolCall(b, alice);
+  assert.equal(r.status, 200, r.text);
+  assert.match(echo.seen.at(-1).headers['x-sentry-token'], /^sntr_/);
+  assert.ok(await waitFor(async () => await psql(db, 'SELECT outcome FROM connection_revocations') === 'revoked', 15000),
+    await psql(db, 'SELECT outcome FROM connection_revocations'));
 });
 
 /**
