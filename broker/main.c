@@ -252,6 +252,20 @@ static void end_transfers(const struct revocation *rv, void *arg)
 	engine_end_matching(&m);
 }
 
+/* A completed URL elicitation (SEP-1036): notifications/elicitation/complete
+ * on the grant's standalone streams this node serves. */
+static void elicitation_complete(const char *grant_id, const char *elicitation_id, void *arg)
+{
+	(void)arg;
+	char event[256];
+	int n = snprintf(event, sizeof(event),
+			 "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/elicitation/"
+			 "complete\",\"params\":{\"elicitationId\":\"%s\"}}\n\n",
+			 elicitation_id);
+	if (n > 0 && (size_t)n < sizeof(event))
+		engine_inject(grant_id, event, (size_t)n);
+}
+
 static void list_transfers(notify_emit_fn emit, void *ctx, void *arg)
 {
 	(void)arg;
@@ -309,9 +323,9 @@ static int cmd_serve(int argc, char **argv)
 	 * tells its subscribers in the order they registered, all before the
 	 * listener starts. */
 	if (cache_start() < 0 || notify_on_revoke(end_transfers, NULL) < 0 ||
-	    notify_on_resync(list_transfers, NULL) < 0 || engine_start(app.cfg->http.max_connections) < 0 ||
-	    housekeeping_start(&app) < 0 || revoker_start(&app) < 0 || notify_start(&app) < 0 ||
-	    audit_writer_start(&app) < 0) {
+	    notify_on_resync(list_transfers, NULL) < 0 || notify_on_elicited(elicitation_complete, NULL) < 0 ||
+	    engine_start(app.cfg->http.max_connections) < 0 || housekeeping_start(&app) < 0 ||
+	    revoker_start(&app) < 0 || notify_start(&app) < 0 || audit_writer_start(&app) < 0) {
 		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
 		goto out;
 	}

@@ -13,6 +13,7 @@
 #include "form.h"
 #include "html.h"
 #include "log.h"
+#include "notify.h"
 #include "reqform.h"
 #include "upstream.h"
 #include "vault.h"
@@ -443,6 +444,9 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 		html_error_page(r, 503, "Temporarily unavailable", "The account could not be stored. Try again.");
 		goto out;
 	}
+	/* Where the client holds a stream open, it learns at once. */
+	if (notify_publish_elicited(c, v.grant_id, v.elicitation_id) < 0)
+		log_msg(LOG_WARN, "connect.notify_failed", r->id, "notifications/elicitation/complete not announced");
 	log_event(LOG_INFO, "connect.connected", r->id,
 		  json_pack("{s:s, s:s, s:s}", "grant_id", v.grant_id, "upstream", v.upstream, "elicitation_id",
 			    v.elicitation_id));

@@ -77,6 +77,11 @@ struct engine_xfer {
 	uint64_t start_ns; /* the request's start (http_now_ns) */
 	int revoked;       /* ended by engine_end_matching: nothing more goes out */
 	int registered;
+	/* Events the broker adds to a standalone stream (engine_inject): they
+	 * go out where the downstream's stream is between two events. */
+	int sse_breaks;                            /* line ends at the end of what came so far (2: between events) */
+	char sse_last;                             /* the last byte that came (a CR before LF is one line end) */
+	struct buf injected;                       /* waiting for the next boundary */
 	struct engine_xfer *live_prev, *live_next; /* under reg.lock */
 };
 
@@ -160,6 +165,7 @@ static void xfer_release(struct engine_xfer *x)
 	free(x->url);
 	buf_free(&x->body);
 	buf_free(&x->out);
+	buf_free(&x->injected);
 	for (int i = 0; i < x->nhdrs; i++) {
 		free(x->hdr_name[i]);
 		free(x->hdr_value[i]);
@@ -289,6 +295,22 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 	return len;
 }
 
+/* Follows the event stream's line ends (CRLF, LF or CR, WHATWG's event
+ * stream grammar): two in a row end an event. */
+static void sse_track(struct engine_xfer *x, const char *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char c = data[i];
+		if (c == '\n' && x->sse_last == '\r')
+			; /* the LF of a CRLF: counted with its CR */
+		else if (c == '\n' || c == '\r')
+			x->sse_breaks++;
+		else
+			x->sse_breaks = 0;
+		x->sse_last = c;
+	}
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *cls)
 {
 	struct engine_xfer *x = cls;
@@ -314,6 +336,17 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 		x->out_off = 0; /* buf_add freed the buffer on failure */
 		pthread_mutex_unlock(&x->lock);
 		return 0;
+	}
+	if (x->is_stream) {
+		sse_track(x, data, len);
+		if (x->sse_breaks >= 2 && x->injected.len) {
+			if (buf_add(&x->out, x->injected.ptr, x->injected.len) < 0) {
+				x->out_off = 0;
+				pthread_mutex_unlock(&x->lock);
+				return 0;
+			}
+			buf_reset(&x->injected);
+		}
 	}
 	if (!x->headers_ready) {
 		long code = 0;
@@ -887,6 +920,31 @@ void engine_end_matching(const struct engine_match *m)
 	}
 }
 
+void engine_inject(const char *grant_id, const char *event, size_t len)
+{
+	long n = 0;
+	pthread_mutex_lock(&reg.lock);
+	for (struct engine_xfer *x = reg.live; x; x = x->live_next) {
+		if (strcmp(x->grant_id, grant_id) != 0)
+			continue;
+		pthread_mutex_lock(&x->lock);
+		if (x->is_stream && !x->done && !x->revoked && !x->client_gone) {
+			/* Between two events: at once; else after the one under way
+			 * (bounded: a stream that never ends an event gets no more). */
+			int now = x->sse_breaks >= 2 && x->injected.len == 0 && x->out.len + len <= ENGINE_BUFFER;
+			if (buf_add(now ? &x->out : &x->injected, event, len) == 0) {
+				n++;
+				if (now)
+					wake_client(x);
+			}
+		}
+		pthread_mutex_unlock(&x->lock);
+	}
+	pthread_mutex_unlock(&reg.lock);
+	if (n)
+		metrics_count("proxy_injected_events_total", NULL, n);
+}
+
 int engine_revoked(struct engine_xfer *x)
 {
 	pthread_mutex_lock(&x->lock);
@@ -936,6 +994,8 @@ static struct engine_xfer *xfer_new(struct http_req *r)
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	x->client_fd = ci ? (int)ci->connect_fd : -1;
 	buf_init(&x->out, ENGINE_BUFFER + 64 * 1024);
+	buf_init(&x->injected, ENGINE_INJECT_BYTES);
+	x->sse_breaks = 2; /* a stream starts between events */
 	x->easy = curl_easy_init();
 	if (!x->easy) {
 		x->refs = 1;

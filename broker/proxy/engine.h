@@ -89,6 +89,13 @@ struct engine_match {
  * node) is ended as it starts. Any thread; never blocks on I/O; costs
  * O(transfers alive on the node). */
 void engine_end_matching(const struct engine_match *m);
+/* Adds one SSE event (complete, ending in a blank line) to every
+ * standalone stream of grant_id under way on this node: at once where the
+ * downstream's stream is between two events, else after the event under
+ * way (at most ENGINE_INJECT_BYTES wait per stream). Any thread; never
+ * blocks on I/O. */
+#define ENGINE_INJECT_BYTES 8192
+void engine_inject(const char *grant_id, const char *event, size_t len);
 /* 1 when x was ended by engine_end_matching. */
 int engine_revoked(struct engine_xfer *x);
 /* Calls fn(grant_id, token_hash, ctx) for every transfer alive and not yet

@@ -36,6 +36,11 @@ static struct {
 } state_subs[NOTIFY_SUBSCRIBERS];
 static size_t n_state_subs;
 static struct {
+	notify_elicited_fn fn;
+	void *arg;
+} elicited_subs[NOTIFY_SUBSCRIBERS];
+static size_t n_elicited_subs;
+static struct {
 	notify_live_fn fn;
 	void *arg;
 } live_subs[NOTIFY_SUBSCRIBERS];
@@ -63,6 +68,11 @@ int notify_on_refresh(notify_refresh_fn fn, void *arg)
 int notify_on_bound(notify_bound_fn fn, void *arg)
 {
 	SUBSCRIBE(bound_subs, n_bound_subs, fn, arg);
+}
+
+int notify_on_elicited(notify_elicited_fn fn, void *arg)
+{
+	SUBSCRIBE(elicited_subs, n_elicited_subs, fn, arg);
 }
 
 int notify_on_state(notify_state_fn fn, void *arg)
@@ -217,6 +227,37 @@ void notify_msg_free(struct notify_msg *m)
 	m->kind = NOTIFY_REVOKED;
 }
 
+int notify_parse_event(const char *payload, char grant_id[37], char elicitation_id[37])
+{
+	if (strlen(payload) != 2 + 36 + 1 + 36 || strncmp(payload, "e:", 2) != 0 || payload[38] != ':')
+		return -1;
+	memcpy(grant_id, payload + 2, 36);
+	grant_id[36] = '\0';
+	memcpy(elicitation_id, payload + 39, 36);
+	elicitation_id[36] = '\0';
+	return is_uuid(grant_id) && is_uuid(elicitation_id) ? 0 : -1;
+}
+
+void notify_deliver_event(const char *payload)
+{
+	char gid[37], eid[37];
+	if (notify_parse_event(payload, gid, eid) < 0)
+		return; /* not a revocation: nothing to fail closed for */
+	for (size_t i = 0; i < n_elicited_subs; i++)
+		elicited_subs[i].fn(gid, eid, elicited_subs[i].arg);
+}
+
+int notify_publish_elicited(struct db_conn *c, const char *grant_id, const char *elicitation_id)
+{
+	static struct db_stmt q = DB_STMT("SELECT pg_notify('" NOTIFY_EVENTS_CHANNEL "', 'e:' || $1 || ':' || $2)");
+	if (!is_uuid(grant_id) || !is_uuid(elicitation_id))
+		return -1;
+	const char *p[] = { grant_id, elicitation_id };
+	PGresult *r = db_exec_ok(c, &q, 2, p);
+	PQclear(r);
+	return r ? 0 : -1;
+}
+
 void notify_deliver(const char *payload)
 {
 	struct notify_msg m;
@@ -368,7 +409,7 @@ static int listen_wait_ms(long long heard, long long sent)
 static PGconn *listen_connect(void)
 {
 	PGconn *pg = db_connect_one(the_app->cfg, "mcp-broker-listen");
-	PGresult *r = pg ? PQexec(pg, "LISTEN " NOTIFY_CHANNEL) : NULL;
+	PGresult *r = pg ? PQexec(pg, "LISTEN " NOTIFY_CHANNEL "; LISTEN " NOTIFY_EVENTS_CHANNEL) : NULL;
 	int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
 	PQclear(r);
 	if (!ok && pg) {
@@ -393,7 +434,10 @@ static void listen_read(PGconn *pg, long long *heard, long long *sent)
 	}
 	PGnotify *nt;
 	while ((nt = PQnotifies(pg)) != NULL) {
-		notify_deliver(nt->extra ? nt->extra : "*");
+		if (nt->relname && strcmp(nt->relname, NOTIFY_EVENTS_CHANNEL) == 0)
+			notify_deliver_event(nt->extra ? nt->extra : "");
+		else
+			notify_deliver(nt->extra ? nt->extra : "*");
 		PQfreemem(nt);
 	}
 }

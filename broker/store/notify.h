@@ -27,6 +27,11 @@
 #include "db.h"
 
 #define NOTIFY_CHANNEL "mcpb_revoke"
+/* Events that are no revocation, on a channel of their own (a node that
+ * does not know a payload there ignores it, where on NOTIFY_CHANNEL it
+ * would fail closed):
+ *   e:<grant id>:<elicitation id>   a URL elicitation of the grant completed */
+#define NOTIFY_EVENTS_CHANNEL "mcpb_events"
 #define NOTIFY_PAYLOAD_MAX 7999               /* PostgreSQL refuses payloads of 8000 bytes */
 #define NOTIFY_HEARTBEAT_MS 500               /* the listener asks PostgreSQL this often */
 #define NOTIFY_SILENCE_MS 3000                /* without an answer this long, the node is deaf */
@@ -64,6 +69,11 @@ int notify_on_refresh(notify_refresh_fn fn, void *arg) WUR;
 typedef void (*notify_bound_fn)(const char *key, void *arg);
 int notify_on_bound(notify_bound_fn fn, void *arg) WUR;
 
+/* Told that a URL elicitation of a grant completed (its account is
+ * connected), on whichever node: from the listener only. */
+typedef void (*notify_elicited_fn)(const char *grant_id, const char *elicitation_id, void *arg);
+int notify_on_elicited(notify_elicited_fn fn, void *arg) WUR;
+
 /* Told when the node starts listening (after any resync) and when it stops
  * hearing revocations (deaf, connection lost, stopping). */
 enum notify_state { NOTIFY_DEAF, NOTIFY_LISTENING };
@@ -90,6 +100,11 @@ int notify_publish(struct db_conn *c, const struct revocation *rv) WUR;
  * then this node's subscribers are told at once. -1 on a database error or
  * a malformed key (nobody was told). */
 int notify_publish_bound(struct db_conn *c, const char *key) WUR;
+
+/* Announces that grant_id's elicitation elicitation_id (both UUIDs)
+ * completed, to every node once the caller's statement commits (this one's
+ * listener too). -1 on a database error or malformed ids. */
+int notify_publish_elicited(struct db_conn *c, const char *grant_id, const char *elicitation_id) WUR;
 
 /* ---- the listener ---------------------------------------------------------- */
 
@@ -118,5 +133,9 @@ char *notify_payload(const struct revocation *rv) WUR;
 
 /* Acts on one payload as the listener does: tells the subscribers. */
 void notify_deliver(const char *payload);
+/* The same for NOTIFY_EVENTS_CHANNEL; notify_parse_event reads one
+ * ("e:<uuid>:<uuid>" into grant_id and elicitation_id): 0 or -1. */
+void notify_deliver_event(const char *payload);
+int notify_parse_event(const char *payload, char grant_id[37], char elicitation_id[37]) WUR;
 
 #endif

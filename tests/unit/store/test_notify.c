@@ -216,9 +216,49 @@ static void encoder(void)
 	CHECK(notify_payload(&(struct revocation){ .client_id = "\xff" }) == NULL);
 }
 
+static int elicited_calls;
+static char elicited_gid[37], elicited_eid[37];
+static void on_elicited(const char *gid, const char *eid, void *arg)
+{
+	(void)arg;
+	elicited_calls++;
+	snprintf(elicited_gid, sizeof(elicited_gid), "%s", gid);
+	snprintf(elicited_eid, sizeof(elicited_eid), "%s", eid);
+}
+
+/* The events channel: "e:<grant>:<elicitation>", and nothing else; what it
+ * cannot read is dropped, never taken for a revocation. */
+static void events(void)
+{
+	char g[37], e[37];
+	static const char eid[] = "0123abcd-0000-4000-8000-00000000000e";
+	CHECK(notify_parse_event("e:" GID ":0123abcd-0000-4000-8000-00000000000e", g, e) == 0);
+	CHECK_STR(g, GID);
+	CHECK_STR(e, eid);
+	static const char *const bad[] = { "",
+					   "e:",
+					   "e:" GID,
+					   "e:" GID ":",
+					   "g:" GID ":0123abcd-0000-4000-8000-00000000000e",
+					   "e:" GID ";0123abcd-0000-4000-8000-00000000000e",
+					   "e:" GID ":0123abcd-0000-4000-8000-00000000000E",
+					   "e:" GID ":0123abcd-0000-4000-8000-00000000000e ",
+					   "*" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(notify_parse_event(bad[i], g, e) == -1);
+	int revocations = seen.calls;
+	notify_deliver_event("e:" GID ":0123abcd-0000-4000-8000-00000000000e");
+	CHECK(elicited_calls == 1 && seen.calls == revocations);
+	CHECK_STR(elicited_eid, eid);
+	notify_deliver_event("*");
+	notify_deliver_event("nonsense");
+	CHECK(elicited_calls == 1 && seen.calls == revocations);
+}
+
 int main(void)
 {
 	CHECK(notify_on_revoke(on_revoke, NULL) == 0);
+	CHECK(notify_on_elicited(on_elicited, NULL) == 0);
 	CHECK(notify_on_refresh(on_refresh, NULL) == 0);
 
 	grammar();
@@ -235,6 +275,7 @@ int main(void)
 	CHECK(seen.calls == 2 && seen.refreshes == 1 && !seen.has[0] && !seen.has[1] && !seen.has[2]);
 
 	encoder();
+	events();
 
 	/* Subscribers are bounded. */
 	int full = 0;
