@@ -32,3 +32,9 @@ CREATE TABLE connection_revocations (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX connection_revocations_due ON connection_revocations (next_attempt) WHERE done_at IS NULL;
+
+-- "Last used" on the account page is a grant's latest tool.called: the
+-- index by grant alone becomes one by (grant, event, time), which serves
+-- both (no second index to write on every audit record).
+CREATE INDEX audit_events_grant_event ON audit_events (grant_id, event, at) WHERE grant_id IS NOT NULL;
+DROP INDEX audit_events_grant;

@@ -38,3 +38,16 @@ int num_parse(const char *s, long long min, long long max, long long *out)
 {
 	return s ? num_parse_n(s, strlen(s), min, max, out) : -1;
 }
+
+int num_uuid_ok(const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	if (!s || strlen(s) != 36)
+		return 0;
+	for (size_t i = 0; i < 36; i++) {
+		int dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !strchr(hex, s[i]) || s[i] == '\0')
+			return 0;
+	}
+	return 1;
+}

@@ -13,4 +13,8 @@ int num_parse(const char *s, long long min, long long max, long long *out) WUR;
 /* The same over the first len bytes of s (no NUL needed). */
 int num_parse_n(const char *s, size_t len, long long min, long long max, long long *out) WUR;
 
+/* 1 when s is a UUID as PostgreSQL prints it (8-4-4-4-12 lower-case hex
+ * digits), so that a ::uuid cast of it cannot fail. */
+int num_uuid_ok(const char *s);
+
 #endif

@@ -51,6 +51,18 @@ int cookie_set(struct http_req *r, const char *base, const char *value, long max
 	return rc;
 }
 
+int cookie_browser_is(struct http_req *r, const char *hash_hex)
+{
+	const char *browser = cookie_get(r, COOKIE_BROWSER);
+	char got[65];
+	if (!browser || !hash_hex)
+		return 0;
+	crypto_sha256_hex(browser, strlen(browser), got);
+	int same = crypto_ct_equal(got, 64, hash_hex, strlen(hash_hex));
+	crypto_wipe(got, sizeof(got));
+	return same;
+}
+
 static int valid_b64url(const char *s, size_t min, size_t max)
 {
 	size_t n = strlen(s);

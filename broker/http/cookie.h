@@ -26,6 +26,10 @@ int cookie_set(struct http_req *r, const char *base, const char *value, long max
  * set on this response. out must hold 64 bytes. */
 int cookie_browser(struct http_req *r, char out[64]) WUR;
 
+/* 1 when this request carries the browser-binding cookie and its SHA-256
+ * (64 hex digits) is hash_hex, compared in constant time: the browser a
+ * flow was bound to. */
+int cookie_browser_is(struct http_req *r, const char *hash_hex);
 /* CSRF token for (browser value, client_id), base64url HMAC; out[64]. */
 int cookie_csrf(struct http_req *r, const char *browser, const char *client_id, char out[64]) WUR;
 /* 1 when token is the CSRF token of this browser and client. */

@@ -15,6 +15,8 @@
 #include "html.h"
 #include "jparse.h"
 #include "log.h"
+#include "num.h"
+#include "ratelimit.h"
 #include "reqform.h"
 #include "revoker.h"
 #include "upstream.h"
@@ -23,8 +25,10 @@
 #define COOKIE_ACCOUNT "mcpb_account"
 #define CSRF_PURPOSE "account"
 #define SEAL_PURPOSE "account-session"
-#define LOGIN_TTL "600"      /* seconds a sign-in may take at the upstream */
-#define ACCOUNT_GRANTS "200" /* grants one page lists */
+#define LOGIN_TTL "600"          /* seconds a sign-in may take at the upstream */
+#define ACCOUNT_GRANTS "200"     /* grants one page lists */
+#define ACCOUNT_LOGINS_PER_S 0.5 /* sign-ins one client address starts, sustained */
+#define ACCOUNT_LOGIN_BURST 20.0
 
 /* Who is signed in: an upstream account, and the trusted issuers whose
  * users sign in there (a JSON array, for the grants of enterprise users). */
@@ -49,11 +53,6 @@ static void account_free(struct account *a)
 {
 	free(a->issuers);
 	crypto_wipe(a, sizeof(*a));
-}
-
-static int uuid_shape(const char *s)
-{
-	return s && strlen(s) == 36 && strspn(s, "0123456789abcdef-") == 36;
 }
 
 static void see_other(struct http_req *r, const char *done)
@@ -81,7 +80,6 @@ static int session_open(struct http_req *r, struct account *a)
 	const struct config *cfg = r->app->cfg;
 	const char *v = cookie_get(r, COOKIE_ACCOUNT), *browser = cookie_get(r, COOKIE_BROWSER);
 	json_t *j = v && browser ? cookie_open(r, SEAL_PURPOSE, v) : NULL, *iss = NULL;
-	char want[65];
 	int rc = 0;
 	memset(a, 0, sizeof(*a));
 	if (!j)
@@ -89,10 +87,8 @@ static int session_open(struct http_req *r, struct account *a)
 	const char *up = json_string_value(json_object_get(j, "u")), *sub = json_string_value(json_object_get(j, "s"));
 	const char *login = json_string_value(json_object_get(j, "l")), *b = json_string_value(json_object_get(j, "b"));
 	json_int_t exp = json_integer_value(json_object_get(j, "e"));
-	crypto_sha256_hex(browser, strlen(browser), want);
-	if (!up || !sub || !b || strlen(b) != 64 || !crypto_ct_equal(want, 64, b, 64) ||
-	    exp <= (json_int_t)time(NULL) || !config_upstream(cfg, up) || strlen(up) >= sizeof(a->upstream) ||
-	    strlen(sub) >= sizeof(a->subject))
+	if (!up || !sub || !b || strlen(b) != 64 || !cookie_browser_is(r, b) || exp <= (json_int_t)time(NULL) ||
+	    !config_upstream(cfg, up) || strlen(up) >= sizeof(a->upstream) || strlen(sub) >= sizeof(a->subject))
 		goto out;
 	snprintf(a->upstream, sizeof(a->upstream), "%s", up);
 	snprintf(a->subject, sizeof(a->subject), "%s", sub);
@@ -112,7 +108,6 @@ oom:
 out:
 	json_decref(iss);
 	json_decref(j);
-	crypto_wipe(want, sizeof(want));
 	return rc;
 }
 
@@ -217,8 +212,9 @@ static int grant_html(struct buf *b, const struct http_req *r, PGresult *res, in
 		     hidden(b, "upstream", up) < 0 || buf_adds(b, "<button type=\"submit\">Disconnect ") < 0 ||
 		     html_escape(b, up) < 0 || buf_adds(b, "</button></form></li>") < 0;
 	}
+	size_t connected = json_array_size(list);
 	json_decref(list);
-	if (json_array_size(list) == 0 && strcmp(PQgetvalue(res, i, 8), "t") != 0)
+	if (connected == 0 && strcmp(PQgetvalue(res, i, 8), "t") != 0)
 		rc = rc || buf_adds(b, "<li>none connected</li>") < 0;
 	rc = rc || buf_adds(b, "</ul>") < 0 || form_open(b, r, "revoke", csrf) < 0 || hidden(b, "grant", gid) < 0 ||
 	     buf_adds(b, "<button type=\"submit\">Revoke ") < 0 || html_escape(b, name) < 0 ||
@@ -347,12 +343,24 @@ void account_login(struct http_req *r)
 		html_error_page(r, 400, "Invalid request", "There is no such identity provider here.");
 		goto out;
 	}
+	/* Anyone may start a sign-in (the CSRF token is the browser's own):
+	 * each start writes a row, so each address starts a few only. */
+	int retry = 1;
+	if (!ratelimit_take("account-login", r->client_ip, ACCOUNT_LOGINS_PER_S, ACCOUNT_LOGIN_BURST, &retry)) {
+		char ra[16];
+		snprintf(ra, sizeof(ra), "%d", retry);
+		http_add_header(r, "Retry-After", ra);
+		html_error_page(r, 429, "Too many sign-ins", "Too many sign-ins from your address. Try again shortly.");
+		goto out;
+	}
+	/* The upstream's endpoints first (discovery may take a while): no
+	 * pooled connection is held meanwhile. */
+	if (connect_leg_prepare(r, up, state, &url) < 0)
+		goto out;
 	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
 		unavailable(r);
 		goto out;
 	}
-	if (connect_leg_prepare(r, up, state, &url) < 0)
-		goto out;
 	vault_hash_hex(state, state_hash);
 	vault_hash_hex(cookie_get(r, COOKIE_BROWSER), browser_hash);
 	const char *p[] = { state_hash, browser_hash, up->name };
@@ -376,7 +384,7 @@ int account_callback(struct http_req *r, struct db_conn *c, const char *state)
 					  "encode(browser_hash, 'hex'), upstream, expires_at > now()");
 	struct upstream_tokens tok = { 0 };
 	struct upstream_identity id = { 0 };
-	char hash[67], want[65], upstream[65], bhash[65];
+	char hash[67], upstream[65], bhash[65];
 	char *sealed = NULL;
 	json_t *j = NULL;
 	vault_hash_hex(state, hash);
@@ -392,24 +400,24 @@ int account_callback(struct http_req *r, struct db_conn *c, const char *state)
 	snprintf(upstream, sizeof(upstream), "%s", PQgetvalue(res, 0, 1));
 	int fresh = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
 	PQclear(res);
-	const char *browser = cookie_get(r, COOKIE_BROWSER);
-	if (browser)
-		crypto_sha256_hex(browser, strlen(browser), want);
+	int bound = cookie_browser_is(r, bhash);
 	const struct cfg_upstream *up = config_upstream(r->app->cfg, upstream);
 	if (!fresh || !up) {
 		html_error_page(r, 400, "Sign-in expired",
 				"This sign-in is unknown or has expired. Open the page again.");
 		goto out;
 	}
-	if (!browser || !crypto_ct_equal(want, 64, bhash, strlen(bhash))) {
+	if (!bound) {
 		html_error_page(r, 403, "Request refused",
 				"This sign-in was started in another browser. Open the page again.");
 		goto out;
 	}
-	/* The tokens only prove who this is: dropped (wiped) at once. */
+	/* The tokens only prove who this is: revoked where that spares the
+	 * user's other tokens, and wiped. */
 	if (connect_leg_exchange(r, up, state, &tok, &id) < 0)
 		goto out;
-	j = json_pack("{s:s, s:s, s:s?, s:s, s:I}", "u", upstream, "s", id.subject, "l", id.login, "b", want, "e",
+	connect_drop_proof(r, up, &tok);
+	j = json_pack("{s:s, s:s, s:s?, s:s, s:I}", "u", upstream, "s", id.subject, "l", id.login, "b", bhash, "e",
 		      (json_int_t)time(NULL) + ACCOUNT_SESSION_S);
 	if (!j || !(sealed = cookie_seal(r, SEAL_PURPOSE, j)) ||
 	    cookie_set(r, COOKIE_ACCOUNT, sealed, ACCOUNT_SESSION_S) < 0) {
@@ -450,7 +458,7 @@ static int lock_owned(struct http_req *r, struct db_conn *c, const struct accoun
 {
 	static struct db_stmt q = DB_STMT("SELECT g.id FROM grants g JOIN users u ON u.id = g.user_id WHERE "
 					  "g.id = $4::uuid AND " OWNED " FOR UPDATE OF g");
-	if (!uuid_shape(gid)) {
+	if (!num_uuid_ok(gid)) {
 		html_error_page(r, 404, "Not found", "That authorization is not yours or no longer exists.");
 		return 0;
 	}

@@ -54,11 +54,7 @@ static int take_pending(struct http_req *r, struct db_conn *c, const char *state
 				"This sign-in is unknown or has expired. Start again from your application.");
 		goto out;
 	}
-	const char *browser = cookie_get(r, COOKIE_BROWSER);
-	char want[65];
-	if (browser)
-		crypto_sha256_hex(browser, strlen(browser), want);
-	if (!browser || !crypto_ct_equal(want, 64, PQgetvalue(res, 0, 0), strlen(PQgetvalue(res, 0, 0)))) {
+	if (!cookie_browser_is(r, PQgetvalue(res, 0, 0))) {
 		html_error_page(r, 403, "Request refused",
 				"This sign-in was started in another browser. Start again from your application.");
 		goto out;

@@ -122,6 +122,34 @@ static int page_html(struct buf *b, const struct http_req *r, const struct conne
 	return rc ? -1 : 0;
 }
 
+/* Runs q (a ticket's lookup, or its spending) for ticket into *v, on a
+ * connection it acquires into *c (the caller releases it). 0, or -1 with
+ * the page sent: unavailable, expired, or no user to prove. */
+static int ticket_view(struct http_req *r, struct db_conn **c, struct db_stmt *q, const char *ticket,
+		       struct connect_view *v)
+{
+	char hash[67];
+	if (db_acquire(r->app->db, c, DB_WAIT_MS) < 0) {
+		http_add_header(r, "Retry-After", "1");
+		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
+		return -1;
+	}
+	vault_hash_hex(ticket, hash);
+	const char *p[] = { hash };
+	PGresult *res = db_exec_ok(*c, q, 1, p);
+	int rc = -1;
+	if (!res)
+		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
+	else if (PQntuples(res) != 1)
+		expired_page(r);
+	else if (view_from(r->app->cfg, res, 0, v) < 0)
+		no_identity_page(r);
+	else
+		rc = 0;
+	PQclear(res);
+	return rc;
+}
+
 void connect_get(struct http_req *r)
 {
 	static struct db_stmt q = DB_STMT("SELECT " VIEW_COLUMNS " FROM connect_tickets t " VIEW_JOINS
@@ -129,8 +157,7 @@ void connect_get(struct http_req *r)
 					  "AND t.expires_at > now()");
 	struct db_conn *c = NULL;
 	struct connect_view v;
-	char hash[67], browser[64], csrf[64] = "";
-	PGresult *res = NULL;
+	char browser[64], csrf[64] = "";
 	struct buf b;
 	buf_init(&b, 16 * 1024);
 	memset(&v, 0, sizeof(v));
@@ -139,25 +166,8 @@ void connect_get(struct http_req *r)
 		expired_page(r);
 		goto out;
 	}
-	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		http_add_header(r, "Retry-After", "1");
-		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
+	if (ticket_view(r, &c, &q, ticket, &v) < 0)
 		goto out;
-	}
-	vault_hash_hex(ticket, hash);
-	const char *p[] = { hash };
-	if (!(res = db_exec_ok(c, &q, 1, p))) {
-		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
-		goto out;
-	}
-	if (PQntuples(res) != 1) {
-		expired_page(r);
-		goto out;
-	}
-	if (view_from(r->app->cfg, res, 0, &v) < 0) {
-		no_identity_page(r);
-		goto out;
-	}
 	if (cookie_browser(r, browser) < 0 || cookie_csrf(r, browser, CSRF_PURPOSE, csrf) < 0 ||
 	    page_html(&b, r, &v, ticket, csrf) < 0)
 		html_error_page(r, 500, "Server error", "The request could not be completed.");
@@ -166,7 +176,6 @@ void connect_get(struct http_req *r)
 out:
 	crypto_wipe(csrf, sizeof(csrf));
 	buf_free(&b);
-	PQclear(res);
 	db_release(r->app->db, &c);
 }
 
@@ -198,6 +207,17 @@ out:
 		crypto_wipe(state, 64);
 	crypto_wipe(verifier, sizeof(verifier));
 	return rc;
+}
+
+void connect_drop_proof(struct http_req *r, const struct cfg_upstream *up, const struct upstream_tokens *tok)
+{
+	struct upstream_ep ep;
+	if (!tok->access_token || upstream_endpoints(up, &ep) < 0 || !ep.github)
+		return;
+	enum upstream_rc rc = upstream_revoke_one(up, &ep, tok->access_token);
+	if (rc != UP_OK)
+		log_event(LOG_WARN, "connect.proof_not_revoked", r->id,
+			  json_pack("{s:s, s:s}", "upstream", up->name, "result", upstream_rc_name(rc)));
 }
 
 void connect_redirect(struct http_req *r, const char *location)
@@ -247,9 +267,7 @@ void connect_post(struct http_req *r)
 	struct db_conn *c = NULL;
 	struct connect_view v;
 	json_t *form = NULL;
-	PGresult *res = NULL;
 	const char *why = NULL;
-	char hash[67];
 	int dup = 0;
 	memset(&v, 0, sizeof(v));
 	if (!(form = reqform_body(r, &dup, &why)) || dup) {
@@ -267,32 +285,14 @@ void connect_post(struct http_req *r)
 		expired_page(r);
 		goto out;
 	}
-	if (db_acquire(r->app->db, &c, DB_WAIT_MS) < 0) {
-		http_add_header(r, "Retry-After", "1");
-		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
+	if (ticket_view(r, &c, &q, ticket, &v) < 0)
 		goto out;
-	}
-	vault_hash_hex(ticket, hash);
-	const char *p[] = { hash };
-	if (!(res = db_exec_ok(c, &q, 1, p))) {
-		html_error_page(r, 503, "Temporarily unavailable", "Please try again in a moment.");
-		goto out;
-	}
-	if (PQntuples(res) != 1) {
-		expired_page(r);
-		goto out;
-	}
-	if (view_from(r->app->cfg, res, 0, &v) < 0) {
-		no_identity_page(r);
-		goto out;
-	}
 	if (!decision || strcmp(decision, "approve") != 0) {
 		html_error_page(r, 200, "Cancelled", "Nothing was connected.");
 		goto out;
 	}
 	start_leg(r, c, &v, "identity", v.signin, browser);
 out:
-	PQclear(res);
 	form_free(&form);
 	db_release(r->app->db, &c);
 }
@@ -379,7 +379,7 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 	struct connect_view v;
 	struct upstream_tokens tok = { 0 };
 	struct upstream_identity id = { 0 };
-	char hash[67], want[65];
+	char hash[67];
 	memset(&v, 0, sizeof(v));
 	vault_hash_hex(state, hash);
 	const char *p[] = { hash };
@@ -395,9 +395,7 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 	snprintf(leg, sizeof(leg), "%s", PQgetvalue(res, 0, 1));
 	int fresh = strcmp(PQgetvalue(res, 0, 2), "t") == 0, active = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
 	const char *browser = cookie_get(r, COOKIE_BROWSER);
-	if (browser)
-		crypto_sha256_hex(browser, strlen(browser), want);
-	int bound = browser && crypto_ct_equal(want, 64, PQgetvalue(res, 0, 0), strlen(PQgetvalue(res, 0, 0)));
+	int bound = cookie_browser_is(r, PQgetvalue(res, 0, 0));
 	PQclear(res);
 	if (!fresh || !active || !identified) {
 		expired_page(r);
@@ -419,7 +417,9 @@ int connect_callback(struct http_req *r, struct db_conn *c, const char *state)
 		goto out;
 	if (identity) {
 		/* Only the grant's own user may attach an account to it. The
-		 * sign-in tokens were only a proof: they are dropped (wiped). */
+		 * sign-in tokens were only a proof: revoked where that spares the
+		 * user's other tokens (GitHub's, which never expire), and wiped. */
+		connect_drop_proof(r, up, &tok);
 		if (strcmp(id.subject, v.subject) != 0) {
 			struct audit a = { "connection.identity_mismatch", "user", NULL, NULL, v.grant_id, r->id };
 			if (audit_record(c, &a, json_pack("{s:s, s:s}", "upstream", v.upstream, "signin", v.signin)) <

@@ -32,6 +32,11 @@ int connect_leg_prepare(struct http_req *r, const struct cfg_upstream *up, char 
  * page sent (nothing stored). */
 int connect_leg_exchange(struct http_req *r, const struct cfg_upstream *up, const char *state,
 			 struct upstream_tokens *tok, struct upstream_identity *id) WUR;
+/* A leg's tokens that only proved who the user is: revoked where the
+ * upstream can revoke that one token alone (GitHub, whose tokens never
+ * expire and count against its ten per user, app and scope); dropped as
+ * they are elsewhere. The caller wipes them. */
+void connect_drop_proof(struct http_req *r, const struct cfg_upstream *up, const struct upstream_tokens *tok);
 /* A 302 to location, no-store, no referrer. */
 void connect_redirect(struct http_req *r, const char *location);
 

@@ -102,9 +102,9 @@ static const char *grants_parse(const struct grants_args *a, struct grants_query
 		err = "status must be active or revoked";
 	else if (a->limit && num_parse(a->limit, 1, ADMIN_PAGE_MAX, &q->limit) < 0)
 		err = "limit must be 1..500";
-	else if (a->cursor && (!us || n == 0 || n >= sizeof(q->cur_ts) || strspn(a->cursor, "0123456789") != n ||
-			       num_parse_n(a->cursor, n, 0, LLONG_MAX, &ts) < 0 || strlen(us + 1) != 36 ||
-			       strspn(us + 1, "0123456789abcdef-") != 36))
+	else if (a->cursor &&
+		 (!us || n == 0 || n >= sizeof(q->cur_ts) || strspn(a->cursor, "0123456789") != n ||
+		  num_parse_n(a->cursor, n, 0, LLONG_MAX, &ts) < 0 || strlen(us + 1) != 36 || !num_uuid_ok(us + 1)))
 		err = "malformed cursor"; /* the timestamp must fit the bigint it is compared with */
 	if (!err && a->cursor) {
 		memcpy(q->cur_ts, a->cursor, n);
@@ -235,7 +235,7 @@ static int revoke_parse(json_t *body, struct revoke_sel *sel)
 	{
 		const char *s = json_string_value(v);
 		size_t len = s ? strlen(s) : 0;
-		if (strcmp(k, "grant_id") == 0 && s && len == 36 && strspn(s, "0123456789abcdef-") == 36)
+		if (strcmp(k, "grant_id") == 0 && num_uuid_ok(s))
 			sel->grant_id = s, selectors++;
 		else if (strcmp(k, "user") == 0 && s && len && len <= 300)
 			sel->user = s, selectors++;
@@ -374,7 +374,7 @@ void admin_disconnect(struct http_req *r)
 	{
 		const char *s = json_string_value(v);
 		size_t len = s ? strlen(s) : 0;
-		if (strcmp(k, "grant_id") == 0 && s && len == 36 && strspn(s, "0123456789abcdef-") == 36)
+		if (strcmp(k, "grant_id") == 0 && num_uuid_ok(s))
 			grant_id = s;
 		else if (strcmp(k, "upstream") == 0 && s && len && len <= 64)
 			upstream = s;

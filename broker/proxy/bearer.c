@@ -60,8 +60,15 @@ static int lookup(const struct config *cfg, struct db_conn *c, const char *hash,
 	/* The user's own namespace names them to the downstream: an
 	 * enterprise user (a trusted issuer's) by the issuer's login
 	 * upstream, at the same IdP with the same subject (config.c checks). */
-	const struct cfg_trusted_issuer *iss = config_trusted_issuer(cfg, PQgetvalue(res, 0, 9));
-	snprintf(ti->user_ns, sizeof(ti->user_ns), "%s", iss ? iss->login_upstream : PQgetvalue(res, 0, 9));
+	const char *ns = PQgetvalue(res, 0, 9);
+	const struct cfg_trusted_issuer *iss = config_trusted_issuer(cfg, ns);
+	if (!iss && !config_upstream(cfg, ns)) {
+		/* A user of an issuer (or upstream) no longer configured: their
+		 * tokens end with the trust. */
+		memset(ti, 0, sizeof(*ti));
+		goto out;
+	}
+	snprintf(ti->user_ns, sizeof(ti->user_ns), "%s", iss ? iss->login_upstream : ns);
 	rc = 1;
 out:
 	PQclear(res);

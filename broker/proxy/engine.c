@@ -81,6 +81,8 @@ struct engine_xfer {
 	 * go out where the downstream's stream is between two events. */
 	int sse_breaks;                            /* line ends at the end of what came so far (2: between events) */
 	char sse_last;                             /* the last byte that came (a CR before LF is one line end) */
+	int sse_seen;                              /* the downstream's first stream bytes came */
+	int sse_spliced;                           /* an event of the broker's went out before them */
 	struct buf injected;                       /* waiting for the next boundary */
 	struct engine_xfer *live_prev, *live_next; /* under reg.lock */
 };
@@ -297,18 +299,46 @@ static size_t on_header(char *data, size_t size, size_t n, void *cls)
 
 /* Follows the event stream's line ends (CRLF, LF or CR, WHATWG's event
  * stream grammar): two in a row end an event. */
-static void sse_track(struct engine_xfer *x, const char *data, size_t len)
+static size_t sse_track(struct engine_xfer *x, const char *data, size_t len)
 {
+	size_t cut = SIZE_MAX;
 	for (size_t i = 0; i < len; i++) {
 		char c = data[i];
 		if (c == '\n' && x->sse_last == '\r')
 			; /* the LF of a CRLF: counted with its CR */
-		else if (c == '\n' || c == '\r')
-			x->sse_breaks++;
-		else
+		else if (c == '\n' || c == '\r') {
+			if (x->sse_breaks < 2 && ++x->sse_breaks == 2)
+				cut = i + 1 + (c == '\r' && i + 1 < len && data[i + 1] == '\n');
+		} else {
 			x->sse_breaks = 0;
+		}
 		x->sse_last = c;
 	}
+	return cut;
+}
+
+/* Appends a stream's bytes to x->out, with the events waiting to be
+ * spliced in (x->injected) after the last event that ends in them. -1 when
+ * the buffer cannot take them (it is gone: the stream ends). */
+static int stream_add(struct engine_xfer *x, const char *data, size_t len)
+{
+	if (!x->sse_seen) {
+		x->sse_seen = 1;
+		/* A BOM is a stream's first bytes or nothing: after an event the
+		 * broker put first, it would be read as part of a field name. */
+		if (x->sse_spliced && len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) {
+			data += 3;
+			len -= 3;
+		}
+	}
+	size_t cut = sse_track(x, data, len);
+	if (!x->injected.len || cut == SIZE_MAX)
+		return buf_add(&x->out, data, len);
+	if (buf_add(&x->out, data, cut) < 0 || buf_add(&x->out, x->injected.ptr, x->injected.len) < 0 ||
+	    buf_add(&x->out, data + cut, len - cut) < 0)
+		return -1;
+	buf_reset(&x->injected);
+	return 0;
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *cls)
@@ -332,21 +362,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 		pthread_mutex_unlock(&x->lock);
 		return CURL_WRITEFUNC_PAUSE;
 	}
-	if (buf_add(&x->out, data, len) < 0) {
+	if ((x->is_stream ? stream_add(x, data, len) : buf_add(&x->out, data, len)) < 0) {
 		x->out_off = 0; /* buf_add freed the buffer on failure */
 		pthread_mutex_unlock(&x->lock);
 		return 0;
-	}
-	if (x->is_stream) {
-		sse_track(x, data, len);
-		if (x->sse_breaks >= 2 && x->injected.len) {
-			if (buf_add(&x->out, x->injected.ptr, x->injected.len) < 0) {
-				x->out_off = 0;
-				pthread_mutex_unlock(&x->lock);
-				return 0;
-			}
-			buf_reset(&x->injected);
-		}
 	}
 	if (!x->headers_ready) {
 		long code = 0;
@@ -922,7 +941,7 @@ void engine_end_matching(const struct engine_match *m)
 
 void engine_inject(const char *grant_id, const char *event, size_t len)
 {
-	long n = 0;
+	long n = 0, dropped = 0;
 	pthread_mutex_lock(&reg.lock);
 	for (struct engine_xfer *x = reg.live; x; x = x->live_next) {
 		if (strcmp(x->grant_id, grant_id) != 0)
@@ -934,8 +953,11 @@ void engine_inject(const char *grant_id, const char *event, size_t len)
 			int now = x->sse_breaks >= 2 && x->injected.len == 0 && x->out.len + len <= ENGINE_BUFFER;
 			if (buf_add(now ? &x->out : &x->injected, event, len) == 0) {
 				n++;
+				x->sse_spliced |= now && !x->sse_seen;
 				if (now)
 					wake_client(x);
+			} else {
+				dropped++; /* the queue is full (and emptied): those wait no more */
 			}
 		}
 		pthread_mutex_unlock(&x->lock);
@@ -943,6 +965,11 @@ void engine_inject(const char *grant_id, const char *event, size_t len)
 	pthread_mutex_unlock(&reg.lock);
 	if (n)
 		metrics_count("proxy_injected_events_total", NULL, n);
+	if (dropped) {
+		metrics_count("proxy_injected_dropped_total", NULL, dropped);
+		log_event(LOG_WARN, "proxy.inject_dropped", NULL,
+			  json_pack("{s:s, s:I}", "grant_id", grant_id, "streams", (json_int_t)dropped));
+	}
 }
 
 int engine_revoked(struct engine_xfer *x)

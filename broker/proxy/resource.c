@@ -532,10 +532,14 @@ static void elicit_connect(struct http_req *r, struct db_conn *c, struct resourc
 	log_event(LOG_INFO, "proxy.connect_required", r->id,
 		  json_pack("{s:s, s:s, s:s, s:s}", "grant_id", rc->ti.grant_id, "client_id", rc->ti.client_id,
 			    "upstream", upstream, "elicitation_id", eid));
-	if (!out)
+	if (!out) {
 		jsonrpc_error(r, 500, -32603, "internal error");
-	else
+	} else if (json_is_array(out) && json_array_size(out) == 0) {
+		json_decref(out); /* notifications only: nothing to answer (JSON-RPC) */
+		http_send(r, 202, "text/plain", "", 0);
+	} else {
 		http_send_json(r, 200, out);
+	}
 }
 
 /* The upstream token could not be had: the broker's challenge when the

@@ -12,6 +12,7 @@
 #include "jparse.h"
 #include "lim.h"
 #include "log.h"
+#include "num.h"
 
 /* ---- subscribers ----------------------------------------------------------- */
 
@@ -114,7 +115,7 @@ static void tell_state(enum notify_state st)
 
 static int is_uuid(const char *s)
 {
-	return strlen(s) == 36 && strspn(s, "0123456789abcdef-") == 36;
+	return num_uuid_ok(s);
 }
 
 static int is_hex64(const char *s)

@@ -53,10 +53,6 @@ static const char *revoke_one(struct app *app, const char *grant_id, const char 
 	}
 	if (!ep.revoke[0])
 		return "unsupported";
-	/* GitHub's application-grant API revokes every token of the user for
-	 * the app: only when no other session of the user still needs it. */
-	if (ep.github && others)
-		return "kept_for_other_sessions";
 	/* A connected account's tokens are sealed under "<upstream>:<kind>". */
 	char pa[96] = "access", pr[96] = "refresh";
 	if (connected) {
@@ -69,9 +65,17 @@ static const char *revoke_one(struct app *app, const char *grant_id, const char 
 	if (!access && !refresh) {
 		outcome = "no_token";
 	} else {
-		enum upstream_rc rc = upstream_revoke(up, &ep, access ? access : refresh, refresh);
+		/* GitHub's application-grant API revokes every token of the user
+		 * for the app: while another session of the account needs it,
+		 * only this token goes. */
+		int one = ep.github && others;
+		enum upstream_rc rc = one ? upstream_revoke_one(up, &ep, access)
+					  : upstream_revoke(up, &ep, access ? access : refresh, refresh);
 		*retry = rc == UP_UNAVAILABLE || rc == UP_TIMEOUT;
-		outcome = rc == UP_OK ? "revoked" : rc == UP_REJECTED ? "rejected" : upstream_rc_name(rc);
+		outcome = rc == UP_OK                ? one ? "revoked_token" : "revoked"
+			  : one && rc == UP_REJECTED ? "kept_for_other_sessions"
+			  : rc == UP_REJECTED        ? "rejected"
+						     : upstream_rc_name(rc);
 	}
 	vault_free(access);
 	vault_free(refresh);

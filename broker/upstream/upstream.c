@@ -985,9 +985,12 @@ static enum upstream_rc revoke_rc(enum upstream_class cls)
 	}
 }
 
-/* GitHub: DELETE /applications/{client_id}/grant with Basic client credentials. */
+/* GitHub: DELETE /applications/{client_id}/grant with Basic client
+ * credentials (every token of the user for the app, and the app's
+ * authorization), or with one_token DELETE /applications/{client_id}/token
+ * (that token only): the revoke URL's final "/grant" made "/token". */
 static enum upstream_class revoke_github(const struct cfg_upstream *up, const struct upstream_ep *ep,
-					 const char *access_token, struct up_resp *r)
+					 const char *access_token, int one_token, struct up_resp *r)
 {
 	char url[1400], userpwd[2048];
 	char *body = NULL;
@@ -1005,6 +1008,12 @@ static enum upstream_class revoke_github(const struct cfg_upstream *up, const st
 	curl_free(cid);
 	if (n < 0 || (size_t)n >= sizeof(url))
 		goto out;
+	if (one_token) {
+		size_t len = (size_t)n;
+		if (len < 6 || strcmp(url + len - 6, "/grant") != 0)
+			goto out; /* no per-token endpoint to derive: nothing sent */
+		memcpy(url + len - 6, "/token", 6);
+	}
 	n = snprintf(userpwd, sizeof(userpwd), "%s:%s", up->client_id, up->client_secret);
 	if (n < 0 || (size_t)n >= sizeof(userpwd))
 		goto out;
@@ -1059,9 +1068,23 @@ enum upstream_rc upstream_revoke(const struct cfg_upstream *up, const struct ups
 	if (!access_token && !refresh_token)
 		cls = UPC_INTERNAL;
 	else if (ep->github)
-		cls = access_token ? revoke_github(up, ep, access_token, &r) : UPC_INTERNAL;
+		cls = access_token ? revoke_github(up, ep, access_token, 0, &r) : UPC_INTERNAL;
 	else
 		cls = revoke_rfc7009(up, ep, access_token, refresh_token, &r);
+	if (cls != UPC_OK)
+		note(up, UPOP_REVOKE, cls, &r, NULL, NULL);
+	buf_free(&r.body);
+	return revoke_rc(cls);
+}
+
+enum upstream_rc upstream_revoke_one(const struct cfg_upstream *up, const struct upstream_ep *ep,
+				     const char *access_token)
+{
+	struct up_resp r;
+	resp_init(&r);
+	if (!ep->github || !ep->revoke[0] || !access_token)
+		return UP_REJECTED;
+	enum upstream_class cls = revoke_github(up, ep, access_token, 1, &r);
 	if (cls != UPC_OK)
 		note(up, UPOP_REVOKE, cls, &r, NULL, NULL);
 	buf_free(&r.body);

@@ -177,6 +177,12 @@ enum upstream_class upstream_identity(const struct cfg_upstream *up, const struc
  * has none, and for GitHub's 404 (the token is already gone). */
 enum upstream_rc upstream_revoke(const struct cfg_upstream *up, const struct upstream_ep *ep, const char *access_token,
 				 const char *refresh_token) WUR;
+/* Revokes this one access token and nothing else of the user's: GitHub's
+ * DELETE /applications/{client_id}/token (where upstream_revoke takes the
+ * whole application grant). UP_REJECTED, sending nothing, for an upstream
+ * without such an endpoint (the others' tokens expire). */
+enum upstream_rc upstream_revoke_one(const struct cfg_upstream *up, const struct upstream_ep *ep,
+				     const char *access_token) WUR;
 
 void upstream_tokens_free(struct upstream_tokens *t);
 void upstream_identity_free(struct upstream_identity *id);

@@ -227,6 +227,14 @@ describe('the broker\'s pages in headless Chromium', { skip: !existsSync(CHROMIU
       }
       assert.equal(await q(`SELECT status FROM grants WHERE id = '${alice.grant}'`), 'revoked');
       assert.equal(await q(`SELECT revoked_reason FROM grants WHERE id = '${alice.grant}'`), 'user_revoked');
+      // At GitHub only that grant's token goes: alice's other grant still
+      // holds a session of the same account, which GitHub's grant API
+      // would have ended too. The sign-ins of this page and the identity
+      // legs left no token behind either (each revoked after use).
+      await until(async () => (await q(`SELECT outcome FROM upstream_revocations WHERE grant_id = '${alice.grant}'`)) === 'revoked_token', 'the grant\'s GitHub token revoked');
+      const gh = (await http(`${env.idp.base}/_control/tokens?user=alice&personality=github&kind=access`)).json.tokens;
+      assert.equal(gh.filter((t) => !t.revoked).length, 1, JSON.stringify(gh));
+      assert.ok(!gh.some((t) => t.revoked_reason === 'grant_deleted'));
     } finally { await ctx.close(); }
   });
 
@@ -291,6 +299,19 @@ describe('the broker\'s pages in headless Chromium', { skip: !existsSync(CHROMIU
       assert.match((await browserGet(`${nodeA.url}/account`, jar)).text, /Sign in with gh/);
       assert.equal((await post('revoke', { grant: aliceEvil.grant, csrf })).status, 403);
       assert.equal(await q(`SELECT status FROM grants WHERE id = '${aliceEvil.grant}'`), 'active');
+    });
+
+    it('sign-ins started from one address are bounded (each writes a row)', async () => {
+      const j = new CookieJar();
+      const c = /name="csrf" value="([^"]+)"/.exec((await browserGet(`${nodeB.url}/account`, j)).text)[1];
+      const before = Number(await q('SELECT count(*) FROM pending_account_logins'));
+      const codes = [];
+      for (let i = 0; i < 30; i++) codes.push((await browserPost(`${nodeB.url}/account/login`, j, { csrf: c, upstream: 'gh' })).status);
+      const limited = codes.indexOf(429);
+      assert.ok(limited >= 15 && limited <= 21, `the burst, then 429: ${codes}`);
+      assert.ok(codes.slice(limited).every((x) => x === 429));
+      assert.equal(Number(await q('SELECT count(*) FROM pending_account_logins')) - before, limited, 'a refused start writes nothing');
+      assert.equal((await http(`${nodeB.url}/readyz`)).status, 200);
     });
 
     it('a sign-in callback replayed, or finished in another browser, is refused', async () => {

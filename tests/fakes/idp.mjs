@@ -60,7 +60,7 @@ const BRAND = {
 };
 
 export const ENDPOINT_KEYS = [
-  'github.authorize', 'github.token', 'github.token.refresh', 'github.user', 'github.revoke',
+  'github.authorize', 'github.token', 'github.token.refresh', 'github.user', 'github.revoke', 'github.revoke_token',
   'sentry.authorize', 'sentry.token', 'sentry.token.refresh', 'sentry.token.client_credentials', 'sentry.user', 'sentry.revoke',
   'oidc.discovery', 'oidc.jwks', 'oidc.authorize', 'oidc.token', 'oidc.token.refresh', 'oidc.token.client_credentials',
   'oidc.userinfo', 'oidc.revoke',
@@ -671,8 +671,12 @@ async function hGithubRevoke(ctx, req, res, r) {
     res.idpInfo.error = 'not_found';
     return sendJson(res, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
   }
-  for (const t of st.tokens.values()) {
-    if (t.personality === 'github' && t.user_id === rec.user_id && t.client_id === clientId) revokeRec(st, t, 'grant_deleted');
+  if (r.route.key === 'github.revoke_token') {
+    revokeRec(st, rec, 'revoked'); // DELETE /applications/{id}/token: this token only
+  } else {
+    for (const t of st.tokens.values()) {
+      if (t.personality === 'github' && t.user_id === rec.user_id && t.client_id === clientId) revokeRec(st, t, 'grant_deleted');
+    }
   }
   res.writeHead(204);
   return res.end();
@@ -742,6 +746,7 @@ const ROUTES = [
   { path: TOKEN_PATH.github, methods: ['POST'], p: 'github', kind: 'token', key: tokenKey('github'), h: hToken },
   { path: '/github/api/user', methods: ['GET'], p: 'github', kind: 'api', key: 'github.user', h: hUser },
   { re: /^\/github\/api\/applications\/([^/]+)\/grant$/, methods: ['DELETE'], p: 'github', kind: 'revoke', key: 'github.revoke', h: hGithubRevoke },
+  { re: /^\/github\/api\/applications\/([^/]+)\/token$/, methods: ['DELETE'], p: 'github', kind: 'revoke', key: 'github.revoke_token', h: hGithubRevoke },
   { path: AUTH_PATH.sentry, methods: ['GET', 'POST'], p: 'sentry', kind: 'authorize', key: 'sentry.authorize', h: hAuthorize },
   { path: TOKEN_PATH.sentry, methods: ['POST'], p: 'sentry', kind: 'token', key: tokenKey('sentry'), h: hToken },
   { path: '/sentry/api/0/', methods: ['GET'], p: 'sentry', kind: 'api', key: 'sentry.user', h: hUser },
@@ -1101,7 +1106,7 @@ function tooLarge(req, res) {
 
 function indexText(ctx) {
   return `Fake IdP (mcp-broker tests) at ${ctx.base}
-GitHub : ${AUTH_PATH.github}  ${TOKEN_PATH.github}  /github/api/user  DELETE /github/api/applications/{client_id}/grant
+GitHub : ${AUTH_PATH.github}  ${TOKEN_PATH.github}  /github/api/user  DELETE /github/api/applications/{client_id}/grant  DELETE /github/api/applications/{client_id}/token
 Sentry : ${AUTH_PATH.sentry}  ${TOKEN_PATH.sentry}  /sentry/api/0/  /sentry/oauth/revoke/
 OIDC   : /oidc/.well-known/openid-configuration  ${AUTH_PATH.oidc}  ${TOKEN_PATH.oidc}  /oidc/userinfo  /oidc/revoke  /oidc/jwks
 Control: ${Object.keys(CONTROL).map((k) => `/_control/${k}`).join('  ')}

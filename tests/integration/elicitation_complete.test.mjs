@@ -9,8 +9,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { startNodes } from '../lib/nodes.mjs';
-import { http as fetchHttp, psql } from '../lib/harness.mjs';
-import { CookieJar, browserGet, browserPost, fullFlow, parseConsent } from '../lib/flow.mjs';
+import { http as fetchHttp, psql, waitFor } from '../lib/harness.mjs';
+import { connectInBand, fullFlow } from '../lib/flow.mjs';
 
 const cleanups = [];
 after(async () => { for (const c of cleanups.reverse()) await c(); });
@@ -61,11 +61,7 @@ function reader(res) {
 }
 
 async function until(fn, what, ms = 10000) {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  assert.ok(await waitFor(fn, ms, 25), `timed out: ${what}`);
 }
 
 test('a completed connect is told on the grant\'s open streams, between two events, on every node', { timeout: 60000 }, async () => {
@@ -104,30 +100,25 @@ test('a completed connect is told on the grant\'s open streams, between two even
   await until(() => streamA.text().includes('notifications/message'), 'the half event arrived');
 
   // The user connects Sentry; the flow ends on node B.
-  const jar = new CookieJar();
-  const page = await browserGet(e.url.replace(new URL(e.url).port, new URL(nodeB.url).port), jar);
-  const form = parseConsent(page.text);
-  let r = await browserPost(form.action.replace(new URL(form.action).port, new URL(nodeB.url).port), jar, { ...form.fields, decision: 'approve' });
-  for (let leg = 0; leg < 2; leg++) {
-    const up = new URL(r.headers.get('location'));
-    up.searchParams.set('auto', '1');
-    const back = new URL((await fetchHttp(up.toString())).headers.get('location'));
-    back.port = new URL(nodeB.url).port;
-    r = await browserGet(back.toString(), jar);
-  }
+  const onB = (u) => { const x = new URL(u); x.port = new URL(nodeB.url).port; return x.toString(); };
+  const r = await connectInBand(e.url, { at: onB });
   assert.equal(r.status, 200, r.text);
 
   // Held while the downstream's event is incomplete ...
   await new Promise((res) => setTimeout(res, 300));
   assert.doesNotMatch(streamA.text(), /elicitation\/complete/, 'not inside the downstream\'s event');
-  // ... and spliced in right after it ends.
-  dsA.write('"params":{"level":"info","data":"x"}}\n\n');
+  // ... and spliced in right after it ends, even where the same write
+  // goes on with the start of the next event (CRLF line ends this time).
+  dsA.write('"params":{"level":"info","data":"x"}}\r\n\r\nevent: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"y"}}');
   await until(() => streamA.text().includes('elicitation/complete'), 'the notification');
-  const events = streamA.text().split('\n\n').filter((s) => s.startsWith('event:'));
-  assert.equal(events.length, 2, streamA.text());
-  assert.deepEqual(JSON.parse(events[0].split('\ndata: ')[1]), { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
-  assert.deepEqual(JSON.parse(events[1].split('\ndata: ')[1]),
-    { jsonrpc: '2.0', method: 'notifications/elicitation/complete', params: { elicitationId: e.elicitationId } });
+  dsA.write('\r\n\r\n');
+  await until(() => /"data":"y"\}\}\r\n\r\n$/.test(streamA.text()), 'the second event');
+  const events = streamA.text().split(/\r\n\r\n|\n\n/).filter((x) => x.startsWith('event:'));
+  const data = (ev) => JSON.parse(ev.split(/\r?\ndata: /)[1]);
+  assert.equal(events.length, 3, JSON.stringify(streamA.text()));
+  assert.deepEqual(data(events[0]), { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
+  assert.deepEqual(data(events[1]), { jsonrpc: '2.0', method: 'notifications/elicitation/complete', params: { elicitationId: e.elicitationId } });
+  assert.deepEqual(data(events[2]), { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'y' } });
   assert.doesNotMatch(streamBob.text(), /elicitation/, 'another grant\'s stream hears nothing');
 
   // Between events, it goes at once: a second connect (a fresh elicitation).
@@ -137,15 +128,7 @@ test('a completed connect is told on the grant\'s open streams, between two even
     body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'whoami', arguments: {} } }),
   });
   const e2 = call2.json.error.data.elicitations[0];
-  const j2 = new CookieJar();
-  const f2 = parseConsent((await browserGet(e2.url, j2)).text);
-  let r2 = await browserPost(f2.action, j2, { ...f2.fields, decision: 'approve' });
-  for (let leg = 0; leg < 2; leg++) {
-    const up = new URL(r2.headers.get('location'));
-    up.searchParams.set('auto', '1');
-    r2 = await browserGet((await fetchHttp(up.toString())).headers.get('location'), j2);
-  }
-  assert.equal(r2.status, 200);
+  assert.equal((await connectInBand(e2.url)).status, 200);
   await until(() => streamA.text().includes(e2.elicitationId), 'the second notification');
   streamA.cancel();
   streamBob.cancel();

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startIdp } from '../fakes/idp.mjs';
 import { baseConfig, createDatabase, freePort, http, key, psql, run, startBroker, waitFor, writeConfig } from '../lib/harness.mjs';
-import { CookieJar, browserGet, browserPost, fullFlow, parseConsent } from '../lib/flow.mjs';
+import { connectInBand, fullFlow } from '../lib/flow.mjs';
 import { setFault } from '../lib/oauth_setup.mjs';
 import { startEcho, upstreamConfig } from '../lib/nodes.mjs';
 
@@ -93,19 +93,11 @@ const toolCall = (b, t) => http(`${b.url}/mcp`, {
   body: '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}',
 });
 
-/** Connects login's Sentry account to t's grant: the elicitation's page, both legs. */
+/** Connects login's Sentry account to t's grant through the elicitation's page. */
 async function connectSentry(b, t, login) {
   const e = (await toolCall(b, t)).json.error;
   assert.equal(e?.code, -32042);
-  const jar = new CookieJar();
-  const form = parseConsent((await browserGet(e.data.elicitations[0].url, jar)).text);
-  let r = await browserPost(form.action, jar, { ...form.fields, decision: 'approve' });
-  for (let leg = 0; leg < 2; leg++) {
-    const up = new URL(r.headers.get('location'));
-    up.searchParams.set('login', login);
-    up.searchParams.set('auto', '1');
-    r = await browserGet((await http(up.toString())).headers.get('location'), jar);
-  }
+  const r = await connectInBand(e.data.elicitations[0].url, { login });
   assert.equal(r.status, 200, r.text);
 }
 

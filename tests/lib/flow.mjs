@@ -127,3 +127,25 @@ export async function fullFlow(broker, opts = {}) {
   if (t.status !== 200) throw new Error(`token: ${t.status} ${t.text}`);
   return { clientId, redirectUri, ...t.json, flow: f };
 }
+
+/**
+ * The user's browser through an in-band connect: the URL elicitation's page,
+ * Continue, then the identity leg and the account leg at the fake IdP as
+ * login (its auto-approve shortcut). at(url) may move each broker URL to
+ * another node. Returns the last answer (200 "Connected" when it worked).
+ */
+export async function connectInBand(url, { login = 'alice', jar = new CookieJar(), at = (u) => u } = {}) {
+  const page = await browserGet(at(url), jar);
+  if (page.status !== 200) return page;
+  const form = parseConsent(page.text);
+  let r = await browserPost(at(form.action), jar, { ...form.fields, decision: 'approve' });
+  for (let leg = 0; leg < 2 && r.status === 302; leg++) {
+    const up = new URL(r.headers.get('location'));
+    up.searchParams.set('login', login);
+    up.searchParams.set('auto', '1');
+    const idp = await http(up.toString());
+    if (idp.status !== 302) return idp;
+    r = await browserGet(at(idp.headers.get('location')), jar);
+  }
+  return r;
+}

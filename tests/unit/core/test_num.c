@@ -43,8 +43,26 @@ static void test_refuses(void)
 	CHECK(num_parse_n("1\0002", 3, 0, 1000, &v) == -1); /* an embedded NUL */
 }
 
+static void test_uuid(void)
+{
+	CHECK(num_uuid_ok("0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b"));
+	CHECK(num_uuid_ok("00000000-0000-0000-0000-000000000000"));
+	static const char *const bad[] = { NULL,
+					   "",
+					   "------------------------------------",
+					   "0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3",
+					   "0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3bb",
+					   "0B6F1C2E-8D4A-4F3B-9A51-2C7E6D5F4A3B",
+					   "0b6f1c2e8d4a-4f3b-9a51-2c7e6d5f4a3b-",
+					   "0b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3g",
+					   "{b6f1c2e-8d4a-4f3b-9a51-2c7e6d5f4a3b" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(!num_uuid_ok(bad[i]));
+}
+
 int main(void)
 {
+	test_uuid();
 	test_accepts();
 	test_refuses();
 	TEST_DONE();
