@@ -9,6 +9,7 @@
 #include "client_auth.h"
 #include "crypto.h"
 #include "form.h"
+#include "jparse.h"
 #include "reqform.h"
 #include "num.h"
 #include "vault.h"
@@ -55,9 +56,13 @@ enum ti_rc {
 };
 
 /* A live token with its grant's user: views into the query result. */
+#define LIM_SUB_TEXT 2400 /* namespace (an issuer URL at most 2048) : subject */
+
 struct token_row {
-	const char *kind, *client_id, *aud, *scope, *sub;
-	const char *jkt; /* the DPoP key the token is bound to, NULL when none */
+	const char *kind, *client_id, *aud, *scope;
+	char sub[LIM_SUB_TEXT];  /* "<namespace>:<subject>", as X-MCP-User says it */
+	const char *jkt;         /* the DPoP key the token is bound to, NULL when none */
+	const char *connections; /* JSON array of the grant's connected upstreams */
 	long long exp, iat;
 };
 
@@ -101,6 +106,13 @@ static json_t *active_answer(const struct config *cfg, const struct token_row *r
 		json_decref(j);
 		j = NULL;
 	}
+	/* The accounts connected beside the sign-in (an extension member). */
+	json_t *conn = row->connections ? jparse_str(row->connections, 0, LIM_JSON_DEPTH) : NULL;
+	if (j && json_array_size(conn) > 0 && json_object_set(j, "mcpb_connections", conn) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	json_decref(conn);
 	return j;
 }
 
@@ -109,8 +121,10 @@ static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token,
 {
 	static struct db_stmt q = DB_STMT(
 		"SELECT t.kind, t.client_id, t.resource, array_to_string(t.scopes, ' '), "
-		"u.upstream || ':' || u.subject, extract(epoch FROM t.expires_at)::bigint, "
-		"extract(epoch FROM t.created_at)::bigint, t.grant_id::text, t.jkt "
+		"u.upstream, extract(epoch FROM t.expires_at)::bigint, "
+		"extract(epoch FROM t.created_at)::bigint, t.grant_id::text, t.jkt, u.subject, "
+		"(SELECT coalesce(json_agg(k.upstream ORDER BY k.upstream), '[]') FROM grant_connections k "
+		"WHERE k.grant_id = g.id) "
 		"FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id "
 		"WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL AND t.expires_at > now() "
 		"AND g.status = 'active' AND (t.kind = 'access' OR t.used_at IS NULL)");
@@ -132,8 +146,13 @@ static enum ti_rc lookup(struct app *app, struct db_conn **c, const char *token,
 		row->client_id = PQgetvalue(*res, 0, 1);
 		row->aud = PQgetvalue(*res, 0, 2);
 		row->scope = PQgetvalue(*res, 0, 3);
-		row->sub = PQgetvalue(*res, 0, 4);
+		/* An enterprise user is named by the issuer's login upstream, as
+		 * downstream (proxy/bearer.c). */
+		const char *ns = PQgetvalue(*res, 0, 4);
+		const struct cfg_trusted_issuer *iss = config_trusted_issuer(app->cfg, ns);
+		snprintf(row->sub, sizeof(row->sub), "%s:%s", iss ? iss->login_upstream : ns, PQgetvalue(*res, 0, 9));
 		row->jkt = PQgetisnull(*res, 0, 8) ? NULL : PQgetvalue(*res, 0, 8);
+		row->connections = PQgetvalue(*res, 0, 10);
 		rc = TI_OK;
 	}
 	crypto_wipe(hash, sizeof(hash));

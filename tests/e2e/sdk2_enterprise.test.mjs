@@ -61,6 +61,7 @@ before(async () => {
         { client_id: 'code-client', client_secret: 'code-client-secret-0123', redirect_uris: ['https://c.example/cb'] },
       ],
       trusted_issuers: [{ issuer: ent.base, jwks_uri: `https://keys.corp.test:${keys.port}/jwks`, login_upstream: 'corp' }],
+      resource_servers: [{ client_id: 'rs-1', client_secret: 'rs-secret-0123456789' }],
       limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0, token_failures_per_client_address_per_minute: 10000, token_failures_per_address_per_minute: 10000 },
     },
     upstreamsExtra: { corp: { preset: 'oidc', issuer: ent.base, client_id: 'broker-at-idp', client_secret: 'broker-secret-0123456789', scopes: ['openid', 'profile'] } },
@@ -158,6 +159,12 @@ describe('an enterprise user through the SDK 2.4 CrossAppAccessProvider', { time
     const sub = await q(`SELECT u.subject FROM grants g JOIN users u ON u.id = g.user_id WHERE g.id = '${grantId}'`);
     const call = ds.seen.slice(seen0).find((e) => /tools\/call/.test(e.body));
     assert.equal(call.headers['x-mcp-user'], `corp:${sub}`);
+    const intro = await http(`${nodeB.url}/introspect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('rs-1:rs-secret-0123456789').toString('base64')}` },
+      body: new URLSearchParams({ token: provider.tokens().access_token }).toString(),
+    });
+    assert.equal(intro.json.sub, `corp:${sub}`, 'introspection names the user as X-MCP-User does');
   });
 
   it('a fresh ID-JAG keeps the same grant, and so what the user connected', async () => {

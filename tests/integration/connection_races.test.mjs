@@ -43,7 +43,10 @@ test('connected accounts: a disconnect racing a refresh, a revocation taking the
   cleanups.push(() => ds.close());
   const env = await startNodes(2, {
     downstream: ds.url,
-    extra: { registration: { dynamic: true, client_id_metadata_documents: false } },
+    extra: {
+      registration: { dynamic: true, client_id_metadata_documents: false },
+      resource_servers: [{ client_id: 'rs-1', client_secret: 'rs-secret-0123456789' }],
+    },
     resources: [{
       path: '/mcp', upstream: 'gh', connect: ['sentry'], downstream: ds.url,
       inject: [{ value: 'Bearer {upstream_token}' }, { header: 'X-Sentry-Token', value: '{upstream_token:sentry}' }],
@@ -71,6 +74,17 @@ test('connected accounts: a disconnect racing a refresh, a revocation taking the
   await connect(alice, 'alice');
   const grant = await q('SELECT grant_id FROM grant_connections');
   assert.equal((await sentry('alice')).length, 1);
+  // Introspection names the user as X-MCP-User does and lists the
+  // connected accounts (an extension member).
+  const intro = (t) => fetchHttp(`${nodeB.url}/introspect`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('rs-1:rs-secret-0123456789').toString('base64')}` },
+    body: new URLSearchParams({ token: t.access_token }).toString(),
+  });
+  const i1 = await intro(alice);
+  assert.equal(i1.json.active, true, i1.text);
+  assert.match(i1.json.sub, /^gh:\d+$/);
+  assert.deepEqual(i1.json.mcpb_connections, ['sentry']);
 
   // The Sentry token is stale and Sentry is slow to refresh it.
   await q("UPDATE grant_connections SET up_expires_at = now() - interval '1 minute'");
@@ -95,6 +109,7 @@ test('connected accounts: a disconnect racing a refresh, a revocation taking the
   assert.ok((await sentry('alice')).some((x) => x.revoked_reason === 'revoked'));
   assert.equal(await q('SELECT outcome FROM connection_revocations'), 'revoked');
   assert.equal((await call(nodeB, alice)).json.error?.code, -32042, 'the next call asks again');
+  assert.equal((await intro(alice)).json.mcpb_connections, undefined, 'none connected: no member');
 
   // A grant revoked through /revoke takes its connection with it.
   const bob = await fullFlow(env.publicUrl, { resource: `${env.publicUrl}/mcp`, login: 'bob' });
