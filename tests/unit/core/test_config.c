@@ -983,13 +983,16 @@ static void test_load_and_describe(void)
 		config_describe(f);
 		long n = ftell(f);
 		CHECK(n > 0);
-		char *all = calloc(1, (size_t)n + 1);
-		rewind(f);
-		CHECK(fread(all, 1, (size_t)n, f) == (size_t)n);
-		CHECK(strstr(all, "tokens.access_ttl") != NULL);
-		CHECK(strstr(all, "upstreams.<name>.preset") != NULL);
-		CHECK(strstr(all, "resources[].path") != NULL);
-		free(all);
+		char *all = n > 0 ? calloc(1, (size_t)n + 1) : NULL;
+		CHECK(all != NULL);
+		if (all) { /* the torture run may fail this allocation */
+			rewind(f);
+			CHECK(fread(all, 1, (size_t)n, f) == (size_t)n);
+			CHECK(strstr(all, "tokens.access_ttl") != NULL);
+			CHECK(strstr(all, "upstreams.<name>.preset") != NULL);
+			CHECK(strstr(all, "resources[].path") != NULL);
+			free(all);
+		}
 		fclose(f);
 	}
 }

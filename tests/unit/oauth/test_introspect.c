@@ -54,9 +54,13 @@ static void test_answer(void)
 	struct config cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.public_url = "https://broker.example.com";
-	struct token_row row = { "access",     "app",         "https://broker.example.com/mcp/github",
-				 "read write", "github:1001", NULL,
-				 1700000600,   1700000000 };
+	struct token_row row = { .kind = "access",
+				 .client_id = "app",
+				 .aud = "https://broker.example.com/mcp/github",
+				 .scope = "read write",
+				 .sub = "github:1001",
+				 .exp = 1700000600,
+				 .iat = 1700000000 };
 	json_t *a = active_answer(&cfg, &row);
 	CHECK(json_is_true(json_object_get(a, "active")));
 	CHECK_STR(json_string_value(json_object_get(a, "scope")), "read write");
@@ -80,6 +84,16 @@ static void test_answer(void)
 	CHECK_STR(json_string_value(json_object_get(a, "token_type")), "DPoP");
 	CHECK_STR(json_string_value(json_object_get(json_object_get(a, "cnf"), "jkt")), row.jkt);
 	CHECK(json_object_size(a) == 10);
+	json_decref(a);
+	/* Connected accounts are listed when there are any. */
+	row.connections = "[]";
+	a = active_answer(&cfg, &row);
+	CHECK(json_object_get(a, "mcpb_connections") == NULL);
+	json_decref(a);
+	row.connections = "[\"sentry\"]";
+	a = active_answer(&cfg, &row);
+	CHECK_STR(json_string_value(json_array_get(json_object_get(a, "mcpb_connections"), 0)), "sentry");
+	CHECK(json_object_size(a) == 11);
 	json_decref(a);
 }
 
