@@ -12,6 +12,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <limits.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,13 +26,32 @@
 #include "metrics.h"
 #include "netaddr.h"
 
-struct http_server {
+/* A worker: one thread running one event loop over its own daemon (and
+ * the loop hooks' descriptors). */
+struct http_worker {
+	struct http_server *s;
 	struct MHD_Daemon *d;
+	int epfd, cmdfd; /* the loop's epoll set; the eventfd that wakes it */
+	pthread_t thread;
+	int started;
+	void *ctx;        /* the loop hooks' */
+	int quiesced;     /* worker thread only */
+	int want_quiesce; /* asked by http_drain (atomic) */
+	int want_stop;    /* asked by http_stop (atomic) */
+	/* Under s->lock, told by the worker: */
+	int ready, failed, quiesce_done;
+};
+
+struct http_server {
 	struct app *app;
 	const struct http_route *routes;
 	size_t nroutes;
 	int port;
-	MHD_socket quiesced_fd; /* closed only after MHD_stop_daemon */
+	MHD_socket listen_fd; /* shared by every daemon; closed by http_stop */
+	struct http_worker *w;
+	int nw;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
 };
 
 #define HTTP_DRAIN_SETTLE_NS (2000ull * 1000000ull)
@@ -1067,23 +1089,264 @@ static void fd_limit_raise(long max_connections)
 			max_connections * 2 + 256, (unsigned long long)rl.rlim_cur);
 }
 
+/* ---- the workers' event loops ------------------------------------------ */
+
+static const struct http_loop *loop_hooks;
+
+void http_set_loop(const struct http_loop *loop)
+{
+	loop_hooks = loop;
+}
+
+#define LOOP_MHD (HTTP_LOOP_TAG | 1) /* the daemon's own epoll set */
+#define LOOP_CMD (HTTP_LOOP_TAG | 2) /* the worker's command eventfd */
+#define LOOP_EVENTS 128
+
+static void worker_kick(struct http_worker *w)
+{
+	uint64_t one = 1;
+	ssize_t n = write(w->cmdfd, &one, sizeof(one));
+	(void)n; /* a full counter already wakes the loop */
+}
+
+static int worker_timeout(struct http_worker *w)
+{
+	MHD_UNSIGNED_LONG_LONG t;
+	long long ms = -1;
+	if (MHD_get_timeout(w->d, &t) == MHD_YES)
+		ms = t > INT_MAX ? INT_MAX : (long long)t;
+	if (w->ctx) {
+		int h = loop_hooks->timeout_ms(w->ctx);
+		if (h >= 0 && (ms < 0 || h < ms))
+			ms = h;
+	}
+	return (int)ms;
+}
+
+/* On the worker: its daemon stops listening; what the kernel already
+ * queued (handshakes completed while the workers were busy) is taken in,
+ * as closing the listener would reset them after the client may have sent
+ * a request. Every worker takes the queue after its own quiesce, so the
+ * last one to quiesce empties it. */
+static void worker_quiesce(struct http_worker *w)
+{
+	if (w->quiesced)
+		return;
+	w->quiesced = 1;
+	MHD_socket fd = MHD_quiesce_daemon(w->d);
+	if (fd == MHD_INVALID_SOCKET)
+		return;
+	for (int taken = 0; taken < 4096; taken++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int cfd = accept(fd, (struct sockaddr *)&ss, &sl);
+		if (cfd < 0)
+			break;
+		int cfl = fcntl(cfd, F_GETFL, 0);
+		if (cfl >= 0)
+			(void)fcntl(cfd, F_SETFL, cfl | O_NONBLOCK);
+		(void)fcntl(cfd, F_SETFD, FD_CLOEXEC);
+		(void)MHD_add_connection(w->d, cfd, (struct sockaddr *)&ss, sl);
+	}
+}
+
+static void worker_ack(struct http_worker *w, int *flag)
+{
+	pthread_mutex_lock(&w->s->lock);
+	*flag = 1;
+	pthread_cond_broadcast(&w->s->cond);
+	pthread_mutex_unlock(&w->s->lock);
+}
+
+/* A worker's loop: libmicrohttpd runs after every wake-up (external mode
+ * has no inter-thread channel: a connection resumed by a hook is served
+ * only when the daemon runs next, so a hook that resumes one asks for a
+ * zero timeout, and another thread wakes the loop through the hook's own
+ * descriptor). */
+static void *worker_main(void *arg)
+{
+	struct http_worker *w = arg;
+	const struct http_loop *lp = loop_hooks;
+	if (lp) {
+		w->ctx = lp->start(w->epfd);
+		if (!w->ctx) {
+			worker_ack(w, &w->failed);
+			return NULL;
+		}
+	}
+	worker_ack(w, &w->ready);
+	struct epoll_event ev[LOOP_EVENTS];
+	for (;;) {
+		int n = epoll_wait(w->epfd, ev, LOOP_EVENTS, worker_timeout(w));
+		for (int i = 0; i < n; i++) {
+			uint64_t d = ev[i].data.u64;
+			if (d == LOOP_CMD) {
+				uint64_t v;
+				ssize_t got = read(w->cmdfd, &v, sizeof(v));
+				(void)got;
+			} else if (d != LOOP_MHD && w->ctx) {
+				lp->event(w->ctx, d, ev[i].events);
+			}
+		}
+		(void)MHD_run(w->d);
+		if (w->ctx)
+			lp->after(w->ctx);
+		if (__atomic_load_n(&w->want_quiesce, __ATOMIC_ACQUIRE) && !w->quiesced) {
+			worker_quiesce(w);
+			worker_ack(w, &w->quiesce_done);
+		}
+		if (__atomic_load_n(&w->want_stop, __ATOMIC_ACQUIRE))
+			break;
+	}
+	/* The listener is the server's (closed once, by http_stop). */
+	if (!w->quiesced) {
+		w->quiesced = 1;
+		(void)MHD_quiesce_daemon(w->d);
+	}
+	MHD_stop_daemon(w->d); /* every request completes (the hooks' too) */
+	w->d = NULL;
+	if (w->ctx)
+		lp->stop(w->ctx);
+	w->ctx = NULL;
+	return NULL;
+}
+
+/* Waits (server lock held) until every started worker set the flag at
+ * offset off, or gave up. */
+static void workers_wait(struct http_server *s, size_t off)
+{
+	for (;;) {
+		int all = 1;
+		for (int i = 0; i < s->nw; i++) {
+			const struct http_worker *w = &s->w[i];
+			if (w->started && !w->failed && !*(const int *)(const void *)((const char *)w + off))
+				all = 0;
+		}
+		if (all)
+			return;
+		pthread_cond_wait(&s->cond, &s->lock);
+	}
+}
+
+static void workers_end(struct http_server *s)
+{
+	for (int i = 0; i < s->nw; i++) {
+		struct http_worker *w = &s->w[i];
+		if (w->started) {
+			__atomic_store_n(&w->want_stop, 1, __ATOMIC_RELEASE);
+			worker_kick(w);
+			pthread_join(w->thread, NULL);
+			w->started = 0;
+		}
+		if (w->d) { /* never run, or its loop never started */
+			(void)MHD_quiesce_daemon(w->d);
+			MHD_stop_daemon(w->d);
+			w->d = NULL;
+		}
+		if (w->epfd >= 0)
+			close(w->epfd);
+		if (w->cmdfd >= 0)
+			close(w->cmdfd);
+		w->epfd = w->cmdfd = -1;
+	}
+}
+
+static void server_free(struct http_server *s)
+{
+	workers_end(s);
+	if (s->listen_fd != MHD_INVALID_SOCKET)
+		close(s->listen_fd);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	free(s->w);
+	free(s);
+}
+
+/* The listening socket, shared by every daemon (each worker's loop watches
+ * it and one wins each accept, so it is non-blocking); the bound port in
+ * *port. */
+static MHD_socket listener(const struct sockaddr_storage *ss, int *port)
+{
+	int v6 = ss->ss_family == AF_INET6, on = 1;
+	socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return MHD_INVALID_SOCKET;
+	struct sockaddr_storage got;
+	socklen_t gl = sizeof(got);
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
+	    (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) < 0) ||
+	    bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 1024) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&got, &gl) < 0) {
+		close(fd);
+		return MHD_INVALID_SOCKET;
+	}
+	*port = ntohs(v6 ? ((struct sockaddr_in6 *)&got)->sin6_port : ((struct sockaddr_in *)&got)->sin_port);
+	return fd;
+}
+
+/* One worker's daemon, on the shared listener. */
+static struct MHD_Daemon *daemon_start(struct http_server *s, unsigned flags, unsigned mhd_limit)
+{
+	const struct config *cfg = s->app->cfg;
+	return MHD_start_daemon(flags, 0, accept_cb, s, access_cb, s, MHD_OPTION_LISTEN_SOCKET,
+				(MHD_socket)s->listen_fd, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+				MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s, MHD_OPTION_CONNECTION_TIMEOUT,
+				(unsigned)cfg->http.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+				(size_t)(LIM_HEADER_BYTES * 2),
+				/* Strict request syntax where libmicrohttpd has it (Host
+		 * required, no bare LF, ...); framing_check does the rest. */
+				MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+				MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s, MHD_OPTION_END);
+}
+
+static int worker_setup(struct http_server *s, struct http_worker *w)
+{
+	w->s = s;
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	w->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	const union MHD_DaemonInfo *ei = MHD_get_daemon_info(w->d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (w->epfd < 0 || w->cmdfd < 0 || !ei)
+		return -1;
+	struct epoll_event mev = { .events = EPOLLIN, .data.u64 = LOOP_MHD };
+	struct epoll_event cev = { .events = EPOLLIN, .data.u64 = LOOP_CMD };
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ei->epoll_fd, &mev) < 0 ||
+	    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->cmdfd, &cev) < 0)
+		return -1;
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+		return -1;
+	w->started = 1;
+	return 0;
+}
+
 struct http_server *http_start(struct app *app, const char *host, int port, const struct http_route *routes,
 			       size_t nroutes)
 {
+	const struct config *cfg = app->cfg;
+	int nw = cfg->http.threads > 0 ? (int)cfg->http.threads : 1;
 	struct http_server *s = calloc(1, sizeof(*s));
-	if (!s)
+	struct http_worker *ws = calloc((size_t)nw, sizeof(*ws));
+	if (!s || !ws) {
+		free(s);
+		free(ws);
 		return NULL;
+	}
 	s->app = app;
 	s->routes = routes;
 	s->nroutes = nroutes;
+	s->w = ws;
+	s->listen_fd = MHD_INVALID_SOCKET;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	for (int i = 0; i < nw; i++)
+		ws[i].epfd = ws[i].cmdfd = -1;
+	s->nw = nw;
 	__atomic_store_n(&draining, 0, __ATOMIC_RELEASE);
-	s->quiesced_fd = MHD_INVALID_SOCKET;
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
-	/* poll(), not epoll: libmicrohttpd 0.9.75 can abort when a thread-pool
-	 * epoll daemon is quiesced (listen FD removal races the workers). */
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
-			 MHD_USE_ERROR_LOG;
+	/* One daemon per worker in external epoll mode, driven by the
+	 * worker's own loop (worker_main): no internal thread. */
+	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	if (strchr(host, ':')) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
 		a->sin6_family = AF_INET6;
@@ -1098,7 +1361,6 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 		if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
 			goto fail;
 	}
-	const struct config *cfg = app->cfg;
 	if (cfg->http.max_body_bytes_in_flight > 0) {
 		authed.cap = cfg->http.max_body_bytes_in_flight;
 		anon.cap = authed.cap / 4;
@@ -1106,27 +1368,30 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 	fd_limit_raise(cfg->http.max_connections > 0 ? cfg->http.max_connections : 4096);
 	conn_limit = cfg->http.max_connections > 0 ? cfg->http.max_connections : 4096;
 	__atomic_store_n(&live_conns, 0, __ATOMIC_RELEASE);
-	/* libmicrohttpd's own limit (split among its threads) sits above the
+	/* Each daemon's own limit sits above the node's limit and its
 	 * headroom, so that accept_cb, not a full backlog, refuses. */
-	unsigned mhd_limit = (unsigned)(conn_limit + 2 * HTTP_CONN_HEADROOM + cfg->http.threads);
-	s->d = MHD_start_daemon(flags, (uint16_t)port, accept_cb, s, access_cb, s, MHD_OPTION_SOCK_ADDR,
-				(struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
-				MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http.connection_timeout_s,
-				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 2),
-				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-				/* Strict request syntax where libmicrohttpd has it (Host
-				 * required, no bare LF, ...); framing_check does the rest. */
-				MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
-				MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s, MHD_OPTION_END);
-	if (!s->d)
+	unsigned mhd_limit = (unsigned)(conn_limit + 2 * HTTP_CONN_HEADROOM);
+	s->listen_fd = listener(&ss, &s->port);
+	if (s->listen_fd == MHD_INVALID_SOCKET)
 		goto fail;
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-	s->port = di ? di->port : port;
+	for (int i = 0; i < nw; i++)
+		if (!(ws[i].d = daemon_start(s, flags, mhd_limit)))
+			goto fail;
+	for (int i = 0; i < nw; i++)
+		if (worker_setup(s, &ws[i]) < 0)
+			goto fail;
+	pthread_mutex_lock(&s->lock);
+	workers_wait(s, offsetof(struct http_worker, ready));
+	int failed = 0;
+	for (int i = 0; i < nw; i++)
+		failed |= ws[i].failed;
+	pthread_mutex_unlock(&s->lock);
+	if (failed)
+		goto fail;
 	return s;
 fail:
 	log_msg(LOG_ERROR, "http.start_failed", NULL, "cannot listen on %s:%d", host, port);
-	free(s);
+	server_free(s);
 	return NULL;
 }
 
@@ -1142,9 +1407,6 @@ int http_port(const struct http_server *s)
  * connections that will be served. */
 static void drain_drop_syns(struct http_server *s)
 {
-	const union MHD_DaemonInfo *li = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_LISTEN_FD);
-	if (!li || li->listen_fd == MHD_INVALID_SOCKET)
-		return;
 	struct sock_filter drop_syn[] = {
 		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),          /* TCP flags */
 		BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),       /* SYN | ACK */
@@ -1153,50 +1415,27 @@ static void drain_drop_syns(struct http_server *s)
 		BPF_STMT(BPF_RET | BPF_K, 0xFFFFFFFF),           /* else pass */
 	};
 	struct sock_fprog prog = { .len = sizeof(drop_syn) / sizeof(drop_syn[0]), .filter = drop_syn };
-	if (setsockopt(li->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0)
+	if (setsockopt(s->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0)
 		usleep(HTTP_HANDSHAKE_SETTLE_US); /* in-flight handshakes land in the queue */
 }
 
-/* Takes in what the kernel already queued on the quiesced listener fd
- * (connections whose handshake completed while the workers were busy):
- * closing the listener would reset them after the client may have sent a
- * request. libmicrohttpd serves them like any other. */
-static void drain_take_queued(struct http_server *s, MHD_socket fd)
-{
-	int fl = fcntl(fd, F_GETFL, 0);
-	if (fl >= 0)
-		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-	for (int taken = 0; taken < 4096; taken++) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		int cfd = accept(fd, (struct sockaddr *)&ss, &sl);
-		if (cfd < 0)
-			break;
-		int cfl = fcntl(cfd, F_GETFL, 0);
-		if (cfl >= 0)
-			(void)fcntl(cfd, F_SETFL, cfl | O_NONBLOCK);
-		(void)fcntl(cfd, F_SETFD, FD_CLOEXEC);
-		(void)MHD_add_connection(s->d, cfd, (struct sockaddr *)&ss, sl);
-	}
-}
-
 /* Refuses new connections at once, so that a load balancer retries them
- * elsewhere before sending anything: the listening socket is replaced
- * (dup2) by an unbound one. The descriptor number stays taken, as
- * libmicrohttpd's threads may still hold it in a poll set for a moment; it
- * is closed after MHD_stop_daemon (http_stop). */
+ * elsewhere before sending anything: every worker quiesces its daemon
+ * (taking in what was queued), then the listening socket is replaced
+ * (dup2) by an unbound one, closed by http_stop. */
 static void drain_close_listener(struct http_server *s)
 {
-	MHD_socket fd = MHD_quiesce_daemon(s->d);
-	if (fd == MHD_INVALID_SOCKET)
-		return;
-	drain_take_queued(s, fd);
+	for (int i = 0; i < s->nw; i++) {
+		__atomic_store_n(&s->w[i].want_quiesce, 1, __ATOMIC_RELEASE);
+		worker_kick(&s->w[i]);
+	}
+	pthread_mutex_lock(&s->lock);
+	workers_wait(s, offsetof(struct http_worker, quiesce_done));
+	pthread_mutex_unlock(&s->lock);
 	int dummy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (dummy >= 0 && dup2(dummy, fd) >= 0) {
-		s->quiesced_fd = fd;
-	} else {
-		usleep(200000);
-		close(fd);
+	if (dummy >= 0 && dup2(dummy, s->listen_fd) < 0) {
+		close(s->listen_fd);
+		s->listen_fd = MHD_INVALID_SOCKET;
 	}
 	if (dummy >= 0)
 		close(dummy);
@@ -1207,14 +1446,13 @@ static void drain_close_listener(struct http_server *s)
  * request in flight, but a client already sent it): until no connection is
  * left, or none has had a request for a settle period. Returns the requests
  * still in flight. */
-static long drain_wait(struct http_server *s, int timeout_s)
+static long drain_wait(int timeout_s)
 {
 	uint64_t deadline = http_now_ns() + (uint64_t)timeout_s * 1000000000ull, quiet_since = 0;
 	long left;
 	for (;;) {
 		left = http_in_flight();
-		const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-		unsigned conns = di ? di->num_connections : 0;
+		long conns = __atomic_load_n(&live_conns, __ATOMIC_ACQUIRE);
 		uint64_t now = http_now_ns();
 		if ((left == 0 && conns == 0) || now >= deadline)
 			break;
@@ -1234,9 +1472,11 @@ void http_drain(struct http_server *s, int timeout_s)
 	if (!s)
 		return;
 	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
-	drain_drop_syns(s);
-	drain_close_listener(s);
-	long left = drain_wait(s, timeout_s);
+	if (s->listen_fd != MHD_INVALID_SOCKET) {
+		drain_drop_syns(s);
+		drain_close_listener(s);
+	}
+	long left = drain_wait(timeout_s);
 	if (left > 0)
 		log_msg(LOG_WARN, "http.drain_timeout", NULL, "%ld requests still in flight", left);
 }
@@ -1246,9 +1486,6 @@ void http_stop(struct http_server **sp)
 	struct http_server *s = sp ? *sp : NULL;
 	if (!s)
 		return;
-	MHD_stop_daemon(s->d);
-	if (s->quiesced_fd != MHD_INVALID_SOCKET)
-		close(s->quiesced_fd);
-	free(s);
+	server_free(s);
 	*sp = NULL;
 }

@@ -99,6 +99,28 @@ struct http_req {
 
 struct http_server;
 
+/* The event loop of each worker thread: libmicrohttpd's daemon of that
+ * worker (external epoll mode) and whatever else the worker drives in the
+ * same epoll set (the proxy's engine: its downstream transfers), so that a
+ * request never crosses a thread. Every hook runs on the worker's own
+ * thread. Event data with the top 16 bits HTTP_LOOP_TAG are the loop's. */
+#define HTTP_LOOP_TAG 0xD00D000000000000ull
+struct http_loop {
+	/* A worker starts: ctx for the other hooks; NULL fails the start. The
+	 * hook adds its descriptors to epfd itself. */
+	void *(*start)(int epfd);
+	/* An event of the hook's descriptors. */
+	void (*event)(void *ctx, uint64_t data, uint32_t events);
+	/* Milliseconds the loop may sleep for the hook (-1: no limit). */
+	int (*timeout_ms)(void *ctx);
+	/* Each round, after libmicrohttpd ran. */
+	void (*after)(void *ctx);
+	/* The worker ends (its daemon stopped: every request is complete). */
+	void (*stop)(void *ctx);
+};
+/* Set before http_start (NULL: the daemons alone). */
+void http_set_loop(const struct http_loop *loop);
+
 /* Starts listening on host:port with the given routes (copied pointer: the
  * table must outlive the server). NULL on failure (logged). */
 struct http_server *http_start(struct app *app, const char *host, int port, const struct http_route *routes,
@@ -147,8 +169,9 @@ void http_send_error(struct http_req *r, int status, const char *msg);
 uint64_t http_now_ns(void);
 
 /* Deferred answers (the proxy): the handler suspends the connection and
- * returns; another thread calls http_resume(), after which libmicrohttpd
- * calls the route's handler again on a worker thread, where it answers. */
+ * returns; http_resume() (any thread; another thread must then wake the
+ * worker's loop, as the engine does) makes libmicrohttpd call the route's
+ * handler again on the connection's worker thread, where it answers. */
 void http_suspend(struct http_req *r);
 void http_resume(struct http_req *r);
 

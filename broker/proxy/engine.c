@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <stdint.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,6 @@
 #define ENGINE_BUFFER (256 * 1024) /* downstream bytes held per transfer */
 #define ENGINE_MAX_HEADERS 48
 #define ENGINE_HEADER_BYTES (32 * 1024)
-#define ENGINE_EVENTS 256              /* epoll events taken per wait */
 #define ENGINE_SWEEP_MS 1000           /* how often idle transfers are looked for */
 #define ENGINE_KEEP_BUFFER (16 * 1024) /* a drained buffer above this is freed */
 /* Revocations remembered for requests still on their way to a transfer
@@ -60,14 +60,15 @@ struct engine_xfer {
 	int is_stream; /* a GET answered with text/event-stream (the standalone stream) */
 	long long last_rx_ms;
 	int watching;   /* client_fd is in the engine's epoll (hang-up) */
-	int queued;     /* on eng.attn: the engine thread looks at it */
+	int queued;     /* on eng->attn: its engine looks at it */
 	int engine_ref; /* the engine still holds its reference */
 	struct engine_xfer *attn_next;
+	struct engine *eng; /* the worker's engine that drives it */
 	char grant_id[37];
 	char *const *resp_headers; /* extra response headers allowed through */
 	size_t n_resp_headers;
-	struct engine_xfer *next;                /* eng.incoming, then eng.release */
-	struct engine_xfer *act_prev, *act_next; /* eng.active */
+	struct engine_xfer *next;                /* eng->release */
+	struct engine_xfer *act_prev, *act_next; /* eng->active */
 
 	/* What a revocation may name (immutable once registered). */
 	char token_hash[65];
@@ -87,12 +88,12 @@ struct engine_xfer {
 	struct engine_xfer *live_prev, *live_next; /* under reg.lock */
 };
 
-/* Two keep-alive pools (curl shares of connections), one for standalone GET
- * event streams and one for everything else. libcurl 7.88 walks every
- * connection of a handle's pool each time a finished transfer leaves the
- * multi handle (the CONNECT_ONLY check of curl_multi_remove_handle): with
- * thousands of parked streams in the same pool, every proxied POST paid for
- * all of them. */
+/* Two keep-alive pools (curl shares of connections) per engine, one for
+ * standalone GET event streams and one for everything else. libcurl 7.88
+ * walks every connection of a handle's pool each time a finished transfer
+ * leaves the multi handle (the CONNECT_ONLY check of
+ * curl_multi_remove_handle): with thousands of parked streams in the same
+ * pool, every proxied POST paid for all of them. */
 enum { POOL_CALLS, POOL_STREAMS, POOLS };
 
 struct pool {
@@ -100,22 +101,38 @@ struct pool {
 	pthread_mutex_t lock[CURL_LOCK_DATA_LAST];
 };
 
-static struct {
+/* One engine per HTTP worker, driven by the worker's event loop (struct
+ * http_loop): the worker's libmicrohttpd daemon and its downstream
+ * transfers share one epoll set and one thread, so a request never crosses
+ * a thread. Other threads (revocations, injected events) only queue a
+ * transfer on e->attn and wake the loop. */
+struct engine {
 	CURLM *multi;
 	struct pool pool[POOLS];
-	pthread_t thread;
+	int epfd;   /* the worker's */
+	int wakefd; /* ours, in epfd */
 	pthread_mutex_t lock;
-	struct engine_xfer *incoming; /* handed over by worker threads */
-	struct engine_xfer *attn;     /* what other threads asked the engine to look at */
-	int running, stop;
-	int closed; /* the engine thread is gone: nothing is queued any more */
-	/* Engine thread only. */
+	struct engine_xfer *attn; /* what other threads asked the engine to look at */
+	int closed;               /* under lock: nothing is queued any more */
+	/* The worker's thread only. */
 	struct engine_xfer *active;  /* in the multi handle (doubly linked) */
 	struct engine_xfer *release; /* finished in this round: released after it */
-	int epfd, wakefd;
-	long long timer_at; /* libcurl's timer, absolute (-1: none) */
-	long long sweep_at; /* the next look for idle transfers */
-} eng = { .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1, .timer_at = -1 };
+	long long timer_at;          /* libcurl's timer, absolute in ns (-1: none) */
+	int resumed;                 /* a connection was resumed: libmicrohttpd runs again at once */
+	long long sweep_at;          /* the next look for idle transfers */
+};
+
+#define ENGINE_MAX 256 /* engines (http.threads is at most 256) */
+
+static struct {
+	pthread_mutex_t lock;
+	struct engine *all[ENGINE_MAX];
+	int n;
+	int running, stop; /* atomic */
+	long max_connects;
+} engines = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static __thread struct engine *self; /* the engine of this worker thread */
 
 /* Every transfer alive on the node (from engine_begin until its last
  * reference is gone), and the latest revocations, so that a revocation
@@ -177,19 +194,38 @@ static void xfer_release(struct engine_xfer *x)
 	free(x);
 }
 
-static long long now_ms(void)
+static long long now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Under x->lock: wake the client connection if it is parked. */
+static long long now_ms(void)
+{
+	return now_ns() / 1000000;
+}
+
+static void kick(struct engine *e)
+{
+	uint64_t one = 1;
+	ssize_t w = write(e->wakefd, &one, sizeof(one));
+	(void)w; /* a full counter already wakes the loop */
+}
+
+/* Under x->lock: wake the client connection if it is parked. A daemon in
+ * external mode has no wake-up of its own: the resumed connection is
+ * served when the worker's loop runs libmicrohttpd next, at once on the
+ * worker's thread (a zero timeout), woken from another. */
 static void wake_client(struct engine_xfer *x)
 {
 	if (x->suspended && !x->client_gone) {
 		x->suspended = 0;
 		MHD_resume_connection(x->conn);
+		if (self == x->eng)
+			x->eng->resumed = 1;
+		else
+			kick(x->eng);
 	}
 }
 
@@ -379,90 +415,85 @@ static size_t on_body(char *data, size_t size, size_t n, void *cls)
 	return len;
 }
 
-/* ---- the engine -------------------------------------------------------- */
+/* ---- the engine (the worker's thread) ----------------------------------- */
 
-/* One epoll set holds libcurl's sockets (CURLMOPT_SOCKETFUNCTION), the
- * client sockets of live transfers (hang-up only) and an eventfd other
- * threads write to when they hand a transfer over or ask for something
- * (unpause, abort). The engine only ever looks at what an event names: an
- * idle stream costs no CPU. What an event's data holds: */
+/* The worker's epoll set holds, beside libmicrohttpd's, libcurl's sockets
+ * (CURLMOPT_SOCKETFUNCTION), the client sockets of live transfers (hang-up
+ * only) and the engine's eventfd, written by other threads when they ask
+ * for something (abort, a wake-up). The engine only ever looks at what an
+ * event names: an idle stream costs no CPU. What an event's data holds: */
 #define EV_CURL 0xC0DE000000000000ull /* | a libcurl socket */
 #define EV_WAKE 0xF00D000000000000ull /* the eventfd */
 /* ... or else a struct engine_xfer * (a client socket). */
 
-static void kick(void)
-{
-	uint64_t one = 1;
-	ssize_t w = write(eng.wakefd, &one, sizeof(one));
-	(void)w; /* a full counter already wakes the engine */
-}
-
-/* Under x->lock, any thread: the engine thread will look at x (the queue
- * holds a reference). */
+/* Under x->lock, any thread: x's engine will look at x (the queue holds a
+ * reference). */
 static void attend(struct engine_xfer *x)
 {
+	struct engine *e = x->eng;
 	if (x->queued || !x->engine_ref)
 		return;
-	pthread_mutex_lock(&eng.lock);
-	if (!eng.closed) {
+	pthread_mutex_lock(&e->lock);
+	if (!e->closed) {
 		x->queued = 1;
 		x->refs++;
-		x->attn_next = eng.attn;
-		eng.attn = x;
-		kick();
+		x->attn_next = e->attn;
+		e->attn = x;
+		if (self != e)
+			kick(e); /* on its own thread the loop looks after this round */
 	}
-	pthread_mutex_unlock(&eng.lock);
+	pthread_mutex_unlock(&e->lock);
 }
 
-/* Under x->lock, engine thread: the client socket joins the epoll set, for
+/* Under x->lock, worker thread: the client socket joins the epoll set, for
  * its hang-up only (edge-triggered, no EPOLLIN: pipelined bytes do not
- * wake the engine). */
+ * wake the loop). */
 static void watch(struct engine_xfer *x)
 {
 	if (x->watching || x->client_gone || x->client_fd < 0)
 		return;
 	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET, .data.ptr = x };
-	if (epoll_ctl(eng.epfd, EPOLL_CTL_ADD, x->client_fd, &ev) == 0)
+	if (epoll_ctl(x->eng->epfd, EPOLL_CTL_ADD, x->client_fd, &ev) == 0)
 		x->watching = 1;
 }
 
-/* Under x->lock, any thread; before libmicrohttpd closes the socket (its
+/* Under x->lock, worker thread; before libmicrohttpd closes the socket (its
  * number may be taken by the next connection at once). */
 static void unwatch(struct engine_xfer *x)
 {
 	if (!x->watching)
 		return;
-	(void)epoll_ctl(eng.epfd, EPOLL_CTL_DEL, x->client_fd, NULL);
+	(void)epoll_ctl(x->eng->epfd, EPOLL_CTL_DEL, x->client_fd, NULL);
 	x->watching = 0;
 }
 
-static void active_add(struct engine_xfer *x)
+static void active_add(struct engine *e, struct engine_xfer *x)
 {
 	x->act_prev = NULL;
-	x->act_next = eng.active;
-	if (eng.active)
-		eng.active->act_prev = x;
-	eng.active = x;
+	x->act_next = e->active;
+	if (e->active)
+		e->active->act_prev = x;
+	e->active = x;
 }
 
-static void active_remove(struct engine_xfer *x)
+static void active_remove(struct engine *e, struct engine_xfer *x)
 {
 	if (x->act_prev)
 		x->act_prev->act_next = x->act_next;
 	else
-		eng.active = x->act_next;
+		e->active = x->act_next;
 	if (x->act_next)
 		x->act_next->act_prev = x->act_prev;
 	x->act_prev = x->act_next = NULL;
 }
 
-/* Engine thread. The engine's reference goes at the end of the round, as
- * an event of this round may still name x. */
-static void finish(struct engine_xfer *x, CURLcode rc)
+/* The engine's reference goes at the end of the round, as an event of this
+ * round may still name x. */
+static void finish(struct engine *e, struct engine_xfer *x, CURLcode rc)
 {
 	if (x->in_multi) {
-		curl_multi_remove_handle(eng.multi, x->easy);
-		active_remove(x);
+		curl_multi_remove_handle(e->multi, x->easy);
+		active_remove(e, x);
 	}
 	pthread_mutex_lock(&x->lock);
 	x->in_multi = 0;
@@ -472,44 +503,22 @@ static void finish(struct engine_xfer *x, CURLcode rc)
 	unwatch(x);
 	wake_client(x);
 	pthread_mutex_unlock(&x->lock);
-	x->next = eng.release;
-	eng.release = x;
+	x->next = e->release;
+	e->release = x;
 }
 
-static void release_round(void)
+static void release_round(struct engine *e)
 {
-	while (eng.release) {
-		struct engine_xfer *x = eng.release;
-		eng.release = x->next;
+	while (e->release) {
+		struct engine_xfer *x = e->release;
+		e->release = x->next;
 		xfer_release(x);
 	}
 }
 
-static void take_incoming(struct engine_xfer *in)
-{
-	while (in) {
-		struct engine_xfer *next = in->next;
-		pthread_mutex_lock(&in->lock);
-		/* A transfer a revocation overtook, or whose client already
-		 * left, never reaches the downstream. */
-		int gone = in->client_gone || in->revoked;
-		CURLcode why = in->revoked ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR;
-		if (!gone)
-			watch(in);
-		pthread_mutex_unlock(&in->lock);
-		if (gone || curl_multi_add_handle(eng.multi, in->easy) != CURLM_OK) {
-			finish(in, gone ? why : CURLE_FAILED_INIT);
-		} else {
-			in->in_multi = 1;
-			active_add(in);
-		}
-		in = next;
-	}
-}
-
-/* What another thread asked for: abort (client gone, hang-up, revoked) or
- * unpause (the client drained the buffer). */
-static void look_at(struct engine_xfer *x)
+/* What was asked for: abort (client gone, hang-up, revoked) or unpause
+ * (the client drained the buffer). */
+static void look_at(struct engine *e, struct engine_xfer *x)
 {
 	pthread_mutex_lock(&x->lock);
 	x->queued = 0;
@@ -520,16 +529,29 @@ static void look_at(struct engine_xfer *x)
 		x->want_unpause = x->paused = 0;
 	pthread_mutex_unlock(&x->lock);
 	if (live && gone)
-		finish(x, revoked ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
+		finish(e, x, revoked ? CURLE_ABORTED_BY_CALLBACK : CURLE_WRITE_ERROR);
 	else if (live && unpause)
 		curl_easy_pause(x->easy, CURLPAUSE_CONT);
 	xfer_release(x); /* the queue's reference */
 }
 
+static void look_at_queue(struct engine *e)
+{
+	pthread_mutex_lock(&e->lock);
+	struct engine_xfer *attn = e->attn;
+	e->attn = NULL;
+	pthread_mutex_unlock(&e->lock);
+	while (attn) {
+		struct engine_xfer *next = attn->attn_next;
+		look_at(e, attn);
+		attn = next;
+	}
+}
+
 /* A client socket's hang-up. A parked (suspended) connection is not
  * watched by libmicrohttpd, so a client leaving an idle SSE stream would
  * go unnoticed until the downstream writes twice. */
-static void client_event(struct engine_xfer *x, uint32_t events)
+static void client_event(struct engine *e, struct engine_xfer *x, uint32_t events)
 {
 	pthread_mutex_lock(&x->lock);
 	int gone = 0;
@@ -550,17 +572,17 @@ static void client_event(struct engine_xfer *x, uint32_t events)
 	int live = gone && x->in_multi;
 	pthread_mutex_unlock(&x->lock);
 	if (live)
-		finish(x, CURLE_WRITE_ERROR);
+		finish(e, x, CURLE_WRITE_ERROR);
 }
 
-static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-	(void)e;
-	(void)userp;
+	(void)easy;
+	struct engine *e = userp;
 	struct epoll_event ev = { .events = 0, .data.u64 = EV_CURL | (uint64_t)(uint32_t)s };
 	if (what == CURL_POLL_REMOVE) {
-		(void)epoll_ctl(eng.epfd, EPOLL_CTL_DEL, s, NULL);
-		curl_multi_assign(eng.multi, s, NULL);
+		(void)epoll_ctl(e->epfd, EPOLL_CTL_DEL, s, NULL);
+		curl_multi_assign(e->multi, s, NULL);
 		return 0;
 	}
 	if (what & CURL_POLL_IN)
@@ -571,30 +593,32 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
 	 * to libcurl (-1 would end every transfer of the multi handle): the
 	 * transfer's own timeouts end it. */
 	int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-	if (epoll_ctl(eng.epfd, op, s, &ev) < 0) {
+	if (epoll_ctl(e->epfd, op, s, &ev) < 0) {
 		int again = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
-		if (again < 0 || epoll_ctl(eng.epfd, again, s, &ev) < 0) {
+		if (again < 0 || epoll_ctl(e->epfd, again, s, &ev) < 0) {
 			log_msg(LOG_ERROR, "proxy.engine_epoll", NULL, "a downstream socket cannot be watched");
 			return 0;
 		}
 	}
-	curl_multi_assign(eng.multi, s, &eng);
+	curl_multi_assign(e->multi, s, e);
 	return 0;
 }
 
 static int on_timer(CURLM *m, long timeout_ms, void *userp)
 {
 	(void)m;
-	(void)userp;
-	eng.timer_at = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	struct engine *e = userp;
+	/* In ns: fired a fraction of a millisecond early, the timer would do
+	 * nothing, and libcurl does not set an unchanged deadline again. */
+	e->timer_at = timeout_ms < 0 ? -1 : now_ns() + (long long)timeout_ms * 1000000;
 	return 0;
 }
 
-static void read_done(void)
+static void read_done(struct engine *e)
 {
 	CURLMsg *m;
 	int q;
-	while ((m = curl_multi_info_read(eng.multi, &q))) {
+	while ((m = curl_multi_info_read(e->multi, &q))) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		struct engine_xfer *x = NULL;
@@ -602,7 +626,7 @@ static void read_done(void)
 		CURLcode rc = m->data.result;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
 		if (x && x->in_multi)
-			finish(x, rc);
+			finish(e, x, rc);
 	}
 }
 
@@ -611,108 +635,37 @@ static void read_done(void)
  * downstream); a GET's SSE stream under way, after stream_idle_ms (0: never:
  * the client leaving, the downstream closing, TCP keep-alive or a
  * revocation end it). */
-static void sweep_idle(long long now)
+static void sweep_idle(struct engine *e, long long now)
 {
-	if (now < eng.sweep_at)
+	if (now < e->sweep_at)
 		return;
-	eng.sweep_at = now + ENGINE_SWEEP_MS;
-	for (struct engine_xfer *x = eng.active, *next; x; x = next) {
+	e->sweep_at = now + ENGINE_SWEEP_MS;
+	for (struct engine_xfer *x = e->active, *next; x; x = next) {
 		next = x->act_next;
 		pthread_mutex_lock(&x->lock);
 		long limit = x->headers_ready && x->is_stream ? x->stream_idle_ms : x->idle_ms;
 		int idle = limit > 0 && !x->paused && now - x->last_rx_ms > limit;
 		pthread_mutex_unlock(&x->lock);
 		if (idle)
-			finish(x, CURLE_OPERATION_TIMEDOUT);
+			finish(e, x, CURLE_OPERATION_TIMEDOUT);
 	}
 }
 
-static int wait_ms(void)
+/* Fails what is left and takes nothing more. */
+static void close_engine(struct engine *e)
 {
-	long long now = now_ms(), until = eng.sweep_at;
-	if (eng.timer_at >= 0 && eng.timer_at < until)
-		until = eng.timer_at;
-	return until <= now ? 0 : (int)(until - now);
+	while (e->active)
+		finish(e, e->active, CURLE_ABORTED_BY_CALLBACK);
+	pthread_mutex_lock(&e->lock);
+	e->closed = 1;
+	pthread_mutex_unlock(&e->lock);
+	look_at_queue(e); /* what was queued before */
+	release_round(e);
 }
 
-static void on_events(const struct epoll_event *ev, int n)
-{
-	int running = 0;
-	for (int i = 0; i < n; i++) {
-		uint64_t d = ev[i].data.u64;
-		if (d == EV_WAKE) {
-			uint64_t v;
-			ssize_t got = read(eng.wakefd, &v, sizeof(v));
-			(void)got;
-		} else if ((d & 0xFFFF000000000000ull) == EV_CURL) {
-			int mask = 0;
-			if (ev[i].events & EPOLLIN)
-				mask |= CURL_CSELECT_IN;
-			if (ev[i].events & EPOLLOUT)
-				mask |= CURL_CSELECT_OUT;
-			if (ev[i].events & (EPOLLERR | EPOLLHUP))
-				mask |= CURL_CSELECT_ERR;
-			curl_multi_socket_action(eng.multi, (curl_socket_t)(uint32_t)d, mask, &running);
-		} else {
-			client_event(ev[i].data.ptr, ev[i].events);
-		}
-	}
-	if (eng.timer_at >= 0 && now_ms() >= eng.timer_at) {
-		eng.timer_at = -1;
-		curl_multi_socket_action(eng.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	}
-}
-
-static void *engine_thread(void *arg)
-{
-	(void)arg;
-	struct epoll_event ev[ENGINE_EVENTS];
-	eng.sweep_at = now_ms() + ENGINE_SWEEP_MS;
-	for (;;) {
-		pthread_mutex_lock(&eng.lock);
-		struct engine_xfer *in = eng.incoming, *attn = eng.attn;
-		eng.incoming = eng.attn = NULL;
-		int stop = eng.stop;
-		pthread_mutex_unlock(&eng.lock);
-		take_incoming(in);
-		while (attn) {
-			struct engine_xfer *next = attn->attn_next;
-			look_at(attn);
-			attn = next;
-		}
-		if (stop)
-			break;
-		read_done(); /* what finished while being added or unpaused */
-		int n = epoll_wait(eng.epfd, ev, ENGINE_EVENTS, wait_ms());
-		on_events(ev, n > 0 ? n : 0);
-		read_done();
-		sweep_idle(now_ms());
-		release_round();
-	}
-	while (eng.active)
-		finish(eng.active, CURLE_ABORTED_BY_CALLBACK);
-	/* What was handed over or queued meanwhile; from now on nothing is. */
-	pthread_mutex_lock(&eng.lock);
-	struct engine_xfer *in = eng.incoming, *attn = eng.attn;
-	eng.incoming = eng.attn = NULL;
-	eng.closed = 1;
-	pthread_mutex_unlock(&eng.lock);
-	for (struct engine_xfer *next; in; in = next) {
-		next = in->next;
-		finish(in, CURLE_ABORTED_BY_CALLBACK);
-	}
-	while (attn) {
-		struct engine_xfer *next = attn->attn_next;
-		look_at(attn);
-		attn = next;
-	}
-	release_round();
-	return NULL;
-}
-
-/* A pool is used by the engine thread and set or dropped on a handle by
- * request threads (curl_easy_setopt, curl_easy_cleanup): libcurl locks
- * what it shares through these. */
+/* A pool is used by one worker, but a handle may leave it on another
+ * thread (the last reference of a transfer): libcurl locks what it shares
+ * through these. */
 static void pool_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *cls)
 {
 	(void)h;
@@ -730,10 +683,10 @@ static void pool_unlock(CURL *h, curl_lock_data data, void *cls)
 		pthread_mutex_unlock(&p->lock[data]);
 }
 
-static int pools_init(void)
+static int pools_init(struct engine *e)
 {
 	for (int i = 0; i < POOLS; i++) {
-		struct pool *p = &eng.pool[i];
+		struct pool *p = &e->pool[i];
 		for (int d = 0; d < CURL_LOCK_DATA_LAST; d++)
 			pthread_mutex_init(&p->lock[d], NULL);
 		p->share = curl_share_init();
@@ -747,10 +700,10 @@ static int pools_init(void)
 }
 
 /* After the multi handle: its connections close with the pools. */
-static void pools_free(void)
+static void pools_free(struct engine *e)
 {
 	for (int i = 0; i < POOLS; i++) {
-		struct pool *p = &eng.pool[i];
+		struct pool *p = &e->pool[i];
 		if (!p->share)
 			continue;
 		if (curl_share_cleanup(p->share) != CURLSHE_OK)
@@ -761,68 +714,172 @@ static void pools_free(void)
 	}
 }
 
-int engine_start(long max_connects)
+/* ---- the worker's loop hooks (struct http_loop) ------------------------- */
+
+static void *loop_start(int epfd)
 {
-	eng.epfd = epoll_create1(EPOLL_CLOEXEC);
-	eng.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	eng.multi = curl_multi_init();
+	struct engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	pthread_mutex_init(&e->lock, NULL);
+	e->epfd = epfd;
+	e->timer_at = -1;
+	e->sweep_at = now_ms() + ENGINE_SWEEP_MS;
+	e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	e->multi = curl_multi_init();
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_WAKE };
-	if (eng.epfd < 0 || eng.wakefd < 0 || !eng.multi || epoll_ctl(eng.epfd, EPOLL_CTL_ADD, eng.wakefd, &ev) < 0 ||
-	    pools_init() < 0)
-		goto fail;
-	curl_multi_setopt(eng.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+	pthread_mutex_lock(&engines.lock);
+	int room = engines.n < ENGINE_MAX;
+	if (room)
+		engines.all[engines.n++] = e; /* freed by engine_free */
+	pthread_mutex_unlock(&engines.lock);
+	if (!room || e->wakefd < 0 || !e->multi || epoll_ctl(epfd, EPOLL_CTL_ADD, e->wakefd, &ev) < 0 ||
+	    pools_init(e) < 0) {
+		if (!room) {
+			if (e->wakefd >= 0)
+				close(e->wakefd);
+			if (e->multi)
+				curl_multi_cleanup(e->multi);
+			pools_free(e);
+			free(e);
+		}
+		return NULL; /* a registered engine is freed by engine_free */
+	}
+	curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 	/* Keep-alive connections to downstreams, as many as the node takes
 	 * connections: a proxied POST beside thousands of parked GET streams
 	 * still finds one. libcurl applies the limit to each pool: the stream
 	 * pool's connections are mostly those of live streams, so idle ones
 	 * stay near one limit's worth in all. */
-	curl_multi_setopt(eng.multi, CURLMOPT_MAXCONNECTS, max_connects > 0 ? max_connects : 256L);
-	curl_multi_setopt(eng.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-	curl_multi_setopt(eng.multi, CURLMOPT_TIMERFUNCTION, on_timer);
-	if (pthread_create(&eng.thread, NULL, engine_thread, NULL) != 0)
-		goto fail;
-	eng.running = 1;
+	curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, engines.max_connects > 0 ? engines.max_connects : 256L);
+	curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+	curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+	self = e;
+	return e;
+}
+
+static void loop_event(void *ctx, uint64_t d, uint32_t events)
+{
+	struct engine *e = ctx;
+	if (d == EV_WAKE) {
+		uint64_t v;
+		ssize_t got = read(e->wakefd, &v, sizeof(v));
+		(void)got;
+	} else if ((d & 0xFFFF000000000000ull) == EV_CURL) {
+		int mask = 0, running = 0;
+		if (events & EPOLLIN)
+			mask |= CURL_CSELECT_IN;
+		if (events & EPOLLOUT)
+			mask |= CURL_CSELECT_OUT;
+		if (events & (EPOLLERR | EPOLLHUP))
+			mask |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(e->multi, (curl_socket_t)(uint32_t)d, mask, &running);
+		read_done(e); /* its client is woken before libmicrohttpd runs */
+	} else {
+		client_event(e, (struct engine_xfer *)(uintptr_t)d, events);
+	}
+}
+
+static int loop_timeout(void *ctx)
+{
+	struct engine *e = ctx;
+	pthread_mutex_lock(&e->lock);
+	int queued = e->attn != NULL;
+	pthread_mutex_unlock(&e->lock);
+	if (queued || e->release || e->resumed) {
+		e->resumed = 0;
+		return 0;
+	}
+	long long now = now_ns(), until = e->sweep_at * 1000000;
+	if (e->timer_at >= 0 && e->timer_at < until)
+		until = e->timer_at;
+	return until <= now ? 0 : (int)((until - now + 999999) / 1000000); /* rounded up */
+}
+
+static void loop_after(void *ctx)
+{
+	struct engine *e = ctx;
+	look_at_queue(e);
+	if (__atomic_load_n(&engines.stop, __ATOMIC_ACQUIRE) && !e->closed)
+		close_engine(e);
+	long long now = now_ms();
+	if (e->timer_at >= 0 && now_ns() >= e->timer_at) {
+		int running = 0;
+		e->timer_at = -1;
+		curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	read_done(e);
+	sweep_idle(e, now);
+	release_round(e);
+}
+
+/* The worker ends: its daemon stopped, every request completed. */
+static void loop_stop(void *ctx)
+{
+	struct engine *e = ctx;
+	close_engine(e);
+	curl_multi_cleanup(e->multi);
+	e->multi = NULL;
+	pools_free(e);
+	self = NULL;
+}
+
+static const struct http_loop engine_loop = { loop_start, loop_event, loop_timeout, loop_after, loop_stop };
+
+int engine_start(long max_connects)
+{
+	engines.max_connects = max_connects;
+	__atomic_store_n(&engines.stop, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&engines.running, 1, __ATOMIC_RELEASE);
+	http_set_loop(&engine_loop);
 	return 0;
-fail:
-	if (eng.multi)
-		curl_multi_cleanup(eng.multi);
-	eng.multi = NULL;
-	pools_free();
-	if (eng.epfd >= 0)
-		close(eng.epfd);
-	if (eng.wakefd >= 0)
-		close(eng.wakefd);
-	eng.epfd = eng.wakefd = -1;
-	return -1;
 }
 
 void engine_stop(void)
 {
-	if (!eng.running)
+	if (!__atomic_load_n(&engines.running, __ATOMIC_ACQUIRE))
 		return;
-	pthread_mutex_lock(&eng.lock);
-	eng.stop = 1;
-	pthread_mutex_unlock(&eng.lock);
-	kick();
-	pthread_join(eng.thread, NULL);
-	eng.running = 0;
-	/* The multi handle and the eventfd stay until engine_free: request
-	 * threads may still kick (harmlessly) until the HTTP server has
-	 * stopped. */
+	__atomic_store_n(&engines.stop, 1, __ATOMIC_RELEASE);
+	/* Every worker fails what it still drives, waking its connections;
+	 * waited for a moment (a worker blocked in a handler comes later). */
+	for (int tries = 0; tries < 400; tries++) {
+		int open = 0;
+		pthread_mutex_lock(&engines.lock);
+		for (int i = 0; i < engines.n; i++) {
+			struct engine *e = engines.all[i];
+			pthread_mutex_lock(&e->lock);
+			open |= !e->closed && e->multi;
+			pthread_mutex_unlock(&e->lock);
+			kick(e);
+		}
+		pthread_mutex_unlock(&engines.lock);
+		if (!open)
+			break;
+		usleep(5000);
+	}
 }
 
 void engine_free(void)
 {
-	if (eng.running || !eng.multi)
-		return;
-	curl_multi_cleanup(eng.multi);
-	eng.multi = NULL;
-	pools_free();
-	pthread_mutex_lock(&eng.lock); /* nothing kicks once closed */
-	close(eng.epfd);
-	close(eng.wakefd);
-	eng.epfd = eng.wakefd = -1;
-	pthread_mutex_unlock(&eng.lock);
+	/* After the HTTP server: no worker runs, no transfer is left. */
+	pthread_mutex_lock(&engines.lock);
+	for (int i = 0; i < engines.n; i++) {
+		struct engine *e = engines.all[i];
+		if (e->multi)
+			curl_multi_cleanup(e->multi);
+		pools_free(e);
+		if (e->wakefd >= 0)
+			close(e->wakefd);
+		pthread_mutex_destroy(&e->lock);
+		free(e);
+		engines.all[i] = NULL;
+	}
+	engines.n = 0;
+	pthread_mutex_unlock(&engines.lock);
+	__atomic_store_n(&engines.running, 0, __ATOMIC_RELEASE);
+	http_set_loop(NULL);
 	pthread_mutex_lock(&reg.lock);
 	for (unsigned i = 0; i < ENGINE_RECENT; i++) {
 		free(reg.ring[i].block);
@@ -993,7 +1050,7 @@ void engine_each_live(void (*fn)(const char *grant_id, const char *token_hash, v
 	pthread_mutex_unlock(&reg.lock);
 }
 
-/* ---- the request side (libmicrohttpd threads) --------------------------- */
+/* ---- the request side (the worker's thread, in libmicrohttpd) ---------- */
 
 void engine_request_done(struct engine_xfer *x)
 {
@@ -1009,11 +1066,12 @@ void engine_request_done(struct engine_xfer *x)
 
 /* A transfer for r's connection, holding the request's and the engine's
  * references; NULL when memory or a curl handle is lacking. */
-static struct engine_xfer *xfer_new(struct http_req *r)
+static struct engine_xfer *xfer_new(struct http_req *r, struct engine *e)
 {
 	struct engine_xfer *x = calloc(1, sizeof(*x));
 	if (!x)
 		return NULL;
+	x->eng = e;
 	pthread_mutex_init(&x->lock, NULL);
 	x->refs = 2; /* the request and the engine */
 	x->engine_ref = 1;
@@ -1105,16 +1163,22 @@ static void set_options(struct engine_xfer *x, const struct engine_request *pr)
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(h, CURLOPT_SHARE, eng.pool[x->is_get ? POOL_STREAMS : POOL_CALLS].share);
+	curl_easy_setopt(h, CURLOPT_SHARE, x->eng->pool[x->is_get ? POOL_STREAMS : POOL_CALLS].share);
 	set_method(h, pr->method, &x->body);
 }
 
-/* Registers x for revocations, parks r and hands x to the engine thread. */
-static void hand_over(struct http_req *r, struct engine_xfer *x)
+struct engine_xfer *engine_begin(struct http_req *r, struct engine_request *pr)
 {
+	struct engine *e = self;
+	if (!e || e->closed || __atomic_load_n(&engines.stop, __ATOMIC_ACQUIRE))
+		return NULL; /* shutting down (or no engine): nothing would drive the transfer */
+	struct engine_xfer *x = xfer_new(r, e);
+	if (!x)
+		return NULL;
+	xfer_take(x, pr, r->start_ns);
+	set_options(x, pr);
 	/* Alive from now on for revocations; one that overtook the request
-	 * ends it before a byte reaches the downstream (the engine finishes a
-	 * revoked transfer before it performs). */
+	 * ends it before a byte reaches the downstream. */
 	if (enlist(x)) {
 		metrics_count("proxy_revoked_total", NULL, 1);
 		log_msg(LOG_INFO, "proxy.revoked", r->id, "revoked while the request was on its way: not sent");
@@ -1123,41 +1187,16 @@ static void hand_over(struct http_req *r, struct engine_xfer *x)
 	pthread_mutex_lock(&x->lock);
 	x->suspended = 1;
 	http_suspend(r);
+	int revoked = x->revoked;
+	if (!revoked)
+		watch(x);
 	pthread_mutex_unlock(&x->lock);
-	pthread_mutex_lock(&eng.lock);
-	int closed = eng.closed;
-	if (!closed) {
-		x->next = eng.incoming;
-		eng.incoming = x;
-		kick();
+	if (revoked || curl_multi_add_handle(e->multi, x->easy) != CURLM_OK) {
+		finish(e, x, revoked ? CURLE_ABORTED_BY_CALLBACK : CURLE_FAILED_INIT);
+	} else {
+		x->in_multi = 1;
+		active_add(e, x);
 	}
-	pthread_mutex_unlock(&eng.lock);
-	if (closed) {
-		/* The engine stopped meanwhile: the transfer fails here, the
-		 * client is woken to say so. */
-		pthread_mutex_lock(&x->lock);
-		x->done = 1;
-		x->result = CURLE_ABORTED_BY_CALLBACK;
-		x->engine_ref = 0;
-		wake_client(x);
-		pthread_mutex_unlock(&x->lock);
-		xfer_release(x); /* the engine's reference */
-	}
-}
-
-struct engine_xfer *engine_begin(struct http_req *r, struct engine_request *pr)
-{
-	pthread_mutex_lock(&eng.lock);
-	int stopping = eng.stop || !eng.running;
-	pthread_mutex_unlock(&eng.lock);
-	if (stopping)
-		return NULL; /* shutting down: nothing would ever drive the transfer */
-	struct engine_xfer *x = xfer_new(r);
-	if (!x)
-		return NULL;
-	xfer_take(x, pr, r->start_ns);
-	set_options(x, pr);
-	hand_over(r, x);
 	return x;
 }
 

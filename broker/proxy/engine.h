@@ -1,8 +1,10 @@
 /* The engine of the streaming reverse proxy to downstream MCP servers.
  *
- * Design: one engine thread drives every downstream transfer through a
- * libcurl multi handle on curl_multi_socket_action, in one epoll set with
- * the client sockets (for hang-ups) and a wake-up eventfd; client connections are suspended in libmicrohttpd
+ * Design: one engine per HTTP worker, run by the worker's event loop
+ * (struct http_loop): a libcurl multi handle on curl_multi_socket_action in
+ * the worker's epoll set, beside its libmicrohttpd daemon, the client
+ * sockets (for hang-ups) and a wake-up eventfd, so a request never crosses
+ * a thread. Client connections are suspended in libmicrohttpd
  * while they wait (for the downstream's headers, or for the next bytes of an
  * SSE stream), so an idle stream holds a socket and a small buffer but no
  * thread. Bytes flow downstream -> bounded buffer -> libmicrohttpd's content
@@ -19,10 +21,11 @@
 
 struct engine_xfer;
 
-/* max_connects: keep-alive connections kept to downstreams (the node's
+/* Before http_start: every HTTP worker gets an engine. max_connects:
+ * keep-alive connections kept to downstreams per worker (the node's
  * connection limit). */
 int engine_start(long max_connects) WUR;
-/* Fails every transfer still running and stops the engine thread; new
+/* Fails every transfer still running (each worker does, woken); new
  * transfers are refused from then on. */
 void engine_stop(void);
 /* Frees what the engine used; after the HTTP server has stopped. */

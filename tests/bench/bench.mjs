@@ -24,8 +24,11 @@
 // and last, the issue-12 targets as one table, each figure beside the
 // reference it is measured against in the same run (nginx proxy_pass,
 // /healthz, no streams open, pgbench -N on the same PostgreSQL).
+//  8. (BENCH_ONLY=proxy only) the hot path: tools/call direct, through nginx
+//     and through the broker (and BENCH_BASELINE_BINARY side by side) with
+//     CPU, syscalls and context switches per request (perf stat)
 // BENCH_ONLY=token-modes runs section 5 alone, BENCH_ONLY=dpop section 6,
-// BENCH_ONLY=streams section 7.
+// BENCH_ONLY=streams section 7, BENCH_ONLY=proxy section 8.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
@@ -441,6 +444,76 @@ async function streamsSection(say, idp) {
   return { n, current: rows.at(-1) };
 }
 
+/** Counts the syscalls and context switches of pid (every thread) for
+ * seconds, with perf stat; null where perf cannot. */
+function perfCount(pid, seconds) {
+  return new Promise((resolve) => {
+    const p = spawn('perf', ['stat', '-x,', '-e', 'raw_syscalls:sys_enter,context-switches', '-p', String(pid), '--', 'sleep', String(seconds)]);
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('error', () => resolve(null));
+    p.on('close', () => {
+      const get = (name) => { const l = err.split('\n').find((x) => x.includes(name)); const v = l ? Number(l.split(',')[0]) : NaN; return Number.isFinite(v) ? v : null; };
+      resolve({ syscalls: get('raw_syscalls:sys_enter'), cs: get('context-switches') });
+    });
+  });
+}
+
+/** Section 8 (BENCH_ONLY=proxy): the hot path. A small tools/call straight
+ * to the downstream, through nginx proxy_pass and through the broker (and
+ * BENCH_BASELINE_BINARY, an older build, side by side), with the broker's
+ * CPU, syscalls and context switches per request; /healthz beside it. */
+async function proxySection(say, idp) {
+  const dsPort = await freePort(), pxPort = await freePort();
+  const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
+  const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
+  const ngPx = startNginx(`upstream ds { server 127.0.0.1:${dsPort}; keepalive 64; }
+    server { listen 127.0.0.1:${pxPort}; location / { proxy_pass http://ds; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_buffering off; } }`);
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
+  const binaries = [['current', undefined]];
+  if (process.env.BENCH_BASELINE_BINARY) binaries.unshift(['baseline', process.env.BENCH_BASELINE_BINARY]);
+  const rows = [];
+  await new Promise((r) => setTimeout(r, 300));
+  const direct = await wrk(`http://127.0.0.1:${dsPort}/mcp`, { body });
+  const viaNginx = await wrk(`http://127.0.0.1:${pxPort}/mcp`, { body });
+  for (const [label, binary] of binaries) {
+    const db = await createDatabase(`bench_proxy_${label}`);
+    const port = await freePort();
+    const cfg = baseConfig({ port, databaseUrl: db, extra: {
+      http: { threads: Number(process.env.BENCH_THREADS || 4), drain_timeout_s: 5, max_connections: 8192 },
+      log: { level: process.env.BENCH_LOG_LEVEL || 'info' },
+      database: { pool_size: 8 },
+      limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+      upstreams: upstreamConfig(idp),
+      resources: [{ path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`, scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] }],
+    } });
+    const b = await startBroker(cfg, { keepLogs: false, binary });
+    const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
+    await wrk(`${b.url}/mcp`, { body, token: t.access_token }); /* warm-up */
+    let c0 = cpuSec(b.proc.pid);
+    const hz = await wrk(`${b.url}/healthz`);
+    const cpuHz = (cpuSec(b.proc.pid) - c0) / (hz.rps * Number(DURATION)) * 1e6;
+    c0 = cpuSec(b.proc.pid);
+    const [call, pc] = await Promise.all([wrk(`${b.url}/mcp`, { body, token: t.access_token }), perfCount(b.proc.pid, Math.max(1, Number(DURATION) - 1))]);
+    const cpuCall = (cpuSec(b.proc.pid) - c0) / (call.rps * Number(DURATION)) * 1e6;
+    const reqs = call.rps * Math.max(1, Number(DURATION) - 1);
+    rows.push({ label, hz, cpuHz, call, cpuCall, sys: pc?.syscalls != null ? pc.syscalls / reqs : null, cs: pc?.cs != null ? pc.cs / reqs : null });
+    await b.stop();
+  }
+  ngDs.stop();
+  ngPx.stop();
+  say(`hot path: a small tools/call (wrk -t2 -c32 -d${DURATION}s), same run`);
+  say(`direct to the downstream:  ${fmt(direct)}`);
+  say(`through nginx proxy_pass:  ${fmt(viaNginx)}`);
+  say('binary    /healthz req/s  us CPU | tools/call req/s  p50 ms  p99 ms | x nginx | us CPU/req | syscalls/req | ctx switches/req');
+  const n = (v, d = 1) => (v == null ? '   n/a' : v.toFixed(d).padStart(6));
+  for (const r of rows) {
+    say(`${r.label.padEnd(9)} ${r.hz.rps.toFixed(0).padStart(14)} ${r.cpuHz.toFixed(1).padStart(7)} | ${r.call.rps.toFixed(0).padStart(16)} ${r.call.p50.toFixed(2).padStart(7)} ${r.call.p99.toFixed(2).padStart(7)} | ${(r.call.rps / viaNginx.rps).toFixed(2).padStart(7)} | ${r.cpuCall.toFixed(1).padStart(10)} | ${n(r.sys)} | ${n(r.cs, 2)}`);
+  }
+  return { direct, viaNginx, current: rows.at(-1) };
+}
+
 /** Refresh grants/s under wrk (-t2 -c32): chained rotations on 34 grants
  * of one public client (tests/bench/refresh.lua), a C client as pgbench
  * is; with the broker's and PostgreSQL's CPU per refresh. */
@@ -509,8 +582,8 @@ async function pgbenchTps() {
 async function main() {
   const lines = [];
   const say = (s) => { lines.push(s); console.log(s); };
-  // One section alone: BENCH_ONLY=dpop | streams | token-modes.
-  const only = { dpop: ['DPoP only', dpopSection], streams: ['idle streams only', streamsSection], 'token-modes': ['token modes only', tokenModes] }[process.env.BENCH_ONLY];
+  // One section alone: BENCH_ONLY=dpop | streams | token-modes | proxy.
+  const only = { dpop: ['DPoP only', dpopSection], streams: ['idle streams only', streamsSection], 'token-modes': ['token modes only', tokenModes], proxy: ['the hot path only', proxySection] }[process.env.BENCH_ONLY];
   if (only) {
     const idp = await startIdp({ port: 0, log: false });
     say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): ${only[0]}`);
