@@ -279,7 +279,11 @@ static void emit(const char *text, size_t n, int must_keep)
 		int done = write_now(out, text, n);
 		pthread_mutex_lock(&qlock);
 		busy = 0;
-		pthread_cond_signal(&qwake); /* the writer may have waited for it */
+		/* The writer waits for this write only when it has lines to
+		 * write meanwhile: waking it for nothing was a context switch
+		 * per line. */
+		if (qhead || dropped_pending || writer_stop)
+			pthread_cond_signal(&qwake);
 		if (done) {
 			pthread_mutex_unlock(&qlock);
 			return;
@@ -434,6 +438,137 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 	text[n] = '\n'; /* over the NUL: emit takes a length */
 	emit(text, n + 1, lvl == LOG_ERROR || strncmp(event, "node.", 5) == 0);
 	free(text);
+}
+
+/* Appends text as it is (the line's own JSON punctuation). */
+static size_t esc_raw(char *out, size_t at, size_t cap, const char *text)
+{
+	size_t n = strlen(text);
+	if (at >= cap || n >= cap - at)
+		return cap;
+	memcpy(out + at, text, n);
+	return at + n;
+}
+
+/* Appends s as a JSON string body (no quotes) as jansson writes it with
+ * JSON_ENSURE_ASCII: \uXXXX (upper case) for controls and non-ASCII (UTF-16 surrogate
+ * pairs above U+FFFF), U+FFFD for a byte that is not UTF-8. Returns the new
+ * length, or cap when it does not fit. */
+static size_t esc(char *out, size_t at, size_t cap, const char *str)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p = (const unsigned char *)str;
+	while (*p && at < cap) {
+		unsigned c = *p, cp;
+		size_t n = 1;
+		if (c < 0x80) {
+			cp = c;
+		} else {
+			n = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+			cp = n == 4 ? c & 7 : n == 3 ? c & 15 : c & 31;
+			for (size_t i = 1; i < n; i++) {
+				if ((p[i] & 0xC0) != 0x80) {
+					n = 0;
+					break;
+				}
+				cp = cp << 6 | (p[i] & 63);
+			}
+			if (n == 0 || (n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) ||
+			    (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+				cp = 0xFFFD;
+				n = 1;
+			}
+		}
+		p += n;
+		char u[13];
+		size_t k = 0;
+		if (cp == '"' || cp == '\\') {
+			u[k++] = '\\';
+			u[k++] = (char)cp;
+		} else if (cp >= 0x20 && cp < 0x80) {
+			u[k++] = (char)cp;
+		} else if (cp == '\n' || cp == '\r' || cp == '\t' || cp == '\b' || cp == '\f') {
+			u[k++] = '\\';
+			u[k++] = cp == '\n' ? 'n' : cp == '\r' ? 'r' : cp == '\t' ? 't' : cp == '\b' ? 'b' : 'f';
+		} else {
+			unsigned units[2] = { cp, 0 };
+			int nu = 1;
+			if (cp > 0xFFFF) {
+				units[0] = 0xD800 | ((cp - 0x10000) >> 10);
+				units[1] = 0xDC00 | ((cp - 0x10000) & 0x3FF);
+				nu = 2;
+			}
+			for (int i = 0; i < nu; i++) {
+				u[k++] = '\\';
+				u[k++] = 'u';
+				for (int sh = 12; sh >= 0; sh -= 4)
+					u[k++] = hex[(units[i] >> sh) & 15];
+			}
+		}
+		if (at + k >= cap)
+			return cap;
+		memcpy(out + at, u, k);
+		at += k;
+	}
+	return at;
+}
+
+void log_request(enum log_level lvl, const char *request_id, const struct log_request_line *q)
+{
+	if (lvl < min_level)
+		return;
+	char buf[4096], when[40], num[40];
+	time_now(when);
+	/* A real as jansson prints it (JSON_REAL_PRECISION(6)): %.6g, a ".0"
+	 * when it would read as an integer, no '+' or leading zeros in the
+	 * exponent. */
+	int k = snprintf(num, sizeof(num), "%.6g", q->duration_ms);
+	if (k <= 0 || (size_t)k >= sizeof(num) - 2)
+		return;
+	char *e = strchr(num, 'e');
+	if (e) {
+		char *d = e + 1, *src = e + 1;
+		if (*src == '+')
+			src++;
+		else if (*src == '-')
+			*d++ = *src++;
+		while (*src == '0' && src[1])
+			src++;
+		memmove(d, src, strlen(src) + 1);
+	} else if (!strchr(num, '.')) {
+		strcat(num, ".0");
+	}
+	size_t at = 0, cap = sizeof(buf) - 1;
+	const char *parts[] = { "{\"time\":\"", when, "\",\"level\":\"", level_names[lvl],
+				"\",\"event\":\"http.request\"" };
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+		at = i == 1 || i == 3 ? esc(buf, at, cap, parts[i]) : esc_raw(buf, at, cap, parts[i]);
+	if (request_id) {
+		at = esc_raw(buf, at, cap, ",\"request_id\":\"");
+		at = esc(buf, at, cap, request_id);
+		at = esc_raw(buf, at, cap, "\"");
+	}
+	const char *names[] = { "method", "route", "path" }, *vals[] = { q->method, q->route, q->path };
+	for (int i = 0; i < 3; i++) {
+		at = esc_raw(buf, at, cap, ",\"");
+		at = esc_raw(buf, at, cap, names[i]);
+		at = esc_raw(buf, at, cap, "\":\"");
+		at = esc(buf, at, cap, vals[i] ? vals[i] : "");
+		at = esc_raw(buf, at, cap, "\"");
+	}
+	char tail[96];
+	snprintf(tail, sizeof(tail), ",\"status\":%d,\"duration_ms\":%s,\"client\":\"", q->status, num);
+	at = esc_raw(buf, at, cap, tail);
+	at = esc(buf, at, cap, q->client ? q->client : "");
+	at = esc_raw(buf, at, cap, "\"");
+	if (q->terminated >= 0) {
+		snprintf(tail, sizeof(tail), ",\"terminated\":%d", q->terminated);
+		at = esc_raw(buf, at, cap, tail);
+	}
+	at = esc_raw(buf, at, cap, "}\n");
+	if (at >= cap)
+		return; /* cannot happen with the bounded fields; never a cut line */
+	emit(buf, at, 0);
 }
 
 void log_msg(enum log_level lvl, const char *event, const char *request_id, const char *fmt, ...)

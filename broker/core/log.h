@@ -35,6 +35,18 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 void log_msg(enum log_level lvl, const char *event, const char *request_id, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/* The access line of one request (event "http.request"), formatted without
+ * jansson as log_event would print {method, route, path, status,
+ * duration_ms, client[, terminated]}: one per request, on the hot path.
+ * terminated < 0: left out. None of these fields is a secret. */
+struct log_request_line {
+	const char *method, *route, *path, *client;
+	int status;
+	double duration_ms;
+	int terminated;
+};
+void log_request(enum log_level lvl, const char *request_id, const struct log_request_line *q);
+
 /* 1 when a field of this name would be redacted. */
 int log_is_secret_key(const char *key);
 

@@ -241,14 +241,23 @@ static void request_id(struct http_req *r)
 			return;
 		}
 	}
-	unsigned char rnd[8];
-	static const char hex[] = "0123456789abcdef";
-	if (crypto_random(rnd, sizeof(rnd)) < 0)
-		memset(rnd, 0, sizeof(rnd));
-	for (size_t i = 0; i < sizeof(rnd); i++) {
-		r->id[2 * i] = hex[rnd[i] >> 4];
-		r->id[2 * i + 1] = hex[rnd[i] & 15];
+	/* A request id only needs to be unique, not secret: a per-thread
+	 * splitmix64 sequence seeded once from the CSPRNG (RAND_bytes on
+	 * every request was a getpid and a DRBG round each). */
+	static __thread uint64_t seq;
+	static __thread int seeded;
+	if (!seeded) {
+		if (crypto_random((unsigned char *)&seq, sizeof(seq)) < 0)
+			seq = http_now_ns() ^ (uint64_t)(uintptr_t)&seq;
+		seeded = 1;
 	}
+	uint64_t z = (seq += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	z ^= z >> 31;
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < 16; i++)
+		r->id[i] = hex[(z >> (60 - 4 * i)) & 15];
 	r->id[16] = '\0';
 }
 
@@ -1052,11 +1061,14 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (log_enabled(LOG_INFO)) {
 		char path[257];
 		snprintf(path, sizeof(path), "%s", r->path ? r->path : "");
-		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", r->method, "route", label, "path",
-				      path, "status", status, "duration_ms", secs * 1000.0, "client", r->client_ip);
-		if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-			json_object_set_new(f, "terminated", json_integer(toe));
-		log_event(status >= 500 ? LOG_WARN : LOG_INFO, "http.request", r->id, f);
+		struct log_request_line q = { r->method,
+					      label,
+					      path,
+					      r->client_ip,
+					      status,
+					      secs * 1000.0,
+					      toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? (int)toe : -1 };
+		log_request(status >= 500 ? LOG_WARN : LOG_INFO, r->id, &q);
 	}
 	if (r->ctx_free)
 		r->ctx_free(r->ctx);

@@ -22,6 +22,7 @@
 #define ENGINE_HEADER_BYTES (32 * 1024)
 #define ENGINE_SWEEP_MS 1000           /* how often idle transfers are looked for */
 #define ENGINE_KEEP_BUFFER (16 * 1024) /* a drained buffer above this is freed */
+#define ENGINE_SPARE_EASY 64           /* reset easy handles a worker keeps */
 /* Revocations remembered for requests still on their way to a transfer
  * (power of two); a request older than all of them is ended (fail closed). */
 #define ENGINE_RECENT 1024
@@ -115,11 +116,13 @@ struct engine {
 	struct engine_xfer *attn; /* what other threads asked the engine to look at */
 	int closed;               /* under lock: nothing is queued any more */
 	/* The worker's thread only. */
-	struct engine_xfer *active;  /* in the multi handle (doubly linked) */
-	struct engine_xfer *release; /* finished in this round: released after it */
-	long long timer_at;          /* libcurl's timer, absolute in ns (-1: none) */
-	int resumed;                 /* a connection was resumed: libmicrohttpd runs again at once */
-	long long sweep_at;          /* the next look for idle transfers */
+	struct engine_xfer *active;     /* in the multi handle (doubly linked) */
+	struct engine_xfer *release;    /* finished in this round: released after it */
+	long long timer_at;             /* libcurl's timer, absolute in ns (-1: none) */
+	int resumed;                    /* a connection was resumed: libmicrohttpd runs again at once */
+	CURL *spare[ENGINE_SPARE_EASY]; /* reset easy handles, ready for the next transfers */
+	int nspare;
+	long long sweep_at; /* the next look for idle transfers */
 };
 
 #define ENGINE_MAX 256 /* engines (http.threads is at most 256) */
@@ -152,6 +155,29 @@ static struct {
 	unsigned head, n; /* next slot; slots used */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+/* Easy handles are reused (curl_easy_reset keeps their buffers): a
+ * worker keeps up to ENGINE_SPARE_EASY, touched on its own thread only. */
+static void easy_put(struct engine *e, CURL *h)
+{
+	if (e && self == e && e->multi && e->nspare < ENGINE_SPARE_EASY) {
+		curl_easy_reset(h);
+		e->spare[e->nspare++] = h;
+	} else {
+		curl_easy_cleanup(h);
+	}
+}
+
+static CURL *easy_get(struct engine *e)
+{
+	return e->nspare ? e->spare[--e->nspare] : curl_easy_init();
+}
+
+static void easy_spares_free(struct engine *e)
+{
+	while (e->nspare)
+		curl_easy_cleanup(e->spare[--e->nspare]);
+}
+
 static void unregister(struct engine_xfer *x)
 {
 	if (!x->registered)
@@ -176,7 +202,7 @@ static void xfer_release(struct engine_xfer *x)
 		return;
 	unregister(x);
 	if (x->easy)
-		curl_easy_cleanup(x->easy);
+		easy_put(x->eng, x->easy);
 	/* The request headers hold the injected upstream credential. */
 	for (struct curl_slist *l = x->req_headers; l; l = l->next)
 		crypto_wipe(l->data, strlen(l->data));
@@ -643,6 +669,7 @@ static void sweep_idle(struct engine *e, long long now)
 	for (struct engine_xfer *x = e->active, *next; x; x = next) {
 		next = x->act_next;
 		pthread_mutex_lock(&x->lock);
+		watch(x);
 		long limit = x->headers_ready && x->is_stream ? x->stream_idle_ms : x->idle_ms;
 		int idle = limit > 0 && !x->paused && now - x->last_rx_ms > limit;
 		pthread_mutex_unlock(&x->lock);
@@ -820,6 +847,7 @@ static void loop_stop(void *ctx)
 {
 	struct engine *e = ctx;
 	close_engine(e);
+	easy_spares_free(e);
 	curl_multi_cleanup(e->multi);
 	e->multi = NULL;
 	pools_free(e);
@@ -1081,7 +1109,7 @@ static struct engine_xfer *xfer_new(struct http_req *r, struct engine *e)
 	buf_init(&x->out, ENGINE_BUFFER + 64 * 1024);
 	buf_init(&x->injected, ENGINE_INJECT_BYTES);
 	x->sse_breaks = 2; /* a stream starts between events */
-	x->easy = curl_easy_init();
+	x->easy = easy_get(e);
 	if (!x->easy) {
 		x->refs = 1;
 		xfer_release(x);
@@ -1152,6 +1180,10 @@ static void set_options(struct engine_xfer *x, const struct engine_request *pr)
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	/* No TLS session cache: a handle is reused across resources, and a
+	 * session resumed from another resource's trust (ca_file, client
+	 * certificate) must never stand in for a verified handshake. */
+	curl_easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
 	if (pr->ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, pr->ca_file);
 	if (pr->client_cert)
@@ -1188,7 +1220,10 @@ struct engine_xfer *engine_begin(struct http_req *r, struct engine_request *pr)
 	x->suspended = 1;
 	http_suspend(r);
 	int revoked = x->revoked;
-	if (!revoked)
+	/* A standalone stream's client is watched for its hang-up at once;
+	 * a call's from the sweep on, once it waited a second (most calls
+	 * are answered sooner: two epoll_ctl saved on each). */
+	if (!revoked && x->is_get)
 		watch(x);
 	pthread_mutex_unlock(&x->lock);
 	if (revoked || curl_multi_add_handle(e->multi, x->easy) != CURLM_OK) {

@@ -256,6 +256,76 @@ static void test_levels(void)
 	free(text);
 }
 
+/* Drops the "time" value of a line (two lines written a moment apart). */
+static void untime(char *line)
+{
+	char *t = strstr(line, "\"time\":\"");
+	char *end = t ? strchr(t + 8, '"') : NULL;
+	if (t && end)
+		memmove(t + 8, end, strlen(end) + 1);
+}
+
+/* log_request writes, without jansson, exactly the line log_event writes
+ * with it for the same fields: escapes, non-ASCII, reals, the optional
+ * field. */
+static void test_request_line(void)
+{
+	static const struct {
+		const char *path, *client;
+		double ms;
+		int terminated;
+	} cases[] = {
+		{ "/mcp", "127.0.0.1", 1.234567, -1 },
+		{ "/a \"quoted\" \\ back\tslash\n", "::1", 0.0, 2 },
+		{ "/caf\xc3\xa9/\xe2\x82\xac/\xf0\x9f\x98\x80", "unknown", 123456.7, -1 },
+		{ "/ctl\x01\x1f\x7f", "10.0.0.1", 1234567.0, 1 },
+		{ "", "", 0.000012345, -1 },
+		{ "/x", "1.2.3.4", 12.0, -1 },
+	};
+	log_init(LOG_INFO, out);
+	free(drain());
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct log_request_line q = { "POST", "resource",  cases[i].path,      cases[i].client,
+					      200,    cases[i].ms, cases[i].terminated };
+		log_request(LOG_INFO, "rid-1", &q);
+		char *mine = drain();
+		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", "POST", "route", "resource", "path",
+				      cases[i].path, "status", 200, "duration_ms", cases[i].ms, "client",
+				      cases[i].client);
+		CHECK(f != NULL);
+		if (f && cases[i].terminated >= 0)
+			json_object_set_new(f, "terminated", json_integer(cases[i].terminated));
+		log_event(LOG_INFO, "http.request", "rid-1", f);
+		char *theirs = drain();
+		CHECK(mine && theirs);
+		if (mine && theirs) {
+			untime(mine);
+			untime(theirs);
+			if (strcmp(mine, theirs) != 0)
+				fprintf(stderr, "case %zu:\n  log_request %s  log_event   %s", i, mine, theirs);
+			CHECK(strcmp(mine, theirs) == 0);
+		}
+		free(mine);
+		free(theirs);
+	}
+	/* A byte that is not UTF-8 (jansson refuses the whole string) is
+	 * written as U+FFFD, the line still valid JSON. */
+	struct log_request_line bad = { "GET", "r", "/\xff\xc3(", "c", 404, 1.5, -1 };
+	log_request(LOG_INFO, NULL, &bad);
+	char *line = drain();
+	json_t *j = line ? json_loads(line, 0, NULL) : NULL;
+	CHECK(j != NULL);
+	CHECK(j && strcmp(json_string_value(json_object_get(j, "path")), "/\xef\xbf\xbd\xef\xbf\xbd(") == 0);
+	json_decref(j);
+	free(line);
+	/* Below the level: nothing. */
+	log_init(LOG_WARN, out);
+	log_request(LOG_INFO, NULL, &bad);
+	line = drain();
+	CHECK(line && line[0] == '\0');
+	free(line);
+}
+
 int main(void)
 {
 	out = tmpfile();
@@ -268,6 +338,7 @@ int main(void)
 	test_redaction_very_deep();
 	test_reserved_fields();
 	test_levels();
+	test_request_line();
 	log_init(LOG_INFO, NULL);
 	fclose(out);
 	TEST_DONE();
