@@ -69,7 +69,8 @@ struct engine_xfer {
 	char *const *resp_headers; /* extra response headers allowed through */
 	size_t n_resp_headers;
 	struct engine_xfer *next;                /* eng->release */
-	struct engine_xfer *act_prev, *act_next; /* eng->active */
+	struct engine_xfer *act_prev, *act_next; /* eng->active or eng->quiet */
+	int quiet;                               /* on eng->quiet (worker thread) */
 
 	/* What a revocation may name (immutable once registered). */
 	char token_hash[65];
@@ -117,6 +118,7 @@ struct engine {
 	int closed;               /* under lock: nothing is queued any more */
 	/* The worker's thread only. */
 	struct engine_xfer *active;     /* in the multi handle (doubly linked) */
+	struct engine_xfer *quiet;      /* ... streams the sweep has no need to see */
 	struct engine_xfer *release;    /* finished in this round: released after it */
 	long long timer_at;             /* libcurl's timer, absolute in ns (-1: none) */
 	int resumed;                    /* a connection was resumed: libmicrohttpd runs again at once */
@@ -493,13 +495,24 @@ static void unwatch(struct engine_xfer *x)
 	x->watching = 0;
 }
 
+/* A transfer in the multi handle is on one of two lists: e->active, which
+ * the sweep looks at, or e->quiet: standalone streams under way that no
+ * timeout covers (stream_idle_timeout_ms 0) and whose client is watched,
+ * which the sweep never needs to see again (9,000 idle streams cost it
+ * nothing). */
+static struct engine_xfer **list_of(struct engine *e, const struct engine_xfer *x)
+{
+	return x->quiet ? &e->quiet : &e->active;
+}
+
 static void active_add(struct engine *e, struct engine_xfer *x)
 {
+	struct engine_xfer **head = list_of(e, x);
 	x->act_prev = NULL;
-	x->act_next = e->active;
-	if (e->active)
-		e->active->act_prev = x;
-	e->active = x;
+	x->act_next = *head;
+	if (*head)
+		(*head)->act_prev = x;
+	*head = x;
 }
 
 static void active_remove(struct engine *e, struct engine_xfer *x)
@@ -507,7 +520,7 @@ static void active_remove(struct engine *e, struct engine_xfer *x)
 	if (x->act_prev)
 		x->act_prev->act_next = x->act_next;
 	else
-		e->active = x->act_next;
+		*list_of(e, x) = x->act_next;
 	if (x->act_next)
 		x->act_next->act_prev = x->act_prev;
 	x->act_prev = x->act_next = NULL;
@@ -670,19 +683,26 @@ static void sweep_idle(struct engine *e, long long now)
 		next = x->act_next;
 		pthread_mutex_lock(&x->lock);
 		watch(x);
-		long limit = x->headers_ready && x->is_stream ? x->stream_idle_ms : x->idle_ms;
+		int streaming = x->headers_ready && x->is_stream;
+		long limit = streaming ? x->stream_idle_ms : x->idle_ms;
 		int idle = limit > 0 && !x->paused && now - x->last_rx_ms > limit;
+		int quiet = streaming && limit <= 0 && (x->watching || x->client_fd < 0);
 		pthread_mutex_unlock(&x->lock);
-		if (idle)
+		if (idle) {
 			finish(e, x, CURLE_OPERATION_TIMEDOUT);
+		} else if (quiet) {
+			active_remove(e, x);
+			x->quiet = 1;
+			active_add(e, x);
+		}
 	}
 }
 
 /* Fails what is left and takes nothing more. */
 static void close_engine(struct engine *e)
 {
-	while (e->active)
-		finish(e, e->active, CURLE_ABORTED_BY_CALLBACK);
+	while (e->active || e->quiet)
+		finish(e, e->active ? e->active : e->quiet, CURLE_ABORTED_BY_CALLBACK);
 	pthread_mutex_lock(&e->lock);
 	e->closed = 1;
 	pthread_mutex_unlock(&e->lock);

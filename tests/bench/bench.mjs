@@ -428,8 +428,10 @@ async function streamsSection(say, idp) {
     await new Promise((r) => setTimeout(r, 5000));
     const idleCpu = (cpuSec(b.proc.pid) - c0) / 5 * 100;
     c0 = cpuSec(b.proc.pid);
-    const withS = await wrk(`${b.url}/mcp`, { body, token: t.access_token });
+    const [withS, prof] = await Promise.all([wrk(`${b.url}/mcp`, { body, token: t.access_token }),
+      process.env.BENCH_PERF ? perfTop(b.proc.pid, Math.max(1, Number(DURATION) - 1)) : null]);
     const cpuWith = (cpuSec(b.proc.pid) - c0) / (withS.rps * Number(DURATION)) * 1e6;
+    if (prof) say(`perf, ${label}, tools/call with ${n} streams open (self %, top symbols):\n${prof}`);
     s.close();
     await b.stop();
     rows.push({ label, none, withS, cpuNone, cpuWith, idleCpu, perStream: (rss1 - rss0) / Math.max(1, s.opened), opened: s.opened, failed: s.failed });
@@ -455,6 +457,22 @@ function perfCount(pid, seconds) {
     p.on('close', () => {
       const get = (name) => { const l = err.split('\n').find((x) => x.includes(name)); const v = l ? Number(l.split(',')[0]) : NaN; return Number.isFinite(v) ? v : null; };
       resolve({ syscalls: get('raw_syscalls:sys_enter'), cs: get('context-switches') });
+    });
+  });
+}
+
+/** The top symbols (self time) of pid over seconds, from perf record. */
+function perfTop(pid, seconds) {
+  const file = path.join(tmp, `perf-${pid}.data`);
+  return new Promise((resolve) => {
+    const rec = spawn('perf', ['record', '-F', '999', '-g', '-p', String(pid), '-o', file, '--', 'sleep', String(seconds)], { stdio: 'ignore' });
+    rec.on('error', () => resolve(null));
+    rec.on('close', () => {
+      const rep = spawn('perf', ['report', '-i', file, '--no-children', '--sort', 'dso,symbol', '--stdio']);
+      let out = '';
+      rep.stdout.on('data', (d) => { out += d; });
+      rep.on('error', () => resolve(null));
+      rep.on('close', () => resolve(out.split('\n').filter((l) => /^\s+[0-9.]+%/.test(l)).slice(0, 15).map((l) => `  ${l.trim().replace(/\s+/g, ' ')}`).join('\n')));
     });
   });
 }
