@@ -324,8 +324,9 @@ static int cmd_serve(int argc, char **argv)
 	 * listener starts. */
 	if (cache_start() < 0 || notify_on_revoke(end_transfers, NULL) < 0 ||
 	    notify_on_resync(list_transfers, NULL) < 0 || notify_on_elicited(elicitation_complete, NULL) < 0 ||
-	    engine_start(app.cfg->http.max_connections) < 0 || housekeeping_start(&app) < 0 ||
-	    revoker_start(&app) < 0 || notify_start(&app) < 0 || audit_writer_start(&app) < 0) {
+	    engine_start(app.cfg->http.max_connections / (app.cfg->http.threads > 0 ? app.cfg->http.threads : 1)) < 0 ||
+	    housekeeping_start(&app) < 0 || revoker_start(&app) < 0 || notify_start(&app) < 0 ||
+	    audit_writer_start(&app) < 0) {
 		log_msg(LOG_ERROR, "serve.threads", NULL, "cannot start background threads");
 		goto out;
 	}

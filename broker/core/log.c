@@ -452,19 +452,20 @@ static size_t esc_raw(char *out, size_t at, size_t cap, const char *text)
 
 /* Appends s as a JSON string body (no quotes) as jansson writes it with
  * JSON_ENSURE_ASCII: \uXXXX (upper case) for controls and non-ASCII (UTF-16 surrogate
- * pairs above U+FFFF), U+FFFD for a byte that is not UTF-8. Returns the new
- * length, or cap when it does not fit. */
-static size_t esc(char *out, size_t at, size_t cap, const char *str)
+ * pairs above U+FFFF), U+FFFD for a byte that is not UTF-8; at most the
+ * first max bytes of s (a whole character at most 3 bytes past them).
+ * Returns the new length, or cap when it does not fit. */
+static size_t esc(char *out, size_t at, size_t cap, const char *str, size_t max)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	const unsigned char *p = (const unsigned char *)str;
-	while (*p && at < cap) {
+	const unsigned char *p = (const unsigned char *)str, *stop = p + max;
+	while (*p && p < stop && at < cap) {
 		unsigned c = *p, cp;
 		size_t n = 1;
 		if (c < 0x80) {
 			cp = c;
 		} else {
-			n = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+			n = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
 			cp = n == 4 ? c & 7 : n == 3 ? c & 15 : c & 31;
 			for (size_t i = 1; i < n; i++) {
 				if ((p[i] & 0xC0) != 0x80) {
@@ -542,24 +543,25 @@ void log_request(enum log_level lvl, const char *request_id, const struct log_re
 	const char *parts[] = { "{\"time\":\"", when, "\",\"level\":\"", level_names[lvl],
 				"\",\"event\":\"http.request\"" };
 	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
-		at = i == 1 || i == 3 ? esc(buf, at, cap, parts[i]) : esc_raw(buf, at, cap, parts[i]);
+		at = i == 1 || i == 3 ? esc(buf, at, cap, parts[i], 64) : esc_raw(buf, at, cap, parts[i]);
 	if (request_id) {
 		at = esc_raw(buf, at, cap, ",\"request_id\":\"");
-		at = esc(buf, at, cap, request_id);
+		at = esc(buf, at, cap, request_id, 64);
 		at = esc_raw(buf, at, cap, "\"");
 	}
 	const char *names[] = { "method", "route", "path" }, *vals[] = { q->method, q->route, q->path };
+	const size_t maxes[] = { 32, 64, 256 }; /* each field bounded: the line always fits */
 	for (int i = 0; i < 3; i++) {
 		at = esc_raw(buf, at, cap, ",\"");
 		at = esc_raw(buf, at, cap, names[i]);
 		at = esc_raw(buf, at, cap, "\":\"");
-		at = esc(buf, at, cap, vals[i] ? vals[i] : "");
+		at = esc(buf, at, cap, vals[i] ? vals[i] : "", maxes[i]);
 		at = esc_raw(buf, at, cap, "\"");
 	}
 	char tail[96];
 	snprintf(tail, sizeof(tail), ",\"status\":%d,\"duration_ms\":%s,\"client\":\"", q->status, num);
 	at = esc_raw(buf, at, cap, tail);
-	at = esc(buf, at, cap, q->client ? q->client : "");
+	at = esc(buf, at, cap, q->client ? q->client : "", 64);
 	at = esc_raw(buf, at, cap, "\"");
 	if (q->terminated >= 0) {
 		snprintf(tail, sizeof(tail), ",\"terminated\":%d", q->terminated);
@@ -567,7 +569,7 @@ void log_request(enum log_level lvl, const char *request_id, const struct log_re
 	}
 	at = esc_raw(buf, at, cap, "}\n");
 	if (at >= cap)
-		return; /* cannot happen with the bounded fields; never a cut line */
+		return; /* cannot happen: every field is bounded (at most 12 bytes out per input byte) */
 	emit(buf, at, 0);
 }
 

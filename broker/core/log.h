@@ -38,7 +38,9 @@ void log_msg(enum log_level lvl, const char *event, const char *request_id, cons
 /* The access line of one request (event "http.request"), formatted without
  * jansson as log_event would print {method, route, path, status,
  * duration_ms, client[, terminated]}: one per request, on the hot path.
- * terminated < 0: left out. None of these fields is a secret. */
+ * terminated < 0: left out. None of these fields is a secret. Each is
+ * bounded (method 32 bytes, path 256, the others 64), so a line is never
+ * dropped for its length. */
 struct log_request_line {
 	const char *method, *route, *path, *client;
 	int status;

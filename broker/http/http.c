@@ -617,11 +617,6 @@ void http_suspend(struct http_req *r)
 	MHD_suspend_connection(r->conn);
 }
 
-void http_resume(struct http_req *r)
-{
-	MHD_resume_connection(r->conn);
-}
-
 /* Queues resp with the passed-through headers (the downstream's: one
  * libmicrohttpd refuses is left out, as a proxy drops a malformed field)
  * and the handler's. */
@@ -1210,6 +1205,10 @@ static void *worker_main(void *arg)
 		if (__atomic_load_n(&w->want_stop, __ATOMIC_ACQUIRE))
 			break;
 	}
+	/* The hooks end what they drive first: libmicrohttpd 0.9.75 aborts
+	 * when a daemon stops with a connection still suspended. */
+	if (w->ctx)
+		lp->quit(w->ctx);
 	/* The listener is the server's (closed once, by http_stop). */
 	if (!w->quiesced) {
 		w->quiesced = 1;
@@ -1224,8 +1223,9 @@ static void *worker_main(void *arg)
 }
 
 /* Waits (server lock held) until every started worker set the flag at
- * offset off, or gave up. */
-static void workers_wait(struct http_server *s, size_t off)
+ * offset off, or gave up; until the CLOCK_REALTIME deadline at most
+ * (NULL: none). 0 done, -1 timed out. */
+static int workers_wait(struct http_server *s, size_t off, const struct timespec *deadline)
 {
 	for (;;) {
 		int all = 1;
@@ -1235,8 +1235,11 @@ static void workers_wait(struct http_server *s, size_t off)
 				all = 0;
 		}
 		if (all)
-			return;
-		pthread_cond_wait(&s->cond, &s->lock);
+			return 0;
+		if (!deadline)
+			pthread_cond_wait(&s->cond, &s->lock);
+		else if (pthread_cond_timedwait(&s->cond, &s->lock, deadline) != 0)
+			return -1;
 	}
 }
 
@@ -1393,7 +1396,7 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 		if (worker_setup(s, &ws[i]) < 0)
 			goto fail;
 	pthread_mutex_lock(&s->lock);
-	workers_wait(s, offsetof(struct http_worker, ready));
+	(void)workers_wait(s, offsetof(struct http_worker, ready), NULL);
 	int failed = 0;
 	for (int i = 0; i < nw; i++)
 		failed |= ws[i].failed;
@@ -1435,18 +1438,25 @@ static void drain_drop_syns(struct http_server *s)
  * elsewhere before sending anything: every worker quiesces its daemon
  * (taking in what was queued), then the listening socket is replaced
  * (dup2) by an unbound one, closed by http_stop. */
-static void drain_close_listener(struct http_server *s)
+static void drain_close_listener(struct http_server *s, int timeout_s)
 {
 	for (int i = 0; i < s->nw; i++) {
 		__atomic_store_n(&s->w[i].want_quiesce, 1, __ATOMIC_RELEASE);
 		worker_kick(&s->w[i]);
 	}
+	/* A worker held up in a handler (an upstream or a CIMD fetch) quiesces
+	 * later; the listener closes by the drain deadline anyway. */
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_s > 0 ? timeout_s : 1;
 	pthread_mutex_lock(&s->lock);
-	workers_wait(s, offsetof(struct http_worker, quiesce_done));
+	int late = workers_wait(s, offsetof(struct http_worker, quiesce_done), &deadline) < 0;
 	pthread_mutex_unlock(&s->lock);
+	if (late)
+		log_msg(LOG_WARN, "http.drain_quiesce_late", NULL, "a worker is busy: the listener closes without it");
 	int dummy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (dummy >= 0 && dup2(dummy, s->listen_fd) < 0) {
-		close(s->listen_fd);
+	if (dummy < 0 || dup2(dummy, s->listen_fd) < 0) {
+		close(s->listen_fd); /* no descriptor to spare: closed outright */
 		s->listen_fd = MHD_INVALID_SOCKET;
 	}
 	if (dummy >= 0)
@@ -1486,7 +1496,7 @@ void http_drain(struct http_server *s, int timeout_s)
 	__atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
 	if (s->listen_fd != MHD_INVALID_SOCKET) {
 		drain_drop_syns(s);
-		drain_close_listener(s);
+		drain_close_listener(s, timeout_s);
 	}
 	long left = drain_wait(timeout_s);
 	if (left > 0)

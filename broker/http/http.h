@@ -115,6 +115,9 @@ struct http_loop {
 	int (*timeout_ms)(void *ctx);
 	/* Each round, after libmicrohttpd ran. */
 	void (*after)(void *ctx);
+	/* The loop ends: end what the hook drives (its connections resumed)
+	 * before the daemon stops. */
+	void (*quit)(void *ctx);
 	/* The worker ends (its daemon stopped: every request is complete). */
 	void (*stop)(void *ctx);
 };
@@ -169,11 +172,12 @@ void http_send_error(struct http_req *r, int status, const char *msg);
 uint64_t http_now_ns(void);
 
 /* Deferred answers (the proxy): the handler suspends the connection and
- * returns; http_resume() (any thread; another thread must then wake the
- * worker's loop, as the engine does) makes libmicrohttpd call the route's
- * handler again on the connection's worker thread, where it answers. */
+ * returns; MHD_resume_connection (any thread; from another one, the
+ * worker's loop must then be woken through a hook's descriptor, as the
+ * engine does: a daemon in external mode has no wake-up of its own) makes
+ * libmicrohttpd call the route's handler again on the connection's worker
+ * thread, where it answers. */
 void http_suspend(struct http_req *r);
-void http_resume(struct http_req *r);
 
 /* Streams a response: reader is libmicrohttpd's content reader (it may
  * suspend the connection and return 0 when no data is ready yet); free_cls

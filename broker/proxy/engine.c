@@ -466,7 +466,7 @@ static void attend(struct engine_xfer *x)
 		x->queued = 1;
 		x->refs++;
 		x->attn_next = e->attn;
-		e->attn = x;
+		__atomic_store_n(&e->attn, x, __ATOMIC_RELEASE); /* read unlocked by loop_event */
 		if (self != e)
 			kick(e); /* on its own thread the loop looks after this round */
 	}
@@ -578,7 +578,7 @@ static void look_at_queue(struct engine *e)
 {
 	pthread_mutex_lock(&e->lock);
 	struct engine_xfer *attn = e->attn;
-	e->attn = NULL;
+	__atomic_store_n(&e->attn, NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&e->lock);
 	while (attn) {
 		struct engine_xfer *next = attn->attn_next;
@@ -816,6 +816,10 @@ static void loop_event(void *ctx, uint64_t d, uint32_t events)
 		(void)got;
 	} else if ((d & 0xFFFF000000000000ull) == EV_CURL) {
 		int mask = 0, running = 0;
+		/* What other threads queued (a revocation) goes first: libcurl
+		 * must not move one more byte of a revoked transfer. */
+		if (__atomic_load_n(&e->attn, __ATOMIC_ACQUIRE))
+			look_at_queue(e);
 		if (events & EPOLLIN)
 			mask |= CURL_CSELECT_IN;
 		if (events & EPOLLOUT)
@@ -874,7 +878,13 @@ static void loop_stop(void *ctx)
 	self = NULL;
 }
 
-static const struct http_loop engine_loop = { loop_start, loop_event, loop_timeout, loop_after, loop_stop };
+/* The worker's loop ends: every transfer fails, its connection woken. */
+static void loop_quit(void *ctx)
+{
+	close_engine(ctx);
+}
+
+static const struct http_loop engine_loop = { loop_start, loop_event, loop_timeout, loop_after, loop_quit, loop_stop };
 
 int engine_start(long max_connects)
 {

@@ -22,8 +22,8 @@
 struct engine_xfer;
 
 /* Before http_start: every HTTP worker gets an engine. max_connects:
- * keep-alive connections kept to downstreams per worker (the node's
- * connection limit). */
+ * keep-alive connections kept to downstreams per worker and pool (the
+ * node's connection limit split among the workers). */
 int engine_start(long max_connects) WUR;
 /* Fails every transfer still running (each worker does, woken); new
  * transfers are refused from then on. */

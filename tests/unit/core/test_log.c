@@ -318,6 +318,28 @@ static void test_request_line(void)
 	CHECK(j && strcmp(json_string_value(json_object_get(j, "path")), "/\xef\xbf\xbd\xef\xbf\xbd(") == 0);
 	json_decref(j);
 	free(line);
+	/* Lead bytes F5..FF begin no character: each is U+FFFD. */
+	struct log_request_line lead = { "GET", "r", "/\xf8\x88\x80", "c", 404, 1.5, -1 };
+	log_request(LOG_INFO, NULL, &lead);
+	line = drain();
+	CHECK(line && strstr(line, "\"path\":\"/\\uFFFD\\uFFFD\\uFFFD\""));
+	free(line);
+	/* A client-chosen method of any length is cut, never the line lost. */
+	char *method = malloc(4001);
+	CHECK(method != NULL);
+	if (method) {
+		memset(method, 'A', 4000);
+		method[4000] = '\0';
+		struct log_request_line big = { method, "unmatched", "/", "c", 405, 1.0, -1 };
+		log_request(LOG_INFO, "rid", &big);
+		line = drain();
+		j = line ? json_loads(line, 0, NULL) : NULL;
+		CHECK(j != NULL);
+		CHECK(j && strlen(json_string_value(json_object_get(j, "method"))) == 32);
+		json_decref(j);
+		free(line);
+		free(method);
+	}
 	/* Below the level: nothing. */
 	log_init(LOG_WARN, out);
 	log_request(LOG_INFO, NULL, &bad);
