@@ -443,11 +443,12 @@ void log_event(enum log_level lvl, const char *event, const char *request_id, js
 /* Appends text as it is (the line's own JSON punctuation). */
 static size_t esc_raw(char *out, size_t at, size_t cap, const char *text)
 {
-	size_t n = strlen(text);
-	if (at >= cap || n >= cap - at)
-		return cap;
-	memcpy(out + at, text, n);
-	return at + n;
+	for (; *text; text++) {
+		if (at >= cap)
+			return cap;
+		out[at++] = *text;
+	}
+	return at;
 }
 
 /* Appends s as a JSON string body (no quotes) as jansson writes it with
@@ -490,7 +491,11 @@ static size_t esc(char *out, size_t at, size_t cap, const char *str, size_t max)
 			u[k++] = (char)cp;
 		} else if (cp == '\n' || cp == '\r' || cp == '\t' || cp == '\b' || cp == '\f') {
 			u[k++] = '\\';
-			u[k++] = cp == '\n' ? 'n' : cp == '\r' ? 'r' : cp == '\t' ? 't' : cp == '\b' ? 'b' : 'f';
+			u[k++] = (char)(cp == '\n'   ? 'n'
+					: cp == '\r' ? 'r'
+					: cp == '\t' ? 't'
+					: cp == '\b' ? 'b'
+						     : 'f');
 		} else {
 			unsigned units[2] = { cp, 0 };
 			int nu = 1;
@@ -537,7 +542,10 @@ void log_request(enum log_level lvl, const char *request_id, const struct log_re
 			src++;
 		memmove(d, src, strlen(src) + 1);
 	} else if (!strchr(num, '.')) {
-		strcat(num, ".0");
+		size_t l = strlen(num); /* k < sizeof(num) - 2: room for ".0" */
+		num[l] = '.';
+		num[l + 1] = '0';
+		num[l + 2] = '\0';
 	}
 	size_t at = 0, cap = sizeof(buf) - 1;
 	const char *parts[] = { "{\"time\":\"", when, "\",\"level\":\"", level_names[lvl],

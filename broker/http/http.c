@@ -1122,7 +1122,7 @@ static int worker_timeout(struct http_worker *w)
 	long long ms = -1;
 	if (MHD_get_timeout(w->d, &t) == MHD_YES)
 		ms = t > INT_MAX ? INT_MAX : (long long)t;
-	if (w->ctx) {
+	if (w->ctx && loop_hooks) {
 		int h = loop_hooks->timeout_ms(w->ctx);
 		if (h >= 0 && (ms < 0 || h < ms))
 			ms = h;
@@ -1191,12 +1191,12 @@ static void *worker_main(void *arg)
 				uint64_t v;
 				ssize_t got = read(w->cmdfd, &v, sizeof(v));
 				(void)got;
-			} else if (d != LOOP_MHD && w->ctx) {
+			} else if (d != LOOP_MHD && lp && w->ctx) {
 				lp->event(w->ctx, d, ev[i].events);
 			}
 		}
 		(void)MHD_run(w->d);
-		if (w->ctx)
+		if (lp && w->ctx)
 			lp->after(w->ctx);
 		if (__atomic_load_n(&w->want_quiesce, __ATOMIC_ACQUIRE) && !w->quiesced) {
 			worker_quiesce(w);
@@ -1207,7 +1207,7 @@ static void *worker_main(void *arg)
 	}
 	/* The hooks end what they drive first: libmicrohttpd 0.9.75 aborts
 	 * when a daemon stops with a connection still suspended. */
-	if (w->ctx)
+	if (lp && w->ctx)
 		lp->quit(w->ctx);
 	/* The listener is the server's (closed once, by http_stop). */
 	if (!w->quiesced) {
@@ -1216,7 +1216,7 @@ static void *worker_main(void *arg)
 	}
 	MHD_stop_daemon(w->d); /* every request completes (the hooks' too) */
 	w->d = NULL;
-	if (w->ctx)
+	if (lp && w->ctx)
 		lp->stop(w->ctx);
 	w->ctx = NULL;
 	return NULL;
