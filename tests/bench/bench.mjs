@@ -477,17 +477,24 @@ function perfTop(pid, seconds) {
   });
 }
 
-/** Section 8 (BENCH_ONLY=proxy): the hot path. A small tools/call straight
- * to the downstream, through nginx proxy_pass and through the broker (and
- * BENCH_BASELINE_BINARY, an older build, side by side), with the broker's
- * CPU, syscalls and context switches per request; /healthz beside it. */
-async function proxySection(say, idp) {
+/** nginx answering a fixed JSON-RPC result (the downstream, never the
+ * bottleneck) and nginx as a plain keep-alive reverse proxy in front of it. */
+async function nginxPair() {
   const dsPort = await freePort(), pxPort = await freePort();
   const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
   const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
   const ngPx = startNginx(`upstream ds { server 127.0.0.1:${dsPort}; keepalive 64; }
     server { listen 127.0.0.1:${pxPort}; location / { proxy_pass http://ds; proxy_http_version 1.1;
       proxy_set_header Connection ""; proxy_buffering off; } }`);
+  return { dsPort, pxPort, ngDs, ngPx };
+}
+
+/** Section 8 (BENCH_ONLY=proxy): the hot path. A small tools/call straight
+ * to the downstream, through nginx proxy_pass and through the broker (and
+ * BENCH_BASELINE_BINARY, an older build, side by side), with the broker's
+ * CPU, syscalls and context switches per request; /healthz beside it. */
+async function proxySection(say, idp) {
+  const { dsPort, pxPort, ngDs, ngPx } = await nginxPair();
   const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
   const binaries = [['current', undefined]];
   if (process.env.BENCH_BASELINE_BINARY) binaries.unshift(['baseline', process.env.BENCH_BASELINE_BINARY]);
@@ -613,12 +620,7 @@ async function main() {
   const idp = await startIdp({ port: 0 });
   // The downstream for the tools/call comparison: nginx answering a fixed
   // JSON-RPC result, so that the downstream is not the bottleneck.
-  const dsPort = await freePort(), pxPort = await freePort();
-  const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
-  const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
-  const ngPx = startNginx(`upstream ds { server 127.0.0.1:${dsPort}; keepalive 64; }
-    server { listen 127.0.0.1:${pxPort}; location / { proxy_pass http://ds; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_buffering off; } }`);
+  const { dsPort, pxPort, ngDs, ngPx } = await nginxPair();
   const sse = await startDownstream({ port: 0 });
   const db = await createDatabase('bench');
   const port = await freePort();
