@@ -152,16 +152,18 @@ test('calls beside open GET streams reuse keep-alive connections, and so do GETs
       const r = await env.mcp('/mcp', { token: tok.access_token, body: call('list_issues', 300 + i) });
       assert.equal(r.status, 200);
     }
-    assert.ok(env.ds.connections - c1 <= 1, `30 sequential calls opened ${env.ds.connections - c1} downstream connections`);
+    // Each of the 2 workers keeps its own keep-alive pools: a client
+    // connection that lands on the other worker opens one more, no more.
+    assert.ok(env.ds.connections - c1 <= 2, `30 sequential calls opened ${env.ds.connections - c1} downstream connections`);
     // A finished (non-event-stream) GET leaves its connection in the stream
     // pool, where the next GET finds it.
     const before = env.ds.connections;
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 10; i++) {
       const r = await fetch(`${env.url}/mcp?mode=echo&g=${i}`, { headers: headers({ accept: 'application/json' }) });
       assert.equal(r.status, 200);
       await r.arrayBuffer();
     }
-    assert.ok(env.ds.connections - before <= 1, `5 sequential GETs opened ${env.ds.connections - before} downstream connections`);
+    assert.ok(env.ds.connections - before <= 2, `10 sequential GETs opened ${env.ds.connections - before} downstream connections`);
   } finally {
     for (const o of streams) { o.ac.abort(); clients.delete(o.ac); }
   }
