@@ -241,23 +241,23 @@ static void request_id(struct http_req *r)
 			return;
 		}
 	}
-	/* A request id only needs to be unique, not secret: a per-thread
-	 * splitmix64 sequence seeded once from the CSPRNG (RAND_bytes on
-	 * every request was a getpid and a DRBG round each). */
-	static __thread uint64_t seq;
-	static __thread int seeded;
-	if (!seeded) {
-		if (crypto_random((unsigned char *)&seq, sizeof(seq)) < 0)
-			seq = http_now_ns() ^ (uint64_t)(uintptr_t)&seq;
-		seeded = 1;
+	/* Random, from the CSPRNG, but drawn 64 ids at a time per thread
+	 * (RAND_bytes on every request was a getpid and a DRBG round each). An
+	 * id is not a secret, yet one id must not tell the next. */
+	static __thread unsigned char pool[512];
+	static __thread size_t left;
+	if (left < 8) {
+		if (crypto_random(pool, sizeof(pool)) < 0)
+			memset(pool, 0, sizeof(pool));
+		left = sizeof(pool);
 	}
-	uint64_t z = (seq += 0x9E3779B97F4A7C15ull);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	z ^= z >> 31;
+	const unsigned char *rnd = pool + sizeof(pool) - left;
+	left -= 8;
 	static const char hex[] = "0123456789abcdef";
-	for (int i = 0; i < 16; i++)
-		r->id[i] = hex[(z >> (60 - 4 * i)) & 15];
+	for (size_t i = 0; i < 8; i++) {
+		r->id[2 * i] = hex[rnd[i] >> 4];
+		r->id[2 * i + 1] = hex[rnd[i] & 15];
+	}
 	r->id[16] = '\0';
 }
 
