@@ -425,8 +425,10 @@ async function streamsSection(say, idp) {
     await new Promise((r) => setTimeout(r, 2000));
     const rss1 = rss(b.proc.pid);
     c0 = cpuSec(b.proc.pid);
-    await new Promise((r) => setTimeout(r, 5000));
+    const [, idleProf] = await Promise.all([new Promise((r) => setTimeout(r, 5000)),
+      process.env.BENCH_PERF ? perfTop(b.proc.pid, 4) : null]);
     const idleCpu = (cpuSec(b.proc.pid) - c0) / 5 * 100;
+    if (idleProf) say(`perf, ${label}, idle with ${n} streams open (self %, top symbols):\n${idleProf}`);
     c0 = cpuSec(b.proc.pid);
     const [withS, prof] = await Promise.all([wrk(`${b.url}/mcp`, { body, token: t.access_token }),
       process.env.BENCH_PERF ? perfTop(b.proc.pid, Math.max(1, Number(DURATION) - 1)) : null]);
