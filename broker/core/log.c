@@ -452,7 +452,7 @@ static size_t esc_raw(char *out, size_t at, size_t cap, const char *text)
 }
 
 /* Appends s as a JSON string body (no quotes) as jansson writes it with
- * JSON_ENSURE_ASCII: \uXXXX (upper case) for controls and non-ASCII (UTF-16 surrogate
+ * JSON_ENSURE_ASCII: a \u escape of four upper-case hex digits for controls and non-ASCII (UTF-16 surrogate
  * pairs above U+FFFF), U+FFFD for a byte that is not UTF-8; at most the
  * first max bytes of s (a whole character at most 3 bytes past them).
  * Returns the new length, or cap when it does not fit. */

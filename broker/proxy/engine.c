@@ -836,9 +836,7 @@ static void loop_event(void *ctx, uint64_t d, uint32_t events)
 static int loop_timeout(void *ctx)
 {
 	struct engine *e = ctx;
-	pthread_mutex_lock(&e->lock);
-	int queued = e->attn != NULL;
-	pthread_mutex_unlock(&e->lock);
+	int queued = __atomic_load_n(&e->attn, __ATOMIC_ACQUIRE) != NULL; /* no lock each round */
 	if (queued || e->release || e->resumed) {
 		e->resumed = 0;
 		return 0;
