@@ -366,6 +366,18 @@ function cpuSec(pid) {
   return (Number(f[11]) + Number(f[12])) / 100; /* utime, stime in USER_HZ ticks */
 }
 
+/** Waits (20 s at most) until the processes pids use under 5 % of a core
+ * together over half a second: what a phase left behind (thousands of
+ * streams closing) does not fall into the next one's figures. */
+async function settle(pids) {
+  const total = () => pids.reduce((a, p) => a + cpuSec(p), 0);
+  for (let i = 0; i < 40; i++) {
+    const c0 = total();
+    await new Promise((r) => setTimeout(r, 500));
+    if ((total() - c0) / 0.5 < 0.05) return;
+  }
+}
+
 /** Opens n idle SSE streams through the broker; resolves with a closer. */
 async function openIdleStreams(url, token, n) {
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
@@ -388,9 +400,13 @@ async function openIdleStreams(url, token, n) {
 
 /** Section 7: proxied tools/call with and without N idle SSE streams open,
  * the idle CPU and memory per stream; for each binary given (the current
- * build, and BENCH_BASELINE_BINARY when set, side by side in one run). */
+ * build, and BENCH_BASELINE_BINARY when set, side by side in one run).
+ * BENCH_STREAM_ROUNDS (1) rounds, the binaries taking turns in each (none,
+ * then with the streams open): on a shared, noisy box the medians of
+ * interleaved rounds are what compares. */
 async function streamsSection(say, idp) {
   const n = Number(process.env.BENCH_STREAMS || 9000);
+  const rounds = Math.max(1, Number(process.env.BENCH_STREAM_ROUNDS || 1));
   const dsPort = await freePort();
   const answer = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
   const ngDs = startNginx(`server { listen 127.0.0.1:${dsPort}; location / { default_type application/json; return 200 '${answer}'; } }`);
@@ -398,7 +414,7 @@ async function streamsSection(say, idp) {
   const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } });
   const binaries = [['current', undefined]];
   if (process.env.BENCH_BASELINE_BINARY) binaries.unshift(['baseline', process.env.BENCH_BASELINE_BINARY]);
-  const rows = [];
+  const nodes = [];
   for (const [label, binary] of binaries) {
     const db = await createDatabase(`bench_streams_${label}`);
     const port = await freePort();
@@ -417,33 +433,62 @@ async function streamsSection(say, idp) {
     const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
     const ts = await fullFlow(b.url, { resource: `${b.url}/sse` });
     await wrk(`${b.url}/mcp`, { body, token: t.access_token }); /* warm-up */
-    let c0 = cpuSec(b.proc.pid);
-    const none = await wrk(`${b.url}/mcp`, { body, token: t.access_token });
-    const cpuNone = (cpuSec(b.proc.pid) - c0) / (none.rps * Number(DURATION)) * 1e6;
-    const rss0 = rss(b.proc.pid);
-    const s = await openIdleStreams(`${b.url}/sse`, ts.access_token, n);
-    await new Promise((r) => setTimeout(r, 2000));
-    const rss1 = rss(b.proc.pid);
-    c0 = cpuSec(b.proc.pid);
-    const [, idleProf] = await Promise.all([new Promise((r) => setTimeout(r, 5000)),
-      process.env.BENCH_PERF ? perfTop(b.proc.pid, 4) : null]);
-    const idleCpu = (cpuSec(b.proc.pid) - c0) / 5 * 100;
-    if (idleProf) say(`perf, ${label}, idle with ${n} streams open (self %, top symbols):\n${idleProf}`);
-    c0 = cpuSec(b.proc.pid);
-    const [withS, prof] = await Promise.all([wrk(`${b.url}/mcp`, { body, token: t.access_token }),
-      process.env.BENCH_PERF ? perfTop(b.proc.pid, Math.max(1, Number(DURATION) - 1)) : null]);
-    const cpuWith = (cpuSec(b.proc.pid) - c0) / (withS.rps * Number(DURATION)) * 1e6;
-    if (prof) say(`perf, ${label}, tools/call with ${n} streams open (self %, top symbols):\n${prof}`);
-    s.close();
-    await b.stop();
-    rows.push({ label, none, withS, cpuNone, cpuWith, idleCpu, perStream: (rss1 - rss0) / Math.max(1, s.opened), opened: s.opened, failed: s.failed });
+    nodes.push({ label, b, t, ts, none: [], withS: [], cpuNone: [], cpuWith: [] });
+  }
+  for (let round = 0; round < rounds; round++) {
+    for (const nd of nodes) {
+      const { b, t, ts, label } = nd;
+      let c0 = cpuSec(b.proc.pid);
+      const none = await wrk(`${b.url}/mcp`, { body, token: t.access_token });
+      nd.cpuNone.push((cpuSec(b.proc.pid) - c0) / (none.rps * Number(DURATION)) * 1e6);
+      nd.none.push(none);
+      const rss0 = rss(b.proc.pid);
+      const s = await openIdleStreams(`${b.url}/sse`, ts.access_token, n);
+      const c0w = cpuSec(b.proc.pid), t0w = Date.now();
+      await new Promise((r) => setTimeout(r, 2000));
+      if (round === 0) {
+        /* Memory and idle CPU: the first round's, before the heap held
+         * anything of earlier streams. */
+        nd.perStream = (rss(b.proc.pid) - rss0) / Math.max(1, s.opened);
+        nd.opened = s.opened;
+        nd.failed = s.failed;
+        /* Idle CPU once the opens are over (the first sweeps still move the
+         * new streams to the quiet list): 5 to 15 s after the last open. */
+        await new Promise((r) => setTimeout(r, 3000));
+        nd.idleEarly = (cpuSec(b.proc.pid) - c0w) / ((Date.now() - t0w) / 1000) * 100;
+        c0 = cpuSec(b.proc.pid);
+        await new Promise((r) => setTimeout(r, 10000));
+        nd.idleCpu = (cpuSec(b.proc.pid) - c0) / 10 * 100;
+        if (process.env.BENCH_PERF) say(`perf, ${label}, idle with ${n} streams open (self %, top symbols):\n${await perfTop(b.proc.pid, 4)}`);
+      }
+      c0 = cpuSec(b.proc.pid);
+      const [withS, prof] = await Promise.all([wrk(`${b.url}/mcp`, { body, token: t.access_token }),
+        process.env.BENCH_PERF && round === 0 ? perfTop(b.proc.pid, Math.max(1, Number(DURATION) - 1)) : null]);
+      nd.cpuWith.push((cpuSec(b.proc.pid) - c0) / (withS.rps * Number(DURATION)) * 1e6);
+      nd.withS.push(withS);
+      if (prof) say(`perf, ${label}, tools/call with ${n} streams open (self %, top symbols):\n${prof}`);
+      s.close();
+      await settle([process.pid, ...nodes.map((x) => x.b.proc.pid)]); /* the nodes and the SSE downstream (this process) let the streams go */
+    }
+  }
+  const med = (xs) => { const v = [...xs].sort((a, b) => a - b); return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2; };
+  const rows = [];
+  for (const nd of nodes) {
+    await nd.b.stop();
+    rows.push({ label: nd.label, opened: nd.opened, failed: nd.failed, idleCpu: nd.idleCpu, idleEarly: nd.idleEarly, perStream: nd.perStream,
+      none: { rps: med(nd.none.map((x) => x.rps)), p50: med(nd.none.map((x) => x.p50)) },
+      withS: { rps: med(nd.withS.map((x) => x.rps)), p50: med(nd.withS.map((x) => x.p50)) },
+      ratios: nd.withS.map((x, i) => x.rps / nd.none[i].rps),
+      cpuNone: med(nd.cpuNone), cpuWith: med(nd.cpuWith) });
   }
   ngDs.stop();
   await sse.close?.();
-  say(`idle streams: proxied tools/call (wrk -t2 -c32 -d${DURATION}s) with none and with ${n} idle SSE streams open`);
-  say('binary    streams  none req/s  p50 ms | with req/s  p50 ms | ratio (target >= 0.9) | idle CPU % of a core (< 1) | KiB/stream (<= 20) | CPU us/req none, with');
+  say(`idle streams: proxied tools/call (wrk -t2 -c32 -d${DURATION}s) with none and with ${n} idle SSE streams open` +
+    (rounds > 1 ? `; medians of ${rounds} interleaved rounds` : ''));
+  say('binary    streams  none req/s  p50 ms | with req/s  p50 ms | ratio (target >= 0.9) | idle CPU % of a core (< 1; in the first 5 s) | KiB/stream (<= 20) | CPU us/req none, with');
   for (const r of rows) {
-    say(`${r.label.padEnd(9)} ${String(r.opened).padStart(5)}/${n}  ${r.none.rps.toFixed(0).padStart(7)} ${r.none.p50.toFixed(2).padStart(7)} | ${r.withS.rps.toFixed(0).padStart(7)} ${r.withS.p50.toFixed(2).padStart(7)} | ${(r.withS.rps / r.none.rps).toFixed(2).padStart(5)} | ${r.idleCpu.toFixed(2).padStart(6)} | ${r.perStream.toFixed(1).padStart(6)} | ${r.cpuNone.toFixed(0)}, ${r.cpuWith.toFixed(0)}${r.failed ? ` (${r.failed} stream opens failed)` : ''}`);
+    say(`${r.label.padEnd(9)} ${String(r.opened).padStart(5)}/${n}  ${r.none.rps.toFixed(0).padStart(7)} ${r.none.p50.toFixed(2).padStart(7)} | ${r.withS.rps.toFixed(0).padStart(7)} ${r.withS.p50.toFixed(2).padStart(7)} | ${(r.withS.rps / r.none.rps).toFixed(2).padStart(5)} | ${r.idleCpu.toFixed(2).padStart(6)} (${r.idleEarly.toFixed(1)}) | ${r.perStream.toFixed(1).padStart(6)} | ${r.cpuNone.toFixed(0)}, ${r.cpuWith.toFixed(0)}${r.failed ? ` (${r.failed} stream opens failed)` : ''}` +
+      (rounds > 1 ? `   rounds: ${r.ratios.map((x) => x.toFixed(2)).join(' ')}` : ''));
   }
   return { n, current: rows.at(-1) };
 }

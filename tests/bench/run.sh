@@ -6,8 +6,9 @@
 # requests per mode, 1000); BENCH_ONLY=dpop only the DPoP section
 # (BENCH_DPOP_ROUNDS Bearer/DPoP wrk pairs, 2; BENCH_DPOP_TOKEN_N token
 # requests per mode, 1000); BENCH_ONLY=streams only the idle-streams section
-# (BENCH_STREAMS idle SSE streams, 9000; BENCH_PERF=1: a perf profile of
-# the run with streams open; BENCH_BASELINE_BINARY: an older mcp-broker
+# (BENCH_STREAMS idle SSE streams, 9000; BENCH_STREAM_ROUNDS rounds, 1,
+# the binaries taking turns, medians reported; BENCH_PERF=1: a perf profile
+# of the run with streams open; BENCH_BASELINE_BINARY: an older mcp-broker
 # binary measured side by side in the same run); BENCH_ONLY=proxy only the
 # hot path (tools/call direct, through nginx and through the broker, CPU,
 # syscalls and context switches per request; BENCH_BASELINE_BINARY too).
