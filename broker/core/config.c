@@ -1498,19 +1498,21 @@ static void check_cidrs(char *const *list, size_t n, const char *path, const cha
 
 /* http.max_connections when the config leaves it out: the node raises its
  * soft descriptor limit to the hard one at startup, keeps 256 for the
- * database pool, logs, upstream calls and the listener, and a proxied
- * connection holds two (the client's and the downstream's). */
+ * database pool, logs, upstream calls and the listener, and a few per
+ * worker (its daemons' epoll sets, its wake-ups), and a proxied connection
+ * holds two (the client's and the downstream's). */
 #define CFG_FD_RESERVE 256
 #define CFG_CONN_MIN 64
 #define CFG_CONN_MAX 32768
-static long default_max_connections(void)
+static long default_max_connections(long threads)
 {
 	struct rlimit rl;
+	long reserve = CFG_FD_RESERVE + threads * (LIM_HTTP_SHARDS + 4);
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return 4096;
-	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)(CFG_FD_RESERVE + 2 * CFG_CONN_MAX))
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)(reserve + 2 * CFG_CONN_MAX))
 		return CFG_CONN_MAX;
-	long n = ((long)rl.rlim_max - CFG_FD_RESERVE) / 2;
+	long n = ((long)rl.rlim_max - reserve) / 2;
 	return n < CFG_CONN_MIN ? CFG_CONN_MIN : n;
 }
 
@@ -1520,7 +1522,7 @@ static void check_semantics(struct config *c, struct cfg_errors *e)
 {
 	check_public_url(c, e);
 	if (c->http.max_connections <= 0)
-		c->http.max_connections = default_max_connections();
+		c->http.max_connections = default_max_connections(c->http.threads > 0 ? c->http.threads : 1);
 	check_log(c, e);
 	check_keys(c, e);
 	check_trusted_issuers(c, e);

@@ -5,6 +5,7 @@
 
 /* HTTP */
 #define LIM_HEADER_BYTES (16 * 1024)  /* all request headers of one request */
+#define LIM_HTTP_SHARDS 16            /* libmicrohttpd daemons per HTTP worker (an epoll set each) */
 #define LIM_BODY_DEFAULT (16 * 1024)  /* POST bodies of OAuth endpoints */
 #define LIM_BODY_REGISTER (16 * 1024) /* RFC 7591 registration documents */
 #define LIM_BODY_ADMIN (8 * 1024)

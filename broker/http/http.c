@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -26,12 +27,40 @@
 #include "metrics.h"
 #include "netaddr.h"
 
-/* A worker: one thread running one event loop over its own daemon (and
+/* Daemons per worker. libmicrohttpd (0.9.75, and upstream still) walks a
+ * daemon's whole list of suspended connections each time it resumes one;
+ * with thousands of idle streams parked, that walk was a tenth of the
+ * node's CPU. Each worker accepts its connections itself and deals them
+ * out to HTTP_SHARDS daemons, filling one to HTTP_SHARD_FILL connections
+ * before the next (past that, to the least loaded), and runs only those
+ * that have something to do: a resume walks at most about
+ * HTTP_SHARD_FILL connections, and a node with few connections keeps them
+ * on one daemon, run once per round for all of them. */
+#define HTTP_SHARDS LIM_HTTP_SHARDS
+#define HTTP_SHARD_FILL 128
+#define HTTP_ACCEPT_BATCH 32             /* connections one round accepts at most */
+#define HTTP_ACCEPT_PAUSE_NS 100000000LL /* out of descriptors: accepting resumes after 100 ms */
+
+/* Which daemon of which worker a connection is on: its socket context (the
+ * low bit set: it came in over the node's connection limit). */
+struct http_shard {
+	struct http_worker *w;
+	int i;
+	int conns; /* open on this daemon (worker thread) */
+};
+
+/* A worker: one thread running one event loop over its own daemons (and
  * the loop hooks' descriptors). */
 struct http_worker {
 	struct http_server *s;
-	struct MHD_Daemon *d;
-	int epfd, cmdfd; /* the loop's epoll set; the eventfd that wakes it */
+	struct http_shard sh[HTTP_SHARDS];
+	struct MHD_Daemon *d[HTTP_SHARDS];
+	long long due[HTTP_SHARDS]; /* when each daemon wants to run (ns; -1: on events only) */
+	unsigned dirty;             /* daemons to run this round, a bit each (atomic) */
+	unsigned stale;             /* daemons whose due is to be asked again (worker thread) */
+	int listening;              /* the listener is in the loop's epoll set */
+	long long accept_at;        /* accepting paused until then (ns; 0: not paused) */
+	int epfd, cmdfd;            /* the loop's epoll set; the eventfd that wakes it */
 	pthread_t thread;
 	int started;
 	void *ctx;        /* the loop hooks' */
@@ -69,7 +98,6 @@ static int draining;
 #define HTTP_CONN_HEADROOM 64
 static long live_conns, conn_limit = 4096;
 static uint64_t conn_warned_ns;
-static const char conn_over = 1; /* socket context of a connection past the limit */
 
 /* One warning line per 10 s at most, whatever the number of refusals. */
 static void conn_refused(const char *how)
@@ -98,16 +126,23 @@ static void keepalive(struct MHD_Connection *conn)
 	(void)setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
+static struct http_shard *shard_of(void *socket_context)
+{
+	return (struct http_shard *)((uintptr_t)socket_context & ~(uintptr_t)1);
+}
+
 static void conn_notify_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
 			   enum MHD_ConnectionNotificationCode toe)
 {
-	(void)cls;
+	struct http_shard *sh = cls;
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		if (__atomic_add_fetch(&live_conns, 1, __ATOMIC_ACQ_REL) > conn_limit)
-			*socket_context = (void *)&conn_over;
+		int over = __atomic_add_fetch(&live_conns, 1, __ATOMIC_ACQ_REL) > conn_limit;
+		*socket_context = (void *)((uintptr_t)sh | (uintptr_t)over);
+		sh->conns++;
 		keepalive(conn);
 	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
 		__atomic_sub_fetch(&live_conns, 1, __ATOMIC_ACQ_REL);
+		sh->conns--;
 	}
 }
 
@@ -125,7 +160,7 @@ static enum MHD_Result accept_cb(void *cls, const struct sockaddr *addr, socklen
 static int conn_is_over(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	return ci && ci->socket_context == (const void *)&conn_over;
+	return ci && ((uintptr_t)ci->socket_context & 1);
 }
 /* Request body bytes buffered on the node, in two pools: bodies of routes
  * that authenticate when the headers arrive (the proxied resources), and
@@ -1079,8 +1114,9 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* Raises the soft RLIMIT_NOFILE to the hard one (a proxied connection holds
  * two descriptors: the client's and the downstream's), and warns when
  * max_connections asks for more than that allows. */
-static void fd_limit_raise(long max_connections)
+static void fd_limit_raise(long max_connections, int workers)
 {
+	long need = max_connections * 2 + 256 + (long)workers * (HTTP_SHARDS + 4);
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
@@ -1090,10 +1126,10 @@ static void fd_limit_raise(long max_connections)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) < 0)
 			return;
 	}
-	if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)max_connections * 2 + 256 > rl.rlim_cur)
+	if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)need > rl.rlim_cur)
 		log_msg(LOG_WARN, "http.fd_limit", NULL,
 			"http.max_connections %ld needs about %ld file descriptors, the limit is %llu", max_connections,
-			max_connections * 2 + 256, (unsigned long long)rl.rlim_cur);
+			need, (unsigned long long)rl.rlim_cur);
 }
 
 /* ---- the workers' event loops ------------------------------------------ */
@@ -1105,9 +1141,16 @@ void http_set_loop(const struct http_loop *loop)
 	loop_hooks = loop;
 }
 
-#define LOOP_MHD (HTTP_LOOP_TAG | 1) /* the daemon's own epoll set */
-#define LOOP_CMD (HTTP_LOOP_TAG | 2) /* the worker's command eventfd */
+#define LOOP_CMD (HTTP_LOOP_TAG | 1)     /* the worker's command eventfd */
+#define LOOP_LISTEN (HTTP_LOOP_TAG | 2)  /* the shared listening socket */
+#define LOOP_MHD (HTTP_LOOP_TAG | 0x100) /* + i: daemon i's own epoll set */
 #define LOOP_EVENTS 128
+
+/* The monotonic clock in ns, signed (the loop's deadlines use -1 for none). */
+static long long loop_now(void)
+{
+	return (long long)http_now_ns();
+}
 
 static void worker_kick(struct http_worker *w)
 {
@@ -1116,12 +1159,28 @@ static void worker_kick(struct http_worker *w)
 	(void)n; /* a full counter already wakes the loop */
 }
 
-static int worker_timeout(struct http_worker *w)
+/* The loop's sleep (ms, -1: none): the nearest of what each daemon and the
+ * hooks want. A daemon's own wish (w->due) is asked again only after it
+ * ran: one that did not run has not changed it. */
+static int worker_timeout(struct http_worker *w, long long now)
 {
-	MHD_UNSIGNED_LONG_LONG t;
-	long long ms = -1;
-	if (MHD_get_timeout(w->d, &t) == MHD_YES)
-		ms = t > INT_MAX ? INT_MAX : (long long)t;
+	if (__atomic_load_n(&w->dirty, __ATOMIC_ACQUIRE))
+		return 0;
+	long long until = w->accept_at ? w->accept_at : -1;
+	for (int i = 0; i < HTTP_SHARDS; i++) {
+		if (w->stale & (1u << i)) {
+			MHD_UNSIGNED_LONG_LONG t;
+			w->due[i] = -1;
+			if (MHD_get_timeout(w->d[i], &t) == MHD_YES)
+				w->due[i] = now + (t > INT_MAX ? INT_MAX : (long long)t) * 1000000;
+		}
+		if (w->due[i] >= 0 && (until < 0 || w->due[i] < until))
+			until = w->due[i];
+	}
+	w->stale = 0;
+	long long ms = until < 0 ? -1 : until <= now ? 0 : (until - now + 999999) / 1000000;
+	if (ms > INT_MAX)
+		ms = INT_MAX;
 	if (w->ctx && loop_hooks) {
 		int h = loop_hooks->timeout_ms(w->ctx);
 		if (h >= 0 && (ms < 0 || h < ms))
@@ -1130,31 +1189,72 @@ static int worker_timeout(struct http_worker *w)
 	return (int)ms;
 }
 
-/* On the worker: its daemon stops listening; what the kernel already
- * queued (handshakes completed while the workers were busy) is taken in,
- * as closing the listener would reset them after the client may have sent
- * a request. Every worker takes the queue after its own quiesce, so the
- * last one to quiesce empties it. */
+/* The daemon a new connection goes to: the first with room, else the
+ * least loaded. */
+static int worker_pick(const struct http_worker *w)
+{
+	int best = 0;
+	for (int i = 0; i < HTTP_SHARDS; i++) {
+		if (w->sh[i].conns < HTTP_SHARD_FILL)
+			return i;
+		if (w->sh[i].conns < w->sh[best].conns)
+			best = i;
+	}
+	return best;
+}
+
+/* Accepts up to max connections from the listener and deals them out to
+ * the worker's daemons (libmicrohttpd applies accept_cb, the node's
+ * limit). Out of descriptors, accepting pauses a moment (the
+ * listener stays readable: the loop would spin). The number taken. */
+static int worker_accept(struct http_worker *w, int max)
+{
+	int taken = 0;
+	while (taken < max) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int cfd = accept(w->s->listen_fd, (struct sockaddr *)&ss, &sl); /* made non-blocking by libmicrohttpd */
+		if (cfd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				conn_refused("descriptors");
+				if (w->listening && epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->s->listen_fd, NULL) == 0)
+					w->listening = 0;
+				w->accept_at = loop_now() + HTTP_ACCEPT_PAUSE_NS;
+			}
+			break;
+		}
+		taken++;
+		(void)fcntl(cfd, F_SETFD, FD_CLOEXEC);
+		int i = worker_pick(w);
+		/* Closed by libmicrohttpd when refused. Served this round. */
+		(void)MHD_add_connection(w->d[i], cfd, (struct sockaddr *)&ss, sl);
+		__atomic_or_fetch(&w->dirty, 1u << i, __ATOMIC_ACQ_REL);
+	}
+	return taken;
+}
+
+static void worker_listen(struct http_worker *w)
+{
+	struct epoll_event lev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = LOOP_LISTEN };
+	if (!w->listening && !w->quiesced && epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->s->listen_fd, &lev) == 0)
+		w->listening = 1;
+}
+
+/* On the worker: it stops accepting; what the kernel already queued
+ * (handshakes completed while the workers were busy) is taken in, as
+ * closing the listener would reset them after the client may have sent a
+ * request. Every worker takes the queue after its own quiesce, so the last
+ * one to quiesce empties it. */
 static void worker_quiesce(struct http_worker *w)
 {
 	if (w->quiesced)
 		return;
 	w->quiesced = 1;
-	MHD_socket fd = MHD_quiesce_daemon(w->d);
-	if (fd == MHD_INVALID_SOCKET)
-		return;
-	for (int taken = 0; taken < 4096; taken++) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		int cfd = accept(fd, (struct sockaddr *)&ss, &sl);
-		if (cfd < 0)
-			break;
-		int cfl = fcntl(cfd, F_GETFL, 0);
-		if (cfl >= 0)
-			(void)fcntl(cfd, F_SETFL, cfl | O_NONBLOCK);
-		(void)fcntl(cfd, F_SETFD, FD_CLOEXEC);
-		(void)MHD_add_connection(w->d, cfd, (struct sockaddr *)&ss, sl);
-	}
+	if (w->listening)
+		(void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->s->listen_fd, NULL);
+	w->listening = 0;
+	w->accept_at = 0;
+	(void)worker_accept(w, 4096);
 }
 
 static void worker_ack(struct http_worker *w, int *flag)
@@ -1163,6 +1263,48 @@ static void worker_ack(struct http_worker *w, int *flag)
 	*flag = 1;
 	pthread_cond_broadcast(&w->s->cond);
 	pthread_mutex_unlock(&w->s->lock);
+}
+
+static __thread struct http_worker *cur_worker; /* the worker whose loop runs on this thread */
+
+/* The daemons with something to do: events on their epoll sets, a
+ * connection resumed or added, their own timeout due. */
+static void worker_run(struct http_worker *w)
+{
+	long long now = -1;
+	if (w->accept_at) {
+		now = loop_now();
+		if (now >= w->accept_at) {
+			w->accept_at = 0;
+			worker_listen(w);
+		}
+	}
+	unsigned run = __atomic_exchange_n(&w->dirty, 0u, __ATOMIC_ACQ_REL);
+	for (int i = 0; i < HTTP_SHARDS; i++) {
+		if (w->due[i] < 0 || (run & (1u << i)))
+			continue;
+		if (now < 0)
+			now = loop_now();
+		if (w->due[i] <= now)
+			run |= 1u << i;
+	}
+	for (int i = 0; run && i < HTTP_SHARDS; i++) {
+		if (run & (1u << i))
+			(void)MHD_run(w->d[i]);
+	}
+	w->stale |= run;
+}
+
+void http_resume(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	const struct http_shard *sh = ci ? shard_of(ci->socket_context) : NULL;
+	MHD_resume_connection(conn); /* sh stays: the connection is closed on its worker only */
+	if (!sh)
+		return;
+	__atomic_or_fetch(&sh->w->dirty, 1u << sh->i, __ATOMIC_ACQ_REL);
+	if (sh->w != cur_worker)
+		worker_kick(sh->w);
 }
 
 /* A worker's loop: libmicrohttpd runs after every wake-up (external mode
@@ -1182,20 +1324,25 @@ static void *worker_main(void *arg)
 		}
 	}
 	worker_ack(w, &w->ready);
+	cur_worker = w;
 	struct epoll_event ev[LOOP_EVENTS];
 	for (;;) {
-		int n = epoll_wait(w->epfd, ev, LOOP_EVENTS, worker_timeout(w));
+		int n = epoll_wait(w->epfd, ev, LOOP_EVENTS, worker_timeout(w, loop_now()));
 		for (int i = 0; i < n; i++) {
 			uint64_t d = ev[i].data.u64;
 			if (d == LOOP_CMD) {
 				uint64_t v;
 				ssize_t got = read(w->cmdfd, &v, sizeof(v));
 				(void)got;
-			} else if (d != LOOP_MHD && lp && w->ctx) {
+			} else if (d == LOOP_LISTEN) {
+				(void)worker_accept(w, HTTP_ACCEPT_BATCH);
+			} else if (d >= LOOP_MHD && d < LOOP_MHD + HTTP_SHARDS) {
+				__atomic_or_fetch(&w->dirty, 1u << (d - LOOP_MHD), __ATOMIC_ACQ_REL);
+			} else if (lp && w->ctx) {
 				lp->event(w->ctx, d, ev[i].events);
 			}
 		}
-		(void)MHD_run(w->d);
+		worker_run(w);
 		if (lp && w->ctx)
 			lp->after(w->ctx);
 		if (__atomic_load_n(&w->want_quiesce, __ATOMIC_ACQUIRE) && !w->quiesced) {
@@ -1210,12 +1357,10 @@ static void *worker_main(void *arg)
 	if (lp && w->ctx)
 		lp->quit(w->ctx);
 	/* The listener is the server's (closed once, by http_stop). */
-	if (!w->quiesced) {
-		w->quiesced = 1;
-		(void)MHD_quiesce_daemon(w->d);
+	for (int i = 0; i < HTTP_SHARDS; i++) {
+		MHD_stop_daemon(w->d[i]); /* every request completes (the hooks' too) */
+		w->d[i] = NULL;
 	}
-	MHD_stop_daemon(w->d); /* every request completes (the hooks' too) */
-	w->d = NULL;
 	if (lp && w->ctx)
 		lp->stop(w->ctx);
 	w->ctx = NULL;
@@ -1253,10 +1398,11 @@ static void workers_end(struct http_server *s)
 			pthread_join(w->thread, NULL);
 			w->started = 0;
 		}
-		if (w->d) { /* never run, or its loop never started */
-			(void)MHD_quiesce_daemon(w->d);
-			MHD_stop_daemon(w->d);
-			w->d = NULL;
+		for (int k = 0; k < HTTP_SHARDS; k++) {
+			if (w->d[k]) { /* never run, or its loop never started */
+				MHD_stop_daemon(w->d[k]);
+				w->d[k] = NULL;
+			}
 		}
 		if (w->epfd >= 0)
 			close(w->epfd);
@@ -1277,9 +1423,9 @@ static void server_free(struct http_server *s)
 	free(s);
 }
 
-/* The listening socket, shared by every daemon (each worker's loop watches
- * it and one wins each accept, so it is non-blocking); the bound port in
- * *port. */
+/* The listening socket, shared by the workers (each worker's loop watches
+ * it, EPOLLEXCLUSIVE, and accepts; non-blocking, as another may win); the
+ * bound port in *port. */
 static MHD_socket listener(const struct sockaddr_storage *ss, int *port)
 {
 	int v6 = ss->ss_family == AF_INET6, on = 1;
@@ -1300,15 +1446,15 @@ static MHD_socket listener(const struct sockaddr_storage *ss, int *port)
 	return fd;
 }
 
-/* One worker's daemon, on the shared listener. */
-static struct MHD_Daemon *daemon_start(struct http_server *s, unsigned flags, unsigned mhd_limit)
+/* One of a worker's daemons. It has no listening socket: the worker accepts
+ * and adds the connections. */
+static struct MHD_Daemon *daemon_start(struct http_server *s, struct http_shard *sh, unsigned flags, unsigned mhd_limit)
 {
 	const struct config *cfg = s->app->cfg;
-	return MHD_start_daemon(flags, 0, accept_cb, s, access_cb, s, MHD_OPTION_LISTEN_SOCKET,
-				(MHD_socket)s->listen_fd, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
-				MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb, s, MHD_OPTION_CONNECTION_TIMEOUT,
-				(unsigned)cfg->http.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-				(size_t)(LIM_HEADER_BYTES * 2),
+	return MHD_start_daemon(flags | MHD_USE_NO_LISTEN_SOCKET, 0, accept_cb, s, access_cb, s,
+				MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_NOTIFY_CONNECTION, conn_notify_cb,
+				sh, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http.connection_timeout_s,
+				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(LIM_HEADER_BYTES * 2),
 				/* Strict request syntax where libmicrohttpd has it (Host
 		 * required, no bare LF, ...); framing_check does the rest. */
 				MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
@@ -1320,13 +1466,21 @@ static int worker_setup(struct http_server *s, struct http_worker *w)
 	w->s = s;
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	const union MHD_DaemonInfo *ei = MHD_get_daemon_info(w->d, MHD_DAEMON_INFO_EPOLL_FD);
-	if (w->epfd < 0 || w->cmdfd < 0 || !ei)
+	if (w->epfd < 0 || w->cmdfd < 0)
 		return -1;
-	struct epoll_event mev = { .events = EPOLLIN, .data.u64 = LOOP_MHD };
+	for (int i = 0; i < HTTP_SHARDS; i++) {
+		const union MHD_DaemonInfo *ei = MHD_get_daemon_info(w->d[i], MHD_DAEMON_INFO_EPOLL_FD);
+		struct epoll_event mev = { .events = EPOLLIN, .data.u64 = LOOP_MHD + (uint64_t)i };
+		if (!ei || epoll_ctl(w->epfd, EPOLL_CTL_ADD, ei->epoll_fd, &mev) < 0)
+			return -1;
+		w->due[i] = -1;
+	}
 	struct epoll_event cev = { .events = EPOLLIN, .data.u64 = LOOP_CMD };
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ei->epoll_fd, &mev) < 0 ||
-	    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->cmdfd, &cev) < 0)
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->cmdfd, &cev) < 0)
+		return -1;
+	w->stale = ~0u;
+	worker_listen(w);
+	if (!w->listening)
 		return -1;
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
 		return -1;
@@ -1359,8 +1513,8 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 	__atomic_store_n(&draining, 0, __ATOMIC_RELEASE);
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
-	/* One daemon per worker in external epoll mode, driven by the
-	 * worker's own loop (worker_main): no internal thread. */
+	/* HTTP_SHARDS daemons per worker in external epoll mode, driven by
+	 * the worker's own loop (worker_main): no internal thread. */
 	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	if (strchr(host, ':')) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
@@ -1380,7 +1534,7 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 		authed.cap = cfg->http.max_body_bytes_in_flight;
 		anon.cap = authed.cap / 4;
 	}
-	fd_limit_raise(cfg->http.max_connections > 0 ? cfg->http.max_connections : 4096);
+	fd_limit_raise(cfg->http.max_connections > 0 ? cfg->http.max_connections : 4096, nw);
 	conn_limit = cfg->http.max_connections > 0 ? cfg->http.max_connections : 4096;
 	__atomic_store_n(&live_conns, 0, __ATOMIC_RELEASE);
 	/* Each daemon's own limit sits above the node's limit and its
@@ -1390,8 +1544,11 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 	if (s->listen_fd == MHD_INVALID_SOCKET)
 		goto fail;
 	for (int i = 0; i < nw; i++)
-		if (!(ws[i].d = daemon_start(s, flags, mhd_limit)))
-			goto fail;
+		for (int k = 0; k < HTTP_SHARDS; k++) {
+			ws[i].sh[k] = (struct http_shard){ &ws[i], k, 0 };
+			if (!(ws[i].d[k] = daemon_start(s, &ws[i].sh[k], flags, mhd_limit)))
+				goto fail;
+		}
 	for (int i = 0; i < nw; i++)
 		if (worker_setup(s, &ws[i]) < 0)
 			goto fail;
@@ -1435,7 +1592,7 @@ static void drain_drop_syns(struct http_server *s)
 }
 
 /* Refuses new connections at once, so that a load balancer retries them
- * elsewhere before sending anything: every worker quiesces its daemon
+ * elsewhere before sending anything: every worker stops accepting
  * (taking in what was queued), then the listening socket is replaced
  * (dup2) by an unbound one, closed by http_stop. */
 static void drain_close_listener(struct http_server *s, int timeout_s)

@@ -99,7 +99,7 @@ struct http_req {
 
 struct http_server;
 
-/* The event loop of each worker thread: libmicrohttpd's daemon of that
+/* The event loop of each worker thread: libmicrohttpd's daemons of that
  * worker (external epoll mode) and whatever else the worker drives in the
  * same epoll set (the proxy's engine: its downstream transfers), so that a
  * request never crosses a thread. Every hook runs on the worker's own
@@ -123,6 +123,10 @@ struct http_loop {
 };
 /* Set before http_start (NULL: the daemons alone). */
 void http_set_loop(const struct http_loop *loop);
+/* Resumes a suspended connection (MHD_resume_connection) and has its
+ * worker serve it: in this round when called on that worker's thread (the
+ * hook asks for a zero timeout), else the worker is woken. Any thread. */
+void http_resume(struct MHD_Connection *conn);
 
 /* Starts listening on host:port with the given routes (copied pointer: the
  * table must outlive the server). NULL on failure (logged). */

@@ -249,11 +249,9 @@ static void wake_client(struct engine_xfer *x)
 {
 	if (x->suspended && !x->client_gone) {
 		x->suspended = 0;
-		MHD_resume_connection(x->conn);
+		http_resume(x->conn);
 		if (self == x->eng)
 			x->eng->resumed = 1;
-		else
-			kick(x->eng);
 	}
 }
 

@@ -2,12 +2,18 @@
 // instead of waiting in the listen backlog. A connection accepted beyond the
 // limit gets one 503 + Retry-After: 1 + Connection: close to its request;
 // beyond the headroom (64 more) the connection is closed as soon as it is
-// accepted. Once the held connections go, the node serves again.
+// accepted. Once the held connections go, the node serves again. Out of
+// file descriptors (more connections queued than the process may open),
+// the node pauses accepting instead of spinning on a listener that stays
+// readable, and accepts again once descriptors are free.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { startProxyEnv, rawExchange } from '../lib/proxy_setup.mjs';
-import { http, sleep } from '../lib/harness.mjs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BINARY, baseConfig, createDatabase, freePort, http, sleep, startBroker } from '../lib/harness.mjs';
 
 const LIMIT = 8;
 const HEADROOM = 64; /* HTTP_CONN_HEADROOM in broker/http/http.c */
@@ -85,4 +91,49 @@ test('past max_connections: 503 + Retry-After at once; past the headroom: closed
   assert.match(m, /mcpb_http_connections_refused_total\{kind="closed"\} [1-9]/);
   const warns = env.broker.logs().filter((l) => l.includes('"http.connection_limit"'));
   assert.equal(warns.length, 1, warns.join('\n'));
+});
+
+/** CPU seconds (user + system) pid has used. */
+function cpuSec(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+test('out of descriptors: accepting pauses (no spin), and resumes once they are free', { timeout: 60000 }, async () => {
+  const FDS = 160; /* the node's RLIMIT_NOFILE: below the connections queued */
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mcpb-fds-'));
+  const wrapper = path.join(dir, 'broker.sh');
+  writeFileSync(wrapper, `#!/bin/sh\nexec prlimit --nofile=${FDS}:${FDS} -- "${BINARY}" "$@"\n`, { mode: 0o755 });
+  const port = await freePort();
+  const cfg = baseConfig({ port, databaseUrl: await createDatabase('connlimit_fds'),
+    extra: { http: { threads: 2, max_connections: 1000, connection_timeout_s: 60 }, database: { pool_size: 2 } } });
+  const b = await startBroker(cfg, { binary: wrapper, dir });
+  const held = [];
+  try {
+    for (let i = 0; i < 2 * FDS; i++) {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', () => {});
+      held.push(s);
+    }
+    await sleep(1500); /* the node took what it could; the rest waits in the backlog */
+    const c0 = cpuSec(b.proc.pid);
+    await sleep(2000);
+    const cpu = (cpuSec(b.proc.pid) - c0) / 2;
+    assert.ok(cpu < 0.2, `out of descriptors the node used ${(cpu * 100).toFixed(0)} % of a core (a spin is 100 %)`);
+  } finally {
+    for (const s of held) s.destroy();
+  }
+  // Free again: served on a new connection within a moment.
+  let ok = false;
+  for (let i = 0; i < 40 && !ok; i++) {
+    const r = await http(`http://127.0.0.1:${port}/healthz`, { timeoutMs: 1000 }).catch(() => null);
+    ok = r?.status === 200;
+    if (!ok) await sleep(250);
+  }
+  assert.ok(ok, 'the node accepts again once descriptors are free');
+  const m = (await http(`http://127.0.0.1:${port}/metrics`, { timeoutMs: 5000 })).text;
+  assert.match(m, /mcpb_http_connections_refused_total\{kind="descriptors"\} [1-9]/,
+    m.split('\n').filter((l) => l.includes('refused')).join('\n'));
+  assert.ok(b.logs().some((l) => l.includes('"http.connection_limit"') && l.includes('descriptors')), 'logged');
+  await b.stop();
 });

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "crypto.h"
+#include "lim.h"
 #include "test.h"
 
 #define KEY_A "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"" /* bytes 0..31 */
@@ -1035,9 +1036,11 @@ static void test_client_keys(void)
 		"$.clients[0]: a client with jwks or jwks_uri authenticates with private_key_jwt: drop client_secret");
 }
 
-/* http.max_connections left out: (hard RLIMIT_NOFILE - 256) / 2 within
- * 64..32768 (each proxied connection holds two descriptors); a value the
- * config sets wins. Lowers this process's hard limit, so it runs last. */
+/* http.max_connections left out: (hard RLIMIT_NOFILE - 256 - threads x
+ * (LIM_HTTP_SHARDS + 4)) / 2 within 64..32768 (each proxied connection
+ * holds two descriptors, each worker its daemons' epoll sets and wake-ups);
+ * a value the config sets wins. Lowers this process's hard limit, so it
+ * runs last. */
 static long max_conns(const char *extra)
 {
 	struct config *c = PASSES(build((struct cfgt){ .extra = extra }));
@@ -1050,17 +1053,22 @@ static void test_max_connections_default(void)
 {
 	struct rlimit rl;
 	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
-	long want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 256 + 2 * 32768 ? 32768
-										  : ((long)rl.rlim_max - 256) / 2;
-	CHECK(max_conns(NULL) == (want < 64 ? 64 : want));
-	CHECK(max_conns("\"http\":{\"threads\":2}") == (want < 64 ? 64 : want));
+	long per = LIM_HTTP_SHARDS + 4, r8 = 256 + 8 * per, r2 = 256 + 2 * per;
+	long want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)(r8 + 2 * 32768)
+			    ? 32768
+			    : ((long)rl.rlim_max - r8) / 2;
+	long want2 = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)(r2 + 2 * 32768)
+			     ? 32768
+			     : ((long)rl.rlim_max - r2) / 2;
+	CHECK(max_conns(NULL) == (want < 64 ? 64 : want)); /* 8 workers, the default */
+	CHECK(max_conns("\"http\":{\"threads\":2}") == (want2 < 64 ? 64 : want2));
 	CHECK(max_conns("\"http\":{\"max_connections\":8}") == 8);
 	CHECK(max_conns("\"http\":{\"max_connections\":100000}") == 100000); /* explicit wins (http_start warns) */
 	FAILS(build((struct cfgt){ .extra = "\"http\":{\"max_connections\":0}" }),
 	      "$.http.max_connections: expected an integer between 1 and 100000");
 	rlim_t hard = rl.rlim_max;
-	rl.rlim_cur = rl.rlim_max = 1256;
-	if (hard >= 1256) {
+	rl.rlim_cur = rl.rlim_max = (rlim_t)(1000 + r8);
+	if (hard >= rl.rlim_max) {
 		CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
 		CHECK(max_conns(NULL) == 500);
 		rl.rlim_cur = rl.rlim_max = 300;
