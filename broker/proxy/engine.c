@@ -1222,6 +1222,9 @@ static void set_options(struct engine_xfer *x, const struct engine_request *pr)
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(h, CURLOPT_SHARE, x->eng->pool[x->is_get ? POOL_STREAMS : POOL_CALLS].share);
+	/* A GET is a stream that mostly waits: its receive buffer is held for
+	 * its whole life (16 KiB by default). */
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, x->is_get ? 4096L : 16384L);
 	set_method(h, pr->method, &x->body);
 }
 

@@ -32,9 +32,14 @@ struct resource_ctx {
 	struct app *app;
 	const struct cfg_resource *res;
 	struct engine_xfer *x;
-	struct token_info ti;
+	/* The token's grant: held until the answer streams (a replay after a
+	 * 401 rebuilds the request from it), then freed, so that a parked
+	 * stream keeps only what its audit records name. */
+	struct token_info *ti;
+	char grant_id[37], user_id[37];
+	char *client_id;
 	char token_hash[65]; /* the access token's SHA-256 hex (revocations name it) */
-	char resource_url[2048];
+	char *resource_url;
 	char request_id[LIM_REQUEST_ID + 1];
 	json_t *tools;
 	int has_body;     /* a JSON-RPC body is forwarded (as application/json) */
@@ -93,16 +98,16 @@ static void ctx_free(void *p)
 	struct resource_ctx *rc = p;
 	if (!rc)
 		return;
-	if (rc->x && rc->tools && json_array_size(rc->tools) > 0) {
+	if (rc->x && rc->client_id && rc->tools && json_array_size(rc->tools) > 0) {
 		double ms = (double)(http_now_ns() - rc->started) / 1e6;
 		char actor[LIM_CLIENT_ID + 8];
-		snprintf(actor, sizeof(actor), "client:%s", rc->ti.client_id);
+		snprintf(actor, sizeof(actor), "client:%s", rc->client_id);
 		size_t i;
 		json_t *t;
 		json_array_foreach(rc->tools, i, t)
 		{
-			struct audit a = { "tool.called",    actor,           rc->ti.user_id,
-					   rc->ti.client_id, rc->ti.grant_id, rc->request_id };
+			struct audit a = { "tool.called", actor,        rc->user_id,
+					   rc->client_id, rc->grant_id, rc->request_id };
 			audit_enqueue(&a, json_pack("{s:s, s:s, s:i, s:s, s:f}", "tool", json_string_value(t),
 						    "resource", rc->resource_url, "status", (int)rc->status, "outcome",
 						    rc->status >= 200 && rc->status < 300 ? "ok" : "error",
@@ -111,6 +116,9 @@ static void ctx_free(void *p)
 	}
 	json_decref(rc->tools);
 	engine_request_done(rc->x);
+	free(rc->ti);
+	free(rc->client_id);
+	free(rc->resource_url);
 	free(rc);
 }
 
@@ -123,8 +131,9 @@ static struct resource_ctx *ctx_new(struct http_req *r, const struct cfg_resourc
 	rc->res = res;
 	rc->started = r->start_ns;
 	snprintf(rc->request_id, sizeof(rc->request_id), "%s", r->id);
-	if (resources_url(r->app->cfg, res, rc->resource_url, sizeof(rc->resource_url)) < 0 ||
-	    !(rc->tools = json_array())) {
+	char url[2048];
+	if (resources_url(r->app->cfg, res, url, sizeof(url)) < 0 || !(rc->resource_url = strdup(url)) ||
+	    !(rc->ti = malloc(sizeof(*rc->ti))) || !(rc->tools = json_array())) {
 		ctx_free(rc);
 		return NULL;
 	}
@@ -277,14 +286,20 @@ static enum step find_token(struct http_req *r, const struct cfg_resource *res, 
 
 static enum step authenticate(struct http_req *r, struct db_conn **c, struct resource_ctx *rc, const char *token)
 {
-	enum bearer_rc v = bearer_validate(r->app, c, token, &rc->ti, rc->token_hash);
+	enum bearer_rc v = bearer_validate(r->app, c, token, rc->ti, rc->token_hash);
 	if (v == BEARER_UNAVAILABLE) {
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 		return STEP_ANSWERED;
 	}
-	if (v != BEARER_VALID || strcmp(rc->ti.resource, rc->resource_url) != 0) {
+	if (v != BEARER_VALID || strcmp(rc->ti->resource, rc->resource_url) != 0) {
 		/* Unknown, expired, revoked, or issued for another resource. */
 		bearer_challenge(r, rc->res, 401, "invalid_token", NULL);
+		return STEP_ANSWERED;
+	}
+	snprintf(rc->grant_id, sizeof(rc->grant_id), "%s", rc->ti->grant_id);
+	snprintf(rc->user_id, sizeof(rc->user_id), "%s", rc->ti->user_id);
+	if (!(rc->client_id = strdup(rc->ti->client_id))) {
+		jsonrpc_error(r, 500, -32603, "internal error");
 		return STEP_ANSWERED;
 	}
 	return STEP_CONTINUE;
@@ -299,7 +314,7 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 	const struct config *cfg = r->app->cfg;
 	const char *why = NULL;
 	char htu[4096], jkt[DPOP_JKT_LEN + 1];
-	if (!rc->ti.jkt[0]) {
+	if (!rc->ti->jkt[0]) {
 		if (rc->dpop)
 			bearer_dpop_refused(r, rc->res, "invalid_token", "the access token is not DPoP-bound");
 		else if (rc->res->require_dpop)
@@ -318,14 +333,14 @@ static enum step dpop_gate(struct http_req *r, struct resource_ctx *rc, const ch
 	int n = snprintf(htu, sizeof(htu), "%s%s", cfg->public_url, r->path);
 	struct dpop_expect e = dpop_expect_for(cfg, DPOP_SPACE_RESOURCE, r->method, htu);
 	e.access_token = token;
-	e.jkt = rc->ti.jkt;
+	e.jkt = rc->ti->jkt;
 	e.pending = &rc->proof;
 	enum dpop_rc v = n < 0 || (size_t)n >= sizeof(htu) ? DPOP_INVALID
 							   : dpop_verify(http_header(r, "DPoP"), &e, jkt, &why);
 	if (v == DPOP_OK)
 		return STEP_CONTINUE;
 	log_event(LOG_INFO, "proxy.dpop_refused", r->id,
-		  json_pack("{s:s, s:s, s:s}", "grant_id", rc->ti.grant_id, "client_id", rc->ti.client_id, "reason",
+		  json_pack("{s:s, s:s, s:s}", "grant_id", rc->ti->grant_id, "client_id", rc->ti->client_id, "reason",
 			    why ? why : "url too long"));
 	bearer_dpop_refused(r, rc->res, v == DPOP_NONCE ? "use_dpop_nonce" : "invalid_dpop_proof",
 			    why ? why : "the request's URL is too long");
@@ -368,7 +383,7 @@ static enum step media_type(struct http_req *r)
 static enum step rate_limit(struct http_req *r, const struct resource_ctx *rc)
 {
 	const struct cfg_resource *res = rc->res;
-	const struct token_info *ti = &rc->ti;
+	const struct token_info *ti = rc->ti;
 	long per_grant = res->rate_per_grant ? res->rate_per_grant : r->app->cfg->limits.proxy_per_grant_per_second;
 	int retry = 1;
 	/* The client's bucket first: a request it refuses costs the grant nothing. */
@@ -391,14 +406,14 @@ static enum step apply_policy(struct http_req *r, struct resource_ctx *rc, json_
 {
 	struct policy_verdict v;
 	enum step st = STEP_ANSWERED;
-	switch (policy_check(rc->res, rc->ti.scope, body, rc->tools, &v)) {
+	switch (policy_check(rc->res, rc->ti->scope, body, rc->tools, &v)) {
 	case POLICY_ALLOW: st = STEP_CONTINUE; break;
 	case POLICY_NO_NAME: jsonrpc_error(r, 400, -32602, "tools/call needs params.name"); break;
 	case POLICY_TOO_MANY: jsonrpc_error(r, 400, -32600, "too many tools/call in one batch"); break;
 	case POLICY_INSUFFICIENT:
 		log_event(LOG_INFO, "proxy.insufficient_scope", r->id,
-			  json_pack("{s:s, s:s, s:s}", "tool", v.tool, "grant_id", rc->ti.grant_id, "client_id",
-				    rc->ti.client_id));
+			  json_pack("{s:s, s:s, s:s}", "tool", v.tool, "grant_id", rc->ti->grant_id, "client_id",
+				    rc->ti->client_id));
 		bearer_challenge(r, rc->res, 403, "insufficient_scope", v.want);
 		break;
 	case POLICY_ERROR: jsonrpc_error(r, 500, -32603, "internal error"); break;
@@ -450,7 +465,7 @@ static enum step bind_session(struct http_req *r, struct db_conn **c, struct res
 {
 	const struct cfg_resource *res = rc->res;
 	enum step st = STEP_ANSWERED;
-	enum session_rc s = session_check(r->app, c, res->downstream, rc->ti.user_id, http_header(r, "Mcp-Session-Id"),
+	enum session_rc s = session_check(r->app, c, res->downstream, rc->ti->user_id, http_header(r, "Mcp-Session-Id"),
 					  is_initialize(body));
 	switch (s) {
 	case SESSION_DROP:
@@ -461,7 +476,7 @@ static enum step bind_session(struct http_req *r, struct db_conn **c, struct res
 	case SESSION_FOREIGN:
 	case SESSION_UNKNOWN: {
 		int known = s == SESSION_FOREIGN;
-		json_t *f = json_pack("{s:s, s:s, s:b}", "grant_id", rc->ti.grant_id, "resource", res->path, "bound",
+		json_t *f = json_pack("{s:s, s:s, s:b}", "grant_id", rc->ti->grant_id, "resource", res->path, "bound",
 				      known);
 		log_event(known ? LOG_WARN : LOG_INFO, known ? "proxy.session_hijack_refused" : "proxy.session_unknown",
 			  r->id, f);
@@ -507,7 +522,7 @@ static void elicit_connect(struct http_req *r, struct db_conn *c, struct resourc
 	char ticket[CONNECT_TICKET_MAX], eid[37], url[2200];
 	int modern = rpc_wire_requires_headers(http_header(r, "MCP-Protocol-Version"));
 	json_t *out = NULL;
-	if (connect_ticket_new(c, rc->ti.grant_id, upstream, ticket, eid) < 0) {
+	if (connect_ticket_new(c, rc->ti->grant_id, upstream, ticket, eid) < 0) {
 		jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 		return;
 	}
@@ -530,7 +545,7 @@ static void elicit_connect(struct http_req *r, struct db_conn *c, struct resourc
 	}
 	crypto_wipe(url, sizeof(url));
 	log_event(LOG_INFO, "proxy.connect_required", r->id,
-		  json_pack("{s:s, s:s, s:s, s:s}", "grant_id", rc->ti.grant_id, "client_id", rc->ti.client_id,
+		  json_pack("{s:s, s:s, s:s, s:s}", "grant_id", rc->ti->grant_id, "client_id", rc->ti->client_id,
 			    "upstream", upstream, "elicitation_id", eid));
 	if (!out) {
 		jsonrpc_error(r, 500, -32603, "internal error");
@@ -580,13 +595,13 @@ static enum step upstream_credential(struct http_req *r, struct db_conn **c, str
 				     char **upstream, json_t *body)
 {
 	long wait_s = 0;
-	enum upstream_token_rc ut = force ? UT_UNAVAILABLE : upstream_token_cached(r->app, rc->ti.grant_id, upstream);
+	enum upstream_token_rc ut = force ? UT_UNAVAILABLE : upstream_token_cached(r->app, rc->ti->grant_id, upstream);
 	if (ut != UT_OK) {
 		if (!*c && db_acquire(r->app->db, c, DB_WAIT_MS) < 0) {
 			jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 			return STEP_ANSWERED;
 		}
-		ut = upstream_token_get(r->app, *c, rc->ti.grant_id, force, r->id, upstream, &wait_s);
+		ut = upstream_token_get(r->app, *c, rc->ti->grant_id, force, r->id, upstream, &wait_s);
 	}
 	if (ut == UT_NOT_CONNECTED && rc->acts)
 		elicit_connect(r, *c, rc, rc->res->upstream, body);
@@ -595,7 +610,7 @@ static enum step upstream_credential(struct http_req *r, struct db_conn **c, str
 	if (ut == UT_NOT_CONNECTED)
 		return rc->acts ? STEP_ANSWERED : STEP_CONTINUE;
 	if (ut != UT_OK) {
-		upstream_token_failed(r, rc->res, rc->ti.grant_id, ut, wait_s);
+		upstream_token_failed(r, rc->res, rc->ti->grant_id, ut, wait_s);
 		return STEP_ANSWERED;
 	}
 	return STEP_CONTINUE;
@@ -615,14 +630,14 @@ static enum step connected_accounts(struct http_req *r, struct db_conn **c, stru
 			jsonrpc_error(r, 503, -32603, "service temporarily unavailable");
 			return STEP_ANSWERED;
 		}
-		enum upstream_token_rc ut = connection_token_get(r->app, *c, rc->ti.grant_id, res->connect[k], r->id,
+		enum upstream_token_rc ut = connection_token_get(r->app, *c, rc->ti->grant_id, res->connect[k], r->id,
 								 &tk->t[1 + k], &wait_s);
 		if (ut == UT_OK || (ut == UT_NOT_CONNECTED && !rc->acts))
 			continue;
 		if (ut == UT_NOT_CONNECTED)
 			elicit_connect(r, *c, rc, res->connect[k], body);
 		else
-			upstream_token_failed(r, res, rc->ti.grant_id, ut, wait_s);
+			upstream_token_failed(r, res, rc->ti->grant_id, ut, wait_s);
 		return STEP_ANSWERED;
 	}
 	return STEP_CONTINUE;
@@ -646,7 +661,7 @@ static int start_transfer(struct http_req *r, struct resource_ctx *rc, const str
 {
 	const char *inject[LIM_CONNECT_UPSTREAMS + 1];
 	const struct cfg_resource *res = rc->res;
-	const struct token_info *ti = &rc->ti;
+	const struct token_info *ti = rc->ti;
 	const struct forward_identity id = { ti->user_ns, ti->subject, ti->client_id, ti->scope };
 	struct engine_request er;
 	int rv = -1;
@@ -779,9 +794,11 @@ static void downstream_answered(struct http_req *r, struct resource_ctx *rc)
 	 * libcurl may still be sending them.) */
 	http_body_release(r);
 	const char *asked = rc->drop_session ? NULL : http_header(r, "Mcp-Session-Id");
-	if (!rc->refused && session_record(r->app, rc->res->downstream, rc->ti.user_id, asked,
+	if (!rc->refused && session_record(r->app, rc->res->downstream, rc->user_id, asked,
 					   engine_response_header(rc->x, "Mcp-Session-Id"), r->id) == 0) {
 		engine_respond(r, rc->x);
+		free(rc->ti); /* never replayed now */
+		rc->ti = NULL;
 		return;
 	}
 	rc->refused = 1;
