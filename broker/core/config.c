@@ -1499,7 +1499,8 @@ static void check_cidrs(char *const *list, size_t n, const char *path, const cha
 /* http.max_connections when the config leaves it out: the node raises its
  * soft descriptor limit to the hard one at startup, keeps 256 for the
  * database pool, logs, upstream calls and the listener, and a few per
- * worker (its daemons' epoll sets, its wake-ups), and a proxied connection
+ * worker (its daemons' epoll sets, its own, its wake-ups and libcurl's),
+ * and a proxied connection
  * holds two (the client's and the downstream's). */
 #define CFG_FD_RESERVE 256
 #define CFG_CONN_MIN 64
@@ -1507,7 +1508,7 @@ static void check_cidrs(char *const *list, size_t n, const char *path, const cha
 static long default_max_connections(long threads)
 {
 	struct rlimit rl;
-	long reserve = CFG_FD_RESERVE + threads * (LIM_HTTP_SHARDS + 4);
+	long reserve = CFG_FD_RESERVE + threads * (LIM_HTTP_SHARDS + 6);
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return 4096;
 	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)(reserve + 2 * CFG_CONN_MAX))

@@ -57,7 +57,6 @@ struct http_worker {
 	struct MHD_Daemon *d[HTTP_SHARDS];
 	long long due[HTTP_SHARDS]; /* when each daemon wants to run (ns; -1: on events only) */
 	unsigned dirty;             /* daemons to run this round, a bit each (atomic) */
-	unsigned stale;             /* daemons whose due is to be asked again (worker thread) */
 	int listening;              /* the listener is in the loop's epoll set */
 	long long accept_at;        /* accepting paused until then (ns; 0: not paused) */
 	int epfd, cmdfd;            /* the loop's epoll set; the eventfd that wakes it */
@@ -1116,7 +1115,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
  * max_connections asks for more than that allows. */
 static void fd_limit_raise(long max_connections, int workers)
 {
-	long need = max_connections * 2 + 256 + (long)workers * (HTTP_SHARDS + 4);
+	long need = max_connections * 2 + 256 + (long)workers * (HTTP_SHARDS + 6);
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
@@ -1159,25 +1158,28 @@ static void worker_kick(struct http_worker *w)
 	(void)n; /* a full counter already wakes the loop */
 }
 
+/* When daemon i wants to run next (w->due[i], ns; -1: on events only),
+ * asked right after it ran: one that did not run has not changed it (what
+ * changes a daemon from outside, an added or resumed connection, marks it
+ * dirty). */
+static void shard_due(struct http_worker *w, int i)
+{
+	MHD_UNSIGNED_LONG_LONG t;
+	w->due[i] = -1;
+	if (MHD_get_timeout(w->d[i], &t) == MHD_YES)
+		w->due[i] = loop_now() + (t > INT_MAX ? INT_MAX : (long long)t) * 1000000;
+}
+
 /* The loop's sleep (ms, -1: none): the nearest of what each daemon and the
- * hooks want. A daemon's own wish (w->due) is asked again only after it
- * ran: one that did not run has not changed it. */
+ * hooks want. */
 static int worker_timeout(struct http_worker *w, long long now)
 {
 	if (__atomic_load_n(&w->dirty, __ATOMIC_ACQUIRE))
 		return 0;
 	long long until = w->accept_at ? w->accept_at : -1;
-	for (int i = 0; i < HTTP_SHARDS; i++) {
-		if (w->stale & (1u << i)) {
-			MHD_UNSIGNED_LONG_LONG t;
-			w->due[i] = -1;
-			if (MHD_get_timeout(w->d[i], &t) == MHD_YES)
-				w->due[i] = now + (t > INT_MAX ? INT_MAX : (long long)t) * 1000000;
-		}
+	for (int i = 0; i < HTTP_SHARDS; i++)
 		if (w->due[i] >= 0 && (until < 0 || w->due[i] < until))
 			until = w->due[i];
-	}
-	w->stale = 0;
 	long long ms = until < 0 ? -1 : until <= now ? 0 : (until - now + 999999) / 1000000;
 	if (ms > INT_MAX)
 		ms = INT_MAX;
@@ -1235,7 +1237,9 @@ static int worker_accept(struct http_worker *w, int max)
 
 static void worker_listen(struct http_worker *w)
 {
-	struct epoll_event lev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = LOOP_LISTEN };
+	/* Every idle worker is woken and they race for the connection: with
+	 * EPOLLEXCLUSIVE the kernel would hand nearly all to the same one. */
+	struct epoll_event lev = { .events = EPOLLIN, .data.u64 = LOOP_LISTEN };
 	if (!w->listening && !w->quiesced && epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->s->listen_fd, &lev) == 0)
 		w->listening = 1;
 }
@@ -1289,10 +1293,11 @@ static void worker_run(struct http_worker *w)
 			run |= 1u << i;
 	}
 	for (int i = 0; run && i < HTTP_SHARDS; i++) {
-		if (run & (1u << i))
+		if (run & (1u << i)) {
 			(void)MHD_run(w->d[i]);
+			shard_due(w, i);
+		}
 	}
-	w->stale |= run;
 }
 
 void http_resume(struct MHD_Connection *conn)
@@ -1424,8 +1429,8 @@ static void server_free(struct http_server *s)
 }
 
 /* The listening socket, shared by the workers (each worker's loop watches
- * it, EPOLLEXCLUSIVE, and accepts; non-blocking, as another may win); the
- * bound port in *port. */
+ * it and accepts; non-blocking, as another may win); the bound port in
+ * *port. */
 static MHD_socket listener(const struct sockaddr_storage *ss, int *port)
 {
 	int v6 = ss->ss_family == AF_INET6, on = 1;
@@ -1478,7 +1483,6 @@ static int worker_setup(struct http_server *s, struct http_worker *w)
 	struct epoll_event cev = { .events = EPOLLIN, .data.u64 = LOOP_CMD };
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->cmdfd, &cev) < 0)
 		return -1;
-	w->stale = ~0u;
 	worker_listen(w);
 	if (!w->listening)
 		return -1;
@@ -1613,8 +1617,9 @@ static void drain_close_listener(struct http_server *s, int timeout_s)
 		log_msg(LOG_WARN, "http.drain_quiesce_late", NULL, "a worker is busy: the listener closes without it");
 	int dummy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (dummy < 0 || dup2(dummy, s->listen_fd) < 0) {
-		close(s->listen_fd); /* no descriptor to spare: closed outright */
-		s->listen_fd = MHD_INVALID_SOCKET;
+		/* No descriptor to spare: it stops listening, and keeps its number
+		 * (a late worker still names it) until http_stop closes it. */
+		(void)shutdown(s->listen_fd, SHUT_RDWR);
 	}
 	if (dummy >= 0)
 		close(dummy);

@@ -176,11 +176,10 @@ void http_send_error(struct http_req *r, int status, const char *msg);
 uint64_t http_now_ns(void);
 
 /* Deferred answers (the proxy): the handler suspends the connection and
- * returns; MHD_resume_connection (any thread; from another one, the
- * worker's loop must then be woken through a hook's descriptor, as the
- * engine does: a daemon in external mode has no wake-up of its own) makes
- * libmicrohttpd call the route's handler again on the connection's worker
- * thread, where it answers. */
+ * returns; http_resume (any thread; never MHD_resume_connection itself: a
+ * daemon in external mode has no wake-up of its own, and the loop runs
+ * only the daemons marked to run) makes libmicrohttpd call the route's
+ * handler again on the connection's worker thread, where it answers. */
 void http_suspend(struct http_req *r);
 
 /* Streams a response: reader is libmicrohttpd's content reader (it may

@@ -1037,7 +1037,7 @@ static void test_client_keys(void)
 }
 
 /* http.max_connections left out: (hard RLIMIT_NOFILE - 256 - threads x
- * (LIM_HTTP_SHARDS + 4)) / 2 within 64..32768 (each proxied connection
+ * (LIM_HTTP_SHARDS + 6)) / 2 within 64..32768 (each proxied connection
  * holds two descriptors, each worker its daemons' epoll sets and wake-ups);
  * a value the config sets wins. Lowers this process's hard limit, so it
  * runs last. */
@@ -1053,7 +1053,7 @@ static void test_max_connections_default(void)
 {
 	struct rlimit rl;
 	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
-	long per = LIM_HTTP_SHARDS + 4, r8 = 256 + 8 * per, r2 = 256 + 2 * per;
+	long per = LIM_HTTP_SHARDS + 6, r8 = 256 + 8 * per, r2 = 256 + 2 * per;
 	long want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)(r8 + 2 * 32768)
 			    ? 32768
 			    : ((long)rl.rlim_max - r8) / 2;
