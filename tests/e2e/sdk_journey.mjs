@@ -376,7 +376,10 @@ export function defineSdkJourney({ cimd }) {
       const get = mcp.seen.find((e) => e.method === 'GET' && e.session === transport.sessionId && !e.headers['last-event-id']);
       assert.ok(get, 'the standalone GET stream reached the downstream');
       assert.ok(!get.closed, 'and is still open');
-      assert.ok(log.some((e) => e.method === 'GET' && e.path === '/mcp' && e.status === 200 && e.contentType?.startsWith('text/event-stream')));
+      // The SDK sent it on its own after initialize; its answer may still be on
+      // the way to the client (the downstream saw it first).
+      assert.ok(await waitFor(() => log.some((e) => e.method === 'GET' && e.path === '/mcp' && e.status === 200 &&
+        e.contentType?.startsWith('text/event-stream')), 3000), 'the client has the GET stream open (200, text/event-stream)');
       const got = new Promise((resolve) => client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => resolve({ t: Date.now(), n })));
       const r = await client.callTool({ name: 'echo', arguments: { text: 'on the GET stream', notify: true } });
       assert.equal(text(r), 'on the GET stream');
