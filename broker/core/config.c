@@ -1498,10 +1498,9 @@ static void check_cidrs(char *const *list, size_t n, const char *path, const cha
 
 /* http.max_connections when the config leaves it out: the node raises its
  * soft descriptor limit to the hard one at startup, keeps 256 for the
- * database pool, logs, upstream calls and the listener, and a few per
- * worker (its daemons' epoll sets, its own, its wake-ups and libcurl's),
- * and a proxied connection
- * holds two (the client's and the downstream's). */
+ * database pool, logs, upstream calls and the listener, and 22 per worker
+ * (its daemons' epoll sets, its own, its wake-ups and libcurl's); a
+ * proxied connection holds two (the client's and the downstream's). */
 #define CFG_FD_RESERVE 256
 #define CFG_CONN_MIN 64
 #define CFG_CONN_MAX 32768

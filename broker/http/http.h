@@ -123,9 +123,9 @@ struct http_loop {
 };
 /* Set before http_start (NULL: the daemons alone). */
 void http_set_loop(const struct http_loop *loop);
-/* Resumes a suspended connection (MHD_resume_connection) and has its
- * worker serve it: in this round when called on that worker's thread (the
- * hook asks for a zero timeout), else the worker is woken. Any thread. */
+/* Resumes a suspended connection (MHD_resume_connection) and marks its
+ * daemon to run: in the next round when called on that worker's thread,
+ * else the worker is woken. Any thread. */
 void http_resume(struct MHD_Connection *conn);
 
 /* Starts listening on host:port with the given routes (copied pointer: the
