@@ -286,7 +286,9 @@ static int revoke_selected(struct http_req *r, struct db_conn *c, const struct r
 			*revoked += n;
 	}
 	PQclear(res);
-	if (rc == 0 && !sel->grant_id && *revoked > 0 && notify_publish(c, &rv) < 0)
+	/* Disabling is announced even with nothing to revoke: every node's
+	 * cached copy of the client goes (store/cache.h). */
+	if (rc == 0 && !sel->grant_id && (*revoked > 0 || sel->disable_client) && notify_publish(c, &rv) < 0)
 		rc = -1;
 	return rc;
 }

@@ -1,6 +1,7 @@
 #include "cache.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,14 @@ struct neg_entry {
 };
 static struct neg_entry *neg_sess, *neg_tok;
 static unsigned long neg_generation; /* bumped by every binding heard and every flush */
+/* A client as its lookup found it (clients_lookup: configured and
+ * registered clients; CIMD clients have their own cache), by client_id. */
+#define CLIENT_SLOTS 1024 /* power of two, direct-mapped */
+struct client_entry {
+	time_t until; /* 0 = empty */
+	struct client cl;
+};
+static struct client_entry *client_slots;
 static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
 static int enabled; /* only while the node hears revocations (notify.h) */
 static int subscribed;
@@ -290,6 +299,70 @@ void cache_upstream_put(const char *grant_id, const char *key_id, const char *se
 	pthread_rwlock_unlock(&lock);
 }
 
+/* ---- clients ------------------------------------------------------------- */
+
+/* FNV-1a of the id: ids are chosen by whoever registers, so the table is
+ * direct-mapped (a colliding id only overwrites its slot). */
+static size_t client_slot_of(const char *client_id)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)client_id; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return (size_t)h & (CLIENT_SLOTS - 1);
+}
+
+/* Under the write lock: the named client, or every one (NULL). */
+static void client_evict(const char *client_id)
+{
+	if (!client_slots)
+		return;
+	for (size_t i = 0; i < CLIENT_SLOTS; i++) {
+		struct client_entry *e = &client_slots[client_id ? client_slot_of(client_id) : i];
+		if (e->until && (!client_id || strcmp(e->cl.client_id, client_id) == 0)) {
+			client_free(&e->cl);
+			e->until = 0;
+		}
+		if (client_id)
+			break;
+	}
+}
+
+int cache_client_get(const char *client_id, struct client *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!cache_enabled() || !client_slots || !client_id_ok(client_id))
+		return 0;
+	int hit = 0;
+	pthread_rwlock_rdlock(&lock);
+	const struct client_entry *e = &client_slots[client_slot_of(client_id)];
+	if (e->until > time(NULL) && strcmp(e->cl.client_id, client_id) == 0)
+		hit = client_copy(out, &e->cl) == 0;
+	pthread_rwlock_unlock(&lock);
+	if (hit && !cache_enabled()) {
+		client_free(out);
+		hit = 0;
+	}
+	metrics_count("client_cache_total", hit ? "hit" : "miss", 1);
+	return hit;
+}
+
+void cache_client_put(const struct client *cl, unsigned long gen)
+{
+	struct client copy;
+	if (!cache_enabled() || !client_slots || !client_id_ok(cl->client_id) || client_copy(&copy, cl) < 0)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	if (gen == generation) {
+		struct client_entry *e = &client_slots[client_slot_of(cl->client_id)];
+		client_free(&e->cl);
+		e->cl = copy;
+		e->until = time(NULL) + CACHE_TTL_S;
+		memset(&copy, 0, sizeof(copy));
+	}
+	pthread_rwlock_unlock(&lock);
+	client_free(&copy);
+}
+
 /* Under the write lock. */
 static void up_evict(const char *grant_id)
 {
@@ -348,6 +421,7 @@ static void flush(void)
 	generation++;
 	neg_generation++;
 	up_evict(NULL);
+	client_evict(NULL);
 	neg_flush(neg_sess);
 	neg_flush(neg_tok);
 	/* Only used slots are written: untouched ones stay out of memory. */
@@ -371,6 +445,9 @@ static void evict_covered(const struct revocation *rv)
 	pthread_rwlock_wrlock(&lock);
 	generation++;
 	up_evict(NULL);
+	/* A client's selector is what disabling it announces (ops/admin.c). */
+	if (rv->client_id)
+		client_evict(rv->client_id);
 	for (size_t i = 0; i < CACHE_SLOTS; i++) {
 		const struct entry *e = &slots[i];
 		if (e->hash[0] && field_covers(rv->grant_id, e->info.grant_id) &&
@@ -434,12 +511,15 @@ int cache_start(void)
 	sess_slots = calloc(UP_SLOTS, sizeof(*sess_slots));
 	neg_sess = calloc(CACHE_NEG_SLOTS, sizeof(*neg_sess));
 	neg_tok = calloc(CACHE_NEG_SLOTS, sizeof(*neg_tok));
-	if (!slots || !up_slots || !sess_slots || !neg_sess || !neg_tok) {
+	client_slots = calloc(CLIENT_SLOTS, sizeof(*client_slots));
+	if (!slots || !up_slots || !sess_slots || !neg_sess || !neg_tok || !client_slots) {
 		free(slots);
 		free(up_slots);
 		free(sess_slots);
 		free(neg_sess);
 		free(neg_tok);
+		free(client_slots);
+		client_slots = NULL;
 		neg_sess = NULL;
 		neg_tok = NULL;
 		sess_slots = NULL;
@@ -457,6 +537,9 @@ void cache_stop(void)
 	up_evict(NULL);
 	free(up_slots);
 	up_slots = NULL;
+	client_evict(NULL);
+	free(client_slots);
+	client_slots = NULL;
 	free(sess_slots);
 	sess_slots = NULL;
 	free(neg_sess);

@@ -7,6 +7,7 @@
 #define MCPB_CACHE_H
 #include <time.h>
 #include "app.h"
+#include "client.h"
 #include "grant.h"
 
 #define CACHE_TTL_S 30
@@ -25,6 +26,16 @@ int cache_get(const char *hash, struct token_info *info);
 unsigned long cache_generation(void);
 void cache_put(const char *hash, const struct token_info *info, unsigned long generation);
 void cache_evict_grant(const char *grant_id);
+
+/* Clients as clients_lookup found them (enabled or disabled), so that a
+ * token request costs no round trip for its client. A client changes only
+ * when an operator disables it, which is announced with its client_id
+ * selector (every node evicts it); registration adds new ids, and nothing
+ * negative is kept. cache_client_get fills *out with a copy (free it with
+ * client_free), 1 hit (a miss leaves it all zero); cache_client_put keeps a copy of cl unless an
+ * eviction happened since generation (cache_generation) was read. */
+int cache_client_get(const char *client_id, struct client *out);
+void cache_client_put(const struct client *cl, unsigned long generation);
 
 /* MCP session bindings (key: SHA-256 hex of session id and resource ->
  * the user id that opened it). A binding never changes, so entries only

@@ -35,6 +35,25 @@ int client_set_keys(struct client *cl, const char *jwks, const char *jwks_uri)
 	return (jwks && !cl->jwks) || (jwks_uri && !cl->jwks_uri) ? -1 : 0;
 }
 
+int client_copy(struct client *dst, const struct client *src)
+{
+	*dst = *src;
+	dst->name = NULL;
+	dst->redirect_uris = NULL;
+	dst->n_redirect_uris = 0;
+	dst->jwks = NULL;
+	dst->jwks_uri = NULL;
+	int rc = (src->name && !(dst->name = strdup(src->name))) ||
+				 client_set_uris(dst, (const char *const *)src->redirect_uris, src->n_redirect_uris) <
+					 0 ||
+				 ((src->jwks || src->jwks_uri) && client_set_keys(dst, src->jwks, src->jwks_uri) < 0)
+			 ? -1
+			 : 0;
+	if (rc < 0)
+		client_free(dst);
+	return rc;
+}
+
 int client_id_ok(const char *id)
 {
 	if (!id || !*id || strlen(id) > LIM_CLIENT_ID)

@@ -58,6 +58,10 @@ void client_free(struct client *cl);
  * jwks_uri, exactly one non-NULL. 0, or -1 on allocation failure. */
 int client_set_keys(struct client *cl, const char *jwks, const char *jwks_uri) WUR;
 
+/* *dst = a deep copy of src (dst's old contents are not freed). 0, or -1
+ * on allocation failure with *dst all zero. */
+int client_copy(struct client *dst, const struct client *src) WUR;
+
 /* 1 when id can be a client_id at all: 1..LIM_CLIENT_ID bytes of VSCHAR
  * (RFC 6749 appendix A.1). Anything else is nobody's id. */
 int client_id_ok(const char *id);

@@ -7,6 +7,7 @@
 
 #include <openssl/crypto.h>
 
+#include "cache.h"
 #include "jparse.h"
 #include "num.h"
 
@@ -84,6 +85,10 @@ enum client_find clients_lookup(struct app *app, struct db_conn *c, const char *
 	/* Anything but VSCHAR is unknown here rather than a database encoding error. */
 	if (!client_id_ok(client_id))
 		goto out;
+	/* Read before the row: an eviction racing this lookup wins. */
+	unsigned long gen = cache_generation();
+	if (cache_client_get(client_id, out))
+		return CLIENT_FOUND;
 	const struct cfg_client *sc = config_client(app->cfg, client_id);
 	const char *p[] = { client_id };
 	if (!(res = db_exec_ok(c, &q, 1, p))) {
@@ -98,6 +103,7 @@ enum client_find clients_lookup(struct app *app, struct db_conn *c, const char *
 	if (rc == CLIENT_FOUND) {
 		out->grant_types_known = 1;
 		out->grant_types = PQntuples(res) == 1 ? grant_types_bits(PQgetvalue(res, 0, 5)) : CLIENT_GT_ALL;
+		cache_client_put(out, gen);
 	}
 out:
 	PQclear(res);

@@ -3,6 +3,8 @@
 // bound, or an access token the database does not know, is answered from
 // the node's memory; a session bound later on another node is accepted
 // there as soon as the binding's NOTIFY arrives (not after the TTL).
+// A client is looked up once per node and kept in memory too; disabling it
+// is announced, so every node refuses it at once (not after the TTL).
 // "No database" is proved by holding ACCESS EXCLUSIVE on the table the
 // lookup reads: a request that asked PostgreSQL would wait for the lock.
 import { test, before, after } from 'node:test';
@@ -11,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { http, sleep } from '../lib/harness.mjs';
-import { fullFlow } from '../lib/flow.mjs';
+import { fullFlow, tokenRequest } from '../lib/flow.mjs';
 import { startNodes } from '../lib/nodes.mjs';
 import { startDownstream } from '../fakes/downstream.mjs';
 
@@ -135,4 +137,50 @@ test('bound on node A after node B refused it as unknown: B accepts it after the
     assert.equal(ds.requests.at(-1).headers['mcp-session-id'], X);
     t.diagnostic(`round ${round}: B accepted the session ${(performance.now() - t0).toFixed(1)} ms after A's answer`);
   }
+});
+
+test('a client is read once per node: its token requests skip the database; disabled on A, refused on B at once', T, async () => {
+  const c = await fullFlow(env.publicUrl, { resource: RES, login: 'negcache-client' });
+  const refresh = (node, rt) => tokenRequest(node.url, { grant_type: 'refresh_token', refresh_token: rt, client_id: c.clientId });
+  let rt = c.refresh_token;
+  // B has never seen the client: the first refresh reads it, the next ones find it in memory.
+  const hits0 = await metric(B, 'client_cache_total', 'hit');
+  for (let i = 0; i < 3; i++) {
+    const r = await refresh(B, rt);
+    assert.equal(r.status, 200, r.text);
+    rt = r.json.refresh_token;
+  }
+  assert.equal(await metric(B, 'client_cache_total', 'hit') - hits0, 2);
+  // With the clients table locked, a refresh on B does not wait for it.
+  const lock = await lockTable('clients', LOCK_MS + 500);
+  try {
+    const { r, ms } = await timed(() => refresh(B, rt));
+    assert.equal(r.status, 200, r.text);
+    assert.ok(ms < FAST_MS, `a refresh took ${ms.toFixed(0)} ms with the clients table locked: it asked the database`);
+    rt = r.json.refresh_token;
+    // Control: a client B has not read waits for the lock.
+    const other = await timed(() => tokenRequest(B.url, { grant_type: 'refresh_token', refresh_token: 'x', client_id: 'nobody-negcache' }));
+    assert.ok(other.ms >= LOCK_MS - 200, `an unknown client was answered ${other.r.status} in ${other.ms.toFixed(0)} ms without the database`);
+  } finally {
+    lock.kill();
+  }
+  // The grant ends (RFC 7009 on A), then the operator disables the client on
+  // A with nothing left to revoke: the disabling alone is announced.
+  const rv = await http(`${A.url}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token: rt, token_type_hint: 'refresh_token', client_id: c.clientId }).toString() });
+  assert.equal(rv.status, 200, rv.text);
+  assert.equal((await refresh(B, rt)).json.error, 'invalid_grant', 'B still knows the client as enabled');
+  const off = await http(`${A.url}/admin/v1/revoke`, { method: 'POST', headers: { authorization: `Bearer ${env.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ client_id: c.clientId, disable_client: true }) });
+  assert.deepEqual(off.json, { revoked: 0 }, off.text);
+  assert.equal((await refresh(A, rt)).json.error, 'invalid_client', 'A refused the disabled client');
+  const t0 = performance.now();
+  let r;
+  do {
+    r = await refresh(B, rt);
+    if (r.json?.error === 'invalid_client') break;
+    await sleep(20);
+  } while (performance.now() - t0 < 2000);
+  assert.equal(r.status, 401, r.text);
+  assert.equal(r.json.error, 'invalid_client', `B still took the disabled client ${(performance.now() - t0).toFixed(0)} ms after A disabled it`);
 });

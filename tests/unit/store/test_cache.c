@@ -2,7 +2,8 @@
  * way the node drives them: off until notify says the node listens, every
  * revocation notify delivers evicts what it covers (and only that), an
  * upstream refresh evicts its grant, deafness turns the cache off and
- * empty, and a put that raced an eviction is dropped. */
+ * empty, and a put that raced an eviction is dropped; clients likewise,
+ * evicted only by a selector naming them. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -130,6 +131,95 @@ static void negative(void)
 	CHECK(!cache_session_unbound(k) && !cache_token_invalid(k) && !cache_token_invalid(H3));
 }
 
+/* A client named id (one redirect URI, a name, a secret hash). */
+static struct client a_client(const char *id, int disabled)
+{
+	struct client cl;
+	memset(&cl, 0, sizeof(cl));
+	snprintf(cl.client_id, sizeof(cl.client_id), "%s", id);
+	snprintf(cl.kind, sizeof(cl.kind), "dynamic");
+	cl.name = strdup("App");
+	const char *uris[] = { "https://app.example/cb" };
+	CHECK(cl.name && client_set_uris(&cl, uris, 1) == 0);
+	cl.confidential = 1;
+	memset(cl.secret_hash, 0x5a, sizeof(cl.secret_hash));
+	cl.disabled = disabled;
+	return cl;
+}
+
+static int client_cached(const char *id)
+{
+	struct client out;
+	int hit = cache_client_get(id, &out);
+	client_free(&out);
+	return hit;
+}
+
+/* Clients: a hit is a deep copy; only a selector naming the client (what
+ * disabling announces), a flush or deafness evicts it; a put that raced
+ * an eviction is dropped; a colliding id overwrites its slot. */
+static void clients(void)
+{
+	struct client a = a_client("app-a", 0), b = a_client("app-b", 1), out;
+	cache_client_put(&a, cache_generation());
+	cache_client_put(&b, cache_generation());
+	memset(&out, 0, sizeof(out));
+	CHECK(cache_client_get("app-a", &out) == 1);
+	CHECK_STR(out.client_id, "app-a");
+	CHECK(out.name != a.name && strcmp(out.name, "App") == 0);
+	CHECK(out.n_redirect_uris == 1 && out.redirect_uris[0] != a.redirect_uris[0]);
+	CHECK(out.confidential && memcmp(out.secret_hash, a.secret_hash, sizeof(a.secret_hash)) == 0);
+	client_free(&out);
+	CHECK(cache_client_get("app-b", &out) == 1 && out.disabled);
+	client_free(&out);
+	CHECK(!client_cached("app-c") && !client_cached("") && !client_cached("a\tb"));
+
+	/* Revocations that name no client leave both. */
+	notify_deliver("g:" G1);
+	notify_deliver("t:\\x" H1);
+	notify_deliver("r:{\"subject\":\"s1\"}");
+	CHECK(client_cached("app-a") && client_cached("app-b"));
+	/* Disabling app-a: announced with its selector. */
+	notify_deliver("r:{\"client_id\":\"app-a\"}");
+	CHECK(!client_cached("app-a") && client_cached("app-b"));
+
+	/* A lookup that raced an eviction is not kept. */
+	unsigned long gen = cache_generation();
+	notify_deliver("r:{\"client_id\":\"app-b\"}");
+	cache_client_put(&a, gen);
+	CHECK(!client_cached("app-a") && !client_cached("app-b"));
+
+	/* Expired entries miss. */
+	cache_client_put(&a, cache_generation());
+	client_slots[client_slot_of("app-a")].until = time(NULL) - 1;
+	CHECK(!client_cached("app-a"));
+
+	/* A flush takes all; so does deafness, and nothing is kept while deaf. */
+	cache_client_put(&a, cache_generation());
+	notify_deliver("*");
+	CHECK(!client_cached("app-a"));
+	cache_client_put(&a, cache_generation());
+	on_state(NOTIFY_DEAF, NULL);
+	cache_client_put(&b, cache_generation());
+	on_state(NOTIFY_LISTENING, NULL);
+	CHECK(!client_cached("app-a") && !client_cached("app-b"));
+
+	/* Two ids of one slot: the later put wins, the other misses. */
+	char other[16];
+	for (unsigned i = 0;; i++) {
+		snprintf(other, sizeof(other), "app-%u", i);
+		if (strcmp(other, "app-a") != 0 && client_slot_of(other) == client_slot_of("app-a"))
+			break;
+	}
+	struct client o = a_client(other, 0);
+	cache_client_put(&a, cache_generation());
+	cache_client_put(&o, cache_generation());
+	CHECK(!client_cached("app-a") && client_cached(other));
+	client_free(&o);
+	client_free(&a);
+	client_free(&b);
+}
+
 int main(void)
 {
 	CHECK(cache_start() == 0);
@@ -202,6 +292,7 @@ int main(void)
 	CHECK(cache_session_get("short", user) == 0);
 
 	negative();
+	clients();
 
 	/* Deaf: off and empty, and still empty once the node listens again. */
 	fill();

@@ -85,6 +85,37 @@ static void test_free(void)
 	client_free(&cl);                           /* again */
 }
 
+/* A copy owns its own strings: freeing the original leaves it whole. */
+static void test_copy(void)
+{
+	struct client cl, cp;
+	memset(&cl, 0, sizeof(cl));
+	snprintf(cl.client_id, sizeof(cl.client_id), "app");
+	cl.name = strdup("App");
+	const char *uris[] = { "https://a.example/cb", "http://127.0.0.1/cb" };
+	CHECK(cl.name && client_set_uris(&cl, uris, 2) == 0);
+	CHECK(client_set_keys(&cl, "{\"keys\":[]}", NULL) == 0);
+	cl.grant_types_known = 1;
+	cl.grant_types = CLIENT_GT_REFRESH;
+	memset(cl.secret_hash, 0x11, sizeof(cl.secret_hash));
+	CHECK(client_copy(&cp, &cl) == 0);
+	client_free(&cl);
+	CHECK_STR(cp.client_id, "app");
+	CHECK_STR(cp.name, "App");
+	CHECK(cp.n_redirect_uris == 2);
+	CHECK_STR(cp.redirect_uris[1], "http://127.0.0.1/cb");
+	CHECK(cp.private_key_jwt && cp.jwks && !cp.jwks_uri);
+	CHECK_STR(cp.jwks, "{\"keys\":[]}");
+	CHECK(cp.grant_types_known && cp.grant_types == CLIENT_GT_REFRESH && cp.secret_hash[31] == 0x11);
+	CHECK(client_redirect_ok(&cp, "https://a.example/cb"));
+	client_free(&cp);
+	/* No name, no keys, no URIs: copied as such. */
+	memset(&cl, 0, sizeof(cl));
+	CHECK(client_copy(&cp, &cl) == 0);
+	CHECK(!cp.name && !cp.jwks && cp.n_redirect_uris == 0 && !cp.private_key_jwt);
+	client_free(&cp);
+}
+
 static void test_policy(void)
 {
 	struct config cfg;
@@ -107,6 +138,7 @@ int main(void)
 	test_id();
 	test_uris();
 	test_free();
+	test_copy();
 	test_policy();
 	TEST_DONE();
 }
