@@ -27,8 +27,11 @@
 //  8. (BENCH_ONLY=proxy only) the hot path: tools/call direct, through nginx
 //     and through the broker (and BENCH_BASELINE_BINARY side by side) with
 //     CPU, syscalls and context switches per request (perf stat)
+//  9. (BENCH_ONLY=refresh only) refresh grants/s vs pgbench -N in
+//     interleaved rounds (and BENCH_BASELINE_BINARY side by side)
 // BENCH_ONLY=token-modes runs section 5 alone, BENCH_ONLY=dpop section 6,
-// BENCH_ONLY=streams section 7, BENCH_ONLY=proxy section 8.
+// BENCH_ONLY=streams section 7, BENCH_ONLY=proxy section 8,
+// BENCH_ONLY=refresh section 9.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
@@ -614,6 +617,62 @@ async function wrkRefresh(b, clientId, redirectUri) {
   return { rate, bad: bad + dups, brokerUs: n ? (cpuSec(b.proc.pid) - c0) / n * 1e6 : NaN, pgUs: n ? (postgresCpu() - p0) / n * 1e6 : NaN };
 }
 
+/** Section 9 (BENCH_ONLY=refresh): refresh grants/s under wrk against
+ * pgbench -N on the same PostgreSQL, in BENCH_REFRESH_ROUNDS (3) rounds in
+ * which pgbench and each binary (the current build, and
+ * BENCH_BASELINE_BINARY when set) take turns; medians and each round's
+ * ratio, with the broker's and PostgreSQL's CPU per refresh. BENCH_PERF=1:
+ * the broker's top symbols during the last round's refreshes. */
+async function refreshSection(say, idp) {
+  const rounds = Math.max(1, Number(process.env.BENCH_REFRESH_ROUNDS || 3));
+  const binaries = [['current', undefined]];
+  if (process.env.BENCH_BASELINE_BINARY) binaries.unshift(['baseline', process.env.BENCH_BASELINE_BINARY]);
+  const dsPort = await freePort();
+  const nodes = [];
+  for (const [label, binary] of binaries) {
+    const db = await createDatabase(`bench_refresh_${label}`);
+    const port = await freePort();
+    const cfg = baseConfig({ port, databaseUrl: db, extra: {
+      http: { threads: Number(process.env.BENCH_THREADS || 4), drain_timeout_s: 5, max_connections: 8192 },
+      log: { level: process.env.BENCH_LOG_LEVEL || 'info' },
+      database: { pool_size: 8 },
+      limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+      upstreams: upstreamConfig(idp),
+      resources: [{ path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`, scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] }],
+    } });
+    const b = await startBroker(cfg, { keepLogs: false, binary });
+    const reg = await req(`${b.url}/register`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['http://127.0.0.1:9/cb'], token_endpoint_auth_method: 'none' }) });
+    nodes.push({ label, b, clientId: reg.json.client_id, runs: [] });
+  }
+  const pg = [];
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  let top = null;
+  for (let i = 0; i < rounds; i++) {
+    await settle(nodes.map((n) => n.b.proc.pid));
+    pg.push(await pgbenchTps());
+    for (const n of nodes) {
+      await settle([n.b.proc.pid]);
+      const last = i === rounds - 1 && n === nodes.at(-1) && process.env.BENCH_PERF === '1';
+      const [w, t] = await Promise.all([wrkRefresh(n.b, n.clientId, 'http://127.0.0.1:9/cb'),
+        last ? new Promise((r) => setTimeout(r, 1000)).then(() => perfTop(n.b.proc.pid, Math.max(1, Number(DURATION) - 2))) : null]);
+      n.runs.push(w);
+      if (t) top = t;
+    }
+  }
+  say(`refresh grants (wrk -t2 -c32 -d${DURATION}s, chained rotations on 34 grants) vs pgbench -N (16 clients), ${rounds} interleaved rounds`);
+  say(`pgbench -N TPS per round: ${pg.map((x) => x.toFixed(0)).join(', ')} (median ${median(pg).toFixed(0)})`);
+  say('binary    refreshes/s (median) | x pgbench (median; per round) | broker us CPU/refresh | PostgreSQL us CPU/refresh | refused');
+  for (const n of nodes) {
+    const rates = n.runs.map((r) => r.rate);
+    const per = n.runs.map((r, k) => (r.rate / pg[k]).toFixed(2));
+    say(`${n.label.padEnd(9)} ${median(rates).toFixed(0).padStart(20)} | ${median(n.runs.map((r, k) => r.rate / pg[k])).toFixed(2).padStart(6)} (${per.join(', ')}) | ` +
+      `${median(n.runs.map((r) => r.brokerUs)).toFixed(0).padStart(21)} | ${median(n.runs.map((r) => r.pgUs)).toFixed(0).padStart(25)} | ${n.runs.reduce((a, r) => a + r.bad, 0)}`);
+    await n.b.stop();
+  }
+  if (top) say(`broker's top symbols (self) during the last refresh run:\n${top}`);
+}
+
 /** CPU seconds used so far by the PostgreSQL processes on the machine
  * (run.sh's throwaway cluster; nothing else should run beside a benchmark). */
 function postgresCpu() {
@@ -654,8 +713,8 @@ async function pgbenchTps() {
 async function main() {
   const lines = [];
   const say = (s) => { lines.push(s); console.log(s); };
-  // One section alone: BENCH_ONLY=dpop | streams | token-modes | proxy.
-  const only = { dpop: ['DPoP only', dpopSection], streams: ['idle streams only', streamsSection], 'token-modes': ['token modes only', tokenModes], proxy: ['the hot path only', proxySection] }[process.env.BENCH_ONLY];
+  // One section alone: BENCH_ONLY=dpop | streams | token-modes | proxy | refresh.
+  const only = { dpop: ['DPoP only', dpopSection], streams: ['idle streams only', streamsSection], 'token-modes': ['token modes only', tokenModes], proxy: ['the hot path only', proxySection], refresh: ['refresh grants only', refreshSection] }[process.env.BENCH_ONLY];
   if (only) {
     const idp = await startIdp({ port: 0, log: false });
     say(`mcp-broker benchmarks on ${os.cpus().length} cores (${os.cpus()[0].model}): ${only[0]}`);

@@ -11,7 +11,9 @@
 # of the run with streams open; BENCH_BASELINE_BINARY: an older mcp-broker
 # binary measured side by side in the same run); BENCH_ONLY=proxy only the
 # hot path (tools/call direct, through nginx and through the broker, CPU,
-# syscalls and context switches per request; BENCH_BASELINE_BINARY too).
+# syscalls and context switches per request; BENCH_BASELINE_BINARY too);
+# BENCH_ONLY=refresh only refresh grants/s vs pgbench -N (BENCH_REFRESH_ROUNDS
+# interleaved rounds, 3; BENCH_PERF=1, BENCH_BASELINE_BINARY too).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
