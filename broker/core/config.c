@@ -16,6 +16,7 @@
 #include "jparse.h"
 #include "lim.h"
 #include "netaddr.h"
+#include "uri.h"
 
 /* ---- the schema tables ------------------------------------------------ */
 
@@ -1485,6 +1486,12 @@ static void check_resource(struct config *c, size_t i, struct cfg_errors *e)
 	check_resource_connect(c, r, path, e);
 	check_resource_inject(r, path, e);
 	check_resource_headers(r, path, e);
+	/* resources_find compares with this instead of canonicalizing every
+	 * resource's URL on each lookup. */
+	char url[2048];
+	int n = c->public_url && r->path ? snprintf(url, sizeof(url), "%s%s", c->public_url, r->path) : -1;
+	if (n > 0 && (size_t)n < sizeof(url))
+		r->canonical = uri_canonical_resource(url);
 }
 
 /* Every entry of list must be a CIDR; one message for the list. */
@@ -1628,6 +1635,8 @@ void config_free(struct config **cp)
 {
 	if (!cp || !*cp)
 		return;
+	for (size_t i = 0; i < (*cp)->n_resources; i++)
+		free((*cp)->resources[i].canonical);
 	free_object(&config_schema, *cp);
 	crypto_wipe(*cp, sizeof(**cp));
 	free(*cp);

@@ -118,6 +118,7 @@ struct cfg_resource {
 	char **response_headers; /* downstream response headers passed beside the built-in allow-list */
 	size_t n_response_headers;
 	int require_dpop; /* Bearer tokens refused: DPoP-bound ones only */
+	char *canonical;  /* public_url + path in canonical form (core/uri.h), set at load; NULL: not known */
 };
 
 struct config {

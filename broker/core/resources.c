@@ -19,13 +19,16 @@ const struct cfg_resource *resources_find(const struct config *cfg, const char *
 	if (!want)
 		return NULL;
 	for (size_t i = 0; i < cfg->n_resources && !found; i++) {
-		char url[2048];
-		if (resources_url(cfg, &cfg->resources[i], url, sizeof(url)) < 0)
-			continue;
-		char *have = uri_canonical_resource(url);
+		const struct cfg_resource *res = &cfg->resources[i];
+		char url[2048], *mine = NULL;
+		/* The canonical form config_parse keeps; computed here for a
+		 * configuration built otherwise. */
+		const char *have = res->canonical;
+		if (!have && resources_url(cfg, res, url, sizeof(url)) == 0)
+			have = mine = uri_canonical_resource(url);
 		if (have && strcmp(have, want) == 0)
-			found = &cfg->resources[i];
-		free(have);
+			found = res;
+		free(mine);
 	}
 	free(want);
 	return found;

@@ -676,6 +676,20 @@ static void test_exact_messages(void)
 		      "$.listen: missing required key (a string)");
 }
 
+/* Each resource keeps its URL in canonical form (what resources_find
+ * compares with): the public URL's host lower-cased, its default port gone. */
+static void test_resource_canonical(void)
+{
+	struct config *c = PASSES(
+		build((struct cfgt){ .public_url = "\"HTTPS://Broker.Example.com:443/\"",
+				     .extra = "\"upstreams\":{" UPSTREAM_GH "},\"resources\":[" RESOURCE_MCP "]" }));
+	if (!c)
+		return;
+	CHECK(c->n_resources == 1 && c->resources[0].canonical);
+	CHECK_STR(c->resources[0].canonical, "https://broker.example.com/mcp");
+	config_free(&c);
+}
+
 static void test_int_ranges(void)
 {
 	FAILS(build((struct cfgt){ .extra = "\"tokens\":{\"code_ttl\":61}" }),
@@ -1226,6 +1240,7 @@ int main(void)
 	test_trusted_issuers();
 	test_connect();
 	test_minimal_and_defaults();
+	test_resource_canonical();
 	test_unknown_keys();
 	test_wrong_types();
 	test_missing_required();

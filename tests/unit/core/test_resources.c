@@ -1,9 +1,11 @@
 /* resources.c: a client's `resource` parameter names a configured resource
  * only when both canonicalise alike (RFC 8707; scheme and host case, the
  * default port, a trailing slash); anything else names none. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "resources.h"
+#include "uri.h"
 #include "test.h"
 
 static struct cfg_resource res[3];
@@ -33,9 +35,18 @@ static void test_url(void)
 	CHECK(resources_url(&cfg, &res[1], out, 1) < 0);
 }
 
-static void test_find(void)
+/* With keep set, each resource carries its canonical URL as config_parse
+ * leaves it; the answers must not change. */
+static void test_find_with(int keep)
 {
 	setup("https://broker.example.com");
+	char *kept[3] = { NULL, NULL, NULL };
+	for (size_t i = 0; keep && i < 3; i++) {
+		char url[256];
+		CHECK(resources_url(&cfg, &res[i], url, sizeof(url)) == 0);
+		res[i].canonical = kept[i] = uri_canonical_resource(url);
+		CHECK(kept[i] != NULL);
+	}
 	const struct {
 		const char *resource;
 		int want; /* index into res, -1: none */
@@ -72,6 +83,8 @@ static void test_find(void)
 			fprintf(stderr, "resource %s\n", cases[i].resource);
 		CHECK(ok);
 	}
+	for (size_t i = 0; i < 3; i++)
+		free(kept[i]);
 }
 
 static void test_find_port(void)
@@ -91,7 +104,8 @@ static void test_find_port(void)
 int main(void)
 {
 	test_url();
-	test_find();
+	test_find_with(0);
+	test_find_with(1);
 	test_find_port();
 	TEST_DONE();
 }
