@@ -277,7 +277,9 @@ int crypto_hkdf(const void *ikm, size_t ikmlen, const void *salt, size_t saltlen
 {
 	int rc = -1;
 	pthread_once(&fetch_once, fetch_all);
-	EVP_KDF_CTX *kctx = hkdf_impl ? EVP_KDF_CTX_new(hkdf_impl) : NULL;
+	/* Where the one fetch failed, one per call, as before. */
+	EVP_KDF *own = hkdf_impl ? NULL : EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF_CTX *kctx = hkdf_impl || own ? EVP_KDF_CTX_new(hkdf_impl ? hkdf_impl : own) : NULL;
 	if (!kctx)
 		goto out;
 	OSSL_PARAM params[5], *p = params;
@@ -290,5 +292,6 @@ int crypto_hkdf(const void *ikm, size_t ikmlen, const void *salt, size_t saltlen
 		rc = 0;
 out:
 	EVP_KDF_CTX_free(kctx);
+	EVP_KDF_free(own);
 	return rc;
 }

@@ -7,6 +7,7 @@
 
 #include "app.h"
 #include "audit.h"
+#include "cache.h"
 #include "connection.h"
 #include "crypto.h"
 #include "grant.h"
@@ -319,6 +320,11 @@ static int revoke_store(struct http_req *r, struct db_conn *c, const struct revo
 		goto out;
 	rc = audit_call(c, r, "revoke", detail) < 0 || db_commit(c) < 0 ? -1 : 0;
 	detail = NULL; /* stolen by audit_call */
+	/* The announcement evicted this node's copy before the commit, so a
+	 * lookup in between may have kept the row still enabled: gone again
+	 * (the other nodes hear the NOTIFY only once it is committed). */
+	if (rc == 0 && sel->disable_client)
+		cache_client_evict(sel->client_id);
 out:
 	json_decref(detail);
 	return rc;

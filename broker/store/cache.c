@@ -327,6 +327,16 @@ static void client_evict(const char *client_id)
 	}
 }
 
+void cache_client_evict(const char *client_id)
+{
+	if (!client_slots || !client_id)
+		return;
+	pthread_rwlock_wrlock(&lock);
+	generation++;
+	client_evict(client_id);
+	pthread_rwlock_unlock(&lock);
+}
+
 int cache_client_get(const char *client_id, struct client *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -506,6 +516,20 @@ int cache_start(void)
 			    notify_on_state(on_state, NULL) < 0 || notify_on_bound(on_bound, NULL) < 0))
 		return -1;
 	subscribed = 1;
+	/* Writers first: a crowd of lookups (a client's copy takes a few
+	 * mallocs under the read lock) must not hold off an eviction, and so
+	 * a revocation. No lock is taken twice by one thread. */
+	static int lock_kind_set;
+	pthread_rwlockattr_t attr;
+	int bad = 0;
+	if (!lock_kind_set && pthread_rwlockattr_init(&attr) == 0) {
+		lock_kind_set = 1;
+		bad = pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP) == 0 &&
+		      pthread_rwlock_destroy(&lock) == 0 && pthread_rwlock_init(&lock, &attr) != 0;
+		pthread_rwlockattr_destroy(&attr);
+	}
+	if (bad)
+		return -1;
 	slots = calloc(CACHE_SLOTS, sizeof(*slots));
 	up_slots = calloc(UP_SLOTS, sizeof(*up_slots));
 	sess_slots = calloc(UP_SLOTS, sizeof(*sess_slots));

@@ -36,6 +36,8 @@ void cache_evict_grant(const char *grant_id);
  * eviction happened since generation (cache_generation) was read. */
 int cache_client_get(const char *client_id, struct client *out);
 void cache_client_put(const struct client *cl, unsigned long generation);
+/* This node's copy of the client goes (after the commit that disabled it). */
+void cache_client_evict(const char *client_id);
 
 /* MCP session bindings (key: SHA-256 hex of session id and resource ->
  * the user id that opened it). A binding never changes, so entries only

@@ -6,6 +6,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "notify.h"
 #include "num.h"
 
 #define HK_BATCH_ROWS 500
@@ -63,7 +64,25 @@ static struct db_stmt purge_clients = DB_STMT(
 	"((c.kind = 'dynamic' AND c.last_used_at IS NULL AND $1::int > 0 "
 	"  AND c.created_at < now() - make_interval(days => $1::int)) "
 	" OR (c.kind = 'cimd' AND c.cimd_expires_at < now() - interval '7 days')) "
-	"AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.client_id = c.client_id) LIMIT " HK_BATCH ")");
+	"AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.client_id = c.client_id) LIMIT " HK_BATCH ") "
+	"RETURNING client_id");
+
+/* The purged clients, each announced as a disabled one is: no node keeps
+ * authenticating its cached copy (store/cache.h). *n rows deleted. */
+static int purge_clients_run(struct db_conn *c, const char *days, long long *n)
+{
+	const char *p[] = { days };
+	PGresult *r = db_exec_ok(c, &purge_clients, 1, p);
+	*n = r ? PQntuples(r) : 0;
+	for (long long i = 0; i < *n; i++) {
+		struct revocation rv = { .client_id = PQgetvalue(r, (int)i, 0) };
+		if (notify_publish(c, &rv) < 0)
+			log_msg(LOG_WARN, "housekeeping.unannounced", NULL,
+				"a purged client was not announced: nodes may serve their copy for 30 s");
+	}
+	PQclear(r);
+	return r ? 0 : -1;
+}
 
 /* Runs one purge statement; 0 with *n rows deleted, or -1. */
 static int purge_run(struct db_conn *c, struct db_stmt *st, int np, const char *const *p, long long *n)
@@ -101,8 +120,7 @@ static void run_once(struct app *app)
 	}
 	char days[24];
 	snprintf(days, sizeof(days), "%ld", app->cfg->registration.dynamic_client_ttl_days);
-	const char *p[] = { days };
-	if (purge_run(c, &purge_clients, 1, p, &n) == 0)
+	if (purge_clients_run(c, days, &n) == 0)
 		deleted += (long)n;
 out:
 	if (locked)
