@@ -310,6 +310,7 @@ static int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	app.db = db_open(app.cfg);
+	app.handler_thread_init = db_thread_yields;
 	if (!app.db || routes_build(&app, &routes, &nroutes) < 0) {
 		log_msg(LOG_ERROR, "serve.oom", NULL, "out of memory at start-up");
 		goto out;

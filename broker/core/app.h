@@ -9,6 +9,8 @@ struct app {
 	struct config *cfg;
 	struct db *db;
 	int draining; /* set on SIGTERM: /readyz answers 503 */
+	/* Run by each handler-pool thread before its first job (may be NULL). */
+	void (*handler_thread_init)(void);
 };
 
 #endif

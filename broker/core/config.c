@@ -297,6 +297,9 @@ static const struct schema database_schema = { "database", sizeof(((struct confi
 
 static const struct field http_fields[] = {
 	{ "threads", F_INT, 0, C(http.threads) - C(http), 0, 1, 256, 8, NULL, 0, "HTTP worker threads" },
+	{ "handler_threads", F_INT, 0, C(http.handler_threads) - C(http), 0, 0, LIM_OFFLOAD_THREADS, 16, NULL, 0,
+	  "threads for the handlers that block (token, registration, authorization, callback, admin...), "
+	  "so that a slow database or upstream never holds a worker's connections; 0: on the workers" },
 	{ "max_connections", F_INT, 0, C(http.max_connections) - C(http), 0, 1, 100000, 0, NULL, 0,
 	  "concurrent client connections, beyond them 503; default (shown as 0): (hard RLIMIT_NOFILE - 256) / 2, within 64..32768" },
 	{ "drain_timeout_s", F_INT, 0, C(http.drain_timeout_s) - C(http), 0, 0, 600, 25, NULL, 0,

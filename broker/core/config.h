@@ -183,6 +183,7 @@ struct config {
 	} database;
 	struct {
 		long threads, max_connections, drain_timeout_s, connection_timeout_s;
+		long handler_threads;          /* the pool of handlers that block (0: they run on the workers) */
 		long max_body_bytes_in_flight; /* request bodies buffered on the node, in total */
 		char **trusted_proxies;        /* CIDRs whose X-Forwarded-For is believed */
 		size_t n_trusted_proxies;

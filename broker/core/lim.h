@@ -4,10 +4,13 @@
 #define MCPB_LIM_H
 
 /* HTTP */
-#define LIM_HEADER_BYTES (16 * 1024)  /* all request headers of one request */
-#define LIM_HTTP_SHARDS 16            /* libmicrohttpd daemons per HTTP worker (an epoll set each) */
-#define LIM_BODY_DEFAULT (16 * 1024)  /* POST bodies of OAuth endpoints */
-#define LIM_BODY_REGISTER (16 * 1024) /* RFC 7591 registration documents */
+#define LIM_HEADER_BYTES (16 * 1024)   /* all request headers of one request */
+#define LIM_HTTP_SHARDS 16             /* libmicrohttpd daemons per HTTP worker (an epoll set each) */
+#define LIM_OFFLOAD_THREADS 256        /* http.handler_threads at most */
+#define LIM_OFFLOAD_QUEUE_PER_THREAD 8 /* requests queued for the handler pool, per thread; beyond: 503 */
+#define LIM_OFFLOAD_WAIT_MS 10000      /* a queued request not started by then gets 503 */
+#define LIM_BODY_DEFAULT (16 * 1024)   /* POST bodies of OAuth endpoints */
+#define LIM_BODY_REGISTER (16 * 1024)  /* RFC 7591 registration documents */
 #define LIM_BODY_ADMIN (8 * 1024)
 #define LIM_BODY_PROXY_INSPECT (1024 * 1024) /* JSON-RPC bodies inspected by policy */
 #define LIM_FORM_FIELDS 32

@@ -80,11 +80,13 @@ struct http_server {
 	int nw;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	int own_pool; /* this server started the handler pool (offload.h) */
 };
 
 #define HTTP_DRAIN_SETTLE_NS (2000ull * 1000000ull)
 #define HTTP_STREAM_BLOCK 2048 /* a streamed answer's own buffer (HTTP/1.0 clients only) */
 #define HTTP_HANDSHAKE_SETTLE_US 50000
+#define HTTP_STOP_ROUNDS 8 /* rounds a stopping worker still runs while it has work at once */
 
 static long in_flight;
 static int draining;
@@ -573,6 +575,11 @@ static int add_headers(struct http_req *r, struct MHD_Response *resp, const char
 static void queue(struct http_req *r, int status, struct MHD_Response *resp)
 {
 	r->status = status;
+	if (r->offloaded) {
+		/* Off the loop: the worker queues it once it resumes the connection. */
+		r->pending = resp;
+		return;
+	}
 	if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
 		r->status = 500;
 	MHD_destroy_response(resp);
@@ -647,6 +654,13 @@ static void send_pending(struct http_req *r)
 
 void http_suspend(struct http_req *r)
 {
+	if (r->offloaded) {
+		/* Not from the pool (the route says offload): answered now. */
+		log_msg(LOG_ERROR, "http.suspend_offloaded", r->id, "handler %s suspended off the loop",
+			r->route->label);
+		http_send_error(r, 500, "server_error");
+		return;
+	}
 	r->deferred = 1;
 	MHD_suspend_connection(r->conn);
 }
@@ -1027,12 +1041,45 @@ static enum MHD_Result request_body(struct http_req *r, const char *data, size_t
 	return MHD_YES;
 }
 
-/* The whole body is in: the handler runs (or the 413 goes out). */
+/* On the handler pool: the handler, then the worker is told (after which
+ * r is the worker's again: it queues the answer and may free r). */
+static void offloaded_run(void *arg, int refused)
+{
+	struct http_req *r = arg;
+	if (refused) {
+		/* The queue is full, the request waited too long, or the node stops. */
+		metrics_count("http_handler_pool_refused_total", NULL, 1);
+		http_send_oauth_unavailable(r);
+	} else {
+		r->route->handler(r);
+	}
+	if (!r->responded) {
+		log_msg(LOG_ERROR, "http.no_response", r->id, "handler %s sent no response", r->route->label);
+		http_send_error(r, 500, "server_error");
+	}
+	http_resume(r->conn);
+}
+
+/* The whole body is in: the handler runs (or the 413 goes out), on the
+ * handler pool when it may block. */
 static enum MHD_Result request_run(struct http_req *r)
 {
 	r->body_unread = 0;
 	if (r->body_too_large) {
 		http_send_error(r, 413, "request_too_large");
+		return MHD_YES;
+	}
+	if (r->route->offload && offload_running()) {
+		r->offloaded = 1;
+		r->deferred = 1;
+		MHD_suspend_connection(r->conn);
+		/* A full queue (or a pool that stops) is answered at once; a pool
+		 * gone meanwhile, here the same way. */
+		int rc = offload_push(&r->job, offloaded_run, r);
+		if (rc == -2)
+			offloaded_run(r, 1);
+		else if (rc < 0)
+			offloaded_run(r, 0);
 		return MHD_YES;
 	}
 	r->deferred = 0;
@@ -1300,6 +1347,18 @@ static void worker_run(struct http_worker *w)
 	}
 }
 
+/* 1 when a daemon of w has work now (marked, or its timeout is due). */
+static int worker_busy(struct http_worker *w)
+{
+	if (__atomic_load_n(&w->dirty, __ATOMIC_ACQUIRE))
+		return 1;
+	long long now = loop_now();
+	for (int i = 0; i < HTTP_SHARDS; i++)
+		if (w->due[i] >= 0 && w->due[i] <= now)
+			return 1;
+	return 0;
+}
+
 void http_resume(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -1356,6 +1415,15 @@ static void *worker_main(void *arg)
 		}
 		if (__atomic_load_n(&w->want_stop, __ATOMIC_ACQUIRE))
 			break;
+	}
+	/* What is due at once goes out before the daemons stop: an answer
+	 * queued in the last round, or kept by the handler pool for a
+	 * connection it resumed as it stopped (libmicrohttpd writes it a round
+	 * after it is queued). */
+	for (int round = 0; round < HTTP_STOP_ROUNDS && worker_busy(w); round++) {
+		worker_run(w);
+		if (lp && w->ctx)
+			lp->after(w->ctx);
 	}
 	/* The hooks end what they drive first: libmicrohttpd 0.9.75 aborts
 	 * when a daemon stops with a connection still suspended. */
@@ -1419,6 +1487,10 @@ static void workers_end(struct http_server *s)
 
 static void server_free(struct http_server *s)
 {
+	/* The pool first: what it still runs resumes its connections on the
+	 * workers, which must still be there. */
+	if (s->own_pool)
+		offload_stop();
 	workers_end(s);
 	if (s->listen_fd != MHD_INVALID_SOCKET)
 		close(s->listen_fd);
@@ -1564,6 +1636,12 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 	pthread_mutex_unlock(&s->lock);
 	if (failed)
 		goto fail;
+	/* Handlers that block run on the pool (none: on the workers). */
+	if (cfg->http.handler_threads > 0 && !offload_running()) {
+		if (offload_start((size_t)cfg->http.handler_threads, app->handler_thread_init) < 0)
+			goto fail;
+		s->own_pool = 1;
+	}
 	return s;
 fail:
 	log_msg(LOG_ERROR, "http.start_failed", NULL, "cannot listen on %s:%d", host, port);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include "buf.h"
 #include "lim.h"
+#include "offload.h"
 
 struct app;
 struct http_req;
@@ -51,6 +52,10 @@ struct http_route {
 	 * its 401 without its body being read or buffered); the handler then
 	 * never runs. */
 	http_handler on_headers;
+	/* The handler may block (the database, an upstream, a fetch): it runs
+	 * on the handler pool (http.handler_threads), never on a worker's
+	 * loop. It must not suspend the connection. */
+	int offload;
 };
 
 /* An oversized chunked body is read and dropped up to this many bytes (to
@@ -95,6 +100,10 @@ struct http_req {
 	/* Handler-owned state, freed by ctx_free when the request completes. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
+	/* Run on the handler pool: its answer is kept (pending) and queued by
+	 * the worker once the connection is resumed. */
+	int offloaded;
+	struct offload_job job;
 };
 
 struct http_server;

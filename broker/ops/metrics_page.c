@@ -5,11 +5,13 @@
 #include "db.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "offload.h"
 
 /* The largest page the node renders (label sets are bounded by metrics.c). */
 #define METRICS_PAGE_MAX (4 * 1024 * 1024)
 
-/* The gauges that live outside core/metrics: the HTTP server's and the pool's. */
+/* The gauges that live outside core/metrics: the HTTP server's, the handler
+ * pool's (requests queued or running) and the database pool's. */
 static int render_gauges(struct buf *b, struct db *db)
 {
 	int size = 0, in_use = 0;
@@ -18,13 +20,14 @@ static int render_gauges(struct buf *b, struct db *db)
 	return buf_printf(b,
 			  "# TYPE mcpb_http_in_flight gauge\nmcpb_http_in_flight %ld\n"
 			  "# TYPE mcpb_http_body_bytes_in_flight gauge\nmcpb_http_body_bytes_in_flight %lld\n"
+			  "# TYPE mcpb_http_handler_pool_pending gauge\nmcpb_http_handler_pool_pending %ld\n"
 			  "# TYPE mcpb_db_pool_size gauge\nmcpb_db_pool_size %d\n"
 			  "# TYPE mcpb_db_pool_in_use gauge\nmcpb_db_pool_in_use %d\n"
 			  "# TYPE mcpb_db_pool_waits_total counter\nmcpb_db_pool_waits_total %ld\n"
 			  "# TYPE mcpb_db_reconnects_total counter\nmcpb_db_reconnects_total %ld\n"
 			  "# TYPE mcpb_build_info gauge\nmcpb_build_info{version=\"%s\",schema=\"%d\"} 1\n",
-			  http_in_flight(), http_body_bytes_in_flight(), size, in_use, waits, reconnects, MCPB_VERSION,
-			  migrate_latest());
+			  http_in_flight(), http_body_bytes_in_flight(), offload_pending(), size, in_use, waits,
+			  reconnects, MCPB_VERSION, migrate_latest());
 }
 
 void metrics_page_get(struct http_req *r)

@@ -16,13 +16,20 @@ struct db {
 	pthread_mutex_t lock;
 	pthread_cond_t freed;
 	struct db_conn *conns;
-	int *busy;
+	int *busy; /* 0 free, 1 taken, 2 taken by a thread that yields */
 	int size, in_use;
+	int reserve, yielding; /* connections kept from yielding threads; those they hold */
 	long waits, reconnects;
 };
 
 static pthread_mutex_t stmt_lock = PTHREAD_MUTEX_INITIALIZER;
 static int stmt_next;
+static __thread int thread_yields; /* db_thread_yields() was called here */
+
+void db_thread_yields(void)
+{
+	thread_yields = 1;
+}
 
 static long long now_ms(void)
 {
@@ -69,6 +76,13 @@ struct db *db_open(const struct config *cfg)
 		return NULL;
 	db->cfg = cfg;
 	db->size = (int)cfg->database.pool_size;
+	/* With a handler pool, a quarter of the connections (at least one, at
+	 * most one a worker) stays for the workers' cache misses. */
+	if (cfg->http.handler_threads > 0 && db->size >= 2) {
+		db->reserve = db->size / 4 > 1 ? db->size / 4 : 1;
+		if (db->reserve > cfg->http.threads)
+			db->reserve = (int)cfg->http.threads;
+	}
 	db->conns = calloc((size_t)db->size, sizeof(*db->conns));
 	db->busy = calloc((size_t)db->size, sizeof(*db->busy));
 	if (!db->conns || !db->busy) {
@@ -132,11 +146,12 @@ int db_acquire(struct db *db, struct db_conn **out, int timeout_ms)
 	int idx = -1;
 	pthread_mutex_lock(&db->lock);
 	for (;;) {
+		int may = !thread_yields || db->yielding < db->size - db->reserve;
 		/* Prefer a connection that is already open. */
-		for (int i = 0; i < db->size && idx < 0; i++)
+		for (int i = 0; may && i < db->size && idx < 0; i++)
 			if (!db->busy[i] && db->conns[i].pg)
 				idx = i;
-		for (int i = 0; i < db->size && idx < 0; i++)
+		for (int i = 0; may && i < db->size && idx < 0; i++)
 			if (!db->busy[i])
 				idx = i;
 		if (idx >= 0)
@@ -148,7 +163,8 @@ int db_acquire(struct db *db, struct db_conn **out, int timeout_ms)
 			return -1;
 		}
 	}
-	db->busy[idx] = 1;
+	db->busy[idx] = thread_yields ? 2 : 1;
+	db->yielding += thread_yields;
 	db->in_use++;
 	pthread_mutex_unlock(&db->lock);
 
@@ -186,9 +202,11 @@ void db_release(struct db *db, struct db_conn **cp)
 		db_rollback(c);
 	int idx = (int)(c - db->conns);
 	pthread_mutex_lock(&db->lock);
+	db->yielding -= db->busy[idx] == 2;
 	db->busy[idx] = 0;
 	db->in_use--;
-	pthread_cond_signal(&db->freed);
+	/* All waiters: the one woken might be a yielding thread still kept out. */
+	pthread_cond_broadcast(&db->freed);
 	pthread_mutex_unlock(&db->lock);
 	*cp = NULL;
 }

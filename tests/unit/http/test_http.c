@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -143,20 +144,32 @@ static void h_ctx(struct http_req *r)
 	http_send(r, 204, NULL, "", 0);
 }
 
+/* A handler that blocks (a slow database or upstream). */
+static void h_slow(struct http_req *r)
+{
+	usleep(1500 * 1000);
+	http_send(r, 200, "text/plain", "slow", 4);
+}
+
+/* The last field: the handlers that run on the handler pool (answers
+ * kept, queued by the worker after the resume: streamed, broken, missing
+ * and with their request's headers and body alike). */
 static const struct http_route routes[] = {
-	{ HM_GET, "/exact", MATCH_EXACT, 0, h_exact, "exact", NULL, NULL },
-	{ HM_GET | HM_POST, "/mcp", MATCH_PREFIX, 1024, h_prefix, "mcp", NULL, NULL },
-	{ HM_POST, "/echo", MATCH_EXACT, 1024, h_echo, "echo", NULL, NULL },
-	{ HM_GET, "/query", MATCH_EXACT, 0, h_query, "query", NULL, NULL },
-	{ HM_GET, "/oauth-error", MATCH_EXACT, 0, h_oauth_error, "oauth_error", NULL, NULL },
-	{ HM_GET, "/oauth-error-bare", MATCH_EXACT, 0, h_oauth_error_bare, "oauth_error_bare", NULL, NULL },
-	{ HM_GET, "/silent", MATCH_EXACT, 0, h_silent, "silent", NULL, NULL },
-	{ HM_GET, "/headers", MATCH_EXACT, 0, h_headers, "headers", NULL, NULL },
-	{ HM_GET, "/ctx", MATCH_EXACT, 0, h_ctx, "ctx", NULL, NULL },
-	{ HM_GET, "/h16", MATCH_EXACT, 0, h_16_headers, "h16", NULL, NULL },
-	{ HM_GET, "/h17", MATCH_EXACT, 0, h_17_headers, "h17", NULL, NULL },
-	{ HM_GET, "/bad-value", MATCH_EXACT, 0, h_bad_value, "bad_value", NULL, NULL },
-	{ HM_GET, "/stream17", MATCH_EXACT, 0, h_stream_17, "stream17", NULL, NULL },
+	{ HM_GET, "/exact", MATCH_EXACT, 0, h_exact, "exact", NULL, NULL, 0 },
+	{ HM_GET | HM_POST, "/mcp", MATCH_PREFIX, 1024, h_prefix, "mcp", NULL, NULL, 0 },
+	{ HM_POST, "/echo", MATCH_EXACT, 1024, h_echo, "echo", NULL, NULL, 1 },
+	{ HM_GET, "/query", MATCH_EXACT, 0, h_query, "query", NULL, NULL, 0 },
+	{ HM_GET, "/oauth-error", MATCH_EXACT, 0, h_oauth_error, "oauth_error", NULL, NULL, 0 },
+	{ HM_GET, "/oauth-error-bare", MATCH_EXACT, 0, h_oauth_error_bare, "oauth_error_bare", NULL, NULL, 0 },
+	{ HM_GET, "/silent", MATCH_EXACT, 0, h_silent, "silent", NULL, NULL, 1 },
+	{ HM_GET, "/headers", MATCH_EXACT, 0, h_headers, "headers", NULL, NULL, 1 },
+	{ HM_GET, "/ctx", MATCH_EXACT, 0, h_ctx, "ctx", NULL, NULL, 1 },
+	{ HM_GET, "/h16", MATCH_EXACT, 0, h_16_headers, "h16", NULL, NULL, 0 },
+	{ HM_GET, "/h17", MATCH_EXACT, 0, h_17_headers, "h17", NULL, NULL, 1 },
+	{ HM_GET, "/bad-value", MATCH_EXACT, 0, h_bad_value, "bad_value", NULL, NULL, 0 },
+	{ HM_GET, "/stream17", MATCH_EXACT, 0, h_stream_17, "stream17", NULL, NULL, 1 },
+	{ HM_GET, "/slow", MATCH_EXACT, 0, h_slow, "slow", NULL, NULL, 1 },
+	{ HM_GET, "/slow-inline", MATCH_EXACT, 0, h_slow, "slow", NULL, NULL, 0 },
 };
 
 /* ---- client ------------------------------------------------------------ */
@@ -677,6 +690,47 @@ static void test_responses(void)
 	resp_free(&r);
 }
 
+struct slow_call {
+	const char *path;
+	struct resp r;
+	uint64_t ms;
+};
+
+static void *slow_call_run(void *arg)
+{
+	struct slow_call *c = arg;
+	uint64_t t0 = http_now_ns();
+	request(c->path, (struct reqopt){ 0 }, &c->r);
+	c->ms = (http_now_ns() - t0) / 1000000;
+	return NULL;
+}
+
+/* With one worker, a handler that blocks on the pool leaves the worker
+ * free: a request beside it is answered at once. The same handler on the
+ * loop (the control) holds that request until it is done. */
+static void test_offload(void)
+{
+	static const char *const paths[] = { "/slow", "/slow-inline" };
+	for (int i = 0; i < 2; i++) {
+		struct slow_call c = { paths[i], { 0 }, 0 };
+		pthread_t t;
+		CHECK(pthread_create(&t, NULL, slow_call_run, &c) == 0);
+		usleep(200 * 1000); /* the slow request is in its handler */
+		uint64_t t0 = http_now_ns();
+		STATUS("/exact", NULL, 200);
+		uint64_t ms = (http_now_ns() - t0) / 1000000;
+		pthread_join(t, NULL);
+		CHECK(c.r.status == 200 && c.r.body.len == 4 && c.ms >= 1400);
+		if (i == 0)
+			CHECK(ms < 800);
+		else
+			CHECK(ms >= 1000);
+		if ((i == 0) != (ms < 800))
+			fprintf(stderr, "  beside %s: /exact took %llu ms\n", paths[i], (unsigned long long)ms);
+		resp_free(&c.r);
+	}
+}
+
 /* Draining right after a response must never crash: the worker is then
  * still in its event loop as the listen socket is withdrawn. Repeated for
  * about a second, in a child, as libmicrohttpd aborts the process on an
@@ -728,6 +782,8 @@ int main(void)
 	if (!cfg)
 		TEST_DONE();
 	struct app app = { .cfg = cfg, .db = NULL, .draining = 0 };
+	cfg->http.threads = 1;                  /* every request on one worker's loop (test_offload) */
+	CHECK(cfg->http.handler_threads == 16); /* the default */
 
 	struct http_server *s = http_start(&app, "127.0.0.1", 0, routes, sizeof(routes) / sizeof(routes[0]));
 	CHECK(s != NULL);
@@ -742,6 +798,7 @@ int main(void)
 		test_header_limit();
 		test_responses();
 		test_sticky_header_failure();
+		test_offload();
 		http_drain(s, 2);
 		CHECK(http_in_flight() == 0);
 		http_stop(&s);
