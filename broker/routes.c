@@ -30,43 +30,56 @@ static void cors_preflight(struct http_req *r)
 	http_send(r, 204, NULL, "", 0);
 }
 
-/* The last field: 1 for an endpoint that may wait (the database, an
- * upstream, a CIMD fetch), which runs on the handler pool; what answers
- * from memory stays on the worker's loop. */
+/* The last field (http.h): an endpoint that may wait (the database, an
+ * upstream, a CIMD fetch) runs on the handler pool; what answers from
+ * memory stays on the worker's loop, and so does /readyz (a load balancer
+ * must not see a node whose proxy is healthy as down because anonymous
+ * requests fill its pool; it waits READYZ_ACQUIRE_MS at most); the admin
+ * API takes a free pool thread or else the loop. */
 static const struct http_route static_routes[] = {
-	{ HM_GET, "/healthz", MATCH_EXACT, 0, health_healthz, "healthz", NULL, NULL, 0 },
-	{ HM_GET, "/readyz", MATCH_EXACT, 0, health_readyz, "readyz", NULL, NULL, 1 },
-	{ HM_GET, "/metrics", MATCH_EXACT, 0, metrics_page_get, "metrics", NULL, NULL, 0 },
+	{ HM_GET, "/healthz", MATCH_EXACT, 0, health_healthz, "healthz", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET, "/readyz", MATCH_EXACT, 0, health_readyz, "readyz", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET, "/metrics", MATCH_EXACT, 0, metrics_page_get, "metrics", NULL, NULL, HTTP_ON_LOOP },
 	{ HM_GET, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, metadata_authorization_server,
-	  "as_metadata", NULL, NULL, 0 },
+	  "as_metadata", NULL, NULL, HTTP_ON_LOOP },
 	{ HM_GET, "/.well-known/openid-configuration", MATCH_EXACT, 0, metadata_authorization_server, "as_metadata",
-	  NULL, NULL, 0 },
+	  NULL, NULL, HTTP_ON_LOOP },
 	{ HM_GET, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, metadata_protected_resource, "pr_metadata",
-	  NULL, NULL, 0 },
+	  NULL, NULL, HTTP_ON_LOOP },
 	{ HM_OPTIONS, "/.well-known/oauth-authorization-server", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL,
-	  0 },
-	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, 0 },
-	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, 0 },
-	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, register_endpoint, "register", NULL, NULL, 1 },
-	{ HM_OPTIONS, "/register", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, 0 },
-	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL, NULL, 1 },
-	{ HM_POST, "/authorize", MATCH_EXACT, LIM_BODY_DEFAULT, authorize_post, "consent", NULL, NULL, 1 },
-	{ HM_GET, "/callback", MATCH_EXACT, 0, callback_get, "callback", NULL, NULL, 1 },
-	{ HM_GET, "/connect", MATCH_EXACT, 0, connect_get, "connect", NULL, NULL, 1 },
-	{ HM_POST, "/connect", MATCH_EXACT, LIM_BODY_DEFAULT, connect_post, "connect", NULL, NULL, 1 },
-	{ HM_GET, "/account", MATCH_EXACT, 0, account_get, "account", NULL, NULL, 1 },
-	{ HM_POST, "/account/login", MATCH_EXACT, LIM_BODY_DEFAULT, account_login, "account", NULL, NULL, 1 },
-	{ HM_POST, "/account/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, account_revoke, "account", NULL, NULL, 1 },
-	{ HM_POST, "/account/disconnect", MATCH_EXACT, LIM_BODY_DEFAULT, account_disconnect, "account", NULL, NULL, 1 },
-	{ HM_POST, "/account/logout", MATCH_EXACT, LIM_BODY_DEFAULT, account_logout, "account", NULL, NULL, 1 },
-	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL, NULL, 1 },
-	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, 0 },
-	{ HM_POST, "/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, revoke_endpoint, "revoke", NULL, NULL, 1 },
-	{ HM_OPTIONS, "/revoke", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, 0 },
-	{ HM_POST, "/introspect", MATCH_EXACT, LIM_BODY_DEFAULT, introspect_endpoint, "introspect", NULL, NULL, 1 },
-	{ HM_GET, "/admin/v1/grants", MATCH_EXACT, 0, admin_grants, "admin", NULL, NULL, 1 },
-	{ HM_POST, "/admin/v1/revoke", MATCH_EXACT, LIM_BODY_ADMIN, admin_revoke, "admin", NULL, NULL, 1 },
-	{ HM_POST, "/admin/v1/disconnect", MATCH_EXACT, LIM_BODY_ADMIN, admin_disconnect, "admin", NULL, NULL, 1 },
+	  HTTP_ON_LOOP },
+	{ HM_OPTIONS, "/.well-known/openid-configuration", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL,
+	  HTTP_ON_LOOP },
+	{ HM_OPTIONS, "/.well-known/oauth-protected-resource", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL,
+	  HTTP_ON_LOOP },
+	{ HM_POST, "/register", MATCH_EXACT, LIM_BODY_REGISTER, register_endpoint, "register", NULL, NULL,
+	  HTTP_ON_POOL },
+	{ HM_OPTIONS, "/register", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET, "/authorize", MATCH_EXACT, 0, authorize_get, "authorize", NULL, NULL, HTTP_ON_POOL },
+	{ HM_POST, "/authorize", MATCH_EXACT, LIM_BODY_DEFAULT, authorize_post, "consent", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/callback", MATCH_EXACT, 0, callback_get, "callback", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/connect", MATCH_EXACT, 0, connect_get, "connect", NULL, NULL, HTTP_ON_POOL },
+	{ HM_POST, "/connect", MATCH_EXACT, LIM_BODY_DEFAULT, connect_post, "connect", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/account", MATCH_EXACT, 0, account_get, "account", NULL, NULL, HTTP_ON_POOL },
+	{ HM_POST, "/account/login", MATCH_EXACT, LIM_BODY_DEFAULT, account_login, "account", NULL, NULL,
+	  HTTP_ON_POOL },
+	{ HM_POST, "/account/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, account_revoke, "account", NULL, NULL,
+	  HTTP_ON_POOL },
+	{ HM_POST, "/account/disconnect", MATCH_EXACT, LIM_BODY_DEFAULT, account_disconnect, "account", NULL, NULL,
+	  HTTP_ON_POOL },
+	{ HM_POST, "/account/logout", MATCH_EXACT, LIM_BODY_DEFAULT, account_logout, "account", NULL, NULL,
+	  HTTP_ON_POOL },
+	{ HM_POST, "/token", MATCH_EXACT, LIM_BODY_DEFAULT, token_endpoint, "token", NULL, NULL, HTTP_ON_POOL },
+	{ HM_OPTIONS, "/token", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_POST, "/revoke", MATCH_EXACT, LIM_BODY_DEFAULT, revoke_endpoint, "revoke", NULL, NULL, HTTP_ON_POOL },
+	{ HM_OPTIONS, "/revoke", MATCH_EXACT, 0, cors_preflight, "cors", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_POST, "/introspect", MATCH_EXACT, LIM_BODY_DEFAULT, introspect_endpoint, "introspect", NULL, NULL,
+	  HTTP_ON_POOL },
+	{ HM_GET, "/admin/v1/grants", MATCH_EXACT, 0, admin_grants, "admin", NULL, NULL, HTTP_ON_POOL_OR_LOOP },
+	{ HM_POST, "/admin/v1/revoke", MATCH_EXACT, LIM_BODY_ADMIN, admin_revoke, "admin", NULL, NULL,
+	  HTTP_ON_POOL_OR_LOOP },
+	{ HM_POST, "/admin/v1/disconnect", MATCH_EXACT, LIM_BODY_ADMIN, admin_disconnect, "admin", NULL, NULL,
+	  HTTP_ON_POOL_OR_LOOP },
 };
 
 #define PRM_PREFIX "/.well-known/oauth-protected-resource"

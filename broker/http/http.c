@@ -1069,14 +1069,16 @@ static enum MHD_Result request_run(struct http_req *r)
 		http_send_error(r, 413, "request_too_large");
 		return MHD_YES;
 	}
-	if (r->route->offload && offload_running()) {
+	if (r->route->offload != HTTP_ON_LOOP && offload_running()) {
 		r->offloaded = 1;
 		r->deferred = 1;
 		MHD_suspend_connection(r->conn);
-		/* A full queue (or a pool that stops) is answered at once; a pool
-		 * gone meanwhile, here the same way. */
-		int rc = offload_push(&r->job, offloaded_run, r);
-		if (rc == -2)
+		/* A full queue (or a pool that stops) is answered at once, unless
+		 * the route must be served however busy the pool is: then, with no
+		 * thread free, here; a pool gone meanwhile, here too. */
+		int must = r->route->offload == HTTP_ON_POOL_OR_LOOP;
+		int rc = must ? offload_push_idle(&r->job, offloaded_run, r) : offload_push(&r->job, offloaded_run, r);
+		if (rc == -2 && !must)
 			offloaded_run(r, 1);
 		else if (rc < 0)
 			offloaded_run(r, 0);
@@ -1638,7 +1640,7 @@ struct http_server *http_start(struct app *app, const char *host, int port, cons
 		goto fail;
 	/* Handlers that block run on the pool (none: on the workers). */
 	if (cfg->http.handler_threads > 0 && !offload_running()) {
-		if (offload_start((size_t)cfg->http.handler_threads, app->handler_thread_init) < 0)
+		if (offload_start((size_t)cfg->http.handler_threads, LIM_OFFLOAD_WAIT_MS, app->handler_thread_init) < 0)
 			goto fail;
 		s->own_pool = 1;
 	}

@@ -52,11 +52,18 @@ struct http_route {
 	 * its 401 without its body being read or buffered); the handler then
 	 * never runs. */
 	http_handler on_headers;
-	/* The handler may block (the database, an upstream, a fetch): it runs
-	 * on the handler pool (http.handler_threads), never on a worker's
-	 * loop. It must not suspend the connection. */
+	/* Where the handler runs (enum http_run). */
 	int offload;
 };
+
+/* HTTP_ON_LOOP: on the worker's loop (answers from memory, or must answer
+ * while the pool is full: /readyz). HTTP_ON_POOL: the handler may block (the
+ * database, an upstream, a fetch) and runs on the handler pool
+ * (http.handler_threads); a full pool answers 503 at once. HTTP_ON_POOL_OR_LOOP:
+ * on the pool when a thread is free, else on the loop at once, so a flooded
+ * pool never turns an operator away (the admin API). A handler off the loop
+ * must not suspend the connection. */
+enum http_run { HTTP_ON_LOOP = 0, HTTP_ON_POOL = 1, HTTP_ON_POOL_OR_LOOP = 2 };
 
 /* An oversized chunked body is read and dropped up to this many bytes (to
  * answer 413), then the connection is closed. */

@@ -11,8 +11,9 @@
 #include "lim.h"
 
 /* refused: 0 to do the work; 1 when it must not be done (waited longer
- * than LIM_OFFLOAD_WAIT_MS, or the pool stops): answer that the node is
- * busy. Either way the call ends the job. */
+ * than the pool's max_wait, or the pool stops): answer that the node is
+ * busy, without blocking (a refusal may run on the pool's reaper, which
+ * serves the whole queue). Either way the call ends the job. */
 typedef void (*offload_fn)(void *arg, int refused);
 
 /* A job's link: embedded in what the job is about (no allocation). */
@@ -24,8 +25,10 @@ struct offload_job {
 };
 
 /* Starts n threads (1..LIM_OFFLOAD_THREADS), each calling thread_init
- * (when not NULL) before its first job. 0, or -1 with none left running. */
-int offload_start(size_t n, void (*thread_init)(void)) WUR;
+ * (when not NULL) before its first job, and a reaper that refuses a job
+ * still queued after max_wait ms (LIM_OFFLOAD_WAIT_MS in the broker) even
+ * while every thread is busy. 0, or -1 with none left running. */
+int offload_start(size_t n, long long max_wait, void (*thread_init)(void)) WUR;
 /* 1 while the pool runs. */
 int offload_running(void);
 /* Queues fn(arg) on j (which must stay valid until fn has run). 0; -1 when
@@ -33,6 +36,10 @@ int offload_running(void);
  * stops or its queue holds LIM_OFFLOAD_QUEUE_PER_THREAD jobs a thread
  * already (the caller answers 503). */
 int offload_push(struct offload_job *j, offload_fn fn, void *arg) WUR;
+/* The same, but queues only when a thread is free for it now; -2 otherwise
+ * (the caller runs it itself: for the few requests that must be answered
+ * however busy the pool is, such as an operator's revocation). */
+int offload_push_idle(struct offload_job *j, offload_fn fn, void *arg) WUR;
 /* 1 from the start of offload_stop until it returns. */
 int offload_stopping(void);
 /* Jobs queued or running. */

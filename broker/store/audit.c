@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "app.h"
+#include "db.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -238,6 +239,7 @@ static int write_batch(const struct queued *batch, size_t n)
 static void *writer_loop(void *arg)
 {
 	(void)arg;
+	db_thread_yields(); /* background work: the pool's reserve is the workers' */
 	static struct queued batch[AUDIT_BATCH];
 	pthread_mutex_lock(&qlock);
 	for (;;) {

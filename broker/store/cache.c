@@ -301,8 +301,9 @@ void cache_upstream_put(const char *grant_id, const char *key_id, const char *se
 
 /* ---- clients ------------------------------------------------------------- */
 
-/* FNV-1a of the id: ids are chosen by whoever registers, so the table is
- * direct-mapped (a colliding id only overwrites its slot). */
+/* FNV-1a of the id. Dynamic ids are random and the server's; static ones
+ * the operator's. Direct-mapped: a colliding id only overwrites its slot,
+ * costing the other a database round trip (lookups compare the whole id). */
 static size_t client_slot_of(const char *client_id)
 {
 	uint32_t h = 2166136261u;

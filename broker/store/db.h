@@ -39,10 +39,11 @@ void db_close(struct db **db);
 /* Takes a healthy connection, waiting at most timeout_ms for a free one and
  * reconnecting a broken one. -1: none free in time or the server is down. */
 int db_acquire(struct db *db, struct db_conn **out, int timeout_ms) WUR;
-/* Marks the calling thread (a handler-pool thread) as one that leaves the
- * pool's reserve free: with http.handler_threads, a quarter of the
- * connections (at least one, at most http.threads) is taken only by the
- * others, so that a crowd of handlers never makes a worker wait. */
+/* Marks the calling thread (a handler-pool thread, the audit writer, the
+ * revoker, housekeeping) as one that leaves the pool's reserve free: with
+ * http.handler_threads, a quarter of the connections (at least one, at
+ * most http.threads) is taken only by the workers, so that a crowd of
+ * handlers or a long purge never makes a worker wait. */
 void db_thread_yields(void);
 /* Returns the connection; an open transaction is rolled back. Sets *c NULL. */
 void db_release(struct db *db, struct db_conn **c);

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "db.h"
@@ -65,16 +66,20 @@ static struct db_stmt purge_clients = DB_STMT(
 	"  AND c.created_at < now() - make_interval(days => $1::int)) "
 	" OR (c.kind = 'cimd' AND c.cimd_expires_at < now() - interval '7 days')) "
 	"AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.client_id = c.client_id) LIMIT " HK_BATCH ") "
-	"RETURNING client_id");
+	"RETURNING client_id, kind");
 
-/* The purged clients, each announced as a disabled one is: no node keeps
- * authenticating its cached copy (store/cache.h). *n rows deleted. */
+/* The purged dynamic clients, each announced as a disabled one is: no node
+ * keeps authenticating its cached copy (store/cache.h). CIMD rows are not
+ * announced: the node cache never holds them (store/client_resolve.c), and
+ * each announcement costs every node a sweep. *n rows deleted. */
 static int purge_clients_run(struct db_conn *c, const char *days, long long *n)
 {
 	const char *p[] = { days };
 	PGresult *r = db_exec_ok(c, &purge_clients, 1, p);
 	*n = r ? PQntuples(r) : 0;
 	for (long long i = 0; i < *n; i++) {
+		if (strcmp(PQgetvalue(r, (int)i, 1), "dynamic") != 0)
+			continue;
 		struct revocation rv = { .client_id = PQgetvalue(r, (int)i, 0) };
 		if (notify_publish(c, &rv) < 0)
 			log_msg(LOG_WARN, "housekeeping.unannounced", NULL,
@@ -133,6 +138,7 @@ out:
 static void *loop(void *arg)
 {
 	struct app *app = arg;
+	db_thread_yields(); /* background work: the pool's reserve is the workers' */
 	pthread_mutex_lock(&hk_lock);
 	while (!hk_stop) {
 		struct timespec ts;

@@ -239,6 +239,7 @@ void revoker_kick(void)
 static void *rw_loop(void *arg)
 {
 	struct app *app = arg;
+	db_thread_yields(); /* background work: the pool's reserve is the workers' */
 	int handled = 0;
 	pthread_mutex_lock(&rw_lock);
 	while (!rw_stop) {

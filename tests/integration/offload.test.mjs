@@ -17,6 +17,7 @@ import { startEcho, upstreamConfig } from '../lib/nodes.mjs';
 const cleanups = [];
 after(async () => { for (const c of cleanups.reverse()) await c(); });
 const HOLD_MS = 3000;
+const ADMIN = 'admin-offload-test-token-0123456789abcdef';
 
 /** A psql session holding ACCESS EXCLUSIVE on table for holdMs (then rolled back). */
 async function lockTable(db, table, holdMs) {
@@ -41,6 +42,7 @@ async function node(handlerThreads) {
   const db = await createDatabase('offload');
   const port = await freePort();
   const b = await startBroker(baseConfig({ port, databaseUrl: db, extra: {
+    admin_tokens: [ADMIN],
     http: { threads: 1, ...(handlerThreads == null ? {} : { handler_threads: handlerThreads }) },
     upstreams: upstreamConfig(idp),
     resources: [{ path: '/mcp', upstream: 'sentry', downstream: echo.url }],
@@ -119,6 +121,14 @@ test('a full handler pool answers 503 + Retry-After at once, and serves again on
     assert.equal(over.json?.error, 'temporarily_unavailable');
     assert.ok(ms < 1000, `the refusal took ${ms.toFixed(0)} ms: it should not wait for the pool`);
     assert.equal(metric((await http(`${b.url}/metrics`)).text, 'mcpb_http_handler_pool_refused_total'), 1);
+    // A load balancer still sees the node ready (its proxy is), and the
+    // operator's API is served: with no pool thread free, on the loop.
+    const ready = await http(`${b.url}/readyz`, { timeoutMs: 3000 });
+    assert.equal(ready.status, 200, `readyz with the pool full: ${ready.text}`);
+    const grants = await http(`${b.url}/admin/v1/grants`, { timeoutMs: 3000, headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(grants.status, 200, `the admin API with the pool full: ${grants.text}`);
+    assert.equal(grants.json?.grants?.length, 1, grants.text);
+    assert.equal((await http(`${b.url}/admin/v1/grants`, { headers: { authorization: 'Bearer wrong' } })).status, 403);
     // The proxy runs on the worker: unaffected.
     assert.equal((await call(b, tok.access_token)).status, 200);
     await lock.done;

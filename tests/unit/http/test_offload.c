@@ -1,16 +1,21 @@
 /* offload.c: the handler pool. A pool never started refuses to queue (the
  * caller runs the job itself); each thread runs its init once; jobs run in
  * the order pushed; the queue holds LIM_OFFLOAD_QUEUE_PER_THREAD a thread
- * and says -2 beyond; stopping refuses what is queued (refused = 1), lets
- * what runs finish, and leaves a pool that is not running. */
+ * and says -2 beyond; a job queued longer than the pool's wait is refused
+ * even while every thread is busy (the reaper); offload_push_idle queues
+ * only for a free thread; stopping refuses what is queued (refused = 1),
+ * lets what runs finish, and leaves a pool that is not running. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "offload.h"
 #include "test.h"
 
 #define N_JOBS 32
+#define WAIT_MS 10000 /* the broker's LIM_OFFLOAD_WAIT_MS: never reached here */
+#define SHORT_WAIT_MS 150
 
 static int inits;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -88,13 +93,14 @@ int main(void)
 	/* Never started: the caller runs it. */
 	CHECK(!offload_running());
 	CHECK(offload_push(&jobs[0].link, run, &jobs[0]) == -1);
-	CHECK(offload_start(0, NULL) == -1);
-	CHECK(offload_start(LIM_OFFLOAD_THREADS + 1, NULL) == -1);
+	CHECK(offload_start(0, WAIT_MS, NULL) == -1);
+	CHECK(offload_start(LIM_OFFLOAD_THREADS + 1, WAIT_MS, NULL) == -1);
+	CHECK(offload_start(1, 0, NULL) == -1);
 
 	/* Each thread's init runs once. */
-	CHECK(offload_start(3, count_init) == 0);
+	CHECK(offload_start(3, WAIT_MS, count_init) == 0);
 	CHECK(offload_running());
-	CHECK(offload_start(3, count_init) == -1); /* one pool */
+	CHECK(offload_start(3, WAIT_MS, count_init) == -1); /* one pool */
 	for (int i = 0; i < 200 && __atomic_load_n(&inits, __ATOMIC_SEQ_CST) < 3; i++)
 		usleep(5000);
 	CHECK(__atomic_load_n(&inits, __ATOMIC_SEQ_CST) == 3);
@@ -104,7 +110,7 @@ int main(void)
 
 	/* One thread: order kept, the queue bounded, nothing lost. */
 	reset();
-	CHECK(offload_start(1, NULL) == 0);
+	CHECK(offload_start(1, WAIT_MS, NULL) == 0);
 	jobs[0].block = 1;
 	CHECK(offload_push(&jobs[0].link, run, &jobs[0]) == 0);
 	pthread_mutex_lock(&mu);
@@ -134,9 +140,44 @@ int main(void)
 	CHECK(offload_pending() == 0);
 	offload_stop();
 
+	/* The only thread held: a job waiting past the wait is refused while
+	 * the thread is still busy, in about the wait (not when it frees). */
+	reset();
+	CHECK(offload_start(1, SHORT_WAIT_MS, NULL) == 0);
+	jobs[0].block = 1;
+	CHECK(offload_push(&jobs[0].link, run, &jobs[0]) == 0);
+	pthread_mutex_lock(&mu);
+	while (!blocker_started)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	/* No thread free: the idle-only push says so, and queues nothing. */
+	CHECK(offload_push_idle(&jobs[1].link, run, &jobs[1]) == -2);
+	CHECK(offload_pending() == 1);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 2; i <= 3; i++)
+		CHECK(offload_push(&jobs[i].link, run, &jobs[i]) == 0);
+	wait_for(&n_refused, 2);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long long waited = (t1.tv_sec - t0.tv_sec) * 1000LL + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	CHECK(waited >= SHORT_WAIT_MS);
+	CHECK(n_done == 0); /* the held job is still held */
+	CHECK(offload_pending() == 1);
+	open_gate();
+	wait_for(&n_done, 1);
+	for (int i = 0; i < 200 && offload_pending() > 0; i++)
+		usleep(5000);
+	CHECK(offload_pending() == 0);
+	/* A free thread: the idle-only push queues, and the job runs. */
+	jobs[0].block = 0;
+	CHECK(offload_push_idle(&jobs[4].link, run, &jobs[4]) == 0);
+	wait_for(&n_done, 2);
+	CHECK(order[1] == 4 && n_refused == 2);
+	offload_stop();
+
 	/* Stopping: the running job finishes, the queued ones are refused. */
 	reset();
-	CHECK(offload_start(1, NULL) == 0);
+	CHECK(offload_start(1, WAIT_MS, NULL) == 0);
 	jobs[0].block = 1;
 	CHECK(offload_push(&jobs[0].link, run, &jobs[0]) == 0);
 	for (int i = 1; i <= 3; i++)
