@@ -76,8 +76,8 @@ static void *reaper_main(void *arg)
 			pending--;
 			continue;
 		}
-		/* An empty queue is looked at again after a quarter of the wait: a
-		 * job pushed meanwhile is refused by max_wait_ms × 1.25 at most. */
+		/* An empty queue is looked at again after a quarter of the wait,
+		 * before any job pushed meanwhile is due: each is refused on time. */
 		long long wake = head ? head->queued_ms + max_wait_ms + 1 : now + max_wait_ms / 4 + 1;
 		struct timespec ts = { (time_t)(wake / 1000), (long)(wake % 1000) * 1000000L };
 		pthread_cond_timedwait(&reap_cv, &mu, &ts);

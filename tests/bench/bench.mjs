@@ -407,6 +407,26 @@ async function openIdleStreams(url, token, n) {
  * BENCH_STREAM_ROUNDS (1) rounds, the binaries taking turns in each (none,
  * then with the streams open): on a shared, noisy box the medians of
  * interleaved rounds are what compares. */
+/** A broker node for a side-by-side measurement (binary undefined: this
+ * build): its own database, the bench's worker count (BENCH_THREADS, 4),
+ * /mcp proxied to dsPort's /mcp; { b, db } (b: startBroker's). */
+async function benchNode(idp, name, label, binary, dsPort, { maxConnections = 8192, logLevel, extraResources = [] } = {}) {
+  const db = await createDatabase(`bench_${name}_${label}`);
+  const port = await freePort();
+  const cfg = baseConfig({ port, databaseUrl: db, extra: {
+    http: { threads: Number(process.env.BENCH_THREADS || 4), drain_timeout_s: 5, max_connections: maxConnections },
+    log: { level: logLevel || process.env.BENCH_LOG_LEVEL || 'info' },
+    database: { pool_size: 8 },
+    limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
+    upstreams: upstreamConfig(idp),
+    resources: [
+      { path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`, scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] },
+      ...extraResources,
+    ],
+  } });
+  return { b: await startBroker(cfg, { keepLogs: false, binary }), db };
+}
+
 async function streamsSection(say, idp) {
   const n = Number(process.env.BENCH_STREAMS || 9000);
   const rounds = Math.max(1, Number(process.env.BENCH_STREAM_ROUNDS || 1));
@@ -419,20 +439,8 @@ async function streamsSection(say, idp) {
   if (process.env.BENCH_BASELINE_BINARY) binaries.unshift(['baseline', process.env.BENCH_BASELINE_BINARY]);
   const nodes = [];
   for (const [label, binary] of binaries) {
-    const db = await createDatabase(`bench_streams_${label}`);
-    const port = await freePort();
-    const cfg = baseConfig({ port, databaseUrl: db, extra: {
-      http: { threads: Number(process.env.BENCH_THREADS || 4), drain_timeout_s: 5, max_connections: Math.max(8192, 2 * n + 256) },
-      log: { level: 'warn' },
-      database: { pool_size: 8 },
-      limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
-      upstreams: upstreamConfig(idp),
-      resources: [
-        { path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`, scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] },
-        { path: '/sse', upstream: 'sentry', downstream: `${sse.url}` },
-      ],
-    } });
-    const b = await startBroker(cfg, { keepLogs: false, binary });
+    const { b } = await benchNode(idp, 'streams', label, binary, dsPort, { maxConnections: Math.max(8192, 2 * n + 256),
+      logLevel: 'warn', extraResources: [{ path: '/sse', upstream: 'sentry', downstream: `${sse.url}` }] });
     const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
     const ts = await fullFlow(b.url, { resource: `${b.url}/sse` });
     await wrk(`${b.url}/mcp`, { body, token: t.access_token }); /* warm-up */
@@ -553,17 +561,7 @@ async function proxySection(say, idp) {
   const direct = await wrk(`http://127.0.0.1:${dsPort}/mcp`, { body });
   const viaNginx = await wrk(`http://127.0.0.1:${pxPort}/mcp`, { body });
   for (const [label, binary] of binaries) {
-    const db = await createDatabase(`bench_proxy_${label}`);
-    const port = await freePort();
-    const cfg = baseConfig({ port, databaseUrl: db, extra: {
-      http: { threads: Number(process.env.BENCH_THREADS || 4), drain_timeout_s: 5, max_connections: 8192 },
-      log: { level: process.env.BENCH_LOG_LEVEL || 'info' },
-      database: { pool_size: 8 },
-      limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
-      upstreams: upstreamConfig(idp),
-      resources: [{ path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`, scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] }],
-    } });
-    const b = await startBroker(cfg, { keepLogs: false, binary });
+    const { b } = await benchNode(idp, 'proxy', label, binary, dsPort);
     const t = await fullFlow(b.url, { resource: `${b.url}/mcp` });
     await wrk(`${b.url}/mcp`, { body, token: t.access_token }); /* warm-up */
     let c0 = cpuSec(b.proc.pid);
@@ -630,17 +628,7 @@ async function refreshSection(say, idp) {
   const dsPort = await freePort();
   const nodes = [];
   for (const [label, binary] of binaries) {
-    const db = await createDatabase(`bench_refresh_${label}`);
-    const port = await freePort();
-    const cfg = baseConfig({ port, databaseUrl: db, extra: {
-      http: { threads: Number(process.env.BENCH_THREADS || 4), drain_timeout_s: 5, max_connections: 8192 },
-      log: { level: process.env.BENCH_LOG_LEVEL || 'info' },
-      database: { pool_size: 8 },
-      limits: { register_per_ip_per_hour: 0, token_per_client_per_minute: 0 },
-      upstreams: upstreamConfig(idp),
-      resources: [{ path: '/mcp', upstream: 'sentry', downstream: `http://127.0.0.1:${dsPort}/mcp`, scopes: { 'issues:read': ['*'] }, default_scopes: ['issues:read'] }],
-    } });
-    const b = await startBroker(cfg, { keepLogs: false, binary });
+    const { b } = await benchNode(idp, 'refresh', label, binary, dsPort);
     const reg = await req(`${b.url}/register`, { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ redirect_uris: ['http://127.0.0.1:9/cb'], token_endpoint_auth_method: 'none' }) });
     nodes.push({ label, b, clientId: reg.json.client_id, runs: [] });

@@ -9,10 +9,9 @@
 // lookup reads: a request that asked PostgreSQL would wait for the lock.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { http, sleep } from '../lib/harness.mjs';
+import { http, lockTable, sleep } from '../lib/harness.mjs';
 import { fullFlow, tokenRequest } from '../lib/flow.mjs';
 import { startNodes } from '../lib/nodes.mjs';
 import { startDownstream } from '../fakes/downstream.mjs';
@@ -38,21 +37,6 @@ async function metric(node, name, label) {
   return m ? Number(m[1]) : 0;
 }
 
-/** A psql session holding ACCESS EXCLUSIVE on table for holdMs (then rolled back). */
-async function lockTable(table, holdMs) {
-  const p = spawn('psql', ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', '-d', env.db], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  const locked = new Promise((resolve, reject) => {
-    p.stdout.on('data', (d) => { out += d; if (out.includes('locked')) resolve(); });
-    p.on('exit', (code) => reject(new Error(`psql exited ${code} before locking`)));
-  });
-  p.stdin.write(`BEGIN; LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked'; SELECT pg_sleep(${holdMs / 1000}); ROLLBACK;\n`);
-  await locked;
-  const exited = new Promise((resolve) => p.on('exit', resolve));
-  p.stdin.end();
-  return { done: exited, kill: () => p.kill('SIGKILL') };
-}
-
 async function timed(fn) {
   const t0 = performance.now();
   const r = await fn();
@@ -75,7 +59,7 @@ test('an unbound session id, repeated, is refused from memory: no database round
   const first = await mcp(A, { token: alice.access_token, headers: { 'mcp-session-id': X } });
   assert.equal(first.status, 404, first.text);
   const hits0 = await metric(A, 'session_negative_cache_total', 'hit');
-  const lock = await lockTable('mcp_session_bindings', LOCK_MS + 500);
+  const lock = await lockTable(env.db, 'mcp_session_bindings', LOCK_MS + 500);
   try {
     const n = ds.requests.length;
     for (let i = 0; i < 20; i++) {
@@ -96,7 +80,7 @@ test('an unbound session id, repeated, is refused from memory: no database round
 test('an unknown access token, repeated, is refused from memory: no database round trip', T, async () => {
   const bogus = `mcpb_at_${randomBytes(32).toString('base64url')}`;
   assert.equal((await mcp(A, { token: bogus })).status, 401);
-  const lock = await lockTable('tokens', LOCK_MS + 500);
+  const lock = await lockTable(env.db, 'tokens', LOCK_MS + 500);
   try {
     for (let i = 0; i < 20; i++) {
       const { r, ms } = await timed(() => mcp(A, { token: bogus }));
@@ -152,7 +136,7 @@ test('a client is read once per node: its token requests skip the database; disa
   }
   assert.equal(await metric(B, 'client_cache_total', 'hit') - hits0, 2);
   // With the clients table locked, a refresh on B does not wait for it.
-  const lock = await lockTable('clients', LOCK_MS + 500);
+  const lock = await lockTable(env.db, 'clients', LOCK_MS + 500);
   try {
     const { r, ms } = await timed(() => refresh(B, rt));
     assert.equal(r.status, 200, r.text);

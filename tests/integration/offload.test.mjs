@@ -7,10 +7,9 @@
 // a refresh must read.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { startIdp } from '../fakes/idp.mjs';
-import { baseConfig, createDatabase, freePort, http, startBroker } from '../lib/harness.mjs';
+import { baseConfig, createDatabase, freePort, http, lockTable, startBroker } from '../lib/harness.mjs';
 import { fullFlow, tokenRequest } from '../lib/flow.mjs';
 import { startEcho, upstreamConfig } from '../lib/nodes.mjs';
 
@@ -18,21 +17,6 @@ const cleanups = [];
 after(async () => { for (const c of cleanups.reverse()) await c(); });
 const HOLD_MS = 3000;
 const ADMIN = 'admin-offload-test-token-0123456789abcdef';
-
-/** A psql session holding ACCESS EXCLUSIVE on table for holdMs (then rolled back). */
-async function lockTable(db, table, holdMs) {
-  const p = spawn('psql', ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', '-d', db], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  const locked = new Promise((resolve, reject) => {
-    p.stdout.on('data', (d) => { out += d; if (out.includes('locked')) resolve(); });
-    p.on('exit', (code) => reject(new Error(`psql exited ${code} before locking`)));
-  });
-  p.stdin.write(`BEGIN; LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked'; SELECT pg_sleep(${holdMs / 1000}); ROLLBACK;\n`);
-  await locked;
-  const done = new Promise((resolve) => p.on('exit', resolve));
-  p.stdin.end();
-  return { done, kill: () => p.kill('SIGKILL') };
-}
 
 async function node(handlerThreads) {
   const idp = await startIdp({ port: 0 });

@@ -41,6 +41,23 @@ export async function psql(dbUrl, sql) {
   return stdout.trim();
 }
 
+/** A psql session holding ACCESS EXCLUSIVE on table for holdMs, then rolling
+ * back: a real stall for whatever must read the table. Resolves once the
+ * lock is held; { done } settles when psql exits, kill() ends it early. */
+export async function lockTable(dbUrl, table, holdMs) {
+  const p = spawn('psql', ['-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1', '-d', dbUrl], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  const locked = new Promise((resolve, reject) => {
+    p.stdout.on('data', (d) => { out += d; if (out.includes('locked')) resolve(); });
+    p.on('exit', (code) => reject(new Error(`psql exited ${code} before locking`)));
+  });
+  p.stdin.write(`BEGIN; LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked'; SELECT pg_sleep(${holdMs / 1000}); ROLLBACK;\n`);
+  await locked;
+  const done = new Promise((resolve) => p.on('exit', resolve));
+  p.stdin.end();
+  return { done, kill: () => p.kill('SIGKILL') };
+}
+
 /** Creates a fresh database on the shared cluster and returns its URL. */
 export async function createDatabase(prefix = 't') {
   const base = requireCluster();

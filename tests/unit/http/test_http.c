@@ -151,25 +151,26 @@ static void h_slow(struct http_req *r)
 	http_send(r, 200, "text/plain", "slow", 4);
 }
 
-/* The last field: the handlers that run on the handler pool (answers
+/* The last field: where each handler runs; those on the pool (answers
  * kept, queued by the worker after the resume: streamed, broken, missing
  * and with their request's headers and body alike). */
 static const struct http_route routes[] = {
-	{ HM_GET, "/exact", MATCH_EXACT, 0, h_exact, "exact", NULL, NULL, 0 },
-	{ HM_GET | HM_POST, "/mcp", MATCH_PREFIX, 1024, h_prefix, "mcp", NULL, NULL, 0 },
-	{ HM_POST, "/echo", MATCH_EXACT, 1024, h_echo, "echo", NULL, NULL, 1 },
-	{ HM_GET, "/query", MATCH_EXACT, 0, h_query, "query", NULL, NULL, 0 },
-	{ HM_GET, "/oauth-error", MATCH_EXACT, 0, h_oauth_error, "oauth_error", NULL, NULL, 0 },
-	{ HM_GET, "/oauth-error-bare", MATCH_EXACT, 0, h_oauth_error_bare, "oauth_error_bare", NULL, NULL, 0 },
-	{ HM_GET, "/silent", MATCH_EXACT, 0, h_silent, "silent", NULL, NULL, 1 },
-	{ HM_GET, "/headers", MATCH_EXACT, 0, h_headers, "headers", NULL, NULL, 1 },
-	{ HM_GET, "/ctx", MATCH_EXACT, 0, h_ctx, "ctx", NULL, NULL, 1 },
-	{ HM_GET, "/h16", MATCH_EXACT, 0, h_16_headers, "h16", NULL, NULL, 0 },
-	{ HM_GET, "/h17", MATCH_EXACT, 0, h_17_headers, "h17", NULL, NULL, 1 },
-	{ HM_GET, "/bad-value", MATCH_EXACT, 0, h_bad_value, "bad_value", NULL, NULL, 0 },
-	{ HM_GET, "/stream17", MATCH_EXACT, 0, h_stream_17, "stream17", NULL, NULL, 1 },
-	{ HM_GET, "/slow", MATCH_EXACT, 0, h_slow, "slow", NULL, NULL, 1 },
-	{ HM_GET, "/slow-inline", MATCH_EXACT, 0, h_slow, "slow", NULL, NULL, 0 },
+	{ HM_GET, "/exact", MATCH_EXACT, 0, h_exact, "exact", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET | HM_POST, "/mcp", MATCH_PREFIX, 1024, h_prefix, "mcp", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_POST, "/echo", MATCH_EXACT, 1024, h_echo, "echo", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/query", MATCH_EXACT, 0, h_query, "query", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET, "/oauth-error", MATCH_EXACT, 0, h_oauth_error, "oauth_error", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET, "/oauth-error-bare", MATCH_EXACT, 0, h_oauth_error_bare, "oauth_error_bare", NULL, NULL,
+	  HTTP_ON_LOOP },
+	{ HM_GET, "/silent", MATCH_EXACT, 0, h_silent, "silent", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/headers", MATCH_EXACT, 0, h_headers, "headers", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/ctx", MATCH_EXACT, 0, h_ctx, "ctx", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/h16", MATCH_EXACT, 0, h_16_headers, "h16", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET, "/h17", MATCH_EXACT, 0, h_17_headers, "h17", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/bad-value", MATCH_EXACT, 0, h_bad_value, "bad_value", NULL, NULL, HTTP_ON_LOOP },
+	{ HM_GET, "/stream17", MATCH_EXACT, 0, h_stream_17, "stream17", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/slow", MATCH_EXACT, 0, h_slow, "slow", NULL, NULL, HTTP_ON_POOL },
+	{ HM_GET, "/slow-inline", MATCH_EXACT, 0, h_slow, "slow", NULL, NULL, HTTP_ON_LOOP },
 };
 
 /* ---- client ------------------------------------------------------------ */

@@ -77,6 +77,19 @@ static void open_gate(void)
 	pthread_mutex_unlock(&mu);
 }
 
+/* A fresh pool of one thread, held by blocker until open_gate(). */
+static void hold_one_thread(struct job *blocker, long long wait_ms)
+{
+	reset();
+	CHECK(offload_start(1, wait_ms, NULL) == 0);
+	blocker->block = 1;
+	CHECK(offload_push(&blocker->link, run, blocker) == 0);
+	pthread_mutex_lock(&mu);
+	while (!blocker_started)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+}
+
 static void *stopper(void *arg)
 {
 	(void)arg;
@@ -109,14 +122,7 @@ int main(void)
 	CHECK(offload_pending() == 0);
 
 	/* One thread: order kept, the queue bounded, nothing lost. */
-	reset();
-	CHECK(offload_start(1, WAIT_MS, NULL) == 0);
-	jobs[0].block = 1;
-	CHECK(offload_push(&jobs[0].link, run, &jobs[0]) == 0);
-	pthread_mutex_lock(&mu);
-	while (!blocker_started)
-		pthread_cond_wait(&cv, &mu);
-	pthread_mutex_unlock(&mu);
+	hold_one_thread(&jobs[0], WAIT_MS);
 	int queued = 0;
 	for (int i = 1; i <= LIM_OFFLOAD_QUEUE_PER_THREAD; i++)
 		queued += offload_push(&jobs[i].link, run, &jobs[i]) == 0;
@@ -142,14 +148,7 @@ int main(void)
 
 	/* The only thread held: a job waiting past the wait is refused while
 	 * the thread is still busy, in about the wait (not when it frees). */
-	reset();
-	CHECK(offload_start(1, SHORT_WAIT_MS, NULL) == 0);
-	jobs[0].block = 1;
-	CHECK(offload_push(&jobs[0].link, run, &jobs[0]) == 0);
-	pthread_mutex_lock(&mu);
-	while (!blocker_started)
-		pthread_cond_wait(&cv, &mu);
-	pthread_mutex_unlock(&mu);
+	hold_one_thread(&jobs[0], SHORT_WAIT_MS);
 	/* No thread free: the idle-only push says so, and queues nothing. */
 	CHECK(offload_push_idle(&jobs[1].link, run, &jobs[1]) == -2);
 	CHECK(offload_pending() == 1);
