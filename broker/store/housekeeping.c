@@ -70,7 +70,7 @@ static struct db_stmt purge_clients = DB_STMT(
 
 /* The purged dynamic clients, each announced as a disabled one is: no node
  * keeps authenticating its cached copy (store/cache.h). CIMD rows are not
- * announced: the node cache never holds them (store/client_resolve.c), and
+ * announced: the node cache never holds them (oauth/client_resolve.c), and
  * each announcement costs every node a sweep. *n rows deleted. */
 static int purge_clients_run(struct db_conn *c, const char *days, long long *n)
 {
